@@ -1,0 +1,170 @@
+import { BlockPool } from '../chunking/block-pool';
+import { InputError } from '../errors';
+import { type BackupDiskEntry, type BackupImageManifest, MANIFEST_FORMAT_VERSION } from '../repository/manifests';
+import { type Repository, newBackupImageId } from '../repository/repository';
+import type { SourceInventory, VirtualDisk, VmInventory } from '../sources/inventory';
+import { type BackupProgress, ProgressTracker } from './progress';
+import { storeDisk } from './store-disk';
+
+/** The catalog's answer to "is this identifier at this version already stored?": the stored disk's digest. */
+export type StoredDiskLookup = (disk: { identifier: string; versionToken: string }) => Promise<string | undefined>;
+
+export type VmBackupResult =
+  | { vm: string; configPath: string; ok: true; image: BackupImageManifest }
+  | { vm: string; configPath: string; ok: false; error: string };
+
+export type BackupOptions = {
+  inventory: SourceInventory;
+  /** VM names to back up; all VMs of the source when absent. */
+  vmNames?: string[];
+  repo: Repository;
+  lookupStoredDisk: StoredDiskLookup;
+  /** Called once a VM's image is in the repository, before the next VM starts (the catalog records it here). */
+  onImage?: (image: BackupImageManifest) => Promise<void>;
+  onProgress?: (progress: BackupProgress) => void;
+  onWarning?: (message: string) => void;
+  signal?: AbortSignal;
+  now?: () => Date;
+  threads?: number;
+};
+
+type DiskOutcome =
+  | { ok: true; digest: string; storedBy?: string; bytesRead: number; bytesWritten: number }
+  | { ok: false; error: string };
+
+/**
+ * Backs up VMs of one source. Disks already stored at the same identifier and version are referenced
+ * without being read; each other disk is read once per run, however many VMs use it.
+ */
+export async function backupVms(options: BackupOptions): Promise<VmBackupResult[]> {
+  const { inventory, repo, signal } = options;
+  const now = options.now ?? (() => new Date());
+  const vms = selectVms(inventory, options.vmNames);
+  for (const warning of inventory.warnings) options.onWarning?.(warning);
+
+  const outcomes = new Map<string, DiskOutcome>();
+  const toRead = new Set<string>();
+  let bytesToRead = 0;
+  for (const vm of vms) {
+    if (vm.error) continue;
+    for (const use of vm.disks) {
+      if (outcomes.has(use.diskPath) || toRead.has(use.diskPath)) continue;
+      const disk = inventory.disks.get(use.diskPath)!;
+      const digest = await options.lookupStoredDisk(disk);
+      if (digest && (await repo.hasStoredDisk(digest))) {
+        outcomes.set(use.diskPath, { ok: true, digest, bytesRead: 0, bytesWritten: 0 });
+      } else {
+        toRead.add(disk.path);
+        bytesToRead += disk.logicalBytes;
+      }
+    }
+  }
+
+  const progress = new ProgressTracker(bytesToRead, options.onProgress);
+  const pool = bytesToRead > 0 ? new BlockPool({ zstdLevel: repo.config.compression.level, threads: options.threads }) : undefined;
+  const knownChunks = new Set<string>();
+  const results: VmBackupResult[] = [];
+  try {
+    for (const vm of vms) {
+      signal?.throwIfAborted();
+      if (vm.error) {
+        results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: vm.error });
+        continue;
+      }
+      progress.vm = vm.name;
+      const ensureStored = async (disk: VirtualDisk): Promise<DiskOutcome> => {
+        const known = outcomes.get(disk.path);
+        if (known) return known;
+        let parentDigest: string | undefined;
+        if (disk.parent) {
+          const parent = await ensureStored(inventory.disks.get(disk.parent.path)!);
+          if (!parent.ok) return parent;
+          parentDigest = parent.digest;
+        }
+        progress.disk = disk.relativePath;
+        let outcome: DiskOutcome;
+        try {
+          const stored = await storeDisk({ disk, repo, pool: pool!, knownChunks, parentDigest, onBytes: (n) => progress.add(n), signal, now });
+          outcome = { ok: true, digest: stored.manifest.digest, storedBy: stored.isNew ? vm.name : undefined, bytesRead: stored.bytesRead, bytesWritten: stored.bytesWritten };
+        } catch (err) {
+          if (!(err instanceof InputError)) throw err;
+          outcome = { ok: false, error: err.message };
+        }
+        outcomes.set(disk.path, outcome);
+        return outcome;
+      };
+
+      const entries: BackupDiskEntry[] = [];
+      let failure: string | undefined;
+      for (const use of vm.disks) {
+        const disk = inventory.disks.get(use.diskPath)!;
+        const firstUse = !outcomes.has(disk.path);
+        const outcome = await ensureStored(disk);
+        if (!outcome.ok) {
+          failure = outcome.error;
+          break;
+        }
+        const usedBy = inventory.usedBy.get(disk.path) ?? [vm.name];
+        const storedHere = firstUse && outcome.storedBy === vm.name;
+        const parent = disk.parent ? inventory.disks.get(disk.parent.path)! : undefined;
+        entries.push({
+          identifier: disk.identifier,
+          path: disk.path,
+          relativePath: disk.relativePath,
+          via: use.via,
+          slot: use.slot,
+          target: use.target,
+          format: disk.format,
+          versionToken: disk.versionToken,
+          digest: outcome.digest,
+          common: usedBy.length > 1,
+          usedBy,
+          parent: disk.parent && parent ? { pointer: disk.parent.pointer, path: parent.path, identifier: parent.identifier, versionToken: parent.versionToken } : undefined,
+          action: storedHere ? 'stored' : 'referenced',
+          logicalBytes: disk.logicalBytes,
+          bytesRead: firstUse ? outcome.bytesRead : 0,
+          bytesWritten: firstUse ? outcome.bytesWritten : 0,
+        });
+      }
+      if (failure) {
+        results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: failure });
+        continue;
+      }
+      const image = buildImage(inventory, vm, entries, now());
+      await repo.putBackupImage(image);
+      await options.onImage?.(image);
+      results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image });
+    }
+  } finally {
+    progress.report();
+    await pool?.close();
+  }
+  return results;
+}
+
+function selectVms(inventory: SourceInventory, names: string[] | undefined): VmInventory[] {
+  if (!names || names.length === 0) return inventory.vms;
+  return names.map((name) => {
+    const vm = inventory.vms.find((candidate) => candidate.name === name);
+    if (!vm) throw new InputError(`no VM named '${name}' in source '${inventory.source.name}'`);
+    return vm;
+  });
+}
+
+function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDiskEntry[], createdAt: Date): BackupImageManifest {
+  const sum = (pick: (d: BackupDiskEntry) => number) => disks.reduce((total, d) => total + pick(d), 0);
+  return {
+    formatVersion: MANIFEST_FORMAT_VERSION,
+    id: newBackupImageId(createdAt),
+    createdAt: createdAt.toISOString(),
+    source: { name: inventory.source.name, type: inventory.source.type, path: inventory.root },
+    vm: { name: vm.name, uuid: vm.uuid, configPath: vm.configPath, configBase64: vm.config!.configBytes.toString('base64') },
+    disks,
+    totals: {
+      logicalBytes: sum((d) => d.logicalBytes),
+      bytesRead: sum((d) => d.bytesRead),
+      bytesWritten: sum((d) => d.bytesWritten),
+      bytesReferenced: sum((d) => (d.action === 'referenced' ? d.logicalBytes : 0)),
+    },
+  };
+}

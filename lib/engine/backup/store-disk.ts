@@ -1,0 +1,124 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { BlockPool } from '../chunking/block-pool';
+import { InputError, fileError } from '../errors';
+import type { ChunkId } from '../repository/chunk-id';
+import { MANIFEST_FORMAT_VERSION, type StoredDiskFile, type StoredDiskManifest } from '../repository/manifests';
+import { type Repository, diskDigest } from '../repository/repository';
+import { type VirtualDisk, versionOf } from '../sources/inventory';
+
+export type StoredDiskResult = {
+  manifest: StoredDiskManifest;
+  /** False when a stored disk with the same content digest already existed: the new read is only referenced. */
+  isNew: boolean;
+  bytesRead: number;
+  bytesWritten: number;
+};
+
+export type StoreDiskOptions = {
+  disk: VirtualDisk;
+  repo: Repository;
+  pool: BlockPool;
+  /** Chunk ids known to be in the repository; shared across one run so each id is checked once. */
+  knownChunks: Set<string>;
+  parentDigest?: string;
+  onBytes?: (bytes: number) => void;
+  signal?: AbortSignal;
+  now: () => Date;
+};
+
+const MAX_READ_ATTEMPTS = 3;
+
+/** Reads a disk, stores the blocks the repository lacks, and returns its manifest. Re-reads a disk that changed meanwhile. */
+export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskResult> {
+  const { disk } = options;
+  for (let attempt = 1; ; attempt++) {
+    const before = await versionOf(disk.files, disk.vmdk?.cid);
+    const result = await readOnce(options);
+    const after = await versionOf(disk.files, disk.vmdk?.cid);
+    if (before.versionToken === after.versionToken) {
+      disk.versionToken = after.versionToken;
+      disk.logicalBytes = after.logicalBytes;
+      return result;
+    }
+    if (attempt >= MAX_READ_ATTEMPTS) {
+      throw new InputError(`disk changed while it was being read (${attempt} attempts); not backed up`, { file: disk.path });
+    }
+  }
+}
+
+async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
+  const { disk, repo, pool, knownChunks, signal } = options;
+  const blockSize = repo.config.blockSize;
+  const window = pool.size * 3;
+  let bytesRead = 0;
+  let bytesWritten = 0;
+  const files: StoredDiskFile[] = [];
+  const digestInput: { size: number; blockIds: ChunkId[] }[] = [];
+
+  const storeBlock = async (buffer: ArrayBuffer, length: number): Promise<{ id: ChunkId; zero: boolean }> => {
+    const block = await pool.hash(buffer, length);
+    if (block.zero) return block;
+    if (knownChunks.has(block.id) || (await repo.hasChunk(block.id))) {
+      knownChunks.add(block.id);
+      pool.drop(block);
+      return block;
+    }
+    knownChunks.add(block.id); // claimed: an identical block later in this run is not stored twice
+    try {
+      const encoded = await pool.encode(block);
+      await repo.putEncodedChunk(block.id, encoded);
+      bytesWritten += encoded.length;
+    } catch (err) {
+      knownChunks.delete(block.id);
+      throw err;
+    }
+    return block;
+  };
+
+  for (const file of disk.files) {
+    const handle = await fs.open(file, 'r').catch((err) => { throw fileError(file, err); });
+    try {
+      const { size } = await handle.stat();
+      const blocks: Promise<{ id: ChunkId; zero: boolean }>[] = [];
+      for (let offset = 0; offset < size; offset += blockSize) {
+        signal?.throwIfAborted();
+        if (blocks.length >= window) await blocks[blocks.length - window];
+        const length = Math.min(blockSize, size - offset);
+        const buffer = new ArrayBuffer(length);
+        const { bytesRead: got } = await handle.read(new Uint8Array(buffer), 0, length, offset).catch((err) => { throw fileError(file, err); });
+        if (got !== length) throw new InputError('disk file shrank while it was being read', { file });
+        bytesRead += length;
+        options.onBytes?.(length);
+        const pending = storeBlock(buffer, length);
+        pending.catch(() => undefined); // awaited below; avoids an unhandled rejection while the loop runs
+        blocks.push(pending);
+      }
+      const stored = await Promise.all(blocks);
+      files.push({
+        name: path.relative(path.dirname(disk.path), file).split(path.sep).join('/'),
+        size,
+        blocks: stored.map((b) => (b.zero ? null : b.id)),
+      });
+      digestInput.push({ size, blockIds: stored.map((b) => b.id) });
+    } finally {
+      await handle.close();
+    }
+  }
+
+  const digest = diskDigest(digestInput);
+  const manifest: StoredDiskManifest = {
+    formatVersion: MANIFEST_FORMAT_VERSION,
+    digest,
+    format: disk.format,
+    blockSize,
+    logicalBytes: bytesRead,
+    files,
+    parent: disk.parent && options.parentDigest ? { pointer: disk.parent.pointer, digest: options.parentDigest } : undefined,
+    vmdk: disk.vmdk ? { cid: disk.vmdk.cid, parentCid: disk.vmdk.parentCid, createType: disk.vmdk.createType } : undefined,
+    createdAt: options.now().toISOString(),
+  };
+  if (await repo.hasStoredDisk(digest)) return { manifest: await repo.getStoredDisk(digest), isNew: false, bytesRead, bytesWritten };
+  await repo.putStoredDisk(manifest);
+  return { manifest, isNew: true, bytesRead, bytesWritten };
+}

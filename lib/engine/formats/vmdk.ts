@@ -1,0 +1,111 @@
+import type { FileHandle } from 'node:fs/promises';
+import { InputError } from '../errors';
+
+export const VMDK_SPARSE_MAGIC = 0x564d444b; // "KDMV" little-endian
+const MAX_DESCRIPTOR_BYTES = 1024 * 1024;
+
+export type VmdkExtent = {
+  access: string; // RW, RDONLY, NOACCESS
+  sectors: number;
+  type: string; // FLAT, SPARSE, ZERO, VMFS, VMFSSPARSE…
+  file?: string; // absent for ZERO extents
+  offset: number;
+};
+
+export type VmdkDescriptor = {
+  cid: string;
+  parentCid: string;
+  createType: string;
+  parentFileNameHint?: string;
+  extents: VmdkExtent[];
+  ddbUuid?: string;
+  longContentId?: string;
+  /** True when the descriptor is embedded in a sparse extent (monolithicSparse, streamOptimized). */
+  embedded: boolean;
+};
+
+/** "ffffffff" is VMware's "no parent" CID. */
+export const VMDK_NO_PARENT_CID = 'ffffffff';
+
+/** Reads a VMDK: a text descriptor file, or a sparse file with the descriptor embedded after its header. */
+export async function readVmdkDescriptor(fh: FileHandle, file: string): Promise<VmdkDescriptor> {
+  const { size } = await fh.stat();
+  const head = Buffer.alloc(Math.min(size, 512));
+  await fh.read(head, 0, head.length, 0);
+  if (head.length >= 4 && head.readUInt32LE(0) === VMDK_SPARSE_MAGIC) {
+    if (head.length < 44) throw new InputError('truncated VMDK sparse header', { file });
+    const descriptorOffset = Number(head.readBigUInt64LE(28)) * 512;
+    const descriptorSize = Number(head.readBigUInt64LE(36)) * 512;
+    if (descriptorOffset === 0 || descriptorSize === 0) {
+      throw new InputError('VMDK sparse extent has no embedded descriptor (point at the descriptor file instead)', { file });
+    }
+    if (descriptorSize > MAX_DESCRIPTOR_BYTES || descriptorOffset + descriptorSize > size) {
+      throw new InputError('truncated or corrupt VMDK embedded descriptor', { file });
+    }
+    const text = Buffer.alloc(descriptorSize);
+    await fh.read(text, 0, descriptorSize, descriptorOffset);
+    const end = text.indexOf(0);
+    return parseVmdkDescriptor(text.toString('utf8', 0, end < 0 ? text.length : end), file, true);
+  }
+  if (head.length >= 4 && head.toString('latin1', 0, 4) === 'COWD') {
+    throw new InputError('ESX COWD sparse VMDKs are not supported', { file });
+  }
+  if (size > MAX_DESCRIPTOR_BYTES) throw new InputError('not a VMDK descriptor (binary data, no sparse header)', { file });
+  const text = Buffer.alloc(size);
+  await fh.read(text, 0, size, 0);
+  // qemu-img pads descriptor files with NULs; NULs anywhere before the padding mean binary data.
+  const end = text.indexOf(0);
+  if (end >= 0 && text.subarray(end).some((byte) => byte !== 0)) {
+    throw new InputError('not a VMDK descriptor (binary data, no sparse header)', { file });
+  }
+  return parseVmdkDescriptor(text.toString('utf8', 0, end < 0 ? text.length : end), file, false);
+}
+
+const EXTENT_LINE = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"((?:[^"\\]|\\.)*)"(?:\s+(\d+))?)?\s*$/;
+
+export function parseVmdkDescriptor(text: string, file: string, embedded: boolean): VmdkDescriptor {
+  const fields = new Map<string, string>();
+  const extents: VmdkExtent[] = [];
+  const lines = text.split(/\r?\n/);
+  for (const [index, raw] of lines.entries()) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const extent = EXTENT_LINE.exec(line);
+    if (extent) {
+      extents.push({
+        access: extent[1], sectors: Number(extent[2]), type: extent[3].toUpperCase(),
+        file: extent[4], offset: Number(extent[5] ?? 0),
+      });
+      continue;
+    }
+    const eq = line.indexOf('=');
+    if (eq <= 0) throw new InputError(`malformed VMDK descriptor line ${index + 1}: ${truncate(line)}`, { file });
+    fields.set(line.slice(0, eq).trim().toLowerCase(), unquote(line.slice(eq + 1).trim()));
+  }
+  const cid = fields.get('cid');
+  const createType = fields.get('createtype');
+  if (!cid || !/^[0-9a-f]{8}$/i.test(cid)) throw new InputError('VMDK descriptor has no valid CID', { file });
+  if (!createType) throw new InputError('VMDK descriptor has no createType', { file });
+  if (extents.length === 0) throw new InputError('VMDK descriptor lists no extents', { file });
+  for (const extent of extents) {
+    if (extent.type !== 'ZERO' && !extent.file) throw new InputError(`VMDK ${extent.type} extent without a file name`, { file });
+  }
+  return {
+    cid: cid.toLowerCase(),
+    parentCid: (fields.get('parentcid') ?? VMDK_NO_PARENT_CID).toLowerCase(),
+    createType,
+    parentFileNameHint: fields.get('parentfilenamehint') || undefined,
+    extents,
+    ddbUuid: fields.get('ddb.uuid') || undefined,
+    longContentId: fields.get('ddb.longcontentid') || undefined,
+    embedded,
+  };
+}
+
+function unquote(value: string): string {
+  return value.length >= 2 && value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
+}
+
+function truncate(line: string): string {
+  return line.length > 60 ? `${line.slice(0, 57)}...` : line;
+}

@@ -1,0 +1,78 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { type BlobStore, BlobNotFoundError, assertValidKey } from './blob-store';
+
+/** A blob store in a local folder: one file per key, written to a temp file, fsynced, then renamed. */
+export class FsBlobStore implements BlobStore {
+  private readonly madeDirs = new Set<string>();
+
+  constructor(readonly root: string) {}
+
+  get location(): string {
+    return this.root;
+  }
+
+  private fileOf(key: string): string {
+    assertValidKey(key);
+    return path.join(this.root, ...key.split('/'));
+  }
+
+  async put(key: string, data: Uint8Array): Promise<void> {
+    const file = this.fileOf(key);
+    const dir = path.dirname(file);
+    if (!this.madeDirs.has(dir)) {
+      await fs.mkdir(dir, { recursive: true });
+      this.madeDirs.add(dir);
+    }
+    const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+    const handle = await fs.open(temp, 'wx');
+    try {
+      await handle.writeFile(data);
+      await handle.datasync();
+    } catch (err) {
+      await handle.close();
+      await fs.rm(temp, { force: true });
+      throw err;
+    }
+    await handle.close();
+    await fs.rename(temp, file);
+  }
+
+  async get(key: string): Promise<Buffer> {
+    try {
+      return await fs.readFile(this.fileOf(key));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new BlobNotFoundError(key, this.root);
+      throw err;
+    }
+  }
+
+  async has(key: string): Promise<boolean> {
+    try {
+      await fs.access(this.fileOf(key));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<string> {
+    const base = path.join(this.root, ...prefix.split('/').filter(Boolean));
+    let entries;
+    try {
+      entries = await fs.readdir(base, { recursive: true, withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    for (const entry of entries) {
+      if (!entry.isFile() || entry.name.includes('.tmp-')) continue;
+      yield path.relative(this.root, path.join(entry.parentPath, entry.name)).split(path.sep).join('/');
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await fs.rm(this.fileOf(key), { force: true });
+  }
+}

@@ -1,0 +1,36 @@
+export const SOURCE_TYPES = ['libvirt', 'vmware'] as const;
+export type SourceType = (typeof SOURCE_TYPES)[number];
+
+export type SourceSpec = { name: string; type: SourceType; path: string };
+
+export type DiskFormat = 'raw' | 'qcow2' | 'vmdk';
+
+/** One disk entry of a VM config, as the config states it (the "pointer" from the VM to its disk). */
+export type DiskSlot = {
+  /** Where the disk is attached: libvirt target dev ("vda"), VMware slot ("scsi0:1"). */
+  slot: string;
+  device: string; // disk, cdrom, floppy, lun…
+  /** The path exactly as the config writes it (relative or absolute). */
+  target?: string;
+  /** Absolute path, resolved against the config's folder (not yet canonical). */
+  path?: string;
+  format?: DiskFormat;
+  shareable: boolean;
+  readonly: boolean;
+  serial?: string;
+  wwn?: string;
+  mode?: string;
+  sharing?: string;
+  /** False for CD-ROMs and other devices that are listed but not backed up. */
+  backedUp: boolean;
+  note?: string;
+};
+
+/** A VM as read from its source config file. */
+export type VmConfig = {
+  name: string;
+  uuid: string;
+  configPath: string;
+  configBytes: Buffer;
+  slots: DiskSlot[];
+};
