@@ -63,6 +63,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const progress = new ProgressTracker(bytesToRead, options.onProgress);
   const pool = bytesToRead > 0 ? new BlockPool({ zstdLevel: repo.config.compression.level, threads: options.threads }) : undefined;
   const knownChunks = new Set<string>();
+  // Disks whose read/written bytes are already counted in some VM's entry: each is counted once per run.
+  const accounted = new Set<string>();
   const results: VmBackupResult[] = [];
   try {
     for (const vm of vms) {
@@ -98,8 +100,9 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       let failure: string | undefined;
       for (const use of vm.disks) {
         const disk = inventory.disks.get(use.diskPath)!;
-        const firstUse = !outcomes.has(disk.path);
         const outcome = await ensureStored(disk);
+        const firstUse = !accounted.has(disk.path);
+        accounted.add(disk.path);
         if (!outcome.ok) {
           failure = outcome.error;
           break;

@@ -18,9 +18,9 @@ export class BlockPool {
 
   constructor(options: { zstdLevel: number; threads?: number }) {
     const threads = options.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
-    const url = new URL('./block-worker.ts', import.meta.url);
+    const url = new URL('./block-worker-entry.mjs', import.meta.url);
     this.workers = Array.from({ length: threads }, () => {
-      const worker = new Worker(url, { workerData: { zstdLevel: options.zstdLevel }, execArgv: workerExecArgv() });
+      const worker = new Worker(url, { workerData: { zstdLevel: options.zstdLevel } });
       worker.on('message', (reply: BlockReply) => {
         const resolve = this.waiting.get(reply.seq);
         this.waiting.delete(reply.seq);
@@ -76,10 +76,4 @@ export class BlockPool {
     this.rejecters.clear();
     this.waiting.clear();
   }
-}
-
-/** The worker is TypeScript: load it through tsx unless the process already does. */
-function workerExecArgv(): string[] {
-  const argv = process.execArgv.filter((arg) => !arg.startsWith('--input-type'));
-  return argv.some((arg) => arg.includes('tsx')) ? argv : [...argv, '--import', 'tsx'];
 }

@@ -1,0 +1,244 @@
+import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { embeddedCatalogStatus, stopEmbeddedCatalog } from '../catalog/embedded-postgres';
+import { rebuildCatalog } from '../catalog/rebuild-catalog';
+import { getStats, listBackups, listCommonDisks } from '../catalog/reports';
+import { runBackup } from '../catalog/run-backup';
+import { addSource, listSources, selectSources } from '../catalog/sources';
+import { repositoryDir, vmdedupHome } from '../config';
+import { closeCatalog, getCatalog } from '../db';
+import { FsBlobStore } from '../engine/repository/fs-blob-store';
+import { Repository } from '../engine/repository/repository';
+import { scanSource } from '../engine/sources/inventory';
+import { AppError, isUserError, toAppError } from '../errors';
+import { formatBytes, progressLine, table } from './format';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_BAD_INPUT = 2;
+
+const USAGE = `usage: vmdedup <command> [options]
+
+  source add <name> --type libvirt|vmware --path <dir>   register a source of VMs
+  source list [--json]                                    list sources
+  inventory [--source <name>] [--json]                    VMs, disks, pointers, parent chains, shared disks (live)
+  backup [--source <name>] [--vm <name>]... [--json]      back up VMs (all VMs without --vm)
+  backups [--vm <name>] [--json]                          list backup images
+  common-disks [--json]                                   disks shared by several VMs, and what they cost
+  stats [--json]                                          catalog totals and savings
+  catalog rebuild                                         recreate the catalog from the repository alone
+  db status | db stop                                     the embedded catalog database
+
+Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL.`;
+
+type Io = { stdout: NodeJS.WritableStream & { isTTY?: boolean }; stderr: NodeJS.WritableStream & { isTTY?: boolean } };
+
+/** Runs one CLI command; returns the exit code. Never throws. */
+export async function main(argv: string[], io: Io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const controller = new AbortController();
+  const onSignal = () => controller.abort(new AppError('INTERNAL', { message: 'interrupted' }));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    return await dispatch(argv, io, controller.signal);
+  } catch (err) {
+    const error = toAppError(err);
+    if (error.code === 'INTERNAL' && process.env.VMDEDUP_DEBUG) io.stderr.write(`${(err as Error).stack}\n`);
+    io.stderr.write(`vmdedup: ${oneLine(error.userMessage)}\n`);
+    return isUserError(error) ? EXIT_BAD_INPUT : EXIT_FAILURE;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await closeCatalog().catch(() => undefined);
+  }
+}
+
+async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<number> {
+  const [command, ...rest] = argv;
+  const out = (text: string) => io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  const json = (value: unknown) => out(JSON.stringify(value, null, 2));
+  switch (command) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      out(USAGE);
+      return command === undefined ? EXIT_BAD_INPUT : EXIT_OK;
+
+    case 'source': {
+      const [sub, ...args] = rest;
+      if (sub === 'add') {
+        const { values, positionals } = parse(args, { type: { type: 'string' }, path: { type: 'string' } }, 1);
+        if (!values.type || !values.path) throw badInput('source add needs --type libvirt|vmware and --path <dir>');
+        const source = await addSource(await getCatalog(), { name: positionals[0], type: values.type as string, path: values.path as string });
+        out(`added source ${source.name} (${source.type}, ${source.path})`);
+        return EXIT_OK;
+      }
+      if (sub === 'list') {
+        const { values } = parse(args, { json: { type: 'boolean' } });
+        const sources = await listSources(await getCatalog());
+        if (values.json) json({ sources: sources.map(({ name, type, path: dir }) => ({ name, type, path: dir })) });
+        else out(sources.length ? table([['NAME', 'TYPE', 'PATH'], ...sources.map((s) => [s.name, s.type, s.path])]) : 'no sources (add one with: vmdedup source add <name> --type libvirt|vmware --path <dir>)');
+        return EXIT_OK;
+      }
+      throw badInput(`unknown 'source' subcommand '${sub ?? ''}': use 'source add' or 'source list'`);
+    }
+
+    case 'inventory': {
+      const { values } = parse(rest, { source: { type: 'string' }, json: { type: 'boolean' } });
+      const sources = await selectSources(await getCatalog(), values.source as string | undefined);
+      const inventories = [];
+      for (const source of sources) inventories.push(await scanSource(source, { signal }));
+      const report = inventories.map((inv) => ({
+        source: inv.source.name, type: inv.source.type, path: inv.root, warnings: inv.warnings,
+        vms: inv.vms.map((vm) => ({
+          name: vm.name, uuid: vm.uuid, configPath: vm.configPath, error: vm.error,
+          slots: vm.slots.map((s) => ({ slot: s.slot, device: s.device, target: s.target, format: s.format, shareable: s.shareable, readonly: s.readonly, serial: s.serial, wwn: s.wwn, mode: s.mode, sharing: s.sharing, backedUp: s.backedUp, note: s.note })),
+          disks: vm.disks.map((use) => {
+            const disk = inv.disks.get(use.diskPath)!;
+            const usedBy = inv.usedBy.get(use.diskPath) ?? [];
+            return {
+              path: disk.path, identifier: disk.identifier, format: disk.format, via: use.via, slot: use.slot, target: use.target,
+              parent: disk.parent ? { pointer: disk.parent.pointer, path: disk.parent.path } : undefined,
+              versionToken: disk.versionToken, logicalBytes: disk.logicalBytes, virtualSize: disk.virtualSize,
+              vmdk: disk.vmdk, usedBy, common: usedBy.length > 1,
+            };
+          }),
+        })),
+      }));
+      if (values.json) {
+        json({ sources: report });
+        return EXIT_OK;
+      }
+      for (const source of report) {
+        out(`source ${source.source} (${source.type}, ${source.path})`);
+        for (const warning of source.warnings) out(`  warning: ${warning}`);
+        for (const vm of source.vms) {
+          out(`  vm ${vm.name}${vm.error ? `  ERROR: ${vm.error}` : ''}`);
+          for (const disk of vm.disks) {
+            const shared = disk.common ? `  common: ${disk.usedBy.join(', ')}` : '';
+            out(`    ${disk.via === 'attached' ? (disk.slot ?? '') : '  parent'} ${path.relative(source.path, disk.path)} [${disk.format}, ${formatBytes(disk.logicalBytes)}]${disk.parent ? ` -> ${disk.parent.pointer}` : ''}${shared}`);
+          }
+          for (const slot of vm.slots.filter((s) => !s.backedUp)) out(`    ${slot.slot} ${slot.target ?? ''} (${slot.note})`);
+        }
+      }
+      return EXIT_OK;
+    }
+
+    case 'backup': {
+      const { values } = parse(rest, { source: { type: 'string' }, vm: { type: 'string', multiple: true }, json: { type: 'boolean' } });
+      const db = await getCatalog();
+      const repo = await openRepository();
+      const showProgress = !values.json && io.stderr.isTTY;
+      const report = await runBackup(db, {
+        source: values.source as string | undefined,
+        vms: values.vm as string[] | undefined,
+        repo,
+        signal,
+        onWarning: (message) => { if (!values.json) io.stderr.write(`warning: ${message}\n`); },
+        onProgress: showProgress
+          ? (p) => io.stderr.write(`\r${progressLine({ done: p.bytesDone, total: p.bytesTotal, rate: p.bytesPerSecond, eta: p.etaSeconds, label: p.disk })}\x1b[K`)
+          : undefined,
+      });
+      if (showProgress) io.stderr.write('\n');
+      for (const failure of report.failures) io.stderr.write(`vmdedup: ${failure.vm}: ${oneLine(failure.error)}\n`);
+      if (values.json) {
+        json({
+          backups: report.backups.map(({ vm, backupId, disks }) => ({ vm, backupId, disks })),
+          failures: report.failures.map(({ vm, source, error }) => ({ vm, source, error })),
+          totals: report.totals,
+        });
+      } else {
+        for (const backup of report.backups) {
+          const stored = backup.disks.filter((d) => d.action === 'stored').length;
+          out(`${backup.vm}: backup ${backup.backupId}, ${backup.disks.length} disks (${stored} stored, ${backup.disks.length - stored} referenced), read ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesRead, 0))}, wrote ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesWritten, 0))}`);
+        }
+        out(`total: ${report.backups.length} VMs backed up, ${report.failures.length} failed; logical ${formatBytes(report.totals.logicalBytes)}, read ${formatBytes(report.totals.bytesRead)}, written ${formatBytes(report.totals.bytesWritten)}`);
+      }
+      return report.failures.length ? EXIT_BAD_INPUT : EXIT_OK;
+    }
+
+    case 'backups': {
+      const { values } = parse(rest, { vm: { type: 'string' }, json: { type: 'boolean' } });
+      const backups = await listBackups(await getCatalog(), { vm: values.vm as string | undefined });
+      if (values.json) json({ backups });
+      else out(backups.length ? table([['BACKUP', 'VM', 'SOURCE', 'CREATED', 'DISKS', 'LOGICAL', 'WRITTEN'], ...backups.map((b) => [b.backupId, b.vm, b.source, b.createdAt, String(b.disks.length), formatBytes(b.logicalBytes), formatBytes(b.bytesWritten)])]) : 'no backups');
+      return EXIT_OK;
+    }
+
+    case 'common-disks': {
+      const { values } = parse(rest, { json: { type: 'boolean' } });
+      const commonDisks = await listCommonDisks(await getCatalog());
+      if (values.json) json({ commonDisks });
+      else out(commonDisks.length ? table([['DISK', 'VMS', 'LOGICAL', 'STORED', 'COPIES'], ...commonDisks.map((d) => [d.path, d.vms.join(','), formatBytes(d.logicalBytes), formatBytes(d.storedBytes), String(d.copiesStored)])]) : 'no common disks');
+      return EXIT_OK;
+    }
+
+    case 'stats': {
+      const { values } = parse(rest, { json: { type: 'boolean' } });
+      const stats = await getStats(await getCatalog());
+      if (values.json) json(stats);
+      else out(table([
+        ['sources', String(stats.sources)], ['VMs (protected)', `${stats.vms} (${stats.vmsProtected})`], ['backup images', String(stats.backups)],
+        ['disks (common)', `${stats.disks} (${stats.commonDisks})`], ['logical bytes', formatBytes(stats.logicalBytes)],
+        ['stored bytes', formatBytes(stats.storedBytes)], ['dedup ratio', `${stats.dedupRatio}x`],
+        ['saved by common disks', formatBytes(stats.savedByCommonDisks)],
+      ]));
+      return EXIT_OK;
+    }
+
+    case 'catalog': {
+      const [sub] = rest;
+      if (sub !== 'rebuild') throw badInput(`unknown 'catalog' subcommand '${sub ?? ''}': use 'catalog rebuild'`);
+      const result = await rebuildCatalog(await getCatalog(), { repo: await openRepository({ mustExist: true }) });
+      out(`catalog rebuilt from ${repositoryDir()}: ${result.backupImages} backup images, ${result.sources} sources`);
+      return EXIT_OK;
+    }
+
+    case 'db': {
+      const [sub] = rest;
+      if (process.env.DATABASE_URL) throw badInput('DATABASE_URL is set: the catalog is an external PostgreSQL, not the embedded one');
+      if (sub === 'stop') {
+        out((await stopEmbeddedCatalog(vmdedupHome())) ? 'embedded catalog stopped' : 'embedded catalog is not running');
+        return EXIT_OK;
+      }
+      if (sub === 'status') {
+        const status = await embeddedCatalogStatus(vmdedupHome());
+        out(status.initialised ? `embedded catalog in ${vmdedupHome()}: ${status.running ? `running on 127.0.0.1:${status.port}` : 'stopped'}` : `no embedded catalog in ${vmdedupHome()} yet`);
+        return EXIT_OK;
+      }
+      throw badInput(`unknown 'db' subcommand '${sub ?? ''}': use 'db status' or 'db stop'`);
+    }
+
+    default:
+      throw badInput(`unknown command '${command}' (see 'vmdedup help')`);
+  }
+}
+
+async function openRepository(options: { mustExist?: boolean } = {}): Promise<Repository> {
+  const store = new FsBlobStore(repositoryDir());
+  return options.mustExist ? Repository.open(store) : Repository.openOrInit(store);
+}
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+
+function parse(args: string[], options: ParseArgsConfig['options'], positionalCount = 0): { values: Values; positionals: string[] } {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: positionalCount > 0, strict: true });
+  } catch (err) {
+    throw badInput((err as Error).message.split('\n')[0]);
+  }
+  if (parsed.positionals.length !== positionalCount) {
+    throw badInput(positionalCount ? `expected ${positionalCount} argument(s), got ${parsed.positionals.length}` : `unexpected argument '${parsed.positionals[0]}'`);
+  }
+  return parsed;
+}
+
+function badInput(message: string): AppError {
+  return new AppError('BAD_INPUT', { message });
+}
+
+function oneLine(message: string): string {
+  return message.replace(/\s*\n\s*/g, ' ');
+}

@@ -1,0 +1,82 @@
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { migrate } from '../lib/catalog/migrate';
+import { PrismaPg } from '@prisma/adapter-pg';
+import { PrismaClient } from '../lib/generated/prisma/client';
+
+export const run = promisify(execFile);
+export const projectRoot = path.resolve(import.meta.dirname, '..');
+
+/** A fresh, empty database on the test server; returns its URL. */
+export async function createTestDatabase(): Promise<string> {
+  const admin = inject('adminDatabaseUrl');
+  const name = `vmdedup_test_${randomBytes(6).toString('hex')}`;
+  const client = new pg.Client({ connectionString: admin });
+  await client.connect();
+  await client.query(`CREATE DATABASE ${name}`);
+  await client.end();
+  const url = new URL(admin);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export async function createMigratedCatalog(): Promise<{ url: string; db: PrismaClient }> {
+  const url = await createTestDatabase();
+  await migrate(url, path.join(projectRoot, 'prisma', 'migrations'));
+  return { url, db: new PrismaClient({ adapter: new PrismaPg({ connectionString: url }) }) };
+}
+
+export async function tempDir(prefix = 'vmdedup-'): Promise<string> {
+  const dir = await fs.realpath(await fs.mkdtemp(path.join(os.tmpdir(), prefix)));
+  await fs.chmod(dir, 0o755);
+  return dir;
+}
+
+export async function qemuImg(...args: string[]): Promise<string> {
+  const { stdout } = await run('qemu-img', args);
+  return stdout;
+}
+
+/** Bytes that compress about 2:1 like real VM data: random runs mixed with text-like runs. */
+export function semiCompressible(size: number, seed: number): Buffer {
+  const out = Buffer.alloc(size);
+  let state = seed >>> 0 || 1;
+  const next = () => {
+    state ^= state << 13; state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5; state >>>= 0;
+    return state;
+  };
+  for (let offset = 0; offset < size; offset += 4096) {
+    const end = Math.min(size, offset + 4096);
+    if (next() % 2 === 0) {
+      for (let i = offset; i < end; i += 4) out.writeUInt32LE(next(), i);
+    } else {
+      const word = `log line ${next() % 1000} status=ok `;
+      for (let i = offset; i < end; i++) out[i] = word.charCodeAt((i - offset) % word.length);
+    }
+  }
+  return out;
+}
+
+export type CliResult = { code: number; stdout: string; stderr: string };
+
+/** Runs the real CLI (bin/vmdedup.mjs) in a child process. */
+export async function cli(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [path.join(projectRoot, 'bin', 'vmdedup.mjs'), ...args], {
+      env: { ...process.env, ...env }, cwd: projectRoot, maxBuffer: 64 * 1024 * 1024,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    if (typeof e.code !== 'number') throw err;
+    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
