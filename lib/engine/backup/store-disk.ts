@@ -32,6 +32,9 @@ const MAX_READ_ATTEMPTS = 3;
 /** Reads a disk, stores the blocks the repository lacks, and returns its manifest. Re-reads a disk that changed meanwhile. */
 export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskResult> {
   const { disk } = options;
+  // Bytes of earlier attempts were really read and written: they count.
+  let earlierRead = 0;
+  let earlierWritten = 0;
   for (let attempt = 1; ; attempt++) {
     const before = await versionOf(disk.files, disk.vmdk?.cid);
     const result = await readOnce(options);
@@ -39,8 +42,10 @@ export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskRe
     if (before.versionToken === after.versionToken) {
       disk.versionToken = after.versionToken;
       disk.logicalBytes = after.logicalBytes;
-      return result;
+      return { ...result, bytesRead: result.bytesRead + earlierRead, bytesWritten: result.bytesWritten + earlierWritten };
     }
+    earlierRead += result.bytesRead;
+    earlierWritten += result.bytesWritten;
     if (attempt >= MAX_READ_ATTEMPTS) {
       throw new InputError(`disk changed while it was being read (${attempt} attempts); not backed up`, { file: disk.path });
     }

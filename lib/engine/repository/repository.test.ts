@@ -1,0 +1,53 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { tempDir } from '../../../test/helpers';
+import { RepositoryError } from '../errors';
+import { blobStoreConformance } from './blob-store.conformance';
+import { createChunkEncoder } from './chunk-codec';
+import { chunkKey, hashChunk } from './chunk-id';
+import { FsBlobStore } from './fs-blob-store';
+import { Repository } from './repository';
+
+blobStoreConformance('FsBlobStore', async () => new FsBlobStore(await tempDir('vmdedup-blob-')));
+
+describe('Repository', () => {
+  it('records its format and block size, and reopens with them', async () => {
+    const dir = await tempDir('vmdedup-repo-');
+    const repo = await Repository.openOrInit(new FsBlobStore(dir), { blockSize: 65536 });
+    const reopened = await Repository.openOrInit(new FsBlobStore(dir), { blockSize: 1 << 20 });
+    expect(reopened.config).toEqual(repo.config);
+    expect(reopened.config.blockSize).toBe(65536);
+    const onDisk = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
+    expect(onDisk).toMatchObject({ formatVersion: 1, hash: 'sha256', compression: { algorithm: 'zstd' } });
+  });
+
+  it('compresses what shrinks, keeps raw what does not, and verifies every read', async () => {
+    const dir = await tempDir('vmdedup-repo-');
+    const repo = await Repository.openOrInit(new FsBlobStore(dir));
+    const encode = createChunkEncoder(1);
+    const text = Buffer.from('vmdedup '.repeat(10000));
+    const random = (await import('node:crypto')).randomBytes(10000);
+    for (const data of [text, random]) await repo.putEncodedChunk(hashChunk(data), encode(data));
+    const textFile = path.join(dir, ...chunkKey(hashChunk(text)).split('/'));
+    expect((await fs.stat(textFile)).size).toBeLessThan(text.length / 10);
+    expect((await fs.readFile(path.join(dir, ...chunkKey(hashChunk(random)).split('/'))))[0]).toBe(0); // raw
+    expect((await repo.getChunk(hashChunk(text))).equals(text)).toBe(true);
+    expect((await repo.getChunk(hashChunk(random))).equals(random)).toBe(true);
+
+    // flip one byte of the raw chunk: the read must fail, naming the chunk
+    const randomFile = path.join(dir, ...chunkKey(hashChunk(random)).split('/'));
+    const bytes = await fs.readFile(randomFile);
+    bytes[100] ^= 0xff;
+    await fs.writeFile(randomFile, bytes);
+    await expect(repo.getChunk(hashChunk(random))).rejects.toThrow(/chunk [0-9a-f]{12} is corrupt/);
+    await fs.rm(randomFile);
+    await expect(repo.getChunk(hashChunk(random))).rejects.toBeInstanceOf(RepositoryError);
+  });
+
+  it('refuses a repository written by a newer format', async () => {
+    const dir = await tempDir('vmdedup-repo-');
+    await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({ formatVersion: 99 }));
+    await expect(Repository.open(new FsBlobStore(dir))).rejects.toThrow(/newer than this vmdedup/);
+  });
+});
