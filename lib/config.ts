@@ -2,7 +2,7 @@ import path from 'node:path';
 
 /** Where vmdedup keeps its data: the embedded catalog, the repository and the demo fleet. */
 export function vmdedupHome(): string {
-  return path.resolve(process.env.VMDEDUP_HOME || './data');
+  return path.resolve(/*turbopackIgnore: true*/ process.env.VMDEDUP_HOME || './data');
 }
 
 export function repositoryDir(): string {

@@ -1,5 +1,4 @@
 import { PrismaPg } from '@prisma/adapter-pg';
-import { ensureEmbeddedCatalog } from './catalog/embedded-postgres';
 import { migrate } from './catalog/migrate';
 import { vmdedupHome } from './config';
 import { PrismaClient } from './generated/prisma/client';
@@ -11,6 +10,8 @@ let catalog: Promise<PrismaClient> | undefined;
 /** DATABASE_URL when set (an external PostgreSQL), else the embedded catalog under VMDEDUP_HOME. */
 export async function catalogUrl(): Promise<string> {
   if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
+  // Loaded only when needed: a web server given DATABASE_URL never carries the embedded server code.
+  const { ensureEmbeddedCatalog } = await import('./catalog/embedded-postgres');
   return (await ensureEmbeddedCatalog(vmdedupHome())).url;
 }
 

@@ -17,7 +17,7 @@ export function defaultMigrationsDir(): string {
 }
 
 export async function migrate(databaseUrl: string, migrationsDir = defaultMigrationsDir()): Promise<MigrationResult> {
-  const names = (await fs.readdir(migrationsDir, { withFileTypes: true }))
+  const names = (await fs.readdir(/*turbopackIgnore: true*/ migrationsDir, { withFileTypes: true }))
     .filter((entry) => entry.isDirectory())
     .map((entry) => entry.name)
     .sort();

@@ -67,3 +67,13 @@ describe('VMDK descriptor', () => {
     await expect(withFile(file, (fh) => readVmdkDescriptor(fh, file))).rejects.toThrow(/binary data/);
   });
 });
+
+describe('VMDK CID', () => {
+  it('accepts CIDs written without leading zeros and normalises them', async () => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'd.vmdk');
+    await fs.writeFile(file, '# Disk DescriptorFile\nversion=1\nCID=bf985ef\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 2048 FLAT "d-flat.vmdk" 0\n');
+    const descriptor = await withFile(file, (fh) => readVmdkDescriptor(fh, file));
+    expect(descriptor.cid).toBe('0bf985ef');
+  });
+});

@@ -84,15 +84,16 @@ export function parseVmdkDescriptor(text: string, file: string, embedded: boolea
   }
   const cid = fields.get('cid');
   const createType = fields.get('createtype');
-  if (!cid || !/^[0-9a-f]{8}$/i.test(cid)) throw new InputError('VMDK descriptor has no valid CID', { file });
+  // CIDs are 32-bit hex; some writers (qemu-img) drop leading zeros.
+  if (!cid || !/^[0-9a-f]{1,8}$/i.test(cid)) throw new InputError('VMDK descriptor has no valid CID', { file });
   if (!createType) throw new InputError('VMDK descriptor has no createType', { file });
   if (extents.length === 0) throw new InputError('VMDK descriptor lists no extents', { file });
   for (const extent of extents) {
     if (extent.type !== 'ZERO' && !extent.file) throw new InputError(`VMDK ${extent.type} extent without a file name`, { file });
   }
   return {
-    cid: cid.toLowerCase(),
-    parentCid: (fields.get('parentcid') ?? VMDK_NO_PARENT_CID).toLowerCase(),
+    cid: normaliseCid(cid),
+    parentCid: normaliseCid(fields.get('parentcid') ?? VMDK_NO_PARENT_CID),
     createType,
     parentFileNameHint: fields.get('parentfilenamehint') || undefined,
     extents,
@@ -100,6 +101,10 @@ export function parseVmdkDescriptor(text: string, file: string, embedded: boolea
     longContentId: fields.get('ddb.longcontentid') || undefined,
     embedded,
   };
+}
+
+function normaliseCid(cid: string): string {
+  return cid.toLowerCase().padStart(8, '0');
 }
 
 function unquote(value: string): string {

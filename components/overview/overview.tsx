@@ -1,0 +1,58 @@
+import type { OverviewData } from '@/lib/catalog/load-overview';
+import { formatBytes } from '@/lib/cli/format';
+
+function Figure({ label, value, testId }: { label: string; value: string; testId: string }) {
+  return (
+    <div className="rounded-lg border border-slate-200 bg-white p-4" data-testid={testId}>
+      <div className="text-sm text-slate-500">{label}</div>
+      <div className="mt-1 text-2xl font-semibold">{value}</div>
+    </div>
+  );
+}
+
+export function Overview({ data }: { data: OverviewData }) {
+  const { stats, commonDisks, sources } = data;
+  return (
+    <div className="space-y-8">
+      <section aria-label="Totals" className="grid grid-cols-2 gap-4 md:grid-cols-4">
+        <Figure label="VMs protected" value={`${stats.vmsProtected} / ${stats.vms}`} testId="vms-protected" />
+        <Figure label="Logical bytes" value={formatBytes(stats.logicalBytes)} testId="logical-bytes" />
+        <Figure label="Stored bytes" value={formatBytes(stats.storedBytes)} testId="stored-bytes" />
+        <Figure label="Saved by common disks" value={formatBytes(stats.savedByCommonDisks)} testId="saved-common" />
+      </section>
+
+      <section aria-labelledby="common-disks">
+        <h2 id="common-disks" className="mb-3 text-lg font-semibold">Common disks</h2>
+        {commonDisks.length === 0 ? (
+          <p className="text-slate-500">No common disks yet: back up VMs that share disks.</p>
+        ) : (
+          <table className="w-full overflow-hidden rounded-lg border border-slate-200 bg-white text-sm">
+            <thead className="bg-slate-100 text-left text-slate-600">
+              <tr><th className="p-2">Disk</th><th className="p-2">Shared by</th><th className="p-2">Logical</th><th className="p-2">Stored</th><th className="p-2">Copies</th></tr>
+            </thead>
+            <tbody>
+              {commonDisks.map((disk) => (
+                <tr key={disk.identifier + disk.path} className="border-t border-slate-100">
+                  <td className="p-2 font-mono text-xs">{disk.path}</td>
+                  <td className="p-2">{disk.vms.join(', ')}</td>
+                  <td className="p-2">{formatBytes(disk.logicalBytes)}</td>
+                  <td className="p-2">{formatBytes(disk.storedBytes)}</td>
+                  <td className="p-2">{disk.copiesStored}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </section>
+
+      <section aria-labelledby="sources">
+        <h2 id="sources" className="mb-3 text-lg font-semibold">Sources</h2>
+        <ul className="space-y-1 text-sm">
+          {sources.map((source) => (
+            <li key={source.id}><span className="font-medium">{source.name}</span> <span className="text-slate-500">({source.type}) {source.path}</span></li>
+          ))}
+        </ul>
+      </section>
+    </div>
+  );
+}

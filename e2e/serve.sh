@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The e2e server: a fresh VMDEDUP_HOME with a fleet backed up through the CLI, served by `npm start`.
+set -euo pipefail
+port=$1
+home=${E2E_HOME:-$(mktemp -d /tmp/vmdedup-e2e-XXXXXX)}
+chmod 755 "$home"
+echo "$home" > "$(dirname "$0")/../test-results/e2e-home" 2>/dev/null || { mkdir -p "$(dirname "$0")/../test-results"; echo "$home" > "$(dirname "$0")/../test-results/e2e-home"; }
+export VMDEDUP_HOME=$home VMDEDUP_DEMO=0 PORT=$port
+unset DATABASE_URL
+node --import tsx -e "import('./lib/demo/fleet.ts').then(m => m.buildFleet({ dir: process.env.VMDEDUP_HOME + '/fleet' }))"
+node bin/vmdedup.mjs source add kvm --type libvirt --path "$home/fleet/libvirt"
+node bin/vmdedup.mjs source add esx --type vmware --path "$home/fleet/vmware"
+node bin/vmdedup.mjs backup >/dev/null
+trap 'node bin/vmdedup.mjs db stop >/dev/null 2>&1 || true' EXIT
+node bin/start.mjs

