@@ -11,5 +11,4 @@ node --import tsx -e "import('./lib/demo/fleet.ts').then(m => m.buildFleet({ dir
 node bin/vmdedup.mjs source add kvm --type libvirt --path "$home/fleet/libvirt"
 node bin/vmdedup.mjs source add esx --type vmware --path "$home/fleet/vmware"
 node bin/vmdedup.mjs backup >/dev/null
-trap 'node bin/vmdedup.mjs db stop >/dev/null 2>&1 || true' EXIT
 node bin/start.mjs
