@@ -1,0 +1,136 @@
+/**
+ * `npm run bench`: builds a reference fleet (12 VMs on 2 qcow2 bases with linked clones, one configuration
+ * disk attached to every VM, private raw disks; semi-compressible data, ~4.6 GB of files) and backs it up
+ * with vmdedup, restic and borg (Debian packages) in the same run. Prints throughput, stored bytes,
+ * unchanged re-backup time, peak memory, and the ratios to each peer.
+ *
+ * BENCH_DIR (default bench/.work) keeps the fleet between runs; BENCH_SCALE=0.25 makes a smaller fleet.
+ */
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { buildFleet } from '../lib/demo/fleet';
+
+const run = promisify(execFile);
+const root = path.resolve(process.env.BENCH_DIR ?? 'bench/.work');
+const scale = Number(process.env.BENCH_SCALE ?? 1);
+const fleetDir = path.join(root, `fleet-x${scale}`);
+const MB = 1e6;
+
+type Timed = { seconds: number; peakRssBytes: number; stdout: string };
+
+/** Runs a command under GNU time: wall seconds and peak RSS (KiB from %M). */
+async function timed(command: string, args: string[], env: Record<string, string> = {}): Promise<Timed> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn('/usr/bin/time', ['-f', '%M', command, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => { stdout += d; });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('exit', (code) => {
+      const seconds = (performance.now() - started) / 1000;
+      const lines = stderr.trim().split('\n');
+      const peakKiB = Number(lines[lines.length - 1]);
+      if (code !== 0) reject(new Error(`${command} ${args.join(' ')} failed (${code}): ${stderr.slice(-500)}`));
+      else resolve({ seconds, peakRssBytes: peakKiB * 1024, stdout });
+    });
+  });
+}
+
+async function du(dir: string): Promise<number> {
+  const { stdout } = await run('du', ['-sb', dir]);
+  return Number(stdout.split('\t')[0]);
+}
+
+async function fleetBytes(): Promise<number> {
+  return du(path.join(fleetDir, 'libvirt'));
+}
+
+async function ensureFleet(): Promise<void> {
+  const marker = path.join(fleetDir, '.complete');
+  if (await fs.access(marker).then(() => true, () => false)) return;
+  await fs.rm(fleetDir, { recursive: true, force: true });
+  process.stderr.write(`building the reference fleet in ${fleetDir} ...\n`);
+  await buildFleet({
+    dir: fleetDir, bases: 2, clonesPerBase: 6,
+    baseMiB: Math.round(1024 * scale), cloneDeltaMiB: Math.max(1, Math.round(48 * scale)),
+    configDiskMiB: Math.max(1, Math.round(64 * scale)), privateDiskMiB: Math.max(1, Math.round(160 * scale)),
+    vmwareVms: 0, seed: 2026,
+  });
+  await fs.writeFile(marker, '');
+}
+
+type Result = { tool: string; firstSeconds: number; storedBytes: number; rebackupSeconds: number; peakRssBytes: number };
+
+async function benchVmdedup(): Promise<Result> {
+  const home = path.join(root, 'vmdedup-home');
+  await run(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, VMDEDUP_HOME: home } }).catch(() => undefined);
+  await fs.rm(home, { recursive: true, force: true });
+  await fs.mkdir(home, { recursive: true });
+  await fs.chmod(home, 0o755);
+  const env = { VMDEDUP_HOME: home, DATABASE_URL: '' };
+  await timed(process.execPath, ['bin/vmdedup.mjs', 'source', 'add', 'bench', '--type', 'libvirt', '--path', path.join(fleetDir, 'libvirt')], env);
+  const first = await timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--json'], env);
+  const report = JSON.parse(first.stdout) as { backups: unknown[]; totals: { bytesRead: number } };
+  if (report.backups.length !== 12) throw new Error(`vmdedup backed up ${report.backups.length} VMs, expected 12`);
+  const again = await timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--json'], env);
+  const rebackup = JSON.parse(again.stdout) as { totals: { bytesRead: number } };
+  if (rebackup.totals.bytesRead !== 0) throw new Error('unchanged re-backup read data');
+  const storedBytes = await du(path.join(home, 'repository'));
+  await run(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, ...env } });
+  return { tool: 'vmdedup', firstSeconds: first.seconds, storedBytes, rebackupSeconds: again.seconds, peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes) };
+}
+
+async function benchRestic(): Promise<Result> {
+  const repo = path.join(root, 'restic-repo');
+  await fs.rm(repo, { recursive: true, force: true });
+  const env = { RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: repo, RESTIC_CACHE_DIR: path.join(root, 'restic-cache') };
+  await timed('restic', ['init', '--repository-version', '2'], env);
+  const first = await timed('restic', ['backup', '--quiet', path.join(fleetDir, 'libvirt')], env);
+  const again = await timed('restic', ['backup', '--quiet', path.join(fleetDir, 'libvirt')], env);
+  return { tool: 'restic', firstSeconds: first.seconds, storedBytes: await du(repo), rebackupSeconds: again.seconds, peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes) };
+}
+
+async function benchBorg(): Promise<Result> {
+  const repo = path.join(root, 'borg-repo');
+  await fs.rm(repo, { recursive: true, force: true });
+  const env = { BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_BASE_DIR: path.join(root, 'borg-base') };
+  await timed('borg', ['init', '--encryption', 'none', repo], env);
+  const first = await timed('borg', ['create', '--compression', 'zstd,1', `${repo}::first`, path.join(fleetDir, 'libvirt')], env);
+  const again = await timed('borg', ['create', '--compression', 'zstd,1', `${repo}::second`, path.join(fleetDir, 'libvirt')], env);
+  return { tool: 'borg', firstSeconds: first.seconds, storedBytes: await du(repo), rebackupSeconds: again.seconds, peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes) };
+}
+
+async function main(): Promise<void> {
+  await fs.mkdir(root, { recursive: true });
+  await ensureFleet();
+  const logical = await fleetBytes();
+  // Warm the page cache once so every tool reads the fleet from memory alike.
+  await run('bash', ['-c', `cat $(find ${JSON.stringify(path.join(fleetDir, 'libvirt'))} -type f) > /dev/null`]);
+  const results: Result[] = [];
+  for (const bench of [benchVmdedup, benchRestic, benchBorg]) {
+    process.stderr.write(`running ${bench.name.replace('bench', '').toLowerCase()} ...\n`);
+    results.push(await bench());
+  }
+  const [ours, ...peers] = results;
+  const gbps = (r: Result) => logical / r.firstSeconds / MB;
+  console.log(`vmdedup benchmark — ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`);
+  console.log(`reference fleet: 12 VMs, ${(logical / 1e9).toFixed(2)} GB of image files (${fleetDir})\n`);
+  console.log('tool      first backup      stored        unchanged re-backup   peak RSS');
+  for (const r of results) {
+    console.log(`${r.tool.padEnd(9)} ${r.firstSeconds.toFixed(2).padStart(6)} s ${gbps(r).toFixed(0).padStart(5)} MB/s  ${(r.storedBytes / MB).toFixed(0).padStart(6)} MB   ${r.rebackupSeconds.toFixed(2).padStart(8)} s            ${(r.peakRssBytes / MB).toFixed(0).padStart(5)} MB`);
+  }
+  console.log('');
+  for (const peer of peers) {
+    console.log(`vs ${peer.tool}: throughput ${(gbps(ours) / gbps(peer)).toFixed(2)}x, stored bytes ${(ours.storedBytes / peer.storedBytes).toFixed(3)}x, re-backup ${(peer.rebackupSeconds / ours.rebackupSeconds).toFixed(2)}x faster`);
+  }
+  console.log(`vmdedup peak memory: ${(ours.peakRssBytes / MB).toFixed(0)} MB (target <= 256 MB)`);
+}
+
+main().catch((err) => {
+  console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+});
