@@ -1,13 +1,11 @@
 #!/usr/bin/env node
-// `npm start`: set up and run vmdedup on its embedded defaults (see lib/cli/start.ts).
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { register } from 'tsx/esm/api';
+// `npm start`: set up and run vmdedup on its embedded defaults (lib/cli/start.ts).
+import path from 'node:path';
+import { appDir, ensureBuilt } from './build.mjs';
 
-process.env.VMDEDUP_APP_DIR ??= join(dirname(fileURLToPath(import.meta.url)), '..');
-register();
-const { start } = await import('../lib/cli/start.ts');
+process.env.VMDEDUP_APP_DIR ??= appDir;
 try {
+  const { start } = await import(path.join(await ensureBuilt(), 'start.js'));
   process.exitCode = await start();
 } catch (err) {
   process.stderr.write(`vmdedup: ${err instanceof Error ? err.message : String(err)}\n`);

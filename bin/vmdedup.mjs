@@ -1,10 +1,8 @@
 #!/usr/bin/env node
-// Entry point of the vmdedup CLI: TypeScript sources run through tsx.
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { register } from 'tsx/esm/api';
+// Entry point of the vmdedup CLI (lib/cli/main.ts, bundled into dist/ on first use or after a change).
+import path from 'node:path';
+import { appDir, ensureBuilt } from './build.mjs';
 
-process.env.VMDEDUP_APP_DIR ??= join(dirname(fileURLToPath(import.meta.url)), '..');
-register();
-const { main } = await import('../lib/cli/main.ts');
+process.env.VMDEDUP_APP_DIR ??= appDir;
+const { main } = await import(path.join(await ensureBuilt(), 'cli.js'));
 process.exitCode = await main(process.argv.slice(2));

@@ -19,7 +19,8 @@ export type BackupOptions = {
   vmNames?: string[];
   repo: Repository;
   lookupStoredDisk: StoredDiskLookup;
-  /** Called once a VM's image is in the repository, before the next VM starts (the catalog records it here). */
+  /** Called, in order, once a VM's image is in the repository (the catalog records it here); runs alongside
+   *  the next VM's backup, and backupVms returns only after every call has finished. */
   onImage?: (image: BackupImageManifest) => Promise<void>;
   onProgress?: (progress: BackupProgress) => void;
   onWarning?: (message: string) => void;
@@ -61,11 +62,12 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   }
 
   const progress = new ProgressTracker(bytesToRead, options.onProgress);
-  const pool = bytesToRead > 0 ? new BlockPool({ zstdLevel: repo.config.compression.level, threads: options.threads }) : undefined;
+  const pool = bytesToRead > 0 ? new BlockPool({ zstdLevel: repo.config.compression.level, blockSize: repo.config.blockSize, threads: options.threads }) : undefined;
   const knownChunks = new Set<string>();
   // Disks whose read/written bytes are already counted in some VM's entry: each is counted once per run.
   const accounted = new Set<string>();
   const results: VmBackupResult[] = [];
+  let recording: Promise<void> = Promise.resolve();
   try {
     for (const vm of vms) {
       signal?.throwIfAborted();
@@ -135,12 +137,15 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       }
       const image = buildImage(inventory, vm, entries, now());
       await repo.putBackupImage(image);
-      await options.onImage?.(image);
+      const recorded = (recording = recording.then(() => options.onImage?.(image)));
+      recorded.catch(() => undefined); // surfaced by the final await below
       results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image });
     }
+    await recording;
   } finally {
     progress.report();
     await pool?.close();
+    await recording.catch(() => undefined);
   }
   return results;
 }

@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { BlockPool } from '../chunking/block-pool';
+import type { BlockPool, Slot } from '../chunking/block-pool';
 import { InputError, fileError } from '../errors';
 import type { ChunkId } from '../repository/chunk-id';
 import { MANIFEST_FORMAT_VERSION, type StoredDiskFile, type StoredDiskManifest } from '../repository/manifests';
@@ -55,30 +55,31 @@ export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskRe
 async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   const { disk, repo, pool, knownChunks, signal } = options;
   const blockSize = repo.config.blockSize;
-  const window = pool.size * 3;
   let bytesRead = 0;
   let bytesWritten = 0;
   const files: StoredDiskFile[] = [];
   const digestInput: { size: number; blockIds: ChunkId[] }[] = [];
 
-  const storeBlock = async (buffer: ArrayBuffer, length: number): Promise<{ id: ChunkId; zero: boolean }> => {
-    const block = await pool.hash(buffer, length);
-    if (block.zero) return block;
-    if (knownChunks.has(block.id) || (await repo.hasChunk(block.id))) {
-      knownChunks.add(block.id);
-      pool.drop(block);
-      return block;
-    }
-    knownChunks.add(block.id); // claimed: an identical block later in this run is not stored twice
+  const storeBlock = async (slot: Slot): Promise<{ id: ChunkId; zero: boolean }> => {
     try {
-      const encoded = await pool.encode(block);
-      await repo.putEncodedChunk(block.id, encoded);
-      bytesWritten += encoded.length;
-    } catch (err) {
-      knownChunks.delete(block.id);
-      throw err;
+      const block = await pool.hash(slot);
+      if (block.zero || knownChunks.has(block.id) || (await repo.hasChunk(block.id))) {
+        if (!block.zero) knownChunks.add(block.id);
+        return block;
+      }
+      knownChunks.add(block.id); // claimed: an identical block later in this run is not stored twice
+      try {
+        const encoded = await pool.encode(slot);
+        await repo.putEncodedChunk(block.id, encoded);
+        bytesWritten += encoded.length;
+      } catch (err) {
+        knownChunks.delete(block.id);
+        throw err;
+      }
+      return block;
+    } finally {
+      pool.release(slot);
     }
-    return block;
   };
 
   for (const file of disk.files) {
@@ -88,14 +89,23 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
       const blocks: Promise<{ id: ChunkId; zero: boolean }>[] = [];
       for (let offset = 0; offset < size; offset += blockSize) {
         signal?.throwIfAborted();
-        if (blocks.length >= window) await blocks[blocks.length - window];
         const length = Math.min(blockSize, size - offset);
-        const buffer = new ArrayBuffer(length);
-        const { bytesRead: got } = await handle.read(new Uint8Array(buffer), 0, length, offset).catch((err) => { throw fileError(file, err); });
-        if (got !== length) throw new InputError('disk file shrank while it was being read', { file });
+        // Waits for a free slot: the pool's slot count bounds memory and work in flight.
+        const slot = await pool.acquire(length);
+        let got: number;
+        try {
+          ({ bytesRead: got } = await handle.read(slot.bytes, 0, length, offset));
+        } catch (err) {
+          pool.release(slot);
+          throw fileError(file, err);
+        }
+        if (got !== length) {
+          pool.release(slot);
+          throw new InputError('disk file shrank while it was being read', { file });
+        }
         bytesRead += length;
         options.onBytes?.(length);
-        const pending = storeBlock(buffer, length);
+        const pending = storeBlock(slot);
         pending.catch(() => undefined); // awaited below; avoids an unhandled rejection while the loop runs
         blocks.push(pending);
       }

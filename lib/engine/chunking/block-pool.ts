@@ -1,79 +1,94 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { ChunkId } from '../repository/chunk-id';
-import type { BlockReply, BlockRequest } from './block-worker';
+import type { BlockReply, BlockRequest, BlockWorkerData } from './block-worker';
 
-export type HashedBlock = { id: ChunkId; zero: boolean; worker: number; seq: number };
+/** A block held in one slot of the pool's shared memory until `release`: `bytes` is the block, `frame` the
+ *  slot from its encoding byte on (see block-worker.ts). */
+export type Slot = { index: number; bytes: Uint8Array; frame: Uint8Array };
+export type HashedBlock = { id: ChunkId; zero: boolean };
 
 /**
- * A small pool of block workers. `hash` hands a block to a worker (round robin); the block stays there
- * until `encode` (returns the stored bytes) or `drop`. One pool serves a whole backup run.
+ * Worker threads that hash and compress blocks, over a fixed set of shared-memory slots: the caller
+ * `acquire`s a slot, reads a block into it, asks for `hash` and maybe `encode`, then `release`s it.
+ * The slot count bounds memory and the work in flight. One pool serves a whole backup run.
  */
 export class BlockPool {
   private readonly workers: Worker[];
-  private readonly waiting = new Map<number, (reply: BlockReply) => void>();
+  private readonly pending = new Map<number, { resolve: (reply: BlockReply) => void; reject: (err: Error) => void }>();
+  private readonly free: number[];
+  private readonly waitingForSlot: ((slot: number) => void)[] = [];
+  private readonly shared: SharedArrayBuffer;
+  private readonly slotSize: number;
   private nextSeq = 0;
-  private nextWorker = 0;
   private failure?: Error;
 
-  constructor(options: { zstdLevel: number; threads?: number }) {
+  constructor(readonly options: { zstdLevel: number; blockSize: number; threads?: number; slots?: number }) {
     const threads = options.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
-    const url = new URL('./block-worker-entry.mjs', import.meta.url);
+    const slotCount = options.slots ?? threads * 8;
+    this.slotSize = options.blockSize + 1;
+    this.shared = new SharedArrayBuffer(slotCount * this.slotSize);
+    this.free = Array.from({ length: slotCount }, (_, i) => i);
+    // Bundled (dist/), the worker is a sibling file; from sources (tests), a bootstrap loads it through tsx.
+    const url = import.meta.url.endsWith('.ts') ? new URL('./block-worker-entry.mjs', import.meta.url) : new URL('./block-worker.js', import.meta.url);
+    const workerData: BlockWorkerData = { zstdLevel: options.zstdLevel, slots: this.shared, slotSize: this.slotSize };
     this.workers = Array.from({ length: threads }, () => {
-      const worker = new Worker(url, { workerData: { zstdLevel: options.zstdLevel } });
+      const worker = new Worker(url, { workerData, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
       worker.on('message', (reply: BlockReply) => {
-        const resolve = this.waiting.get(reply.seq);
-        this.waiting.delete(reply.seq);
-        resolve?.(reply);
+        const waiter = this.pending.get(reply.seq);
+        this.pending.delete(reply.seq);
+        waiter?.resolve(reply);
       });
       worker.on('error', (err) => this.fail(err));
-      worker.unref();
       return worker;
     });
   }
 
-  get size(): number {
-    return this.workers.length;
+  async acquire(length: number): Promise<Slot> {
+    const index = this.free.pop() ?? (await new Promise<number>((resolve) => this.waitingForSlot.push(resolve)));
+    const frame = new Uint8Array(this.shared, index * this.slotSize, length + 1);
+    return { index, bytes: frame.subarray(1), frame };
   }
 
-  async hash(buffer: ArrayBuffer, length: number): Promise<HashedBlock> {
-    const seq = this.nextSeq++;
-    const worker = this.nextWorker;
-    this.nextWorker = (this.nextWorker + 1) % this.workers.length;
-    const reply = await this.send(worker, { op: 'hash', seq, buffer, length }, [buffer]);
+  release(slot: Slot): void {
+    const waiter = this.waitingForSlot.shift();
+    if (waiter) {
+      waiter(slot.index);
+    } else {
+      this.free.push(slot.index);
+    }
+  }
+
+  async hash(slot: Slot): Promise<HashedBlock> {
+    const reply = await this.send({ op: 'hash', seq: this.nextSeq++, slot: slot.index, length: slot.bytes.length });
     if (reply.op !== 'hashed') throw new Error('block worker protocol error');
-    return { id: reply.id as ChunkId, zero: reply.zero, worker, seq };
+    return { id: reply.id as ChunkId, zero: reply.zero };
   }
 
-  async encode(block: HashedBlock): Promise<Buffer> {
-    const reply = await this.send(block.worker, { op: 'encode', seq: block.seq });
+  /** Compresses the block in its slot; returns the stored frame (a view of the slot, valid until release). */
+  async encode(slot: Slot): Promise<Uint8Array> {
+    const reply = await this.send({ op: 'encode', seq: this.nextSeq++, slot: slot.index, length: slot.bytes.length });
     if (reply.op !== 'encoded') throw new Error('block worker protocol error');
-    return Buffer.from(reply.encoded, reply.byteOffset, reply.length);
-  }
-
-  drop(block: HashedBlock): void {
-    if (!block.zero) this.workers[block.worker].postMessage({ op: 'drop', seq: block.seq } satisfies BlockRequest);
+    return slot.frame.subarray(0, reply.frameLength);
   }
 
   async close(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.terminate()));
   }
 
-  private send(worker: number, request: BlockRequest, transfer: ArrayBuffer[] = []): Promise<BlockReply> {
+  private send(request: BlockRequest): Promise<BlockReply> {
     if (this.failure) return Promise.reject(this.failure);
+    // Spread by sequence number: hashing and encoding of consecutive blocks alternate between workers.
+    const worker = this.workers[request.seq % this.workers.length];
     return new Promise((resolve, reject) => {
-      this.waiting.set(request.seq, resolve);
-      this.rejecters.set(request.seq, reject);
-      this.workers[worker].postMessage(request, transfer);
-    }).finally(() => this.rejecters.delete(request.seq)) as Promise<BlockReply>;
+      this.pending.set(request.seq, { resolve, reject });
+      worker.postMessage(request);
+    });
   }
-
-  private readonly rejecters = new Map<number, (err: Error) => void>();
 
   private fail(err: Error): void {
     this.failure = err;
-    for (const reject of this.rejecters.values()) reject(err);
-    this.rejecters.clear();
-    this.waiting.clear();
+    for (const waiter of this.pending.values()) waiter.reject(err);
+    this.pending.clear();
   }
 }

@@ -1,27 +1,50 @@
-import { Compressor, Decompressor } from 'zstd-napi';
+import { Decompressor } from 'zstd-napi';
+import zstd from 'zstd-napi/binding.js';
 
-/** First byte of a stored chunk: how the rest is encoded. */
-const RAW = 0;
-const ZSTD = 1;
+/**
+ * A stored chunk is a frame: one encoding byte, then the payload (zstd frame, or the plain bytes when zstd
+ * does not shrink them).
+ */
+export const CHUNK_RAW = 0;
+export const CHUNK_ZSTD = 1;
 
-export type ChunkEncoder = (data: Uint8Array) => Buffer;
+/**
+ * Encodes in place: `frame` holds one free byte followed by `length` plain bytes; afterwards it holds the
+ * stored frame, whose length is returned. Reuses one scratch buffer: nothing is allocated per block.
+ */
+export type ChunkEncoder = (frame: Uint8Array, length: number) => number;
 
-/** zstd at `level`; the block is kept raw when compression does not shrink it. */
 export function createChunkEncoder(level: number): ChunkEncoder {
-  const compressor = new Compressor();
-  compressor.setParameters({ compressionLevel: level });
-  return (data) => {
-    const compressed = compressor.compress(data);
-    if (compressed.length + 1 < data.length) return Buffer.concat([Buffer.of(ZSTD), compressed]);
-    return Buffer.concat([Buffer.of(RAW), data]);
+  const cctx = new zstd.CCtx();
+  cctx.setParameter(zstd.CParameter.compressionLevel, level);
+  let scratch = Buffer.alloc(0);
+  return (frame, length) => {
+    const plain = frame.subarray(1, 1 + length);
+    const bound = zstd.compressBound(length);
+    if (scratch.length < bound) scratch = Buffer.alloc(bound);
+    const compressed = cctx.compress2(scratch, plain);
+    if (compressed < length) {
+      frame[0] = CHUNK_ZSTD;
+      frame.set(scratch.subarray(0, compressed), 1);
+      return compressed + 1;
+    }
+    frame[0] = CHUNK_RAW;
+    return length + 1;
   };
+}
+
+/** Encodes a block into a new frame (tests, small tools). */
+export function encodeChunk(encoder: ChunkEncoder, data: Uint8Array): Buffer {
+  const frame = Buffer.alloc(data.length + 1);
+  frame.set(data, 1);
+  return frame.subarray(0, encoder(frame, data.length));
 }
 
 const decompressor = new Decompressor();
 
 export function decodeChunk(stored: Buffer): Buffer {
   if (stored.length === 0) throw new Error('empty chunk file');
-  if (stored[0] === RAW) return stored.subarray(1);
-  if (stored[0] === ZSTD) return decompressor.decompress(stored.subarray(1));
+  if (stored[0] === CHUNK_RAW) return stored.subarray(1);
+  if (stored[0] === CHUNK_ZSTD) return decompressor.decompress(stored.subarray(1));
   throw new Error(`unknown chunk encoding ${stored[0]}`);
 }

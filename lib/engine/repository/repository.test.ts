@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { tempDir } from '../../../test/helpers';
 import { RepositoryError } from '../errors';
 import { blobStoreConformance } from './blob-store.conformance';
-import { createChunkEncoder } from './chunk-codec';
+import { createChunkEncoder, encodeChunk } from './chunk-codec';
 import { chunkKey, hashChunk } from './chunk-id';
 import { FsBlobStore } from './fs-blob-store';
 import { Repository } from './repository';
@@ -28,7 +28,7 @@ describe('Repository', () => {
     const encode = createChunkEncoder(1);
     const text = Buffer.from('vmdedup '.repeat(10000));
     const random = (await import('node:crypto')).randomBytes(10000);
-    for (const data of [text, random]) await repo.putEncodedChunk(hashChunk(data), encode(data));
+    for (const data of [text, random]) await repo.putEncodedChunk(hashChunk(data), encodeChunk(encode, data));
     const textFile = path.join(dir, ...chunkKey(hashChunk(text)).split('/'));
     expect((await fs.stat(textFile)).size).toBeLessThan(text.length / 10);
     expect((await fs.readFile(path.join(dir, ...chunkKey(hashChunk(random)).split('/'))))[0]).toBe(0); // raw

@@ -8,7 +8,8 @@ import { type BackupImageManifest, MANIFEST_FORMAT_VERSION, type StoredDiskManif
 export const REPOSITORY_FORMAT_VERSION = 1;
 /** 1 MiB: measured best throughput with fine enough granularity for changed-block backups (see README). */
 export const DEFAULT_BLOCK_SIZE = 1024 * 1024;
-export const DEFAULT_ZSTD_LEVEL = 1;
+/** zstd's fast mode: on VM-like data 1.5x the speed of level 1 for a 3% larger result (see README). */
+export const DEFAULT_ZSTD_LEVEL = -1;
 
 export type RepositoryConfig = {
   formatVersion: number;

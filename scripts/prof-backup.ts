@@ -1,0 +1,18 @@
+import { backupVms } from '../lib/engine/backup/backup';
+import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
+import { Repository } from '../lib/engine/repository/repository';
+import { scanSource } from '../lib/engine/sources/inventory';
+import fs from 'node:fs';
+const dir = '/tmp/prof-repo';
+fs.rmSync(dir, { recursive: true, force: true });
+let t = performance.now();
+const inv = await scanSource({ name: 'b', type: 'libvirt', path: process.argv[2] });
+console.log('scan', (performance.now() - t).toFixed(0));
+t = performance.now();
+const repo = await Repository.openOrInit(new FsBlobStore(dir));
+let bytes = 0;
+let peak = process.memoryUsage();
+const res = await backupVms({ inventory: inv, repo, lookupStoredDisk: async () => undefined, onProgress: (p) => { bytes = p.bytesDone; const m = process.memoryUsage(); if (m.rss > peak.rss) peak = m; } });
+const s = (performance.now() - t) / 1000;
+console.log('backup', s.toFixed(2), 's', (bytes / s / 1e6).toFixed(0), 'MB/s', res.filter((r) => r.ok).length, 'rss', (process.resourceUsage().maxRSS / 1024).toFixed(0), 'MB');
+console.log(Object.fromEntries(Object.entries(peak).map(([k,v])=>[k,(v/1e6).toFixed(0)])));
