@@ -35,12 +35,14 @@ export async function ensureBuilt() {
   try {
     await build({
       entryPoints, outdir: temp, bundle: true, platform: 'node', format: 'esm', target: 'node20',
-      packages: 'external', sourcemap: true, logLevel: 'error',
+      packages: 'external', sourcemap: true, logLevel: 'error', splitting: true, // chunks sit beside the entries: the block worker is found as ./block-worker.js from any of them
       banner: { js: "import { createRequire as __vmdedupRequire } from 'node:module'; const require = __vmdedupRequire(import.meta.url);" },
     });
     fs.mkdirSync(distDir, { recursive: true });
-    // File by file: a concurrent build by another process leaves whole files either way.
-    for (const name of fs.readdirSync(temp)) fs.renameSync(path.join(temp, name), path.join(distDir, name));
+    // File by file, shared chunks before the entries that import them: a concurrent build by another
+    // process leaves whole files either way (and the same ones: the build is deterministic).
+    const names = fs.readdirSync(temp).sort((a, b) => Number(b.startsWith('chunk-')) - Number(a.startsWith('chunk-')));
+    for (const name of names) fs.renameSync(path.join(temp, name), path.join(distDir, name));
     fs.writeFileSync(stamp, '');
   } finally {
     fs.rmSync(temp, { recursive: true, force: true });

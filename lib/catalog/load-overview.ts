@@ -1,4 +1,4 @@
-import { getCatalog } from '../db';
+import { getCatalog, getCatalogSql } from '../db';
 import { type CatalogStats, type CommonDiskSummary, getStats, listCommonDisks } from './reports';
 import { type SourceRow, listSources } from './sources';
 
@@ -6,6 +6,6 @@ export type OverviewData = { stats: CatalogStats; commonDisks: CommonDiskSummary
 
 export async function loadOverview(): Promise<OverviewData> {
   const db = await getCatalog();
-  const [stats, commonDisks, sources] = await Promise.all([getStats(db), listCommonDisks(db), listSources(db)]);
+  const [stats, commonDisks, sources] = await Promise.all([getStats(db), listCommonDisks(db), listSources(await getCatalogSql())]);
   return { stats, commonDisks, sources };
 }

@@ -1,12 +1,12 @@
 import path from 'node:path';
-import type { Catalog } from '../db';
+import type { CatalogSql } from '../db';
 import { backupVms } from '../engine/backup/backup';
 import type { BackupProgress } from '../engine/backup/progress';
 import type { BackupDiskEntry } from '../engine/repository/manifests';
 import type { Repository } from '../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../engine/sources/inventory';
 import { AppError } from '../errors';
-import { findStoredVersion, recordBackupImage } from './record-backup-image';
+import { findStoredVersions, recordBackupImage } from './record-backup-image';
 import { type SourceRow, selectSources } from './sources';
 
 export type BackupDiskReport = {
@@ -30,8 +30,8 @@ export type RunBackupOptions = {
 };
 
 /** Backs up the selected VMs (all VMs of the selected sources by default) and records each in the catalog. */
-export async function runBackup(db: Catalog, options: RunBackupOptions): Promise<BackupReport> {
-  const sources = await selectSources(db, options.source);
+export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
+  const sources = await selectSources(sql, options.source);
   if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
   const scanned: { source: SourceRow; inventory: SourceInventory }[] = [];
   for (const source of sources) scanned.push({ source, inventory: await scanSource(source, { signal: options.signal }) });
@@ -44,8 +44,8 @@ export async function runBackup(db: Catalog, options: RunBackupOptions): Promise
       inventory,
       vmNames,
       repo: options.repo,
-      lookupStoredDisk: (disk) => findStoredVersion(db, { sourceId: source.id, identifier: disk.identifier, versionToken: disk.versionToken }),
-      onImage: (image) => recordBackupImage(db, { sourceId: source.id, image }),
+      lookupStoredDisks: (disks) => findStoredVersions(sql, { sourceId: source.id, disks }),
+      onImage: (image) => recordBackupImage(sql, { sourceId: source.id, image }),
       onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
       onWarning: warn,
       signal: options.signal,

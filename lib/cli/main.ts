@@ -6,7 +6,7 @@ import { getStats, listBackups, listCommonDisks } from '../catalog/reports';
 import { runBackup } from '../catalog/run-backup';
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
-import { closeCatalog, getCatalog } from '../db';
+import { closeCatalog, getCatalog, getCatalogSql } from '../db';
 import { FsBlobStore } from '../engine/repository/fs-blob-store';
 import { Repository } from '../engine/repository/repository';
 import { scanSource } from '../engine/sources/inventory';
@@ -70,13 +70,13 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       if (sub === 'add') {
         const { values, positionals } = parse(args, { type: { type: 'string' }, path: { type: 'string' } }, 1);
         if (!values.type || !values.path) throw badInput('source add needs --type libvirt|vmware and --path <dir>');
-        const source = await addSource(await getCatalog(), { name: positionals[0], type: values.type as string, path: values.path as string });
+        const source = await addSource(await getCatalogSql(), { name: positionals[0], type: values.type as string, path: values.path as string });
         out(`added source ${source.name} (${source.type}, ${source.path})`);
         return EXIT_OK;
       }
       if (sub === 'list') {
         const { values } = parse(args, { json: { type: 'boolean' } });
-        const sources = await listSources(await getCatalog());
+        const sources = await listSources(await getCatalogSql());
         if (values.json) json({ sources: sources.map(({ name, type, path: dir }) => ({ name, type, path: dir })) });
         else out(sources.length ? table([['NAME', 'TYPE', 'PATH'], ...sources.map((s) => [s.name, s.type, s.path])]) : 'no sources (add one with: vmdedup source add <name> --type libvirt|vmware --path <dir>)');
         return EXIT_OK;
@@ -86,7 +86,7 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
 
     case 'inventory': {
       const { values } = parse(rest, { source: { type: 'string' }, json: { type: 'boolean' } });
-      const sources = await selectSources(await getCatalog(), values.source as string | undefined);
+      const sources = await selectSources(await getCatalogSql(), values.source as string | undefined);
       const inventories = [];
       for (const source of sources) inventories.push(await scanSource(source, { signal }));
       const report = inventories.map((inv) => ({
@@ -127,10 +127,10 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
 
     case 'backup': {
       const { values } = parse(rest, { source: { type: 'string' }, vm: { type: 'string', multiple: true }, json: { type: 'boolean' } });
-      const db = await getCatalog();
+      const sql = await getCatalogSql();
       const repo = await openRepository();
       const showProgress = !values.json && io.stderr.isTTY;
-      const report = await runBackup(db, {
+      const report = await runBackup(sql, {
         source: values.source as string | undefined,
         vms: values.vm as string[] | undefined,
         repo,
@@ -190,7 +190,7 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
     case 'catalog': {
       const [sub] = rest;
       if (sub !== 'rebuild') throw badInput(`unknown 'catalog' subcommand '${sub ?? ''}': use 'catalog rebuild'`);
-      const result = await rebuildCatalog(await getCatalog(), { repo: await openRepository({ mustExist: true }) });
+      const result = await rebuildCatalog(await getCatalogSql(), { repo: await openRepository({ mustExist: true }) });
       out(`catalog rebuilt from ${repositoryDir()}: ${result.backupImages} backup images, ${result.sources} sources`);
       return EXIT_OK;
     }

@@ -7,9 +7,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runBackup } from '../catalog/run-backup';
-import { addSource } from '../catalog/sources';
+import { addSource, listSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
-import { catalogUrl, getCatalog } from '../db';
+import { catalogUrl, getCatalogSql } from '../db';
 import { buildFleet } from '../demo/fleet';
 import { FsBlobStore } from '../engine/repository/fs-blob-store';
 import { Repository } from '../engine/repository/repository';
@@ -22,10 +22,10 @@ export async function start(): Promise<number> {
   await fs.mkdir(home, { recursive: true });
   log(`data: ${home}`);
   const url = await catalogUrl();
-  const db = await getCatalog();
+  const sql = await getCatalogSql();
   log(process.env.DATABASE_URL ? 'catalog: external PostgreSQL (DATABASE_URL)' : `catalog: embedded PostgreSQL in ${path.join(home, 'catalog')}`);
 
-  if ((await db.source.count()) === 0 && process.env.VMDEDUP_DEMO !== '0') await createDemo(home);
+  if ((await listSources(sql)).length === 0 && process.env.VMDEDUP_DEMO !== '0') await createDemo(home);
 
   if (await needsBuild()) {
     log('building the web app (first start or changed sources) ...');
@@ -52,11 +52,11 @@ async function createDemo(home: string): Promise<void> {
   log(`no sources configured: creating a demo fleet in ${dir} ...`);
   await fs.rm(dir, { recursive: true, force: true });
   const fleet = await buildFleet({ dir, bases: 1, clonesPerBase: 3, baseMiB: 32, cloneDeltaMiB: 2, configDiskMiB: 4, privateDiskMiB: 8, vmwareVms: 2, vmwareBaseMiB: 16 });
-  const db = await getCatalog();
-  await addSource(db, { name: 'demo-libvirt', type: 'libvirt', path: fleet.libvirtDir });
-  await addSource(db, { name: 'demo-vmware', type: 'vmware', path: fleet.vmwareDir! });
+  const sql = await getCatalogSql();
+  await addSource(sql, { name: 'demo-libvirt', type: 'libvirt', path: fleet.libvirtDir });
+  await addSource(sql, { name: 'demo-vmware', type: 'vmware', path: fleet.vmwareDir! });
   const repo = await Repository.openOrInit(new FsBlobStore(repositoryDir()));
-  const report = await runBackup(db, { repo });
+  const report = await runBackup(sql, { repo });
   for (const failure of report.failures) log(`demo VM ${failure.vm} not backed up: ${failure.error}`);
   log(`demo fleet backed up: ${report.backups.length} VMs, logical ${formatBytes(report.totals.logicalBytes)}, written ${formatBytes(report.totals.bytesWritten)}`);
 }

@@ -50,7 +50,7 @@ describe('backupVms', () => {
       }
     });
     const repo = await Repository.openOrInit(store, { blockSize: MiB });
-    const results = await backupVms({ inventory: await scanSource(source), repo, lookupStoredDisk: async () => undefined });
+    const results = await backupVms({ inventory: await scanSource(source), repo, lookupStoredDisks: async (disks) => disks.map(() => undefined) });
     expect(results[0].ok).toBe(true);
     const image = (results[0] as Extract<typeof results[0], { ok: true }>).image;
     // the stored content is the disk as it is now
@@ -66,7 +66,7 @@ describe('backupVms', () => {
       if (key.startsWith('chunks/')) await overwrite(path.join(root, 'disk.raw'), 0, 4096, ++seed);
     });
     const repo = await Repository.openOrInit(store, { blockSize: MiB });
-    const results = await backupVms({ inventory: await scanSource(source), repo, lookupStoredDisk: async () => undefined });
+    const results = await backupVms({ inventory: await scanSource(source), repo, lookupStoredDisks: async (disks) => disks.map(() => undefined) });
     expect(results[0]).toMatchObject({ ok: false, error: expect.stringMatching(/disk\.raw: disk changed while it was being read \(3 attempts\)/) });
     const images: string[] = [];
     for await (const id of repo.listBackupImages()) images.push(id);
@@ -82,17 +82,17 @@ describe('backupVms', () => {
       if (key.startsWith('chunks/') && ++puts === 6) controller.abort(new Error('stop'));
     });
     const repo = await Repository.openOrInit(store, { blockSize: MiB });
-    await expect(backupVms({ inventory: await scanSource(source), repo, lookupStoredDisk: async () => undefined, signal: controller.signal })).rejects.toThrow();
+    await expect(backupVms({ inventory: await scanSource(source), repo, lookupStoredDisks: async (disks) => disks.map(() => undefined), signal: controller.signal })).rejects.toThrow();
     await manifestsAreComplete(repo);
     const images: string[] = [];
     for await (const id of repo.listBackupImages()) images.push(id);
     expect(images).toEqual([]);
 
-    const again = await backupVms({ inventory: await scanSource(source), repo, lookupStoredDisk: async () => undefined });
+    const again = await backupVms({ inventory: await scanSource(source), repo, lookupStoredDisks: async (disks) => disks.map(() => undefined) });
     expect(again[0].ok).toBe(true);
     const entry = (again[0] as Extract<typeof again[0], { ok: true }>).image.disks[0];
     expect(entry.bytesRead).toBe(24 * MiB);
-    const full = await backupVms({ inventory: await scanSource(source), repo: await Repository.openOrInit(new FsBlobStore(await tempDir()), { blockSize: MiB }), lookupStoredDisk: async () => undefined });
+    const full = await backupVms({ inventory: await scanSource(source), repo: await Repository.openOrInit(new FsBlobStore(await tempDir()), { blockSize: MiB }), lookupStoredDisks: async (disks) => disks.map(() => undefined) });
     const fullEntry = (full[0] as Extract<typeof full[0], { ok: true }>).image.disks[0];
     expect(entry.bytesWritten).toBeLessThan(fullEntry.bytesWritten); // the interrupted run's chunks were reused
     expect(await manifestsAreComplete(repo)).toBeGreaterThan(0);

@@ -6,8 +6,9 @@ import type { SourceInventory, VirtualDisk, VmInventory } from '../sources/inven
 import { type BackupProgress, ProgressTracker } from './progress';
 import { storeDisk } from './store-disk';
 
-/** The catalog's answer to "is this identifier at this version already stored?": the stored disk's digest. */
-export type StoredDiskLookup = (disk: { identifier: string; versionToken: string }) => Promise<string | undefined>;
+/** The catalog's answer to "is this identifier at this version already stored?" for each disk of a run, in
+ *  order: the stored disk's digest, or undefined. */
+export type StoredDiskLookup = (disks: { identifier: string; versionToken: string }[]) => Promise<(string | undefined)[]>;
 
 export type VmBackupResult =
   | { vm: string; configPath: string; ok: true; image: BackupImageManifest }
@@ -18,7 +19,7 @@ export type BackupOptions = {
   /** VM names to back up; all VMs of the source when absent. */
   vmNames?: string[];
   repo: Repository;
-  lookupStoredDisk: StoredDiskLookup;
+  lookupStoredDisks: StoredDiskLookup;
   /** Called, in order, once a VM's image is in the repository (the catalog records it here); runs alongside
    *  the next VM's backup, and backupVms returns only after every call has finished. */
   onImage?: (image: BackupImageManifest) => Promise<void>;
@@ -44,21 +45,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   for (const warning of inventory.warnings) options.onWarning?.(warning);
 
   const outcomes = new Map<string, DiskOutcome>();
-  const toRead = new Set<string>();
+  const needed = [...new Set(vms.filter((vm) => !vm.error).flatMap((vm) => vm.disks.map((use) => use.diskPath)))]
+    .map((diskPath) => inventory.disks.get(diskPath)!);
+  const digests = await options.lookupStoredDisks(needed);
   let bytesToRead = 0;
-  for (const vm of vms) {
-    if (vm.error) continue;
-    for (const use of vm.disks) {
-      if (outcomes.has(use.diskPath) || toRead.has(use.diskPath)) continue;
-      const disk = inventory.disks.get(use.diskPath)!;
-      const digest = await options.lookupStoredDisk(disk);
-      if (digest && (await repo.hasStoredDisk(digest))) {
-        outcomes.set(use.diskPath, { ok: true, digest, bytesRead: 0, bytesWritten: 0 });
-      } else {
-        toRead.add(disk.path);
-        bytesToRead += disk.logicalBytes;
-      }
-    }
+  for (const [index, disk] of needed.entries()) {
+    const digest = digests[index];
+    if (digest && (await repo.hasStoredDisk(digest))) outcomes.set(disk.path, { ok: true, digest, bytesRead: 0, bytesWritten: 0 });
+    else bytesToRead += disk.logicalBytes;
   }
 
   const progress = new ProgressTracker(bytesToRead, options.onProgress);
