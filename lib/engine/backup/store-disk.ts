@@ -86,36 +86,48 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
     const handle = await fs.open(file, 'r').catch((err) => { throw fileError(file, err); });
     try {
       const { size } = await handle.stat();
-      const blocks: Promise<{ id: ChunkId; zero: boolean }>[] = [];
-      for (let offset = 0; offset < size; offset += blockSize) {
-        signal?.throwIfAborted();
-        const length = Math.min(blockSize, size - offset);
-        // Waits for a free slot: the pool's slot count bounds memory and work in flight.
-        const slot = await pool.acquire(length);
-        let got: number;
-        try {
-          ({ bytesRead: got } = await handle.read(slot.bytes, 0, length, offset));
-        } catch (err) {
-          pool.release(slot);
-          throw fileError(file, err);
+      // Results by block index; the promises in flight are bounded by the pool's slots, not by the disk's size.
+      const blockCount = Math.ceil(size / blockSize);
+      const ids = new Array<ChunkId>(blockCount);
+      const zero = new Uint8Array(blockCount);
+      const inFlight = new Set<Promise<void>>();
+      let failure: unknown;
+      try {
+        for (let index = 0; index < blockCount && failure === undefined; index++) {
+          signal?.throwIfAborted();
+          const offset = index * blockSize;
+          const length = Math.min(blockSize, size - offset);
+          // Waits for a free slot: the pool's slot count bounds memory and work in flight.
+          const slot = await pool.acquire(length);
+          let got: number;
+          try {
+            ({ bytesRead: got } = await handle.read(slot.bytes, 0, length, offset));
+          } catch (err) {
+            pool.release(slot);
+            throw fileError(file, err);
+          }
+          if (got !== length) {
+            pool.release(slot);
+            throw new InputError('disk file shrank while it was being read', { file });
+          }
+          bytesRead += length;
+          options.onBytes?.(length);
+          const task: Promise<void> = storeBlock(slot).then(
+            (block) => { ids[index] = block.id; zero[index] = block.zero ? 1 : 0; },
+            (err) => { failure ??= err; },
+          ).finally(() => inFlight.delete(task));
+          inFlight.add(task);
         }
-        if (got !== length) {
-          pool.release(slot);
-          throw new InputError('disk file shrank while it was being read', { file });
-        }
-        bytesRead += length;
-        options.onBytes?.(length);
-        const pending = storeBlock(slot);
-        pending.catch(() => undefined); // awaited below; avoids an unhandled rejection while the loop runs
-        blocks.push(pending);
+      } finally {
+        await Promise.all(inFlight); // nothing of this disk is still running when we return or throw
       }
-      const stored = await Promise.all(blocks);
+      if (failure !== undefined) throw failure;
       files.push({
         name: path.relative(path.dirname(disk.path), file).split(path.sep).join('/'),
         size,
-        blocks: stored.map((b) => (b.zero ? null : b.id)),
+        blocks: ids.map((id, index) => (zero[index] ? null : id)),
       });
-      digestInput.push({ size, blockIds: stored.map((b) => b.id) });
+      digestInput.push({ size, blockIds: ids });
     } finally {
       await handle.close();
     }

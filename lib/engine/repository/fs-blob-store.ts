@@ -28,7 +28,10 @@ export class FsBlobStore implements BlobStore {
     const temp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     const handle = await fs.open(temp, 'wx');
     try {
-      await handle.writeFile(data);
+      // One write call per blob where the kernel takes it whole (writeFile splits into 512 KiB writes).
+      for (let written = 0; written < data.length; ) {
+        written += (await handle.write(data, written, data.length - written, written)).bytesWritten;
+      }
       await handle.datasync();
     } catch (err) {
       await handle.close();
