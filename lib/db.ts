@@ -8,9 +8,10 @@ export type Catalog = PrismaClient;
 /** Plain SQL over a small pool: the set-based writes and lookups on the path of every backup run. */
 export type CatalogSql = pg.Pool;
 
-let url: Promise<string> | undefined;
+type Connected = { url: string; pool: pg.Pool };
+
+let connected: Promise<Connected> | undefined;
 let catalog: Promise<PrismaClient> | undefined;
-let pool: pg.Pool | undefined;
 
 /** DATABASE_URL when set (an external PostgreSQL), else the embedded catalog under VMDEDUP_HOME. */
 export async function catalogUrl(): Promise<string> {
@@ -20,31 +21,36 @@ export async function catalogUrl(): Promise<string> {
   return (await ensureEmbeddedCatalog(vmdedupHome())).url;
 }
 
-/** The catalog's URL, once per process, with every migration applied. */
-function migratedUrl(): Promise<string> {
-  url ??= (async () => {
-    const resolved = await catalogUrl();
-    await migrate(resolved);
-    return resolved;
+/** Once per process: the catalog's URL and a pool on it, with every migration applied. */
+function connect(): Promise<Connected> {
+  connected ??= (async () => {
+    const url = await catalogUrl();
+    const pool = new pg.Pool({ connectionString: url, max: 4 });
+    try {
+      await migrate(pool);
+    } catch (err) {
+      await pool.end();
+      throw err;
+    }
+    return { url, pool };
   })();
-  url.catch(() => { url = undefined; });
-  return url;
+  connected.catch(() => { connected = undefined; });
+  return connected;
+}
+
+export async function getCatalogSql(): Promise<pg.Pool> {
+  return (await connect()).pool;
 }
 
 /** The one Prisma client of the process (loaded on first use: commands that do not need it start faster). */
 export function getCatalog(): Promise<PrismaClient> {
   catalog ??= (async () => {
-    const connectionString = await migratedUrl();
+    const { url } = await connect();
     const [{ PrismaClient }, { PrismaPg }] = await Promise.all([import('./generated/prisma/client'), import('@prisma/adapter-pg')]);
-    return new PrismaClient({ adapter: new PrismaPg({ connectionString }) });
+    return new PrismaClient({ adapter: new PrismaPg({ connectionString: url }) });
   })();
   catalog.catch(() => { catalog = undefined; });
   return catalog;
-}
-
-export async function getCatalogSql(): Promise<pg.Pool> {
-  pool ??= new pg.Pool({ connectionString: await migratedUrl(), max: 4 });
-  return pool;
 }
 
 /** Runs `work` in one transaction on one connection of the pool. */
@@ -64,10 +70,9 @@ export async function inTransaction<T>(sql: pg.Pool, work: (client: pg.PoolClien
 }
 
 export async function closeCatalog(): Promise<void> {
-  const client = catalog ? await catalog.catch(() => undefined) : undefined;
+  const prisma = catalog ? await catalog.catch(() => undefined) : undefined;
+  const sql = connected ? await connected.catch(() => undefined) : undefined;
   catalog = undefined;
-  url = undefined;
-  const closing = pool;
-  pool = undefined;
-  await Promise.all([client?.$disconnect(), closing?.end()]);
+  connected = undefined;
+  await Promise.all([prisma?.$disconnect(), sql?.pool.end()]);
 }

@@ -42,12 +42,13 @@ export async function ensureEmbeddedCatalog(home: string): Promise<EmbeddedCatal
   await fs.mkdir(dir, { recursive: true });
   if (!(await exists(path.join(dataDir, 'PG_VERSION')))) await initialise(dir, dataDir);
   const connection = await readConnection(dataDir);
-  let started = false;
-  if (!(await answers(connection))) {
-    started = await start(dataDir, connection);
-  }
+  const url = urlOf(connection, DATABASE);
+  // The common case costs one connection: the server runs and the database exists.
+  const state = await probe(url);
+  if (state === 'ready') return { url, dataDir, started: false };
+  const started = state === 'down' ? await start(dataDir, connection) : false;
   await createDatabase(connection);
-  return { url: urlOf(connection, DATABASE), dataDir, started };
+  return { url, dataDir, started };
 }
 
 export async function stopEmbeddedCatalog(home: string): Promise<boolean> {
@@ -132,17 +133,20 @@ async function createDatabase(connection: Connection): Promise<void> {
   }
 }
 
-async function answers(connection: Connection): Promise<boolean> {
-  const client = new pg.Client({ connectionString: urlOf(connection, 'postgres'), connectionTimeoutMillis: 2000 });
+async function probe(url: string): Promise<'ready' | 'no-database' | 'down'> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
   try {
     await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch {
-    return false;
+    return 'ready';
+  } catch (err) {
+    return (err as { code?: string }).code === '3D000' ? 'no-database' : 'down';
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+async function answers(connection: Connection): Promise<boolean> {
+  return (await probe(urlOf(connection, 'postgres'))) === 'ready';
 }
 
 async function readConnection(dataDir: string): Promise<Connection> {

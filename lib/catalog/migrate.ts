@@ -16,14 +16,25 @@ export function defaultMigrationsDir(): string {
   return path.join(process.env.VMDEDUP_APP_DIR ?? process.cwd(), 'prisma', 'migrations');
 }
 
-export async function migrate(databaseUrl: string, migrationsDir = defaultMigrationsDir()): Promise<MigrationResult> {
+/** Applies pending migrations; `target` is a connection URL or a pool to borrow one connection from. */
+export async function migrate(target: string | pg.Pool, migrationsDir = defaultMigrationsDir()): Promise<MigrationResult> {
   const names = (await fs.readdir(/*turbopackIgnore: true*/ migrationsDir, { withFileTypes: true }))
     .filter((entry) => entry.isDirectory())
     .map((entry) => entry.name)
     .sort();
-  const client = new pg.Client({ connectionString: databaseUrl });
-  await client.connect();
+  const ownClient = typeof target === 'string' ? new pg.Client({ connectionString: target }) : undefined;
+  if (ownClient) await ownClient.connect();
+  const client = ownClient ?? (await (target as pg.Pool).connect());
   try {
+    // Fast path, no lock: every migration is already applied, unchanged.
+    const current = await client.query<{ migration_name: string; checksum: string }>(
+      'SELECT migration_name, checksum FROM "_prisma_migrations" WHERE rolled_back_at IS NULL AND finished_at IS NOT NULL',
+    ).catch(() => undefined);
+    if (current && names.length === current.rows.length) {
+      const done = new Map(current.rows.map((row) => [row.migration_name, row.checksum]));
+      const checksums = await Promise.all(names.map(async (name) => createHash('sha256').update(await fs.readFile(path.join(migrationsDir, name, 'migration.sql'), 'utf8')).digest('hex')));
+      if (names.every((name, i) => done.get(name) === checksums[i])) return { applied: [], alreadyApplied: names.length };
+    }
     await client.query('SELECT pg_advisory_lock($1)', [LOCK_KEY]);
     await client.query(`CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
       "id" VARCHAR(36) PRIMARY KEY NOT NULL,
@@ -64,6 +75,7 @@ export async function migrate(databaseUrl: string, migrationsDir = defaultMigrat
     return { applied, alreadyApplied: names.length - applied.length };
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [LOCK_KEY]).catch(() => undefined);
-    await client.end();
+    if (ownClient) await ownClient.end();
+    else (client as pg.PoolClient).release();
   }
 }

@@ -9,7 +9,12 @@ import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/
  * statements an image, whatever its number of disks): it is on the path of every backup run.
  */
 export async function recordBackupImage(sql: CatalogSql, options: { sourceId: string; image: BackupImageManifest }): Promise<void> {
-  await inTransaction(sql, (client) => recordIn(client, options.sourceId, options.image));
+  await inTransaction(sql, async (client) => {
+    // The repository already holds this image durably (fsynced before we are called), and `catalog rebuild`
+    // restores any record a crash loses, so the commit need not wait for its own WAL flush.
+    await client.query('SET LOCAL synchronous_commit = off');
+    await recordIn(client, options.sourceId, options.image);
+  });
 }
 
 async function recordIn(client: pg.PoolClient, sourceId: string, image: BackupImageManifest): Promise<void> {
