@@ -29,14 +29,14 @@ export async function start(): Promise<number> {
 
   if (await needsBuild()) {
     log('building the web app (first start or changed sources) ...');
-    const build = spawnSync(process.execPath, [nextBin(), 'build'], { cwd: appDir, stdio: 'inherit', env: { ...process.env, DATABASE_URL: url } });
+    const build = spawnSync(process.execPath, [nextBin(), 'build'], { cwd: appDir, stdio: 'inherit', env: nextEnv(url) });
     if (build.status !== 0) return build.status ?? 1;
   }
   const port = process.env.PORT ?? '3000';
   const host = process.env.HOST ?? '127.0.0.1';
   log(`serving on http://${host}:${port}  (stop with Ctrl-C; 'npx vmdedup db stop' stops the embedded catalog)`);
   const server = spawn(process.execPath, [nextBin(), 'start', '-p', port, '-H', host], {
-    cwd: appDir, stdio: 'inherit', env: { ...process.env, DATABASE_URL: url },
+    cwd: appDir, stdio: 'inherit', env: nextEnv(url),
   });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => server.kill(signal));
   return new Promise((resolve) => server.on('exit', (code) => resolve(code ?? 0)));
@@ -73,6 +73,11 @@ async function needsBuild(): Promise<boolean> {
     }
   }
   return false;
+}
+
+/** The web server gets the catalog's URL, and Next's telemetry stays off (no calls home from a backup server). */
+function nextEnv(url: string): NodeJS.ProcessEnv {
+  return { ...process.env, DATABASE_URL: url, NEXT_TELEMETRY_DISABLED: '1' };
 }
 
 function nextBin(): string {
