@@ -4,7 +4,8 @@ set -euo pipefail
 port=$1
 home=${E2E_HOME:-$(mktemp -d /tmp/vmdedup-e2e-XXXXXX)}
 chmod 755 "$home"
-echo "$home" > "$(dirname "$0")/../test-results/e2e-home" 2>/dev/null || { mkdir -p "$(dirname "$0")/../test-results"; echo "$home" > "$(dirname "$0")/../test-results/e2e-home"; }
+mkdir -p "$(dirname "$0")/../test-results"
+echo "$home" > "$(dirname "$0")/../test-results/e2e-home"  # read by the spec and by global-teardown.ts
 export VMDEDUP_HOME=$home VMDEDUP_DEMO=0 PORT=$port
 unset DATABASE_URL
 node --import tsx -e "import('./lib/demo/fleet.ts').then(m => m.buildFleet({ dir: process.env.VMDEDUP_HOME + '/fleet' }))"

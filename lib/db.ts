@@ -26,6 +26,8 @@ function connect(): Promise<Connected> {
   connected ??= (async () => {
     const url = await catalogUrl();
     const pool = new pg.Pool({ connectionString: url, max: 4 });
+    // An idle connection dropped by the server (restart, `vmdedup db stop`) is not fatal: the pool reconnects.
+    pool.on('error', (err) => process.stderr.write(`vmdedup: catalog connection lost (${err.message}); reconnecting on next use\n`));
     try {
       await migrate(pool);
     } catch (err) {
