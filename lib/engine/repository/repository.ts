@@ -6,7 +6,7 @@ import { decodeChunk } from './chunk-codec';
 import { type BackupImageManifest, MANIFEST_FORMAT_VERSION, type StoredDiskManifest } from './manifests';
 
 export const REPOSITORY_FORMAT_VERSION = 1;
-/** 1 MiB: measured best throughput with fine enough granularity for changed-block backups (see README). */
+/** 1 MiB: as fast as 4 MiB and 1.6x faster than 256 KiB, at a quarter of 4 MiB's cost per small change (README, Benchmark). */
 export const DEFAULT_BLOCK_SIZE = 1024 * 1024;
 /** zstd's fast mode: on VM-like data 1.5x the speed of level 1 for a 3% larger result (see README). */
 export const DEFAULT_ZSTD_LEVEL = -1;
