@@ -20,8 +20,9 @@ export type VirtualDisk = {
   files: string[];
   logicalBytes: number;
   virtualSize?: number;
-  /** The child's link to its parent: the name as written in the image, and the parent's canonical path. */
-  parent?: { pointer: string; path: string };
+  /** The child's link to its parent: the name as written in the image, the parent's canonical path, and the
+   *  parent's format where the child names it (qcow2 backing format extension). */
+  parent?: { pointer: string; path: string; format?: DiskFormat };
   vmdk?: { cid: string; parentCid: string; createType: string; longContentId?: string };
 };
 
@@ -143,9 +144,11 @@ class DiskResolver {
   /** Resolves a disk and its parents; returns canonical paths, the attached disk first. */
   async resolveChain(diskPath: string, format: DiskFormat | undefined, referrer: string): Promise<string[]> {
     const chain: string[] = [];
-    let next: { path: string; format?: DiskFormat; referrer: string } | undefined = { path: diskPath, format, referrer };
+    let next: { path: string; format?: DiskFormat; referrer: string; child?: VirtualDisk } | undefined = { path: diskPath, format, referrer };
     while (next) {
       const canonical = await this.canonical(next.path, next.referrer);
+      // A parent link as written may go through `..` or symlinks: disks are keyed by their canonical path.
+      if (next.child?.parent) next.child.parent.path = canonical;
       if (chain.includes(canonical)) {
         throw new InputError(`parent chain loops: ${[...chain, canonical].map((p) => path.relative(this.root, p)).join(' -> ')}`, { file: chain[0] });
       }
@@ -153,7 +156,7 @@ class DiskResolver {
       chain.push(canonical);
       const disk: VirtualDisk = this.disks.get(canonical) ?? (await this.readDisk(canonical, next.format));
       this.disks.set(canonical, disk);
-      next = disk.parent ? { path: disk.parent.path, referrer: canonical } : undefined;
+      next = disk.parent ? { path: disk.parent.path, format: disk.parent.format, referrer: canonical, child: disk } : undefined;
     }
     return chain;
   }
@@ -228,7 +231,7 @@ class DiskResolver {
       const base = { path: canonical, relativePath, format, identifier: `path:${relativePath}` };
       if (format === 'qcow2') {
         const header = await readQcow2Header(fh, canonical);
-        const parent = header.backingFile ? this.parentLink(header.backingFile, canonical) : undefined;
+        const parent = header.backingFile ? { ...this.parentLink(header.backingFile, canonical), format: knownFormat(header.backingFormat) } : undefined;
         const files = [canonical];
         return { ...base, files, parent, virtualSize: header.virtualSize, ...(await versionOf(files)) };
       }
@@ -275,6 +278,10 @@ export async function versionOf(files: string[], cid?: string): Promise<{ versio
   }
   const stamp = hash.digest('hex').slice(0, 20);
   return { versionToken: cid ? `cid:${cid}/${stamp}` : stamp, logicalBytes };
+}
+
+function knownFormat(format: string | undefined): DiskFormat | undefined {
+  return format === 'raw' || format === 'qcow2' || format === 'vmdk' ? format : undefined;
 }
 
 export function isInside(root: string, candidate: string): boolean {

@@ -65,7 +65,7 @@ describe('scanSource', () => {
     const quorum = inventory.disks.get(path.join(root, 'quorum.raw'))!;
     expect(base.identifier).toBe('path:base.qcow2');
     expect(quorum.identifier).toBe('serial:Q1');
-    expect(inventory.disks.get(path.join(root, 'a.qcow2'))!.parent).toEqual({ pointer: 'base.qcow2', path: path.join(root, 'base.qcow2') });
+    expect(inventory.disks.get(path.join(root, 'a.qcow2'))!.parent).toEqual({ pointer: 'base.qcow2', path: path.join(root, 'base.qcow2'), format: 'qcow2' });
     expect(inventory.usedBy.get(base.path)).toEqual(['a', 'b']);
     expect(inventory.usedBy.get(path.join(root, 'a.qcow2'))).toEqual(['a']);
     expect(inventory.vms[0].disks.map((d) => [path.basename(d.diskPath), d.via])).toEqual([['a.qcow2', 'attached'], ['base.qcow2', 'parent'], ['quorum.raw', 'attached']]);
@@ -75,5 +75,20 @@ describe('scanSource', () => {
     await fs.appendFile(path.join(root, 'quorum.raw'), Buffer.alloc(512));
     const again = await scanSource({ name: 's', type: 'libvirt', path: root });
     expect(again.disks.get(quorum.path)!.versionToken).not.toBe(before);
+  });
+});
+
+describe('parent links', () => {
+  it('keys a parent reached through a symlinked folder by its canonical path', async () => {
+    const root = await tempDir();
+    await fs.mkdir(path.join(root, 'bases'));
+    await fs.symlink('bases', path.join(root, 'current'));
+    await qemuImg('create', '-q', '-f', 'qcow2', path.join(root, 'bases', 'base.qcow2'), '1M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'current/base.qcow2', '-F', 'qcow2', path.join(root, 'child.qcow2'));
+    await fs.writeFile(path.join(root, 'vm.xml'), `<domain><name>vm</name><uuid>u</uuid><devices><disk type='file' device='disk'><driver type='qcow2'/><source file='child.qcow2'/><target dev='vda'/></disk></devices></domain>`);
+    const inventory = await scanSource({ name: 's', type: 'libvirt', path: root });
+    const child = inventory.disks.get(path.join(root, 'child.qcow2'))!;
+    expect(child.parent).toEqual({ pointer: 'current/base.qcow2', path: path.join(root, 'bases', 'base.qcow2'), format: 'qcow2' });
+    expect(inventory.disks.has(child.parent!.path)).toBe(true);
   });
 });
