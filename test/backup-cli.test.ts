@@ -32,6 +32,19 @@ describe('vmdedup backup (CLI)', () => {
     expect((await cli(env, 'source', 'add', 'esx', '--type', 'vmware', '--path', fleet.vmwareDir!)).code).toBe(0);
   });
 
+  it('shows the live inventory: pointers, parent chains and shared disks', async () => {
+    const result = await cli(env, 'inventory', '--source', 'kvm', '--json');
+    expect(result.code).toBe(0);
+    const inventory = JSON.parse(result.stdout) as { sources: { vms: { name: string; disks: { path: string; via: string; slot?: string; target?: string; parent?: { pointer: string }; usedBy: string[]; common: boolean }[]; slots: { device: string; backedUp: boolean }[] }[] }[] };
+    const vm01 = inventory.sources[0].vms.find((vm) => vm.name === 'vm01')!;
+    expect(vm01.disks.map((d) => [path.basename(d.path), d.via, d.slot ?? null])).toEqual([
+      ['vm01.qcow2', 'attached', 'vda'], ['base-1.qcow2', 'parent', null], ['site-config.raw', 'attached', 'vdb'], ['vm01-data.raw', 'attached', 'vdc'],
+    ]);
+    expect(vm01.disks[0]).toMatchObject({ target: 'images/vm01.qcow2', parent: { pointer: 'base-1.qcow2' }, common: false });
+    expect(vm01.disks[1]).toMatchObject({ usedBy: ['vm01', 'vm02', 'vm03'], common: true });
+    expect(vm01.slots.filter((s) => !s.backedUp).map((s) => s.device)).toEqual(['cdrom']);
+  });
+
   it('stores each common disk once and references it from the other VMs with 0 bytes read', async () => {
     const result = await cli(env, 'backup', '--json');
     expect(result.stderr).toBe('');
