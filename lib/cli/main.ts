@@ -16,6 +16,7 @@ import { formatBytes, progressLine, table } from './format';
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_BAD_INPUT = 2;
+export const EXIT_INTERRUPTED = 130;
 
 const USAGE = `usage: vmdedup <command> [options]
 
@@ -36,12 +37,16 @@ type Io = { stdout: NodeJS.WritableStream & { isTTY?: boolean }; stderr: NodeJS.
 /** Runs one CLI command; returns the exit code. Never throws. */
 export async function main(argv: string[], io: Io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const controller = new AbortController();
-  const onSignal = () => controller.abort(new AppError('INTERNAL', { message: 'interrupted' }));
+  const onSignal = () => controller.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
     return await dispatch(argv, io, controller.signal);
   } catch (err) {
+    if (controller.signal.aborted) {
+      io.stderr.write('vmdedup: interrupted; what was already stored is kept, and the next run reuses it\n');
+      return EXIT_INTERRUPTED;
+    }
     const error = toAppError(err);
     if (error.code === 'INTERNAL' && process.env.VMDEDUP_DEBUG) io.stderr.write(`${(err as Error).stack}\n`);
     io.stderr.write(`vmdedup: ${oneLine(error.userMessage)}\n`);
