@@ -9,6 +9,10 @@ mkdir -p test-results
 rm -f test-results/*.json
 status=0
 
+echo "== typecheck and lint"
+npx tsc --noEmit -p . || status=1
+npx eslint . || status=1
+
 echo "== unit and integration tests (catalog: ${VMDEDUP_TEST_DATABASE_URL:+external PostgreSQL}${VMDEDUP_TEST_DATABASE_URL:-embedded PostgreSQL})"
 npx vitest run --reporter=default --reporter=json --outputFile.json=test-results/vitest.json || status=1
 
