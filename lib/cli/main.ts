@@ -3,7 +3,9 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { embeddedCatalogStatus, stopEmbeddedCatalog } from '../catalog/embedded-postgres';
 import { rebuildCatalog } from '../catalog/rebuild-catalog';
 import { getStats, listBackups, listCommonDisks } from '../catalog/reports';
+import { type RestoreRequest, planVmRestore, restoreVm } from '../catalog/restore-vm';
 import { runBackup } from '../catalog/run-backup';
+import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../engine/restore/plan';
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
 import { closeCatalog, getCatalog, getCatalogSql } from '../db';
@@ -16,6 +18,7 @@ import { formatBytes, progressLine, table } from './format';
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_BAD_INPUT = 2;
+export const EXIT_NEEDS_CONFIRMATION = 3;
 export const EXIT_INTERRUPTED = 130;
 
 const USAGE = `usage: vmdedup <command> [options]
@@ -27,6 +30,11 @@ const USAGE = `usage: vmdedup <command> [options]
   backups [--vm <name>] [--json]                          list backup images
   common-disks [--json]                                   disks shared by several VMs, and what they cost
   stats [--json]                                          catalog totals and savings
+  restore-plan <vm> [--backup <id>] (--target <dir> | --in-place) [--policy no-overwrite|overwrite] [--json]
+                                                          plan a restore: common disks, pointer drift; writes nothing
+  restore <vm> [--backup <id>] (--target <dir> | --in-place) [--policy no-overwrite|overwrite]
+               [--choice reattach|copy] [--confirm-drift] [--json]
+                                                          restore a VM (exit 3: drift or overwrite needs --confirm-drift)
   catalog rebuild                                         recreate the catalog from the repository alone
   db status | db stop                                     the embedded catalog database
 
@@ -192,6 +200,43 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       return EXIT_OK;
     }
 
+    case 'restore-plan':
+    case 'restore': {
+      const isRestore = command === 'restore';
+      const { values, positionals } = parse(rest, {
+        backup: { type: 'string' }, target: { type: 'string' }, 'in-place': { type: 'boolean' }, policy: { type: 'string' }, json: { type: 'boolean' },
+        ...(isRestore ? { choice: { type: 'string' }, 'confirm-drift': { type: 'boolean' } } : {}),
+      }, 1);
+      const request = restoreRequest(positionals[0], values);
+      const sql = await getCatalogSql();
+      const repo = await openRepository({ mustExist: true });
+      const showProgress = !values.json && io.stderr.isTTY;
+      const outcome = isRestore
+        ? await restoreVm(sql, repo, {
+          ...request, confirmed: Boolean(values['confirm-drift']), signal,
+          onProgress: showProgress ? (p) => io.stderr.write(`\r${progressLine({ done: p.bytesDone, total: p.bytesTotal, rate: 0, label: p.disk })}\x1b[K`) : undefined,
+        })
+        : { plan: await planVmRestore(sql, repo, request) };
+      if (showProgress && outcome.result) io.stderr.write('\n');
+      const { plan, result } = outcome;
+      const status = result ? 'restored' : plan.status;
+      const disks = result?.disks ?? plan.disks.map((d) => ({ path: d.pointTo || d.entry.path, common: d.common, action: d.action, verified: false }));
+      if (values.json) {
+        json({
+          status, vm: plan.vm, backupId: plan.backupId, message: plan.message,
+          drift: plan.drift.map(({ disk, kind, recorded, current, sharedWith }) => ({ disk, kind, recorded, current, sharedWith })),
+          disks,
+        });
+      } else {
+        out(`${plan.vm}, backup ${plan.backupId}: ${status}`);
+        out(plan.message);
+        out(table([['DISK', 'COMMON', 'ACTION', 'VERIFIED'], ...disks.map((d) => [d.path, d.common ? 'yes' : 'no', d.action, d.verified ? 'yes' : '-'])]));
+        if (result) out(`config: ${result.configPath}`);
+        else if (isRestore && status === 'needs-confirmation') out('Nothing was written. Run again with --confirm-drift (and --choice reattach|copy) to proceed.');
+      }
+      return isRestore && !result ? EXIT_NEEDS_CONFIRMATION : EXIT_OK;
+    }
+
     case 'catalog': {
       const [sub] = rest;
       if (sub !== 'rebuild') throw badInput(`unknown 'catalog' subcommand '${sub ?? ''}': use 'catalog rebuild'`);
@@ -238,6 +283,21 @@ function parse(args: string[], options: ParseArgsConfig['options'], positionalCo
     throw badInput(positionalCount ? `expected ${positionalCount} argument(s), got ${parsed.positionals.length}` : `unexpected argument '${parsed.positionals[0]}'`);
   }
   return parsed;
+}
+
+function restoreRequest(vm: string, values: Values): RestoreRequest {
+  const inPlace = Boolean(values['in-place']);
+  const dir = values.target as string | undefined;
+  if (inPlace === Boolean(dir)) throw badInput('give exactly one of --target <dir> or --in-place');
+  const policy = (values.policy as string | undefined) ?? 'no-overwrite';
+  if (!RESTORE_POLICIES.includes(policy as RestorePolicy)) throw badInput(`--policy must be ${RESTORE_POLICIES.join(' or ')}, not '${policy}'`);
+  const choice = (values.choice as string | undefined) ?? 'reattach';
+  if (!RESTORE_CHOICES.includes(choice as RestoreChoice)) throw badInput(`--choice must be ${RESTORE_CHOICES.join(' or ')}, not '${choice}'`);
+  return {
+    vm, backupId: values.backup as string | undefined,
+    target: inPlace ? { kind: 'in-place' } : { kind: 'folder', dir: path.resolve(dir!) },
+    policy: policy as RestorePolicy, choice: choice as RestoreChoice,
+  };
 }
 
 function badInput(message: string): AppError {

@@ -288,3 +288,12 @@ export function isInside(root: string, candidate: string): boolean {
   const rel = path.relative(root, candidate);
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
+
+/** Reads one disk (and its parent chain) as it is now; undefined when its file no longer exists. */
+export async function inspectDisk(root: string, diskPath: string, format?: DiskFormat): Promise<{ disk: VirtualDisk; chain: VirtualDisk[] } | undefined> {
+  if (!(await fs.access(diskPath).then(() => true, () => false))) return undefined;
+  const resolver = new DiskResolver(root);
+  const paths = await resolver.resolveChain(diskPath, format, diskPath);
+  const chain = paths.map((p) => resolver.disks.get(p)!);
+  return { disk: chain[0], chain };
+}

@@ -1,0 +1,213 @@
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { InputError, RepositoryError } from '../errors';
+import type { ChunkId } from '../repository/chunk-id';
+import type { StoredDiskManifest } from '../repository/manifests';
+import { type Repository, diskDigest } from '../repository/repository';
+import { isInside } from '../sources/inventory';
+import type { SourceType } from '../sources/types';
+import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
+import { readVmdkCid, rewriteLibvirtDisks, rewriteVmxDisks, setQcow2BackingFile, setVmdkParent } from './rewrite';
+
+export type RestoredDisk = { path: string; common: boolean; action: DiskAction; verified: boolean };
+export type RestoreResult = { disks: RestoredDisk[]; configPath: string; bytesWritten: number };
+export type RestoreProgress = { bytesDone: number; bytesTotal: number; disk?: string };
+
+export type ExecuteOptions = {
+  plan: RestorePlan;
+  configBytes: Buffer;
+  sourceType: SourceType;
+  sourceRoot: string;
+  repo: Repository;
+  onProgress?: (progress: RestoreProgress) => void;
+  signal?: AbortSignal;
+};
+
+/** Blocks read ahead of the one being written: overlaps repository reads, decompression and disk writes. */
+const READ_AHEAD = 8;
+
+/**
+ * Writes a confirmed plan: every file goes to a temp name beside its destination, every block is checked
+ * against its hash as it is read, pointers are rewritten, and only then are files renamed into place.
+ * On any failure the temp files are removed and nothing sits under a final name.
+ */
+export async function executeRestore(options: ExecuteOptions): Promise<RestoreResult> {
+  const { plan, repo } = options;
+  const toWrite = plan.disks.filter((d) => d.destination);
+  const manifests = new Map<string, StoredDiskManifest>();
+  for (const disk of toWrite) manifests.set(disk.entry.digest, await repo.getStoredDisk(disk.entry.digest));
+  const bytesTotal = [...toWrite].reduce((sum, d) => sum + manifests.get(d.entry.digest)!.files.reduce((s, f) => s + f.size, 0), 0);
+  await checkDestinations(plan, toWrite, bytesTotal);
+
+  const temps: { temp: string; final: string }[] = [];
+  let bytesDone = 0;
+  try {
+    for (const disk of toWrite) {
+      const manifest = manifests.get(disk.entry.digest)!;
+      verifyDigest(manifest);
+      const dir = path.dirname(disk.destination!);
+      await fs.mkdir(dir, { recursive: true });
+      for (const file of manifest.files) {
+        const final = path.join(dir, file.name);
+        const temp = path.join(path.dirname(final), `.${path.basename(final)}.vmdedup-${randomBytes(4).toString('hex')}`);
+        temps.push({ temp, final });
+        await writeFile(temp, file.size, file.blocks, manifest.blockSize, repo, (n) => {
+          bytesDone += n;
+          options.onProgress?.({ bytesDone, bytesTotal, disk: disk.entry.relativePath });
+        }, options.signal);
+      }
+    }
+    for (const disk of toWrite) await repointParent(plan, disk, manifests, temps);
+    // Extents and parents first, main files last, the config at the very end.
+    for (const { temp, final } of [...temps].reverse()) await fs.rename(temp, final);
+    temps.length = 0;
+    await writeConfig(options);
+  } catch (err) {
+    await Promise.all(temps.map(({ temp }) => fs.rm(temp, { force: true })));
+    throw err;
+  }
+  return {
+    disks: plan.disks.map((d) => ({ path: d.pointTo, common: d.common, action: d.action, verified: Boolean(d.destination) })),
+    configPath: plan.configDestination,
+    bytesWritten: bytesDone,
+  };
+}
+
+async function writeFile(
+  temp: string, size: number, blocks: (ChunkId | null)[], blockSize: number, repo: Repository,
+  onBytes: (n: number) => void, signal?: AbortSignal,
+): Promise<void> {
+  const handle = await fs.open(temp, 'wx', 0o600);
+  try {
+    const pending: Promise<Buffer | null>[] = [];
+    const fetch = (index: number) => (blocks[index] ? repo.getChunk(blocks[index]!) : Promise.resolve(null));
+    for (let i = 0; i < Math.min(READ_AHEAD, blocks.length); i++) pending.push(fetch(i));
+    for (let index = 0; index < blocks.length; index++) {
+      signal?.throwIfAborted();
+      const data = await pending[index];
+      if (index + READ_AHEAD < blocks.length) pending.push(fetch(index + READ_AHEAD));
+      delete pending[index];
+      const length = Math.min(blockSize, size - index * blockSize);
+      if (data) {
+        if (data.length !== length) throw new RepositoryError(`chunk ${blocks[index]!.slice(0, 12)} has ${data.length} bytes where the manifest expects ${length}`);
+        await handle.write(data, 0, length, index * blockSize);
+      }
+      onBytes(length);
+    }
+    await handle.truncate(size); // all-zero blocks stay holes
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The manifest's digest must match its block ids: a damaged manifest is refused before anything is written. */
+function verifyDigest(manifest: StoredDiskManifest): void {
+  const zero = new Map<number, ChunkId>();
+  const files = manifest.files.map((file) => ({
+    size: file.size,
+    blockIds: file.blocks.map((id, i) => id ?? zeroId(Math.min(manifest.blockSize, file.size - i * manifest.blockSize), zero)),
+  }));
+  if (diskDigest(files) !== manifest.digest) throw new RepositoryError(`stored disk ${manifest.digest.slice(0, 12)} is damaged: its blocks do not match its digest`);
+}
+
+function zeroId(length: number, cache: Map<number, ChunkId>): ChunkId {
+  let id = cache.get(length);
+  if (!id) {
+    id = createHash('sha256').update(Buffer.alloc(length)).digest('hex') as ChunkId;
+    cache.set(length, id);
+  }
+  return id;
+}
+
+/** Points a restored child at where its parent is now: restored beside it (relative), or the live parent. */
+async function repointParent(plan: RestorePlan, disk: PlannedDisk, manifests: Map<string, StoredDiskManifest>, temps: { temp: string; final: string }[]): Promise<void> {
+  const parentLink = disk.entry.parent;
+  if (!parentLink) return;
+  const parent = plan.disks.find((d) => d.entry.path === parentLink.path);
+  if (!parent) return;
+  const childDir = path.dirname(disk.destination!);
+  const sameTree = plan.target.kind === 'folder'
+    ? isInside(plan.target.dir, parent.pointTo)
+    : path.dirname(parent.pointTo) === path.dirname(parentLink.path) || !path.isAbsolute(parentLink.pointer);
+  const pointer = sameTree ? path.relative(childDir, parent.pointTo) : parent.pointTo;
+  const mainTemp = temps.find((t) => t.final === disk.destination)!.temp;
+  if (disk.entry.format === 'qcow2') {
+    if (pointer !== parentLink.pointer) await setQcow2BackingFile(mainTemp, pointer);
+  } else if (disk.entry.format === 'vmdk') {
+    const parentCid = parent.destination ? manifests.get(parent.entry.digest)?.vmdk?.cid : await readVmdkCid(parent.pointTo);
+    if (!parentCid) throw new RepositoryError(`no CID recorded for the parent of ${disk.entry.relativePath}`);
+    await setVmdkParent(mainTemp, { hint: pointer, cid: parentCid });
+  }
+}
+
+async function writeConfig(options: ExecuteOptions): Promise<void> {
+  const { plan, configBytes, sourceType } = options;
+  const configDir = path.dirname(plan.configDestination);
+  const pointers = new Map<string, string>();
+  for (const disk of plan.disks) {
+    if (disk.entry.via !== 'attached' || !disk.entry.slot) continue;
+    const insideTree = plan.target.kind === 'folder' ? isInside(plan.target.dir, disk.pointTo) : isInside(options.sourceRoot, disk.pointTo);
+    pointers.set(disk.entry.slot, insideTree ? path.relative(configDir, disk.pointTo) : disk.pointTo);
+  }
+  const text = configBytes.toString('utf8');
+  const rewritten = sourceType === 'libvirt' ? rewriteLibvirtDisks(text, pointers) : rewriteVmxDisks(text, pointers);
+  await fs.mkdir(configDir, { recursive: true });
+  const temp = path.join(configDir, `.${path.basename(plan.configDestination)}.vmdedup-${randomBytes(4).toString('hex')}`);
+  await fs.writeFile(temp, rewritten, { flag: 'wx' });
+  const handle = await fs.open(temp, 'r');
+  await handle.sync();
+  await handle.close();
+  await fs.rename(temp, plan.configDestination);
+}
+
+/** Target folder empty or new; enough free space; in place, no other process holds a file open. */
+async function checkDestinations(plan: RestorePlan, toWrite: PlannedDisk[], bytes: number): Promise<void> {
+  if (plan.target.kind === 'folder') {
+    const entries = await fs.readdir(plan.target.dir).catch((err) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') throw new InputError('target is not a folder', { file: plan.target.kind === 'folder' ? plan.target.dir : '' });
+      throw err;
+    });
+    if (entries.length) throw new InputError('target folder is not empty', { file: plan.target.dir });
+  }
+  const probe = plan.target.kind === 'folder' ? plan.target.dir : path.dirname(plan.configDestination);
+  const existing = await nearestExisting(probe);
+  const stats = await fs.statfs(existing);
+  const free = stats.bavail * stats.bsize;
+  if (free < bytes) {
+    throw new InputError(`not enough free space: the restore writes ${formatGiB(bytes)} and ${existing} has ${formatGiB(free)} free`, { file: probe });
+  }
+  if (plan.target.kind === 'in-place') {
+    const holders = await openFileHolders(new Set(toWrite.map((d) => d.destination!)));
+    const [[file, pid] = []] = holders;
+    if (file) throw new InputError(`in use by process ${pid}: stop the VM (or that process) before restoring in place`, { file });
+  }
+}
+
+async function nearestExisting(dir: string): Promise<string> {
+  for (let current = path.resolve(dir); ; current = path.dirname(current)) {
+    if (await fs.access(current).then(() => true, () => false)) return current;
+    if (path.dirname(current) === current) return current;
+  }
+}
+
+/** Files among `paths` that a process holds open, found through /proc (Linux); empty elsewhere. */
+async function openFileHolders(paths: Set<string>): Promise<[string, number][]> {
+  const found: [string, number][] = [];
+  const pids = await fs.readdir('/proc').catch(() => [] as string[]);
+  for (const pid of pids) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const fds = await fs.readdir(`/proc/${pid}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      const target = await fs.readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+      if (paths.has(target)) found.push([target, Number(pid)]);
+    }
+  }
+  return found;
+}
+
+function formatGiB(bytes: number): string {
+  return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+}
