@@ -74,6 +74,7 @@ export async function restoreVm(
   const context = await loadContext(sql, repo, request);
   const first = await plan(context, request);
   if (first.status === 'needs-confirmation' && !request.confirmed) return { plan: first };
+  if (first.cannotExecute) throw new AppError('BAD_INPUT', { message: first.cannotExecute });
   const fresh = await plan(context, request);
   if (fresh.fingerprint !== first.fingerprint) {
     return { plan: { ...fresh, status: 'needs-confirmation', message: `The live state changed while the restore was being prepared; nothing was written. ${fresh.message}` }, changedSincePlan: true };

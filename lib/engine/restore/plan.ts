@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import { InputError } from '../errors';
 import type { BackupDiskEntry, BackupImageManifest } from '../repository/manifests';
-import { type SourceInventory, type VirtualDisk, inspectDisk, isInside } from '../sources/inventory';
+import { type SourceInventory, type VirtualDisk, type VmInventory, inspectDisk, isInside } from '../sources/inventory';
 
 export const RESTORE_POLICIES = ['no-overwrite', 'overwrite'] as const;
 export type RestorePolicy = (typeof RESTORE_POLICIES)[number];
@@ -48,6 +49,8 @@ export type RestorePlan = {
   configDestination: string;
   /** Changes whenever anything the user confirmed would change: drift found, actions, destinations. */
   fingerprint: string;
+  /** Set when the plan, with the chosen options, cannot be carried out (reattaching a disk that is gone). */
+  cannotExecute?: string;
 };
 
 export type PlanOptions = {
@@ -67,35 +70,40 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   if (target.kind === 'folder' && isInside(root, path.resolve(target.dir))) {
     throw new InputError(`target folder lies inside the source ${root}; restore to a folder outside it, or use --in-place`, { file: target.dir });
   }
-  const liveVm = live.vms.find((vm) => vm.name === image.vm.name && !vm.error);
+  // The VM as it is now; its config is read even when one of its disks is broken or gone.
+  const liveVm = live.vms.find((vm) => vm.name === image.vm.name);
   const drift: Drift[] = [];
   const commonPaths = new Set<string>();
 
+  const othersUsing = (diskPath: string) => usersNow(live, diskPath).filter((name) => name !== image.vm.name);
+  const isCommon = (entry: BackupDiskEntry) => entry.common || othersUsing(entry.path).length > 0;
+  for (const entry of image.disks) if (isCommon(entry)) commonPaths.add(entry.path);
+
   for (const entry of image.disks) {
-    const others = (live.usedBy.get(entry.path) ?? []).filter((name) => name !== image.vm.name);
-    if (!entry.common && others.length === 0) continue;
-    commonPaths.add(entry.path);
-    const shared = { sharedWith: others, sharedAtBackup: entry.usedBy.filter((name) => name !== image.vm.name) };
+    const common = commonPaths.has(entry.path);
+    const parentCommon = entry.parent !== undefined && commonPaths.has(entry.parent.path);
+    if (!common && !parentCommon) continue;
+    const shared = { sharedWith: othersUsing(entry.path), sharedAtBackup: entry.usedBy.filter((name) => name !== image.vm.name) };
     const at = (kind: DriftKind, recorded: Record<string, unknown>, current: Record<string, unknown>) => drift.push({ disk: entry.path, kind, recorded, current, ...shared });
 
-    if (entry.via === 'attached' && entry.slot) {
-      const liveUse = liveVm?.disks.find((use) => use.via === 'attached' && use.slot === entry.slot);
-      if (!liveUse) at('retargeted', { slot: entry.slot, path: entry.path }, { slot: entry.slot, path: null });
-      else if (liveUse.diskPath !== entry.path) at('retargeted', { slot: entry.slot, path: entry.path }, { slot: entry.slot, path: liveUse.diskPath });
+    if (common && entry.via === 'attached' && entry.slot) {
+      const livePath = await slotTargetNow(liveVm, entry.slot);
+      if (livePath === undefined) at('retargeted', { slot: entry.slot, path: entry.path }, { slot: entry.slot, path: null });
+      else if (livePath !== entry.path) at('retargeted', { slot: entry.slot, path: entry.path }, { slot: entry.slot, path: livePath });
     }
     let now: VirtualDisk | undefined;
     try {
       now = live.disks.get(entry.path) ?? (await inspectDisk(root, entry.path, entry.format))?.disk;
     } catch (err) {
       if (!(err instanceof InputError)) throw err;
-      at('modified', { version: entry.versionToken }, { error: err.message });
+      if (common) at('modified', { version: entry.versionToken }, { error: err.message });
       continue;
     }
     if (!now) {
-      at('missing', { path: entry.path, version: entry.versionToken }, { path: null });
+      if (common) at('missing', { path: entry.path, version: entry.versionToken }, { path: null });
       continue;
     }
-    if (now.versionToken !== entry.versionToken) at('modified', { version: entry.versionToken }, { version: now.versionToken });
+    if (common && now.versionToken !== entry.versionToken) at('modified', { version: entry.versionToken }, { version: now.versionToken });
     if (entry.parent) {
       if (now.parent?.path !== entry.parent.path) {
         at('parent-changed', { parent: entry.parent.path, pointer: entry.parent.pointer }, { parent: now.parent?.path ?? null, pointer: now.parent?.pointer ?? null });
@@ -109,12 +117,12 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   }
 
   const drifted = new Set(drift.map((d) => d.disk));
-  if (policy === 'no-overwrite' && choice === 'reattach') {
-    const missing = drift.find((d) => d.kind === 'missing' || (d.kind === 'retargeted' && d.current.path === null));
-    if (missing) {
-      throw new InputError(`the shared disk ${path.basename(missing.disk)} ${missing.kind === 'missing' ? 'is missing' : 'is no longer attached to the VM'}: it cannot be reattached; use --choice copy to restore the backed-up version beside the VM`);
-    }
-  }
+  const gone = policy === 'no-overwrite' && choice === 'reattach'
+    ? drift.find((d) => d.kind === 'missing' || (d.kind === 'retargeted' && d.current.path === null))
+    : undefined;
+  const cannotExecute = gone
+    ? `the shared disk ${path.basename(gone.disk)} ${gone.kind === 'missing' ? 'is missing' : 'is no longer attached to the VM'}: it cannot be reattached; use --choice copy to restore the backed-up version beside the VM`
+    : undefined;
 
   const copyDir = target.kind === 'folder' ? target.dir : path.join(path.dirname(image.vm.configPath), `restored-${image.id}`);
   const inFolder = (entry: BackupDiskEntry, dir: string) => path.join(dir, entry.relativePath);
@@ -140,13 +148,29 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   const configDestination = target.kind === 'folder' ? path.join(target.dir, path.relative(root, image.vm.configPath)) : image.vm.configPath;
   const plan: RestorePlan = {
     vm: image.vm.name, backupId: image.id, backupCreatedAt: image.createdAt, policy, choice, target, status,
-    message: '', drift, disks, configDestination, fingerprint: '',
+    message: '', drift, disks, configDestination, fingerprint: '', cannotExecute,
   };
   plan.message = describePlan(plan);
   plan.fingerprint = createHash('sha256')
     .update(JSON.stringify({ drift: drift.map((d) => [d.kind, d.disk, d.current, d.sharedWith]), disks: disks.map((d) => [d.entry.path, d.action, d.destination, d.pointTo]) }))
     .digest('hex');
   return plan;
+}
+
+/** VMs whose config points at a disk now, directly or through a parent chain; also when the disk is gone. */
+function usersNow(live: SourceInventory, diskPath: string): string[] {
+  const users = new Set(live.usedBy.get(diskPath) ?? []);
+  for (const vm of live.vms) if (vm.slots.some((slot) => slot.backedUp && slot.path === diskPath)) users.add(vm.name);
+  return [...users];
+}
+
+/** Where a VM's disk slot points now (canonical when the file exists); undefined when the slot is gone. */
+async function slotTargetNow(vm: VmInventory | undefined, slot: string): Promise<string | undefined> {
+  const use = vm?.disks.find((d) => d.via === 'attached' && d.slot === slot);
+  if (use) return use.diskPath;
+  const configured = vm?.slots.find((s) => s.slot === slot && s.backedUp && s.path);
+  if (!configured?.path) return undefined;
+  return fs.realpath(configured.path).catch(() => configured.path!);
 }
 
 /** The plan in words, for a person: what changed, who is affected, what confirming will do. */
