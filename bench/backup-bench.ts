@@ -63,7 +63,11 @@ async function ensureFleet(): Promise<void> {
   await fs.writeFile(marker, '');
 }
 
-type Result = { tool: string; firstSeconds: number; storedBytes: number; rebackupSeconds: number; peakRssBytes: number };
+type Result = { tool: string; firstSeconds: number; storedBytes: number; rebackupSeconds: number; peakRssBytes: number; restoreSeconds?: number; restoreBytes?: number };
+
+/** The VM restored by the restore benchmark: its clone, the base, the configuration disk and its data disk. */
+const RESTORE_VM = 'vm01';
+const restoreFiles = () => ['vm01.qcow2', 'base-1.qcow2', 'site-config.raw', 'vm01-data.raw'].map((name) => path.join(fleetDir, 'libvirt', 'images', name));
 
 const REBACKUP_RUNS = 5;
 
@@ -90,8 +94,17 @@ async function benchVmdedup(): Promise<Result> {
   const rebackup = JSON.parse(again.stdout) as { totals: { bytesRead: number } };
   if (rebackup.totals.bytesRead !== 0) throw new Error('unchanged re-backup read data');
   const storedBytes = await du(path.join(home, 'repository'));
+  // Restore every disk of one VM into a folder (policy overwrite: shared disks are written there too).
+  const target = path.join(root, 'vmdedup-restore');
+  await fs.rm(target, { recursive: true, force: true });
+  const restored = await timed(process.execPath, ['bin/vmdedup.mjs', 'restore', RESTORE_VM, '--target', target, '--policy', 'overwrite', '--json'], env);
+  const restoreBytes = await du(path.join(target, 'images'));
+  await fs.rm(target, { recursive: true, force: true });
   await run(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, ...env } });
-  return { tool: 'vmdedup', firstSeconds: first.seconds, storedBytes, rebackupSeconds: again.seconds, peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes) };
+  return {
+    tool: 'vmdedup', firstSeconds: first.seconds, storedBytes, rebackupSeconds: again.seconds,
+    peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes, restored.peakRssBytes), restoreSeconds: restored.seconds, restoreBytes,
+  };
 }
 
 async function benchRestic(): Promise<Result> {
@@ -101,7 +114,15 @@ async function benchRestic(): Promise<Result> {
   await timed('restic', ['init', '--repository-version', '2'], env);
   const first = await timed('restic', ['backup', '--quiet', path.join(fleetDir, 'libvirt')], env);
   const again = await medianOf(REBACKUP_RUNS, () => timed('restic', ['backup', '--quiet', path.join(fleetDir, 'libvirt')], env));
-  return { tool: 'restic', firstSeconds: first.seconds, storedBytes: await du(repo), rebackupSeconds: again.seconds, peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes) };
+  const target = path.join(root, 'restic-restore');
+  await fs.rm(target, { recursive: true, force: true });
+  const restored = await timed('restic', ['restore', 'latest', '--target', target, ...restoreFiles().flatMap((file) => ['--include', file])], env);
+  const restoreBytes = await du(target);
+  await fs.rm(target, { recursive: true, force: true });
+  return {
+    tool: 'restic', firstSeconds: first.seconds, storedBytes: await du(repo), rebackupSeconds: again.seconds,
+    peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes), restoreSeconds: restored.seconds, restoreBytes,
+  };
 }
 
 async function benchBorg(): Promise<Result> {
@@ -138,6 +159,9 @@ async function main(): Promise<void> {
   for (const peer of peers) {
     console.log(`vs ${peer.tool}: throughput ${(gbps(ours) / gbps(peer)).toFixed(2)}x, stored bytes ${(ours.storedBytes / peer.storedBytes).toFixed(3)}x, re-backup ${(peer.rebackupSeconds / ours.rebackupSeconds).toFixed(2)}x faster`);
   }
+  const restic = results.find((r) => r.tool === 'restic')!;
+  const restoreRate = (r: Result) => r.restoreBytes! / r.restoreSeconds! / MB;
+  console.log(`restore of ${RESTORE_VM} (${(ours.restoreBytes! / 1e9).toFixed(2)} GB, every disk into a folder): vmdedup ${ours.restoreSeconds!.toFixed(2)} s (${restoreRate(ours).toFixed(0)} MB/s), restic ${restic.restoreSeconds!.toFixed(2)} s (${restoreRate(restic).toFixed(0)} MB/s): ${(restoreRate(ours) / restoreRate(restic)).toFixed(2)}x`);
   console.log(`vmdedup peak memory: ${(ours.peakRssBytes / MB).toFixed(0)} MB (target <= 256 MB)`);
 }
 

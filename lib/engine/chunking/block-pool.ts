@@ -23,7 +23,7 @@ export class BlockPool {
   private nextSeq = 0;
   private failure?: Error;
 
-  constructor(readonly options: { zstdLevel: number; blockSize: number; threads?: number; slots?: number }) {
+  constructor(readonly options: { zstdLevel?: number; blockSize: number; threads?: number; slots?: number }) {
     const threads = options.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
     const slotCount = options.slots ?? threads * 8;
     this.slotSize = options.blockSize + 1;
@@ -31,7 +31,7 @@ export class BlockPool {
     this.free = Array.from({ length: slotCount }, (_, i) => i);
     // Bundled (dist/), the worker is a sibling file; from sources (tests), a bootstrap loads it through tsx.
     const url = import.meta.url.endsWith('.ts') ? new URL('./block-worker-entry.mjs', import.meta.url) : new URL('./block-worker.js', import.meta.url);
-    const workerData: BlockWorkerData = { zstdLevel: options.zstdLevel, slots: this.shared, slotSize: this.slotSize };
+    const workerData: BlockWorkerData = { zstdLevel: options.zstdLevel ?? 1, slots: this.shared, slotSize: this.slotSize };
     this.workers = Array.from({ length: threads }, () => {
       const worker = new Worker(url, { workerData, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
       worker.on('message', (reply: BlockReply) => {
@@ -70,6 +70,21 @@ export class BlockPool {
     const reply = await this.send({ op: 'encode', seq: this.nextSeq++, slot: slot.index, length: slot.bytes.length });
     if (reply.op !== 'encoded') throw new Error('block worker protocol error');
     return slot.frame.subarray(0, reply.frameLength);
+  }
+
+  /** The whole slot, for reading a stored frame into it (which may be longer than the plain block). */
+  slotSpace(slot: Slot): Uint8Array {
+    return new Uint8Array(this.shared, slot.index * this.slotSize, this.slotSize);
+  }
+
+  /**
+   * Restore: the slot holds a stored frame of `storedLength` bytes (see slotSpace); a worker decodes it in
+   * place and checks it against `id`; afterwards `slot.bytes` holds the block. Returns false when corrupt.
+   */
+  async decode(slot: Slot, storedLength: number, id: string): Promise<boolean> {
+    const reply = await this.send({ op: 'decode', seq: this.nextSeq++, slot: slot.index, storedLength, length: slot.bytes.length, id });
+    if (reply.op !== 'decoded') throw new Error('block worker protocol error');
+    return reply.ok;
   }
 
   async close(): Promise<void> {

@@ -5,25 +5,33 @@
  */
 import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
-import { createChunkEncoder } from '../repository/chunk-codec';
+import { createChunkDecoder, createChunkEncoder } from '../repository/chunk-codec';
 
 export type BlockWorkerData = { zstdLevel: number; slots: SharedArrayBuffer; slotSize: number };
 
 export type BlockRequest =
   | { op: 'hash'; seq: number; slot: number; length: number }
-  | { op: 'encode'; seq: number; slot: number; length: number };
+  | { op: 'encode'; seq: number; slot: number; length: number }
+  | { op: 'decode'; seq: number; slot: number; storedLength: number; length: number; id: string };
 
 export type BlockReply =
   | { op: 'hashed'; seq: number; id: string; zero: boolean }
-  | { op: 'encoded'; seq: number; frameLength: number };
+  | { op: 'encoded'; seq: number; frameLength: number }
+  | { op: 'decoded'; seq: number; ok: boolean };
 
 const { zstdLevel, slots, slotSize } = workerData as BlockWorkerData;
 const encode = createChunkEncoder(zstdLevel);
+const decode = createChunkDecoder();
 let zeros = Buffer.alloc(0);
 
 parentPort!.on('message', (request: BlockRequest) => {
   const frame = new Uint8Array(slots, request.slot * slotSize, request.length + 1);
-  if (request.op === 'hash') {
+  if (request.op === 'decode') {
+    // Restore: decode the stored frame in place and check the block against its id.
+    const ok = decode(new Uint8Array(slots, request.slot * slotSize, slotSize), request.storedLength, request.length)
+      && createHash('sha256').update(frame.subarray(1)).digest('hex') === request.id;
+    parentPort!.postMessage({ op: 'decoded', seq: request.seq, ok } satisfies BlockReply);
+  } else if (request.op === 'hash') {
     const block = frame.subarray(1);
     if (zeros.length !== block.length) zeros = Buffer.alloc(block.length);
     const zero = Buffer.compare(block, zeros) === 0;

@@ -46,6 +46,17 @@ export function blobStoreConformance(name: string, makeStore: () => Promise<Blob
       await expect(store.get('/abs')).rejects.toThrow(/invalid blob key/);
     });
 
+    it('reads into a caller buffer where supported, and refuses a buffer too small', async () => {
+      const store = await makeStore();
+      if (!store.readInto) return;
+      await store.put('r', Buffer.from('hello world'));
+      const target = new Uint8Array(32);
+      expect(await store.readInto('r', target)).toBe(11);
+      expect(Buffer.from(target.subarray(0, 11)).toString()).toBe('hello world');
+      await expect(store.readInto('r', new Uint8Array(5))).rejects.toThrow(/larger/);
+      await expect(store.readInto('missing', target)).rejects.toBeInstanceOf(BlobNotFoundError);
+    });
+
     it('stores large blobs byte for byte', async () => {
       const store = await makeStore();
       const big = Buffer.alloc(3 * 1024 * 1024 + 7, 0xab);

@@ -8,6 +8,8 @@ export type BlobStore = {
   /** Throws BlobNotFoundError when the key is absent. */
   get(key: string): Promise<Buffer>;
   has(key: string): Promise<boolean>;
+  /** Optional: reads a blob into `target` (which must be large enough) without allocating; returns its length. */
+  readInto?(key: string, target: Uint8Array): Promise<number>;
   /** Keys under a prefix ("chunks/"), in no particular order. */
   list(prefix: string): AsyncIterable<string>;
   delete(key: string): Promise<void>;

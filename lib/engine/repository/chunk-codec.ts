@@ -40,6 +40,32 @@ export function encodeChunk(encoder: ChunkEncoder, data: Uint8Array): Buffer {
   return frame.subarray(0, encoder(frame, data.length));
 }
 
+/**
+ * Decodes a stored frame in place: `frame` holds the stored bytes and has room for one byte plus
+ * `plainLength`; afterwards the plain block sits at frame[1 .. 1 + plainLength]. Returns false when the
+ * frame does not decode to exactly `plainLength` bytes.
+ */
+export type ChunkDecoder = (frame: Uint8Array, storedLength: number, plainLength: number) => boolean;
+
+export function createChunkDecoder(): ChunkDecoder {
+  const dctx = new zstd.DCtx();
+  let scratch = Buffer.alloc(0);
+  return (frame, storedLength, plainLength) => {
+    if (frame[0] === CHUNK_RAW) return storedLength === plainLength + 1;
+    if (frame[0] !== CHUNK_ZSTD) return false;
+    if (scratch.length < plainLength + 1) scratch = Buffer.alloc(plainLength + 1);
+    let size: number;
+    try {
+      size = dctx.decompress(scratch, frame.subarray(1, storedLength));
+    } catch {
+      return false;
+    }
+    if (size !== plainLength) return false;
+    frame.set(scratch.subarray(0, size), 1);
+    return true;
+  };
+}
+
 const decompressor = new Decompressor();
 
 export function decodeChunk(stored: Buffer): Buffer {

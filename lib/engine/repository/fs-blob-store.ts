@@ -51,6 +51,32 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
+  async readInto(key: string, target: Uint8Array): Promise<number> {
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(this.fileOf(key), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new BlobNotFoundError(key, this.root);
+      throw err;
+    }
+    try {
+      let length = 0;
+      for (;;) {
+        if (length === target.length) {
+          // Full: the blob may be larger than the target; one more byte tells.
+          const probe = await handle.read(Buffer.alloc(1), 0, 1, length);
+          if (probe.bytesRead > 0) throw new Error(`blob ${key} is larger than ${target.length} bytes`);
+          return length;
+        }
+        const { bytesRead } = await handle.read(target, length, target.length - length, length);
+        if (bytesRead === 0) return length;
+        length += bytesRead;
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+
   async has(key: string): Promise<boolean> {
     try {
       await fs.access(this.fileOf(key));

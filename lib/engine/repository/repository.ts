@@ -66,6 +66,21 @@ export class Repository {
     return this.store.put(chunkKey(id), encoded);
   }
 
+  /** Reads a chunk's stored frame into `target` (no allocation where the store allows); returns its length. */
+  async readEncodedChunkInto(id: ChunkId, target: Uint8Array): Promise<number> {
+    try {
+      if (this.store.readInto) return await this.store.readInto(chunkKey(id), target);
+      const stored = await this.store.get(chunkKey(id));
+      if (stored.length > target.length) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: larger than a block`);
+      target.set(stored);
+      return stored.length;
+    } catch (err) {
+      if (err instanceof BlobNotFoundError) throw new RepositoryError(`chunk ${shortId(id)} is missing from ${this.store.location}`);
+      if (err instanceof RepositoryError) throw err;
+      throw new RepositoryError(`chunk ${shortId(id)} is unreadable: ${(err as Error).message}`);
+    }
+  }
+
   /** Reads a chunk and verifies it against its id. */
   async getChunk(id: ChunkId): Promise<Buffer> {
     let stored: Buffer;

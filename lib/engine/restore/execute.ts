@@ -2,7 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { InputError, RepositoryError } from '../errors';
-import type { ChunkId } from '../repository/chunk-id';
+import { BlockPool } from '../chunking/block-pool';
+import { type ChunkId, shortId } from '../repository/chunk-id';
 import type { StoredDiskManifest } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { isInside } from '../sources/inventory';
@@ -24,9 +25,6 @@ export type ExecuteOptions = {
   signal?: AbortSignal;
 };
 
-/** Blocks read ahead of the one being written: overlaps repository reads, decompression and disk writes. */
-const READ_AHEAD = 8;
-
 /**
  * Writes a confirmed plan: every file goes to a temp name beside its destination, every block is checked
  * against its hash as it is read, pointers are rewritten, and only then are files renamed into place.
@@ -41,7 +39,9 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
   await checkDestinations(plan, toWrite, bytesTotal);
 
   const temps: { temp: string; final: string }[] = [];
+  const syncs: Promise<void>[] = [];
   let bytesDone = 0;
+  const pool = toWrite.length ? new BlockPool({ blockSize: Math.max(...[...manifests.values()].map((m) => m.blockSize)), slots: 32 }) : undefined;
   try {
     for (const disk of toWrite) {
       const manifest = manifests.get(disk.entry.digest)!;
@@ -52,20 +52,28 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
         const final = path.join(dir, file.name);
         const temp = path.join(path.dirname(final), `.${path.basename(final)}.vmdedup-${randomBytes(4).toString('hex')}`);
         temps.push({ temp, final });
-        await writeFile(temp, file.size, file.blocks, manifest.blockSize, repo, (n) => {
+        const written = await writeFile(temp, file.size, file.blocks, manifest.blockSize, repo, pool!, (n) => {
           bytesDone += n;
           options.onProgress?.({ bytesDone, bytesTotal, disk: disk.entry.relativePath });
-        }, options.signal);
+        }, options.signal).catch((err) => {
+          if (err instanceof RepositoryError) throw new RepositoryError(`${disk.entry.relativePath}: ${err.message}; nothing was restored`);
+          throw err;
+        });
+        syncs.push(written.synced);
       }
     }
+    await Promise.all(syncs);
     for (const disk of toWrite) await repointParent(plan, disk, manifests, temps);
     // Extents and parents first, main files last, the config at the very end.
     for (const { temp, final } of [...temps].reverse()) await fs.rename(temp, final);
     temps.length = 0;
     await writeConfig(options);
   } catch (err) {
+    await Promise.allSettled(syncs);
     await Promise.all(temps.map(({ temp }) => fs.rm(temp, { force: true })));
     throw err;
+  } finally {
+    await pool?.close();
   }
   return {
     disks: plan.disks.map((d) => ({ path: d.pointTo, common: d.common, action: d.action, verified: Boolean(d.destination) })),
@@ -74,31 +82,55 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
   };
 }
 
+/** Writes one file; returns once its blocks are written, with a promise of its fsync (awaited before renames). */
 async function writeFile(
-  temp: string, size: number, blocks: (ChunkId | null)[], blockSize: number, repo: Repository,
+  temp: string, size: number, blocks: (ChunkId | null)[], blockSize: number, repo: Repository, pool: BlockPool,
   onBytes: (n: number) => void, signal?: AbortSignal,
-): Promise<void> {
+): Promise<{ synced: Promise<void> }> {
   const handle = await fs.open(temp, 'wx', 0o600);
+  let synced: Promise<void> | undefined;
   try {
-    const pending: Promise<Buffer | null>[] = [];
-    const fetch = (index: number) => (blocks[index] ? repo.getChunk(blocks[index]!) : Promise.resolve(null));
-    for (let i = 0; i < Math.min(READ_AHEAD, blocks.length); i++) pending.push(fetch(i));
-    for (let index = 0; index < blocks.length; index++) {
-      signal?.throwIfAborted();
-      const data = await pending[index];
-      if (index + READ_AHEAD < blocks.length) pending.push(fetch(index + READ_AHEAD));
-      delete pending[index];
-      const length = Math.min(blockSize, size - index * blockSize);
-      if (data) {
-        if (data.length !== length) throw new RepositoryError(`chunk ${blocks[index]!.slice(0, 12)} has ${data.length} bytes where the manifest expects ${length}`);
-        await handle.write(data, 0, length, index * blockSize);
+    // Blocks are fetched, decoded and verified by the pool's workers, written at their offsets as they
+    // come; the pool's slots bound what is in flight. All-zero blocks stay holes.
+    const inFlight = new Set<Promise<void>>();
+    let failure: unknown;
+    try {
+      for (let index = 0; index < blocks.length && failure === undefined; index++) {
+        signal?.throwIfAborted();
+        const id = blocks[index];
+        const length = Math.min(blockSize, size - index * blockSize);
+        if (!id) {
+          onBytes(length);
+          continue;
+        }
+        const slot = await pool.acquire(length);
+        const task: Promise<void> = (async () => {
+          try {
+            // A stored frame is at most one byte longer than its block (kept raw when zstd does not shrink it).
+            const storedLength = await repo.readEncodedChunkInto(id, pool.slotSpace(slot)).catch((err) => {
+              if (err instanceof RepositoryError && /larger/.test(err.message)) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: content does not match its hash`);
+              throw err;
+            });
+            if (!(await pool.decode(slot, storedLength, id))) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: content does not match its hash`);
+            await handle.write(slot.bytes, 0, length, index * blockSize);
+            onBytes(length);
+          } finally {
+            pool.release(slot);
+          }
+        })().catch((err) => { failure ??= err; }).finally(() => inFlight.delete(task));
+        inFlight.add(task);
       }
-      onBytes(length);
+    } finally {
+      await Promise.all(inFlight);
     }
-    await handle.truncate(size); // all-zero blocks stay holes
-    await handle.sync();
+    if (failure !== undefined) throw failure;
+    await handle.truncate(size);
+    // The flush to disk overlaps with writing the next file.
+    synced = handle.sync().finally(() => handle.close());
+    synced.catch(() => undefined);
+    return { synced };
   } finally {
-    await handle.close();
+    if (!synced) await handle.close();
   }
 }
 
