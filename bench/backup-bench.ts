@@ -21,8 +21,12 @@ const MB = 1e6;
 
 type Timed = { seconds: number; peakRssBytes: number; stdout: string };
 
-/** Runs a command under GNU time: wall seconds and peak RSS (KiB from %M). */
+/**
+ * Runs a command under GNU time: wall seconds and peak RSS (KiB from %M). Dirty pages left by the previous
+ * step are flushed first, so no tool pays for another's writeback.
+ */
 async function timed(command: string, args: string[], env: Record<string, string> = {}): Promise<Timed> {
+  await run('sync');
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const child = spawn('/usr/bin/time', ['-f', '%M', command, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
