@@ -23,10 +23,11 @@ export class BlockPool {
   private nextSeq = 0;
   private failure?: Error;
 
-  constructor(readonly options: { zstdLevel?: number; blockSize: number; threads?: number; slots?: number }) {
+  /** `forRestore` doubles each slot: its upper half receives the stored frame that is decoded into the lower. */
+  constructor(readonly options: { zstdLevel?: number; blockSize: number; threads?: number; slots?: number; forRestore?: boolean }) {
     const threads = options.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
     const slotCount = options.slots ?? threads * 8;
-    this.slotSize = options.blockSize + 1;
+    this.slotSize = (options.blockSize + 1) * (options.forRestore ? 2 : 1);
     this.shared = new SharedArrayBuffer(slotCount * this.slotSize);
     this.free = Array.from({ length: slotCount }, (_, i) => i);
     // Bundled (dist/), the worker is a sibling file; from sources (tests), a bootstrap loads it through tsx.
@@ -72,14 +73,16 @@ export class BlockPool {
     return slot.frame.subarray(0, reply.frameLength);
   }
 
-  /** The whole slot, for reading a stored frame into it (which may be longer than the plain block). */
-  slotSpace(slot: Slot): Uint8Array {
-    return new Uint8Array(this.shared, slot.index * this.slotSize, this.slotSize);
+  /** Restore: where a stored frame is read before `decode` (the slot's upper half; room for a raw frame). */
+  frameSpace(slot: Slot): Uint8Array {
+    if (!this.options.forRestore) throw new Error('frameSpace needs a pool made forRestore');
+    const half = this.slotSize / 2;
+    return new Uint8Array(this.shared, slot.index * this.slotSize + half, half);
   }
 
   /**
-   * Restore: the slot holds a stored frame of `storedLength` bytes (see slotSpace); a worker decodes it in
-   * place and checks it against `id`; afterwards `slot.bytes` holds the block. Returns false when corrupt.
+   * Restore: the slot holds a stored frame of `storedLength` bytes (see frameSpace); a worker decodes it
+   * into `slot.bytes` and checks it against `id`. Returns false when corrupt.
    */
   async decode(slot: Slot, storedLength: number, id: string): Promise<boolean> {
     const reply = await this.send({ op: 'decode', seq: this.nextSeq++, slot: slot.index, storedLength, length: slot.bytes.length, id });

@@ -27,8 +27,10 @@ let zeros = Buffer.alloc(0);
 parentPort!.on('message', (request: BlockRequest) => {
   const frame = new Uint8Array(slots, request.slot * slotSize, request.length + 1);
   if (request.op === 'decode') {
-    // Restore: decode the stored frame in place and check the block against its id.
-    const ok = decode(new Uint8Array(slots, request.slot * slotSize, slotSize), request.storedLength, request.length)
+    // Restore: the stored frame sits in the slot's upper half; decode it into the block's place, then check it.
+    const half = slotSize / 2;
+    const stored = new Uint8Array(slots, request.slot * slotSize + half, half);
+    const ok = decode(stored, request.storedLength, frame.subarray(1))
       && createHash('sha256').update(frame.subarray(1)).digest('hex') === request.id;
     parentPort!.postMessage({ op: 'decoded', seq: request.seq, ok } satisfies BlockReply);
   } else if (request.op === 'hash') {

@@ -41,28 +41,25 @@ export function encodeChunk(encoder: ChunkEncoder, data: Uint8Array): Buffer {
 }
 
 /**
- * Decodes a stored frame in place: `frame` holds the stored bytes and has room for one byte plus
- * `plainLength`; afterwards the plain block sits at frame[1 .. 1 + plainLength]. Returns false when the
- * frame does not decode to exactly `plainLength` bytes.
+ * Decodes a stored frame (`stored`, `storedLength` bytes) into `plain` (exactly the block's length).
+ * Returns false when the frame does not decode to exactly that many bytes.
  */
-export type ChunkDecoder = (frame: Uint8Array, storedLength: number, plainLength: number) => boolean;
+export type ChunkDecoder = (stored: Uint8Array, storedLength: number, plain: Uint8Array) => boolean;
 
 export function createChunkDecoder(): ChunkDecoder {
   const dctx = new zstd.DCtx();
-  let scratch = Buffer.alloc(0);
-  return (frame, storedLength, plainLength) => {
-    if (frame[0] === CHUNK_RAW) return storedLength === plainLength + 1;
-    if (frame[0] !== CHUNK_ZSTD) return false;
-    if (scratch.length < plainLength + 1) scratch = Buffer.alloc(plainLength + 1);
-    let size: number;
-    try {
-      size = dctx.decompress(scratch, frame.subarray(1, storedLength));
-    } catch {
-      return false;
+  return (stored, storedLength, plain) => {
+    if (stored[0] === CHUNK_RAW) {
+      if (storedLength !== plain.length + 1) return false;
+      plain.set(stored.subarray(1, storedLength));
+      return true;
     }
-    if (size !== plainLength) return false;
-    frame.set(scratch.subarray(0, size), 1);
-    return true;
+    if (stored[0] !== CHUNK_ZSTD) return false;
+    try {
+      return dctx.decompress(plain, stored.subarray(1, storedLength)) === plain.length;
+    } catch {
+      return false; // corrupt frame, or larger than the block
+    }
   };
 }
 
