@@ -82,6 +82,8 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
   };
 }
 
+const FLUSH_EVERY_BLOCKS = 64;
+
 /** Writes one file; returns once its blocks are written, with a promise of its fsync (awaited before renames). */
 async function writeFile(
   temp: string, size: number, blocks: (ChunkId | null)[], blockSize: number, repo: Repository, pool: BlockPool,
@@ -97,6 +99,8 @@ async function writeFile(
     // Writes go one at a time: concurrent writes to one file contend on the inode lock (measured: an
     // eighth of the restore's CPU spinning in ext4).
     let writes: Promise<void> = Promise.resolve();
+    let sinceFlush = 0;
+    const flushes: Promise<void>[] = [];
     try {
       for (let index = 0; index < blocks.length && failure === undefined; index++) {
         signal?.throwIfAborted();
@@ -115,7 +119,14 @@ async function writeFile(
               throw err;
             });
             if (!(await pool.decode(slot, storedLength, id))) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: content does not match its hash`);
-            const write = writes.then(() => handle.write(slot.bytes, 0, length, index * blockSize)).then(() => onBytes(length));
+            const write = writes.then(() => handle.write(slot.bytes, 0, length, index * blockSize)).then(() => {
+              onBytes(length);
+              // Start writeback every 64 blocks, so the final flush does not write the whole file at once.
+              if (++sinceFlush >= FLUSH_EVERY_BLOCKS) {
+                sinceFlush = 0;
+                flushes.push(handle.datasync());
+              }
+            });
             writes = write.catch(() => undefined);
             await write;
           } finally {
@@ -127,6 +138,7 @@ async function writeFile(
     } finally {
       await Promise.all(inFlight);
     }
+    await Promise.allSettled(flushes);
     if (failure !== undefined) throw failure;
     await handle.truncate(size);
     // The flush to disk overlaps with writing the next file.
