@@ -69,8 +69,9 @@ export class FsBlobStore implements BlobStore {
           return length;
         }
         const { bytesRead } = await handle.read(target, length, target.length - length, length);
-        if (bytesRead === 0) return length;
         length += bytesRead;
+        // A regular file returns all it has up to the size asked: a short read is the end.
+        if (bytesRead === 0 || length < target.length) return length;
       }
     } finally {
       await handle.close();
