@@ -21,20 +21,38 @@ export async function catalogUrl(): Promise<string> {
   return (await ensureEmbeddedCatalog(vmdedupHome())).url;
 }
 
+/** Errors that mean "the embedded server is not running" or "its database is not created yet". */
+const NOT_READY = new Set(['ECONNREFUSED', '3D000', '57P03']);
+
+async function openPool(url: string): Promise<pg.Pool> {
+  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  // An idle connection dropped by the server (restart, `vmdedup db stop`) is not fatal: the pool reconnects.
+  pool.on('error', (err) => process.stderr.write(`vmdedup: catalog connection lost (${err.message}); reconnecting on next use\n`));
+  try {
+    await migrate(pool);
+    return pool;
+  } catch (err) {
+    await pool.end();
+    throw err;
+  }
+}
+
 /** Once per process: the catalog's URL and a pool on it, with every migration applied. */
 function connect(): Promise<Connected> {
   connected ??= (async () => {
-    const url = await catalogUrl();
-    const pool = new pg.Pool({ connectionString: url, max: 4 });
-    // An idle connection dropped by the server (restart, `vmdedup db stop`) is not fatal: the pool reconnects.
-    pool.on('error', (err) => process.stderr.write(`vmdedup: catalog connection lost (${err.message}); reconnecting on next use\n`));
-    try {
-      await migrate(pool);
-    } catch (err) {
-      await pool.end();
-      throw err;
+    if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL, pool: await openPool(process.env.DATABASE_URL) };
+    // Embedded: try the known URL first (one connection when the server runs), start it only when needed.
+    const { embeddedCatalogUrl } = await import('./catalog/embedded-postgres');
+    const known = await embeddedCatalogUrl(vmdedupHome());
+    if (known) {
+      try {
+        return { url: known, pool: await openPool(known) };
+      } catch (err) {
+        if (!NOT_READY.has((err as { code?: string }).code ?? '')) throw err;
+      }
     }
-    return { url, pool };
+    const url = await catalogUrl();
+    return { url, pool: await openPool(url) };
   })();
   connected.catch(() => { connected = undefined; });
   return connected;

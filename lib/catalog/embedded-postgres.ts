@@ -51,6 +51,13 @@ export async function ensureEmbeddedCatalog(home: string): Promise<EmbeddedCatal
   return { url, dataDir, started };
 }
 
+/** The embedded catalog's URL without checking that it answers; undefined when it was never created. */
+export async function embeddedCatalogUrl(home: string): Promise<string | undefined> {
+  const dataDir = path.join(catalogDir(home), 'pgdata');
+  if (!(await exists(path.join(dataDir, 'PG_VERSION')))) return undefined;
+  return urlOf(await readConnection(dataDir), DATABASE);
+}
+
 export async function stopEmbeddedCatalog(home: string): Promise<boolean> {
   const dataDir = path.join(catalogDir(home), 'pgdata');
   if (!(await exists(path.join(dataDir, 'postmaster.pid')))) return false;

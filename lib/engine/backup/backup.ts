@@ -130,8 +130,10 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         continue;
       }
       const image = buildImage(inventory, vm, entries, now());
-      await repo.putBackupImage(image);
-      const recorded = (recording = recording.then(() => options.onImage?.(image)));
+      // The image's write overlaps the next VM; the catalog records images in order, each once it is stored.
+      const written = repo.putBackupImage(image);
+      written.catch(() => undefined); // surfaced through `recording`
+      const recorded = (recording = recording.then(() => written).then(() => options.onImage?.(image)));
       recorded.catch(() => undefined); // surfaced by the final await below
       results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image });
     }
