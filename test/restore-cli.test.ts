@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
-import { cli, createTestDatabase, qemuImg, run, tempDir } from './helpers';
+import { cli, createTestDatabase, qemuImg, tempDir } from './helpers';
 
 type RestoreJson = {
   status: 'planned' | 'needs-confirmation' | 'restored';
@@ -261,4 +261,3 @@ describe('vmdedup restore (CLI)', () => {
   });
 });
 
-void run;

@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import { InputError } from '../errors';
 import { QCOW2_MAGIC } from '../formats/qcow2';
-import { VMDK_SPARSE_MAGIC } from '../formats/vmdk';
+import { VMDK_SPARSE_MAGIC, readVmdkDescriptor } from '../formats/vmdk';
 
 /** Points a qcow2 image at another backing file (same format). The name must fit in the header cluster. */
 export async function setQcow2BackingFile(file: string, backingFile: string): Promise<void> {
@@ -77,7 +77,6 @@ export async function setVmdkParent(file: string, parent: { hint: string; cid: s
 
 /** Reads a VMDK's CID (the value its children's parentCID must equal). */
 export async function readVmdkCid(file: string): Promise<string> {
-  const { readVmdkDescriptor } = await import('../formats/vmdk');
   const handle = await fs.open(file, 'r');
   try {
     return (await readVmdkDescriptor(handle, file)).cid;
