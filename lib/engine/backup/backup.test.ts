@@ -98,3 +98,22 @@ describe('backupVms', () => {
     expect(await manifestsAreComplete(repo)).toBeGreaterThan(0);
   });
 });
+
+describe('accounting across VMs', () => {
+  it('credits a shared disk read for a VM that then fails to the next VM that records it', async () => {
+    const root = await tempDir();
+    await writeData(path.join(root, 'shared.raw'), 2 * MiB, 1);
+    await writeData(path.join(root, 'a-only.raw'), MiB, 2);
+    const disk = (file: string, dev: string) => `<disk type='file' device='disk'><driver type='raw'/><source file='${file}'/><target dev='${dev}'/></disk>`;
+    await fs.writeFile(path.join(root, 'a.xml'), `<domain><name>a</name><uuid>a</uuid><devices>${disk('shared.raw', 'vda')}${disk('a-only.raw', 'vdb')}</devices></domain>`);
+    await fs.writeFile(path.join(root, 'b.xml'), `<domain><name>b</name><uuid>b</uuid><devices>${disk('shared.raw', 'vda')}</devices></domain>`);
+    const inventory = await scanSource({ name: 's', type: 'libvirt', path: root });
+    await fs.rm(path.join(root, 'a-only.raw')); // gone between scan and read: VM a fails after its shared disk was stored
+    const repo = await Repository.openOrInit(new FsBlobStore(await tempDir()), { blockSize: MiB });
+    const results = await backupVms({ inventory, repo, lookupStoredDisks: async (disks) => disks.map(() => undefined) });
+    expect(results.map((r) => [r.vm, r.ok])).toEqual([['a', false], ['b', true]]);
+    const shared = (results[1] as Extract<typeof results[1], { ok: true }>).image.disks[0];
+    expect(shared).toMatchObject({ action: 'stored', bytesRead: 2 * MiB });
+    expect(shared.bytesWritten).toBeGreaterThan(0);
+  });
+});

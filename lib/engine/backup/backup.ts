@@ -31,7 +31,7 @@ export type BackupOptions = {
 };
 
 type DiskOutcome =
-  | { ok: true; digest: string; storedBy?: string; bytesRead: number; bytesWritten: number }
+  | { ok: true; digest: string; /** True when this run wrote the stored disk (false: fast path, or an identical copy existed). */ storedNow?: boolean; bytesRead: number; bytesWritten: number }
   | { ok: false; error: string };
 
 /**
@@ -83,7 +83,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         let outcome: DiskOutcome;
         try {
           const stored = await storeDisk({ disk, repo, pool: pool!, knownChunks, parentDigest, onBytes: (n) => progress.add(n), signal, now });
-          outcome = { ok: true, digest: stored.manifest.digest, storedBy: stored.isNew ? vm.name : undefined, bytesRead: stored.bytesRead, bytesWritten: stored.bytesWritten };
+          outcome = { ok: true, digest: stored.manifest.digest, storedNow: stored.isNew, bytesRead: stored.bytesRead, bytesWritten: stored.bytesWritten };
         } catch (err) {
           if (!(err instanceof InputError)) throw err;
           outcome = { ok: false, error: err.message };
@@ -93,18 +93,20 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       };
 
       const entries: BackupDiskEntry[] = [];
+      // Counted into `accounted` only if this VM's image is written: a failed VM's reads go to the next user.
+      const accountedHere = new Set<string>();
       let failure: string | undefined;
       for (const use of vm.disks) {
         const disk = inventory.disks.get(use.diskPath)!;
         const outcome = await ensureStored(disk);
-        const firstUse = !accounted.has(disk.path);
-        accounted.add(disk.path);
+        const firstUse = !accounted.has(disk.path) && !accountedHere.has(disk.path);
+        accountedHere.add(disk.path);
         if (!outcome.ok) {
           failure = outcome.error;
           break;
         }
         const usedBy = inventory.usedBy.get(disk.path) ?? [vm.name];
-        const storedHere = firstUse && outcome.storedBy === vm.name;
+        const storedHere = firstUse && outcome.storedNow === true;
         const parent = disk.parent ? inventory.disks.get(disk.parent.path)! : undefined;
         entries.push({
           identifier: disk.identifier,
@@ -129,6 +131,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: failure });
         continue;
       }
+      for (const diskPath of accountedHere) accounted.add(diskPath);
       const image = buildImage(inventory, vm, entries, now());
       // The image's write overlaps the next VM; the catalog records images in order, each once it is stored.
       const written = repo.putBackupImage(image);
