@@ -1,8 +1,7 @@
-import fs from 'node:fs/promises';
 import type { CatalogSql } from '../db';
 import type { BackupImageManifest } from '../engine/repository/manifests';
 import type { Repository } from '../engine/repository/repository';
-import { type RestoreProgress, type RestoreResult, executeRestore } from '../engine/restore/execute';
+import { type RestoreProgress, type RestoreResult, checkTargetFolder, executeRestore } from '../engine/restore/execute';
 import { type RestoreChoice, type RestorePlan, type RestorePolicy, type RestoreTarget, planRestore } from '../engine/restore/plan';
 import { scanSource } from '../engine/sources/inventory';
 import type { SourceType } from '../engine/sources/types';
@@ -44,13 +43,8 @@ async function loadContext(sql: CatalogSql, repo: Repository, request: RestoreRe
 }
 
 async function plan(context: Context, request: RestoreRequest): Promise<RestorePlan> {
-  if (request.target.kind === 'folder') {
-    const entries = await fs.readdir(request.target.dir).catch((err) => {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw new AppError('BAD_INPUT', { message: `${request.target.kind === 'folder' ? request.target.dir : ''}: target is not a readable folder` });
-    });
-    if (entries.length) throw new AppError('BAD_INPUT', { message: `${request.target.dir}: target folder is not empty` });
-  }
+  // Checked when planning too, so that `restore-plan` reports it.
+  if (request.target.kind === 'folder') await checkTargetFolder(request.target.dir);
   const live = await scanSource({ name: context.image.source.name, type: context.sourceType, path: context.sourceRoot });
   return planRestore({ image: context.image, live, target: request.target, policy: request.policy, choice: request.choice });
 }

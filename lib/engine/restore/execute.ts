@@ -35,7 +35,7 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
   const toWrite = plan.disks.filter((d) => d.destination);
   const manifests = new Map<string, StoredDiskManifest>();
   for (const disk of toWrite) manifests.set(disk.entry.digest, await repo.getStoredDisk(disk.entry.digest));
-  const bytesTotal = [...toWrite].reduce((sum, d) => sum + manifests.get(d.entry.digest)!.files.reduce((s, f) => s + f.size, 0), 0);
+  const bytesTotal = toWrite.reduce((sum, d) => sum + manifests.get(d.entry.digest)!.files.reduce((s, f) => s + f.size, 0), 0);
   await checkDestinations(plan, toWrite, bytesTotal);
 
   const temps: { temp: string; final: string }[] = [];
@@ -212,14 +212,7 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
 
 /** Target folder empty or new; enough free space; in place, no other process holds a file open. */
 async function checkDestinations(plan: RestorePlan, toWrite: PlannedDisk[], bytes: number): Promise<void> {
-  if (plan.target.kind === 'folder') {
-    const entries = await fs.readdir(plan.target.dir).catch((err) => {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') throw new InputError('target is not a folder', { file: plan.target.kind === 'folder' ? plan.target.dir : '' });
-      throw err;
-    });
-    if (entries.length) throw new InputError('target folder is not empty', { file: plan.target.dir });
-  }
+  if (plan.target.kind === 'folder') await checkTargetFolder(plan.target.dir);
   const probe = plan.target.kind === 'folder' ? plan.target.dir : path.dirname(plan.configDestination);
   const existing = await nearestExisting(probe);
   const stats = await fs.statfs(existing);
@@ -232,6 +225,17 @@ async function checkDestinations(plan: RestorePlan, toWrite: PlannedDisk[], byte
     const [[file, pid] = []] = holders;
     if (file) throw new InputError(`in use by process ${pid}: stop the VM (or that process) before restoring in place`, { file });
   }
+}
+
+/** A restore folder must be new or empty: a restore never mixes its files with others. */
+export async function checkTargetFolder(dir: string): Promise<void> {
+  const entries = await fs.readdir(dir).catch((err) => {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return [];
+    if (code === 'ENOTDIR') throw new InputError('target is not a folder', { file: dir });
+    throw new InputError(`target folder cannot be read (${code ?? (err as Error).message})`, { file: dir });
+  });
+  if (entries.length) throw new InputError('target folder is not empty', { file: dir });
 }
 
 async function nearestExisting(dir: string): Promise<string> {

@@ -126,22 +126,19 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
 
   const copyDir = target.kind === 'folder' ? target.dir : path.join(path.dirname(image.vm.configPath), `restored-${image.id}`);
   const inFolder = (entry: BackupDiskEntry, dir: string) => path.join(dir, entry.relativePath);
+  // A disk written somewhere is pointed at there; one not written is pointed at where it lives now.
+  const writeTo = (entry: BackupDiskEntry, common: boolean, action: DiskAction, destination: string): PlannedDisk => ({ entry, common, action, destination, pointTo: destination });
   const disks: PlannedDisk[] = image.disks.map((entry) => {
     const common = commonPaths.has(entry.path);
-    if (!common) {
-      return { entry, common, action: 'restored', destination: target.kind === 'folder' ? inFolder(entry, target.dir) : entry.path, pointTo: '' };
-    }
+    if (!common) return writeTo(entry, common, 'restored', target.kind === 'folder' ? inFolder(entry, target.dir) : entry.path);
     if (policy === 'overwrite') {
-      return target.kind === 'folder'
-        ? { entry, common, action: 'restored', destination: inFolder(entry, target.dir), pointTo: '' }
-        : { entry, common, action: 'overwritten', destination: entry.path, pointTo: '' };
+      return target.kind === 'folder' ? writeTo(entry, common, 'restored', inFolder(entry, target.dir)) : writeTo(entry, common, 'overwritten', entry.path);
     }
     if (!drifted.has(entry.path)) return { entry, common, action: 'skipped-common', pointTo: entry.path };
-    if (choice === 'copy') return { entry, common, action: 'copied', destination: inFolder(entry, copyDir), pointTo: '' };
+    if (choice === 'copy') return writeTo(entry, common, 'copied', inFolder(entry, copyDir));
     const retarget = drift.find((d) => d.disk === entry.path && d.kind === 'retargeted');
     return { entry, common, action: 'reattached', pointTo: (retarget?.current.path as string | undefined) ?? entry.path };
   });
-  for (const disk of disks) if (disk.destination) disk.pointTo = disk.destination;
 
   const overwritesCommon = disks.some((d) => d.action === 'overwritten');
   const status = drift.length > 0 || overwritesCommon ? 'needs-confirmation' : 'planned';
