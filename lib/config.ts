@@ -8,3 +8,8 @@ export function vmdedupHome(): string {
 export function repositoryDir(): string {
   return process.env.VMDEDUP_REPOSITORY ? path.resolve(process.env.VMDEDUP_REPOSITORY) : path.join(vmdedupHome(), 'repository');
 }
+
+/** Restores write with O_DIRECT where the filesystem takes it; VMDEDUP_DIRECT_IO=0 sends writes through the page cache. */
+export function restoreDirectIo(): boolean {
+  return process.env.VMDEDUP_DIRECT_IO !== '0';
+}

@@ -1,3 +1,4 @@
+import { restoreDirectIo } from '../config';
 import type { CatalogSql } from '../db';
 import type { BackupImageManifest } from '../engine/repository/manifests';
 import type { Repository } from '../engine/repository/repository';
@@ -76,6 +77,7 @@ export async function restoreVm(
   const result = await executeRestore({
     plan: fresh, repo, configBytes: Buffer.from(context.image.vm.configBase64, 'base64'),
     sourceType: context.sourceType, sourceRoot: context.sourceRoot, onProgress: request.onProgress, signal: request.signal,
+    directIo: restoreDirectIo(),
   });
   return { plan: fresh, result };
 }

@@ -4,9 +4,14 @@ import type { ChunkId } from '../repository/chunk-id';
 import type { BlockReply, BlockRequest, BlockWorkerData } from './block-worker';
 
 /** A block held in one slot of the pool's shared memory until `release`: `bytes` is the block, `frame` the
- *  slot from its encoding byte on (see block-worker.ts). */
+ *  slot from its encoding byte on (see block-worker.ts); in a restore pool, where the stored frame is read. */
 export type Slot = { index: number; bytes: Uint8Array; frame: Uint8Array };
 export type HashedBlock = { id: ChunkId; zero: boolean };
+
+/** Direct I/O wants buffers, offsets and lengths aligned to the device's block size; 4 KiB covers common devices. */
+export const DIRECT_IO_ALIGNMENT = 4096;
+
+const roundUp = (n: number, multiple: number) => Math.ceil(n / multiple) * multiple;
 
 /**
  * Worker threads that hash and compress blocks, over a fixed set of shared-memory slots: the caller
@@ -20,14 +25,20 @@ export class BlockPool {
   private readonly waitingForSlot: ((slot: number) => void)[] = [];
   private readonly shared: SharedArrayBuffer;
   private readonly slotSize: number;
+  private readonly slotCount: number;
   private nextSeq = 0;
   private failure?: Error;
 
-  /** `forRestore` doubles each slot: its upper half receives the stored frame that is decoded into the lower. */
+  /** Restore slots: the block at `restoreShift` within an aligned region (see alignForDirectIo), the stored frame after it. */
+  private restoreShift = 0;
+  private directIoAligned = false;
+
   constructor(readonly options: { zstdLevel?: number; blockSize: number; threads?: number; slots?: number; forRestore?: boolean }) {
     const threads = options.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
-    const slotCount = options.slots ?? threads * 8;
-    this.slotSize = (options.blockSize + 1) * (options.forRestore ? 2 : 1);
+    const slotCount = (this.slotCount = options.slots ?? threads * 8);
+    this.slotSize = options.forRestore
+      ? DIRECT_IO_ALIGNMENT + roundUp(options.blockSize, DIRECT_IO_ALIGNMENT) + roundUp(options.blockSize + 1, DIRECT_IO_ALIGNMENT)
+      : options.blockSize + 1;
     this.shared = new SharedArrayBuffer(slotCount * this.slotSize);
     this.free = Array.from({ length: slotCount }, (_, i) => i);
     // Bundled (dist/), the worker is a sibling file; from sources (tests), a bootstrap loads it through tsx.
@@ -45,8 +56,32 @@ export class BlockPool {
     });
   }
 
+  /**
+   * Restore: lets every slot's block start at an address that direct I/O accepts. `accepts(view)` tries a
+   * write of DIRECT_IO_ALIGNMENT bytes from `view`; the first shift it accepts is kept. Returns false when none.
+   */
+  async alignForDirectIo(accepts: (view: Uint8Array) => Promise<boolean>): Promise<boolean> {
+    if (!this.options.forRestore) throw new Error('direct I/O needs a pool made forRestore');
+    // Once chosen the shift stays: another device must accept it as it is.
+    if (this.directIoAligned) return accepts(new Uint8Array(this.shared, this.restoreShift, DIRECT_IO_ALIGNMENT));
+    // The buffer's base is only known to be 16-aligned; slot sizes are multiples of the alignment.
+    for (let shift = 0; shift < DIRECT_IO_ALIGNMENT; shift += 16) {
+      if (await accepts(new Uint8Array(this.shared, shift, DIRECT_IO_ALIGNMENT))) {
+        if (this.free.length !== this.slotCount) throw new Error('alignForDirectIo needs every slot free');
+        this.restoreShift = shift;
+        this.directIoAligned = true;
+        return true;
+      }
+    }
+    return false;
+  }
+
   async acquire(length: number): Promise<Slot> {
     const index = this.free.pop() ?? (await new Promise<number>((resolve) => this.waitingForSlot.push(resolve)));
+    if (this.options.forRestore) {
+      const block = index * this.slotSize + this.restoreShift;
+      return { index, bytes: new Uint8Array(this.shared, block, length), frame: this.frameSpace(index) };
+    }
     const frame = new Uint8Array(this.shared, index * this.slotSize, length + 1);
     return { index, bytes: frame.subarray(1), frame };
   }
@@ -73,11 +108,17 @@ export class BlockPool {
     return slot.frame.subarray(0, reply.frameLength);
   }
 
-  /** Restore: where a stored frame is read before `decode` (the slot's upper half; room for a raw frame). */
-  frameSpace(slot: Slot): Uint8Array {
+  /** Restore: where a stored frame is read before `decode` (room for a raw frame). */
+  frameSpace(slot: Slot | number): Uint8Array {
     if (!this.options.forRestore) throw new Error('frameSpace needs a pool made forRestore');
-    const half = this.slotSize / 2;
-    return new Uint8Array(this.shared, slot.index * this.slotSize + half, half);
+    const index = typeof slot === 'number' ? slot : slot.index;
+    const offset = index * this.slotSize + DIRECT_IO_ALIGNMENT + roundUp(this.options.blockSize, DIRECT_IO_ALIGNMENT);
+    return new Uint8Array(this.shared, offset, this.options.blockSize + 1);
+  }
+
+  /** Restore: the slot's block padded to a multiple of DIRECT_IO_ALIGNMENT (bytes past the block are junk). */
+  paddedBlock(slot: Slot): Uint8Array {
+    return new Uint8Array(this.shared, slot.bytes.byteOffset, roundUp(slot.bytes.length, DIRECT_IO_ALIGNMENT));
   }
 
   /**
@@ -85,7 +126,10 @@ export class BlockPool {
    * into `slot.bytes` and checks it against `id`. Returns false when corrupt.
    */
   async decode(slot: Slot, storedLength: number, id: string): Promise<boolean> {
-    const reply = await this.send({ op: 'decode', seq: this.nextSeq++, slot: slot.index, storedLength, length: slot.bytes.length, id });
+    const reply = await this.send({
+      op: 'decode', seq: this.nextSeq++, slot: slot.index, blockOffset: slot.bytes.byteOffset, frameOffset: slot.frame.byteOffset,
+      storedLength, length: slot.bytes.length, id,
+    });
     if (reply.op !== 'decoded') throw new Error('block worker protocol error');
     return reply.ok;
   }

@@ -12,7 +12,7 @@ export type BlockWorkerData = { zstdLevel: number; slots: SharedArrayBuffer; slo
 export type BlockRequest =
   | { op: 'hash'; seq: number; slot: number; length: number }
   | { op: 'encode'; seq: number; slot: number; length: number }
-  | { op: 'decode'; seq: number; slot: number; storedLength: number; length: number; id: string };
+  | { op: 'decode'; seq: number; slot: number; blockOffset: number; frameOffset: number; storedLength: number; length: number; id: string };
 
 export type BlockReply =
   | { op: 'hashed'; seq: number; id: string; zero: boolean }
@@ -25,15 +25,16 @@ const decode = createChunkDecoder();
 let zeros = Buffer.alloc(0);
 
 parentPort!.on('message', (request: BlockRequest) => {
-  const frame = new Uint8Array(slots, request.slot * slotSize, request.length + 1);
   if (request.op === 'decode') {
-    // Restore: the stored frame sits in the slot's upper half; decode it into the block's place, then check it.
-    const half = slotSize / 2;
-    const stored = new Uint8Array(slots, request.slot * slotSize + half, half);
-    const ok = decode(stored, request.storedLength, frame.subarray(1))
-      && createHash('sha256').update(frame.subarray(1)).digest('hex') === request.id;
+    // Restore: the stored frame sits beside the block's place in the slot; decode it there, then check it.
+    const block = new Uint8Array(slots, request.blockOffset, request.length);
+    const ok = decode(new Uint8Array(slots, request.frameOffset, request.storedLength), request.storedLength, block)
+      && createHash('sha256').update(block).digest('hex') === request.id;
     parentPort!.postMessage({ op: 'decoded', seq: request.seq, ok } satisfies BlockReply);
-  } else if (request.op === 'hash') {
+    return;
+  }
+  const frame = new Uint8Array(slots, request.slot * slotSize, request.length + 1);
+  if (request.op === 'hash') {
     const block = frame.subarray(1);
     if (zeros.length !== block.length) zeros = Buffer.alloc(block.length);
     const zero = Buffer.compare(block, zeros) === 0;

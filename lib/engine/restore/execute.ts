@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { InputError, RepositoryError } from '../errors';
@@ -23,6 +24,8 @@ export type ExecuteOptions = {
   repo: Repository;
   onProgress?: (progress: RestoreProgress) => void;
   signal?: AbortSignal;
+  /** Write with O_DIRECT where the filesystem takes it (default true); false always goes through the page cache. */
+  directIo?: boolean;
 };
 
 /**
@@ -42,17 +45,19 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
   const syncs: Promise<void>[] = [];
   let bytesDone = 0;
   const pool = toWrite.length ? new BlockPool({ blockSize: Math.max(...[...manifests.values()].map((m) => m.blockSize)), slots: 32, forRestore: true }) : undefined;
+  const directIo = new Map<string, boolean>();
   try {
     for (const disk of toWrite) {
       const manifest = manifests.get(disk.entry.digest)!;
       verifyDigest(manifest);
       const dir = path.dirname(disk.destination!);
       await fs.mkdir(dir, { recursive: true });
+      if (!directIo.has(dir)) directIo.set(dir, options.directIo !== false && (await canWriteDirect(dir, pool!)));
       for (const file of manifest.files) {
         const final = path.join(dir, file.name);
         const temp = path.join(path.dirname(final), `.${path.basename(final)}.vmdedup-${randomBytes(4).toString('hex')}`);
         temps.push({ temp, final });
-        const written = await writeFile(temp, file.size, file.blocks, manifest.blockSize, repo, pool!, (n) => {
+        const written = await writeFile(temp, file.size, file.blocks, manifest.blockSize, repo, pool!, directIo.get(dir)!, (n) => {
           bytesDone += n;
           options.onProgress?.({ bytesDone, bytesTotal, disk: disk.entry.relativePath });
         }, options.signal).catch((err) => {
@@ -84,12 +89,30 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
 
 const FLUSH_EVERY_BLOCKS = 64;
 
+/**
+ * Whether files in `dir` can be written with O_DIRECT from the pool's slots (aligning them on the first
+ * success). Direct writes skip the page cache: no copy into it, no writeback later, no memory pressure.
+ */
+async function canWriteDirect(dir: string, pool: BlockPool): Promise<boolean> {
+  const probe = path.join(dir, `.vmdedup-direct-${randomBytes(4).toString('hex')}`);
+  const handle = await fs.open(probe, DIRECT_WRITE_FLAGS, 0o600).catch(() => undefined);
+  if (!handle) return false;
+  try {
+    return await pool.alignForDirectIo((view) => handle.write(view, 0, view.length, 0).then(() => true, () => false));
+  } finally {
+    await handle.close();
+    await fs.rm(probe, { force: true });
+  }
+}
+
+const DIRECT_WRITE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | (fsConstants.O_DIRECT ?? 0);
+
 /** Writes one file; returns once its blocks are written, with a promise of its fsync (awaited before renames). */
 async function writeFile(
   temp: string, size: number, blocks: (ChunkId | null)[], blockSize: number, repo: Repository, pool: BlockPool,
-  onBytes: (n: number) => void, signal?: AbortSignal,
+  direct: boolean, onBytes: (n: number) => void, signal?: AbortSignal,
 ): Promise<{ synced: Promise<void> }> {
-  const handle = await fs.open(temp, 'wx', 0o600);
+  const handle = await fs.open(temp, direct ? DIRECT_WRITE_FLAGS : 'wx', 0o600);
   let synced: Promise<void> | undefined;
   try {
     // Blocks are fetched, decoded and verified by the pool's workers, written at their offsets as they
@@ -119,10 +142,12 @@ async function writeFile(
               throw err;
             });
             if (!(await pool.decode(slot, storedLength, id))) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: content does not match its hash`);
-            const write = writes.then(() => handle.write(slot.bytes, 0, length, index * blockSize)).then(() => {
+            // Direct writes cover whole aligned units: the last block's padding is cut by the truncate below.
+            const bytes = direct ? pool.paddedBlock(slot) : slot.bytes;
+            const write = writes.then(() => handle.write(bytes, 0, bytes.length, index * blockSize)).then(() => {
               onBytes(length);
-              // Start writeback every 64 blocks, so the final flush does not write the whole file at once.
-              if (++sinceFlush >= FLUSH_EVERY_BLOCKS) {
+              // Buffered: start writeback every 64 blocks, so the final flush does not write the whole file at once.
+              if (!direct && ++sinceFlush >= FLUSH_EVERY_BLOCKS) {
                 sinceFlush = 0;
                 flushes.push(handle.datasync());
               }

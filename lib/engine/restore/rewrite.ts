@@ -33,6 +33,7 @@ export async function setQcow2BackingFile(file: string, backingFile: string): Pr
     const size = Buffer.alloc(4);
     size.writeUInt32BE(name.length);
     await handle.write(size, 0, 4, 16);
+    await handle.sync();
   } finally {
     await handle.close();
   }
