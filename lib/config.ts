@@ -13,3 +13,9 @@ export function repositoryDir(): string {
 export function restoreDirectIo(): boolean {
   return process.env.VMDEDUP_DIRECT_IO !== '0';
 }
+
+/** A running job whose worker has not reported for this long is failed (VMDEDUP_JOB_STALE_SECONDS, default 120). */
+export function jobStaleSeconds(): number {
+  const value = Number(process.env.VMDEDUP_JOB_STALE_SECONDS);
+  return Number.isFinite(value) && value >= 2 ? value : 120;
+}

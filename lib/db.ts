@@ -58,6 +58,11 @@ function connect(): Promise<Connected> {
   return connected;
 }
 
+/** The URL of the catalog in use (migrated): for libraries that open their own connections (the job queue). */
+export async function getCatalogUrl(): Promise<string> {
+  return (await connect()).url;
+}
+
 export async function getCatalogSql(): Promise<pg.Pool> {
   return (await connect()).pool;
 }

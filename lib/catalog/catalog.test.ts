@@ -61,4 +61,18 @@ describe('catalog schema and migrations', () => {
     expect(await db.diskReference.count()).toBe(0);
     await db.storedDisk.delete({ where: { digest } });
   });
+
+  it('exercises users, jobs and the append-only audit log', async () => {
+    const user = await db.user.create({ data: { username: 'ana', email: 'ana@example.org', role: 'operator', passwordHash: 'x' } });
+    await expect(db.user.create({ data: { username: 'ana', role: 'viewer' } })).rejects.toMatchObject({ code: 'P2002' });
+    await db.user.update({ where: { id: user.id }, data: { sessionVersion: { increment: 1 }, lockedUntil: new Date() } });
+    const job = await db.job.create({ data: { kind: 'backup', target: { vm: 'web1' }, label: 'Back up web1', requestedBy: 'ana' } });
+    await db.job.update({ where: { id: job.id }, data: { state: 'running', bytesDone: 2n ** 40n, bytesTotal: 2n ** 41n, bytesPerSecond: 1.5e8 } });
+    expect((await db.job.findUniqueOrThrow({ where: { id: job.id } })).bytesTotal).toBe(2n ** 41n);
+    const event = await db.auditEvent.create({ data: { actor: 'ana', action: 'backup.request', target: 'web1', detail: { jobId: job.id } } });
+    expect(event.id).toBeTypeOf('bigint');
+    await expect(db.auditEvent.update({ where: { id: event.id }, data: { actor: 'eve' } })).rejects.toThrow(/append-only/);
+    await expect(db.auditEvent.deleteMany({})).rejects.toThrow(/append-only/);
+    expect(await db.auditEvent.count()).toBe(1);
+  });
 });

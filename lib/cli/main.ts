@@ -9,8 +9,7 @@ import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePoli
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
 import { closeCatalog, getCatalog, getCatalogSql } from '../db';
-import { FsBlobStore } from '../engine/repository/fs-blob-store';
-import { Repository } from '../engine/repository/repository';
+import { openRepository } from '../open-repository';
 import { scanSource } from '../engine/sources/inventory';
 import { AppError, isUserError, toAppError } from '../errors';
 import { formatBytes, progressLine, table } from './format';
@@ -263,11 +262,6 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
     default:
       throw badInput(`unknown command '${command}' (see 'vmdedup help')`);
   }
-}
-
-async function openRepository(options: { mustExist?: boolean } = {}): Promise<Repository> {
-  const store = new FsBlobStore(repositoryDir());
-  return options.mustExist ? Repository.open(store) : Repository.openOrInit(store);
 }
 
 type Values = Record<string, string | boolean | string[] | undefined>;

@@ -11,8 +11,7 @@ import { addSource, listSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
 import { catalogUrl, getCatalogSql } from '../db';
 import { buildFleet } from '../demo/fleet';
-import { FsBlobStore } from '../engine/repository/fs-blob-store';
-import { Repository } from '../engine/repository/repository';
+import { openRepository } from '../open-repository';
 import { formatBytes } from './format';
 
 const appDir = process.env.VMDEDUP_APP_DIR ?? process.cwd();
@@ -55,7 +54,7 @@ async function createDemo(home: string): Promise<void> {
   const sql = await getCatalogSql();
   await addSource(sql, { name: 'demo-libvirt', type: 'libvirt', path: fleet.libvirtDir });
   await addSource(sql, { name: 'demo-vmware', type: 'vmware', path: fleet.vmwareDir! });
-  const repo = await Repository.openOrInit(new FsBlobStore(repositoryDir()));
+  const repo = await openRepository();
   const report = await runBackup(sql, { repo });
   for (const failure of report.failures) log(`demo VM ${failure.vm} not backed up: ${failure.error}`);
   log(`demo fleet backed up: ${report.backups.length} VMs, logical ${formatBytes(report.totals.logicalBytes)}, written ${formatBytes(report.totals.bytesWritten)}`);

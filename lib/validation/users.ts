@@ -1,0 +1,19 @@
+import { z } from 'zod';
+import { MIN_PASSWORD_LENGTH } from '../auth/passwords';
+import { ROLES } from '../auth/roles';
+
+const ZUsername = z.string().trim().toLowerCase().regex(/^[a-z0-9][a-z0-9._-]{1,39}$/, 'a username is 2–40 letters, digits, dots, dashes or underscores');
+const ZPassword = z.string().min(MIN_PASSWORD_LENGTH, `a password has at least ${MIN_PASSWORD_LENGTH} characters`).max(200);
+const ZEmail = z.union([z.literal('').transform(() => undefined), z.email('not an email address').trim().toLowerCase()]).optional();
+
+export const ZSignIn = z.object({ username: z.string().trim().min(1, 'enter your username').max(100), password: z.string().min(1, 'enter your password').max(200) });
+export type TSignIn = z.infer<typeof ZSignIn>;
+
+export const ZCreateUser = z.object({ username: ZUsername, email: ZEmail, role: z.enum(ROLES), password: ZPassword });
+export type TCreateUser = z.infer<typeof ZCreateUser>;
+
+export const ZUpdateUser = z.object({ userId: z.uuid(), role: z.enum(ROLES).optional(), disabled: z.boolean().optional() });
+export type TUpdateUser = z.infer<typeof ZUpdateUser>;
+
+export const ZResetPassword = z.object({ userId: z.uuid(), password: ZPassword });
+export type TResetPassword = z.infer<typeof ZResetPassword>;

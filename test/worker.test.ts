@@ -1,0 +1,98 @@
+/**
+ * Backup jobs end to end: queued through pg-boss, run by `bin/worker.mjs` processes, progress and results
+ * persisted in the catalog; a job whose worker is killed is failed, never left running.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import PgBoss from 'pg-boss';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getJob, listJobs, requestBackup } from '../lib/catalog/jobs';
+import { buildFleet } from '../lib/demo/fleet';
+import type { PrismaClient } from '../lib/generated/prisma/client';
+import { BACKUP_QUEUE } from '../lib/jobs/queue';
+import { cli, createMigratedCatalog, projectRoot, tempDir } from './helpers';
+
+describe('backup jobs (worker)', () => {
+  let db: PrismaClient;
+  let queue: PgBoss;
+  let env: Record<string, string>;
+  const workers: ChildProcess[] = [];
+
+  const startWorker = (extra: Record<string, string> = {}) => {
+    const worker = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs')], { env: { ...process.env, ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
+    workers.push(worker);
+    return worker;
+  };
+  const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, seconds = 60): Promise<T> => {
+    for (const end = Date.now() + seconds * 1000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
+      const value = await probe();
+      if (value !== undefined) return value;
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  };
+
+  beforeAll(async () => {
+    const home = await tempDir();
+    const catalog = await createMigratedCatalog();
+    db = catalog.db;
+    env = { VMDEDUP_HOME: home, DATABASE_URL: catalog.url, VMDEDUP_JOB_STALE_SECONDS: '3' };
+    process.env.VMDEDUP_JOB_STALE_SECONDS = '3'; // for listJobs' check in this process
+    const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 2, baseMiB: 64, configDiskMiB: 2, privateDiskMiB: 96, vmwareVms: 0 });
+    expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
+    expect((await cli(env, 'inventory')).code).toBe(0);
+    queue = new PgBoss({ connectionString: catalog.url, schema: 'pgboss', supervise: false, schedule: false });
+    await queue.start();
+    await queue.createQueue(BACKUP_QUEUE);
+  });
+
+  afterAll(async () => {
+    for (const worker of workers) worker.kill('SIGKILL');
+    await queue?.stop({ graceful: false });
+    await db?.$disconnect();
+  });
+
+  it('runs a queued backup in a worker process, with persisted progress, result and audit', async () => {
+    const worker = startWorker();
+    const { job, alreadyQueued } = await requestBackup(db, queue, { actor: 'ana', target: { source: 'kvm' } });
+    expect(alreadyQueued).toBe(false);
+    expect(job.state).toBe('queued');
+    // asking again while it is queued or running gives the same job
+    expect((await requestBackup(db, queue, { actor: 'ana', target: { source: 'kvm' } })).job.id).toBe(job.id);
+    const done = await waitFor('the backup job to finish', async () => {
+      const current = await getJob(db, job.id);
+      return ['succeeded', 'partial', 'failed'].includes(current.state) ? current : undefined;
+    });
+    expect(done.state, done.error ?? '').toBe('succeeded');
+    expect(done.bytesTotal).toBeGreaterThan(100 * 2 ** 20);
+    expect(done.bytesDone).toBe(done.bytesTotal);
+    expect(done.result).toMatchObject({ backups: expect.arrayContaining([expect.objectContaining({ vm: 'vm01' }), expect.objectContaining({ vm: 'vm02' })]) });
+    const backups = JSON.parse((await cli(env, 'backups', '--json')).stdout) as { backups: unknown[] };
+    expect(backups.backups).toHaveLength(2);
+    const audit = await db.auditEvent.findMany({ orderBy: { id: 'asc' } });
+    expect(audit.map((e) => e.action)).toEqual(['backup.request', 'backup.finished']);
+    expect(audit[0].actor).toBe('ana');
+    worker.kill('SIGTERM');
+    await new Promise((resolve) => worker.once('exit', resolve));
+  });
+
+  it('refuses an unknown VM or source with a clear error', async () => {
+    await expect(requestBackup(db, queue, { actor: 'ana', target: { vm: 'nope' } })).rejects.toThrow(/no VM named 'nope'/);
+    await expect(requestBackup(db, queue, { actor: 'ana', target: { source: 'nope' } })).rejects.toThrow(/no source named 'nope'/);
+  });
+
+  it('fails the job of a worker that was killed, instead of leaving it running', async () => {
+    // A fresh repository makes the next backup read and store everything: long enough to kill it midway.
+    const home = await tempDir();
+    env = { ...env, VMDEDUP_REPOSITORY: path.join(home, 'repository') };
+    const worker = startWorker();
+    const { job } = await requestBackup(db, queue, { actor: 'ana', target: { vm: 'vm01' } });
+    await waitFor('the job to run', async () => ((await getJob(db, job.id)).state === 'running' ? true : undefined));
+    worker.kill('SIGKILL');
+    const failed = await waitFor('the stale job to fail', async () => {
+      const current = (await listJobs(db)).find((j) => j.id === job.id)!;
+      return current.state === 'running' ? undefined : current;
+    }, 30);
+    expect(failed.state).toBe('failed');
+    expect(failed.error).toMatch(/worker stopped during the job/);
+  });
+});
