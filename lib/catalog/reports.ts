@@ -7,13 +7,14 @@ export type BackupSummary = {
   disks: { path: string; identifier: string; common: boolean; action: string; digest: string; logicalBytes: number }[];
 };
 
-export async function listBackups(db: Catalog, options: { vm?: string } = {}): Promise<BackupSummary[]> {
+export async function listBackups(db: Catalog, options: { vm?: string; limit?: number } = {}): Promise<BackupSummary[]> {
   if (options.vm && !(await db.vm.findFirst({ where: { name: options.vm } }))) {
     throw new AppError('NOT_FOUND', { message: `no VM named '${options.vm}' in the catalog` });
   }
   const images = await db.backupImage.findMany({
     where: options.vm ? { vm: { name: options.vm } } : {},
     orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+    take: options.limit,
     include: { vm: { include: { source: true } }, disks: { include: { disk: true }, orderBy: { path: 'asc' } } },
   });
   return images.map((image) => ({

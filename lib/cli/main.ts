@@ -10,6 +10,10 @@ import { addSource, listSources, selectSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
 import { closeCatalog, getCatalog, getCatalogSql } from '../db';
 import { openRepository } from '../open-repository';
+import type { z } from 'zod';
+import { generatePassword } from '../auth/passwords';
+import { createUser, listUsers, resetPassword } from '../catalog/manage-users';
+import { ZCreateUser, ZResetPassword } from '../validation/users';
 import { scanSource } from '../engine/sources/inventory';
 import { AppError, isUserError, toAppError } from '../errors';
 import { formatBytes, progressLine, table } from './format';
@@ -35,6 +39,9 @@ const USAGE = `usage: vmdedup <command> [options]
                [--choice reattach|copy] [--confirm-drift] [--json]
                                                           restore a VM (exit 3: drift or overwrite needs --confirm-drift)
   catalog rebuild                                         recreate the catalog from the repository alone
+  user add <name> --role viewer|operator|approver|admin [--email <e>] [--password-stdin]
+  user set-password <name> [--password-stdin]             dashboard users (without --password-stdin a password is generated and shown once)
+  user list [--json]
   db status | db stop                                     the embedded catalog database
 
 Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL.`;
@@ -94,6 +101,40 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
         return EXIT_OK;
       }
       throw badInput(`unknown 'source' subcommand '${sub ?? ''}': use 'source add' or 'source list'`);
+    }
+
+    case 'user': {
+      const [sub, ...args] = rest;
+      const db = await getCatalog();
+      const password = async (values: Values) => (values['password-stdin'] ? (await readStdin()).replace(/\r?\n$/, '') : generatePassword());
+      const show = (values: Values, name: string, secret: string) => { if (!values['password-stdin']) out(`password for ${name} (shown only now): ${secret}`); };
+      if (sub === 'add') {
+        const { values, positionals } = parse(args, { role: { type: 'string' }, email: { type: 'string' }, 'password-stdin': { type: 'boolean' } }, 1);
+        const secret = await password(values);
+        const user = validated(ZCreateUser, { username: positionals[0], role: values.role, email: values.email, password: secret });
+        await createUser(db, { actor: 'cli', user });
+        out(`added user ${user.username} (${user.role})`);
+        show(values, user.username, secret);
+        return EXIT_OK;
+      }
+      if (sub === 'set-password') {
+        const { values, positionals } = parse(args, { 'password-stdin': { type: 'boolean' } }, 1);
+        const found = await db.user.findUnique({ where: { username: positionals[0].toLowerCase() } });
+        if (!found) throw new AppError('NOT_FOUND', { message: `no user named '${positionals[0]}' (see 'vmdedup user list')` });
+        const secret = await password(values);
+        await resetPassword(db, { actor: 'cli', reset: validated(ZResetPassword, { userId: found.id, password: secret }) });
+        out(`new password set for ${found.username}; the account is unlocked and its sessions have ended`);
+        show(values, found.username, secret);
+        return EXIT_OK;
+      }
+      if (sub === 'list') {
+        const { values } = parse(args, { json: { type: 'boolean' } });
+        const users = await listUsers(db);
+        if (values.json) json({ users: users.map(({ username, email, role, disabled, locked }) => ({ username, email, role, disabled, locked })) });
+        else out(table([['USER', 'ROLE', 'EMAIL', 'STATUS'], ...users.map((u) => [u.username, u.role, u.email ?? '', u.disabled ? 'disabled' : u.locked ? 'locked' : 'active'])]));
+        return EXIT_OK;
+      }
+      throw badInput(`unknown 'user' subcommand '${sub ?? ''}': use 'user add', 'user set-password' or 'user list'`);
     }
 
     case 'inventory': {
@@ -265,6 +306,19 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
 }
 
 type Values = Record<string, string | boolean | string[] | undefined>;
+
+/** Parses with a zod schema; the first problem becomes a one-line bad-input error. */
+function validated<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) throw badInput(parsed.error.issues.map((issue) => `${issue.path.join('.') || 'input'}: ${issue.message}`).join('; '));
+  return parsed.data;
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 function parse(args: string[], options: ParseArgsConfig['options'], positionalCount = 0): { values: Values; positionals: string[] } {
   let parsed;

@@ -4,12 +4,14 @@
  * when needed and serves it.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runBackup } from '../catalog/run-backup';
 import { addSource, listSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
-import { catalogUrl, getCatalogSql } from '../db';
+import { ensureFirstAdmin } from '../catalog/manage-users';
+import { catalogUrl, getCatalog, getCatalogSql } from '../db';
 import { buildFleet } from '../demo/fleet';
 import { openRepository } from '../open-repository';
 import { formatBytes } from './format';
@@ -25,6 +27,8 @@ export async function start(): Promise<number> {
   log(process.env.DATABASE_URL ? 'catalog: external PostgreSQL (DATABASE_URL)' : `catalog: embedded PostgreSQL in ${path.join(home, 'catalog')}`);
 
   if ((await listSources(sql)).length === 0 && process.env.VMDEDUP_DEMO !== '0') await createDemo(home);
+  await announceFirstAdmin();
+  const authSecret = await ensureAuthSecret(home);
 
   if (await needsBuild()) {
     log('building the web app (first start or changed sources) ...');
@@ -35,10 +39,42 @@ export async function start(): Promise<number> {
   const host = process.env.HOST ?? '127.0.0.1';
   log(`serving on http://${host}:${port}  (stop with Ctrl-C; 'npx vmdedup db stop' stops the embedded catalog)`);
   const server = spawn(process.execPath, [nextBin(), 'start', '-p', port, '-H', host], {
-    cwd: appDir, stdio: 'inherit', env: nextEnv(url),
+    cwd: appDir, stdio: 'inherit', env: { ...nextEnv(url), AUTH_SECRET: authSecret },
   });
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => server.kill(signal));
-  return new Promise((resolve) => server.on('exit', (code) => resolve(code ?? 0)));
+  // The job worker runs beside the web server (more can run elsewhere with `npm run worker`).
+  const worker = process.env.VMDEDUP_WORKER === '0'
+    ? undefined
+    : spawn(process.execPath, [path.join(appDir, 'bin', 'worker.mjs')], { cwd: appDir, stdio: 'inherit', env: { ...process.env, DATABASE_URL: url } });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { server.kill(signal); worker?.kill(signal); });
+  worker?.on('exit', (code, signal) => { if (!server.killed && (code || signal)) log(`the job worker stopped (${signal ?? `exit ${code}`}); start another with: npm run worker`); });
+  const code = await new Promise<number>((resolve) => server.on('exit', (c) => resolve(c ?? 0)));
+  worker?.kill('SIGTERM');
+  return code;
+}
+
+/** First start: the admin account, with VMDEDUP_ADMIN_PASSWORD or a generated password shown this once. */
+async function announceFirstAdmin(): Promise<void> {
+  const admin = await ensureFirstAdmin(await getCatalog(), { password: process.env.VMDEDUP_ADMIN_PASSWORD });
+  if (!admin) return;
+  if (admin.generated) {
+    log(`created the first user: '${admin.username}' with password  ${admin.password}`);
+    log('this password is shown only now: sign in and keep it safe (an admin can reset it; so can `npx vmdedup user set-password admin`)');
+  } else {
+    log(`created the first user: '${admin.username}' with the password in VMDEDUP_ADMIN_PASSWORD`);
+  }
+}
+
+/** next-auth signs sessions with AUTH_SECRET: taken from the environment, else made once and kept in VMDEDUP_HOME. */
+async function ensureAuthSecret(home: string): Promise<string> {
+  if (process.env.AUTH_SECRET) return process.env.AUTH_SECRET;
+  const file = path.join(home, 'auth-secret');
+  const existing = await fs.readFile(file, 'utf8').catch(() => '');
+  if (existing.trim()) return existing.trim();
+  const secret = randomBytes(32).toString('base64url');
+  await fs.writeFile(file, `${secret}\n`, { mode: 0o600, flag: 'wx' }).catch(async (err) => {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  });
+  return (await fs.readFile(file, 'utf8')).trim();
 }
 
 async function createDemo(home: string): Promise<void> {

@@ -1,0 +1,24 @@
+'use server';
+
+import { revalidatePath } from 'next/cache';
+import { createAction } from '@/lib/actions/create-action';
+import { createUser, resetPassword, updateUser } from '@/lib/catalog/manage-users';
+import { ZCreateUser, ZResetPassword, ZUpdateUser } from '@/lib/validation/users';
+
+export const createUserAction = createAction('create-user', ZCreateUser, 'manage', async (user, { user: admin, db }) => {
+  const created = await createUser(db, { actor: admin.username, user });
+  revalidatePath('/users');
+  return created;
+});
+
+export const updateUserAction = createAction('update-user', ZUpdateUser, 'manage', async (change, { user: admin, db }) => {
+  await updateUser(db, { actor: admin.username, change });
+  revalidatePath('/users');
+  return null;
+});
+
+export const resetPasswordAction = createAction('reset-password', ZResetPassword, 'manage', async (reset, { user: admin, db }) => {
+  await resetPassword(db, { actor: admin.username, reset });
+  revalidatePath('/users');
+  return null;
+});

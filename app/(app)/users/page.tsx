@@ -1,0 +1,12 @@
+import { NotAllowed } from '@/components/layout/not-allowed';
+import { UsersAdmin } from '@/components/users/users-admin';
+import { requireUser } from '@/lib/auth/require-user';
+import { can } from '@/lib/auth/roles';
+import { listUsers } from '@/lib/catalog/manage-users';
+import { getCatalog } from '@/lib/db';
+
+export default async function UsersPage() {
+  const user = await requireUser();
+  if (!can(user.role, 'manage')) return <NotAllowed role={user.role} what="manage users" />;
+  return <UsersAdmin users={await listUsers(await getCatalog())} currentUserId={user.id} />;
+}

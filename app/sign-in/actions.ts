@@ -1,0 +1,38 @@
+'use server';
+
+import { AuthError, CredentialsSignin } from 'next-auth';
+import { auth, signIn, signOut } from '@/lib/auth/auth';
+import { recordAudit } from '@/lib/catalog/audit';
+import { LOCK_MINUTES } from '@/lib/catalog/sign-in';
+import { getCatalog } from '@/lib/db';
+
+export type SignInState = { error?: string };
+
+/** Only same-site paths: an absolute callback URL would let a link send a signed-in user elsewhere. */
+function safeCallback(value: FormDataEntryValue | null): string {
+  const path = typeof value === 'string' ? value : '/';
+  return path.startsWith('/') && !path.startsWith('//') ? path : '/';
+}
+
+export async function signInAction(_previous: SignInState, form: FormData): Promise<SignInState> {
+  try {
+    await signIn('credentials', { username: form.get('username'), password: form.get('password'), redirectTo: safeCallback(form.get('callbackUrl')) });
+    return {};
+  } catch (err) {
+    if (err instanceof CredentialsSignin && err.code === 'locked') {
+      return { error: `Too many wrong passwords: this account is locked for ${LOCK_MINUTES} minutes (an admin can reset its password).` };
+    }
+    if (err instanceof AuthError) return { error: 'Wrong username or password.' };
+    throw err; // the redirect after a successful sign-in
+  }
+}
+
+export async function signInWithOidcAction(): Promise<void> {
+  await signIn('oidc', { redirectTo: '/' });
+}
+
+export async function signOutAction(): Promise<void> {
+  const session = await auth();
+  if (session?.user?.name) await recordAudit(await getCatalog(), { actor: session.user.name, action: 'sign-out', target: session.user.name });
+  await signOut({ redirectTo: '/sign-in' });
+}

@@ -1,0 +1,20 @@
+'use client';
+
+import { useQuery } from '@tanstack/react-query';
+import type { JobView } from '@/lib/catalog/jobs';
+
+export const isActiveJob = (job: JobView) => job.state === 'queued' || job.state === 'running';
+
+/** The job list with live progress: polled every second while a job is queued or running, then not at all. */
+export function useJobs(initialJobs: JobView[]) {
+  return useQuery({
+    queryKey: ['jobs'],
+    queryFn: async (): Promise<JobView[]> => {
+      const response = await fetch('/api/jobs', { cache: 'no-store' });
+      if (!response.ok) throw new Error(response.status === 401 ? 'Your session has ended: sign in again.' : `jobs could not be loaded (${response.status})`);
+      return ((await response.json()) as { jobs: JobView[] }).jobs;
+    },
+    initialData: initialJobs,
+    refetchInterval: (query) => (query.state.data?.some(isActiveJob) ? 1000 : false),
+  });
+}

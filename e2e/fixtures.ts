@@ -1,0 +1,50 @@
+/**
+ * Shared by the specs: the e2e server's home (its catalog, through the CLI), users of each role, signing
+ * in through the real form, and a page that fails the test on any browser console error.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { type Page, test as base, expect } from '@playwright/test';
+
+export const ADMIN = { username: 'admin', password: 'e2e-admin-password' };
+export const PASSWORD = 'e2e-user-password-1';
+
+export function e2eHome(): string {
+  return fs.readFileSync('test-results/e2e-home', 'utf8').trim();
+}
+
+/** Runs the vmdedup CLI on the e2e server's data; returns stdout. */
+export function vmdedup(args: string[], input?: string): string {
+  return execFileSync(process.execPath, ['bin/vmdedup.mjs', ...args], {
+    env: { ...process.env, VMDEDUP_HOME: e2eHome(), DATABASE_URL: '' }, input,
+  }).toString();
+}
+
+/** Adds a user with PASSWORD unless one of that name exists (specs may run again on one server). */
+export function ensureUser(username: string, role: 'viewer' | 'operator' | 'approver' | 'admin'): { username: string; password: string } {
+  const users = JSON.parse(vmdedup(['user', 'list', '--json'])) as { users: { username: string }[] };
+  if (users.users.some((u) => u.username === username)) vmdedup(['user', 'set-password', username, '--password-stdin'], PASSWORD);
+  else vmdedup(['user', 'add', username, '--role', role, '--password-stdin'], PASSWORD);
+  return { username, password: PASSWORD };
+}
+
+export async function signIn(page: Page, user: { username: string; password: string }): Promise<void> {
+  await page.goto('/sign-in');
+  await page.getByLabel('Username').fill(user.username);
+  await page.getByLabel('Password').fill(user.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByTestId('signed-in-as')).toContainText(user.username);
+}
+
+/** Every spec's page: console errors and uncaught page errors fail the test at its end. */
+export const test = base.extend<{ consoleErrors: string[] }>({
+  consoleErrors: [async ({ page }, use) => {
+    const errors: string[] = [];
+    page.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
+    page.on('pageerror', (error) => errors.push(error.message));
+    await use(errors);
+    expect(errors, 'browser console errors').toEqual([]);
+  }, { auto: true }],
+});
+
+export { expect };

@@ -1,0 +1,118 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { ADMIN, PASSWORD, e2eHome, ensureUser, expect, signIn, test, vmdedup } from './fixtures';
+
+test('signed out, every page leads to sign-in; wrong passwords are refused and then lock the account', async ({ page }) => {
+  await page.goto('/backups');
+  await expect(page).toHaveURL(/\/sign-in/);
+  expect((await page.request.get('/api/jobs')).status()).toBe(401);
+
+  const user = ensureUser('locky', 'viewer');
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    await page.getByLabel('Username').fill(user.username);
+    await page.getByLabel('Password').fill('not the password');
+    await Promise.all([
+      page.waitForResponse((r) => r.request().method() === 'POST' && r.url().includes('/sign-in')),
+      page.getByRole('button', { name: 'Sign in' }).click(),
+    ]);
+    await expect(page.getByTestId('sign-in-error')).toContainText(attempt < 5 ? 'Wrong username or password' : 'locked');
+  }
+  // Locked: even the right password is refused until an admin resets it.
+  await page.getByLabel('Password').fill(user.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page.getByTestId('sign-in-error')).toContainText('locked');
+  expect(JSON.parse(vmdedup(['user', 'list', '--json'])).users.find((u: { username: string }) => u.username === 'locky').locked).toBe(true);
+});
+
+test('a viewer reads but cannot back up, not even by calling the server action directly', async ({ browser, page }) => {
+  const operator = ensureUser('olga', 'operator');
+  const viewer = ensureUser('victor', 'viewer');
+
+  // The operator's click shows what the "Back up now" server action request looks like.
+  await signIn(page, operator);
+  await page.goto('/backups');
+  await page.getByLabel('What to back up').selectOption({ label: 'vm02' });
+  const [request] = await Promise.all([
+    page.waitForRequest((r) => r.method() === 'POST' && Boolean(r.headers()['next-action'])),
+    page.getByRole('button', { name: 'Back up now' }).click(),
+  ]);
+  await expect(page.getByRole('status')).toContainText(/queued/);
+
+  const viewerContext = await browser.newContext();
+  const viewerPage = await viewerContext.newPage();
+  await signIn(viewerPage, viewer);
+  await expect(viewerPage.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Users' })).toHaveCount(0);
+  await viewerPage.goto('/backups');
+  await expect(viewerPage.getByRole('heading', { name: 'Jobs', exact: true })).toBeVisible();
+  await expect(viewerPage.getByRole('button', { name: 'Back up now' })).toHaveCount(0);
+  await viewerPage.goto('/users');
+  await expect(viewerPage.getByTestId('not-allowed')).toContainText('viewer');
+
+  const jobsBefore = ((await (await viewerPage.request.get('/api/jobs')).json()) as { jobs: unknown[] }).jobs.length;
+  const replay = await viewerPage.request.post(request.url(), {
+    headers: { 'next-action': request.headers()['next-action'], 'content-type': request.headers()['content-type'], accept: 'text/x-component' },
+    data: request.postData() ?? '',
+  });
+  expect(await replay.text()).toContain('FORBIDDEN');
+  const jobsAfter = ((await (await viewerPage.request.get('/api/jobs')).json()) as { jobs: unknown[] }).jobs.length;
+  expect(jobsAfter).toBe(jobsBefore);
+  await viewerContext.close();
+});
+
+test('an operator backs up a changed VM and watches its job reach the end', async ({ page }, testInfo) => {
+  const operator = ensureUser('olga', 'operator');
+  // A changed private disk makes the backup read and store it.
+  const disk = path.join(e2eHome(), 'fleet', 'libvirt', 'images', 'vm01-data.raw');
+  const handle = fs.openSync(disk, 'r+');
+  fs.writeSync(handle, Buffer.from(`changed by the e2e test at ${Date.now()}`), 0, undefined, 4096);
+  fs.closeSync(handle);
+  const imagesBefore = JSON.parse(vmdedup(['backups', '--vm', 'vm01', '--json'])).backups.length;
+
+  await signIn(page, operator);
+  await page.goto('/backups');
+  await page.getByLabel('What to back up').selectOption({ label: 'vm01' });
+  await page.getByRole('button', { name: 'Back up now' }).click();
+  const job = page.getByTestId('job').filter({ hasText: 'Back up vm01' }).first();
+  await expect(job.getByTestId('job-state')).toHaveText('succeeded', { timeout: 60_000 });
+  await expect(job.getByRole('progressbar')).toHaveAttribute('aria-valuenow', '100');
+  await expect(job).toContainText('1 VM backed up');
+  const backups = JSON.parse(vmdedup(['backups', '--vm', 'vm01', '--json'])).backups;
+  expect(backups.length).toBe(imagesBefore + 1);
+  // The new image shows up in the page's list once the job ends.
+  await expect(page.getByRole('row').filter({ hasText: backups[0].backupId })).toBeVisible();
+  await page.screenshot({ path: testInfo.outputPath('backups.png'), fullPage: true });
+});
+
+test('an admin adds a user, changes their role, and disabling them ends their session at once', async ({ browser, page }) => {
+  const name = `user${Date.now() % 100000}`;
+  await signIn(page, ADMIN);
+  await page.goto('/users');
+  const form = page.getByRole('form', { name: 'Add a user' });
+  await form.getByLabel('Username').fill(name);
+  await form.getByLabel('Role').selectOption('viewer');
+  await form.getByLabel('Password').fill('short');
+  await form.getByRole('button', { name: 'Add user' }).click();
+  // The browser refuses a too-short password before the server sees it; a long one goes through.
+  await form.getByLabel('Password').fill(PASSWORD);
+  await form.getByRole('button', { name: 'Add user' }).click();
+  await expect(page.getByRole('status')).toContainText(`User ${name} added`);
+  const row = page.getByRole('row', { name: `user ${name}` });
+  await row.getByLabel(`Role of ${name}`).selectOption('operator');
+  await expect(page.getByRole('status')).toContainText(`${name} is now operator`);
+
+  const theirContext = await browser.newContext();
+  const theirPage = await theirContext.newPage();
+  await signIn(theirPage, { username: name, password: PASSWORD });
+  await theirPage.goto('/backups');
+  await expect(theirPage.getByRole('button', { name: 'Back up now' })).toBeVisible();
+
+  await row.getByRole('button', { name: 'Disable' }).click();
+  await expect(page.getByRole('status')).toContainText(`${name} disabled`);
+  await theirPage.reload();
+  await expect(theirPage).toHaveURL(/\/sign-in/);
+  await theirContext.close();
+
+  // The last admin cannot remove themselves from power.
+  await page.getByRole('row', { name: 'user admin' }).getByLabel('Role of admin').selectOption('viewer');
+  await expect(page.getByRole('status')).toContainText('last enabled admin');
+});

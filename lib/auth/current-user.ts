@@ -1,0 +1,18 @@
+import { getCatalog } from '../db';
+import { auth } from './auth';
+import { type Role, isRole } from './roles';
+
+export type CurrentUser = { id: string; username: string; role: Role };
+
+/**
+ * The signed-in user as the catalog has them now: undefined when not signed in, disabled, or when the
+ * session predates a password reset or a disable (its sessionVersion is older).
+ */
+export async function getCurrentUser(): Promise<CurrentUser | undefined> {
+  const session = await auth();
+  if (!session?.user?.id) return undefined;
+  const db = await getCatalog();
+  const user = await db.user.findUnique({ where: { id: session.user.id } });
+  if (!user || user.disabled || user.sessionVersion !== session.user.sessionVersion || !isRole(user.role)) return undefined;
+  return { id: user.id, username: user.username, role: user.role };
+}
