@@ -6,7 +6,7 @@ export default function globalTeardown(): void {
   const marker = 'test-results/e2e-home';
   if (!fs.existsSync(marker)) return;
   const home = fs.readFileSync(marker, 'utf8').trim();
-  execFileSync(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, VMDEDUP_HOME: home, DATABASE_URL: '' }, stdio: 'ignore' });
+  execFileSync(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, VMDEDUP_HOME: home, DATABASE_URL: '' }, stdio: 'pipe' });
   fs.rmSync(home, { recursive: true, force: true });
   fs.rmSync(marker);
 }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getJob, listJobs, requestBackup } from '../lib/catalog/jobs';
 import { buildFleet } from '../lib/demo/fleet';
 import type { PrismaClient } from '../lib/generated/prisma/client';
-import { BACKUP_QUEUE } from '../lib/jobs/queue';
+import { JOB_QUEUE } from '../lib/jobs/queue';
 import { cli, createMigratedCatalog, projectRoot, tempDir } from './helpers';
 
 describe('backup jobs (worker)', () => {
@@ -42,7 +42,7 @@ describe('backup jobs (worker)', () => {
     expect((await cli(env, 'inventory')).code).toBe(0);
     queue = new PgBoss({ connectionString: catalog.url, schema: 'pgboss', supervise: false, schedule: false });
     await queue.start();
-    await queue.createQueue(BACKUP_QUEUE);
+    await queue.createQueue(JOB_QUEUE);
   });
 
   afterAll(async () => {

@@ -36,6 +36,13 @@ const config: NextAuthConfig = {
   trustHost: true,
   session: { strategy: 'jwt', maxAge: sessionHours * 3600 },
   pages: { signIn: '/sign-in', error: '/sign-in' },
+  // A wrong password is not a server error: it is answered on the form and written to the audit log.
+  logger: {
+    error(error) {
+      if (error instanceof CredentialsSignin || (error as { type?: string }).type === 'CredentialsSignin') return;
+      console.error(`[auth] ${error.name}: ${error.message}`);
+    },
+  },
   providers: [
     Credentials({
       credentials: { username: { label: 'Username' }, password: { label: 'Password', type: 'password' } },

@@ -3,10 +3,11 @@ import { jobStaleSeconds } from '../config';
 import type { Catalog } from '../db';
 import { AppError } from '../errors';
 import type { Prisma } from '../generated/prisma/client';
-import { BACKUP_QUEUE, BACKUP_SEND_OPTIONS, type BackupJobData } from '../jobs/queue';
+import { JOB_QUEUE, JOB_SEND_OPTIONS, type QueuedJobData } from '../jobs/queue';
 import { recordAudit } from './audit';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'partial' | 'failed';
+export type JobKind = 'backup' | 'scan';
 export type JobTarget = { vm?: string; source?: string };
 
 export type JobView = {
@@ -44,19 +45,35 @@ export async function requestBackup(db: Catalog, queue: PgBoss, options: { actor
   }
   const target: JobTarget = { ...(vm ? { vm } : {}), ...(source ? { source } : {}) };
   const label = vm ? `Back up ${vm}` : source ? `Back up source ${source}` : 'Back up every source';
-  const active = await db.job.findFirst({ where: { kind: 'backup', state: { in: ['queued', 'running'] }, target: { equals: target } } });
-  if (active) return { job: toView(active), alreadyQueued: true };
+  return enqueueJob(db, queue, { kind: 'backup', target, label, actor: options.actor, audit: { action: 'backup.request', target: vm ?? source ?? 'all sources' } });
+}
 
+/** Queues a scan of a source: its VMs, disks, pointers and problems, read from headers only. */
+export async function requestScan(db: Catalog, queue: PgBoss, options: { actor: string; source: string }): Promise<{ job: JobView; alreadyQueued: boolean }> {
+  if (!(await db.source.findUnique({ where: { name: options.source } }))) throw new AppError('NOT_FOUND', { message: `no source named '${options.source}'` });
+  return enqueueJob(db, queue, {
+    kind: 'scan', target: { source: options.source }, label: `Scan source ${options.source}`, actor: options.actor,
+    audit: { action: 'source.scan', target: options.source },
+  });
+}
+
+async function enqueueJob(
+  db: Catalog, queue: PgBoss,
+  options: { kind: JobKind; target: JobTarget; label: string; actor: string; audit: { action: string; target: string } },
+): Promise<{ job: JobView; alreadyQueued: boolean }> {
+  const { kind, target, label } = options;
+  const active = await db.job.findFirst({ where: { kind, state: { in: ['queued', 'running'] }, target: { equals: target } } });
+  if (active) return { job: toView(active), alreadyQueued: true };
   const job = await db.$transaction(async (tx) => {
-    const created = await tx.job.create({ data: { kind: 'backup', target, label, requestedBy: options.actor } });
-    await recordAudit(tx, { actor: options.actor, action: 'backup.request', target: vm ?? source ?? 'all sources', detail: { jobId: created.id } });
+    const created = await tx.job.create({ data: { kind, target, label, requestedBy: options.actor } });
+    await recordAudit(tx, { actor: options.actor, action: options.audit.action, target: options.audit.target, detail: { jobId: created.id } });
     return created;
   });
   try {
-    await queue.send(BACKUP_QUEUE, { jobId: job.id } satisfies BackupJobData, { ...BACKUP_SEND_OPTIONS, id: job.id });
+    await queue.send(JOB_QUEUE, { jobId: job.id } satisfies QueuedJobData, { ...JOB_SEND_OPTIONS, id: job.id });
   } catch (err) {
     await db.job.update({ where: { id: job.id }, data: { state: 'failed', finishedAt: new Date(), error: `could not be queued: ${(err as Error).message}` } });
-    throw new AppError('INTERNAL', { message: `the job queue refused the backup: ${(err as Error).message}`, cause: err });
+    throw new AppError('INTERNAL', { message: `the job queue refused the job: ${(err as Error).message}`, cause: err });
   }
   return { job: toView(job), alreadyQueued: false };
 }

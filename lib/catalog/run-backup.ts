@@ -7,6 +7,7 @@ import type { Repository } from '../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../engine/sources/inventory';
 import { AppError } from '../errors';
 import { findStoredVersions, recordBackupImage } from './record-backup-image';
+import { recordInventory } from './record-inventory';
 import { type SourceRow, selectSources } from './sources';
 
 export type BackupDiskReport = {
@@ -34,7 +35,12 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
   const sources = await selectSources(sql, options.source);
   if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
   const scanned: { source: SourceRow; inventory: SourceInventory }[] = [];
-  for (const source of sources) scanned.push({ source, inventory: await scanSource(source, { signal: options.signal }) });
+  for (const source of sources) {
+    const inventory = await scanSource(source, { signal: options.signal });
+    // Every backup refreshes the catalog's picture of the source (VMs, disks, who shares what, problems).
+    await recordInventory(sql, { sourceId: source.id, inventory });
+    scanned.push({ source, inventory });
+  }
   const plan = assignVms(scanned, options.vms);
 
   const report: BackupReport = { backups: [], failures: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };

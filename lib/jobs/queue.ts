@@ -6,9 +6,10 @@
 import PgBoss from 'pg-boss';
 import { getCatalogUrl } from '../db';
 
-export const BACKUP_QUEUE = 'backup';
+/** One queue for every kind of job; the Job row (catalog) says what to do. */
+export const JOB_QUEUE = 'vmdedup-jobs';
 
-export type BackupJobData = { jobId: string };
+export type QueuedJobData = { jobId: string };
 
 let sender: Promise<PgBoss> | undefined;
 
@@ -19,7 +20,7 @@ async function openQueue(options: { supervise: boolean }): Promise<PgBoss> {
   });
   boss.on('error', (err) => process.stderr.write(`vmdedup: job queue: ${err.message}\n`));
   await boss.start();
-  await boss.createQueue(BACKUP_QUEUE);
+  await boss.createQueue(JOB_QUEUE);
   return boss;
 }
 
@@ -35,6 +36,6 @@ export function openWorkerQueue(): Promise<PgBoss> {
   return openQueue({ supervise: true });
 }
 
-/** pg-boss options for a backup job: our Job row carries its state; a dead worker's job is failed, not retried
- *  (the next backup reuses whatever it stored). pg-boss 10 caps expiry below a day. */
-export const BACKUP_SEND_OPTIONS = { retryLimit: 0, expireInHours: 23 } as const;
+/** pg-boss options for a job: our Job row carries its state; a dead worker's job is failed, not retried
+ *  (a backup run again reuses whatever was stored). pg-boss 10 caps expiry below a day. */
+export const JOB_SEND_OPTIONS = { retryLimit: 0, expireInHours: 23 } as const;

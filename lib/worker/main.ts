@@ -1,14 +1,14 @@
 /**
- * `npm run worker`: takes backup jobs from the queue in the catalog database and runs them, one at a time
+ * `npm run worker`: takes jobs (backups, scans) from the queue in the catalog database and runs them, one at a time
  * per worker process. Several workers may run (on one machine or several sharing the catalog and repository).
  */
 import { failStaleJobs } from '../catalog/jobs';
 import { jobStaleSeconds } from '../config';
 import { closeCatalog, getCatalog } from '../db';
-import { BACKUP_QUEUE, type BackupJobData, openWorkerQueue } from '../jobs/queue';
+import { JOB_QUEUE, type QueuedJobData, openWorkerQueue } from '../jobs/queue';
 import { openRepository } from '../open-repository';
 import { toAppError } from '../errors';
-import { runBackupJob } from './run-backup-job';
+import { runJob } from './run-job';
 
 
 export async function runWorker(): Promise<number> {
@@ -19,15 +19,15 @@ export async function runWorker(): Promise<number> {
   const sweep = async () => {
     const failed = await failStaleJobs(db).catch((err) => { log(`stale job check failed: ${toAppError(err).message}`); return []; });
     // Tell pg-boss too, so it never hands a dead worker's job out again.
-    if (failed.length) await queue.fail(BACKUP_QUEUE, failed).catch(() => undefined);
+    if (failed.length) await queue.fail(JOB_QUEUE, failed).catch(() => undefined);
   };
   await sweep();
   const sweeper = setInterval(sweep, Math.min(30_000, (jobStaleSeconds() * 1000) / 2));
 
   let running: Promise<unknown> = Promise.resolve();
-  await queue.work<BackupJobData>(BACKUP_QUEUE, { pollingIntervalSeconds: 1, batchSize: 1 }, async ([job]) => {
+  await queue.work<QueuedJobData>(JOB_QUEUE, { pollingIntervalSeconds: 1, batchSize: 1 }, async ([job]) => {
     log(`job ${job.id}: started`);
-    const done = runBackupJob(db, { jobId: job.data.jobId, repo, signal: controller.signal });
+    const done = runJob(db, { jobId: job.data.jobId, repo, signal: controller.signal });
     running = done;
     const state = await done;
     log(`job ${job.id}: ${state ?? 'skipped (no longer queued)'}`);

@@ -1,0 +1,87 @@
+import { recordAudit } from '../catalog/audit';
+import type { JobKind, JobState, JobTarget } from '../catalog/jobs';
+import { recordInventory } from '../catalog/record-inventory';
+import { runBackup } from '../catalog/run-backup';
+import { selectSources } from '../catalog/sources';
+import { jobStaleSeconds } from '../config';
+import { type Catalog, getCatalogSql } from '../db';
+import type { Repository } from '../engine/repository/repository';
+import { scanSource } from '../engine/sources/inventory';
+import { toAppError } from '../errors';
+
+/** Progress is written at most this often; a silent phase (scanning) still beats the heartbeat (well inside the stale limit). */
+const PROGRESS_EVERY_MS = 500;
+
+type Progress = { bytesDone: number; bytesTotal: number; bytesPerSecond: number; message: string };
+type Outcome = { state: JobState; message: string; result: object; error?: string };
+type JobWork = (context: { target: JobTarget; repo: Repository; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
+
+const WORK: Record<JobKind, JobWork> = {
+  async backup({ target, repo, signal, report }) {
+    const result = await runBackup(await getCatalogSql(), {
+      repo, source: target.source, vms: target.vm ? [target.vm] : undefined, signal,
+      onProgress: (p) => report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond, message: [p.vm, p.disk].filter(Boolean).join(': ') }),
+    });
+    const { backups, failures } = result;
+    return {
+      state: failures.length === 0 ? 'succeeded' : backups.length > 0 ? 'partial' : 'failed',
+      message: `${backups.length} VM${backups.length === 1 ? '' : 's'} backed up${failures.length ? `, ${failures.length} failed` : ''}`,
+      result: { backups: backups.map((b) => ({ vm: b.vm, source: b.source, backupId: b.backupId })), failures, totals: result.totals, warnings: result.warnings },
+      error: failures.length ? failures.map((f) => `${f.vm}: ${f.error}`).join('; ') : undefined,
+    };
+  },
+  async scan({ target, signal }) {
+    const sql = await getCatalogSql();
+    const [source] = await selectSources(sql, target.source);
+    const found = await recordInventory(sql, { sourceId: source.id, inventory: await scanSource(source, { signal }) });
+    return {
+      state: 'succeeded',
+      message: `${found.vms} VMs, ${found.disks} disks${found.problems.length ? `, ${found.problems.length} problem${found.problems.length === 1 ? '' : 's'}` : ''}`,
+      result: found,
+    };
+  },
+};
+
+/**
+ * Runs one queued job: marks it running, persists its progress (bytes, rate, what is at work) and a
+ * heartbeat, then its outcome. A job that is not queued any more (failed as stale, say) is skipped.
+ */
+export async function runJob(db: Catalog, options: { jobId: string; repo: Repository; signal?: AbortSignal }): Promise<JobState | undefined> {
+  const { jobId } = options;
+  const claimed = await db.job.updateMany({ where: { id: jobId, state: 'queued' }, data: { state: 'running', startedAt: new Date(), heartbeatAt: new Date() } });
+  if (claimed.count === 0) return undefined;
+  const job = await db.job.findUniqueOrThrow({ where: { id: jobId } });
+
+  let lastWrite = 0;
+  let writing: Promise<unknown> = Promise.resolve();
+  // One write at a time, the latest figures win; progress never holds up the work.
+  const write = (data: object) => { writing = writing.then(() => db.job.update({ where: { id: jobId }, data })).catch(() => undefined); };
+  const beat = setInterval(() => write({ heartbeatAt: new Date() }), Math.min(10_000, (jobStaleSeconds() * 1000) / 4));
+  const report = (progress: Progress) => {
+    const now = Date.now();
+    if (now - lastWrite < PROGRESS_EVERY_MS) return;
+    lastWrite = now;
+    write({ ...progress, bytesDone: BigInt(progress.bytesDone), bytesTotal: BigInt(progress.bytesTotal), heartbeatAt: new Date() });
+  };
+  let outcome: Outcome;
+  try {
+    outcome = await WORK[job.kind as JobKind]({ target: job.target as JobTarget, repo: options.repo, signal: options.signal, report });
+  } catch (err) {
+    const error = options.signal?.aborted ? 'stopped: the worker was shut down; run it again (what was stored is reused)' : toAppError(err).userMessage;
+    outcome = { state: 'failed', message: '', result: {}, error };
+  } finally {
+    clearInterval(beat);
+    await writing;
+  }
+  const current = await db.job.findUniqueOrThrow({ where: { id: jobId }, select: { bytesTotal: true } });
+  await db.job.update({
+    where: { id: jobId },
+    data: {
+      state: outcome.state, finishedAt: new Date(), message: outcome.message, result: outcome.result, error: outcome.error ?? null,
+      // A finished job's bar ends full: what the run had to read, it read (the fast path reads nothing).
+      ...(outcome.state === 'failed' ? {} : { bytesDone: current.bytesTotal }),
+    },
+  });
+  await recordAudit(db, { actor: 'worker', action: `${job.kind}.finished`, target: job.label, detail: { jobId, state: outcome.state, message: outcome.message, error: outcome.error ?? null } });
+  return outcome.state;
+}
