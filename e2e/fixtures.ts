@@ -42,6 +42,8 @@ export const test = base.extend<{ consoleErrors: string[] }>({
     const errors: string[] = [];
     page.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
     page.on('pageerror', (error) => errors.push(error.message));
+    // The console names a failed resource without its address: record which one it was.
+    page.on('response', (response) => { if (response.status() >= 400) errors.push(`${response.status()} ${response.url()}`); });
     await use(errors);
     expect(errors, 'browser console errors').toEqual([]);
   }, { auto: true }],

@@ -2,6 +2,7 @@ import type { BackupsPageData } from '@/lib/catalog/load-backups-page';
 import { formatBytes } from '@/lib/cli/format';
 import { BackupNow } from './backup-now';
 import { JobList } from './job-list';
+import { LocalTime } from '@/components/ui/local-time';
 
 export function BackupsPage({ data, canBackUp }: { data: BackupsPageData; canBackUp: boolean }) {
   return (
@@ -21,7 +22,7 @@ export function BackupsPage({ data, canBackUp }: { data: BackupsPageData; canBac
             <tbody>
               {data.backups.map((b) => (
                 <tr key={b.backupId} className="border-t border-slate-100">
-                  <td className="px-3 py-2">{new Date(b.createdAt).toLocaleString()}</td>
+                  <td className="px-3 py-2"><LocalTime iso={b.createdAt} /></td>
                   <td className="px-3 py-2">{b.vm}</td>
                   <td className="px-3 py-2">{b.source}</td>
                   <td className="px-3 py-2 text-right">{formatBytes(b.logicalBytes)}</td>

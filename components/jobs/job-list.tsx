@@ -5,6 +5,7 @@ import { useEffect, useRef } from 'react';
 import type { JobView } from '@/lib/catalog/jobs';
 import { formatBytes } from '@/lib/cli/format';
 import { isActiveJob, useJobs } from './use-jobs';
+import { LocalTime } from '@/components/ui/local-time';
 
 function formatDuration(seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
@@ -65,7 +66,7 @@ export function JobList({ initialJobs }: { initialJobs: JobView[] }) {
               <div className="flex flex-wrap items-center gap-3 text-sm">
                 <span className="font-medium">{job.label}</span>
                 <span data-testid="job-state" className={`rounded px-2 py-0.5 text-xs ${STATE_STYLE[job.state]}`}>{job.state}</span>
-                <span className="text-slate-500">by {job.requestedBy}, {new Date(job.createdAt).toLocaleString()}</span>
+                <span className="text-slate-500">by {job.requestedBy}, <LocalTime iso={job.createdAt} /></span>
                 {job.finishedAt && job.startedAt && <span className="text-slate-500">took {formatDuration((Date.parse(job.finishedAt) - Date.parse(job.startedAt)) / 1000)}</span>}
               </div>
               {job.state !== 'queued' && <JobProgress job={job} />}

@@ -5,8 +5,13 @@ import { signOutAction } from '@/app/sign-in/actions';
 
 const LINKS: { href: string; label: string; permission: Permission }[] = [
   { href: '/', label: 'Overview', permission: 'read' },
+  { href: '/vms', label: 'VMs', permission: 'read' },
+  { href: '/graph', label: 'Graph', permission: 'read' },
+  { href: '/savings', label: 'Savings', permission: 'read' },
   { href: '/backups', label: 'Backups & jobs', permission: 'read' },
+  { href: '/sources', label: 'Sources', permission: 'read' },
   { href: '/users', label: 'Users', permission: 'manage' },
+  { href: '/audit', label: 'Audit log', permission: 'audit' },
 ];
 
 export function AppHeader({ user }: { user: CurrentUser }) {

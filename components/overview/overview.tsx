@@ -1,5 +1,7 @@
 import type { OverviewData } from '@/lib/catalog/load-overview';
 import { formatBytes } from '@/lib/cli/format';
+import { StorageChart } from './storage-chart';
+import { LocalTime } from '@/components/ui/local-time';
 
 function Figure({ label, value, testId }: { label: string; value: string; testId: string }) {
   return (
@@ -11,14 +13,37 @@ function Figure({ label, value, testId }: { label: string; value: string; testId
 }
 
 export function Overview({ data }: { data: OverviewData }) {
-  const { stats, commonDisks, sources } = data;
+  const { stats, commonDisks, sources, history, recentJobs } = data;
   return (
     <div className="space-y-8">
-      <section aria-label="Totals" className="grid grid-cols-2 gap-4 md:grid-cols-4">
+      <section aria-label="Totals" className="grid grid-cols-2 gap-4 md:grid-cols-3">
         <Figure label="VMs protected" value={`${stats.vmsProtected} / ${stats.vms}`} testId="vms-protected" />
+        <Figure label="VMs unprotected" value={String(stats.vms - stats.vmsProtected)} testId="vms-unprotected" />
+        <Figure label="Dedup ratio (logical / stored)" value={`${stats.dedupRatio.toFixed(2)}x`} testId="dedup-ratio" />
         <Figure label="Logical bytes" value={formatBytes(stats.logicalBytes)} testId="logical-bytes" />
         <Figure label="Stored bytes" value={formatBytes(stats.storedBytes)} testId="stored-bytes" />
         <Figure label="Saved by common disks" value={formatBytes(stats.savedByCommonDisks)} testId="saved-common" />
+      </section>
+
+      <section aria-labelledby="growth">
+        <h2 id="growth" className="mb-3 text-lg font-semibold">Logical vs stored bytes</h2>
+        <StorageChart points={history} />
+      </section>
+
+      <section aria-labelledby="last-results">
+        <h2 id="last-results" className="mb-3 text-lg font-semibold">Last results</h2>
+        {recentJobs.length === 0 ? <p className="text-slate-500">No jobs run from the dashboard yet.</p> : (
+          <ul className="space-y-1 text-sm">
+            {recentJobs.map((job) => (
+              <li key={job.id}>
+                <span className="font-medium">{job.label}</span>: <span className={job.state === 'failed' ? 'text-red-700' : job.state === 'partial' ? 'text-amber-700' : ''}>{job.state}</span>
+                {job.message && <span className="text-slate-600"> · {job.message}</span>}
+                <span className="text-slate-500"> · <LocalTime iso={job.createdAt} /></span>
+                {job.error && <div className="text-xs text-red-700">{job.error}</div>}
+              </li>
+            ))}
+          </ul>
+        )}
       </section>
 
       <section aria-labelledby="common-disks">

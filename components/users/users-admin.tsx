@@ -6,6 +6,7 @@ import { createUserAction, resetPasswordAction, updateUserAction } from '@/app/(
 import type { ActionResult } from '@/lib/actions/create-action';
 import { ROLES, ROLE_DESCRIPTIONS, type Role } from '@/lib/auth/roles';
 import type { UserRow } from '@/lib/catalog/manage-users';
+import { LocalTime } from '@/components/ui/local-time';
 
 type Notice = { ok: boolean; text: string };
 
@@ -40,7 +41,7 @@ export function UsersAdmin({ users, currentUserId }: { users: UserRow[]; current
                 </select>
               </td>
               <td className="px-3 py-2">{u.disabled ? 'disabled' : u.locked ? 'locked' : 'active'}</td>
-              <td className="px-3 py-2">{u.lastSignInAt ? new Date(u.lastSignInAt).toLocaleString() : 'never'}</td>
+              <td className="px-3 py-2">{u.lastSignInAt ? <LocalTime iso={u.lastSignInAt} /> : 'never'}</td>
               <td className="flex flex-wrap gap-2 px-3 py-2">
                 <button type="button" disabled={pending} className="rounded border border-slate-300 px-2 py-1"
                   onClick={() => run(() => updateUserAction({ userId: u.id, disabled: !u.disabled }), `${u.username} ${u.disabled ? 'enabled' : 'disabled'}.`)}>

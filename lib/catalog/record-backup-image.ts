@@ -27,9 +27,9 @@ async function recordIn(client: pg.PoolClient, sourceId: string, image: BackupIm
     [sourceId, image.vm.name, image.vm.uuid, image.vm.configPath],
   );
   await client.query(
-    `INSERT INTO "BackupImage" ("id", "vmId", "createdAt", "logicalBytes", "bytesRead", "bytesWritten", "bytesReferenced")
-     VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-    [image.id, vm.id, createdAt, image.totals.logicalBytes, image.totals.bytesRead, image.totals.bytesWritten, image.totals.bytesReferenced],
+    `INSERT INTO "BackupImage" ("id", "vmId", "createdAt", "runId", "logicalBytes", "bytesRead", "bytesWritten", "bytesReferenced")
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+    [image.id, vm.id, createdAt, image.runId ?? null, image.totals.logicalBytes, image.totals.bytesRead, image.totals.bytesWritten, image.totals.bytesReferenced],
   );
   // This VM's own backup says exactly which disks it uses now.
   await client.query('DELETE FROM "VmDisk" WHERE "vmId" = $1', [vm.id]);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { CatalogSql } from '../db';
 import { backupVms } from '../engine/backup/backup';
@@ -43,6 +44,8 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
   }
   const plan = assignVms(scanned, options.vms);
 
+  // The images of this run share its id (the first image's time-sorted id form, made once here).
+  const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
   const report: BackupReport = { backups: [], failures: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
   const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
   for (const { source, inventory, vmNames } of plan) {
@@ -50,6 +53,7 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
       inventory,
       vmNames,
       repo: options.repo,
+      runId,
       lookupStoredDisks: (disks) => findStoredVersions(sql, { sourceId: source.id, disks }),
       onImage: (image) => recordBackupImage(sql, { sourceId: source.id, image }),
       onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),

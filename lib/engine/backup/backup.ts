@@ -28,6 +28,8 @@ export type BackupOptions = {
   signal?: AbortSignal;
   now?: () => Date;
   threads?: number;
+  /** Names the run that made the images (one run may back up several sources): savings per run group by it. */
+  runId?: string;
 };
 
 type DiskOutcome =
@@ -132,7 +134,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         continue;
       }
       for (const diskPath of accountedHere) accounted.add(diskPath);
-      const image = buildImage(inventory, vm, entries, now());
+      const image = buildImage(inventory, vm, entries, now(), options.runId);
       // The image's write overlaps the next VM; the catalog records images in order, each once it is stored.
       const written = repo.putBackupImage(image);
       written.catch(() => undefined); // surfaced through `recording`
@@ -158,12 +160,13 @@ function selectVms(inventory: SourceInventory, names: string[] | undefined): VmI
   });
 }
 
-function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDiskEntry[], createdAt: Date): BackupImageManifest {
+function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDiskEntry[], createdAt: Date, runId?: string): BackupImageManifest {
   const sum = (pick: (d: BackupDiskEntry) => number) => disks.reduce((total, d) => total + pick(d), 0);
   return {
     formatVersion: MANIFEST_FORMAT_VERSION,
     id: newBackupImageId(createdAt),
     createdAt: createdAt.toISOString(),
+    ...(runId ? { runId } : {}),
     source: { name: inventory.source.name, type: inventory.source.type, path: inventory.root },
     vm: { name: vm.name, uuid: vm.uuid, configPath: vm.configPath, configBase64: vm.config!.configBytes.toString('base64') },
     disks,

@@ -53,6 +53,8 @@ export type BackupImageManifest = {
   formatVersion: number;
   id: string;
   createdAt: string;
+  /** The backup run that made this image (absent in images made before runs were named). */
+  runId?: string;
   source: { name: string; type: SourceType; path: string };
   vm: { name: string; uuid: string; configPath: string; configBase64: string };
   disks: BackupDiskEntry[];

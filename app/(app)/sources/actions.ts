@@ -1,0 +1,35 @@
+'use server';
+
+import { revalidatePath } from 'next/cache';
+import { createAction } from '@/lib/actions/create-action';
+import { requestScan } from '@/lib/catalog/jobs';
+import { createSource, deleteSource, editSource } from '@/lib/catalog/manage-sources';
+import { getCatalogSql } from '@/lib/db';
+import { getJobSender } from '@/lib/jobs/queue';
+import { ZAddSource, ZEditSource, ZScanSource, ZSourceId } from '@/lib/validation/sources';
+
+export const addSourceAction = createAction('add-source', ZAddSource, 'manage', async (source, { user, db }) => {
+  const created = await createSource(db, await getCatalogSql(), { actor: user.username, source });
+  // A new source is scanned at once, so its VMs show up without another click.
+  await requestScan(db, await getJobSender(), { actor: user.username, source: created.name });
+  revalidatePath('/sources');
+  return created;
+});
+
+export const editSourceAction = createAction('edit-source', ZEditSource, 'manage', async (source, { user, db }) => {
+  await editSource(db, await getCatalogSql(), { actor: user.username, source });
+  revalidatePath('/sources');
+  return null;
+});
+
+export const removeSourceAction = createAction('remove-source', ZSourceId, 'manage', async ({ id }, { user, db }) => {
+  await deleteSource(db, await getCatalogSql(), { actor: user.username, id });
+  revalidatePath('/sources');
+  return null;
+});
+
+export const scanSourceAction = createAction('scan-source', ZScanSource, 'backup', async ({ source }, { user, db }) => {
+  const { job, alreadyQueued } = await requestScan(db, await getJobSender(), { actor: user.username, source });
+  revalidatePath('/sources');
+  return { jobId: job.id, alreadyQueued };
+});

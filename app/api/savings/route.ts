@@ -1,0 +1,28 @@
+import { type NextRequest, NextResponse } from 'next/server';
+import { getCurrentUser } from '@/lib/auth/current-user';
+import { can } from '@/lib/auth/roles';
+import { getSavings } from '@/lib/catalog/savings';
+import { toCsv } from '@/lib/csv';
+import { getCatalogSql } from '@/lib/db';
+
+export const dynamic = 'force-dynamic';
+
+/** CSV export of the savings report: ?view=disks (default), vms or runs. */
+export async function GET(request: NextRequest) {
+  const user = await getCurrentUser();
+  if (!user) return NextResponse.json({ error: 'sign in first' }, { status: 401 });
+  if (!can(user.role, 'read')) return NextResponse.json({ error: 'not allowed' }, { status: 403 });
+  const view = request.nextUrl.searchParams.get('view') ?? 'disks';
+  const savings = await getSavings(await getCatalogSql());
+  const csv = view === 'vms'
+    ? toCsv(savings.byVm, ['vm', 'source', 'backups', 'copiesAvoided', 'bytesSaved'])
+    : view === 'runs'
+      ? toCsv(savings.byRun, ['runId', 'at', 'vms', 'logicalBytes', 'bytesRead', 'bytesWritten', 'copiesAvoided', 'bytesSaved'])
+      : view === 'disks'
+        ? toCsv(savings.byCommonDisk, ['path', 'identifier', 'source', 'vms', 'copiesAvoided', 'bytesSaved', 'storedBytes'])
+        : undefined;
+  if (!csv) return NextResponse.json({ error: "view must be 'disks', 'vms' or 'runs'" }, { status: 400 });
+  return new NextResponse(csv, {
+    headers: { 'content-type': 'text/csv; charset=utf-8', 'content-disposition': `attachment; filename="vmdedup-savings-${view}.csv"` },
+  });
+}

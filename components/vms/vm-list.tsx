@@ -1,0 +1,75 @@
+'use client';
+
+import Link from 'next/link';
+import { useMemo, useState } from 'react';
+import type { VmListRow } from '@/lib/catalog/list-vms';
+import { formatBytes } from '@/lib/cli/format';
+import { LocalTime } from '@/components/ui/local-time';
+
+type SortKey = 'name' | 'source' | 'lastBackupAt' | 'logicalBytes' | 'commonDisks';
+type Filter = 'all' | 'yes' | 'no';
+
+export const vmHref = (vm: { source: string; name: string }) => `/vms/${encodeURIComponent(vm.source)}/${encodeURIComponent(vm.name)}`;
+
+export function VmList({ vms }: { vms: VmListRow[] }) {
+  const [search, setSearch] = useState('');
+  const [sort, setSort] = useState<{ key: SortKey; descending: boolean }>({ key: 'name', descending: false });
+  const [isProtected, setProtected] = useState<Filter>('all');
+  const [hasCommon, setHasCommon] = useState<Filter>('all');
+  const [result, setResult] = useState<'all' | 'ok' | 'failed' | 'never'>('all');
+
+  const shown = useMemo(() => {
+    const needle = search.trim().toLowerCase();
+    const rows = vms.filter((vm) =>
+      (!needle || vm.name.toLowerCase().includes(needle) || vm.source.toLowerCase().includes(needle) || vm.sharesWith.some((n) => n.toLowerCase().includes(needle)))
+      && (isProtected === 'all' || (isProtected === 'yes') === vm.backups > 0)
+      && (hasCommon === 'all' || (hasCommon === 'yes') === vm.commonDisks > 0)
+      && (result === 'all' || (result === 'never' ? vm.lastResult === null : vm.lastResult === result)));
+    const sign = sort.descending ? -1 : 1;
+    return rows.sort((a, b) => {
+      const x = a[sort.key] ?? '';
+      const y = b[sort.key] ?? '';
+      return (x < y ? -1 : x > y ? 1 : 0) * sign || a.name.localeCompare(b.name);
+    });
+  }, [vms, search, sort, isProtected, hasCommon, result]);
+
+  const header = (key: SortKey, label: string, right = false) => (
+    <th className={`px-3 py-2 ${right ? 'text-right' : ''}`} aria-sort={sort.key === key ? (sort.descending ? 'descending' : 'ascending') : 'none'}>
+      <button type="button" onClick={() => setSort({ key, descending: sort.key === key ? !sort.descending : false })}>
+        {label}{sort.key === key ? (sort.descending ? ' ↓' : ' ↑') : ''}
+      </button>
+    </th>
+  );
+  const select = 'rounded border border-slate-300 px-2 py-1 text-sm';
+
+  return (
+    <div className="space-y-4">
+      <h1 className="text-2xl font-semibold">VMs</h1>
+      <div className="flex flex-wrap items-center gap-3">
+        <input type="search" aria-label="Search VMs" placeholder="Search by VM, source or sharing VM" value={search} onChange={(e) => setSearch(e.target.value)} className="w-72 rounded border border-slate-300 px-2 py-1 text-sm" />
+        <label className="text-sm">Protected <select aria-label="Protected" value={isProtected} onChange={(e) => setProtected(e.target.value as Filter)} className={select}><option value="all">any</option><option value="yes">yes</option><option value="no">no</option></select></label>
+        <label className="text-sm">Has common disks <select aria-label="Has common disks" value={hasCommon} onChange={(e) => setHasCommon(e.target.value as Filter)} className={select}><option value="all">any</option><option value="yes">yes</option><option value="no">no</option></select></label>
+        <label className="text-sm">Last result <select aria-label="Last result" value={result} onChange={(e) => setResult(e.target.value as typeof result)} className={select}><option value="all">any</option><option value="ok">backed up</option><option value="failed">failed</option><option value="never">never backed up</option></select></label>
+        <span className="text-sm text-slate-500" data-testid="vm-count">{shown.length} of {vms.length} VMs</span>
+      </div>
+      <table className="w-full overflow-hidden rounded-lg border border-slate-200 bg-white text-sm">
+        <thead className="bg-slate-100 text-left text-slate-600">
+          <tr>{header('name', 'VM')}{header('source', 'Source')}{header('commonDisks', 'Common disks')}<th className="px-3 py-2">Shares with</th>{header('lastBackupAt', 'Last backup')}{header('logicalBytes', 'Size', true)}<th className="px-3 py-2">Last result</th></tr>
+        </thead>
+        <tbody>
+          {shown.map((vm) => (
+            <tr key={vm.id} className="border-t border-slate-100">
+              <td className="px-3 py-2"><Link href={vmHref(vm)} className="text-blue-700 hover:underline">{vm.name}</Link>{!vm.seenInLastScan && <span className="ml-2 text-xs text-amber-700">not in its source any more</span>}</td>
+              <td className="px-3 py-2">{vm.source}</td>
+              <td className="px-3 py-2">{vm.commonDisks}</td>
+              <td className="px-3 py-2">{vm.sharesWith.join(', ')}</td>
+              <td className="px-3 py-2">{vm.lastBackupAt ? <LocalTime iso={vm.lastBackupAt} /> : 'never'}</td>
+              <td className="px-3 py-2 text-right">{vm.backups ? formatBytes(vm.logicalBytes) : ''}</td>
+              <td className="px-3 py-2">{vm.lastResult === 'failed' ? <span className="text-red-700" title={vm.lastError ?? ''}>failed</span> : vm.lastResult === 'ok' ? 'backed up' : <span className="text-amber-700">unprotected</span>}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}

@@ -1,0 +1,82 @@
+/**
+ * The administrator's path through the dashboard: add a source (a fleet made here with qemu-img), back it
+ * up from the browser and watch the job, find its common disks in the graph and the VM pages, and check
+ * that the savings shown (and exported) are the CLI's figures.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { formatBytes } from '../lib/cli/format';
+import { buildFleet } from '../lib/demo/fleet';
+import { ADMIN, e2eHome, expect, signIn, test, vmdedup } from './fixtures';
+
+test('add a source, back it up with live progress, see its common disks and the savings the CLI reports', async ({ page }, testInfo) => {
+  test.setTimeout(180_000);
+  const fleet = await buildFleet({ dir: path.join(e2eHome(), `lab-${Date.now()}`), bases: 1, clonesPerBase: 3, baseMiB: 384, cloneDeltaMiB: 8, configDiskMiB: 32, privateDiskMiB: 96, vmwareVms: 0, seed: 7 });
+  const sourceName = `lab${Date.now() % 100000}`;
+
+  await signIn(page, ADMIN);
+  await page.goto('/sources');
+  const form = page.getByRole('form', { name: 'Add a source' });
+  await form.getByLabel('Name').fill(sourceName);
+  await form.getByLabel('Type').selectOption('libvirt');
+  await form.getByLabel('Folder on the server').fill('relative/path');
+  await form.getByRole('button', { name: 'Add source' }).click();
+  await expect(page.getByRole('status')).toContainText('absolute path');
+  await form.getByLabel('Folder on the server').fill(fleet.libvirtDir);
+  await form.getByRole('button', { name: 'Add source' }).click();
+  await expect(page.getByRole('status')).toContainText(`Source ${sourceName} added`);
+  // The new source is scanned by the worker: its VMs show up, none protected yet.
+  const sourceRow = page.getByRole('listitem', { name: `source ${sourceName}` });
+  await expect(sourceRow.getByTestId('source-vms')).toHaveText('3 VMs, 0 protected', { timeout: 30_000 });
+
+  await page.goto('/backups');
+  await page.getByLabel('What to back up').selectOption({ label: `All VMs of ${sourceName}` });
+  await page.getByRole('button', { name: 'Back up now' }).click();
+  const job = page.getByTestId('job').filter({ hasText: `Back up source ${sourceName}` }).first();
+  const bar = job.getByRole('progressbar');
+  await expect(bar).toBeVisible({ timeout: 30_000 });
+  await expect(job.getByTestId('job-state')).toHaveText('succeeded', { timeout: 120_000 });
+  await expect(bar).toHaveAttribute('aria-valuenow', '100');
+  await expect(job).toContainText('3 VMs backed up');
+  await expect(job).toContainText(/MiB of \d+ MiB/);
+
+  // The graph: this source's common disks (the linked-clone base and the configuration disk).
+  await page.goto('/graph');
+  await page.getByLabel('Source').selectOption(sourceName);
+  const common = page.getByRole('list', { name: 'Common disks in view' });
+  await expect(common.getByRole('button', { name: 'base-1.qcow2' })).toBeVisible();
+  await expect(common.getByRole('button', { name: 'site-config.raw' })).toBeVisible();
+  await common.getByRole('button', { name: 'site-config.raw' }).click();
+  await expect(page.getByRole('region', { name: 'Selected node' })).toContainText('vm01, vm02, vm03');
+  await expect(page.getByTestId('graph-summary')).toContainText('3 VMs');
+  await page.screenshot({ path: testInfo.outputPath('graph.png'), fullPage: true });
+
+  // VMs: filters and a VM's page with its pointers and parent chain.
+  await page.goto('/vms');
+  await page.getByLabel('Search VMs').fill(sourceName);
+  await expect(page.getByTestId('vm-count')).toContainText('3 of');
+  await page.getByLabel('Has common disks').selectOption('no');
+  await expect(page.getByTestId('vm-count')).toContainText('0 of');
+  await page.getByLabel('Has common disks').selectOption('yes');
+  await page.getByRole('link', { name: 'vm02' }).click();
+  const clone = page.getByRole('row', { name: `disk ${fs.realpathSync(path.join(fleet.libvirtDir, 'images', 'vm02.qcow2'))}` });
+  await expect(clone).toContainText('→ base-1.qcow2');
+  const base = page.getByRole('row', { name: /disk .*base-1\.qcow2/ });
+  await expect(base).toContainText('common');
+  await expect(base).toContainText('vm01, vm03');
+
+  // Savings: the page and its CSV give the CLI's figures.
+  const stats = JSON.parse(vmdedup(['stats', '--json'])) as { savedByCommonDisks: number };
+  await page.goto('/savings');
+  await expect(page.getByTestId('total-saved')).toHaveText(formatBytes(stats.savedByCommonDisks));
+  const csv = await (await page.request.get('/api/savings?view=disks')).text();
+  const [header, ...rows] = csv.trim().split('\r\n');
+  const savedColumn = header.split(',').indexOf('bytesSaved');
+  const fromCsv = rows.reduce((sum, row) => sum + Number(row.split(',')[savedColumn]), 0);
+  expect(fromCsv).toBe(stats.savedByCommonDisks);
+
+  await page.goto('/');
+  await expect(page.getByTestId('saved-common')).toContainText(formatBytes(stats.savedByCommonDisks));
+  await expect(page.getByRole('img', { name: /Logical bytes .* against stored bytes/ })).toBeVisible();
+  await page.screenshot({ path: testInfo.outputPath('overview.png'), fullPage: true });
+});

@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "BackupImage" ADD COLUMN     "runId" TEXT;
