@@ -116,3 +116,24 @@ test('an admin adds a user, changes their role, and disabling them ends their se
   await page.getByRole('row', { name: 'user admin' }).getByLabel('Role of admin').selectOption('viewer');
   await expect(page.getByRole('status')).toContainText('last enabled admin');
 });
+
+test('an approver reads the audit log (and exports it) but cannot back up; signing out ends the session', async ({ page }) => {
+  const approver = ensureUser('april', 'approver');
+  await signIn(page, approver);
+  const nav = page.getByRole('navigation', { name: 'Main' });
+  await expect(nav.getByRole('link', { name: 'Audit log' })).toBeVisible();
+  await expect(nav.getByRole('link', { name: 'Users' })).toHaveCount(0);
+  await page.goto('/backups');
+  await expect(page.getByRole('button', { name: 'Back up now' })).toHaveCount(0);
+  await page.goto('/audit?action=sign-in');
+  await expect(page.getByRole('row').filter({ hasText: 'april' }).first()).toBeVisible();
+  const csv = await (await page.request.get('/api/audit')).text();
+  expect(csv.split('\r\n')[0]).toBe('id,at,actor,action,target,detail');
+  expect(csv).toContain('sign-in');
+
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page).toHaveURL(/\/sign-in/);
+  await page.goto('/audit');
+  await expect(page).toHaveURL(/\/sign-in/);
+  expect((await page.request.get('/api/audit')).status()).toBe(401);
+});

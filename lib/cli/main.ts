@@ -8,7 +8,7 @@ import { runBackup } from '../catalog/run-backup';
 import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../engine/restore/plan';
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
-import { closeCatalog, getCatalog, getCatalogSql } from '../db';
+import { catalogUrl, closeCatalog, getCatalog, getCatalogSql } from '../db';
 import { openRepository } from '../open-repository';
 import type { z } from 'zod';
 import { generatePassword } from '../auth/passwords';
@@ -43,6 +43,7 @@ const USAGE = `usage: vmdedup <command> [options]
   user set-password <name> [--password-stdin]             dashboard users (without --password-stdin a password is generated and shown once)
   user list [--json]
   db status | db stop                                     the embedded catalog database
+  db url                                                  the catalog's connection URL (with its password: for psql)
 
 Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL.`;
 
@@ -297,7 +298,11 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
         out(status.initialised ? `embedded catalog in ${vmdedupHome()}: ${status.running ? `running on 127.0.0.1:${status.port}` : 'stopped'}` : `no embedded catalog in ${vmdedupHome()} yet`);
         return EXIT_OK;
       }
-      throw badInput(`unknown 'db' subcommand '${sub ?? ''}': use 'db status' or 'db stop'`);
+      if (sub === 'url') {
+        out(await catalogUrl());
+        return EXIT_OK;
+      }
+      throw badInput(`unknown 'db' subcommand '${sub ?? ''}': use 'db status', 'db stop' or 'db url'`);
     }
 
     default:
