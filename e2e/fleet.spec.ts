@@ -75,6 +75,14 @@ test('add a source, back it up with live progress, see its common disks and the 
   const fromCsv = rows.reduce((sum, row) => sum + Number(row.split(',')[savedColumn]), 0);
   expect(fromCsv).toBe(stats.savedByCommonDisks);
 
+  // A broken VM config appears in the source: the next scan lists it as a problem of that file.
+  const broken = path.join(fleet.libvirtDir, 'broken.xml');
+  fs.writeFileSync(broken, "<domain type='kvm'><name>broken</name><devices><disk type='file'");
+  await page.goto('/sources');
+  await sourceRow.getByRole('button', { name: 'Scan now' }).click();
+  await expect(sourceRow.getByRole('list', { name: `problems of ${sourceName}` })).toContainText('broken.xml', { timeout: 30_000 });
+  await expect(sourceRow.getByTestId('source-vms')).toHaveText('4 VMs, 3 protected');
+
   await page.goto('/');
   await expect(page.getByTestId('saved-common')).toContainText(formatBytes(stats.savedByCommonDisks));
   await expect(page.getByRole('img', { name: /Logical bytes .* against stored bytes/ })).toBeVisible();
