@@ -7,8 +7,8 @@ import { JOB_QUEUE, JOB_SEND_OPTIONS, type QueuedJobData } from '../jobs/queue';
 import { recordAudit } from './audit';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'partial' | 'failed';
-export type JobKind = 'backup' | 'scan';
-export type JobTarget = { vm?: string; source?: string };
+export type JobKind = 'backup' | 'scan' | 'restore';
+export type JobTarget = { vm?: string; source?: string; requestId?: string };
 
 export type JobView = {
   id: string; kind: string; label: string; state: JobState; target: JobTarget; requestedBy: string;
@@ -45,19 +45,20 @@ export async function requestBackup(db: Catalog, queue: PgBoss, options: { actor
   }
   const target: JobTarget = { ...(vm ? { vm } : {}), ...(source ? { source } : {}) };
   const label = vm ? `Back up ${vm}` : source ? `Back up source ${source}` : 'Back up every source';
-  return enqueueJob(db, queue, { kind: 'backup', target, label, actor: options.actor, audit: { action: 'backup.request', target: vm ?? source ?? 'all sources' } });
+  return queueJob(db, queue, { kind: 'backup', target, label, actor: options.actor, audit: { action: 'backup.request', target: vm ?? source ?? 'all sources' } });
 }
 
 /** Queues a scan of a source: its VMs, disks, pointers and problems, read from headers only. */
 export async function requestScan(db: Catalog, queue: PgBoss, options: { actor: string; source: string }): Promise<{ job: JobView; alreadyQueued: boolean }> {
   if (!(await db.source.findUnique({ where: { name: options.source } }))) throw new AppError('NOT_FOUND', { message: `no source named '${options.source}'` });
-  return enqueueJob(db, queue, {
+  return queueJob(db, queue, {
     kind: 'scan', target: { source: options.source }, label: `Scan source ${options.source}`, actor: options.actor,
     audit: { action: 'source.scan', target: options.source },
   });
 }
 
-async function enqueueJob(
+/** Queues a job of any kind (one of that kind and target already queued or running is returned instead). */
+export async function queueJob(
   db: Catalog, queue: PgBoss,
   options: { kind: JobKind; target: JobTarget; label: string; actor: string; audit: { action: string; target: string } },
 ): Promise<{ job: JobView; alreadyQueued: boolean }> {

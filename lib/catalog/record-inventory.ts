@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { CatalogSql } from '../db';
 import { inTransaction } from '../db';
 import type { SourceInventory } from '../engine/sources/inventory';
@@ -16,6 +17,18 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
     ...inventory.vms.filter((vm) => vm.error).map((vm) => ({ file: vm.configPath, message: vm.error! })),
   ];
   const disks = [...inventory.disks.values()];
+  // Most scans (every unchanged backup) find what the last one found: then only the times move.
+  const digest = createHash('sha256').update(JSON.stringify({
+    problems,
+    vms: inventory.vms.map((vm) => [vm.name, vm.uuid, vm.configPath, vm.disks.map((use) => [use.diskPath, use.via, use.slot])]),
+    disks: disks.map((d) => [d.identifier, d.path, d.format, d.parent?.path, d.logicalBytes, inventory.usedBy.get(d.path)?.length ?? 0]),
+  })).digest('hex');
+  const { rowCount } = await sql.query(
+    `WITH source AS (UPDATE "Source" SET "scannedAt" = now() WHERE "id" = $1 AND "inventoryDigest" = $2 RETURNING "id")
+     UPDATE "Vm" SET "lastSeenAt" = now() WHERE "sourceId" IN (SELECT "id" FROM source) AND "name" = ANY($3::text[])`,
+    [sourceId, digest, inventory.vms.map((vm) => vm.name)],
+  );
+  if (rowCount === inventory.vms.length && rowCount > 0) return { vms: inventory.vms.length, disks: disks.length, problems };
   await inTransaction(sql, async (client) => {
     const { rows: vmRows } = await client.query<{ id: string; name: string }>(
       `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath", "lastSeenAt")
@@ -50,7 +63,7 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING`,
       [links.map((l) => l.vm), links.map((l) => l.disk), links.map((l) => l.via), links.map((l) => l.slot)],
     );
-    await client.query('UPDATE "Source" SET "scannedAt" = now(), "problems" = $2 WHERE "id" = $1', [sourceId, JSON.stringify(problems)]);
+    await client.query('UPDATE "Source" SET "scannedAt" = now(), "problems" = $2, "inventoryDigest" = $3 WHERE "id" = $1', [sourceId, JSON.stringify(problems), digest]);
   });
   return { vms: inventory.vms.length, disks: disks.length, problems };
 }

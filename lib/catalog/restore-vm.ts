@@ -64,14 +64,20 @@ export type RestoreOutcome = { plan: RestorePlan; result?: RestoreResult; change
  */
 export async function restoreVm(
   sql: CatalogSql, repo: Repository,
-  request: RestoreRequest & { confirmed: boolean; onProgress?: (progress: RestoreProgress) => void; signal?: AbortSignal },
+  request: RestoreRequest & {
+    confirmed: boolean;
+    /** The plan the user confirmed earlier (browser requests): the restore goes ahead only if the live state still gives it. */
+    expectedFingerprint?: string;
+    onProgress?: (progress: RestoreProgress) => void;
+    signal?: AbortSignal;
+  },
 ): Promise<RestoreOutcome> {
   const context = await loadContext(sql, repo, request);
   const first = await plan(context, request);
   if (first.status === 'needs-confirmation' && !request.confirmed) return { plan: first };
   if (first.cannotExecute) throw new AppError('BAD_INPUT', { message: first.cannotExecute });
   const fresh = await plan(context, request);
-  if (fresh.fingerprint !== first.fingerprint) {
+  if (fresh.fingerprint !== (request.expectedFingerprint ?? first.fingerprint)) {
     return { plan: { ...fresh, status: 'needs-confirmation', message: `The live state changed while the restore was being prepared; nothing was written. ${fresh.message}` }, changedSincePlan: true };
   }
   const result = await executeRestore({

@@ -11,9 +11,6 @@ import { repositoryDir, vmdedupHome } from '../config';
 import { catalogUrl, closeCatalog, getCatalog, getCatalogSql } from '../db';
 import { openRepository } from '../open-repository';
 import type { z } from 'zod';
-import { generatePassword } from '../auth/passwords';
-import { createUser, listUsers, resetPassword } from '../catalog/manage-users';
-import { ZCreateUser, ZResetPassword } from '../validation/users';
 import { scanSource } from '../engine/sources/inventory';
 import { AppError, isUserError, toAppError } from '../errors';
 import { formatBytes, progressLine, table } from './format';
@@ -106,6 +103,10 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
 
     case 'user': {
       const [sub, ...args] = rest;
+      // Loaded here only: the password hashing addon has no business in a backup's memory.
+      const [{ generatePassword }, { createUser, listUsers, resetPassword }, { ZCreateUser, ZResetPassword }] = await Promise.all([
+        import('../auth/passwords'), import('../catalog/manage-users'), import('../validation/users'),
+      ]);
       const db = await getCatalog();
       const password = async (values: Values) => (values['password-stdin'] ? (await readStdin()).replace(/\r?\n$/, '') : generatePassword());
       const show = (values: Values, name: string, secret: string) => { if (!values['password-stdin']) out(`password for ${name} (shown only now): ${secret}`); };

@@ -1,6 +1,7 @@
 import { recordAudit } from '../catalog/audit';
 import type { JobKind, JobState, JobTarget } from '../catalog/jobs';
 import { recordInventory } from '../catalog/record-inventory';
+import { runRestoreRequest } from '../catalog/restore-requests';
 import { runBackup } from '../catalog/run-backup';
 import { selectSources } from '../catalog/sources';
 import { jobStaleSeconds } from '../config';
@@ -14,7 +15,7 @@ const PROGRESS_EVERY_MS = 500;
 
 type Progress = { bytesDone: number; bytesTotal: number; bytesPerSecond: number; message: string };
 type Outcome = { state: JobState; message: string; result: object; error?: string };
-type JobWork = (context: { target: JobTarget; repo: Repository; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
+type JobWork = (context: { db: Catalog; target: JobTarget; repo: Repository; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
 
 const WORK: Record<JobKind, JobWork> = {
   async backup({ target, repo, signal, report }) {
@@ -29,6 +30,14 @@ const WORK: Record<JobKind, JobWork> = {
       result: { backups: backups.map((b) => ({ vm: b.vm, source: b.source, backupId: b.backupId })), failures, totals: result.totals, warnings: result.warnings },
       error: failures.length ? failures.map((f) => `${f.vm}: ${f.error}`).join('; ') : undefined,
     };
+  },
+  async restore({ db, target, repo, signal, report }) {
+    const started = Date.now();
+    const outcome = await runRestoreRequest(db, await getCatalogSql(), repo, {
+      requestId: target.requestId!, signal,
+      onProgress: (p) => report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesDone / Math.max(0.001, (Date.now() - started) / 1000), message: p.disk ?? '' }),
+    });
+    return { state: outcome.ok ? 'succeeded' : 'failed', message: outcome.message, result: outcome.result, error: outcome.error };
   },
   async scan({ target, signal }) {
     const sql = await getCatalogSql();
@@ -65,7 +74,7 @@ export async function runJob(db: Catalog, options: { jobId: string; repo: Reposi
   };
   let outcome: Outcome;
   try {
-    outcome = await WORK[job.kind as JobKind]({ target: job.target as JobTarget, repo: options.repo, signal: options.signal, report });
+    outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, repo: options.repo, signal: options.signal, report });
   } catch (err) {
     const error = options.signal?.aborted ? 'stopped: the worker was shut down; run it again (what was stored is reused)' : toAppError(err).userMessage;
     outcome = { state: 'failed', message: '', result: {}, error };

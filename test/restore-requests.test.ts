@@ -1,0 +1,138 @@
+/**
+ * Restores requested in the browser, at the service level with a real worker process: confirmation by
+ * fingerprint, approval by a second person (never the requester), expiry, execution, and a state change
+ * between approval and execution that stops the restore before anything is written.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import PgBoss from 'pg-boss';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decideRestore, getRestoreRequest, listRestoreRequests, planRestoreRequest, requestRestore, setApprovalPolicy } from '../lib/catalog/restore-requests';
+import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
+import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
+import { Repository } from '../lib/engine/repository/repository';
+import type { PrismaClient } from '../lib/generated/prisma/client';
+import { JOB_QUEUE } from '../lib/jobs/queue';
+import { cli, createMigratedCatalog, projectRoot, tempDir } from './helpers';
+
+describe('restore requests (approval, execution)', () => {
+  let db: PrismaClient;
+  let sql: pg.Pool;
+  let queue: PgBoss;
+  let repo: Repository;
+  let fleet: Fleet;
+  let env: Record<string, string>;
+  let home: string;
+  let worker: ChildProcess | undefined;
+  let backupId: string;
+  const config = () => path.join(fleet.libvirtDir, 'images', 'site-config.raw');
+
+  const startWorker = () => { worker = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs')], { env: { ...process.env, ...env }, stdio: 'ignore' }); };
+  const stopWorker = async () => {
+    if (!worker) return;
+    const exited = new Promise((resolve) => worker!.once('exit', resolve));
+    worker.kill('SIGTERM');
+    await exited;
+    worker = undefined;
+  };
+  const until = async (what: string, probe: () => Promise<boolean>) => {
+    for (const end = Date.now() + 60_000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) if (await probe()) return;
+    throw new Error(`timed out waiting for ${what}`);
+  };
+  const input = (dir: string) => ({ vm: 'vm01', backupId, target: { kind: 'folder' as const, dir }, policy: 'no-overwrite' as const, choice: 'reattach' as const });
+
+  beforeAll(async () => {
+    home = await tempDir();
+    const catalog = await createMigratedCatalog();
+    db = catalog.db;
+    sql = new pg.Pool({ connectionString: catalog.url, max: 2 });
+    env = { VMDEDUP_HOME: home, DATABASE_URL: catalog.url };
+    fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 3, baseMiB: 8, configDiskMiB: 2, privateDiskMiB: 3, vmwareVms: 0 });
+    expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
+    expect((await cli(env, 'backup')).code).toBe(0);
+    backupId = (JSON.parse((await cli(env, 'backups', '--vm', 'vm01', '--json')).stdout) as { backups: { backupId: string }[] }).backups[0].backupId;
+    repo = await Repository.open(new FsBlobStore(path.join(home, 'repository')));
+    queue = new PgBoss({ connectionString: catalog.url, schema: 'pgboss', supervise: false, schedule: false });
+    await queue.start();
+    await queue.createQueue(JOB_QUEUE);
+    // The shared configuration disk is modified after the backup: drift, so approval is needed.
+    await overwrite(config(), 0, 4096, 9);
+  });
+
+  afterAll(async () => {
+    worker?.kill('SIGKILL');
+    await queue?.stop({ graceful: false });
+    await sql?.end();
+    await db?.$disconnect();
+  });
+
+  it('a drifted restore waits for another approver, then runs and writes verified files', async () => {
+    const target = path.join(home, 'restore-a');
+    const plan = await planRestoreRequest(db, sql, repo, input(target));
+    expect(plan.status).toBe('needs-confirmation');
+    expect(plan.drift.map((d) => d.kind)).toEqual(['modified']);
+    expect(plan.message).toMatch(/site-config\.raw .*used by vm02 and vm03.* was modified after this backup/);
+    expect(plan.approvalReasons).toEqual(['a common disk drifted since the backup']);
+    expect(plan.confirmation).toMatch(/^Restore vm01 from its backup .* under policy no-overwrite, choice reattach: /);
+
+    // A stale fingerprint (the user saw another plan) is refused.
+    await expect(requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: '0'.repeat(64), confirmed: true } })).rejects.toThrow(/live state changed since you reviewed/);
+    const request = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    expect(request.status).toBe('awaiting-approval');
+    await expect(decideRestore(db, sql, repo, queue, { actor: 'olga', decision: { requestId: request.id, approve: true, note: '' } })).rejects.toThrow(/cannot approve or reject your own/);
+
+    startWorker();
+    const approved = await decideRestore(db, sql, repo, queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: 'checked with the web team' } });
+    expect(approved.status).toBe('approved');
+    await until('the restore to finish', async () => ['restored', 'failed', 'changed'].includes((await getRestoreRequest(db, request.id)).status));
+    const done = await getRestoreRequest(db, request.id);
+    expect(done.status, done.error ?? '').toBe('restored');
+    const restored = await fs.readFile(path.join(target, 'images', 'vm01-data.raw'));
+    expect(restored.equals(await fs.readFile(path.join(fleet.libvirtDir, 'images', 'vm01-data.raw')))).toBe(true);
+    expect(await fs.readFile(path.join(target, 'vm01.xml'), 'utf8')).toContain(`file='${await fs.realpath(config())}'`);
+    const actions = (await db.auditEvent.findMany({ where: { detail: { path: ['requestId'], equals: request.id } }, orderBy: { id: 'asc' } })).map((e) => `${e.actor}:${e.action}`);
+    // The refused self-approval is on record too.
+    expect(actions).toEqual(['olga:restore.request', 'olga:denied', 'april:restore.approve', 'worker:restore.finished']);
+  });
+
+  it('stops before writing when the live state changes between approval and execution', async () => {
+    await stopWorker();
+    const target = path.join(home, 'restore-b');
+    const plan = await planRestoreRequest(db, sql, repo, input(target));
+    const request = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    await decideRestore(db, sql, repo, queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: '' } });
+    // After the approval, before a worker takes the job, another VM's config stops using the shared disk.
+    const vm02 = path.join(fleet.libvirtDir, 'vm02.xml');
+    const original = await fs.readFile(vm02, 'utf8');
+    await fs.writeFile(vm02, original.replace(/<disk type='file' device='disk'>\s*<driver name='qemu' type='raw'\/>\s*<source file='images\/site-config.raw'\/>[\s\S]*?<\/disk>/, ''));
+    try {
+      expect(await fs.readFile(vm02, 'utf8')).not.toContain('site-config.raw');
+      startWorker();
+      await until('the restore to stop', async () => ['restored', 'failed', 'changed'].includes((await getRestoreRequest(db, request.id)).status));
+      const stopped = await getRestoreRequest(db, request.id);
+      expect(stopped.status).toBe('changed');
+      expect(stopped.error).toMatch(/live state changed since this restore was confirmed; nothing was written/);
+      await expect(fs.access(target)).rejects.toThrow();
+    } finally {
+      await fs.writeFile(vm02, original);
+    }
+  });
+
+  it('expires requests nobody decided on, and an approval policy without reasons queues at once', async () => {
+    const target = path.join(home, 'restore-c');
+    const plan = await planRestoreRequest(db, sql, repo, input(target));
+    const request = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    await db.restoreRequest.update({ where: { id: request.id }, data: { expiresAt: new Date(Date.now() - 1000) } });
+    expect((await listRestoreRequests(db)).find((r) => r.id === request.id)!.status).toBe('expired');
+    await expect(decideRestore(db, sql, repo, queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: '' } })).rejects.toThrow(/is expired/);
+
+    await setApprovalPolicy(db, { actor: 'admin', policy: { inPlace: true, overwriteCommon: true, drift: false, allowOverwrite: true, expiryHours: 24 } });
+    const unreviewed = await planRestoreRequest(db, sql, repo, input(path.join(home, 'restore-d')));
+    expect(unreviewed.approvalReasons).toEqual([]);
+    const direct = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(path.join(home, 'restore-d')), fingerprint: unreviewed.fingerprint, confirmed: true } });
+    expect(direct.status).toBe('approved');
+    expect(direct.jobId).toBeTruthy();
+  });
+});
