@@ -18,3 +18,17 @@ export function useJobs(initialJobs: JobView[]) {
     refetchInterval: (query) => (query.state.data?.some(isActiveJob) ? 1000 : false),
   });
 }
+
+/** One job's progress, polled every second until it ends. */
+export function useJobProgress(initialJob: JobView) {
+  return useQuery({
+    queryKey: ['job', { jobId: initialJob.id }],
+    queryFn: async (): Promise<JobView> => {
+      const response = await fetch(`/api/jobs/${initialJob.id}`, { cache: 'no-store' });
+      if (!response.ok) throw new Error(`the job could not be loaded (${response.status})`);
+      return ((await response.json()) as { job: JobView }).job;
+    },
+    initialData: initialJob,
+    refetchInterval: (query) => (query.state.data && isActiveJob(query.state.data) ? 1000 : false),
+  });
+}

@@ -1,59 +1,10 @@
 import { restoreDirectIo } from '../config';
 import type { CatalogSql } from '../db';
-import type { BackupImageManifest } from '../engine/repository/manifests';
 import type { Repository } from '../engine/repository/repository';
-import { type RestoreProgress, type RestoreResult, checkTargetFolder, executeRestore } from '../engine/restore/execute';
-import { type RestoreChoice, type RestorePlan, type RestorePolicy, type RestoreTarget, planRestore } from '../engine/restore/plan';
-import { scanSource } from '../engine/sources/inventory';
-import type { SourceType } from '../engine/sources/types';
+import { type RestoreProgress, type RestoreResult, executeRestore } from '../engine/restore/execute';
+import type { RestorePlan } from '../engine/restore/plan';
 import { AppError } from '../errors';
-
-export type RestoreRequest = {
-  vm: string;
-  backupId?: string;
-  target: RestoreTarget;
-  policy?: RestorePolicy;
-  choice?: RestoreChoice;
-};
-
-type Context = { image: BackupImageManifest; sourceType: SourceType; sourceRoot: string };
-
-/** The backup image to restore: the given id (which must belong to the VM), else the VM's latest. */
-async function findImageId(sql: CatalogSql, vm: string, backupId?: string): Promise<string> {
-  const { rows } = await sql.query<{ id: string; vm: string; source: string }>(
-    `SELECT b."id", v."name" AS vm, s."name" AS source FROM "BackupImage" b
-     JOIN "Vm" v ON v."id" = b."vmId" JOIN "Source" s ON s."id" = v."sourceId"
-     WHERE ${backupId ? 'b."id" = $1' : 'v."name" = $1'} ORDER BY b."createdAt" DESC, b."id" DESC`,
-    [backupId ?? vm],
-  );
-  if (backupId) {
-    if (rows.length === 0) throw new AppError('NOT_FOUND', { message: `no backup image '${backupId}' (see 'vmdedup backups --vm ${vm}')` });
-    if (rows[0].vm !== vm) throw new AppError('BAD_INPUT', { message: `backup image '${backupId}' is of VM '${rows[0].vm}', not '${vm}'` });
-    return rows[0].id;
-  }
-  if (rows.length === 0) throw new AppError('NOT_FOUND', { message: `no backup of a VM named '${vm}' (see 'vmdedup backups')` });
-  const sources = new Set(rows.map((row) => row.source));
-  if (sources.size > 1) throw new AppError('BAD_INPUT', { message: `VMs named '${vm}' exist in sources ${[...sources].join(', ')}: name the backup with --backup` });
-  return rows[0].id;
-}
-
-async function loadContext(sql: CatalogSql, repo: Repository, request: RestoreRequest): Promise<Context> {
-  const image = await repo.getBackupImage(await findImageId(sql, request.vm, request.backupId));
-  const { rows } = await sql.query<{ type: SourceType; path: string }>('SELECT "type", "path" FROM "Source" WHERE "name" = $1', [image.source.name]);
-  return { image, sourceType: rows[0]?.type ?? image.source.type, sourceRoot: rows[0]?.path ?? image.source.path };
-}
-
-async function plan(context: Context, request: RestoreRequest): Promise<RestorePlan> {
-  // Checked when planning too, so that `restore-plan` reports it.
-  if (request.target.kind === 'folder') await checkTargetFolder(request.target.dir);
-  const live = await scanSource({ name: context.image.source.name, type: context.sourceType, path: context.sourceRoot });
-  return planRestore({ image: context.image, live, target: request.target, policy: request.policy, choice: request.choice });
-}
-
-/** Plans a restore of one VM from the catalog's backup and the live source; writes nothing. */
-export async function planVmRestore(sql: CatalogSql, repo: Repository, request: RestoreRequest): Promise<RestorePlan> {
-  return plan(await loadContext(sql, repo, request), request);
-}
+import { type RestoreRequest, loadRestoreContext, planWithContext } from './plan-vm-restore';
 
 export type RestoreOutcome = { plan: RestorePlan; result?: RestoreResult; changedSincePlan?: boolean };
 
@@ -72,11 +23,11 @@ export async function restoreVm(
     signal?: AbortSignal;
   },
 ): Promise<RestoreOutcome> {
-  const context = await loadContext(sql, repo, request);
-  const first = await plan(context, request);
+  const context = await loadRestoreContext(sql, repo, request);
+  const first = await planWithContext(context, request);
   if (first.status === 'needs-confirmation' && !request.confirmed) return { plan: first };
   if (first.cannotExecute) throw new AppError('BAD_INPUT', { message: first.cannotExecute });
-  const fresh = await plan(context, request);
+  const fresh = await planWithContext(context, request);
   if (fresh.fingerprint !== (request.expectedFingerprint ?? first.fingerprint)) {
     return { plan: { ...fresh, status: 'needs-confirmation', message: `The live state changed while the restore was being prepared; nothing was written. ${fresh.message}` }, changedSincePlan: true };
   }

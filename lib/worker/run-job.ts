@@ -1,7 +1,7 @@
 import { recordAudit } from '../catalog/audit';
 import type { JobKind, JobState, JobTarget } from '../catalog/jobs';
 import { recordInventory } from '../catalog/record-inventory';
-import { runRestoreRequest } from '../catalog/restore-requests';
+import { runRestoreRequest } from '../catalog/run-restore-request';
 import { runBackup } from '../catalog/run-backup';
 import { selectSources } from '../catalog/sources';
 import { jobStaleSeconds } from '../config';

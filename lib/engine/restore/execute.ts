@@ -8,6 +8,7 @@ import { type ChunkId, shortId } from '../repository/chunk-id';
 import type { StoredDiskManifest } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { isInside } from '../sources/inventory';
+import { checkTargetFolder } from './target-folder';
 import type { SourceType } from '../sources/types';
 import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
 import { readVmdkCid, rewriteLibvirtDisks, rewriteVmxDisks, setQcow2BackingFile, setVmdkParent } from './rewrite';
@@ -250,17 +251,6 @@ async function checkDestinations(plan: RestorePlan, toWrite: PlannedDisk[], byte
     const [[file, pid] = []] = holders;
     if (file) throw new InputError(`in use by process ${pid}: stop the VM (or that process) before restoring in place`, { file });
   }
-}
-
-/** A restore folder must be new or empty: a restore never mixes its files with others. */
-export async function checkTargetFolder(dir: string): Promise<void> {
-  const entries = await fs.readdir(dir).catch((err) => {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return [];
-    if (code === 'ENOTDIR') throw new InputError('target is not a folder', { file: dir });
-    throw new InputError(`target folder cannot be read (${code ?? (err as Error).message})`, { file: dir });
-  });
-  if (entries.length) throw new InputError('target folder is not empty', { file: dir });
 }
 
 async function nearestExisting(dir: string): Promise<string> {

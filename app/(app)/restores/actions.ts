@@ -1,0 +1,35 @@
+'use server';
+
+import { revalidatePath } from 'next/cache';
+import { z } from 'zod';
+import { createAction } from '@/lib/actions/create-action';
+import { listBackups } from '@/lib/catalog/reports';
+import { decideRestore, planRestoreRequest, requestRestore, setApprovalPolicy } from '@/lib/catalog/restore-requests';
+import { getCatalogSql } from '@/lib/db';
+import { getJobSender } from '@/lib/jobs/queue';
+import { openRepository } from '@/lib/open-repository';
+import { ZApprovalPolicy, ZDecideRestore, ZPlanRestore, ZRequestRestore } from '@/lib/validation/restores';
+
+export const listVmBackupsAction = createAction('list-vm-backups', z.object({ vm: z.string().min(1), source: z.string().min(1) }), 'request-restore', async ({ vm, source }, { db }) =>
+  (await listBackups(db, { vm })).filter((b) => b.source === source));
+
+export const planRestoreAction = createAction('plan-restore', ZPlanRestore, 'request-restore', async (input, { db }) =>
+  planRestoreRequest(db, await getCatalogSql(), await openRepository({ mustExist: true }), input));
+
+export const requestRestoreAction = createAction('request-restore', ZRequestRestore, 'request-restore', async (request, { user, db }) => {
+  const created = await requestRestore(db, await getCatalogSql(), await openRepository({ mustExist: true }), await getJobSender(), { actor: user.username, request });
+  revalidatePath('/restores');
+  return { id: created.id, status: created.status };
+});
+
+export const decideRestoreAction = createAction('decide-restore', ZDecideRestore, 'approve-restore', async (decision, { user, db }) => {
+  const decided = await decideRestore(db, await getCatalogSql(), await openRepository({ mustExist: true }), await getJobSender(), { actor: user.username, decision });
+  revalidatePath('/restores');
+  return { status: decided.status };
+});
+
+export const setApprovalPolicyAction = createAction('set-approval-policy', ZApprovalPolicy, 'manage', async (policy, { user, db }) => {
+  await setApprovalPolicy(db, { actor: user.username, policy });
+  revalidatePath('/restores');
+  return null;
+});

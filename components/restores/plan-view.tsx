@@ -1,0 +1,50 @@
+import type { PlanView } from '@/lib/catalog/restore-requests';
+
+const ACTION_WORDS: Record<string, string> = {
+  restored: 'restored from the backup',
+  'skipped-common': 'kept as it is (common disk)',
+  reattached: 'attached as it is now (common disk)',
+  copied: 'restored as a separate copy',
+  overwritten: 'overwritten in place with the backup',
+};
+
+const show = (value: unknown) => (value === null || value === undefined ? 'nothing' : typeof value === 'object' ? JSON.stringify(value) : String(value));
+
+/** A restore plan for a person: the message, what drifted (old → new), and what happens to each disk. */
+export function PlanDetails({ plan, testId = 'plan' }: { plan: PlanView; testId?: string }) {
+  return (
+    <div className="space-y-4" data-testid={testId}>
+      <p data-testid={`${testId}-message`} className={`rounded-lg border p-4 text-sm ${plan.status === 'needs-confirmation' ? 'border-amber-300 bg-amber-50' : 'border-slate-200 bg-white'}`}>{plan.message}</p>
+      {plan.cannotExecute && <p className="text-sm text-red-700" data-testid={`${testId}-cannot`}>{plan.cannotExecute}</p>}
+      {plan.drift.length > 0 && (
+        <table className="w-full overflow-hidden rounded-lg border border-slate-200 bg-white text-sm" aria-label="Drift since the backup">
+          <thead className="bg-slate-100 text-left text-slate-600"><tr><th className="px-3 py-2">Common disk</th><th className="px-3 py-2">What changed</th><th className="px-3 py-2">At backup → now</th><th className="px-3 py-2">Used by now</th></tr></thead>
+          <tbody>
+            {plan.drift.map((d, i) => (
+              <tr key={i} className="border-t border-slate-100 align-top">
+                <td className="px-3 py-2 font-mono text-xs">{d.disk}</td>
+                <td className="px-3 py-2">{d.kind}</td>
+                <td className="px-3 py-2 font-mono text-xs">{Object.keys({ ...d.recorded, ...d.current }).map((key) => <div key={key}>{key}: {show(d.recorded[key])} → {show(d.current[key])}</div>)}</td>
+                <td className="px-3 py-2">{d.sharedWith.join(', ') || 'no other VM'}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <table className="w-full overflow-hidden rounded-lg border border-slate-200 bg-white text-sm" aria-label="What happens to each disk">
+        <thead className="bg-slate-100 text-left text-slate-600"><tr><th className="px-3 py-2">Disk</th><th className="px-3 py-2">Action</th><th className="px-3 py-2">The VM will point at</th><th className="px-3 py-2">Shared with</th></tr></thead>
+        <tbody>
+          {plan.disks.map((d) => (
+            <tr key={d.path} className="border-t border-slate-100" aria-label={`disk ${d.path}`}>
+              <td className="px-3 py-2 font-mono text-xs">{d.path}{d.common && <span className="ml-2 rounded bg-violet-100 px-1.5 text-violet-800">common</span>}</td>
+              <td className="px-3 py-2" data-action={d.action}>{ACTION_WORDS[d.action] ?? d.action}</td>
+              <td className="px-3 py-2 font-mono text-xs">{d.pointTo}</td>
+              <td className="px-3 py-2">{d.sharedWith.join(', ')}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {plan.approvalReasons.length > 0 && <p className="text-sm" data-testid={`${testId}-approval`}>Needs approval by an approver: {plan.approvalReasons.join('; ')}.</p>}
+    </div>
+  );
+}
