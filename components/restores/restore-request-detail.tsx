@@ -1,5 +1,6 @@
 'use client';
 
+import Link from 'next/link';
 import { useRouter } from 'next/navigation';
 import { useEffect, useRef, useState, useTransition } from 'react';
 import { decideRestoreAction } from '@/app/(app)/restores/actions';
@@ -68,7 +69,12 @@ export function RestoreRequestDetail({ request, live, job, mayDecide, isRequeste
       )}
 
       {job && <RestoreJob key={job.id} job={job} />}
-      {request.error && <p className="rounded-lg border border-red-300 bg-red-50 p-4 text-sm text-red-800" data-testid="request-error">{request.error}</p>}
+      {request.error && (
+        <div className="rounded-lg border border-red-300 bg-red-50 p-4 text-sm text-red-800">
+          <p data-testid="request-error">{request.error}</p>
+          {request.status === 'changed' && <Link href="/restores/new" className="mt-2 inline-block text-blue-700 hover:underline">Plan the restore again</Link>}
+        </div>
+      )}
 
       {result?.disks && (
         <section aria-label="Result">
