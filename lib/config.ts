@@ -19,3 +19,11 @@ export function jobStaleSeconds(): number {
   const value = Number(process.env.VMDEDUP_JOB_STALE_SECONDS);
   return Number.isFinite(value) && value >= 2 ? value : 120;
 }
+
+/**
+ * Folders under which restores requested from the browser may write (VMDEDUP_RESTORE_ROOTS, separated by
+ * ':'); empty means anywhere the server may write. In-place restores are not affected (they go where the VM is).
+ */
+export function restoreRoots(): string[] {
+  return (process.env.VMDEDUP_RESTORE_ROOTS ?? '').split(':').filter(Boolean).map((dir) => path.resolve(dir));
+}

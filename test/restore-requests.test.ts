@@ -128,6 +128,15 @@ describe('restore requests (approval, execution)', () => {
     expect((await listRestoreRequests(db)).find((r) => r.id === request.id)!.status).toBe('expired');
     await expect(decideRestore(db, sql, repo, queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: '' } })).rejects.toThrow(/is expired/);
 
+    // Restores from the browser can be confined to allowed folders.
+    process.env.VMDEDUP_RESTORE_ROOTS = path.join(home, 'allowed');
+    try {
+      await expect(planRestoreRequest(db, sql, repo, input(path.join(home, 'elsewhere')))).rejects.toThrow(/may write only under .*allowed/);
+      expect((await planRestoreRequest(db, sql, repo, input(path.join(home, 'allowed', 'vm01')))).vm).toBe('vm01');
+    } finally {
+      delete process.env.VMDEDUP_RESTORE_ROOTS;
+    }
+
     await setApprovalPolicy(db, { actor: 'admin', policy: { inPlace: true, overwriteCommon: true, drift: false, allowOverwrite: true, expiryHours: 24 } });
     const unreviewed = await planRestoreRequest(db, sql, repo, input(path.join(home, 'restore-d')));
     expect(unreviewed.approvalReasons).toEqual([]);

@@ -3,10 +3,13 @@
  * says so; a worker runs it, checking first that the live state still gives the plan that was confirmed.
  * Every step is audited with the plan as it was.
  */
+import path from 'node:path';
 import type PgBoss from 'pg-boss';
+import { restoreRoots } from '../config';
 import type { Catalog, CatalogSql } from '../db';
 import type { Repository } from '../engine/repository/repository';
 import type { RestorePlan, RestoreTarget } from '../engine/restore/plan';
+import { isInside } from '../engine/sources/inventory';
 import { AppError } from '../errors';
 import type { Prisma } from '../generated/prisma/client';
 import type { TApprovalPolicy, TDecideRestore, TPlanRestore, TRequestRestore } from '../validation/restores';
@@ -82,6 +85,11 @@ function toPlanView(plan: RestorePlan, policy: TApprovalPolicy): PlanView {
 
 /** Plans a restore for the wizard: writes nothing. */
 export async function planRestoreRequest(db: Catalog, sql: CatalogSql, repo: Repository, input: TPlanRestore): Promise<PlanView> {
+  const roots = restoreRoots();
+  const { target } = input;
+  if (target.kind === 'folder' && roots.length && !roots.some((root) => isInside(root, path.resolve(target.dir)))) {
+    throw new AppError('FORBIDDEN', { message: `restores from the browser may write only under ${roots.join(', ')} (VMDEDUP_RESTORE_ROOTS)` });
+  }
   const policy = await getApprovalPolicy(db);
   if (input.policy === 'overwrite' && !policy.allowOverwrite) throw new AppError('FORBIDDEN', { message: 'the approval policy does not allow the overwrite policy from the browser' });
   return toPlanView(await planVmRestore(sql, repo, input), policy);
