@@ -132,6 +132,11 @@ test('drift → confirmation → another user approves → restored files verifi
 
 test('an in-place overwrite of a common disk lists every VM it affects and needs approval', async ({ page }) => {
   await signIn(page, ensureUser('olga', 'operator'));
+  // From the VM's page, the wizard starts with that VM chosen.
+  await page.goto(`/vms/${source}/vm01`);
+  await page.getByRole('link', { name: 'Restore…' }).click();
+  await expect(page.getByLabel('VM', { exact: true })).toHaveValue(JSON.stringify([source, 'vm01']));
+  await expect(page.getByRole('radio').first()).toBeChecked();
   await planRestore(page, { target: 'in-place', policy: 'overwrite' });
   await expect(page.getByTestId('plan-message')).toContainText('Policy overwrite writes the shared disks');
   await expect(page.getByTestId('plan-message')).toContainText('vm02 and vm03 use them');

@@ -13,11 +13,13 @@ type Step = { vm: string; source: string } | undefined;
 const box = 'space-y-2 rounded-lg border border-slate-200 bg-white p-4 text-sm';
 
 /** VM → backup image → target → policy → plan → explicit confirmation → request. */
-export function RestoreWizard({ vms, allowOverwrite }: { vms: { name: string; source: string }[]; allowOverwrite: boolean }) {
+export function RestoreWizard({ vms, allowOverwrite, initial }: {
+  vms: { name: string; source: string }[]; allowOverwrite: boolean; initial?: { vm: { vm: string; source: string }; backups: BackupSummary[] };
+}) {
   const router = useRouter();
-  const [vm, setVm] = useState<Step>();
-  const [backups, setBackups] = useState<BackupSummary[]>([]);
-  const [backupId, setBackupId] = useState('');
+  const [vm, setVm] = useState<Step>(initial?.vm);
+  const [backups, setBackups] = useState<BackupSummary[]>(initial?.backups ?? []);
+  const [backupId, setBackupId] = useState(initial?.backups[0]?.backupId ?? '');
   const [targetKind, setTargetKind] = useState<'folder' | 'in-place'>('folder');
   const [dir, setDir] = useState('');
   const [policy, setPolicy] = useState<'no-overwrite' | 'overwrite'>('no-overwrite');
@@ -58,7 +60,7 @@ export function RestoreWizard({ vms, allowOverwrite }: { vms: { name: string; so
       <h1 className="text-2xl font-semibold">New restore</h1>
       <section className={box} aria-label="1. VM">
         <label className="block font-medium">1. VM
-          <select aria-label="VM" defaultValue='' onChange={(e) => chooseVm(e.target.value)} className="ml-2 rounded border border-slate-300 px-2 py-1">
+          <select aria-label="VM" defaultValue={initial ? JSON.stringify([initial.vm.source, initial.vm.vm]) : ''} onChange={(e) => chooseVm(e.target.value)} className="ml-2 rounded border border-slate-300 px-2 py-1">
             <option value="" disabled>choose a VM</option>
             {vms.map((v) => <option key={`${v.source}/${v.name}`} value={JSON.stringify([v.source, v.name])}>{v.name} ({v.source})</option>)}
           </select>

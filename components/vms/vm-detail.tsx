@@ -5,11 +5,16 @@ import { LocalTime } from '@/components/ui/local-time';
 
 const vmLink = (source: string, name: string) => `/vms/${encodeURIComponent(source)}/${encodeURIComponent(name)}`;
 
-export function VmDetail({ vm }: { vm: VmView }) {
+export function VmDetail({ vm, canRestore }: { vm: VmView; canRestore: boolean }) {
   return (
     <div className="space-y-8">
       <div>
-        <h1 className="text-2xl font-semibold">{vm.name}</h1>
+        <div className="flex items-center gap-4">
+          <h1 className="text-2xl font-semibold">{vm.name}</h1>
+          {canRestore && vm.backups.length > 0 && (
+            <Link href={`/restores/new?${new URLSearchParams({ source: vm.source, vm: vm.name })}`} className="rounded bg-slate-900 px-3 py-1.5 text-sm text-white">Restore…</Link>
+          )}
+        </div>
         <p className="text-sm text-slate-600">source {vm.source}{vm.configPath && <> · config <span className="font-mono text-xs">{vm.configPath}</span></>}{vm.uuid && <> · uuid {vm.uuid}</>}</p>
       </div>
       <section aria-labelledby="disks-heading">

@@ -3,13 +3,19 @@ import { RestoreWizard } from '@/components/restores/restore-wizard';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
 import { listVms } from '@/lib/catalog/list-vms';
+import { listBackups } from '@/lib/catalog/reports';
 import { getApprovalPolicy } from '@/lib/catalog/restore-requests';
 import { getCatalog } from '@/lib/db';
 
-export default async function NewRestorePage() {
+export default async function NewRestorePage({ searchParams }: { searchParams: Promise<{ vm?: string; source?: string }> }) {
   const user = await requireUser();
   if (!can(user.role, 'request-restore')) return <NotAllowed role={user.role} what="request restores" />;
   const db = await getCatalog();
   const [vms, policy] = await Promise.all([listVms(db), getApprovalPolicy(db)]);
-  return <RestoreWizard vms={vms.filter((vm) => vm.backups > 0).map((vm) => ({ name: vm.name, source: vm.source }))} allowOverwrite={policy.allowOverwrite} />;
+  const withBackups = vms.filter((vm) => vm.backups > 0).map((vm) => ({ name: vm.name, source: vm.source }));
+  // Coming from a VM's page: that VM is chosen, its backups listed.
+  const { vm, source } = await searchParams;
+  const preset = withBackups.find((v) => v.name === vm && v.source === source);
+  const initial = preset ? { vm: { vm: preset.name, source: preset.source }, backups: (await listBackups(db, { vm: preset.name })).filter((b) => b.source === preset.source) } : undefined;
+  return <RestoreWizard vms={withBackups} allowOverwrite={policy.allowOverwrite} initial={initial} />;
 }
