@@ -91,7 +91,7 @@ describe('bad input', () => {
     const result = await cli(env, 'backup', '--source', 'dc', '--json');
     expect(result.code).toBe(2);
     const report = JSON.parse(result.stdout) as { backups: { vm: string }[]; failures: { vm: string; error: string }[] };
-    expect(report.backups.map((b) => b.vm)).toEqual(['ok']);
+    expect(report.backups.map((b) => b.vm), JSON.stringify(report.failures)).toEqual(['ok']);
     const errors = Object.fromEntries(report.failures.map((f) => [f.vm, f.error]));
     expect(errors.broken).toMatch(/broken\.vmx: malformed line 2/);
     expect(errors.noextent).toMatch(/ne-flat\.vmdk: disk file not found/);
