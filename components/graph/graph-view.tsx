@@ -3,11 +3,11 @@
 import Link from 'next/link';
 import { useEffect, useMemo, useRef, useState } from 'react';
 import type { GraphData } from '@/lib/catalog/load-graph';
+import { vmHref } from '@/components/vms/vm-href';
 import { formatBytes } from '@/lib/cli/format';
 import { type GraphEdge, type GraphNode, computeGraph } from './graph-model';
 
 const COLORS = { vm: '#2563eb', group: '#0d9488', common: '#7c3aed', disk: '#94a3b8', pointer: '#cbd5e1', parent: '#f59e0b', match: '#dc2626' };
-const vmHref = (source: string, name: string) => `/vms/${encodeURIComponent(source)}/${encodeURIComponent(name)}`;
 
 /**
  * VMs and disks on a canvas (a DOM node per element does not scale to thousands): pan by dragging, zoom
@@ -181,7 +181,7 @@ function Details({ node, model, byId, data }: { node?: GraphNode; model: { edges
         <p className="break-all font-mono text-xs">{disk.path}</p>
         <p>{disk.format}, {formatBytes(disk.sizeBytes)}{disk.common ? ', common' : ''}</p>
         {disk.parentId && <p>parent: {byId.get(disk.parentId)?.label ?? data.disks.find((d) => d.id === disk.parentId)?.path}</p>}
-        {users.length > 0 && <p>pointed to by: {users.map((vm, i) => <span key={vm.id}>{i > 0 && ', '}<Link className="text-blue-700 hover:underline" href={vmHref(vm.source, vm.name)}>{vm.name}</Link></span>)}</p>}
+        {users.length > 0 && <p>pointed to by: {users.map((vm, i) => <span key={vm.id}>{i > 0 && ', '}<Link className="text-blue-700 hover:underline" href={vmHref(vm)}>{vm.name}</Link></span>)}</p>}
       </section>
     );
   }
@@ -191,7 +191,7 @@ function Details({ node, model, byId, data }: { node?: GraphNode; model: { edges
       <h2 className="font-semibold">{node.kind === 'group' ? `${members.length} VMs sharing the same disks` : node.label}</h2>
       <p>source {node.source}</p>
       <p>disks: {neighbours.filter((n) => n.kind === 'disk').map((n) => n.label).join(', ') || 'none in view'}</p>
-      <ul className="mt-1 max-h-40 overflow-auto">{members.slice(0, 200).map((name) => <li key={name}><Link className="text-blue-700 hover:underline" href={vmHref(node.source, name)}>{name}</Link></li>)}</ul>
+      <ul className="mt-1 max-h-40 overflow-auto">{members.slice(0, 200).map((name) => <li key={name}><Link className="text-blue-700 hover:underline" href={vmHref({ source: node.source, name })}>{name}</Link></li>)}</ul>
     </section>
   );
 }

@@ -3,16 +3,9 @@
 import { useRouter } from 'next/navigation';
 import { useEffect, useRef } from 'react';
 import type { JobView } from '@/lib/catalog/jobs';
-import { formatBytes } from '@/lib/cli/format';
+import { formatBytes, formatDuration } from '@/lib/cli/format';
 import { isActiveJob, useJobs } from './use-jobs';
 import { LocalTime } from '@/components/ui/local-time';
-
-function formatDuration(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  return h ? `${h}:${String(m).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}` : `${m}:${String(s % 60).padStart(2, '0')}`;
-}
 
 const STATE_STYLE: Record<JobView['state'], string> = {
   queued: 'bg-slate-100 text-slate-700',

@@ -1,9 +1,8 @@
 import Link from 'next/link';
 import type { VmView } from '@/lib/catalog/get-vm';
 import { formatBytes } from '@/lib/cli/format';
+import { vmHref } from './vm-href';
 import { LocalTime } from '@/components/ui/local-time';
-
-const vmLink = (source: string, name: string) => `/vms/${encodeURIComponent(source)}/${encodeURIComponent(name)}`;
 
 export function VmDetail({ vm, canRestore }: { vm: VmView; canRestore: boolean }) {
   return (
@@ -35,7 +34,7 @@ export function VmDetail({ vm, canRestore }: { vm: VmView; canRestore: boolean }
                   {disk.common
                     ? <span className="rounded bg-violet-100 px-2 py-0.5 text-xs text-violet-800">common</span>
                     : <span className="text-slate-400">private</span>}
-                  {disk.common && <span className="ml-2">{disk.usedBy.filter((n) => n !== vm.name).map((n, i) => <span key={n}>{i > 0 && ', '}<Link href={vmLink(vm.source, n)} className="text-blue-700 hover:underline">{n}</Link></span>)}</span>}
+                  {disk.common && <span className="ml-2">{disk.usedBy.filter((n) => n !== vm.name).map((n, i) => <span key={n}>{i > 0 && ', '}<Link href={vmHref({ source: vm.source, name: n })} className="text-blue-700 hover:underline">{n}</Link></span>)}</span>}
                 </td>
               </tr>
             ))}

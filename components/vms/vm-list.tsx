@@ -4,12 +4,11 @@ import Link from 'next/link';
 import { useMemo, useState } from 'react';
 import type { VmListRow } from '@/lib/catalog/list-vms';
 import { formatBytes } from '@/lib/cli/format';
+import { vmHref } from './vm-href';
 import { LocalTime } from '@/components/ui/local-time';
 
 type SortKey = 'name' | 'source' | 'lastBackupAt' | 'logicalBytes' | 'commonDisks';
 type Filter = 'all' | 'yes' | 'no';
-
-export const vmHref = (vm: { source: string; name: string }) => `/vms/${encodeURIComponent(vm.source)}/${encodeURIComponent(vm.name)}`;
 
 export function VmList({ vms }: { vms: VmListRow[] }) {
   const [search, setSearch] = useState('');

@@ -8,7 +8,7 @@ import type PgBoss from 'pg-boss';
 import { restoreRoots } from '../config';
 import type { Catalog, CatalogSql } from '../db';
 import type { Repository } from '../engine/repository/repository';
-import type { RestorePlan, RestoreTarget } from '../engine/restore/plan';
+import type { RestoreChoice, RestorePlan, RestorePolicy, RestoreTarget } from '../engine/restore/plan';
 import { isInside } from '../engine/sources/inventory';
 import { AppError } from '../errors';
 import type { Prisma } from '../generated/prisma/client';
@@ -39,7 +39,8 @@ export type RestoreRequestView = {
 };
 
 export async function getApprovalPolicy(db: Catalog): Promise<ApprovalPolicyView> {
-  const row = await db.approvalPolicy.upsert({ where: { id: 'default' }, create: {}, update: {} });
+  // The row is made once, with the schema's defaults; later reads write nothing.
+  const row = (await db.approvalPolicy.findUnique({ where: { id: 'default' } })) ?? (await db.approvalPolicy.upsert({ where: { id: 'default' }, create: {}, update: {} }));
   return { inPlace: row.inPlace, overwriteCommon: row.overwriteCommon, drift: row.drift, allowOverwrite: row.allowOverwrite, expiryHours: row.expiryHours, updatedBy: row.updatedBy, updatedAt: row.updatedAt.toISOString() };
 }
 
@@ -127,6 +128,11 @@ export async function requestRestore(
   return toView(created);
 }
 
+/** What a stored request asks for, as planning takes it (the decision, the approver's view and the run plan it again). */
+export function plannedInputOf(request: { vm: string; backupId: string; target: unknown; policy: string; choice: string }): TPlanRestore {
+  return { vm: request.vm, backupId: request.backupId, target: request.target as RestoreTarget, policy: request.policy as RestorePolicy, choice: request.choice as RestoreChoice };
+}
+
 /** An approver's decision. Never the requester's own; never on an expired request. Approval queues the restore. */
 export async function decideRestore(
   db: Catalog, sql: CatalogSql, repo: Repository, queue: PgBoss, options: { actor: string; decision: TDecideRestore },
@@ -141,7 +147,7 @@ export async function decideRestore(
   }
   if (request.status !== 'awaiting-approval') throw new AppError('CONFLICT', { message: `This request is ${request.status}: there is nothing to decide.` });
   // The approver decides on the plan as it is now: record both, and whether they differ.
-  const live = await planRestoreRequest(db, sql, repo, { vm: request.vm, backupId: request.backupId, target: request.target as RestoreTarget, policy: request.policy as 'no-overwrite' | 'overwrite', choice: request.choice as 'reattach' | 'copy' })
+  const live = await planRestoreRequest(db, sql, repo, plannedInputOf(request))
     .catch((err) => { throw new AppError('CONFLICT', { message: `The plan cannot be made again now: ${(err as Error).message}` }); });
   const changed = live.fingerprint !== request.fingerprint;
   const { count } = await db.restoreRequest.updateMany({
@@ -192,7 +198,7 @@ export async function getRestoreRequest(db: Catalog, id: string): Promise<Restor
 /** The plan of a pending request as the live state gives it now (what the approver sees beside the confirmed one). */
 export async function replanRestoreRequest(db: Catalog, sql: CatalogSql, repo: Repository, request: RestoreRequestView): Promise<PlanView | { error: string }> {
   try {
-    return await planRestoreRequest(db, sql, repo, { vm: request.vm, backupId: request.backupId, target: request.target, policy: request.policy as 'no-overwrite' | 'overwrite', choice: request.choice as 'reattach' | 'copy' });
+    return await planRestoreRequest(db, sql, repo, plannedInputOf(request));
   } catch (err) {
     return { error: (err as Error).message };
   }

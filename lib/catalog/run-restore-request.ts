@@ -1,8 +1,8 @@
 import type { Catalog, CatalogSql } from '../db';
 import type { Repository } from '../engine/repository/repository';
-import type { RestoreTarget } from '../engine/restore/plan';
 import { AppError, toAppError } from '../errors';
 import { recordAudit } from './audit';
+import { plannedInputOf } from './restore-requests';
 import { restoreVm } from './restore-vm';
 
 /**
@@ -17,11 +17,9 @@ export async function runRestoreRequest(
   if (!request) throw new AppError('NOT_FOUND', { message: 'the restore request is gone' });
   const { count } = await db.restoreRequest.updateMany({ where: { id: request.id, status: 'approved' }, data: { status: 'running' } });
   if (count === 0) throw new AppError('CONFLICT', { message: `the restore request is ${request.status}, not approved` });
-  const target = request.target as RestoreTarget;
   try {
     const outcome = await restoreVm(sql, repo, {
-      vm: request.vm, backupId: request.backupId, target, policy: request.policy as 'no-overwrite' | 'overwrite', choice: request.choice as 'reattach' | 'copy',
-      confirmed: true, expectedFingerprint: request.fingerprint, signal: options.signal, onProgress: options.onProgress,
+      ...plannedInputOf(request), confirmed: true, expectedFingerprint: request.fingerprint, signal: options.signal, onProgress: options.onProgress,
     });
     if (outcome.changedSincePlan || !outcome.result) {
       const error = `The live state changed since this restore was confirmed; nothing was written. Request it again to review the new plan: ${outcome.plan.message}`;

@@ -1,6 +1,5 @@
 import { type NextRequest, NextResponse } from 'next/server';
-import { getCurrentUser } from '@/lib/auth/current-user';
-import { can } from '@/lib/auth/roles';
+import { routeUser } from '@/lib/auth/route-user';
 import { listAudit } from '@/lib/catalog/audit';
 import { toCsv } from '@/lib/csv';
 import { getCatalog } from '@/lib/db';
@@ -9,9 +8,8 @@ export const dynamic = 'force-dynamic';
 
 /** CSV export of the audit log (newest first; ?action=prefix filters, ?limit= up to 100,000). */
 export async function GET(request: NextRequest) {
-  const user = await getCurrentUser();
-  if (!user) return NextResponse.json({ error: 'sign in first' }, { status: 401 });
-  if (!can(user.role, 'audit')) return NextResponse.json({ error: 'not allowed' }, { status: 403 });
+  const { refused } = await routeUser('audit');
+  if (refused) return refused;
   const limit = Math.min(100_000, Math.max(1, Number(request.nextUrl.searchParams.get('limit')) || 10_000));
   const events = await listAudit(await getCatalog(), { action: request.nextUrl.searchParams.get('action') ?? undefined, limit });
   const rows = events.map((e) => ({ ...e, at: e.at.toISOString(), detail: JSON.stringify(e.detail) }));

@@ -1,6 +1,5 @@
 import { NextResponse } from 'next/server';
-import { getCurrentUser } from '@/lib/auth/current-user';
-import { can } from '@/lib/auth/roles';
+import { routeUser } from '@/lib/auth/route-user';
 import { listJobs } from '@/lib/catalog/jobs';
 import { getCatalog } from '@/lib/db';
 
@@ -8,8 +7,7 @@ export const dynamic = 'force-dynamic';
 
 /** Jobs with their live progress, polled by the Backups page. */
 export async function GET() {
-  const user = await getCurrentUser();
-  if (!user) return NextResponse.json({ error: 'sign in first' }, { status: 401 });
-  if (!can(user.role, 'read')) return NextResponse.json({ error: 'not allowed' }, { status: 403 });
+  const { refused } = await routeUser('read');
+  if (refused) return refused;
   return NextResponse.json({ jobs: await listJobs(await getCatalog()) });
 }

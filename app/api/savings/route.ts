@@ -1,6 +1,5 @@
 import { type NextRequest, NextResponse } from 'next/server';
-import { getCurrentUser } from '@/lib/auth/current-user';
-import { can } from '@/lib/auth/roles';
+import { routeUser } from '@/lib/auth/route-user';
 import { getSavings } from '@/lib/catalog/savings';
 import { toCsv } from '@/lib/csv';
 import { getCatalogSql } from '@/lib/db';
@@ -9,9 +8,8 @@ export const dynamic = 'force-dynamic';
 
 /** CSV export of the savings report: ?view=disks (default), vms or runs. */
 export async function GET(request: NextRequest) {
-  const user = await getCurrentUser();
-  if (!user) return NextResponse.json({ error: 'sign in first' }, { status: 401 });
-  if (!can(user.role, 'read')) return NextResponse.json({ error: 'not allowed' }, { status: 403 });
+  const { refused } = await routeUser('read');
+  if (refused) return refused;
   const view = request.nextUrl.searchParams.get('view') ?? 'disks';
   const savings = await getSavings(await getCatalogSql());
   const csv = view === 'vms'
