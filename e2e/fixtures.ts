@@ -28,6 +28,26 @@ export function ensureUser(username: string, role: 'viewer' | 'operator' | 'appr
   return { username, password: PASSWORD };
 }
 
+/**
+ * Pauses the e2e server's job worker (SIGSTOP) so a spec can act between a job being queued and being run;
+ * returns the function that lets it go on. The worker is the `bin/worker.mjs` process on this e2e home.
+ */
+export function pauseWorker(): () => void {
+  const home = e2eHome();
+  const pids = fs.readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).filter((pid) => {
+    try {
+      const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+      return cmdline.includes('bin/worker.mjs') && environ.includes(`VMDEDUP_HOME=${home}`);
+    } catch {
+      return false; // the process ended while it was looked at
+    }
+  }).map(Number);
+  if (pids.length === 0) throw new Error(`no job worker runs on ${home}`);
+  for (const pid of pids) process.kill(pid, 'SIGSTOP');
+  return () => { for (const pid of pids) process.kill(pid, 'SIGCONT'); };
+}
+
 export async function signIn(page: Page, user: { username: string; password: string }): Promise<void> {
   await page.goto('/sign-in');
   await page.getByLabel('Username').fill(user.username);

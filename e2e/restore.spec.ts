@@ -2,14 +2,15 @@
  * Restore in the browser: drift shown in words, explicit confirmation, approval by a second person with the
  * approver role, execution as a job, files checked on disk; refusals on the server for the requester's own
  * approval and for a viewer; an in-place overwrite listing every affected VM; a state change after
- * confirmation stopping the restore before anything is written.
+ * confirmation shown to the approver, and a state change between approval and execution, each stopping
+ * the restore before anything is written.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Page, Request } from '@playwright/test';
 import { overwrite } from '../lib/demo/fleet';
 import { buildFleet } from '../lib/demo/fleet';
-import { ADMIN, e2eHome, ensureUser, expect, signIn, test, vmdedup } from './fixtures';
+import { ADMIN, e2eHome, ensureUser, expect, pauseWorker, signIn, test, vmdedup } from './fixtures';
 
 const source = `rst${Date.now() % 100000}`;
 let images: string;
@@ -35,6 +36,13 @@ async function planRestore(page: Page, options: { target: string | 'in-place'; p
   if (options.policy) await page.getByLabel('Policy', { exact: true }).selectOption(options.policy);
   await page.getByRole('button', { name: 'Plan the restore' }).click();
   await expect(page.getByTestId('plan-message')).toBeVisible();
+}
+
+/** A libvirt domain XML without its shared configuration disk. */
+function withoutSharedConfigDisk(xml: string): string {
+  const changed = xml.replace(/<disk type='file' device='disk'>\s*<driver name='qemu' type='raw'\/>\s*<source file='images\/site-config.raw'\/>[\s\S]*?<\/disk>/, '');
+  if (changed === xml) throw new Error('the domain XML has no shared configuration disk to remove');
+  return changed;
 }
 
 async function requestOf(page: Page, click: () => Promise<void>): Promise<Request> {
@@ -145,7 +153,7 @@ test('an in-place overwrite of a common disk lists every VM it affects and needs
   await expect(page.getByRole('row', { name: new RegExp(`disk .*${source}.*site-config\\.raw`) })).toContainText('overwritten in place');
 });
 
-test('a state change after confirmation stops the restore before anything is written', async ({ browser, page }) => {
+test('a state change after confirmation is shown to the approver and stops the restore before anything is written', async ({ browser, page }) => {
   test.setTimeout(120_000);
   const target = path.join(e2eHome(), `${source}-restore-b`);
   await signIn(page, ensureUser('olga', 'operator'));
@@ -158,7 +166,7 @@ test('a state change after confirmation stops the restore before anything is wri
   // vm02 stops using the shared disk after the operator confirmed.
   const vm02 = path.join(libvirtDir, 'vm02.xml');
   const original = fs.readFileSync(vm02, 'utf8');
-  fs.writeFileSync(vm02, original.replace(/<disk type='file' device='disk'>\s*<driver name='qemu' type='raw'\/>\s*<source file='images\/site-config.raw'\/>[\s\S]*?<\/disk>/, ''));
+  fs.writeFileSync(vm02, withoutSharedConfigDisk(original));
   try {
     const approverContext = await browser.newContext();
     const approverPage = await approverContext.newPage();
@@ -172,5 +180,42 @@ test('a state change after confirmation stops the restore before anything is wri
     expect(fs.existsSync(target)).toBe(false);
   } finally {
     fs.writeFileSync(vm02, original);
+  }
+});
+
+test('a state change between approval and execution stops the restore before anything is written', async ({ browser, page }) => {
+  test.setTimeout(120_000);
+  const target = path.join(e2eHome(), `${source}-restore-c`);
+  await signIn(page, ensureUser('olga', 'operator'));
+  await planRestore(page, { target });
+  await page.getByLabel('I confirm').check();
+  await page.getByRole('button', { name: 'Request approval' }).click();
+  await expect(page).toHaveURL(/\/restores\/[0-9a-f-]{36}$/);
+  const requestUrl = page.url();
+
+  const approverContext = await browser.newContext();
+  const approverPage = await approverContext.newPage();
+  await signIn(approverPage, ensureUser('april', 'approver'));
+  await approverPage.goto(requestUrl);
+  await expect(approverPage.getByTestId('live-changed')).toHaveCount(0);
+  // The worker is held while the approval is given, so the change lands after approval, before execution.
+  const resumeWorker = pauseWorker();
+  const vm02 = path.join(libvirtDir, 'vm02.xml');
+  const original = fs.readFileSync(vm02, 'utf8');
+  try {
+    await approverPage.getByRole('button', { name: 'Approve and restore' }).click();
+    await expect(approverPage.getByTestId('request-status')).toHaveText('approved');
+    // vm02 stops using the shared disk: the plan (who uses it now) is no longer the one approved.
+    fs.writeFileSync(vm02, withoutSharedConfigDisk(original));
+  } finally {
+    resumeWorker();
+  }
+  try {
+    await expect(approverPage.getByTestId('request-status')).toHaveText('changed', { timeout: 60_000 });
+    await expect(approverPage.getByTestId('request-error')).toContainText('The live state changed since this restore was confirmed; nothing was written');
+    expect(fs.existsSync(target)).toBe(false);
+  } finally {
+    fs.writeFileSync(vm02, original);
+    await approverContext.close();
   }
 });

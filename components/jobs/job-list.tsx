@@ -38,11 +38,13 @@ export function JobProgress({ job }: { job: JobView }) {
 export function JobList({ initialJobs }: { initialJobs: JobView[] }) {
   const { data: jobs, error } = useJobs(initialJobs);
   const router = useRouter();
-  const active = useRef(new Set(initialJobs.filter(isActiveJob).map((job) => job.id)));
-  // When a job ends, the server-rendered parts of the page (backup images) are refreshed.
+  // Whether each job was active when last seen; a job first seen already ended (a quick scan that finished
+  // between two polls) counts as having ended too.
+  const wasActive = useRef(new Map(initialJobs.map((job) => [job.id, isActiveJob(job)])));
+  // When a job ends, the server-rendered parts of the page (VM counts, backup images) are refreshed.
   useEffect(() => {
-    const ended = jobs.some((job) => active.current.has(job.id) && !isActiveJob(job));
-    active.current = new Set(jobs.filter(isActiveJob).map((job) => job.id));
+    const ended = jobs.some((job) => !isActiveJob(job) && wasActive.current.get(job.id) !== false);
+    wasActive.current = new Map(jobs.map((job) => [job.id, isActiveJob(job)]));
     if (ended) router.refresh();
   }, [jobs, router]);
 
