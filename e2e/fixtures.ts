@@ -50,9 +50,14 @@ export function pauseWorker(): () => void {
 
 export async function signIn(page: Page, user: { username: string; password: string }): Promise<void> {
   await page.goto('/sign-in');
+  await signInHere(page, user);
+}
+
+/** Signs in on the sign-in page already open (with the callback it was opened with). */
+export async function signInHere(page: Page, user: { username: string; password: string }): Promise<void> {
   await page.getByLabel('Username').fill(user.username);
   await page.getByLabel('Password').fill(user.password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await expect(page.getByTestId('signed-in-as')).toContainText(user.username);
 }
 

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { ADMIN, PASSWORD, e2eHome, ensureUser, expect, signIn, test, vmdedup } from './fixtures';
+import { ADMIN, PASSWORD, e2eHome, ensureUser, expect, signIn, signInHere, test, vmdedup } from './fixtures';
 
-test('signed out, every page leads to sign-in; wrong passwords are refused and then lock the account', async ({ page }) => {
+test('signed out, every page leads to sign-in and back; wrong passwords are refused and then lock the account', async ({ page }) => {
   await page.goto('/backups');
   await expect(page).toHaveURL(/\/sign-in/);
   expect((await page.request.get('/api/jobs')).status()).toBe(401);
@@ -13,15 +13,26 @@ test('signed out, every page leads to sign-in; wrong passwords are refused and t
     await page.getByLabel('Password').fill('not the password');
     await Promise.all([
       page.waitForResponse((r) => r.request().method() === 'POST' && r.url().includes('/sign-in')),
-      page.getByRole('button', { name: 'Sign in' }).click(),
+      page.getByRole('button', { name: 'Sign in', exact: true }).click(),
     ]);
     await expect(page.getByTestId('sign-in-error')).toContainText(attempt < 5 ? 'Wrong username or password' : 'locked');
   }
   // Locked: even the right password is refused until an admin resets it.
   await page.getByLabel('Password').fill(user.password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await expect(page.getByTestId('sign-in-error')).toContainText('locked');
   expect(JSON.parse(vmdedup(['user', 'list', '--json'])).users.find((u: { username: string }) => u.username === 'locky').locked).toBe(true);
+
+  // A link followed while signed out (an approver's link to a request) comes back to its page after sign-in;
+  // a callback to another site is not followed.
+  await page.goto('/audit?action=sign-in');
+  await expect(page).toHaveURL(/\/sign-in\?callbackUrl=%2Faudit%3Faction%3Dsign-in$/);
+  await signInHere(page, ADMIN);
+  await expect(page).toHaveURL(/\/audit\?action=sign-in$/);
+  await page.context().clearCookies();
+  await page.goto('/sign-in?callbackUrl=https%3A%2F%2Fexample.com%2F');
+  await signInHere(page, ADMIN);
+  await expect(page).toHaveURL(/^http:\/\/127\.0\.0\.1:\d+\/$/);
 });
 
 test('a viewer reads but cannot back up, not even by calling the server action directly', async ({ browser, page }) => {

@@ -2,21 +2,17 @@
 
 import { AuthError, CredentialsSignin } from 'next-auth';
 import { auth, signIn, signOut } from '@/lib/auth/auth';
+import { safeCallbackPath } from '@/lib/auth/callback-path';
 import { recordAudit } from '@/lib/catalog/audit';
 import { LOCK_MINUTES } from '@/lib/catalog/sign-in';
 import { getCatalog } from '@/lib/db';
 
 export type SignInState = { error?: string };
 
-/** Only same-site paths: an absolute callback URL would let a link send a signed-in user elsewhere. */
-function safeCallback(value: FormDataEntryValue | null): string {
-  const path = typeof value === 'string' ? value : '/';
-  return path.startsWith('/') && !path.startsWith('//') ? path : '/';
-}
 
 export async function signInAction(_previous: SignInState, form: FormData): Promise<SignInState> {
   try {
-    await signIn('credentials', { username: form.get('username'), password: form.get('password'), redirectTo: safeCallback(form.get('callbackUrl')) });
+    await signIn('credentials', { username: form.get('username'), password: form.get('password'), redirectTo: safeCallbackPath(form.get('callbackUrl')) });
     return {};
   } catch (err) {
     if (err instanceof CredentialsSignin && err.code === 'locked') {
@@ -27,8 +23,8 @@ export async function signInAction(_previous: SignInState, form: FormData): Prom
   }
 }
 
-export async function signInWithOidcAction(): Promise<void> {
-  await signIn('oidc', { redirectTo: '/' });
+export async function signInWithOidcAction(form: FormData): Promise<void> {
+  await signIn('oidc', { redirectTo: safeCallbackPath(form.get('callbackUrl')) });
 }
 
 export async function signOutAction(): Promise<void> {

@@ -3,7 +3,7 @@
 import { useActionState } from 'react';
 import { type SignInState, signInAction, signInWithOidcAction } from '@/app/sign-in/actions';
 
-export function SignInForm({ callbackUrl, oidcName }: { callbackUrl: string; oidcName?: string }) {
+export function SignInForm({ callbackUrl, oidcName, oidcError }: { callbackUrl: string; oidcName?: string; oidcError?: string }) {
   const [state, action, pending] = useActionState<SignInState, FormData>(signInAction, {});
   return (
     <div className="space-y-4">
@@ -23,8 +23,10 @@ export function SignInForm({ callbackUrl, oidcName }: { callbackUrl: string; oid
         </button>
       </form>
       {oidcName && (
-        <form action={signInWithOidcAction}>
+        <form action={signInWithOidcAction} className="space-y-2">
+          <input type="hidden" name="callbackUrl" value={callbackUrl} />
           <button type="submit" className="w-full rounded border border-slate-300 bg-white px-3 py-2">Sign in with {oidcName}</button>
+          {oidcError && <p data-testid="sso-error" role="alert" className="text-sm text-red-700">{oidcError}</p>}
         </form>
       )}
     </div>

@@ -40,7 +40,9 @@ const config: NextAuthConfig = {
   logger: {
     error(error) {
       if (error instanceof CredentialsSignin || (error as { type?: string }).type === 'CredentialsSignin') return;
-      console.error(`[auth] ${error.name}: ${error.message}`);
+      // next-auth wraps what went wrong (an identity provider's answer, a refused token) in `cause.err`.
+      const cause = (error.cause as { err?: unknown } | undefined)?.err ?? error.cause;
+      console.error(`[auth] ${error.name}: ${error.message}${cause instanceof Error ? ` (${cause.message})` : ''}`);
     },
   },
   providers: [
