@@ -9,6 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { failStaleJobs } from '../lib/catalog/jobs';
 import { decideRestore, getRestoreRequest, listRestoreRequests, planRestoreRequest, requestRestore, setApprovalPolicy } from '../lib/catalog/restore-requests';
 import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
 import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
@@ -143,5 +144,21 @@ describe('restore requests (approval, execution)', () => {
     const direct = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(path.join(home, 'restore-d')), fingerprint: unreviewed.fingerprint, confirmed: true } });
     expect(direct.status).toBe('approved');
     expect(direct.jobId).toBeTruthy();
+  });
+
+  it('a restore whose worker died ends failed together with its job, never left running', async () => {
+    await stopWorker();
+    const target = path.join(home, 'restore-e');
+    const plan = await planRestoreRequest(db, sql, repo, input(target));
+    expect(plan.approvalReasons).toEqual([]); // the previous test's policy: queued at once
+    const request = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    // What a worker killed mid-restore leaves: the request running, its job running without a heartbeat.
+    await db.restoreRequest.update({ where: { id: request.id }, data: { status: 'running' } });
+    await db.job.update({ where: { id: request.jobId! }, data: { state: 'running', startedAt: new Date(), heartbeatAt: new Date(Date.now() - 3_600_000) } });
+    expect(await failStaleJobs(db)).toContain(request.jobId);
+    const ended = await getRestoreRequest(db, request.id);
+    expect(ended.status).toBe('failed');
+    expect(ended.error).toMatch(/the worker stopped during the job/);
+    expect((await db.job.findUniqueOrThrow({ where: { id: request.jobId! } })).state).toBe('failed');
   });
 });

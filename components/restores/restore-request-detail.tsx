@@ -2,7 +2,7 @@
 
 import Link from 'next/link';
 import { useRouter } from 'next/navigation';
-import { useEffect, useRef, useState, useTransition } from 'react';
+import { useEffect, useState, useTransition } from 'react';
 import { decideRestoreAction } from '@/app/(app)/restores/actions';
 import { JobProgress } from '@/components/jobs/job-list';
 import { isActiveJob, useJobProgress } from '@/components/jobs/use-jobs';
@@ -68,7 +68,7 @@ export function RestoreRequestDetail({ request, live, job, mayDecide, isRequeste
         </section>
       )}
 
-      {job && <RestoreJob key={job.id} job={job} />}
+      {job && <RestoreJob key={job.id} job={job} outcomePending={request.status === 'approved' || request.status === 'running'} />}
       {request.error && (
         <div className="rounded-lg border border-red-300 bg-red-50 p-4 text-sm text-red-800">
           <p data-testid="request-error">{request.error}</p>
@@ -99,15 +99,22 @@ export function RestoreRequestDetail({ request, live, job, mayDecide, isRequeste
   );
 }
 
-/** The restore job's live progress; once it ends, the page (status, result) is read again. */
-function RestoreJob({ job }: { job: JobView }) {
+/**
+ * The restore job's live progress. Once the job has ended while the page still shows the request without its
+ * outcome, the page (status, result) is read again, every second a few times at most: the page may have been
+ * rendered between the worker writing the outcome and the job's end.
+ */
+function RestoreJob({ job, outcomePending }: { job: JobView; outcomePending: boolean }) {
   const router = useRouter();
   const { data: current } = useJobProgress(job);
-  const wasActive = useRef(isActiveJob(job));
+  const ended = !isActiveJob(current);
   useEffect(() => {
-    if (wasActive.current && !isActiveJob(current)) router.refresh();
-    wasActive.current = isActiveJob(current);
-  }, [current, router]);
+    if (!ended || !outcomePending) return;
+    router.refresh();
+    let tries = 1;
+    const timer = setInterval(() => { router.refresh(); if (++tries >= 5) clearInterval(timer); }, 1000);
+    return () => clearInterval(timer);
+  }, [ended, outcomePending, router]);
   return (
     <section aria-label="Restore job" className="space-y-2 rounded-lg border border-slate-200 bg-white p-4 text-sm">
       <h2 className="font-semibold">Restore job: <span data-testid="job-state">{current.state}</span></h2>

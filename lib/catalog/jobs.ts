@@ -100,11 +100,12 @@ export async function failStaleJobs(db: Catalog): Promise<string[]> {
     select: { id: true, label: true },
   });
   for (const job of stale) {
-    const { count } = await db.job.updateMany({
-      where: { id: job.id, state: 'running' },
-      data: { state: 'failed', finishedAt: new Date(), error: `the worker stopped during the job (no sign of life for ${staleSeconds} s); run it again: what was stored is reused` },
-    });
-    if (count) await recordAudit(db, { actor: 'system', action: 'job.failed', target: job.label, detail: { jobId: job.id, reason: 'worker stopped' } });
+    const error = `the worker stopped during the job (no sign of life for ${staleSeconds} s); run it again: what was stored is reused`;
+    const { count } = await db.job.updateMany({ where: { id: job.id, state: 'running' }, data: { state: 'failed', finishedAt: new Date(), error } });
+    if (!count) continue;
+    // A restore request run by that job ends with it (a restore leaves nothing under a final name until done).
+    await db.restoreRequest.updateMany({ where: { jobId: job.id, status: { in: ['approved', 'running'] } }, data: { status: 'failed', error } });
+    await recordAudit(db, { actor: 'system', action: 'job.failed', target: job.label, detail: { jobId: job.id, reason: 'worker stopped' } });
   }
   return stale.map((job) => job.id);
 }
