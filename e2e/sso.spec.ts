@@ -1,48 +1,75 @@
 /**
  * Single sign-on through OpenID Connect, against the test identity provider (e2e/oidc-provider.ts): a user
  * whose email the provider vouches for signs in as the catalog user with that email, with that user's role,
- * and lands where they were going; an email no enabled user has is refused on the sign-in page and audited.
+ * and lands where they were going; an email no enabled user has is refused on the sign-in page and audited
+ * until an admin gives that email to a user.
  */
-import { ADMIN, PASSWORD, expect, signIn, test, vmdedup } from './fixtures';
+import type { Page } from '@playwright/test';
+import { ADMIN, ensureUser, expect, signIn, test } from './fixtures';
 import { OIDC_CLIENT } from './oidc-client';
 
-function ensureUserWithEmail(username: string, email: string): void {
-  const users = JSON.parse(vmdedup(['user', 'list', '--json'])) as { users: { username: string }[] };
-  if (!users.users.some((u) => u.username === username)) vmdedup(['user', 'add', username, '--role', 'viewer', '--email', email, '--password-stdin'], PASSWORD);
+async function signInThroughProvider(page: Page, email: string): Promise<void> {
+  await page.getByRole('button', { name: `Sign in with ${OIDC_CLIENT.name}` }).click();
+  await expect(page.getByRole('heading', { name: 'Test identity provider' })).toBeVisible();
+  await page.getByLabel('Email').fill(email);
+  await page.getByRole('button', { name: 'Continue' }).click();
 }
 
-test('single sign-on signs in the user with the vouched-for email, with their role; an unknown email is refused', async ({ page }) => {
-  ensureUserWithEmail('sso-vera', 'vera@example.test');
+async function signOut(page: Page): Promise<void> {
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page).toHaveURL(/\/sign-in/);
+}
+
+test('single sign-on signs in the user with the vouched-for email, with their role; an unknown email is refused until an admin sets it', async ({ page }) => {
+  const run = Date.now() % 100000;
+  const vera = { username: `sso-vera${run}`, email: `vera${run}@example.test` };
+  const stranger = `stranger${run}@example.test`;
+
+  // An admin adds a user with an email and no password: single sign-on only.
+  await signIn(page, ADMIN);
+  await page.goto('/users');
+  const form = page.getByRole('form', { name: 'Add a user' });
+  await form.getByLabel('Username').fill(vera.username);
+  await form.getByLabel('Email').fill(vera.email);
+  await form.getByLabel('Role').selectOption('viewer');
+  await form.getByRole('button', { name: 'Add user' }).click();
+  await expect(page.getByRole('status')).toContainText(`User ${vera.username} added`);
+  await expect(page.getByRole('row', { name: `user ${vera.username}` })).toContainText('single sign-on only');
+  await signOut(page);
 
   // A signed-out visit to a page goes to sign-in, then through the identity provider, and back to that page.
   await page.goto('/savings');
   await expect(page).toHaveURL(/\/sign-in/);
-  await page.getByRole('button', { name: `Sign in with ${OIDC_CLIENT.name}` }).click();
-  await expect(page.getByRole('heading', { name: 'Test identity provider' })).toBeVisible();
-  await page.getByLabel('Email').fill('Vera@Example.test');
-  await page.getByRole('button', { name: 'Continue' }).click();
-  await expect(page.getByTestId('signed-in-as')).toContainText('sso-vera');
+  await signInThroughProvider(page, vera.email.toUpperCase());
+  await expect(page.getByTestId('signed-in-as')).toContainText(vera.username);
   await expect(page).toHaveURL(/\/savings$/);
   // A viewer, as the catalog says: no backups from here.
   await page.goto('/backups');
   await expect(page.getByRole('heading', { name: 'Backups & jobs' })).toBeVisible();
   await expect(page.getByRole('button', { name: 'Back up now' })).toHaveCount(0);
-  await page.getByRole('button', { name: 'Sign out' }).click();
-  await expect(page).toHaveURL(/\/sign-in/);
+  await signOut(page);
 
   // Nobody in the catalog has this email: refused, said on the sign-in page, no session.
-  await page.getByRole('button', { name: `Sign in with ${OIDC_CLIENT.name}` }).click();
-  await page.getByLabel('Email').fill('stranger@example.test');
-  await page.getByRole('button', { name: 'Continue' }).click();
+  await signInThroughProvider(page, stranger);
   await expect(page).toHaveURL(/\/sign-in/);
   await expect(page.getByTestId('sso-error')).toContainText('no enabled vmdedup user has the email address');
   await page.goto('/');
   await expect(page).toHaveURL(/\/sign-in/);
 
-  // Both are in the audit log, with the provider that vouched.
+  // An admin gives that email to an existing (password) user, who can then sign in either way.
+  const sam = ensureUser(`sso-sam${run}`, 'operator');
   await signIn(page, ADMIN);
-  const csv = await (await page.request.get('/api/audit')).text();
-  const lines = csv.split('\r\n');
-  expect(lines.some((line) => line.includes(',sso-vera,sign-in,') && line.includes('127.0.0.1'))).toBe(true);
-  expect(lines.some((line) => line.includes(',sign-in.failed,stranger@example.test,') && line.includes('no user with this email'))).toBe(true);
+  await page.goto('/users');
+  const samRow = page.getByRole('row', { name: `user ${sam.username}` });
+  await samRow.getByRole('button', { name: 'Set email' }).click();
+  await samRow.getByLabel(`Email of ${sam.username}`).fill(stranger);
+  await samRow.getByRole('button', { name: 'Set' }).click();
+  await expect(page.getByRole('status')).toContainText(`${sam.username} signs in by single sign-on as ${stranger}`);
+  // The audit log has the refusal (with its reason) and the sign-in (with the provider that vouched).
+  const csv = (await (await page.request.get('/api/audit')).text()).split('\r\n');
+  expect(csv.some((line) => line.includes(`,sign-in.failed,${stranger},`) && line.includes('no user with this email'))).toBe(true);
+  expect(csv.some((line) => line.includes(`,${vera.username},sign-in,`) && line.includes('127.0.0.1'))).toBe(true);
+  await signOut(page);
+  await signInThroughProvider(page, stranger);
+  await expect(page.getByTestId('signed-in-as')).toContainText(sam.username);
 });

@@ -40,14 +40,17 @@ export function UsersAdmin({ users, currentUserId }: { users: UserRow[]; current
                   {ROLES.map((role) => <option key={role} value={role}>{role}</option>)}
                 </select>
               </td>
-              <td className="px-3 py-2">{u.disabled ? 'disabled' : u.locked ? 'locked' : 'active'}</td>
+              <td className="px-3 py-2">{u.disabled ? 'disabled' : u.locked ? 'locked' : 'active'}{!u.hasPassword && <span className="text-slate-500"> · single sign-on only</span>}</td>
               <td className="px-3 py-2">{u.lastSignInAt ? <LocalTime iso={u.lastSignInAt} /> : 'never'}</td>
               <td className="flex flex-wrap gap-2 px-3 py-2">
                 <button type="button" disabled={pending} className="rounded border border-slate-300 px-2 py-1"
                   onClick={() => run(() => updateUserAction({ userId: u.id, disabled: !u.disabled }), `${u.username} ${u.disabled ? 'enabled' : 'disabled'}.`)}>
                   {u.disabled ? 'Enable' : 'Disable'}
                 </button>
-                <ResetPassword username={u.username} disabled={pending} onReset={(password) => run(() => resetPasswordAction({ userId: u.id, password }), `New password set for ${u.username}; their sessions have ended.`)} />
+                <InlineEdit label={u.hasPassword ? 'Reset password' : 'Set password'} inputLabel={`New password for ${u.username}`} type="password" disabled={pending}
+                  onSave={(password) => run(() => resetPasswordAction({ userId: u.id, password }), `New password set for ${u.username}; their sessions have ended.`)} />
+                <InlineEdit label={u.email ? 'Change email' : 'Set email'} inputLabel={`Email of ${u.username}`} type="email" initial={u.email ?? ''} disabled={pending}
+                  onSave={(email) => run(() => updateUserAction({ userId: u.id, email }), email ? `${u.username} signs in by single sign-on as ${email}.` : `${u.username}'s email removed.`)} />
               </td>
             </tr>
           ))}
@@ -80,7 +83,7 @@ export function UsersAdmin({ users, currentUserId }: { users: UserRow[]; current
               {ROLES.map((role) => <option key={role} value={role}>{role}: {ROLE_DESCRIPTIONS[role]}</option>)}
             </select>
           </label>
-          <label className="text-sm">Password<input name="password" type="password" required minLength={12} autoComplete="new-password" className="mt-1 w-full rounded border border-slate-300 px-2 py-1" /></label>
+          <label className="text-sm">Password (empty: single sign-on only)<input name="password" type="password" minLength={12} autoComplete="new-password" className="mt-1 w-full rounded border border-slate-300 px-2 py-1" /></label>
         </div>
         <button type="submit" disabled={pending} className="rounded bg-slate-900 px-3 py-1.5 text-sm text-white disabled:opacity-50">Add user</button>
       </form>
@@ -88,14 +91,18 @@ export function UsersAdmin({ users, currentUserId }: { users: UserRow[]; current
   );
 }
 
-function ResetPassword({ username, disabled, onReset }: { username: string; disabled: boolean; onReset: (password: string) => void }) {
+/** A button that opens one field and a Set button (a new password, an email address). */
+function InlineEdit({ label, inputLabel, type, initial = '', disabled, onSave }: {
+  label: string; inputLabel: string; type: 'password' | 'email'; initial?: string; disabled: boolean; onSave: (value: string) => void;
+}) {
   const [open, setOpen] = useState(false);
-  const [password, setPassword] = useState('');
-  if (!open) return <button type="button" disabled={disabled} className="rounded border border-slate-300 px-2 py-1" onClick={() => setOpen(true)}>Reset password</button>;
+  const [value, setValue] = useState(initial);
+  if (!open) return <button type="button" disabled={disabled} className="rounded border border-slate-300 px-2 py-1" onClick={() => setOpen(true)}>{label}</button>;
   return (
-    <span className="flex gap-1">
-      <input aria-label={`New password for ${username}`} type="password" value={password} minLength={12} autoComplete="new-password" onChange={(e) => setPassword(e.target.value)} className="rounded border border-slate-300 px-2 py-1" />
-      <button type="button" disabled={disabled} className="rounded bg-slate-900 px-2 py-1 text-white" onClick={() => { onReset(password); setOpen(false); setPassword(''); }}>Set</button>
-    </span>
+    <form className="flex gap-1" onSubmit={(e) => { e.preventDefault(); onSave(value.trim()); setOpen(false); setValue(type === 'password' ? '' : value.trim()); }}>
+      <input aria-label={inputLabel} type={type} value={value} autoFocus {...(type === 'password' ? { minLength: 12, autoComplete: 'new-password' } : {})}
+        onChange={(e) => setValue(e.target.value)} className="rounded border border-slate-300 px-2 py-1" />
+      <button type="submit" disabled={disabled} className="rounded bg-slate-900 px-2 py-1 text-white">Set</button>
+    </form>
   );
 }

@@ -7,25 +7,26 @@ import { recordAudit } from './audit';
 
 export type UserRow = {
   id: string; username: string; email: string | null; role: Role; disabled: boolean;
-  locked: boolean; createdAt: Date; lastSignInAt: Date | null;
+  /** False for a user who signs in only through single sign-on. */
+  hasPassword: boolean; locked: boolean; createdAt: Date; lastSignInAt: Date | null;
 };
 
 export async function listUsers(db: Catalog): Promise<UserRow[]> {
   const users = await db.user.findMany({ orderBy: { username: 'asc' } });
   const now = new Date();
   return users.map((u) => ({
-    id: u.id, username: u.username, email: u.email, role: u.role as Role, disabled: u.disabled,
+    id: u.id, username: u.username, email: u.email, role: u.role as Role, disabled: u.disabled, hasPassword: u.passwordHash !== null,
     locked: Boolean(u.lockedUntil && u.lockedUntil > now), createdAt: u.createdAt, lastSignInAt: u.lastSignInAt,
   }));
 }
 
 export async function createUser(db: Catalog, options: { actor: string; user: TCreateUser }): Promise<{ id: string }> {
   const { username, email, role, password } = options.user;
-  const passwordHash = await hashPassword(password);
+  const passwordHash = password ? await hashPassword(password) : null;
   try {
     return await db.$transaction(async (tx) => {
       const created = await tx.user.create({ data: { username, email: email ?? null, role, passwordHash }, select: { id: true } });
-      await recordAudit(tx, { actor: options.actor, action: 'user.create', target: username, detail: { role, email: email ?? null } });
+      await recordAudit(tx, { actor: options.actor, action: 'user.create', target: username, detail: { role, email: email ?? null, singleSignOnOnly: !password } });
       return created;
     });
   } catch (err) {
@@ -34,9 +35,21 @@ export async function createUser(db: Catalog, options: { actor: string; user: TC
   }
 }
 
-/** Changes a role or disables/enables a user. The last enabled admin cannot be demoted or disabled. */
+/**
+ * Changes a role or an email, or disables/enables a user. The last enabled admin cannot be demoted or
+ * disabled; a user without a password keeps their email (their only way in).
+ */
 export async function updateUser(db: Catalog, options: { actor: string; change: TUpdateUser }): Promise<void> {
-  const { userId, role, disabled } = options.change;
+  const { userId, role, disabled, email } = options.change;
+  try {
+    await applyUserUpdate(db, options.actor, { userId, role, disabled, email });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'P2002') throw new AppError('CONFLICT', { message: `another user has the email ${email}` });
+    throw err;
+  }
+}
+
+async function applyUserUpdate(db: Catalog, actor: string, { userId, role, disabled, email }: TUpdateUser): Promise<void> {
   await db.$transaction(async (tx) => {
     // Serialises admin changes: two admins demoting each other at once cannot leave nobody in charge.
     await tx.$executeRaw`SELECT pg_advisory_xact_lock(7466)`;
@@ -46,13 +59,20 @@ export async function updateUser(db: Catalog, options: { actor: string; change: 
     if (losesAdmin && (await tx.user.count({ where: { role: 'admin', disabled: false } })) <= 1) {
       throw new AppError('CONFLICT', { message: `${user.username} is the last enabled admin: make someone else admin first` });
     }
+    if (email === null && user.passwordHash === null) {
+      throw new AppError('CONFLICT', { message: `${user.username} has no password and signs in only by single sign-on: set a password before removing the email` });
+    }
     await tx.user.update({
       where: { id: userId },
       // Disabling ends the user's sessions at once.
-      data: { role, disabled, ...(disabled === true && !user.disabled ? { sessionVersion: { increment: 1 } } : {}) },
+      data: { role, disabled, email, ...(disabled === true && !user.disabled ? { sessionVersion: { increment: 1 } } : {}) },
     });
-    const changes = { ...(role && role !== user.role ? { role: [user.role, role] } : {}), ...(disabled !== undefined && disabled !== user.disabled ? { disabled: [user.disabled, disabled] } : {}) };
-    await recordAudit(tx, { actor: options.actor, action: 'user.update', target: user.username, detail: changes });
+    const changes = {
+      ...(role && role !== user.role ? { role: [user.role, role] } : {}),
+      ...(disabled !== undefined && disabled !== user.disabled ? { disabled: [user.disabled, disabled] } : {}),
+      ...(email !== undefined && email !== user.email ? { email: [user.email, email] } : {}),
+    };
+    await recordAudit(tx, { actor, action: 'user.update', target: user.username, detail: changes });
   });
 }
 

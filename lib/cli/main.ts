@@ -37,7 +37,7 @@ const USAGE = `usage: vmdedup <command> [options]
                [--choice reattach|copy] [--confirm-drift] [--json]
                                                           restore a VM (exit 3: drift or overwrite needs --confirm-drift)
   catalog rebuild                                         recreate the catalog from the repository alone
-  user add <name> --role viewer|operator|approver|admin [--email <e>] [--password-stdin]
+  user add <name> --role viewer|operator|approver|admin [--email <e>] [--password-stdin | --sso-only]
   user set-password <name> [--password-stdin]             dashboard users (without --password-stdin a password is generated and shown once)
   user list [--json]
   db status | db stop                                     the embedded catalog database
@@ -112,12 +112,13 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       const password = async (values: Values) => (values['password-stdin'] ? (await readStdin()).replace(/\r?\n$/, '') : generatePassword());
       const show = (values: Values, name: string, secret: string) => { if (!values['password-stdin']) out(`password for ${name} (shown only now): ${secret}`); };
       if (sub === 'add') {
-        const { values, positionals } = parse(args, { role: { type: 'string' }, email: { type: 'string' }, 'password-stdin': { type: 'boolean' } }, 1);
-        const secret = await password(values);
+        const { values, positionals } = parse(args, { role: { type: 'string' }, email: { type: 'string' }, 'password-stdin': { type: 'boolean' }, 'sso-only': { type: 'boolean' } }, 1);
+        if (values['sso-only'] && values['password-stdin']) throw badInput('--sso-only and --password-stdin exclude each other');
+        const secret = values['sso-only'] ? '' : await password(values);
         const user = validated(ZCreateUser, { username: positionals[0], role: values.role, email: values.email, password: secret });
         await createUser(db, { actor: 'cli', user });
-        out(`added user ${user.username} (${user.role})`);
-        show(values, user.username, secret);
+        out(`added user ${user.username} (${user.role})${secret ? '' : `, signing in only by single sign-on as ${user.email}`}`);
+        if (secret) show(values, user.username, secret);
         return EXIT_OK;
       }
       if (sub === 'set-password') {

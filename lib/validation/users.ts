@@ -9,10 +9,18 @@ const ZEmail = z.union([z.literal('').transform(() => undefined), z.email('not a
 export const ZSignIn = z.object({ username: z.string().trim().min(1, 'enter your username').max(100), password: z.string().min(1, 'enter your password').max(200) });
 export type TSignIn = z.infer<typeof ZSignIn>;
 
-export const ZCreateUser = z.object({ username: ZUsername, email: ZEmail, role: z.enum(ROLES), password: ZPassword });
+/** No password: the user signs in only through single sign-on, by their email. */
+export const ZCreateUser = z.object({
+  username: ZUsername, email: ZEmail, role: z.enum(ROLES),
+  password: z.union([z.literal('').transform(() => undefined), ZPassword]).optional(),
+}).refine((user) => user.password || user.email, { message: 'give a password, or an email address for single sign-on only', path: ['password'] });
 export type TCreateUser = z.infer<typeof ZCreateUser>;
 
-export const ZUpdateUser = z.object({ userId: z.uuid(), role: z.enum(ROLES).optional(), disabled: z.boolean().optional() });
+/** `email`: a new address, '' to remove it, absent to leave it. */
+export const ZUpdateUser = z.object({
+  userId: z.uuid(), role: z.enum(ROLES).optional(), disabled: z.boolean().optional(),
+  email: z.union([z.literal('').transform(() => null), z.email('not an email address').trim().toLowerCase()]).optional(),
+});
 export type TUpdateUser = z.infer<typeof ZUpdateUser>;
 
 export const ZResetPassword = z.object({ userId: z.uuid(), password: ZPassword });

@@ -1,0 +1,50 @@
+/**
+ * Dashboard users in the catalog: password and single-sign-on-only users, emails set and changed by admins,
+ * and who may sign in how.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createUser, listUsers, updateUser } from '../lib/catalog/manage-users';
+import { signInWithOidc, signInWithPassword } from '../lib/catalog/sign-in';
+import type { PrismaClient } from '../lib/generated/prisma/client';
+import { ZCreateUser, ZUpdateUser } from '../lib/validation/users';
+import { createMigratedCatalog } from './helpers';
+
+describe('users', () => {
+  let db: PrismaClient;
+  const PASSWORD = 'a-long-enough-password';
+  const issuer = 'https://idp.example.test';
+
+  beforeAll(async () => { db = (await createMigratedCatalog()).db; });
+  afterAll(async () => { await db?.$disconnect(); });
+
+  it('adds a user who signs in only by single sign-on, and refuses a user with neither password nor email', async () => {
+    expect(ZCreateUser.safeParse({ username: 'nobody', role: 'viewer', email: '', password: '' }).error?.issues[0].message)
+      .toBe('give a password, or an email address for single sign-on only');
+    await createUser(db, { actor: 'admin', user: ZCreateUser.parse({ username: 'Vera', role: 'viewer', email: 'Vera@Example.TEST', password: '' }) });
+    const vera = (await listUsers(db)).find((u) => u.username === 'vera')!;
+    expect(vera).toMatchObject({ email: 'vera@example.test', hasPassword: false });
+    // No password to guess; the identity provider's word for the email is the way in.
+    expect((await signInWithPassword(db, { username: 'vera', password: '' })).ok).toBe(false);
+    expect((await signInWithOidc(db, { email: ' VERA@example.test ', issuer }))?.username).toBe('vera');
+    await expect(updateUser(db, { actor: 'admin', change: ZUpdateUser.parse({ userId: vera.id, email: '' }) })).rejects.toThrow(/has no password and signs in only by single sign-on/);
+  });
+
+  it('lets an admin set, change and remove an email; two users cannot share one', async () => {
+    await createUser(db, { actor: 'admin', user: ZCreateUser.parse({ username: 'sam', role: 'operator', password: PASSWORD }) });
+    const sam = (await listUsers(db)).find((u) => u.username === 'sam')!;
+    expect(sam).toMatchObject({ email: null, hasPassword: true });
+    expect(await signInWithOidc(db, { email: 'sam@example.test', issuer })).toBeUndefined();
+
+    await updateUser(db, { actor: 'admin', change: ZUpdateUser.parse({ userId: sam.id, email: 'Sam@Example.test' }) });
+    expect((await signInWithOidc(db, { email: 'sam@example.test', issuer }))?.username).toBe('sam');
+    expect((await signInWithPassword(db, { username: 'sam', password: PASSWORD })).ok).toBe(true);
+    await expect(updateUser(db, { actor: 'admin', change: ZUpdateUser.parse({ userId: sam.id, email: 'vera@example.test' }) })).rejects.toThrow('another user has the email vera@example.test');
+
+    await updateUser(db, { actor: 'admin', change: ZUpdateUser.parse({ userId: sam.id, email: '' }) });
+    expect((await listUsers(db)).find((u) => u.username === 'sam')!.email).toBeNull();
+    expect(await signInWithOidc(db, { email: 'sam@example.test', issuer })).toBeUndefined();
+
+    const changes = (await db.auditEvent.findMany({ where: { action: 'user.update', target: 'sam' }, orderBy: { id: 'asc' } })).map((e) => e.detail);
+    expect(changes).toEqual([{ email: [null, 'sam@example.test'] }, { email: ['sam@example.test', null] }]);
+  });
+});
