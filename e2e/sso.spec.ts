@@ -63,7 +63,7 @@ test('single sign-on signs in the user with the vouched-for email, with their ro
   const samRow = page.getByRole('row', { name: `user ${sam.username}` });
   await samRow.getByRole('button', { name: 'Set email' }).click();
   await samRow.getByLabel(`Email of ${sam.username}`).fill(stranger);
-  await samRow.getByRole('button', { name: 'Set' }).click();
+  await samRow.getByRole('button', { name: 'Set', exact: true }).click();
   await expect(page.getByRole('status')).toContainText(`${sam.username} signs in by single sign-on as ${stranger}`);
   // The audit log has the refusal (with its reason) and the sign-in (with the provider that vouched).
   const csv = (await (await page.request.get('/api/audit')).text()).split('\r\n');
