@@ -10,7 +10,7 @@ export async function loadOverview(): Promise<OverviewData> {
   const db = await getCatalog();
   const sql = await getCatalogSql();
   const [stats, commonDisks, sources, history, recentJobs] = await Promise.all([
-    getStats(db), listCommonDisks(db), listSources(sql), storageHistory(sql), listJobs(db, { limit: 5 }),
+    getStats(sql), listCommonDisks(db), listSources(sql), storageHistory(sql), listJobs(db, { limit: 5 }),
   ]);
   return { stats, commonDisks, sources, history, recentJobs };
 }

@@ -233,7 +233,7 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
 
     case 'stats': {
       const { values } = parse(rest, { json: { type: 'boolean' } });
-      const stats = await getStats(await getCatalog());
+      const stats = await getStats(await getCatalogSql());
       if (values.json) json(stats);
       else out(table([
         ['sources', String(stats.sources)], ['VMs (protected)', `${stats.vms} (${stats.vmsProtected})`], ['backup images', String(stats.backups)],
