@@ -38,6 +38,16 @@ async function planRestore(page: Page, options: { target: string | 'in-place'; p
   await expect(page.getByTestId('plan-message')).toBeVisible();
 }
 
+/** An operator plans a folder restore of vm01, confirms the drift and asks for approval; returns the request's address. */
+async function requestConfirmedRestore(page: Page, target: string): Promise<string> {
+  await signIn(page, ensureUser('olga', 'operator'));
+  await planRestore(page, { target });
+  await page.getByLabel('I confirm').check();
+  await page.getByRole('button', { name: 'Request approval' }).click();
+  await expect(page).toHaveURL(/\/restores\/[0-9a-f-]{36}$/);
+  return page.url();
+}
+
 /** A libvirt domain XML without its shared configuration disk. */
 function withoutSharedConfigDisk(xml: string): string {
   const changed = xml.replace(/<disk type='file' device='disk'>\s*<driver name='qemu' type='raw'\/>\s*<source file='images\/site-config.raw'\/>[\s\S]*?<\/disk>/, '');
@@ -156,12 +166,7 @@ test('an in-place overwrite of a common disk lists every VM it affects and needs
 test('a state change after confirmation is shown to the approver and stops the restore before anything is written', async ({ browser, page }) => {
   test.setTimeout(120_000);
   const target = path.join(e2eHome(), `${source}-restore-b`);
-  await signIn(page, ensureUser('olga', 'operator'));
-  await planRestore(page, { target });
-  await page.getByLabel('I confirm').check();
-  await page.getByRole('button', { name: 'Request approval' }).click();
-  await expect(page).toHaveURL(/\/restores\/[0-9a-f-]{36}$/);
-  const requestUrl = page.url();
+  const requestUrl = await requestConfirmedRestore(page, target);
 
   // vm02 stops using the shared disk after the operator confirmed.
   const vm02 = path.join(libvirtDir, 'vm02.xml');
@@ -186,12 +191,7 @@ test('a state change after confirmation is shown to the approver and stops the r
 test('a state change between approval and execution stops the restore before anything is written', async ({ browser, page }) => {
   test.setTimeout(120_000);
   const target = path.join(e2eHome(), `${source}-restore-c`);
-  await signIn(page, ensureUser('olga', 'operator'));
-  await planRestore(page, { target });
-  await page.getByLabel('I confirm').check();
-  await page.getByRole('button', { name: 'Request approval' }).click();
-  await expect(page).toHaveURL(/\/restores\/[0-9a-f-]{36}$/);
-  const requestUrl = page.url();
+  const requestUrl = await requestConfirmedRestore(page, target);
 
   const approverContext = await browser.newContext();
   const approverPage = await approverContext.newPage();
