@@ -138,7 +138,8 @@ function vmx(name: string, index: number): string {
 
 /** Adds a ddb.uuid line to a text VMDK descriptor (qemu-img does not write one). */
 async function addDdbUuid(descriptor: string, uuid: string): Promise<void> {
-  const text = (await fs.readFile(descriptor, 'utf8')).replace(/\0+$/, '');
+  // The descriptor is the text before the first NUL (qemu-img may leave stale bytes after it).
+  const text = (await fs.readFile(descriptor, 'utf8')).split('\0')[0];
   await fs.writeFile(descriptor, `${text.trimEnd()}\nddb.uuid = "${uuid}"\n`);
 }
 

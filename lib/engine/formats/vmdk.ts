@@ -51,14 +51,17 @@ export async function readVmdkDescriptor(fh: FileHandle, file: string): Promise<
     throw new InputError('ESX COWD sparse VMDKs are not supported', { file });
   }
   if (size > MAX_DESCRIPTOR_BYTES) throw new InputError('not a VMDK descriptor (binary data, no sparse header)', { file });
-  const text = Buffer.alloc(size);
-  await fh.read(text, 0, size, 0);
-  // qemu-img pads descriptor files with NULs; NULs anywhere before the padding mean binary data.
-  const end = text.indexOf(0);
-  if (end >= 0 && text.subarray(end).some((byte) => byte !== 0)) {
+  const bytes = Buffer.alloc(size);
+  await fh.read(bytes, 0, size, 0);
+  // The descriptor ends at the first NUL, as qemu and VMware read it. What follows is padding, or stale bytes:
+  // when qemu-img rewrites the CID with a shorter number it leaves the old text's last bytes after the NUL
+  // (about 1 in 200 monolithicFlat files it converts), and such a disk is valid.
+  const end = bytes.indexOf(0);
+  const text = bytes.subarray(0, end < 0 ? bytes.length : end);
+  if (text.some((byte) => byte < 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d)) {
     throw new InputError('not a VMDK descriptor (binary data, no sparse header)', { file });
   }
-  return parseVmdkDescriptor(text.toString('utf8', 0, end < 0 ? text.length : end), file, false);
+  return parseVmdkDescriptor(text.toString('utf8'), file, false);
 }
 
 const EXTENT_LINE = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"((?:[^"\\]|\\.)*)"(?:\s+(\d+))?)?\s*$/;
