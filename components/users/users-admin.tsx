@@ -99,7 +99,8 @@ function InlineEdit({ label, inputLabel, type, initial = '', disabled, onSave }:
   const [value, setValue] = useState(initial);
   if (!open) return <button type="button" disabled={disabled} className="rounded border border-slate-300 px-2 py-1" onClick={() => setOpen(true)}>{label}</button>;
   return (
-    <form className="flex gap-1" onSubmit={(e) => { e.preventDefault(); onSave(value.trim()); setOpen(false); setValue(type === 'password' ? '' : value.trim()); }}>
+    // A password is kept exactly as typed; an email loses stray spaces.
+    <form className="flex gap-1" onSubmit={(e) => { e.preventDefault(); onSave(type === 'password' ? value : value.trim()); setOpen(false); if (type === 'password') setValue(''); }}>
       <input aria-label={inputLabel} type={type} value={value} autoFocus {...(type === 'password' ? { minLength: 12, autoComplete: 'new-password' } : {})}
         onChange={(e) => setValue(e.target.value)} className="rounded border border-slate-300 px-2 py-1" />
       <button type="submit" disabled={disabled} className="rounded bg-slate-900 px-2 py-1 text-white">Set</button>
