@@ -42,38 +42,34 @@ export async function createUser(db: Catalog, options: { actor: string; user: TC
 export async function updateUser(db: Catalog, options: { actor: string; change: TUpdateUser }): Promise<void> {
   const { userId, role, disabled, email } = options.change;
   try {
-    await applyUserUpdate(db, options.actor, { userId, role, disabled, email });
+    await db.$transaction(async (tx) => {
+      // Serialises admin changes: two admins demoting each other at once cannot leave nobody in charge.
+      await tx.$executeRaw`SELECT pg_advisory_xact_lock(7466)`;
+      const user = await tx.user.findUnique({ where: { id: userId } });
+      if (!user) throw new AppError('NOT_FOUND', { message: 'no such user' });
+      const losesAdmin = user.role === 'admin' && !user.disabled && ((role && role !== 'admin') || disabled === true);
+      if (losesAdmin && (await tx.user.count({ where: { role: 'admin', disabled: false } })) <= 1) {
+        throw new AppError('CONFLICT', { message: `${user.username} is the last enabled admin: make someone else admin first` });
+      }
+      if (email === null && user.passwordHash === null) {
+        throw new AppError('CONFLICT', { message: `${user.username} has no password and signs in only by single sign-on: set a password before removing the email` });
+      }
+      await tx.user.update({
+        where: { id: userId },
+        // Disabling ends the user's sessions at once.
+        data: { role, disabled, email, ...(disabled === true && !user.disabled ? { sessionVersion: { increment: 1 } } : {}) },
+      });
+      const changes = {
+        ...(role && role !== user.role ? { role: [user.role, role] } : {}),
+        ...(disabled !== undefined && disabled !== user.disabled ? { disabled: [user.disabled, disabled] } : {}),
+        ...(email !== undefined && email !== user.email ? { email: [user.email, email] } : {}),
+      };
+      await recordAudit(tx, { actor: options.actor, action: 'user.update', target: user.username, detail: changes });
+    });
   } catch (err) {
     if ((err as { code?: string }).code === 'P2002') throw new AppError('CONFLICT', { message: `another user has the email ${email}` });
     throw err;
   }
-}
-
-async function applyUserUpdate(db: Catalog, actor: string, { userId, role, disabled, email }: TUpdateUser): Promise<void> {
-  await db.$transaction(async (tx) => {
-    // Serialises admin changes: two admins demoting each other at once cannot leave nobody in charge.
-    await tx.$executeRaw`SELECT pg_advisory_xact_lock(7466)`;
-    const user = await tx.user.findUnique({ where: { id: userId } });
-    if (!user) throw new AppError('NOT_FOUND', { message: 'no such user' });
-    const losesAdmin = user.role === 'admin' && !user.disabled && ((role && role !== 'admin') || disabled === true);
-    if (losesAdmin && (await tx.user.count({ where: { role: 'admin', disabled: false } })) <= 1) {
-      throw new AppError('CONFLICT', { message: `${user.username} is the last enabled admin: make someone else admin first` });
-    }
-    if (email === null && user.passwordHash === null) {
-      throw new AppError('CONFLICT', { message: `${user.username} has no password and signs in only by single sign-on: set a password before removing the email` });
-    }
-    await tx.user.update({
-      where: { id: userId },
-      // Disabling ends the user's sessions at once.
-      data: { role, disabled, email, ...(disabled === true && !user.disabled ? { sessionVersion: { increment: 1 } } : {}) },
-    });
-    const changes = {
-      ...(role && role !== user.role ? { role: [user.role, role] } : {}),
-      ...(disabled !== undefined && disabled !== user.disabled ? { disabled: [user.disabled, disabled] } : {}),
-      ...(email !== undefined && email !== user.email ? { email: [user.email, email] } : {}),
-    };
-    await recordAudit(tx, { actor, action: 'user.update', target: user.username, detail: changes });
-  });
 }
 
 /** Sets a new password: unlocks the account and ends the user's existing sessions. */

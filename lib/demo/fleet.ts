@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { descriptorBytes } from '../engine/formats/vmdk';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -138,8 +139,7 @@ function vmx(name: string, index: number): string {
 
 /** Adds a ddb.uuid line to a text VMDK descriptor (qemu-img does not write one). */
 async function addDdbUuid(descriptor: string, uuid: string): Promise<void> {
-  // The descriptor is the text before the first NUL (qemu-img may leave stale bytes after it).
-  const text = (await fs.readFile(descriptor, 'utf8')).split('\0')[0];
+  const text = descriptorBytes(await fs.readFile(descriptor)).toString('utf8');
   await fs.writeFile(descriptor, `${text.trimEnd()}\nddb.uuid = "${uuid}"\n`);
 }
 

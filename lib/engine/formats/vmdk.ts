@@ -4,6 +4,16 @@ import { InputError } from '../errors';
 export const VMDK_SPARSE_MAGIC = 0x564d444b; // "KDMV" little-endian
 const MAX_DESCRIPTOR_BYTES = 1024 * 1024;
 
+/**
+ * A descriptor's bytes (a file, or the embedded region of a sparse extent) end at the first NUL, as qemu and
+ * VMware read them. What follows is padding, or stale bytes: when qemu-img rewrites the CID with a shorter number
+ * it leaves the old text's last bytes after the NUL (about 1 in 200 monolithicFlat files it converts).
+ */
+export function descriptorBytes(bytes: Buffer): Buffer {
+  const end = bytes.indexOf(0);
+  return end < 0 ? bytes : bytes.subarray(0, end);
+}
+
 export type VmdkExtent = {
   access: string; // RW, RDONLY, NOACCESS
   sectors: number;
@@ -42,10 +52,9 @@ export async function readVmdkDescriptor(fh: FileHandle, file: string): Promise<
     if (descriptorSize > MAX_DESCRIPTOR_BYTES || descriptorOffset + descriptorSize > size) {
       throw new InputError('truncated or corrupt VMDK embedded descriptor', { file });
     }
-    const text = Buffer.alloc(descriptorSize);
-    await fh.read(text, 0, descriptorSize, descriptorOffset);
-    const end = text.indexOf(0);
-    return parseVmdkDescriptor(text.toString('utf8', 0, end < 0 ? text.length : end), file, true);
+    const region = Buffer.alloc(descriptorSize);
+    await fh.read(region, 0, descriptorSize, descriptorOffset);
+    return parseVmdkDescriptor(descriptorBytes(region).toString('utf8'), file, true);
   }
   if (head.length >= 4 && head.toString('latin1', 0, 4) === 'COWD') {
     throw new InputError('ESX COWD sparse VMDKs are not supported', { file });
@@ -53,11 +62,7 @@ export async function readVmdkDescriptor(fh: FileHandle, file: string): Promise<
   if (size > MAX_DESCRIPTOR_BYTES) throw new InputError('not a VMDK descriptor (binary data, no sparse header)', { file });
   const bytes = Buffer.alloc(size);
   await fh.read(bytes, 0, size, 0);
-  // The descriptor ends at the first NUL, as qemu and VMware read it. What follows is padding, or stale bytes:
-  // when qemu-img rewrites the CID with a shorter number it leaves the old text's last bytes after the NUL
-  // (about 1 in 200 monolithicFlat files it converts), and such a disk is valid.
-  const end = bytes.indexOf(0);
-  const text = bytes.subarray(0, end < 0 ? bytes.length : end);
+  const text = descriptorBytes(bytes);
   if (text.some((byte) => byte < 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d)) {
     throw new InputError('not a VMDK descriptor (binary data, no sparse header)', { file });
   }

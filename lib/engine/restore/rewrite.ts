@@ -5,7 +5,7 @@
 import fs from 'node:fs/promises';
 import { InputError } from '../errors';
 import { QCOW2_MAGIC } from '../formats/qcow2';
-import { VMDK_SPARSE_MAGIC, readVmdkDescriptor } from '../formats/vmdk';
+import { VMDK_SPARSE_MAGIC, descriptorBytes, readVmdkDescriptor } from '../formats/vmdk';
 
 /** Points a qcow2 image at another backing file (same format). The name must fit in the header cluster. */
 export async function setQcow2BackingFile(file: string, backingFile: string): Promise<void> {
@@ -57,16 +57,13 @@ export async function setVmdkParent(file: string, parent: { hint: string; cid: s
       const size = Number(head.readBigUInt64LE(36)) * 512;
       const region = Buffer.alloc(size);
       await handle.read(region, 0, size, offset);
-      const end = region.indexOf(0);
-      const text = Buffer.from(edit(region.toString('utf8', 0, end < 0 ? size : end)), 'utf8');
+      const text = Buffer.from(edit(descriptorBytes(region).toString('utf8')), 'utf8');
       if (text.length > size) throw new InputError('no room in the embedded VMDK descriptor for the new parent', { file });
       const out = Buffer.alloc(size);
       text.copy(out);
       await handle.write(out, 0, size, offset);
     } else {
-      const raw = await handle.readFile();
-      const end = raw.indexOf(0);
-      const text = Buffer.from(edit(raw.toString('utf8', 0, end < 0 ? raw.length : end)), 'utf8');
+      const text = Buffer.from(edit(descriptorBytes(await handle.readFile()).toString('utf8')), 'utf8');
       await handle.truncate(0);
       await handle.write(text, 0, text.length, 0);
     }
