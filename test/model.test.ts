@@ -316,11 +316,8 @@ class SeedRun {
       return undefined;
     }
     if (file === livePath) return 'written';
-    // No-overwrite keeps a disk another VM uses now; the copy restored beside the VM carries the disk's own name.
-    if (where.created.has(file) && path.basename(file) === path.basename(disk.path) && mode === 'copy' && isInside(recordNow(fleet, record).root, file)) {
-      const othersNow = fleet.usersNow(livePath).filter((vm) => vm.configPath !== fleet.now(record.vm.configPath));
-      if (othersNow.length) return 'written';
-    }
+    // No-overwrite keeps a disk other VMs use (now or at the backup); a copy restored beside the VM carries the disk's own name.
+    if (where.created.has(file) && path.basename(file) === path.basename(disk.path) && mode === 'copy' && !privateDisk && isInside(recordNow(fleet, record).root, file)) return 'written';
     this.fail(step, 'wrong-disk-file', `${path.basename(disk.path)} (${disk.role}) is ${this.where(where, file)}, expected ${fleet.show(livePath)}${mode === 'copy' ? ' (or a copy beside the VM, when another VM uses it now)' : ''}`);
     return undefined;
   }
