@@ -264,19 +264,22 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       if (showProgress && outcome.result) io.stderr.write('\n');
       const { plan, result } = outcome;
       const status = result ? 'restored' : plan.status;
-      const disks = result?.disks ?? plan.disks.map((d) => ({ path: d.pointTo || d.entry.path, common: d.common, action: d.action, verified: false }));
+      const disks = plan.disks.map((d, i) => ({
+        path: d.pointTo, common: d.common, action: d.action, verified: result?.disks[i]?.verified ?? false,
+        written: d.files?.map((f) => f.destination) ?? [], sharedWith: d.sharedWith, sharedAtBackup: d.sharedAtBackup,
+      }));
       if (values.json) {
         json({
-          status, vm: plan.vm, backupId: plan.backupId, message: plan.message,
-          drift: plan.drift.map(({ disk, kind, recorded, current, sharedWith }) => ({ disk, kind, recorded, current, sharedWith })),
-          disks,
+          status, vm: plan.vm, backupId: plan.backupId, message: plan.message, cannotExecute: plan.cannotExecute,
+          drift: plan.drift.map(({ disk, kind, recorded, current, sharedWith, sharedAtBackup }) => ({ disk, kind, recorded, current, sharedWith, sharedAtBackup })),
+          disks, config: plan.configDestination,
         });
       } else {
         out(`${plan.vm}, backup ${plan.backupId}: ${status}`);
         out(plan.message);
-        out(table([['DISK', 'COMMON', 'ACTION', 'VERIFIED'], ...disks.map((d) => [d.path, d.common ? 'yes' : 'no', d.action, d.verified ? 'yes' : '-'])]));
-        if (result) out(`config: ${result.configPath}`);
-        else if (isRestore && status === 'needs-confirmation') out('Nothing was written. Run again with --confirm-drift (and --choice reattach|copy) to proceed.');
+        out(table([['DISK', 'COMMON', 'ACTION', 'WRITTEN TO', 'VERIFIED'], ...disks.map((d) => [d.path, d.common ? 'yes' : 'no', d.action, d.written.join(' ') || '-', d.verified ? 'yes' : '-'])]));
+        out(`config: ${plan.configDestination}${result ? '' : ' (to be written)'}`);
+        if (!result && isRestore && status === 'needs-confirmation') out('Nothing was written. Run again with --confirm-drift (and --choice reattach|copy) to proceed.');
       }
       return isRestore && !result ? EXIT_NEEDS_CONFIRMATION : EXIT_OK;
     }

@@ -1,6 +1,8 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { BlockPool } from '../chunking/block-pool';
-import { InputError } from '../errors';
-import { type BackupDiskEntry, type BackupImageManifest, MANIFEST_FORMAT_VERSION } from '../repository/manifests';
+import { InputError, fileError } from '../errors';
+import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION } from '../repository/manifests';
 import { type Repository, newBackupImageId } from '../repository/repository';
 import type { SourceInventory, VirtualDisk, VmInventory } from '../sources/inventory';
 import { type BackupProgress, ProgressTracker } from './progress';
@@ -75,16 +77,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       const ensureStored = async (disk: VirtualDisk): Promise<DiskOutcome> => {
         const known = outcomes.get(disk.path);
         if (known) return known;
-        let parentDigest: string | undefined;
         if (disk.parent) {
           const parent = await ensureStored(inventory.disks.get(disk.parent.path)!);
           if (!parent.ok) return parent;
-          parentDigest = parent.digest;
         }
         progress.disk = disk.relativePath;
         let outcome: DiskOutcome;
         try {
-          const stored = await storeDisk({ disk, repo, pool: pool!, knownChunks, parentDigest, onBytes: (n) => progress.add(n), signal, now });
+          const stored = await storeDisk({ disk, repo, pool: pool!, knownChunks, onBytes: (n) => progress.add(n), signal, now });
           outcome = { ok: true, digest: stored.manifest.digest, storedNow: stored.isNew, bytesRead: stored.bytesRead, bytesWritten: stored.bytesWritten };
         } catch (err) {
           if (!(err instanceof InputError)) throw err;
@@ -110,6 +110,15 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         const usedBy = inventory.usedBy.get(disk.path) ?? [vm.name];
         const storedHere = firstUse && outcome.storedNow === true;
         const parent = disk.parent ? inventory.disks.get(disk.parent.path)! : undefined;
+        const parentOutcome = parent ? outcomes.get(parent.path) : undefined;
+        let files: DiskFileEntry[];
+        try {
+          files = await fileEntriesOf(disk);
+        } catch (err) {
+          if (!(err instanceof InputError)) throw err;
+          failure = err.message;
+          break;
+        }
         entries.push({
           identifier: disk.identifier,
           path: disk.path,
@@ -120,9 +129,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           format: disk.format,
           versionToken: disk.versionToken,
           digest: outcome.digest,
+          files,
+          vmdk: disk.vmdk ? { cid: disk.vmdk.cid, parentCid: disk.vmdk.parentCid, createType: disk.vmdk.createType } : undefined,
           common: usedBy.length > 1,
           usedBy,
-          parent: disk.parent && parent ? { pointer: disk.parent.pointer, path: parent.path, identifier: parent.identifier, versionToken: parent.versionToken } : undefined,
+          parent: disk.parent && parent ? {
+            pointer: disk.parent.pointer, path: parent.path, identifier: parent.identifier, versionToken: parent.versionToken,
+            digest: parentOutcome?.ok ? parentOutcome.digest : undefined,
+          } : undefined,
           action: storedHere ? 'stored' : 'referenced',
           logicalBytes: disk.logicalBytes,
           bytesRead: firstUse ? outcome.bytesRead : 0,
@@ -151,6 +165,15 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   return results;
 }
 
+/** A disk's files as its image names them: relative to the main file's folder, with mode and owner. */
+async function fileEntriesOf(disk: VirtualDisk): Promise<DiskFileEntry[]> {
+  const dir = path.dirname(disk.path);
+  return Promise.all(disk.files.map(async (file) => {
+    const stat = await fs.stat(file).catch((err) => { throw fileError(file, err); });
+    return { name: path.relative(dir, file).split(path.sep).join('/'), mode: stat.mode & 0o777, uid: stat.uid, gid: stat.gid };
+  }));
+}
+
 function selectVms(inventory: SourceInventory, names: string[] | undefined): VmInventory[] {
   if (!names || names.length === 0) return inventory.vms;
   return names.map((name) => {
@@ -168,7 +191,11 @@ function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDi
     createdAt: createdAt.toISOString(),
     ...(runId ? { runId } : {}),
     source: { name: inventory.source.name, type: inventory.source.type, path: inventory.root },
-    vm: { name: vm.name, uuid: vm.uuid, configPath: vm.configPath, configBase64: vm.config!.configBytes.toString('base64') },
+    vm: {
+      name: vm.name, uuid: vm.uuid, configPath: vm.configPath,
+      relativeConfigPath: path.relative(inventory.root, vm.configPath).split(path.sep).join('/'),
+      configBase64: vm.config!.configBytes.toString('base64'),
+    },
     disks,
     totals: {
       logicalBytes: sum((d) => d.logicalBytes),

@@ -1,5 +1,4 @@
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import type { BlockPool, Slot } from '../chunking/block-pool';
 import { InputError, fileError } from '../errors';
 import type { ChunkId } from '../repository/chunk-id';
@@ -21,7 +20,6 @@ export type StoreDiskOptions = {
   pool: BlockPool;
   /** Chunk ids known to be in the repository; shared across one run so each id is checked once. */
   knownChunks: Set<string>;
-  parentDigest?: string;
   onBytes?: (bytes: number) => void;
   signal?: AbortSignal;
   now: () => Date;
@@ -122,11 +120,7 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
         await Promise.all(inFlight); // nothing of this disk is still running when we return or throw
       }
       if (failure !== undefined) throw failure;
-      files.push({
-        name: path.relative(path.dirname(disk.path), file).split(path.sep).join('/'),
-        size,
-        blocks: ids.map((id, index) => (zero[index] ? null : id)),
-      });
+      files.push({ size, blocks: ids.map((id, index) => (zero[index] ? null : id)) });
       digestInput.push({ size, blockIds: ids });
     } finally {
       await handle.close();
@@ -134,17 +128,8 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   }
 
   const digest = diskDigest(digestInput);
-  const manifest: StoredDiskManifest = {
-    formatVersion: MANIFEST_FORMAT_VERSION,
-    digest,
-    format: disk.format,
-    blockSize,
-    logicalBytes: bytesRead,
-    files,
-    parent: disk.parent && options.parentDigest ? { pointer: disk.parent.pointer, digest: options.parentDigest } : undefined,
-    vmdk: disk.vmdk ? { cid: disk.vmdk.cid, parentCid: disk.vmdk.parentCid, createType: disk.vmdk.createType } : undefined,
-    createdAt: options.now().toISOString(),
-  };
+  // Content only: two disks with the same bytes share this manifest and keep their own names (in their images).
+  const manifest: StoredDiskManifest = { formatVersion: MANIFEST_FORMAT_VERSION, digest, blockSize, logicalBytes: bytesRead, files, createdAt: options.now().toISOString() };
   if (await repo.hasStoredDisk(digest)) return { manifest: await repo.getStoredDisk(digest), isNew: false, bytesRead, bytesWritten };
   await repo.putStoredDisk(manifest);
   return { manifest, isNew: true, bytesRead, bytesWritten };
