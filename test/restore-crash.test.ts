@@ -94,12 +94,16 @@ describe('restore under kill -9', () => {
           if (name.endsWith('.raw')) expect(await sha(path.join(target, name)), `iteration ${i}: ${name}`).toBe(original.get(path.relative(fleet.libvirtDir, source)));
         }
       }
-      // A folder restore killed before it finished leaves its marker.
-      if (!inPlace && (await fs.access(path.join(target, '.vmdedup-restore.json')).then(() => true, () => false))) killedMidway++;
+      // A folder restore killed before it finished leaves its marker; one that finished first leaves none.
+      const unfinished = !inPlace && (await exists(path.join(target, '.vmdedup-restore.json')));
+      const finished = !inPlace && !unfinished && (await exists(target));
+      if (unfinished) killedMidway++;
 
-      // The same restore again completes, and gives the backed-up VM.
+      // The same restore again completes (a finished folder restore is refused: its folder is not empty), and the
+      // result is the backed-up VM.
       const again = await cli(env, ...args, '--json');
-      expect(again.code, `iteration ${i} rerun: ${again.stderr}`).toBe(0);
+      if (finished) expect(again.stderr, `iteration ${i} rerun`).toMatch(/target folder is not empty/);
+      else expect(again.code, `iteration ${i} rerun: ${again.stderr}`).toBe(0);
       if (inPlace) {
         const now = await snapshot(fleet.libvirtDir);
         for (const [file, digest] of now) {

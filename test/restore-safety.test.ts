@@ -269,6 +269,22 @@ describe('restore safety', () => {
     }
   });
 
+  it('never writes, in place, a file another VM uses now (its config file now defines another VM)', async () => {
+    await backup();
+    const xmlPath = path.join(kvm, 'vm1.xml');
+    const xml = await fs.readFile(xmlPath, 'utf8');
+    await fs.writeFile(xmlPath, xml.replace('<name>vm1</name>', '<name>vm1-renamed</name>'));
+    try {
+      const before = await snapshot(kvm);
+      const refused = await cli(env, 'restore', 'vm1', '--in-place', '--confirm-drift');
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toMatch(/would be written over a file that vm1-renamed uses now/);
+      expect(changed(before, await snapshot(kvm))).toEqual([]);
+    } finally {
+      await fs.writeFile(xmlPath, xml);
+    }
+  });
+
   it('runs again into its own target after an interrupted restore', async () => {
     await backup();
     const target = path.join(out, 'again');

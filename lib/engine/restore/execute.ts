@@ -135,14 +135,21 @@ function isRunning(pid: number): boolean {
 
 /** Marks the target folder as this restore's (before anything is written); a rerun clears the last run's temps. */
 async function beginFolderRestore(dir: string, identity: RestoreIdentity): Promise<void> {
-  if ((await checkTargetFolder(dir, identity)) === 'resume') {
+  const marker = path.join(dir, RESTORE_MARKER);
+  const state = await checkTargetFolder(dir, identity);
+  if (state === 'resume') {
+    const { pid } = JSON.parse(await fs.readFile(marker, 'utf8')) as { pid?: number };
+    if (pid && pid !== process.pid && isRunning(pid)) throw new InputError(`a restore (process ${pid}) is writing into this folder now`, { file: dir });
     for (const entry of await fs.readdir(dir, { recursive: true })) {
       if (TEMP_NAME.test(path.basename(entry)) || /^\.vmdedup-direct-/.test(path.basename(entry))) await fs.rm(path.join(dir, entry), { force: true });
     }
   }
   await fs.mkdir(dir, { recursive: true });
-  const marker = path.join(dir, RESTORE_MARKER);
-  await fs.writeFile(marker, JSON.stringify({ ...identity, startedAt: new Date().toISOString(), pid: process.pid }));
+  // A new folder is claimed with an exclusive create: of two restores started into it at once, one is refused.
+  await fs.writeFile(marker, JSON.stringify({ ...identity, startedAt: new Date().toISOString(), pid: process.pid }), { flag: state === 'new' ? 'wx' : 'w' }).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new InputError('another restore started writing into this folder', { file: dir });
+    throw err;
+  });
   await syncFile(marker);
   await syncDirs([dir, path.dirname(dir)]);
 }

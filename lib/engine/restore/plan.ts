@@ -105,7 +105,7 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   // Where things are now: the source's root today (a source re-pointed at a moved datastore keeps its layout).
   const liveRoot = source?.root ?? image.source.path;
   const livePath = (entry: BackupDiskEntry) => path.join(liveRoot, entry.relativePath);
-  const users = await usersNow(live, image);
+  const { users, foreignFiles } = await usersNow(live, image);
   const othersUsing = (entry: BackupDiskEntry) => users.get(livePath(entry)) ?? [];
   const atBackup = (entry: BackupDiskEntry) => entry.usedBy.filter((name) => name !== image.vm.name);
   const liveVm = source?.vms.find((vm) => vm.name === image.vm.name);
@@ -197,13 +197,18 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
       const names = entry.files?.map((f) => f.name) ?? diskFilesOf(entry, await options.repo.getStoredDisk(entry.digest)).map((f) => f.name);
       disk.files = [];
       for (const [index, name] of names.entries()) {
-        const destination = index === 0 ? planned.destination : path.join(path.dirname(planned.destination), name);
-        disk.files.push({ name, destination: await checkInside(root, destination, `${entry.relativePath}${index ? ` (file ${name})` : ''}`) });
+        const what = `${entry.relativePath}${index ? ` (file ${name})` : ''}`;
+        const destination = await checkInside(root, index === 0 ? planned.destination : path.join(path.dirname(planned.destination), name), what);
+        // Only an explicit overwrite of a common disk may write a file that another VM uses now.
+        const user = foreignFiles.get(destination);
+        if (user && planned.action !== 'overwritten') throw new InputError(`${what} would be written over a file that ${user} uses now; nothing was written`, { file: destination });
+        disk.files.push({ name, destination });
       }
     }
     disks.push(disk);
   }
   const configDestination = await checkInside(root, path.join(target.kind === 'folder' ? copyDir : liveRoot, relativeConfigPath(image)), `the config of ${image.vm.name}`);
+  if (foreignFiles.has(configDestination)) throw new InputError(`the config of ${image.vm.name} would be written over a file that ${foreignFiles.get(configDestination)} uses now; nothing was written`, { file: configDestination });
   const written = [configDestination, ...disks.flatMap((d) => d.files?.map((f) => f.destination) ?? [])];
   const twice = written.find((file, index) => written.indexOf(file) !== index);
   if (twice) throw new InputError(`two files of this restore would be written to the same place; the backup image ${image.id} is inconsistent`, { file: twice });
@@ -256,11 +261,14 @@ function relativeConfigPath(image: BackupImageManifest): string {
  * directly or through a parent chain, also when their config has an error (by the paths the config names). The VM
  * being restored is left out (by name in its own source, or by its config file seen through another source).
  */
-async function usersNow(live: LiveState, image: BackupImageManifest): Promise<Map<string, string[]>> {
+async function usersNow(live: LiveState, image: BackupImageManifest): Promise<{ users: Map<string, string[]>; foreignFiles: Map<string, string> }> {
   const users = new Map<string, string[]>();
-  const ownConfig = live.source?.vms.find((vm) => vm.name === image.vm.name)?.configPath ?? image.vm.configPath;
-  // One config file is one VM, however many sources reach it: counted once, under the first source that does.
-  const seenConfigs = new Set<string>([ownConfig]);
+  // Every file another VM needs now (its config, each file of each disk it uses): never written by this restore.
+  const foreignFiles = new Map<string, string>();
+  // One config file is one VM, however many sources reach it: counted once, under the first source that does
+  // (the VM being restored is the one of its name in its own source; a file that defines another name now is another VM).
+  const ownConfig = live.source?.vms.find((vm) => vm.name === image.vm.name)?.configPath;
+  const seenConfigs = new Set<string>(ownConfig ? [ownConfig] : []);
   for (const inventory of [live.source, ...live.others]) {
     if (!inventory) continue;
     const own = inventory === live.source;
@@ -279,14 +287,16 @@ async function usersNow(live: LiveState, image: BackupImageManifest): Promise<Ma
           current = known ? known.parent?.path : (await inspectDisk(inventory.root, current).catch(() => undefined))?.disk.parent?.path;
         }
       }
+      foreignFiles.set(vm.configPath, label);
       for (const diskPath of paths) {
         const list = users.get(diskPath) ?? [];
         if (!list.includes(label)) list.push(label);
         users.set(diskPath, list);
+        for (const file of inventory.disks.get(diskPath)?.files ?? [diskPath]) foreignFiles.set(file, label);
       }
     }
   }
-  return users;
+  return { users, foreignFiles };
 }
 
 /** Where a VM's disk slot points now (canonical when the file exists); undefined when the slot is gone. */
