@@ -6,6 +6,7 @@ import { getStats, listBackups, listCommonDisks } from '../catalog/reports';
 import { type RestoreRequest, planVmRestore } from '../catalog/plan-vm-restore';
 import { restoreVm } from '../catalog/restore-vm';
 import { runBackup } from '../catalog/run-backup';
+import { DEFAULT_REREAD_AFTER_DAYS } from '../engine/backup/backup';
 import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../engine/restore/plan';
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
@@ -27,7 +28,10 @@ const USAGE = `usage: vmdedup <command> [options]
   source add <name> --type libvirt|vmware --path <dir>   register a source of VMs
   source list [--json]                                    list sources
   inventory [--source <name>] [--json]                    VMs, disks, pointers, parent chains, shared disks (live)
-  backup [--source <name>] [--vm <name>]... [--json]      back up VMs (all VMs without --vm)
+  backup [--source <name>] [--vm <name>]... [--reread-after <days>] [--json]
+                                                          back up VMs (all VMs without --vm); a disk is read in full
+                                                          when its stored version was read over <days> ago (default
+                                                          ${DEFAULT_REREAD_AFTER_DAYS}; 0: every disk), else an unchanged disk is referenced
   backups [--vm <name>] [--json]                          list backup images
   common-disks [--json]                                   disks shared by several VMs, and what they cost
   stats [--json]                                          catalog totals and savings
@@ -147,7 +151,7 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       const inventories = [];
       for (const source of sources) inventories.push(await scanSource(source, { signal }));
       const report = inventories.map((inv) => ({
-        source: inv.source.name, type: inv.source.type, path: inv.root, warnings: inv.warnings,
+        source: inv.source.name, type: inv.source.type, path: inv.root, warnings: inv.warnings, problems: inv.problems.map((p) => p.message),
         vms: inv.vms.map((vm) => ({
           name: vm.name, uuid: vm.uuid, configPath: vm.configPath, error: vm.error,
           slots: vm.slots.map((s) => ({ slot: s.slot, device: s.device, target: s.target, format: s.format, shareable: s.shareable, readonly: s.readonly, serial: s.serial, wwn: s.wwn, mode: s.mode, sharing: s.sharing, backedUp: s.backedUp, note: s.note })),
@@ -170,6 +174,7 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       for (const source of report) {
         out(`source ${source.source} (${source.type}, ${source.path})`);
         for (const warning of source.warnings) out(`  warning: ${warning}`);
+        for (const problem of source.problems) out(`  problem: ${problem}`);
         for (const vm of source.vms) {
           out(`  vm ${vm.name}${vm.error ? `  ERROR: ${vm.error}` : ''}`);
           for (const disk of vm.disks) {
@@ -183,13 +188,19 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
     }
 
     case 'backup': {
-      const { values } = parse(rest, { source: { type: 'string' }, vm: { type: 'string', multiple: true }, json: { type: 'boolean' } });
+      const { values } = parse(rest, { source: { type: 'string' }, vm: { type: 'string', multiple: true }, 'reread-after': { type: 'string' }, json: { type: 'boolean' } });
+      const rereadAfter = values['reread-after'] as string | undefined;
+      const rereadAfterDays = rereadAfter === undefined ? undefined : Number(rereadAfter);
+      if (rereadAfterDays !== undefined && (!/^\d+(\.\d+)?$/.test(rereadAfter!) || !Number.isFinite(rereadAfterDays))) {
+        throw badInput(`--reread-after must be a number of days (0 or more), not '${rereadAfter}'`);
+      }
       const sql = await getCatalogSql();
       const repo = await openRepository();
       const showProgress = !values.json && io.stderr.isTTY;
       const report = await runBackup(sql, {
         source: values.source as string | undefined,
         vms: values.vm as string[] | undefined,
+        rereadAfterDays,
         repo,
         signal,
         onWarning: (message) => { if (!values.json) io.stderr.write(`warning: ${message}\n`); },
@@ -198,11 +209,13 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
           : undefined,
       });
       if (showProgress) io.stderr.write('\n');
+      for (const problem of report.problems) io.stderr.write(`vmdedup: source '${problem.source}': ${oneLine(problem.message)}\n`);
       for (const failure of report.failures) io.stderr.write(`vmdedup: ${failure.vm}: ${oneLine(failure.error)}\n`);
       if (values.json) {
         json({
           backups: report.backups.map(({ vm, backupId, disks }) => ({ vm, backupId, disks })),
           failures: report.failures.map(({ vm, source, error }) => ({ vm, source, error })),
+          problems: report.problems,
           totals: report.totals,
         });
       } else {
@@ -210,9 +223,9 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
           const stored = backup.disks.filter((d) => d.action === 'stored').length;
           out(`${backup.vm}: backup ${backup.backupId}, ${backup.disks.length} disks (${stored} stored, ${backup.disks.length - stored} referenced), read ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesRead, 0))}, wrote ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesWritten, 0))}`);
         }
-        out(`total: ${report.backups.length} VMs backed up, ${report.failures.length} failed; logical ${formatBytes(report.totals.logicalBytes)}, read ${formatBytes(report.totals.bytesRead)}, written ${formatBytes(report.totals.bytesWritten)}`);
+        out(`total: ${report.backups.length} VMs backed up, ${report.failures.length} failed${report.problems.length ? `, ${report.problems.length} source problems` : ''}; logical ${formatBytes(report.totals.logicalBytes)}, read ${formatBytes(report.totals.bytesRead)}, written ${formatBytes(report.totals.bytesWritten)}`);
       }
-      return report.failures.length ? EXIT_BAD_INPUT : EXIT_OK;
+      return report.failures.length || report.problems.length ? EXIT_BAD_INPUT : EXIT_OK;
     }
 
     case 'backups': {
