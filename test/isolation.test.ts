@@ -260,6 +260,11 @@ describe('per-VM isolation', () => {
     expect(result.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^vmdedup: source 'a-gone': .*gone: source folder does not exist/)]);
     const listed = JSON.parse((await cli(alone, 'backups', '--json')).stdout) as { backups: { vm: string }[] };
     expect(listed.backups.map((b) => b.vm)).toEqual(['kept']);
+    // the live inventory too: one line for the vanished source, the others shown
+    const inventory = await cliWithin(alone, 'inventory', '--json');
+    expect(inventory.code).toBe(2);
+    expect(inventory.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^vmdedup: source 'a-gone': .*source folder does not exist/)]);
+    expect((JSON.parse(inventory.stdout) as { sources: { source: string }[] }).sources.map((s) => s.source)).toEqual(['b-kept']);
   });
 
   it('reads a libvirt disk without <driver type> as raw: a qcow2 header written by a guest pulls in no other disk', async () => {

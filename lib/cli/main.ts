@@ -13,6 +13,7 @@ import { repositoryDir, vmdedupHome } from '../config';
 import { catalogUrl, closeCatalog, getCatalog, getCatalogSql } from '../db';
 import { openRepository } from '../open-repository';
 import type { z } from 'zod';
+import { InputError } from '../engine/errors';
 import { scanSource } from '../engine/sources/inventory';
 import { AppError, isUserError, toAppError } from '../errors';
 import { formatBytes, progressLine, table } from './format';
@@ -149,7 +150,18 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       const { values } = parse(rest, { source: { type: 'string' }, json: { type: 'boolean' } });
       const sources = await selectSources(await getCatalogSql(), values.source as string | undefined);
       const inventories = [];
-      for (const source of sources) inventories.push(await scanSource(source, { signal }));
+      // A source that cannot be read is one line (exit 2); the others are still shown.
+      const unreadable: { source: string; error: string }[] = [];
+      for (const source of sources) {
+        try {
+          inventories.push(await scanSource(source, { signal }));
+        } catch (err) {
+          if (!(err instanceof InputError)) throw err;
+          unreadable.push({ source: source.name, error: err.message });
+        }
+      }
+      for (const problem of unreadable) io.stderr.write(`vmdedup: source '${problem.source}': ${oneLine(problem.error)}\n`);
+      const inventoryExit = unreadable.length ? EXIT_BAD_INPUT : EXIT_OK;
       const report = inventories.map((inv) => ({
         source: inv.source.name, type: inv.source.type, path: inv.root, warnings: inv.warnings, problems: inv.problems.map((p) => p.message),
         vms: inv.vms.map((vm) => ({
@@ -168,8 +180,8 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
         })),
       }));
       if (values.json) {
-        json({ sources: report });
-        return EXIT_OK;
+        json({ sources: report, ...(unreadable.length ? { unreadable } : {}) });
+        return inventoryExit;
       }
       for (const source of report) {
         out(`source ${source.source} (${source.type}, ${source.path})`);
@@ -184,7 +196,7 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
           for (const slot of vm.slots.filter((s) => !s.backedUp)) out(`    ${slot.slot} ${slot.target ?? ''} (${slot.note})`);
         }
       }
-      return EXIT_OK;
+      return inventoryExit;
     }
 
     case 'backup': {

@@ -114,7 +114,7 @@ export async function sourceRoot(dir: string): Promise<string> {
 type ConfigFile = { path: string; link?: string; error?: InputError };
 
 /**
- * The config files of a source (found recursively; hidden files skipped, symlinked folders not followed). A
+ * The config files of a source (found recursively; hidden files and folders skipped, symlinked folders not followed). A
  * symlinked config counts once, at its canonical path: a link to a config already found (libvirt's autostart
  * links) is an alias, not a second VM. A FIFO, socket or device named like a config is reported, never opened.
  */
@@ -133,8 +133,10 @@ async function findConfigs(root: string, extension: string, warnings: string[], 
     }
     for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const full = path.join(dir, entry.name);
+      // Hidden folders too: snapshot folders (.snapshot, .zfs) hold a copy of every config, not more VMs.
+      if (entry.name.startsWith('.')) continue;
       if (entry.isDirectory()) await walk(full);
-      else if (entry.name.startsWith('.') || !entry.name.toLowerCase().endsWith(extension)) continue;
+      else if (!entry.name.toLowerCase().endsWith(extension)) continue;
       else if (entry.isFile()) regular.push(full);
       else if (entry.isSymbolicLink()) links.push(full);
       else special.push({ path: full, error: notRegularFile(full, entry) });
