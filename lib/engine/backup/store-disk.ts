@@ -1,4 +1,3 @@
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { BlockPool, Slot } from '../chunking/block-pool';
 import { InputError, fileError } from '../errors';
