@@ -176,19 +176,22 @@ describe('restore safety', () => {
     // After the backup: vm3 starts using the shared disk; vm4 uses it too but names a missing disk as well.
     await fs.writeFile(path.join(kvm, 'vm3.xml'), domain('vm3', [{ file: 'images/shared.raw', type: 'raw' }]));
     await fs.writeFile(path.join(kvm, 'vm4.xml'), domain('vm4', [{ file: 'images/shared.raw', type: 'raw' }, { file: 'images/gone.raw', type: 'raw' }]));
+    // vm5's config does not even parse: it still names the file.
+    await fs.writeFile(path.join(kvm, 'vm5.xml'), domain('vm5', [{ file: 'images/shared.raw', type: 'raw' }]).replace('</devices>', '</devics>'));
     await overwrite(shared, 0, 4096, 11);
     try {
       const plan = await restore('restore-plan', 'c1', '--target', path.join(out, 'warn'));
       expect(plan.code, plan.stderr).toBe(0);
       const drift = plan.json!.drift.find((d) => d.disk === shared)!;
       expect(drift.kind).toBe('modified');
-      expect([...drift.sharedWith].sort()).toEqual(['c2', 'vm3', 'vm4']);
+      expect([...drift.sharedWith].sort()).toEqual(['c2', 'vm3', 'vm4', 'vm5']);
       expect(drift.sharedAtBackup).toEqual(['c2']);
-      expect(plan.json!.message).toMatch(/used by c2, vm3 and vm4/);
+      expect(plan.json!.message).toMatch(/used by c2, vm3, vm4 and vm5/);
     } finally {
       await fs.writeFile(shared, saved);
       await fs.rm(path.join(kvm, 'vm3.xml'));
       await fs.rm(path.join(kvm, 'vm4.xml'));
+      await fs.rm(path.join(kvm, 'vm5.xml'));
     }
   });
 

@@ -1,9 +1,9 @@
-import fs from 'node:fs/promises';
 import type { BlockPool, Slot } from '../chunking/block-pool';
 import { InputError, fileError } from '../errors';
 import type { ChunkId } from '../repository/chunk-id';
 import { MANIFEST_FORMAT_VERSION, type StoredDiskFile, type StoredDiskManifest } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
+import { openDiskFile } from '../sources/files';
 import { type VirtualDisk, versionOf } from '../sources/inventory';
 
 export type StoredDiskResult = {
@@ -40,6 +40,7 @@ export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskRe
     if (before.versionToken === after.versionToken) {
       disk.versionToken = after.versionToken;
       disk.logicalBytes = after.logicalBytes;
+      disk.racilyClean = after.racilyClean;
       return { ...result, bytesRead: result.bytesRead + earlierRead, bytesWritten: result.bytesWritten + earlierWritten };
     }
     earlierRead += result.bytesRead;
@@ -81,7 +82,7 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   };
 
   for (const file of disk.files) {
-    const handle = await fs.open(file, 'r').catch((err) => { throw fileError(file, err); });
+    const handle = await openDiskFile(file);
     try {
       const { size } = await handle.stat();
       // Results by block index; the promises in flight are bounded by the pool's slots, not by the disk's size.

@@ -70,6 +70,11 @@ export type BackupDiskEntry = {
   logicalBytes: number;
   bytesRead: number;
   bytesWritten: number;
+  /** Fast-path trust (absent in older images): when the content behind `digest` was last read from the disk (this
+   *  run, or the run whose read this one referenced), and whether `versionToken` was taken too soon after a change
+   *  to be trusted by a later run (racily clean). The catalog's fast path is rebuilt from these. */
+  readAt?: string;
+  racilyClean?: boolean;
 };
 
 /** images/<id>.json: one backup of one VM. */

@@ -277,10 +277,9 @@ async function usersNow(live: LiveState, image: BackupImageManifest): Promise<{ 
       seenConfigs.add(vm.configPath);
       const label = own ? vm.name : `${vm.name} (source ${inventory.source.name})`;
       const paths = new Set(vm.disks.map((use) => use.diskPath));
-      for (const slot of vm.slots) {
-        if (!slot.backedUp || !slot.path) continue;
+      for (const named of vm.namedPaths) {
         // A named file and, where it can be read, its parent chain (a broken VM's chain was not resolved by the scan).
-        let current: string | undefined = await fs.realpath(slot.path).catch(() => slot.path!);
+        let current: string | undefined = named;
         for (let depth = 0; current && !paths.has(current) && depth < 256; depth++) {
           paths.add(current);
           const known = inventory.disks.get(current);
