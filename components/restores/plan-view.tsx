@@ -32,18 +32,20 @@ export function PlanDetails({ plan, testId = 'plan' }: { plan: PlanView; testId?
         </table>
       )}
       <table className="w-full overflow-hidden rounded-lg border border-slate-200 bg-white text-sm" aria-label="What happens to each disk">
-        <thead className="bg-slate-100 text-left text-slate-600"><tr><th className="px-3 py-2">Disk</th><th className="px-3 py-2">Action</th><th className="px-3 py-2">The VM will point at</th><th className="px-3 py-2">Shared with</th></tr></thead>
+        <thead className="bg-slate-100 text-left text-slate-600"><tr><th className="px-3 py-2">Disk</th><th className="px-3 py-2">Action</th><th className="px-3 py-2">Written to</th><th className="px-3 py-2">The VM will point at</th><th className="px-3 py-2">Shared with now</th></tr></thead>
         <tbody>
           {plan.disks.map((d) => (
             <tr key={d.path} className="border-t border-slate-100" aria-label={`disk ${d.path}`}>
               <td className="px-3 py-2 font-mono text-xs">{d.path}{d.common && <span className="ml-2 rounded bg-violet-100 px-1.5 text-violet-800">common</span>}</td>
               <td className="px-3 py-2" data-action={d.action}>{ACTION_WORDS[d.action] ?? d.action}</td>
+              <td className="px-3 py-2 font-mono text-xs" data-testid="written-to">{d.files?.length ? d.files.map((file) => <div key={file}>{file}</div>) : 'nothing'}</td>
               <td className="px-3 py-2 font-mono text-xs">{d.pointTo}</td>
-              <td className="px-3 py-2">{d.sharedWith.join(', ')}</td>
+              <td className="px-3 py-2">{d.sharedWith.join(', ') || 'no other VM'}{(d.sharedAtBackup?.length ?? 0) > 0 && <div className="text-xs text-slate-500">at the backup: {d.sharedAtBackup.join(', ')}</div>}</td>
             </tr>
           ))}
         </tbody>
       </table>
+      {plan.configDestination && <p className="text-sm">The VM&apos;s config is written to <span className="font-mono text-xs" data-testid={`${testId}-config`}>{plan.configDestination}</span>.</p>}
       {plan.approvalReasons.length > 0 && <p className="text-sm" data-testid={`${testId}-approval`}>Needs approval by an approver: {plan.approvalReasons.join('; ')}.</p>}
     </div>
   );

@@ -1,11 +1,13 @@
 import type { CatalogSql } from '../db';
+import { InputError } from '../engine/errors';
 import type { BackupImageManifest } from '../engine/repository/manifests';
 import type { Repository } from '../engine/repository/repository';
 import { checkTargetFolder } from '../engine/restore/target-folder';
-import { type RestoreChoice, type RestorePlan, type RestorePolicy, type RestoreTarget, planRestore } from '../engine/restore/plan';
+import { type LiveState, type RestoreChoice, type RestorePlan, type RestorePolicy, type RestoreTarget, planRestore } from '../engine/restore/plan';
 import { scanSource } from '../engine/sources/inventory';
 import type { SourceType } from '../engine/sources/types';
 import { AppError } from '../errors';
+import { listSources } from './sources';
 
 export type RestoreRequest = {
   vm: string;
@@ -15,7 +17,7 @@ export type RestoreRequest = {
   choice?: RestoreChoice;
 };
 
-export type RestoreContext = { image: BackupImageManifest; sourceType: SourceType; sourceRoot: string };
+export type RestoreContext = { image: BackupImageManifest; sourceType: SourceType; repo: Repository; sql: CatalogSql };
 
 /** The backup image to restore: the given id (which must belong to the VM), else the VM's latest. */
 async function findImageId(sql: CatalogSql, vm: string, backupId?: string): Promise<string> {
@@ -38,19 +40,39 @@ async function findImageId(sql: CatalogSql, vm: string, backupId?: string): Prom
 
 export async function loadRestoreContext(sql: CatalogSql, repo: Repository, request: RestoreRequest): Promise<RestoreContext> {
   const image = await repo.getBackupImage(await findImageId(sql, request.vm, request.backupId));
-  const { rows } = await sql.query<{ type: SourceType; path: string }>('SELECT "type", "path" FROM "Source" WHERE "name" = $1', [image.source.name]);
-  return { image, sourceType: rows[0]?.type ?? image.source.type, sourceRoot: rows[0]?.path ?? image.source.path };
+  const { rows } = await sql.query<{ type: SourceType }>('SELECT "type" FROM "Source" WHERE "name" = $1', [image.source.name]);
+  return { image, sourceType: rows[0]?.type ?? image.source.type, repo, sql };
+}
+
+/**
+ * The fleet as it is now: every registered source scanned (who uses a disk is decided on all of them). The image's
+ * source is found by name, at the path the catalog has for it now; a source that cannot be read is reported, not fatal.
+ */
+async function liveState(sql: CatalogSql, image: BackupImageManifest, sourceType: SourceType): Promise<LiveState> {
+  const sources = await listSources(sql);
+  const own = sources.find((s) => s.name === image.source.name) ?? { name: image.source.name, type: sourceType, path: image.source.path };
+  const state: LiveState = { others: [], unreadable: [] };
+  for (const source of [own, ...sources.filter((s) => s.name !== own.name)]) {
+    try {
+      const inventory = await scanSource({ name: source.name, type: source.type, path: source.path });
+      if (source === own) state.source = inventory;
+      else state.others.push(inventory);
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+      state.unreadable.push({ name: source.name, error: err.message });
+    }
+  }
+  return state;
 }
 
 export async function planWithContext(context: RestoreContext, request: RestoreRequest): Promise<RestorePlan> {
   // Checked when planning too, so that `restore-plan` reports it.
-  if (request.target.kind === 'folder') await checkTargetFolder(request.target.dir);
-  const live = await scanSource({ name: context.image.source.name, type: context.sourceType, path: context.sourceRoot });
-  return planRestore({ image: context.image, live, target: request.target, policy: request.policy, choice: request.choice });
+  if (request.target.kind === 'folder') await checkTargetFolder(request.target.dir, { vm: context.image.vm.name, backupId: context.image.id });
+  const live = await liveState(context.sql, context.image, context.sourceType);
+  return planRestore({ image: context.image, live, target: request.target, repo: context.repo, policy: request.policy, choice: request.choice });
 }
 
-/** Plans a restore of one VM from the catalog's backup and the live source; writes nothing. */
+/** Plans a restore of one VM from the catalog's backup and the live fleet; writes nothing. */
 export async function planVmRestore(sql: CatalogSql, repo: Repository, request: RestoreRequest): Promise<RestorePlan> {
   return planWithContext(await loadRestoreContext(sql, repo, request), request);
 }
-

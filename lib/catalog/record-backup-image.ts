@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { type CatalogSql, inTransaction } from '../db';
+import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
 
 /**
@@ -57,11 +58,19 @@ async function recordIn(client: pg.PoolClient, sourceId: string, image: BackupIm
      ON CONFLICT ("digest") DO UPDATE SET "storedBytes" = CASE WHEN EXCLUDED."storedBytes" > 0 THEN EXCLUDED."storedBytes" ELSE "StoredDisk"."storedBytes" END`,
     [createdAt, col(stored, (d) => d.digest), col(stored, (d) => d.format), col(stored, (d) => d.logicalBytes), col(stored, (d) => (d.action === 'stored' ? d.bytesWritten : 0))],
   );
+  // The newest read of a version decides its content and trust (a rebuild may replay images in any order).
+  // Images from before fast-path trust was recorded say nothing of it: their versions are read once more.
   await client.query(
-    `INSERT INTO "DiskVersion" ("diskId", "versionToken", "digest")
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-     ON CONFLICT ("diskId", "versionToken") DO UPDATE SET "digest" = EXCLUDED."digest"`,
-    [ids, col(disks, (d) => d.versionToken), col(disks, (d) => d.digest)],
+    `INSERT INTO "DiskVersion" ("diskId", "versionToken", "digest", "readAt", "racilyClean")
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamp[], $5::boolean[])
+     ON CONFLICT ("diskId", "versionToken") DO UPDATE SET
+       "digest" = CASE WHEN EXCLUDED."readAt" >= "DiskVersion"."readAt" THEN EXCLUDED."digest" ELSE "DiskVersion"."digest" END,
+       "racilyClean" = CASE WHEN EXCLUDED."readAt" >= "DiskVersion"."readAt" THEN EXCLUDED."racilyClean" ELSE "DiskVersion"."racilyClean" END,
+       "readAt" = GREATEST(EXCLUDED."readAt", "DiskVersion"."readAt")`,
+    [
+      ids, col(disks, (d) => d.versionToken), col(disks, (d) => d.digest),
+      col(disks, (d) => (d.readAt ? new Date(d.readAt) : createdAt)), col(disks, (d) => d.racilyClean ?? true),
+    ],
   );
   await client.query(
     `INSERT INTO "VmDisk" ("vmId", "diskId", "via", "slot")
@@ -104,17 +113,18 @@ function col<T, V>(rows: T[], pick: (row: T) => V): V[] {
   return rows.map(pick);
 }
 
-/** The fast path's question, for all disks of a run at once: which (identifier, version) pairs are stored? */
-export async function findStoredVersions(sql: CatalogSql, options: { sourceId: string; disks: { identifier: string; versionToken: string }[] }): Promise<(string | undefined)[]> {
+/** The fast path's question, for all disks of a run at once: which (identifier, version) pairs are stored, and
+ *  how far can each be trusted (the backup decides: see backupVms)? */
+export async function findStoredVersions(sql: CatalogSql, options: { sourceId: string; disks: { identifier: string; versionToken: string }[] }): Promise<(StoredVersion | undefined)[]> {
   if (options.disks.length === 0) return [];
-  const { rows } = await sql.query<{ ord: number; digest: string }>(
-    `SELECT q.ord, v."digest"
+  const { rows } = await sql.query<{ ord: number; digest: string; readAt: Date; racilyClean: boolean }>(
+    `SELECT q.ord, v."digest", v."readAt", v."racilyClean"
      FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS q(identifier, version, ord)
      JOIN "Disk" d ON d."sourceId" = $1 AND d."identifier" = q.identifier
      JOIN "DiskVersion" v ON v."diskId" = d."id" AND v."versionToken" = q.version`,
     [options.sourceId, col(options.disks, (d) => d.identifier), col(options.disks, (d) => d.versionToken)],
   );
-  const digests: (string | undefined)[] = options.disks.map(() => undefined);
-  for (const row of rows) digests[Number(row.ord) - 1] = row.digest;
-  return digests;
+  const versions: (StoredVersion | undefined)[] = options.disks.map(() => undefined);
+  for (const row of rows) versions[Number(row.ord) - 1] = { digest: row.digest, readAt: row.readAt, racilyClean: row.racilyClean };
+  return versions;
 }

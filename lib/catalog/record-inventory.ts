@@ -14,8 +14,14 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
   const { sourceId, inventory } = options;
   const problems: SourceProblem[] = [
     ...inventory.warnings.map((warning) => splitProblem(warning, inventory.root)),
+    ...inventory.problems.map((problem) => splitProblem(problem.message, inventory.root)),
     ...inventory.vms.filter((vm) => vm.error).map((vm) => ({ file: vm.configPath, message: vm.error! })),
   ];
+  // A VM row per name (the catalog's key): where configs share a name (each refused, each in `problems`), the
+  // one without an error is recorded, else the first.
+  const byName = new Map<string, SourceInventory['vms'][number]>();
+  for (const vm of inventory.vms) if (!byName.has(vm.name) || (byName.get(vm.name)!.error && !vm.error)) byName.set(vm.name, vm);
+  const vms = [...byName.values()];
   const disks = [...inventory.disks.values()];
   // Most scans (every unchanged backup) find what the last one found: then only the times move.
   const digest = createHash('sha256').update(JSON.stringify({
@@ -26,16 +32,16 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
   const { rowCount } = await sql.query(
     `WITH source AS (UPDATE "Source" SET "scannedAt" = now() WHERE "id" = $1 AND "inventoryDigest" = $2 RETURNING "id")
      UPDATE "Vm" SET "lastSeenAt" = now() WHERE "sourceId" IN (SELECT "id" FROM source) AND "name" = ANY($3::text[])`,
-    [sourceId, digest, inventory.vms.map((vm) => vm.name)],
+    [sourceId, digest, vms.map((vm) => vm.name)],
   );
-  if (rowCount === inventory.vms.length && rowCount > 0) return { vms: inventory.vms.length, disks: disks.length, problems };
+  if (rowCount === vms.length && rowCount > 0) return { vms: inventory.vms.length, disks: disks.length, problems };
   await inTransaction(sql, async (client) => {
     const { rows: vmRows } = await client.query<{ id: string; name: string }>(
       `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath", "lastSeenAt")
        SELECT gen_random_uuid()::text, $1, v.name, v.uuid, v.config, now() FROM unnest($2::text[], $3::text[], $4::text[]) AS v(name, uuid, config)
        ON CONFLICT ("sourceId", "name") DO UPDATE SET "uuid" = EXCLUDED."uuid", "configPath" = EXCLUDED."configPath", "lastSeenAt" = now()
        RETURNING "id", "name"`,
-      [sourceId, inventory.vms.map((vm) => vm.name), inventory.vms.map((vm) => vm.uuid), inventory.vms.map((vm) => vm.configPath)],
+      [sourceId, vms.map((vm) => vm.name), vms.map((vm) => vm.uuid), vms.map((vm) => vm.configPath)],
     );
     const { rows: diskRows } = await client.query<{ id: string; path: string }>(
       `INSERT INTO "Disk" ("id", "sourceId", "identifier", "path", "format", "common", "parentPath", "sizeBytes")
@@ -56,7 +62,7 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
     );
     const vmId = new Map(vmRows.map((row) => [row.name, row.id]));
     const diskId = new Map(diskRows.map((row) => [row.path, row.id]));
-    const links = inventory.vms.flatMap((vm) => vm.disks.filter((use) => diskId.has(use.diskPath)).map((use) => ({ vm: vmId.get(vm.name)!, disk: diskId.get(use.diskPath)!, via: use.via, slot: use.slot ?? null })));
+    const links = vms.flatMap((vm) => vm.disks.filter((use) => diskId.has(use.diskPath)).map((use) => ({ vm: vmId.get(vm.name)!, disk: diskId.get(use.diskPath)!, via: use.via, slot: use.slot ?? null })));
     await client.query('DELETE FROM "VmDisk" WHERE "vmId" = ANY($1::text[])', [[...vmId.values()]]);
     await client.query(
       `INSERT INTO "VmDisk" ("vmId", "diskId", "via", "slot")

@@ -19,12 +19,18 @@ import { planVmRestore } from './plan-vm-restore';
 
 export type ApprovalPolicyView = TApprovalPolicy & { updatedBy: string; updatedAt: string };
 
-export type PlannedDiskView = { path: string; common: boolean; action: string; destination: string | null; pointTo: string; sharedWith: string[] };
+export type PlannedDiskView = {
+  path: string; common: boolean; action: string; destination: string | null; files: string[]; pointTo: string;
+  /** Other VMs that use the disk now (live), and at the backup. */
+  sharedWith: string[]; sharedAtBackup: string[];
+};
 export type PlanView = {
   vm: string; backupId: string; backupCreatedAt: string; policy: string; choice: string; target: RestoreTarget;
   status: 'planned' | 'needs-confirmation'; message: string; fingerprint: string; cannotExecute: string | null;
   drift: { disk: string; kind: string; recorded: Record<string, unknown>; current: Record<string, unknown>; sharedWith: string[]; sharedAtBackup: string[] }[];
   disks: PlannedDiskView[];
+  /** Where the VM's config is written. */
+  configDestination: string;
   /** Why this restore needs an approver under the current policy ([] when it does not). */
   approvalReasons: string[];
   /** What the requester agrees to by confirming, in one sentence. */
@@ -76,9 +82,10 @@ function toPlanView(plan: RestorePlan, policy: TApprovalPolicy): PlanView {
     vm: plan.vm, backupId: plan.backupId, backupCreatedAt: plan.backupCreatedAt, policy: plan.policy, choice: plan.choice, target: plan.target,
     status: plan.status, message: plan.message, fingerprint: plan.fingerprint, cannotExecute: plan.cannotExecute ?? null, drift,
     disks: plan.disks.map((d) => ({
-      path: d.entry.path, common: d.common, action: d.action, destination: d.destination ?? null, pointTo: d.pointTo,
-      sharedWith: d.entry.usedBy.filter((name) => name !== plan.vm),
+      path: d.entry.path, common: d.common, action: d.action, destination: d.destination ?? null, files: d.files?.map((f) => f.destination) ?? [],
+      pointTo: d.pointTo, sharedWith: d.sharedWith, sharedAtBackup: d.sharedAtBackup,
     })),
+    configDestination: plan.configDestination,
     approvalReasons: approvalReasons(plan, policy),
     confirmation: confirmationOf(plan),
   };

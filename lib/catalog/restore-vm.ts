@@ -33,7 +33,7 @@ export async function restoreVm(
   }
   const result = await executeRestore({
     plan: fresh, repo, configBytes: Buffer.from(context.image.vm.configBase64, 'base64'),
-    sourceType: context.sourceType, sourceRoot: context.sourceRoot, onProgress: request.onProgress, signal: request.signal,
+    sourceType: context.sourceType, onProgress: request.onProgress, signal: request.signal,
     directIo: restoreDirectIo(),
   });
   return { plan: fresh, result };

@@ -4,6 +4,7 @@ import type { CatalogSql } from '../db';
 import { backupVms } from '../engine/backup/backup';
 import type { BackupProgress } from '../engine/backup/progress';
 import type { BackupDiskEntry } from '../engine/repository/manifests';
+import { InputError } from '../engine/errors';
 import type { Repository } from '../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../engine/sources/inventory';
 import { AppError } from '../errors';
@@ -18,6 +19,9 @@ export type BackupDiskReport = {
 export type BackupReport = {
   backups: { vm: string; source: string; backupId: string; disks: BackupDiskReport[] }[];
   failures: { vm: string; source: string; configPath: string; error: string }[];
+  /** Problems of a source rather than of one VM (it could not be read; an ambiguous disk GUID): each makes the
+   *  run exit 2, while every VM they do not stop is backed up. */
+  problems: { source: string; message: string }[];
   totals: { logicalBytes: number; bytesRead: number; bytesWritten: number };
   warnings: string[];
 };
@@ -26,6 +30,8 @@ export type RunBackupOptions = {
   source?: string;
   vms?: string[];
   repo: Repository;
+  /** See BackupOptions.rereadAfterDays. */
+  rereadAfterDays?: number;
   onProgress?: (progress: BackupProgress & { source: string }) => void;
   onWarning?: (message: string) => void;
   signal?: AbortSignal;
@@ -35,24 +41,39 @@ export type RunBackupOptions = {
 export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
   const sources = await selectSources(sql, options.source);
   if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
+  const report: BackupReport = { backups: [], failures: [], problems: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
   const scanned: { source: SourceRow; inventory: SourceInventory }[] = [];
   for (const source of sources) {
-    const inventory = await scanSource(source, { signal: options.signal });
+    let inventory: SourceInventory;
+    try {
+      inventory = await scanSource(source, { signal: options.signal });
+    } catch (err) {
+      // A source that cannot be read at all (its folder vanished, an unmounted datastore) is one line; the
+      // catalog keeps its last picture of it, and the other sources go on.
+      if (!(err instanceof InputError)) throw err;
+      report.problems.push({ source: source.name, message: err.message });
+      continue;
+    }
     // Every backup refreshes the catalog's picture of the source (VMs, disks, who shares what, problems).
     await recordInventory(sql, { sourceId: source.id, inventory });
     scanned.push({ source, inventory });
   }
-  const plan = assignVms(scanned, options.vms);
+  const plan = assignVms(scanned, options.vms, report.problems);
 
   // The images of this run share its id (the first image's time-sorted id form, made once here).
   const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
-  const report: BackupReport = { backups: [], failures: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
   const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
   for (const { source, inventory, vmNames } of plan) {
+    // A source's problems that concern this run: all of them for a whole source, else those about disks of the chosen VMs.
+    const chosen = vmNames ? new Set(inventory.vms.filter((vm) => vmNames.includes(vm.name)).flatMap((vm) => vm.disks.map((use) => use.diskPath))) : undefined;
+    for (const problem of inventory.problems) {
+      if (!chosen || problem.disks.some((disk) => chosen.has(disk))) report.problems.push({ source: source.name, message: problem.message });
+    }
     const results = await backupVms({
       inventory,
       vmNames,
       repo: options.repo,
+      rereadAfterDays: options.rereadAfterDays,
       runId,
       lookupStoredDisks: (disks) => findStoredVersions(sql, { sourceId: source.id, disks }),
       onImage: (image) => recordBackupImage(sql, { sourceId: source.id, image }),
@@ -78,12 +99,16 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
 }
 
 /** Which VMs of which source: every VM, or each `--vm` found in exactly one source. */
-function assignVms(scanned: { source: SourceRow; inventory: SourceInventory }[], names: string[] | undefined) {
+function assignVms(scanned: { source: SourceRow; inventory: SourceInventory }[], names: string[] | undefined, unread: { source: string }[]) {
   if (!names || names.length === 0) return scanned.map((s) => ({ ...s, vmNames: undefined as string[] | undefined }));
   const bySource = new Map<string, string[]>();
   for (const name of names) {
     const holders = scanned.filter((s) => s.inventory.vms.some((vm) => vm.name === name));
-    if (holders.length === 0) throw new AppError('BAD_INPUT', { message: `no VM named '${name}' in ${scanned.length === 1 ? `source '${scanned[0].source.name}'` : 'any source'} (see 'vmdedup inventory')` });
+    if (holders.length === 0) {
+      const where = scanned.length === 1 && unread.length === 0 ? `source '${scanned[0].source.name}'` : 'any source';
+      const why = unread.length ? `; source ${unread.map((u) => `'${u.source}'`).join(', ')} could not be read` : '';
+      throw new AppError('BAD_INPUT', { message: `no VM named '${name}' in ${where} (see 'vmdedup inventory')${why}` });
+    }
     if (holders.length > 1) throw new AppError('BAD_INPUT', { message: `VM '${name}' exists in sources ${holders.map((h) => h.source.name).join(', ')}: add --source` });
     const list = bySource.get(holders[0].source.id) ?? [];
     if (!list.includes(name)) list.push(name);

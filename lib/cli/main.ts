@@ -6,12 +6,14 @@ import { getStats, listBackups, listCommonDisks } from '../catalog/reports';
 import { type RestoreRequest, planVmRestore } from '../catalog/plan-vm-restore';
 import { restoreVm } from '../catalog/restore-vm';
 import { runBackup } from '../catalog/run-backup';
+import { DEFAULT_REREAD_AFTER_DAYS } from '../engine/backup/backup';
 import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../engine/restore/plan';
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
 import { catalogUrl, closeCatalog, getCatalog, getCatalogSql } from '../db';
 import { openRepository } from '../open-repository';
 import type { z } from 'zod';
+import { InputError } from '../engine/errors';
 import { scanSource } from '../engine/sources/inventory';
 import { AppError, isUserError, toAppError } from '../errors';
 import { formatBytes, progressLine, table } from './format';
@@ -27,7 +29,10 @@ const USAGE = `usage: vmdedup <command> [options]
   source add <name> --type libvirt|vmware --path <dir>   register a source of VMs
   source list [--json]                                    list sources
   inventory [--source <name>] [--json]                    VMs, disks, pointers, parent chains, shared disks (live)
-  backup [--source <name>] [--vm <name>]... [--json]      back up VMs (all VMs without --vm)
+  backup [--source <name>] [--vm <name>]... [--reread-after <days>] [--json]
+                                                          back up VMs (all VMs without --vm); a disk is read in full
+                                                          when its stored version was read over <days> ago (default
+                                                          ${DEFAULT_REREAD_AFTER_DAYS}; 0: every disk), else an unchanged disk is referenced
   backups [--vm <name>] [--json]                          list backup images
   common-disks [--json]                                   disks shared by several VMs, and what they cost
   stats [--json]                                          catalog totals and savings
@@ -145,9 +150,20 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       const { values } = parse(rest, { source: { type: 'string' }, json: { type: 'boolean' } });
       const sources = await selectSources(await getCatalogSql(), values.source as string | undefined);
       const inventories = [];
-      for (const source of sources) inventories.push(await scanSource(source, { signal }));
+      // A source that cannot be read is one line (exit 2); the others are still shown.
+      const unreadable: { source: string; error: string }[] = [];
+      for (const source of sources) {
+        try {
+          inventories.push(await scanSource(source, { signal }));
+        } catch (err) {
+          if (!(err instanceof InputError)) throw err;
+          unreadable.push({ source: source.name, error: err.message });
+        }
+      }
+      for (const problem of unreadable) io.stderr.write(`vmdedup: source '${problem.source}': ${oneLine(problem.error)}\n`);
+      const inventoryExit = unreadable.length ? EXIT_BAD_INPUT : EXIT_OK;
       const report = inventories.map((inv) => ({
-        source: inv.source.name, type: inv.source.type, path: inv.root, warnings: inv.warnings,
+        source: inv.source.name, type: inv.source.type, path: inv.root, warnings: inv.warnings, problems: inv.problems.map((p) => p.message),
         vms: inv.vms.map((vm) => ({
           name: vm.name, uuid: vm.uuid, configPath: vm.configPath, error: vm.error,
           slots: vm.slots.map((s) => ({ slot: s.slot, device: s.device, target: s.target, format: s.format, shareable: s.shareable, readonly: s.readonly, serial: s.serial, wwn: s.wwn, mode: s.mode, sharing: s.sharing, backedUp: s.backedUp, note: s.note })),
@@ -164,12 +180,13 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
         })),
       }));
       if (values.json) {
-        json({ sources: report });
-        return EXIT_OK;
+        json({ sources: report, ...(unreadable.length ? { unreadable } : {}) });
+        return inventoryExit;
       }
       for (const source of report) {
         out(`source ${source.source} (${source.type}, ${source.path})`);
         for (const warning of source.warnings) out(`  warning: ${warning}`);
+        for (const problem of source.problems) out(`  problem: ${problem}`);
         for (const vm of source.vms) {
           out(`  vm ${vm.name}${vm.error ? `  ERROR: ${vm.error}` : ''}`);
           for (const disk of vm.disks) {
@@ -179,17 +196,23 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
           for (const slot of vm.slots.filter((s) => !s.backedUp)) out(`    ${slot.slot} ${slot.target ?? ''} (${slot.note})`);
         }
       }
-      return EXIT_OK;
+      return inventoryExit;
     }
 
     case 'backup': {
-      const { values } = parse(rest, { source: { type: 'string' }, vm: { type: 'string', multiple: true }, json: { type: 'boolean' } });
+      const { values } = parse(rest, { source: { type: 'string' }, vm: { type: 'string', multiple: true }, 'reread-after': { type: 'string' }, json: { type: 'boolean' } });
+      const rereadAfter = values['reread-after'] as string | undefined;
+      const rereadAfterDays = rereadAfter === undefined ? undefined : Number(rereadAfter);
+      if (rereadAfterDays !== undefined && (!/^\d+(\.\d+)?$/.test(rereadAfter!) || !Number.isFinite(rereadAfterDays))) {
+        throw badInput(`--reread-after must be a number of days (0 or more), not '${rereadAfter}'`);
+      }
       const sql = await getCatalogSql();
       const repo = await openRepository();
       const showProgress = !values.json && io.stderr.isTTY;
       const report = await runBackup(sql, {
         source: values.source as string | undefined,
         vms: values.vm as string[] | undefined,
+        rereadAfterDays,
         repo,
         signal,
         onWarning: (message) => { if (!values.json) io.stderr.write(`warning: ${message}\n`); },
@@ -198,11 +221,13 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
           : undefined,
       });
       if (showProgress) io.stderr.write('\n');
+      for (const problem of report.problems) io.stderr.write(`vmdedup: source '${problem.source}': ${oneLine(problem.message)}\n`);
       for (const failure of report.failures) io.stderr.write(`vmdedup: ${failure.vm}: ${oneLine(failure.error)}\n`);
       if (values.json) {
         json({
           backups: report.backups.map(({ vm, backupId, disks }) => ({ vm, backupId, disks })),
           failures: report.failures.map(({ vm, source, error }) => ({ vm, source, error })),
+          problems: report.problems,
           totals: report.totals,
         });
       } else {
@@ -210,9 +235,9 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
           const stored = backup.disks.filter((d) => d.action === 'stored').length;
           out(`${backup.vm}: backup ${backup.backupId}, ${backup.disks.length} disks (${stored} stored, ${backup.disks.length - stored} referenced), read ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesRead, 0))}, wrote ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesWritten, 0))}`);
         }
-        out(`total: ${report.backups.length} VMs backed up, ${report.failures.length} failed; logical ${formatBytes(report.totals.logicalBytes)}, read ${formatBytes(report.totals.bytesRead)}, written ${formatBytes(report.totals.bytesWritten)}`);
+        out(`total: ${report.backups.length} VMs backed up, ${report.failures.length} failed${report.problems.length ? `, ${report.problems.length} source problems` : ''}; logical ${formatBytes(report.totals.logicalBytes)}, read ${formatBytes(report.totals.bytesRead)}, written ${formatBytes(report.totals.bytesWritten)}`);
       }
-      return report.failures.length ? EXIT_BAD_INPUT : EXIT_OK;
+      return report.failures.length || report.problems.length ? EXIT_BAD_INPUT : EXIT_OK;
     }
 
     case 'backups': {
@@ -264,19 +289,22 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       if (showProgress && outcome.result) io.stderr.write('\n');
       const { plan, result } = outcome;
       const status = result ? 'restored' : plan.status;
-      const disks = result?.disks ?? plan.disks.map((d) => ({ path: d.pointTo || d.entry.path, common: d.common, action: d.action, verified: false }));
+      const disks = plan.disks.map((d, i) => ({
+        path: d.pointTo, common: d.common, action: d.action, verified: result?.disks[i]?.verified ?? false,
+        written: d.files?.map((f) => f.destination) ?? [], sharedWith: d.sharedWith, sharedAtBackup: d.sharedAtBackup,
+      }));
       if (values.json) {
         json({
-          status, vm: plan.vm, backupId: plan.backupId, message: plan.message,
-          drift: plan.drift.map(({ disk, kind, recorded, current, sharedWith }) => ({ disk, kind, recorded, current, sharedWith })),
-          disks,
+          status, vm: plan.vm, backupId: plan.backupId, message: plan.message, cannotExecute: plan.cannotExecute,
+          drift: plan.drift.map(({ disk, kind, recorded, current, sharedWith, sharedAtBackup }) => ({ disk, kind, recorded, current, sharedWith, sharedAtBackup })),
+          disks, config: plan.configDestination,
         });
       } else {
         out(`${plan.vm}, backup ${plan.backupId}: ${status}`);
         out(plan.message);
-        out(table([['DISK', 'COMMON', 'ACTION', 'VERIFIED'], ...disks.map((d) => [d.path, d.common ? 'yes' : 'no', d.action, d.verified ? 'yes' : '-'])]));
-        if (result) out(`config: ${result.configPath}`);
-        else if (isRestore && status === 'needs-confirmation') out('Nothing was written. Run again with --confirm-drift (and --choice reattach|copy) to proceed.');
+        out(table([['DISK', 'COMMON', 'ACTION', 'WRITTEN TO', 'VERIFIED'], ...disks.map((d) => [d.path, d.common ? 'yes' : 'no', d.action, d.written.join(' ') || '-', d.verified ? 'yes' : '-'])]));
+        out(`config: ${plan.configDestination}${result ? '' : ' (to be written)'}`);
+        if (!result && isRestore && status === 'needs-confirmation') out('Nothing was written. Run again with --confirm-drift (and --choice reattach|copy) to proceed.');
       }
       return isRestore && !result ? EXIT_NEEDS_CONFIRMATION : EXIT_OK;
     }

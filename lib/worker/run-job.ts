@@ -23,12 +23,13 @@ const WORK: Record<JobKind, JobWork> = {
       repo, source: target.source, vms: target.vm ? [target.vm] : undefined, signal,
       onProgress: (p) => report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond, message: [p.vm, p.disk].filter(Boolean).join(': ') }),
     });
-    const { backups, failures } = result;
+    const { backups, failures, problems } = result;
+    const lines = [...problems.map((p) => `source '${p.source}': ${p.message}`), ...failures.map((f) => `${f.vm}: ${f.error}`)];
     return {
-      state: failures.length === 0 ? 'succeeded' : backups.length > 0 ? 'partial' : 'failed',
-      message: `${backups.length} VM${backups.length === 1 ? '' : 's'} backed up${failures.length ? `, ${failures.length} failed` : ''}`,
-      result: { backups: backups.map((b) => ({ vm: b.vm, source: b.source, backupId: b.backupId })), failures, totals: result.totals, warnings: result.warnings },
-      error: failures.length ? failures.map((f) => `${f.vm}: ${f.error}`).join('; ') : undefined,
+      state: lines.length === 0 ? 'succeeded' : backups.length > 0 ? 'partial' : 'failed',
+      message: `${backups.length} VM${backups.length === 1 ? '' : 's'} backed up${failures.length ? `, ${failures.length} failed` : ''}${problems.length ? `, ${problems.length} source problems` : ''}`,
+      result: { backups: backups.map((b) => ({ vm: b.vm, source: b.source, backupId: b.backupId })), failures, problems, totals: result.totals, warnings: result.warnings },
+      error: lines.length ? lines.join('; ') : undefined,
     };
   },
   async restore({ db, target, repo, signal, report }) {

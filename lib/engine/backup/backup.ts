@@ -1,14 +1,23 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import { BlockPool } from '../chunking/block-pool';
-import { InputError } from '../errors';
-import { type BackupDiskEntry, type BackupImageManifest, MANIFEST_FORMAT_VERSION } from '../repository/manifests';
+import { InputError, fileError } from '../errors';
+import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION } from '../repository/manifests';
 import { type Repository, newBackupImageId } from '../repository/repository';
 import type { SourceInventory, VirtualDisk, VmInventory } from '../sources/inventory';
 import { type BackupProgress, ProgressTracker } from './progress';
 import { storeDisk } from './store-disk';
 
+/** What the catalog knows of one stored version of a disk: its content, when that content was last actually read
+ *  from the disk, and whether the version token was taken too soon after a change to be trusted (racily clean). */
+export type StoredVersion = { digest: string; readAt: Date; racilyClean: boolean };
+
 /** The catalog's answer to "is this identifier at this version already stored?" for each disk of a run, in
- *  order: the stored disk's digest, or undefined. */
-export type StoredDiskLookup = (disks: { identifier: string; versionToken: string }[]) => Promise<(string | undefined)[]>;
+ *  order: the stored version, or undefined. */
+export type StoredDiskLookup = (disks: { identifier: string; versionToken: string }[]) => Promise<(StoredVersion | undefined)[]>;
+
+/** By default a disk is read in full at least once every 30 days, however often its stored version matches. */
+export const DEFAULT_REREAD_AFTER_DAYS = 30;
 
 export type VmBackupResult =
   | { vm: string; configPath: string; ok: true; image: BackupImageManifest }
@@ -20,6 +29,9 @@ export type BackupOptions = {
   vmNames?: string[];
   repo: Repository;
   lookupStoredDisks: StoredDiskLookup;
+  /** A stored version whose data was last read longer ago than this many days is not trusted: the disk is read
+   *  (DEFAULT_REREAD_AFTER_DAYS when absent; 0 reads every disk). */
+  rereadAfterDays?: number;
   /** Called, in order, once a VM's image is in the repository (the catalog records it here); runs alongside
    *  the next VM's backup, and backupVms returns only after every call has finished. */
   onImage?: (image: BackupImageManifest) => Promise<void>;
@@ -33,12 +45,16 @@ export type BackupOptions = {
 };
 
 type DiskOutcome =
-  | { ok: true; digest: string; /** True when this run wrote the stored disk (false: fast path, or an identical copy existed). */ storedNow?: boolean; bytesRead: number; bytesWritten: number }
+  | {
+    ok: true; digest: string; /** True when this run wrote the stored disk (false: fast path, or an identical copy existed). */ storedNow?: boolean;
+    bytesRead: number; bytesWritten: number; /** When the content behind `digest` was last read from the disk. */ readAt: Date; racilyClean: boolean;
+  }
   | { ok: false; error: string };
 
 /**
  * Backs up VMs of one source. Disks already stored at the same identifier and version are referenced
- * without being read; each other disk is read once per run, however many VMs use it.
+ * without being read, if that version is trustworthy: not racily clean, and read within `rereadAfterDays`.
+ * Each other disk is read once per run, however many VMs use it.
  */
 export async function backupVms(options: BackupOptions): Promise<VmBackupResult[]> {
   const { inventory, repo, signal } = options;
@@ -49,12 +65,17 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const outcomes = new Map<string, DiskOutcome>();
   const needed = [...new Set(vms.filter((vm) => !vm.error).flatMap((vm) => vm.disks.map((use) => use.diskPath)))]
     .map((diskPath) => inventory.disks.get(diskPath)!);
-  const digests = await options.lookupStoredDisks(needed);
+  const stored = await options.lookupStoredDisks(needed);
+  const rereadAfterDays = options.rereadAfterDays ?? DEFAULT_REREAD_AFTER_DAYS;
+  const readSince = now().getTime() - rereadAfterDays * 24 * 3600 * 1000;
   let bytesToRead = 0;
   for (const [index, disk] of needed.entries()) {
-    const digest = digests[index];
-    if (digest && (await repo.hasStoredDisk(digest))) outcomes.set(disk.path, { ok: true, digest, bytesRead: 0, bytesWritten: 0 });
-    else bytesToRead += disk.logicalBytes;
+    const version = stored[index];
+    // The scan's own flag too: equal tokens mean equal timestamps, unless the clock went back meanwhile.
+    const trusted = version && !version.racilyClean && !disk.racilyClean && rereadAfterDays > 0 && version.readAt.getTime() > readSince;
+    if (trusted && (await repo.hasStoredDisk(version.digest))) {
+      outcomes.set(disk.path, { ok: true, digest: version.digest, bytesRead: 0, bytesWritten: 0, readAt: version.readAt, racilyClean: false });
+    } else bytesToRead += disk.logicalBytes;
   }
 
   const progress = new ProgressTracker(bytesToRead, options.onProgress);
@@ -75,17 +96,18 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       const ensureStored = async (disk: VirtualDisk): Promise<DiskOutcome> => {
         const known = outcomes.get(disk.path);
         if (known) return known;
-        let parentDigest: string | undefined;
         if (disk.parent) {
           const parent = await ensureStored(inventory.disks.get(disk.parent.path)!);
           if (!parent.ok) return parent;
-          parentDigest = parent.digest;
         }
         progress.disk = disk.relativePath;
         let outcome: DiskOutcome;
         try {
-          const stored = await storeDisk({ disk, repo, pool: pool!, knownChunks, parentDigest, onBytes: (n) => progress.add(n), signal, now });
-          outcome = { ok: true, digest: stored.manifest.digest, storedNow: stored.isNew, bytesRead: stored.bytesRead, bytesWritten: stored.bytesWritten };
+          const stored = await storeDisk({ disk, repo, pool: pool!, knownChunks, onBytes: (n) => progress.add(n), signal, now });
+          outcome = {
+            ok: true, digest: stored.manifest.digest, storedNow: stored.isNew, bytesRead: stored.bytesRead, bytesWritten: stored.bytesWritten,
+            readAt: now(), racilyClean: disk.racilyClean, // storeDisk left the token and flag of its last stat here
+          };
         } catch (err) {
           if (!(err instanceof InputError)) throw err;
           outcome = { ok: false, error: err.message };
@@ -110,6 +132,15 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         const usedBy = inventory.usedBy.get(disk.path) ?? [vm.name];
         const storedHere = firstUse && outcome.storedNow === true;
         const parent = disk.parent ? inventory.disks.get(disk.parent.path)! : undefined;
+        const parentOutcome = parent ? outcomes.get(parent.path) : undefined;
+        let files: DiskFileEntry[];
+        try {
+          files = await fileEntriesOf(disk);
+        } catch (err) {
+          if (!(err instanceof InputError)) throw err;
+          failure = err.message;
+          break;
+        }
         entries.push({
           identifier: disk.identifier,
           path: disk.path,
@@ -120,13 +151,20 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           format: disk.format,
           versionToken: disk.versionToken,
           digest: outcome.digest,
+          files,
+          vmdk: disk.vmdk ? { cid: disk.vmdk.cid, parentCid: disk.vmdk.parentCid, createType: disk.vmdk.createType } : undefined,
           common: usedBy.length > 1,
           usedBy,
-          parent: disk.parent && parent ? { pointer: disk.parent.pointer, path: parent.path, identifier: parent.identifier, versionToken: parent.versionToken } : undefined,
+          parent: disk.parent && parent ? {
+            pointer: disk.parent.pointer, path: parent.path, identifier: parent.identifier, versionToken: parent.versionToken,
+            digest: parentOutcome?.ok ? parentOutcome.digest : undefined,
+          } : undefined,
           action: storedHere ? 'stored' : 'referenced',
           logicalBytes: disk.logicalBytes,
           bytesRead: firstUse ? outcome.bytesRead : 0,
           bytesWritten: firstUse ? outcome.bytesWritten : 0,
+          readAt: outcome.readAt.toISOString(),
+          racilyClean: outcome.racilyClean,
         });
       }
       if (failure) {
@@ -151,12 +189,22 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   return results;
 }
 
+/** A disk's files as its image names them: relative to the main file's folder, with mode and owner. */
+async function fileEntriesOf(disk: VirtualDisk): Promise<DiskFileEntry[]> {
+  const dir = path.dirname(disk.path);
+  return Promise.all(disk.files.map(async (file) => {
+    const stat = await fs.stat(file).catch((err) => { throw fileError(file, err); });
+    return { name: path.relative(dir, file).split(path.sep).join('/'), mode: stat.mode & 0o777, uid: stat.uid, gid: stat.gid };
+  }));
+}
+
 function selectVms(inventory: SourceInventory, names: string[] | undefined): VmInventory[] {
   if (!names || names.length === 0) return inventory.vms;
-  return names.map((name) => {
-    const vm = inventory.vms.find((candidate) => candidate.name === name);
-    if (!vm) throw new InputError(`no VM named '${name}' in source '${inventory.source.name}'`);
-    return vm;
+  return names.flatMap((name) => {
+    // Every VM of that name: where configs share a name, each is refused with its own line.
+    const vms = inventory.vms.filter((candidate) => candidate.name === name);
+    if (vms.length === 0) throw new InputError(`no VM named '${name}' in source '${inventory.source.name}'`);
+    return vms;
   });
 }
 
@@ -168,7 +216,11 @@ function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDi
     createdAt: createdAt.toISOString(),
     ...(runId ? { runId } : {}),
     source: { name: inventory.source.name, type: inventory.source.type, path: inventory.root },
-    vm: { name: vm.name, uuid: vm.uuid, configPath: vm.configPath, configBase64: vm.config!.configBytes.toString('base64') },
+    vm: {
+      name: vm.name, uuid: vm.uuid, configPath: vm.configPath,
+      relativeConfigPath: path.relative(inventory.root, vm.configPath).split(path.sep).join('/'),
+      configBase64: vm.config!.configBytes.toString('base64'),
+    },
     disks,
     totals: {
       logicalBytes: sum((d) => d.logicalBytes),

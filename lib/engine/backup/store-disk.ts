@@ -1,10 +1,9 @@
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import type { BlockPool, Slot } from '../chunking/block-pool';
 import { InputError, fileError } from '../errors';
 import type { ChunkId } from '../repository/chunk-id';
 import { MANIFEST_FORMAT_VERSION, type StoredDiskFile, type StoredDiskManifest } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
+import { openDiskFile } from '../sources/files';
 import { type VirtualDisk, versionOf } from '../sources/inventory';
 
 export type StoredDiskResult = {
@@ -21,7 +20,6 @@ export type StoreDiskOptions = {
   pool: BlockPool;
   /** Chunk ids known to be in the repository; shared across one run so each id is checked once. */
   knownChunks: Set<string>;
-  parentDigest?: string;
   onBytes?: (bytes: number) => void;
   signal?: AbortSignal;
   now: () => Date;
@@ -42,6 +40,7 @@ export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskRe
     if (before.versionToken === after.versionToken) {
       disk.versionToken = after.versionToken;
       disk.logicalBytes = after.logicalBytes;
+      disk.racilyClean = after.racilyClean;
       return { ...result, bytesRead: result.bytesRead + earlierRead, bytesWritten: result.bytesWritten + earlierWritten };
     }
     earlierRead += result.bytesRead;
@@ -83,7 +82,7 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   };
 
   for (const file of disk.files) {
-    const handle = await fs.open(file, 'r').catch((err) => { throw fileError(file, err); });
+    const handle = await openDiskFile(file);
     try {
       const { size } = await handle.stat();
       // Results by block index; the promises in flight are bounded by the pool's slots, not by the disk's size.
@@ -122,11 +121,7 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
         await Promise.all(inFlight); // nothing of this disk is still running when we return or throw
       }
       if (failure !== undefined) throw failure;
-      files.push({
-        name: path.relative(path.dirname(disk.path), file).split(path.sep).join('/'),
-        size,
-        blocks: ids.map((id, index) => (zero[index] ? null : id)),
-      });
+      files.push({ size, blocks: ids.map((id, index) => (zero[index] ? null : id)) });
       digestInput.push({ size, blockIds: ids });
     } finally {
       await handle.close();
@@ -134,17 +129,8 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   }
 
   const digest = diskDigest(digestInput);
-  const manifest: StoredDiskManifest = {
-    formatVersion: MANIFEST_FORMAT_VERSION,
-    digest,
-    format: disk.format,
-    blockSize,
-    logicalBytes: bytesRead,
-    files,
-    parent: disk.parent && options.parentDigest ? { pointer: disk.parent.pointer, digest: options.parentDigest } : undefined,
-    vmdk: disk.vmdk ? { cid: disk.vmdk.cid, parentCid: disk.vmdk.parentCid, createType: disk.vmdk.createType } : undefined,
-    createdAt: options.now().toISOString(),
-  };
+  // Content only: two disks with the same bytes share this manifest and keep their own names (in their images).
+  const manifest: StoredDiskManifest = { formatVersion: MANIFEST_FORMAT_VERSION, digest, blockSize, logicalBytes: bytesRead, files, createdAt: options.now().toISOString() };
   if (await repo.hasStoredDisk(digest)) return { manifest: await repo.getStoredDisk(digest), isNew: false, bytesRead, bytesWritten };
   await repo.putStoredDisk(manifest);
   return { manifest, isNew: true, bytesRead, bytesWritten };

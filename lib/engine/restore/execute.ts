@@ -5,13 +5,14 @@ import path from 'node:path';
 import { InputError, RepositoryError } from '../errors';
 import { BlockPool } from '../chunking/block-pool';
 import { type ChunkId, shortId } from '../repository/chunk-id';
-import type { StoredDiskManifest } from '../repository/manifests';
+import { type StoredDiskManifest, diskFilesOf, vmdkLinksOf } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { isInside } from '../sources/inventory';
-import { checkTargetFolder } from './target-folder';
+import { checkInside } from './destinations';
+import { RESTORE_MARKER, type RestoreIdentity, checkTargetFolder } from './target-folder';
 import type { SourceType } from '../sources/types';
 import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
-import { readVmdkCid, rewriteLibvirtDisks, rewriteVmxDisks, setQcow2BackingFile, setVmdkParent } from './rewrite';
+import { rewriteLibvirtDisks, rewriteVmxDisks, setQcow2BackingFile, setVmdkParent } from './rewrite';
 
 export type RestoredDisk = { path: string; common: boolean; action: DiskAction; verified: boolean };
 export type RestoreResult = { disks: RestoredDisk[]; configPath: string; bytesWritten: number };
@@ -21,7 +22,6 @@ export type ExecuteOptions = {
   plan: RestorePlan;
   configBytes: Buffer;
   sourceType: SourceType;
-  sourceRoot: string;
   repo: Repository;
   onProgress?: (progress: RestoreProgress) => void;
   signal?: AbortSignal;
@@ -29,10 +29,13 @@ export type ExecuteOptions = {
   directIo?: boolean;
 };
 
+type TempFile = { temp: string; final: string; mode?: number; uid?: number; gid?: number };
+
 /**
- * Writes a confirmed plan: every file goes to a temp name beside its destination, every block is checked
- * against its hash as it is read, pointers are rewritten, and only then are files renamed into place.
- * On any failure the temp files are removed and nothing sits under a final name.
+ * Writes a confirmed plan: every file goes to a temp name beside its destination (each destination checked again
+ * to lie inside the plan's root), every block is checked against its hash as it is read, pointers are rewritten,
+ * and only then are files renamed into place and their folders fsynced. On any failure the temp files are removed
+ * and nothing sits under a final name; a folder restore keeps its marker so that it can be run again.
  */
 export async function executeRestore(options: ExecuteOptions): Promise<RestoreResult> {
   const { plan, repo } = options;
@@ -41,8 +44,11 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
   for (const disk of toWrite) manifests.set(disk.entry.digest, await repo.getStoredDisk(disk.entry.digest));
   const bytesTotal = toWrite.reduce((sum, d) => sum + manifests.get(d.entry.digest)!.files.reduce((s, f) => s + f.size, 0), 0);
   await checkDestinations(plan, toWrite, bytesTotal);
+  const identity = { vm: plan.vm, backupId: plan.backupId };
+  if (plan.target.kind === 'folder') await beginFolderRestore(plan.target.dir, identity);
+  else await sweepStaleTemps(plan.disks.flatMap((d) => d.files?.map((f) => f.destination) ?? []).concat(plan.configDestination));
 
-  const temps: { temp: string; final: string }[] = [];
+  const temps: TempFile[] = [];
   const syncs: Promise<void>[] = [];
   let bytesDone = 0;
   const pool = toWrite.length ? new BlockPool({ blockSize: Math.max(...[...manifests.values()].map((m) => m.blockSize)), slots: 32, forRestore: true }) : undefined;
@@ -51,13 +57,16 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
     for (const disk of toWrite) {
       const manifest = manifests.get(disk.entry.digest)!;
       verifyDigest(manifest);
-      const dir = path.dirname(disk.destination!);
-      await fs.mkdir(dir, { recursive: true });
-      if (!directIo.has(dir)) directIo.set(dir, options.directIo !== false && (await canWriteDirect(dir, pool!)));
-      for (const file of manifest.files) {
-        const final = path.join(dir, file.name);
-        const temp = path.join(path.dirname(final), `.${path.basename(final)}.vmdedup-${randomBytes(4).toString('hex')}`);
-        temps.push({ temp, final });
+      const files = diskFilesOf(disk.entry, manifest);
+      if (files.length !== disk.files!.length) throw new RepositoryError(`${disk.entry.relativePath}: the stored disk has ${files.length} files, the plan ${disk.files!.length}; nothing was restored`);
+      for (const [index, file] of files.entries()) {
+        // Checked again right before writing: a folder swapped for a symlink since planning is refused.
+        const final = await checkInside(plan.root, disk.files![index].destination, disk.entry.relativePath);
+        const dir = path.dirname(final);
+        await fs.mkdir(dir, { recursive: true });
+        if (!directIo.has(dir)) directIo.set(dir, options.directIo !== false && (await canWriteDirect(dir, pool!)));
+        const temp = tempNameFor(final);
+        temps.push({ temp, final, mode: file.mode, uid: file.uid, gid: file.gid });
         const written = await writeFile(temp, file.size, file.blocks, manifest.blockSize, repo, pool!, directIo.get(dir)!, (n) => {
           bytesDone += n;
           options.onProgress?.({ bytesDone, bytesTotal, disk: disk.entry.relativePath });
@@ -70,10 +79,13 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
     }
     await Promise.all(syncs);
     for (const disk of toWrite) await repointParent(plan, disk, manifests, temps);
-    // Extents and parents first, main files last, the config at the very end.
+    for (const file of temps) await applyOwnership(file);
+    // Extents and parents first, main files last, the config at the very end; each folder fsynced after its renames.
     for (const { temp, final } of [...temps].reverse()) await fs.rename(temp, final);
+    await syncDirs(temps.map((t) => path.dirname(t.final)));
     temps.length = 0;
     await writeConfig(options);
+    if (plan.target.kind === 'folder') await endFolderRestore(plan.target.dir);
   } catch (err) {
     await Promise.allSettled(syncs);
     await Promise.all(temps.map(({ temp }) => fs.rm(temp, { force: true })));
@@ -86,6 +98,85 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
     configPath: plan.configDestination,
     bytesWritten: bytesDone,
   };
+}
+
+/** `.<name>.vmdedup-<pid>-<random>` beside the final file: the pid lets a later run tell a dead run's leftovers. */
+function tempNameFor(final: string): string {
+  return path.join(path.dirname(final), `.${path.basename(final)}.vmdedup-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+const TEMP_NAME = /^\.(.+)\.vmdedup-(\d+)-[0-9a-f]{8}$/;
+
+/** In place: removes temp files that a killed restore left beside these destinations (its pid no longer runs). */
+async function sweepStaleTemps(destinations: string[]): Promise<void> {
+  const wanted = new Map<string, Set<string>>();
+  for (const file of destinations) {
+    const names = wanted.get(path.dirname(file)) ?? new Set<string>();
+    names.add(path.basename(file));
+    wanted.set(path.dirname(file), names);
+  }
+  for (const [dir, names] of wanted) {
+    for (const entry of await fs.readdir(dir).catch(() => [] as string[])) {
+      const match = TEMP_NAME.exec(entry);
+      if (match && names.has(match[1]) && !isRunning(Number(match[2]))) await fs.rm(path.join(dir, entry), { force: true });
+    }
+  }
+}
+
+function isRunning(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Marks the target folder as this restore's (before anything is written); a rerun clears the last run's temps. */
+async function beginFolderRestore(dir: string, identity: RestoreIdentity): Promise<void> {
+  const marker = path.join(dir, RESTORE_MARKER);
+  const state = await checkTargetFolder(dir, identity);
+  if (state === 'resume') {
+    const { pid } = JSON.parse(await fs.readFile(marker, 'utf8')) as { pid?: number };
+    if (pid && pid !== process.pid && isRunning(pid)) throw new InputError(`a restore (process ${pid}) is writing into this folder now`, { file: dir });
+    for (const entry of await fs.readdir(dir, { recursive: true })) {
+      if (TEMP_NAME.test(path.basename(entry)) || /^\.vmdedup-direct-/.test(path.basename(entry))) await fs.rm(path.join(dir, entry), { force: true });
+    }
+  }
+  await fs.mkdir(dir, { recursive: true });
+  // A new folder is claimed with an exclusive create: of two restores started into it at once, one is refused.
+  await fs.writeFile(marker, JSON.stringify({ ...identity, startedAt: new Date().toISOString(), pid: process.pid }), { flag: state === 'new' ? 'wx' : 'w' }).catch((err) => {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new InputError('another restore started writing into this folder', { file: dir });
+    throw err;
+  });
+  await syncFile(marker);
+  await syncDirs([dir, path.dirname(dir)]);
+}
+
+async function endFolderRestore(dir: string): Promise<void> {
+  await fs.rm(path.join(dir, RESTORE_MARKER), { force: true });
+  await syncDirs([dir]);
+}
+
+async function syncFile(file: string): Promise<void> {
+  const handle = await fs.open(file, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** fsyncs folders so that renames and new entries in them survive a power loss. */
+async function syncDirs(dirs: string[]): Promise<void> {
+  for (const dir of new Set(dirs)) await syncFile(dir);
+}
+
+/** The permission bits (never setuid/setgid/sticky) and, when running as root, the owner the file had at backup. */
+async function applyOwnership(file: TempFile): Promise<void> {
+  if (file.mode !== undefined) await fs.chmod(file.temp, file.mode & 0o777);
+  if (file.uid !== undefined && file.gid !== undefined && process.getuid?.() === 0) await fs.chown(file.temp, file.uid, file.gid);
 }
 
 const FLUSH_EVERY_BLOCKS = 64;
@@ -196,23 +287,25 @@ function zeroId(length: number, cache: Map<number, ChunkId>): ChunkId {
 }
 
 /** Points a restored child at where its parent is now: restored beside it (relative), or the live parent. */
-async function repointParent(plan: RestorePlan, disk: PlannedDisk, manifests: Map<string, StoredDiskManifest>, temps: { temp: string; final: string }[]): Promise<void> {
+async function repointParent(plan: RestorePlan, disk: PlannedDisk, manifests: Map<string, StoredDiskManifest>, temps: TempFile[]): Promise<void> {
   const parentLink = disk.entry.parent;
   if (!parentLink) return;
   const parent = plan.disks.find((d) => d.entry.path === parentLink.path);
   if (!parent) return;
   const childDir = path.dirname(disk.destination!);
   const sameTree = plan.target.kind === 'folder'
-    ? isInside(plan.target.dir, parent.pointTo)
-    : path.dirname(parent.pointTo) === path.dirname(parentLink.path) || !path.isAbsolute(parentLink.pointer);
+    ? isInside(plan.root, parent.pointTo)
+    : path.dirname(parent.pointTo) === path.dirname(disk.destination!) || !path.isAbsolute(parentLink.pointer);
   const pointer = sameTree ? path.relative(childDir, parent.pointTo) : parent.pointTo;
-  const mainTemp = temps.find((t) => t.final === disk.destination)!.temp;
+  const mainTemp = temps.find((t) => t.final === disk.files![0].destination)!.temp;
   if (disk.entry.format === 'qcow2') {
     if (pointer !== parentLink.pointer) await setQcow2BackingFile(mainTemp, pointer);
   } else if (disk.entry.format === 'vmdk') {
-    const parentCid = parent.destination ? manifests.get(parent.entry.digest)?.vmdk?.cid : await readVmdkCid(parent.pointTo);
-    if (!parentCid) throw new RepositoryError(`no CID recorded for the parent of ${disk.entry.relativePath}`);
-    await setVmdkParent(mainTemp, { hint: pointer, cid: parentCid });
+    // The child keeps the parentCID it had at backup: it names the parent's content as backed up (the planner
+    // refuses to put a restored child on a parent that changed), never a live CID that would hide a mismatch.
+    const links = vmdkLinksOf(disk.entry, manifests.get(disk.entry.digest));
+    if (!links) throw new RepositoryError(`no parentCID recorded for ${disk.entry.relativePath}`);
+    await setVmdkParent(mainTemp, { hint: pointer, cid: links.parentCid });
   }
 }
 
@@ -222,23 +315,27 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
   const pointers = new Map<string, string>();
   for (const disk of plan.disks) {
     if (disk.entry.via !== 'attached' || !disk.entry.slot) continue;
-    const insideTree = plan.target.kind === 'folder' ? isInside(plan.target.dir, disk.pointTo) : isInside(options.sourceRoot, disk.pointTo);
+    const insideTree = isInside(plan.root, disk.pointTo);
     pointers.set(disk.entry.slot, insideTree ? path.relative(configDir, disk.pointTo) : disk.pointTo);
   }
   const text = configBytes.toString('utf8');
   const rewritten = sourceType === 'libvirt' ? rewriteLibvirtDisks(text, pointers) : rewriteVmxDisks(text, pointers);
   await fs.mkdir(configDir, { recursive: true });
-  const temp = path.join(configDir, `.${path.basename(plan.configDestination)}.vmdedup-${randomBytes(4).toString('hex')}`);
-  await fs.writeFile(temp, rewritten, { flag: 'wx' });
-  const handle = await fs.open(temp, 'r');
-  await handle.sync();
-  await handle.close();
-  await fs.rename(temp, plan.configDestination);
+  const temp = tempNameFor(plan.configDestination);
+  await fs.writeFile(temp, rewritten, { flag: 'wx', mode: 0o600 });
+  try {
+    await syncFile(temp);
+    await fs.rename(temp, await checkInside(plan.root, plan.configDestination, 'the config'));
+  } catch (err) {
+    await fs.rm(temp, { force: true });
+    throw err;
+  }
+  await syncDirs([configDir]);
 }
 
 /** Target folder empty or new; enough free space; in place, no other process holds a file open. */
 async function checkDestinations(plan: RestorePlan, toWrite: PlannedDisk[], bytes: number): Promise<void> {
-  if (plan.target.kind === 'folder') await checkTargetFolder(plan.target.dir);
+  if (plan.target.kind === 'folder') await checkTargetFolder(plan.target.dir, { vm: plan.vm, backupId: plan.backupId });
   const probe = plan.target.kind === 'folder' ? plan.target.dir : path.dirname(plan.configDestination);
   const existing = await nearestExisting(probe);
   const stats = await fs.statfs(existing);
@@ -247,7 +344,7 @@ async function checkDestinations(plan: RestorePlan, toWrite: PlannedDisk[], byte
     throw new InputError(`not enough free space: the restore writes ${formatGiB(bytes)} and ${existing} has ${formatGiB(free)} free`, { file: probe });
   }
   if (plan.target.kind === 'in-place') {
-    const holders = await openFileHolders(new Set(toWrite.map((d) => d.destination!)));
+    const holders = await openFileHolders(new Set(toWrite.flatMap((d) => d.files!.map((f) => f.destination))));
     const [[file, pid] = []] = holders;
     if (file) throw new InputError(`in use by process ${pid}: stop the VM (or that process) before restoring in place`, { file });
   }

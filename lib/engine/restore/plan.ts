@@ -2,8 +2,10 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { InputError } from '../errors';
-import type { BackupDiskEntry, BackupImageManifest } from '../repository/manifests';
+import { type BackupDiskEntry, type BackupImageManifest, diskFilesOf } from '../repository/manifests';
+import type { Repository } from '../repository/repository';
 import { type SourceInventory, type VirtualDisk, type VmInventory, inspectDisk, isInside } from '../sources/inventory';
+import { checkInside, resolvedRoot } from './destinations';
 
 export const RESTORE_POLICIES = ['no-overwrite', 'overwrite'] as const;
 export type RestorePolicy = (typeof RESTORE_POLICIES)[number];
@@ -18,21 +20,29 @@ export type Drift = {
   kind: DriftKind;
   recorded: Record<string, unknown>;
   current: Record<string, unknown>;
-  /** Other VMs that use the disk now (live), and that used it at backup time (catalog). */
+  /** Other VMs that use the disk now (live scan of every source), and that used it at backup time (the image). */
   sharedWith: string[];
   sharedAtBackup: string[];
 };
 
 export type DiskAction = 'restored' | 'skipped-common' | 'reattached' | 'copied' | 'overwritten';
 
+/** One file a restore writes: its name from the image's disk entry, and where it lands. */
+export type PlannedFile = { name: string; destination: string };
+
 export type PlannedDisk = {
   entry: BackupDiskEntry;
   common: boolean;
   action: DiskAction;
-  /** Where the backed-up copy is written (restored, copied, overwritten); absent when nothing is written. */
+  /** Where the backed-up copy's main file is written (restored, copied, overwritten); absent when nothing is written. */
   destination?: string;
+  /** Every file written for this disk, main file first (checked to lie inside the restore's root). */
+  files?: PlannedFile[];
   /** The file the restored VM (or child disk) will point at. */
   pointTo: string;
+  /** Other VMs that use this disk now, and that used it at the backup. */
+  sharedWith: string[];
+  sharedAtBackup: string[];
 };
 
 export type RestorePlan = {
@@ -47,68 +57,96 @@ export type RestorePlan = {
   drift: Drift[];
   disks: PlannedDisk[];
   configDestination: string;
-  /** Changes whenever anything the user confirmed would change: drift found, actions, destinations. */
+  /** Every file of the restore lands inside this folder (resolved): the target folder, or the live source root in place. */
+  root: string;
+  /** What the live state could not tell (a source that could not be read): said in the message too. */
+  warnings: string[];
+  /** Changes whenever anything the user confirmed would change: drift found, actions, destinations, who shares what. */
   fingerprint: string;
   /** Set when the plan, with the chosen options, cannot be carried out (reattaching a disk that is gone). */
   cannotExecute?: string;
 };
 
+/** The fleet as it is now: the image's own source and every other registered one. */
+export type LiveState = {
+  /** The image's source scanned now; undefined when its folder cannot be read (then only folder restores plan). */
+  source?: SourceInventory;
+  /** Every other registered source, scanned now. */
+  others: SourceInventory[];
+  /** Sources that could not be read: their VMs cannot be counted, and the plan says so. */
+  unreadable: { name: string; error: string }[];
+};
+
 export type PlanOptions = {
   image: BackupImageManifest;
-  live: SourceInventory;
+  live: LiveState;
   target: RestoreTarget;
+  /** Reads stored disks (format-1 images name their extents only there). */
+  repo: Pick<Repository, 'getStoredDisk'>;
   policy?: RestorePolicy;
   choice?: RestoreChoice;
 };
 
-/** Plans a restore: reads the backup image and the live source, writes nothing. */
+/** Plans a restore: reads the backup image and the live fleet, writes nothing. */
 export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   const { image, live, target } = options;
   const policy = options.policy ?? 'no-overwrite';
   const choice = options.choice ?? 'reattach';
-  const root = live.root;
-  if (target.kind === 'folder' && isInside(root, path.resolve(target.dir))) {
-    throw new InputError(`target folder lies inside the source ${root}; restore to a folder outside it, or use --in-place`, { file: target.dir });
+  const source = live.source;
+  if (!source && target.kind === 'in-place') {
+    const why = live.unreadable.find((u) => u.name === image.source.name)?.error ?? `source '${image.source.name}' cannot be read`;
+    throw new InputError(`cannot restore in place: ${why}; restore to a folder instead`);
   }
-  // The VM as it is now; its config is read even when one of its disks is broken or gone.
-  const liveVm = live.vms.find((vm) => vm.name === image.vm.name);
+  for (const inventory of [source, ...live.others]) {
+    if (inventory && target.kind === 'folder' && isInside(inventory.root, path.resolve(target.dir))) {
+      throw new InputError(`target folder lies inside the source ${inventory.root}; restore to a folder outside it, or use --in-place`, { file: target.dir });
+    }
+  }
+  // Where things are now: the source's root today (a source re-pointed at a moved datastore keeps its layout).
+  const liveRoot = source?.root ?? image.source.path;
+  const livePath = (entry: BackupDiskEntry) => path.join(liveRoot, entry.relativePath);
+  const { users, foreignFiles } = await usersNow(live, image);
+  const othersUsing = (entry: BackupDiskEntry) => users.get(livePath(entry)) ?? [];
+  const atBackup = (entry: BackupDiskEntry) => entry.usedBy.filter((name) => name !== image.vm.name);
+  const liveVm = source?.vms.find((vm) => vm.name === image.vm.name);
   const drift: Drift[] = [];
   const commonPaths = new Set<string>();
-
-  const othersUsing = (diskPath: string) => usersNow(live, diskPath).filter((name) => name !== image.vm.name);
-  const isCommon = (entry: BackupDiskEntry) => entry.common || othersUsing(entry.path).length > 0;
-  for (const entry of image.disks) if (isCommon(entry)) commonPaths.add(entry.path);
+  for (const entry of image.disks) if (entry.common || othersUsing(entry).length > 0) commonPaths.add(entry.path);
+  const liveDisks = new Map<string, VirtualDisk | undefined>();
 
   for (const entry of image.disks) {
     const common = commonPaths.has(entry.path);
     const parentCommon = entry.parent !== undefined && commonPaths.has(entry.parent.path);
     if (!common && !parentCommon) continue;
-    const shared = { sharedWith: othersUsing(entry.path), sharedAtBackup: entry.usedBy.filter((name) => name !== image.vm.name) };
+    const shared = { sharedWith: othersUsing(entry), sharedAtBackup: atBackup(entry) };
     const at = (kind: DriftKind, recorded: Record<string, unknown>, current: Record<string, unknown>) => drift.push({ disk: entry.path, kind, recorded, current, ...shared });
 
     if (common && entry.via === 'attached' && entry.slot) {
-      const livePath = await slotTargetNow(liveVm, entry.slot);
-      if (livePath === undefined) at('retargeted', { slot: entry.slot, path: entry.path }, { slot: entry.slot, path: null });
-      else if (livePath !== entry.path) at('retargeted', { slot: entry.slot, path: entry.path }, { slot: entry.slot, path: livePath });
+      const slotNow = await slotTargetNow(liveVm, entry.slot);
+      if (slotNow === undefined) at('retargeted', { slot: entry.slot, path: entry.path }, { slot: entry.slot, path: null });
+      else if (slotNow !== livePath(entry)) at('retargeted', { slot: entry.slot, path: entry.path }, { slot: entry.slot, path: slotNow });
     }
     let now: VirtualDisk | undefined;
     try {
-      now = live.disks.get(entry.path) ?? (await inspectDisk(root, entry.path, entry.format))?.disk;
+      now = source ? source.disks.get(livePath(entry)) ?? (await inspectDisk(liveRoot, livePath(entry), entry.format))?.disk : undefined;
     } catch (err) {
       if (!(err instanceof InputError)) throw err;
       if (common) at('modified', { version: entry.versionToken }, { error: err.message });
+      liveDisks.set(entry.path, undefined);
       continue;
     }
+    liveDisks.set(entry.path, now);
     if (!now) {
       if (common) at('missing', { path: entry.path, version: entry.versionToken }, { path: null });
       continue;
     }
     if (common && now.versionToken !== entry.versionToken) at('modified', { version: entry.versionToken }, { version: now.versionToken });
     if (entry.parent) {
-      if (now.parent?.path !== entry.parent.path) {
+      const recordedParent = path.join(liveRoot, path.relative(image.source.path, entry.parent.path));
+      if (now.parent?.path !== recordedParent) {
         at('parent-changed', { parent: entry.parent.path, pointer: entry.parent.pointer }, { parent: now.parent?.path ?? null, pointer: now.parent?.pointer ?? null });
       } else if (now.vmdk) {
-        const parentNow = live.disks.get(now.parent.path) ?? (await inspectDisk(root, now.parent.path).catch(() => undefined))?.disk;
+        const parentNow = source!.disks.get(now.parent.path) ?? (await inspectDisk(liveRoot, now.parent.path).catch(() => undefined))?.disk;
         if (parentNow?.vmdk && parentNow.vmdk.cid !== now.vmdk.parentCid) {
           at('parent-changed', { parentCid: now.vmdk.parentCid }, { parentCid: now.vmdk.parentCid, parentsCid: parentNow.vmdk.cid });
         }
@@ -117,48 +155,147 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   }
 
   const drifted = new Set(drift.map((d) => d.disk));
-  const gone = policy === 'no-overwrite' && choice === 'reattach'
-    ? drift.find((d) => d.kind === 'missing' || (d.kind === 'retargeted' && d.current.path === null))
-    : undefined;
-  const cannotExecute = gone
-    ? `the shared disk ${path.basename(gone.disk)} ${gone.kind === 'missing' ? 'is missing' : 'is no longer attached to the VM'}: it cannot be reattached; use --choice copy to restore the backed-up version beside the VM`
-    : undefined;
-
-  const copyDir = target.kind === 'folder' ? target.dir : path.join(path.dirname(image.vm.configPath), `restored-${image.id}`);
+  const copyDir = target.kind === 'folder' ? path.resolve(target.dir) : path.join(path.dirname(path.join(liveRoot, relativeConfigPath(image))), `restored-${image.id}`);
   const inFolder = (entry: BackupDiskEntry, dir: string) => path.join(dir, entry.relativePath);
-  // A disk written somewhere is pointed at there; one not written is pointed at where it lives now.
-  const writeTo = (entry: BackupDiskEntry, common: boolean, action: DiskAction, destination: string): PlannedDisk => ({ entry, common, action, destination, pointTo: destination });
-  const disks: PlannedDisk[] = image.disks.map((entry) => {
+  const actions = new Map<string, { action: DiskAction; destination?: string; pointTo: string }>();
+  for (const entry of image.disks) {
     const common = commonPaths.has(entry.path);
-    if (!common) return writeTo(entry, common, 'restored', target.kind === 'folder' ? inFolder(entry, target.dir) : entry.path);
-    if (policy === 'overwrite') {
-      return target.kind === 'folder' ? writeTo(entry, common, 'restored', inFolder(entry, target.dir)) : writeTo(entry, common, 'overwritten', entry.path);
+    const write = (action: DiskAction, destination: string) => actions.set(entry.path, { action, destination, pointTo: destination });
+    if (!common) write('restored', target.kind === 'folder' ? inFolder(entry, copyDir) : livePath(entry));
+    else if (policy === 'overwrite') {
+      if (target.kind === 'folder') write('restored', inFolder(entry, copyDir));
+      else write('overwritten', livePath(entry));
+    } else if (!drifted.has(entry.path)) actions.set(entry.path, { action: 'skipped-common', pointTo: livePath(entry) });
+    else if (choice === 'copy') write('copied', inFolder(entry, copyDir));
+    else {
+      const retarget = drift.find((d) => d.disk === entry.path && d.kind === 'retargeted');
+      actions.set(entry.path, { action: 'reattached', pointTo: (retarget?.current.path as string | undefined) ?? livePath(entry) });
     }
-    if (!drifted.has(entry.path)) return { entry, common, action: 'skipped-common', pointTo: entry.path };
-    if (choice === 'copy') return writeTo(entry, common, 'copied', inFolder(entry, copyDir));
-    const retarget = drift.find((d) => d.disk === entry.path && d.kind === 'retargeted');
-    return { entry, common, action: 'reattached', pointTo: (retarget?.current.path as string | undefined) ?? entry.path };
-  });
+  }
+  // A copied disk takes its unwritten descendants along: the live child still points at the live parent.
+  if (choice === 'copy' && policy === 'no-overwrite') {
+    for (let changed = true; changed; ) {
+      changed = false;
+      for (const entry of image.disks) {
+        const planned = actions.get(entry.path)!;
+        const parent = entry.parent ? actions.get(entry.parent.path) : undefined;
+        if (!planned.destination && parent?.destination && commonPaths.has(entry.path)) {
+          const destination = inFolder(entry, copyDir);
+          actions.set(entry.path, { action: 'copied', destination, pointTo: destination });
+          changed = true;
+        }
+      }
+    }
+  }
 
+  const root = await resolvedRoot(target.kind === 'folder' ? target.dir : liveRoot);
+  const disks: PlannedDisk[] = [];
+  for (const entry of image.disks) {
+    const planned = actions.get(entry.path)!;
+    const disk: PlannedDisk = { entry, common: commonPaths.has(entry.path), ...planned, sharedWith: othersUsing(entry), sharedAtBackup: atBackup(entry) };
+    if (planned.destination) {
+      const names = entry.files?.map((f) => f.name) ?? diskFilesOf(entry, await options.repo.getStoredDisk(entry.digest)).map((f) => f.name);
+      disk.files = [];
+      for (const [index, name] of names.entries()) {
+        const what = `${entry.relativePath}${index ? ` (file ${name})` : ''}`;
+        const destination = await checkInside(root, index === 0 ? planned.destination : path.join(path.dirname(planned.destination), name), what);
+        // Only an explicit overwrite of a common disk may write a file that another VM uses now.
+        const user = foreignFiles.get(destination);
+        if (user && planned.action !== 'overwritten') throw new InputError(`${what} would be written over a file that ${user} uses now; nothing was written`, { file: destination });
+        disk.files.push({ name, destination });
+      }
+    }
+    disks.push(disk);
+  }
+  const configDestination = await checkInside(root, path.join(target.kind === 'folder' ? copyDir : liveRoot, relativeConfigPath(image)), `the config of ${image.vm.name}`);
+  if (foreignFiles.has(configDestination)) throw new InputError(`the config of ${image.vm.name} would be written over a file that ${foreignFiles.get(configDestination)} uses now; nothing was written`, { file: configDestination });
+  const written = [configDestination, ...disks.flatMap((d) => d.files?.map((f) => f.destination) ?? [])];
+  const twice = written.find((file, index) => written.indexOf(file) !== index);
+  if (twice) throw new InputError(`two files of this restore would be written to the same place; the backup image ${image.id} is inconsistent`, { file: twice });
+
+  const cannotExecute = whyNotExecutable(image, disks, drift, policy, choice);
   const overwritesCommon = disks.some((d) => d.action === 'overwritten');
-  const status = drift.length > 0 || overwritesCommon ? 'needs-confirmation' : 'planned';
-  const configDestination = target.kind === 'folder' ? path.join(target.dir, path.relative(root, image.vm.configPath)) : image.vm.configPath;
+  const warnings = live.unreadable.map((u) => `source '${u.name}' could not be read (${u.error}): VMs there that use these disks are not counted.`);
   const plan: RestorePlan = {
-    vm: image.vm.name, backupId: image.id, backupCreatedAt: image.createdAt, policy, choice, target, status,
-    message: '', drift, disks, configDestination, fingerprint: '', cannotExecute,
+    vm: image.vm.name, backupId: image.id, backupCreatedAt: image.createdAt, policy, choice, target,
+    status: drift.length > 0 || overwritesCommon ? 'needs-confirmation' : 'planned',
+    message: '', drift, disks, configDestination, root, warnings, fingerprint: '', cannotExecute,
   };
   plan.message = describePlan(plan);
   plan.fingerprint = createHash('sha256')
-    .update(JSON.stringify({ drift: drift.map((d) => [d.kind, d.disk, d.current, d.sharedWith]), disks: disks.map((d) => [d.entry.path, d.action, d.destination, d.pointTo]) }))
+    .update(JSON.stringify({
+      drift: drift.map((d) => [d.kind, d.disk, d.current, d.sharedWith]),
+      disks: disks.map((d) => [d.entry.path, d.action, d.files?.map((f) => f.destination), d.pointTo, d.sharedWith]),
+      config: configDestination, warnings,
+    }))
     .digest('hex');
   return plan;
 }
 
-/** VMs whose config points at a disk now, directly or through a parent chain; also when the disk is gone. */
-function usersNow(live: SourceInventory, diskPath: string): string[] {
-  const users = new Set(live.usedBy.get(diskPath) ?? []);
-  for (const vm of live.vms) if (vm.slots.some((slot) => slot.backedUp && slot.path === diskPath)) users.add(vm.name);
-  return [...users];
+/** Why the chosen options cannot be carried out: a common disk that is gone, or a changed parent under a restored child. */
+function whyNotExecutable(image: BackupImageManifest, disks: PlannedDisk[], drift: Drift[], policy: RestorePolicy, choice: RestoreChoice): string | undefined {
+  if (policy !== 'no-overwrite' || choice !== 'reattach') return undefined;
+  const gone = drift.find((d) => d.kind === 'missing' || (d.kind === 'retargeted' && d.current.path === null));
+  if (gone) return `the shared disk ${path.basename(gone.disk)} ${gone.kind === 'missing' ? 'is missing' : 'is no longer attached to the VM'}: it cannot be reattached; use --choice copy to restore the backed-up version beside the VM`;
+  // A restored child reads through its parent: a parent whose content changed since the backup would give the child
+  // wrong data (and, for VMDK, writing the live parent's CID into it would silence VMware's own check).
+  for (const child of disks) {
+    if (!child.destination || !child.entry.parent) continue;
+    const parent = disks.find((d) => d.entry.path === child.entry.parent!.path);
+    if (!parent || parent.destination) continue;
+    const changed = drift.find((d) => d.disk === parent.entry.path && d.kind === 'modified');
+    if (changed) {
+      return `the base image ${path.basename(parent.entry.path)} was modified after this backup: ${path.basename(child.entry.path)} restored on it would read changed data; use --choice copy to restore the backed-up base beside the VM`;
+    }
+  }
+  return undefined;
+}
+
+/** The config's path relative to the source root at backup time. */
+function relativeConfigPath(image: BackupImageManifest): string {
+  return image.vm.relativeConfigPath ?? path.relative(image.source.path, image.vm.configPath);
+}
+
+/**
+ * Who uses each disk now, by canonical path, across every source that could be read: VMs whose configs attach it
+ * directly or through a parent chain, also when their config has an error (by the paths the config names). The VM
+ * being restored is left out (by name in its own source, or by its config file seen through another source).
+ */
+async function usersNow(live: LiveState, image: BackupImageManifest): Promise<{ users: Map<string, string[]>; foreignFiles: Map<string, string> }> {
+  const users = new Map<string, string[]>();
+  // Every file another VM needs now (its config, each file of each disk it uses): never written by this restore.
+  const foreignFiles = new Map<string, string>();
+  // One config file is one VM, however many sources reach it: counted once, under the first source that does
+  // (the VM being restored is the one of its name in its own source; a file that defines another name now is another VM).
+  const ownConfig = live.source?.vms.find((vm) => vm.name === image.vm.name)?.configPath;
+  const seenConfigs = new Set<string>(ownConfig ? [ownConfig] : []);
+  for (const inventory of [live.source, ...live.others]) {
+    if (!inventory) continue;
+    const own = inventory === live.source;
+    for (const vm of inventory.vms) {
+      if ((own && vm.name === image.vm.name) || seenConfigs.has(vm.configPath)) continue;
+      seenConfigs.add(vm.configPath);
+      const label = own ? vm.name : `${vm.name} (source ${inventory.source.name})`;
+      const paths = new Set(vm.disks.map((use) => use.diskPath));
+      for (const named of vm.namedPaths) {
+        // A named file and, where it can be read, its parent chain (a broken VM's chain was not resolved by the scan).
+        let current: string | undefined = named;
+        for (let depth = 0; current && !paths.has(current) && depth < 256; depth++) {
+          paths.add(current);
+          const known = inventory.disks.get(current);
+          current = known ? known.parent?.path : (await inspectDisk(inventory.root, current).catch(() => undefined))?.disk.parent?.path;
+        }
+      }
+      foreignFiles.set(vm.configPath, label);
+      for (const diskPath of paths) {
+        const list = users.get(diskPath) ?? [];
+        if (!list.includes(label)) list.push(label);
+        users.set(diskPath, list);
+        for (const file of inventory.disks.get(diskPath)?.files ?? [diskPath]) foreignFiles.set(file, label);
+      }
+    }
+  }
+  return { users, foreignFiles };
 }
 
 /** Where a VM's disk slot points now (canonical when the file exists); undefined when the slot is gone. */
@@ -176,8 +313,8 @@ export function describePlan(plan: RestorePlan): string {
   const sentences: string[] = [];
   for (const d of plan.drift) {
     const name = path.basename(d.disk);
-    const users = d.sharedWith.length ? d.sharedWith : d.sharedAtBackup;
-    const usedBy = users.length ? ` (used by ${listOf(users)})` : '';
+    const gone = d.sharedAtBackup.filter((name) => !d.sharedWith.includes(name));
+    const usedBy = d.sharedWith.length ? ` (used by ${listOf(d.sharedWith)})` : gone.length ? ` (no other VM uses it now; ${listOf(gone)} did at the backup)` : '';
     if (d.kind === 'modified') sentences.push(`The shared disk ${name}${usedBy} was modified after this backup of ${when}.`);
     if (d.kind === 'missing') sentences.push(`The shared disk ${name}${usedBy} is missing: at the backup of ${when} it was ${d.disk}.`);
     if (d.kind === 'retargeted') {
@@ -195,17 +332,20 @@ export function describePlan(plan: RestorePlan): string {
   const other = `${written} other disk${written === 1 ? '' : 's'}`;
   const overwritten = plan.disks.filter((d) => d.action === 'overwritten');
   if (plan.policy === 'overwrite' && overwritten.length) {
-    const affected = [...new Set(overwritten.flatMap((d) => d.entry.usedBy).filter((name) => name !== plan.vm))];
+    const affected = [...new Set(overwritten.flatMap((d) => d.sharedWith))];
     sentences.push(`Policy overwrite writes the shared disk${overwritten.length > 1 ? 's' : ''} ${listOf(overwritten.map((d) => path.basename(d.entry.path)))} in place${affected.length ? `: ${listOf(affected)} use${affected.length === 1 ? 's' : ''} ${overwritten.length > 1 ? 'them' : 'it'} and will see the backed-up version` : ''}. Confirm to proceed.`);
   } else if (plan.drift.length) {
-    const cannotReattach = plan.drift.some((d) => d.kind === 'missing' || (d.kind === 'retargeted' && d.current.path === null));
-    sentences.push(cannotReattach
-      ? `Policy no-overwrite keeps shared disks as they are. Choose copy to restore the backed-up version beside the VM and the ${other}.`
-      : `Policy no-overwrite keeps shared disks as they are. Confirm to restore the ${other} and attach the current shared disk, or choose copy to restore the backed-up version beside the VM.`);
+    const copied = plan.disks.filter((d) => d.action === 'copied').map((d) => path.basename(d.entry.path));
+    sentences.push(plan.choice === 'copy'
+      ? `Policy no-overwrite keeps shared disks as they are. Confirm to restore the ${other} and a copy of ${listOf(copied)} as backed up, beside the VM in ${path.dirname(plan.disks.find((d) => d.action === 'copied')?.destination ?? plan.configDestination)}.`
+      : plan.cannotExecute
+        ? `Policy no-overwrite keeps shared disks as they are. Choose copy to restore the backed-up version beside the VM and the ${other}.`
+        : `Policy no-overwrite keeps shared disks as they are. Confirm to restore the ${other} and attach the current shared disk, or choose copy to restore the backed-up version beside the VM.`);
   } else {
     const kept = plan.disks.filter((d) => d.action === 'skipped-common').map((d) => path.basename(d.entry.path));
     sentences.push(`No drift since the backup of ${when}: ${written} disk${written === 1 ? '' : 's'} will be restored${kept.length ? `; the shared disk${kept.length > 1 ? 's' : ''} ${listOf(kept)} stay${kept.length > 1 ? '' : 's'} as ${kept.length > 1 ? 'they are' : 'it is'} and the VM points at ${kept.length > 1 ? 'them' : 'it'}` : ''}.`);
   }
+  sentences.push(...plan.warnings);
   return sentences.join(' ');
 }
 

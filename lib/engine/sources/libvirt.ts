@@ -16,6 +16,10 @@ type XmlNode = Record<string, unknown>;
 /** Parses one libvirt domain XML; returns undefined for well-formed XML that is not a domain. */
 export function parseLibvirtDomain(configPath: string, configBytes: Buffer): VmConfig | undefined {
   const text = configBytes.toString('utf8');
+  // libvirt writes no DTD; a declared entity could turn a disk path into another VM's file or expand without end.
+  if (/<!(DOCTYPE|ENTITY)/i.test(text)) {
+    throw new InputError('XML with a DOCTYPE or ENTITY declaration is refused (libvirt domain XML has none; entities are never expanded)', { file: configPath });
+  }
   const valid = XMLValidator.validate(text);
   if (valid !== true) {
     throw new InputError(`malformed XML at line ${valid.err.line}: ${valid.err.msg}`, { file: configPath });
@@ -45,7 +49,9 @@ function parseDisk(disk: XmlNode, index: number, configPath: string): DiskSlot {
     device,
     target: file,
     path: file === undefined ? undefined : path.resolve(path.dirname(configPath), file),
-    format: driverFormat(driver['@type'], configPath, slot),
+    // No <driver type>: raw, as libvirt itself reads it. Guessing from content would let a guest that writes a
+    // qcow2 header into its raw disk name any file (another VM's disk) as its backing file.
+    format: driverFormat(driver['@type'], configPath, slot) ?? 'raw',
     shareable: 'shareable' in disk,
     readonly: 'readonly' in disk,
     serial: textOf(disk.serial),
@@ -72,4 +78,28 @@ function textOf(node: unknown): string | undefined {
     return text === undefined ? undefined : String(text).trim() || undefined;
   }
   return String(node).trim() || undefined;
+}
+
+/**
+ * The files a domain XML names (`file='…'` / `file="…"`), read leniently from its text: for a config too broken to
+ * parse, so that the VM still counts as a user of the disks it names. Entities are decoded, never expanded.
+ */
+export function libvirtNamedFiles(configBytes: Buffer): string[] {
+  const text = configBytes.toString('utf8');
+  const files: string[] = [];
+  for (const match of text.matchAll(/\bfile\s*=\s*(?:"([^"<]*)"|'([^'<]*)')/g)) {
+    const value = decodeXmlText(match[1] ?? match[2]);
+    if (value) files.push(value);
+  }
+  return files;
+}
+
+const XML_ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+
+function decodeXmlText(value: string): string {
+  return value.replace(/&(#x[0-9a-f]+|#\d+|amp|lt|gt|quot|apos);/gi, (whole, ref: string) => {
+    if (ref[0] !== '#') return XML_ENTITIES[ref.toLowerCase()] ?? whole;
+    const code = ref[1] === 'x' || ref[1] === 'X' ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
+    return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
+  });
 }

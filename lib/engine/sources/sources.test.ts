@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { qemuImg, tempDir } from '../../../test/helpers';
-import { scanSource } from './inventory';
+import { scanSource, tooRecentToTrust, versionOf } from './inventory';
 import { parseLibvirtDomain } from './libvirt';
 import { parseVmx } from './vmware';
 
@@ -90,5 +90,68 @@ describe('parent links', () => {
     const child = inventory.disks.get(path.join(root, 'child.qcow2'))!;
     expect(child.parent).toEqual({ pointer: 'current/base.qcow2', path: path.join(root, 'bases', 'base.qcow2'), format: 'qcow2' });
     expect(inventory.disks.has(child.parent!.path)).toBe(true);
+  });
+});
+
+describe('namedPaths', () => {
+  it('lists the files a config names, canonical where they exist, also for a VM whose config does not parse', async () => {
+    const root = await tempDir();
+    await fs.mkdir(path.join(root, 'images'));
+    await fs.symlink('images', path.join(root, 'current'));
+    await fs.writeFile(path.join(root, 'images', 'a.raw'), Buffer.alloc(4096));
+    await fs.writeFile(path.join(root, 'images', 'shared.raw'), Buffer.alloc(4096));
+    await fs.writeFile(path.join(root, 'ok.xml'), `<domain><name>ok</name><uuid>u1</uuid><devices>
+      <disk type='file' device='disk'><driver type='raw'/><source file='current/a.raw'/><target dev='vda'/></disk>
+      <disk type='file' device='cdrom'><source file='/iso/install.iso'/><target dev='sda'/></disk></devices></domain>`);
+    // a broken config still names its disks: one that exists (through a symlink), one that does not, escaped XML
+    await fs.writeFile(path.join(root, 'broken.xml'), `<domain><name>broken</name><devices>
+      <disk type='file' device='disk'><source file="current/shared.raw"/><target dev='vda'/></disk>
+      <disk type='file' device='disk'><source file='gone &amp; lost.raw'/></disk></devics></domain>`);
+    // a disk that fails after parsing: the config's own slots are listed
+    await fs.writeFile(path.join(root, 'missing.xml'), `<domain><name>missing</name><uuid>u3</uuid><devices>
+      <disk type='file' device='disk'><driver type='raw'/><source file='images/shared.raw'/><target dev='vda'/></disk>
+      <disk type='file' device='disk'><driver type='raw'/><source file='nothing.raw'/><target dev='vdb'/></disk></devices></domain>`);
+    const vmware = await tempDir();
+    await fs.writeFile(path.join(vmware, 'shared.vmdk'), '');
+    await fs.writeFile(path.join(vmware, 'bad.vmx'), 'displayName = "bad"\nscsi0:0.fileName = "shared.vmdk"\nsata0:1.FILENAME = "/abs/other.vmdk"\nthis is not a setting\n');
+
+    const inventory = await scanSource({ name: 's', type: 'libvirt', path: root });
+    const byName = Object.fromEntries(inventory.vms.map((vm) => [vm.name, vm]));
+    expect(byName.ok.error).toBeUndefined();
+    expect(byName.ok.namedPaths).toEqual([path.join(root, 'images', 'a.raw'), '/iso/install.iso']);
+    expect(byName.broken.error).toMatch(/malformed XML/);
+    expect(byName.broken.namedPaths).toEqual([path.join(root, 'images', 'shared.raw'), path.join(root, 'gone & lost.raw')]);
+    expect(byName.missing.error).toMatch(/nothing\.raw: disk file not found/);
+    expect(byName.missing.namedPaths).toEqual([path.join(root, 'images', 'shared.raw'), path.join(root, 'nothing.raw')]);
+    const vmx = (await scanSource({ name: 'v', type: 'vmware', path: vmware })).vms[0];
+    expect(vmx.error).toMatch(/malformed line 4/);
+    expect(vmx.namedPaths).toEqual([path.join(vmware, 'shared.vmdk'), '/abs/other.vmdk']);
+  });
+});
+
+describe('version tokens', () => {
+  it('flags a version taken too soon after the last change as racily clean', async () => {
+    const root = await tempDir();
+    const file = path.join(root, 'disk.raw');
+    await fs.writeFile(file, Buffer.alloc(4096));
+    const future = new Date(Date.now() + 60_000);
+    await fs.utimes(file, future, future);
+    expect((await versionOf([file])).racilyClean).toBe(true);
+    const past = new Date(Date.now() - 3_600_000);
+    await fs.utimes(file, past, past);
+    await new Promise((resolve) => setTimeout(resolve, 150)); // ctime, set by utimes, must age past the margin too
+    expect((await versionOf([file])).racilyClean).toBe(false);
+  });
+
+  it('gives whole-second timestamps a wider margin than fine ones', () => {
+    const second = 1_000_000_000n;
+    const at = 1_800_000_000n * second;
+    expect(tooRecentToTrust({ mtimeNs: at - second + 1n, ctimeNs: at - second + 1n }, at)).toBe(false);
+    expect(tooRecentToTrust({ mtimeNs: at - 50_000_000n, ctimeNs: at - 50_000_000n }, at)).toBe(true);
+    // ext3, FAT, many exports: a write two seconds later can still carry the same stamp
+    expect(tooRecentToTrust({ mtimeNs: at - 2n * second, ctimeNs: at - 2n * second }, at)).toBe(true);
+    expect(tooRecentToTrust({ mtimeNs: at - 4n * second, ctimeNs: at - 4n * second }, at)).toBe(false);
+    // the newer of mtime and ctime counts
+    expect(tooRecentToTrust({ mtimeNs: at - 3600n * second, ctimeNs: at - 10_000_000n }, at)).toBe(true);
   });
 });

@@ -58,3 +58,12 @@ function normaliseBiosUuid(value: string | undefined): string {
   if (hex.length !== 32) return '';
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
+
+/** The files a .vmx names (`….fileName = "…"`), read leniently: for a config too broken to parse (see libvirtNamedFiles). */
+export function vmxNamedFiles(configBytes: Buffer): string[] {
+  const files: string[] = [];
+  for (const match of configBytes.toString('utf8').matchAll(/^\s*[A-Za-z0-9_.:-]*\.filename\s*=\s*"([^"]*)"/gim)) {
+    if (match[1]) files.push(match[1]);
+  }
+  return files;
+}

@@ -1,0 +1,76 @@
+import { constants } from 'node:fs';
+import fs from 'node:fs/promises';
+import { InputError, fileError } from '../errors';
+
+/** Domain XMLs and .vmx files are kilobytes; anything past this is not a VM config and is not read. */
+export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+type FileType = { isFile(): boolean; isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isSymbolicLink(): boolean };
+
+/** "a FIFO", "a socket"…: what a file that is not a regular file is, in words. */
+export function fileKind(stat: FileType): string {
+  return stat.isFIFO() ? 'a FIFO'
+    : stat.isSocket() ? 'a socket'
+    : stat.isCharacterDevice() ? 'a character device'
+    : stat.isBlockDevice() ? 'a block device'
+    : stat.isDirectory() ? 'a directory'
+    : stat.isSymbolicLink() ? 'a symbolic link'
+    : 'a special file';
+}
+
+export function notRegularFile(file: string, stat: FileType): InputError {
+  return new InputError(`is ${fileKind(stat)}, not a regular file: refused without opening it`, { file });
+}
+
+/**
+ * Opens a disk file (or a config) for reading without ever blocking. `file` is a canonical path (realpath). A
+ * FIFO, socket or device is refused from lstat, before open (opening a FIFO blocks a libuv thread until a writer
+ * comes, and no signal can end the run; opening some devices has side effects). A file swapped for one between
+ * the lstat and the open is caught by O_NONBLOCK (a FIFO opens at once), O_NOFOLLOW, and the fstat of what was
+ * opened. On NFS the open also revalidates the file's attributes (close-to-open), so the fstat is fresh.
+ */
+export async function openDiskFile(file: string): Promise<fs.FileHandle> {
+  const before = await fs.lstat(file).catch((err) => { throw fileError(file, err); });
+  if (!before.isFile()) throw notRegularFile(file, before);
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+  } catch (err) {
+    throw fileError(file, err);
+  }
+  try {
+    const opened = await handle.stat();
+    if (!opened.isFile()) throw notRegularFile(file, opened);
+    return handle;
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
+/** Reads a VM config file (canonical path): a regular file of at most MAX_CONFIG_BYTES, checked before reading. */
+export async function readConfigFile(file: string): Promise<Buffer> {
+  const tooBig = (size: number) => new InputError(`config file is ${(size / 1024 / 1024).toFixed(1)} MiB, over the ${MAX_CONFIG_BYTES / 1024 / 1024} MiB limit for a VM config: not read`, { file });
+  const before = await fs.lstat(file).catch((err) => { throw fileError(file, err); });
+  if (before.isFile() && before.size > MAX_CONFIG_BYTES) throw tooBig(before.size);
+  const handle = await openDiskFile(file);
+  try {
+    const { size } = await handle.stat();
+    if (size > MAX_CONFIG_BYTES) throw tooBig(size);
+    // One byte more than the limit: a file that grew since the fstat is still caught.
+    const buffer = Buffer.alloc(Math.min(size, MAX_CONFIG_BYTES) + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+    }
+    if (length > MAX_CONFIG_BYTES) throw tooBig(length);
+    return buffer.subarray(0, length);
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw fileError(file, err);
+  } finally {
+    await handle.close();
+  }
+}
