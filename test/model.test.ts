@@ -8,7 +8,8 @@
  * (`qemu-img compare`), `qemu-img check`, `qemu-img info --backing-chain`, file names and places, and that no
  * file outside the target (in place: outside the VM's own files) changed.
  *
- * `npm test` runs seeds 1–3. VMDEDUP_MODEL_SEEDS=50 runs seeds 1–50; VMDEDUP_MODEL_SEED=<n> replays one seed;
+ * `npm test` runs seeds 1–3. VMDEDUP_MODEL_SEEDS=50 runs seeds 1–50 (or a range: =51-100); VMDEDUP_MODEL_SEED=<n>
+ * replays one seed (each seed's run depends on the seed alone); VMDEDUP_MODEL_VERBOSE=1 lists every check that passed;
  * VMDEDUP_MODEL_KEEP=1 keeps every seed's folder (a failing seed's folder is always kept).
  */
 import fs from 'node:fs/promises';
@@ -18,18 +19,19 @@ import { describe, expect, it } from 'vitest';
 import { updateSource } from '../lib/catalog/sources';
 import {
   DRIFT_KINDS, type DiskAtBackup, type EditKind, type Fleet, type FileHashes, type VmRecord, ViewStore, backingChain, buildFleet, diffHashes, hashTree,
-  isInside, pairKey, randomEdit, readConfigSlots, recordNow, recordRound, relocateSource, sha256File, statTree, tool, vmdkDescriptor,
+  configShape, isInside, pairKey, randomEdit, readConfigSlots, recordNow, recordRound, relocateSource, sha256File, statTree, tool, vmdkDescriptor,
 } from './model/fleet-model';
 import { cli, createTestDatabase, tempDir } from './helpers';
 
 function chooseSeeds(): number[] {
   const one = process.env.VMDEDUP_MODEL_SEED;
   if (one) return [Number(one)];
-  const count = Number(process.env.VMDEDUP_MODEL_SEEDS || 3);
-  return Array.from({ length: count }, (_, i) => i + 1);
+  // VMDEDUP_MODEL_SEEDS=50 runs seeds 1–50; VMDEDUP_MODEL_SEEDS=51-100 a range.
+  const [from, to] = /^(\d+)-(\d+)$/.exec(process.env.VMDEDUP_MODEL_SEEDS ?? '')?.slice(1).map(Number) ?? [1, Number(process.env.VMDEDUP_MODEL_SEEDS || 3)];
+  return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 }
 
-type RestoreJson = { status: string; disks?: { path: string; action: string }[] };
+type RestoreJson = { status: string; disks?: { path: string; action: string; sharedWith?: string[] }[] };
 type FolderMode = 'overwrite' | 'copy';
 /** Where a restore wrote: a fresh folder, or in place (with the fleet's hashes from just before). */
 type Where = { kind: 'folder'; target: string } | { kind: 'in-place'; before: FileHashes; created: Set<string> };
@@ -71,13 +73,13 @@ class SeedRun {
     this.pending.set(step, []);
   }
   /** Ends a step: its summary line (with `{result}` replaced by ok or its failure count), then its failures. */
-  private end(step: string, line: string): number {
+  private end(step: string, line: string, always = false): number {
     const lines = this.pending.get(step) ?? [];
     this.pending.delete(step);
     this.steps++;
     // Steps that pass are counted, and listed only with VMDEDUP_MODEL_VERBOSE=1.
-    if (lines.length || process.env.VMDEDUP_MODEL_VERBOSE) this.fleet.note(line.replace('{result}', lines.length ? `${lines.length} FAILURE(S)` : 'ok'));
-    else this.passed++;
+    if (lines.length || always || process.env.VMDEDUP_MODEL_VERBOSE) this.fleet.note(line.replace('{result}', lines.length ? `${lines.length} FAILURE(S)` : 'ok'));
+    if (!lines.length) this.passed++;
     for (const l of lines) this.fleet.note(l);
     return lines.length;
   }
@@ -96,7 +98,7 @@ class SeedRun {
 
   report(): string {
     return [`=== model seed ${this.seed} (replay: VMDEDUP_MODEL_SEED=${this.seed}; folder ${this.home})`, ...(this.fleet?.log ?? []),
-      `=== seed ${this.seed}: ${this.steps} restores checked, ${this.passed} passed without a remark; ${this.failures.length} failure(s)`].join('\n');
+      `=== seed ${this.seed}: ${this.steps} restores checked, ${this.passed} passed; ${this.failures.length} failure(s)`].join('\n');
   }
 
   async run(): Promise<void> {
@@ -217,20 +219,38 @@ class SeedRun {
     for (const file of Object.values(diffHashes(before, after)).flat()) this.fail(step, 'folder-restore-changed-fleet', this.fleet.show(file));
     const outside = await listFiles(box).then((files) => files.filter((f) => !isInside(target, f)));
     if (outside.length) this.fail(step, 'wrote-outside-target', `beside the target: ${outside.map((f) => path.relative(box, f)).join(', ')}`);
-    if (await this.restoredOk(step, result)) await this.checkVm(step, record, mode, { kind: 'folder', target }, live);
+    const json = this.restoredOk(step, result);
+    if (json) {
+      this.checkSharedWith(step, record, json);
+      await this.checkVm(step, record, mode, { kind: 'folder', target }, live);
+    }
     this.end(step, `  ${step}: {result} (restore ${t1 - t0} ms, check ${Date.now() - t1} ms)`);
   }
 
-  private async restoredOk(step: string, result: { code: number; stdout: string; stderr: string }): Promise<boolean> {
+  private restoredOk(step: string, result: { code: number; stdout: string; stderr: string }): RestoreJson | undefined {
     let json: RestoreJson | undefined;
     try {
       json = JSON.parse(result.stdout) as RestoreJson;
     } catch { /* reported below */ }
     if (result.code !== 0 || json?.status !== 'restored') {
       this.fail(step, 'restore-failed', `exit ${result.code}, status ${json?.status ?? '-'}: ${firstLine(result.stderr) || json?.status}`);
-      return false;
+      return undefined;
     }
-    return true;
+    return json;
+  }
+
+  /** Who the restore says uses each disk now must be who does (live, every source, broken configs, later users). */
+  private checkSharedWith(step: string, record: VmRecord, json: RestoreJson): void {
+    const { fleet } = this;
+    const own = fleet.now(record.vm.configPath);
+    for (const reported of json.disks ?? []) {
+      if (!reported.sharedWith) continue;
+      const disk = record.disks.filter((d) => reported.path.endsWith(`/${d.relPath}`)).sort((a, b) => b.relPath.length - a.relPath.length)[0];
+      if (!disk) continue;
+      const said = [...new Set(reported.sharedWith.map((label) => label.replace(/ \(source [^)]*\)$/, '')))].sort();
+      const users = [...new Set(fleet.usersNow(fleet.now(disk.path)).filter((vm) => vm.configPath !== own).map((vm) => vm.name))].sort();
+      if (said.join(',') !== users.join(',')) this.fail(step, 'shared-with', `${path.basename(disk.path)}: the restore says it is used now by [${said.join(', ')}], the fleet has [${users.join(', ')}]`);
+    }
   }
 
   /**
@@ -261,6 +281,8 @@ class SeedRun {
       this.fail(step, 'config-missing', `${where.kind === 'folder' ? path.relative(where.target, configPath) : configPath}: ${(err as Error).message}`);
       return;
     }
+    const shape = configShape(await fs.readFile(configPath, 'utf8'), record.vm.type);
+    if (shape !== configShape(record.configText, record.vm.type)) this.fail(step, 'config-changed', `${path.basename(configPath)} differs from the backed-up config beyond its disk paths`);
     const slotNames = (list: { slot: string }[]) => list.map((s) => s.slot).sort().join(',');
     if (slotNames(slots) !== slotNames(record.vm.slots)) this.fail(step, 'config-slots', `slots ${slotNames(slots)}, backed up ${slotNames(record.vm.slots)}`);
     const byPath = new Map(record.disks.map((d) => [d.path, d]));
@@ -348,7 +370,8 @@ class SeedRun {
     }
     if (disk.format === 'vmdk' && parent) {
       const [child, up] = await Promise.all([vmdkDescriptor(element.file), vmdkDescriptor(parent.file)]);
-      if (child.parentCid !== up.cid) this.fail(step, 'vmdk-parent-cid', `${name}: parentCID ${child.parentCid}, its parent ${this.where(where, parent.file)} has CID ${up.cid}`);
+      // CIDs are 32-bit hex numbers: qemu writes them without leading zeros, other writers with; both read the same.
+      if (child.parentCid === undefined || up.cid === undefined || parseInt(child.parentCid, 16) !== parseInt(up.cid, 16)) this.fail(step, 'vmdk-parent-cid', `${name}: parentCID ${child.parentCid}, its parent ${this.where(where, parent.file)} has CID ${up.cid}`);
     }
     if (at === 'written' && disk.format !== 'raw') {
       await tool('qemu-img', 'check', '-q', '-f', disk.format, element.file).catch((err: Error) => this.fail(step, 'qemu-img-check', `${name}: ${firstLine(err.message)}`));
@@ -412,10 +435,13 @@ class SeedRun {
     }
     for (const file of created.filter((f) => !mine.has(f) && !(names.has(path.basename(f)) && isInside(now.root, f)))) this.fail(step, 'in-place-created-unexpected-file', fleet.show(file));
     for (const file of deleted) this.fail(step, 'in-place-deleted-file', fleet.show(file));
-    const restored = await this.restoredOk(step, result);
-    if (restored) await this.checkVm(step, record, mode, { kind: 'in-place', before, created: new Set(created) }, after);
+    const restored = this.restoredOk(step, result);
+    if (restored) {
+      this.checkSharedWith(step, record, restored);
+      await this.checkVm(step, record, mode, { kind: 'in-place', before, created: new Set(created) }, after);
+    }
     const vmFailed = this.pending.get(step)!.some((line) => !/in-place-(wrote|created)/.test(line));
-    this.end(step, `  ${step}: {result}; wrote ${written.map((f) => fleet.show(f)).join(', ') || 'nothing'}; created ${created.map((f) => fleet.show(f)).join(', ') || 'nothing'}`);
+    this.end(step, `  ${step}: {result}; wrote ${written.map((f) => fleet.show(f)).join(', ') || 'nothing'}; created ${created.map((f) => fleet.show(f)).join(', ') || 'nothing'}`, true);
     // A failed restore that wrote nothing leaves the fleet as the model has it.
     if (!restored && modelIntact && written.length === 0 && created.length === 0) return true;
     if (!modelIntact || vmFailed) return false;

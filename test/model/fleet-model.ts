@@ -144,9 +144,13 @@ export class Fleet {
     return { paths, missing, named };
   }
 
+  /** Why a VM cannot be backed up (a file it needs is gone; one disk both attached and a parent in it), if it cannot. */
   broken(vm: VmConfig): string | undefined {
     const { missing } = this.closure(vm);
-    return missing.length ? `uses missing ${missing.map((p) => this.show(p)).join(', ')}` : undefined;
+    if (missing.length) return `uses missing ${missing.map((p) => this.show(p)).join(', ')}`;
+    const parents = new Set(vm.slots.flatMap((slot) => this.chain(slot.disk).paths.slice(1)));
+    const both = vm.slots.find((slot) => parents.has(slot.disk));
+    return both ? `attaches ${this.show(both.disk)} in ${both.slot} and has it as a parent of another slot's disk` : undefined;
   }
 
   /** VM configs that name a disk now, directly or through a parent chain (broken configs included). */
@@ -721,6 +725,8 @@ export type VmRecord = {
   source: Source;
   vm: VmConfig;
   configRel: string;
+  /** The config file as the backup read it. */
+  configText: string;
   disks: DiskAtBackup[];
   /** (source, VM) pairs that used each disk at this backup. */
   pairUsers: Map<string, string[]>;
@@ -753,7 +759,7 @@ export async function recordRound(fleet: Fleet, round: number, hashes: FileHashe
     }
     records.push({
       key, backupId, round, source: { ...source }, vm: structuredClone(vm),
-      configRel: path.relative(source.root, vm.configPath), disks, pairUsers,
+      configRel: path.relative(source.root, vm.configPath), configText: await fs.readFile(vm.configPath, 'utf8'), disks, pairUsers,
     });
   }
   return records;
@@ -778,6 +784,13 @@ export async function readConfigSlots(configPath: string, type: SourceType): Pro
   return [...text.matchAll(/^([A-Za-z]+\d+:\d+)\.fileName\s*=\s*"([^"]*)"/gim)].map((m) => ({
     slot: m[1].toLowerCase(), file: path.resolve(dir, m[2].replace(/\|22/g, '"')), format: 'vmdk',
   }));
+}
+
+/** A config with its disk pointers blanked: what a restore must leave exactly as it was backed up. */
+export function configShape(text: string, type: SourceType): string {
+  return type === 'libvirt'
+    ? text.replace(/(<source\b[^>]*\bfile=)(['"])(.*?)\2/g, '$1$2<disk>$2')
+    : text.replace(/^(\s*[A-Za-z]+\d+:\d+\.fileName\s*=\s*)"[^"]*"/gim, '$1"<disk>"');
 }
 
 export type ChainElement = { file: string; format: string; virtualSize: number; backing?: string };
