@@ -31,7 +31,7 @@ function chooseSeeds(): number[] {
   return Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
 }
 
-type RestoreJson = { status: string; disks?: { path: string; action: string; sharedWith?: string[] }[] };
+type RestoreJson = { status: string; config?: string; disks?: { path: string; action: string; sharedWith?: string[]; written?: string[] }[] };
 type FolderMode = 'overwrite' | 'copy';
 /** Where a restore wrote: a fresh folder, or in place (with the fleet's hashes from just before). */
 type Where = { kind: 'folder'; target: string } | { kind: 'in-place'; before: FileHashes; created: Set<string> };
@@ -222,6 +222,7 @@ class SeedRun {
     const json = this.restoredOk(step, result);
     if (json) {
       this.checkSharedWith(step, record, json);
+      this.checkPlanNamesWrites(step, json, await listFiles(box), { kind: 'folder', target });
       await this.checkVm(step, record, mode, { kind: 'folder', target }, live);
     }
     this.end(step, `  ${step}: {result} (restore ${t1 - t0} ms, check ${Date.now() - t1} ms)`);
@@ -237,6 +238,13 @@ class SeedRun {
       return undefined;
     }
     return json;
+  }
+
+  /** The restore must write exactly the files its plan names (every disk file, and the config): nothing unannounced. */
+  private checkPlanNamesWrites(step: string, json: RestoreJson, wrote: string[], where: Where): void {
+    if (!json.disks?.every((d) => Array.isArray(d.written)) || !json.config) return;
+    const named = new Set([json.config, ...json.disks.flatMap((d) => d.written!)]);
+    for (const file of wrote) if (!named.has(file)) this.fail(step, 'write-not-in-plan', `${this.where(where, file)} was written; the plan shown does not name it`);
   }
 
   /** Who the restore says uses each disk now must be who does (live, every source, broken configs, later users). */
@@ -438,6 +446,7 @@ class SeedRun {
     const restored = this.restoredOk(step, result);
     if (restored) {
       this.checkSharedWith(step, record, restored);
+      this.checkPlanNamesWrites(step, restored, [...written, ...created], { kind: 'in-place', before, created: new Set(created) });
       await this.checkVm(step, record, mode, { kind: 'in-place', before, created: new Set(created) }, after);
     }
     const vmFailed = this.pending.get(step)!.some((line) => !/in-place-(wrote|created)/.test(line));

@@ -468,12 +468,12 @@ export async function randomEdit(fleet: Fleet, kinds: readonly EditKind[] = EDIT
   return undefined;
 }
 
-export const EDIT_KINDS = ['write-private', 'write-shared', 'retarget', 'delete-common', 'rebase', 'attach-later', 'rename'] as const;
+export const EDIT_KINDS = ['write-private', 'write-shared', 'retarget', 'delete-common', 'delete-private', 'rebase', 'attach-later', 'new-vm', 'rename'] as const;
 export type EditKind = (typeof EDIT_KINDS)[number];
 /** The edits that make drift for restores of earlier backups (what the planner must notice). */
-export const DRIFT_KINDS: readonly EditKind[] = ['write-shared', 'retarget', 'delete-common', 'rebase', 'attach-later'];
+export const DRIFT_KINDS: readonly EditKind[] = ['write-shared', 'retarget', 'delete-common', 'rebase', 'attach-later', 'new-vm'];
 const EDIT_WEIGHTS: Record<EditKind, number> = {
-  'write-private': 2, 'write-shared': 2, retarget: 2, 'delete-common': 1, rebase: 2, 'attach-later': 2, rename: 1,
+  'write-private': 2, 'write-shared': 2, retarget: 2, 'delete-common': 1, 'delete-private': 1, rebase: 2, 'attach-later': 2, 'new-vm': 1, rename: 1,
 };
 
 const intact = (fleet: Fleet, diskPath: string) => !fleet.chain(diskPath).missing;
@@ -578,6 +578,33 @@ const EDITS: Record<EditKind, (fleet: Fleet) => Promise<string | undefined>> = {
     for (const slot of vm.slots) if (slot.disk === from) slot.disk = to;
     await fleet.writeConfig(vm);
     return `${fleet.show(from)} -> ${path.basename(to)} (${vm.name})`;
+  },
+  /** A disk only one VM uses is deleted: that VM fails its next backup, its restores must bring the disk back. */
+  async 'delete-private'(fleet) {
+    const candidates = liveDisks(fleet).filter((d) => fleet.usersNow(d.path).length === 1 && fleet.children(d.path).length === 0);
+    if (!candidates.length) return undefined;
+    const disk = fleet.rng.pick(candidates);
+    for (const file of fleet.filesOf(disk.path)) await fs.rm(file);
+    fleet.disks.delete(disk.path);
+    return `${fleet.show(disk.path)} (${disk.role}, used by ${fleet.usersNow(disk.path).map((v) => v.name).join(',')})`;
+  },
+  /** A new VM appears (no backup of it yet) and uses a disk other VMs use, beside a disk of its own. */
+  async 'new-vm'(fleet) {
+    const homes = fleet.sources.filter((s) => s.type === 'libvirt' && !fleet.sources.some((o) => o !== s && isInside(s.root, o.root)));
+    const root = fleet.rng.pick(homes.length ? homes : fleet.sources.filter((s) => s.type === 'libvirt')).root;
+    const n = fleet.unique();
+    const vm: VmConfig = { name: `late${n}`, uuid: `6f1c2a3e-${(fleet.seed % 0xffff).toString(16).padStart(4, '0')}-4000-9000-${String(n).padStart(12, '0')}`, type: 'libvirt', configPath: path.join(root, `late${n}.xml`), slots: [] };
+    fleet.vms.push(vm);
+    const shared = attachable(fleet, vm).filter((p) => fleet.usersNow(p).length > 0);
+    if (!shared.length) {
+      fleet.vms.pop();
+      return undefined;
+    }
+    const disk = fleet.disks.get(fleet.rng.pick(shared))!;
+    fleet.attach('libvirt', vm.slots, disk);
+    fleet.attach('libvirt', vm.slots, await fleet.rawData(path.join(root, 'images', `late${n}-data.raw`), 2 * MiB, fleet.seed * 4001 + n, 'data'));
+    await fleet.writeConfig(vm);
+    return `${vm.name} (${fleet.show(vm.configPath)}) uses ${fleet.describeChain(disk.path)} (used by ${fleet.usersNow(disk.path).filter((v) => v !== vm).map((v) => v.name).join(',')})`;
   },
 };
 
