@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import type { CatalogSql } from '../db';
-import { backupVms } from '../engine/backup/backup';
+import { type CatalogSql, catalogCall } from '../db';
+import { type VmBackupResult, backupVms } from '../engine/backup/backup';
+import { RunFault } from '../engine/errors';
 import type { BackupProgress } from '../engine/backup/progress';
 import type { BackupDiskEntry } from '../engine/repository/manifests';
 import type { Repository } from '../engine/repository/repository';
@@ -15,11 +16,23 @@ export type BackupDiskReport = {
   path: string; identifier: string; common: boolean; action: 'stored' | 'referenced';
   logicalBytes: number; bytesRead: number; bytesWritten: number;
 };
+export type BackupFailure = {
+  vm: string; source: string; configPath: string; error: string;
+  /** False when the run stopped before this VM's image was written. */
+  attempted: boolean;
+  /** The VM's image is in the repository but the catalog did not record it. */
+  backupId?: string;
+};
 export type BackupReport = {
   backups: { vm: string; source: string; backupId: string; disks: BackupDiskReport[] }[];
-  failures: { vm: string; source: string; configPath: string; error: string }[];
+  failures: BackupFailure[];
   totals: { logicalBytes: number; bytesRead: number; bytesWritten: number };
   warnings: string[];
+  /**
+   * Set when a failure of the repository's storage or of the catalog stopped the run: where (the VM it hit,
+   * when one did) and why. Every VM after it is in `failures` with `attempted: false`.
+   */
+  stopped?: { vm?: string; source: string; error: string };
 };
 
 export type RunBackupOptions = {
@@ -33,13 +46,13 @@ export type RunBackupOptions = {
 
 /** Backs up the selected VMs (all VMs of the selected sources by default) and records each in the catalog. */
 export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
-  const sources = await selectSources(sql, options.source);
+  const sources = await catalogCall(() => selectSources(sql, options.source));
   if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
   const scanned: { source: SourceRow; inventory: SourceInventory }[] = [];
   for (const source of sources) {
     const inventory = await scanSource(source, { signal: options.signal });
     // Every backup refreshes the catalog's picture of the source (VMs, disks, who shares what, problems).
-    await recordInventory(sql, { sourceId: source.id, inventory });
+    await catalogCall(() => recordInventory(sql, { sourceId: source.id, inventory }));
     scanned.push({ source, inventory });
   }
   const plan = assignVms(scanned, options.vms);
@@ -48,21 +61,39 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
   const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
   const report: BackupReport = { backups: [], failures: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
   const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
+  // Temp files of killed writers (kill -9, power loss): the sweep reads one small folder.
+  await options.repo.sweepTemporaryFiles().catch((err) => warn(`temp files not swept: ${(err as Error).message}`));
   for (const { source, inventory, vmNames } of plan) {
-    const results = await backupVms({
-      inventory,
-      vmNames,
-      repo: options.repo,
-      runId,
-      lookupStoredDisks: (disks) => findStoredVersions(sql, { sourceId: source.id, disks }),
-      onImage: (image) => recordBackupImage(sql, { sourceId: source.id, image }),
-      onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
-      onWarning: warn,
-      signal: options.signal,
-    });
+    let results: VmBackupResult[];
+    if (report.stopped) {
+      results = notAttempted(inventory, vmNames, report.stopped);
+    } else {
+      try {
+        results = await backupVms({
+          inventory,
+          vmNames,
+          repo: options.repo,
+          runId,
+          lookupStoredDisks: (disks) => catalogCall(() => findStoredVersions(sql, { sourceId: source.id, disks })),
+          onImage: (image) => catalogCall(() => recordBackupImage(sql, { sourceId: source.id, image })),
+          onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
+          onWarning: warn,
+          signal: options.signal,
+        });
+      } catch (err) {
+        // Before any VM of this source was backed up (the catalog's lookups, the repository's first check).
+        if (!(err instanceof RunFault)) throw err;
+        report.stopped = { source: source.name, error: err.message };
+        results = notAttempted(inventory, vmNames, report.stopped);
+      }
+    }
     for (const result of results) {
       if (!result.ok) {
-        report.failures.push({ vm: result.vm, source: source.name, configPath: result.configPath, error: result.error });
+        report.failures.push({
+          vm: result.vm, source: source.name, configPath: result.configPath, error: result.error,
+          attempted: result.attempted !== false, ...(result.backupId ? { backupId: result.backupId } : {}),
+        });
+        if (result.stoppedRun) report.stopped ??= { vm: result.vm, source: source.name, error: result.error };
         continue;
       }
       const disks = result.image.disks.map((entry) => diskReport(entry, result.configPath));
@@ -75,6 +106,13 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
     }
   }
   return report;
+}
+
+/** The VMs of a source the run did not reach, after a failure of the repository or the catalog stopped it. */
+function notAttempted(inventory: SourceInventory, vmNames: string[] | undefined, stopped: NonNullable<BackupReport['stopped']>): VmBackupResult[] {
+  const vms = vmNames ? inventory.vms.filter((vm) => vmNames.includes(vm.name)) : inventory.vms;
+  const where = stopped.vm ? `at ${stopped.vm}` : `before source ${stopped.source}`;
+  return vms.map((vm) => ({ vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: `not backed up: the run stopped ${where} (${stopped.error})` }));
 }
 
 /** Which VMs of which source: every VM, or each `--vm` found in exactly one source. */
