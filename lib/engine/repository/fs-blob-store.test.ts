@@ -1,9 +1,9 @@
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { tempDir } from '../../../test/helpers';
+import { canMountTmpfs, mountTmpfs, tempDir, unmountTmpfs } from '../../../test/helpers';
 import { blobStoreConformance, blobStoreFaultConformance } from './blob-store.conformance';
 import { type Fault, FaultyBlobStore, fsError, type FaultCode } from './faulty-blob-store';
 import { FsBlobStore, type FsWriteOps } from './fs-blob-store';
@@ -275,29 +275,12 @@ describe('FsBlobStore temp file sweep', () => {
 });
 
 /** Real file systems that fail: a tiny tmpfs (needs root and mount; skipped with the reason otherwise). */
-const mounts: string[] = [];
-async function tmpfs(options: string): Promise<string | undefined> {
-  const dir = await tempDir('vmdedup-tmpfs-');
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir], { stdio: 'pipe' });
-  } catch {
-    return undefined;
-  }
-  mounts.push(dir);
-  return dir;
-}
-const canMount = await (async () => {
-  const dir = await tmpfs('size=1m');
-  return dir !== undefined;
-})();
-
-afterAll(() => {
-  for (const dir of mounts) execFileSync('umount', [dir]);
-});
+const canMount = await canMountTmpfs();
+afterAll(unmountTmpfs);
 
 describe.skipIf(!canMount)('FsBlobStore on a real full file system (tmpfs; skipped when mount is not permitted)', () => {
   it('fails a put with ENOSPC on a full disk, leaving no blob and no temp file', async () => {
-    const root = (await tmpfs('size=1m'))!;
+    const root = (await mountTmpfs('size=1m'))!;
     const store = new FsBlobStore(root);
     await store.put('chunks/aa/small', Buffer.alloc(100_000, 1));
     await expect(store.put('chunks/bb/big', Buffer.alloc(2 * 1024 * 1024, 2))).rejects.toMatchObject({ code: 'ENOSPC' });
@@ -308,13 +291,13 @@ describe.skipIf(!canMount)('FsBlobStore on a real full file system (tmpfs; skipp
 
   it('reports the real cause when no folder can be made (Node\'s recursive mkdir says ENOENT)', async () => {
     // Out of inodes: mkdir fails with ENOSPC, which fs.mkdir({ recursive: true }) reports as ENOENT.
-    const full = (await tmpfs('size=1m,nr_inodes=4'))!;
+    const full = (await mountTmpfs('size=1m,nr_inodes=4'))!;
     const store = new FsBlobStore(full);
     await store.put('a', Buffer.of(1)); // root's tmp/ and one file: the inodes are gone
     await fs.writeFile(path.join(full, 'filler'), '').catch(() => undefined);
     await expect(store.put('chunks/72/x', Buffer.of(1))).rejects.toMatchObject({ code: 'ENOSPC' });
 
-    const readOnly = (await tmpfs('size=1m,ro'))!;
+    const readOnly = (await mountTmpfs('size=1m,ro'))!;
     await expect(new FsBlobStore(readOnly).put('chunks/72/x', Buffer.of(1))).rejects.toMatchObject({ code: 'EROFS' });
   });
 });
