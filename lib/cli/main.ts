@@ -27,7 +27,8 @@ const USAGE = `usage: vmdedup <command> [options]
   source add <name> --type libvirt|vmware --path <dir>   register a source of VMs
   source list [--json]                                    list sources
   inventory [--source <name>] [--json]                    VMs, disks, pointers, parent chains, shared disks (live)
-  backup [--source <name>] [--vm <name>]... [--json]      back up VMs (all VMs without --vm)
+  backup [--source <name>] [--vm <name>]... [--json]      back up VMs (all VMs without --vm; exit 2: some VMs' input
+                                                          was bad, 1: the repository or the catalog failed and the run stopped)
   backups [--vm <name>] [--json]                          list backup images
   common-disks [--json]                                   disks shared by several VMs, and what they cost
   stats [--json]                                          catalog totals and savings

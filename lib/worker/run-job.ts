@@ -28,7 +28,11 @@ const WORK: Record<JobKind, JobWork> = {
       state: failures.length === 0 ? 'succeeded' : backups.length > 0 ? 'partial' : 'failed',
       message: `${backups.length} VM${backups.length === 1 ? '' : 's'} backed up${failures.length ? `, ${failures.length} failed` : ''}`,
       result: { backups: backups.map((b) => ({ vm: b.vm, source: b.source, backupId: b.backupId })), failures, totals: result.totals, warnings: result.warnings },
-      error: failures.length ? failures.map((f) => `${f.vm}: ${f.error}`).join('; ') : undefined,
+      // The VMs a stopped run did not reach are counted, not listed (the result has each).
+      error: failures.length ? [
+        ...failures.filter((f) => f.attempted).map((f) => `${f.vm}: ${f.error}`),
+        ...(result.stopped ? [`the run stopped ${result.stopped.vm ? `at ${result.stopped.vm}` : `(${result.stopped.error})`}: ${failures.filter((f) => !f.attempted).length} VMs not backed up`] : []),
+      ].join('; ') : undefined,
     };
   },
   async restore({ db, target, repo, signal, report }) {
