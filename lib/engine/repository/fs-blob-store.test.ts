@@ -132,7 +132,8 @@ describe('FsBlobStore failure paths', () => {
 
   it('refuses keys that name its temp files', async () => {
     const store = new FsBlobStore(await tempDir());
-    await expect(store.put('tmp/x', data)).rejects.toThrow(/reserved/);
+    await expect(store.put('chunks/.tmp/x', data)).rejects.toThrow(/reserved/);
+    await expect(store.put('.tmp', data)).rejects.toThrow(/reserved/);
     await expect(store.put('chunks/x.tmp-host-12-0123abcd', data)).rejects.toThrow(/reserved/);
   });
 });
@@ -159,7 +160,7 @@ describe('FsBlobStore durability barrier', () => {
     await store.put('chunks/cd/3', Buffer.of(3));
     expect(synced).toEqual([]); // no fsync per blob
     await store.flush();
-    // chunks/ab and chunks/cd got files; chunks/ got two folders; the root got chunks/ and tmp/.
+    // chunks/ab and chunks/cd got files; chunks/ got three folders (ab, cd, .tmp); the root got chunks/.
     expect(synced.sort()).toEqual(['.', 'chunks', 'chunks/ab', 'chunks/cd'].sort());
     synced.length = 0;
     await store.flush();
@@ -203,9 +204,10 @@ describe('FsBlobStore temp file sweep', () => {
   it('removes temp files of dead processes of this host and old ones of other hosts, keeps the rest', async () => {
     const root = await tempDir();
     const store = new FsBlobStore(root);
-    await store.put('chunks/ab/kept', Buffer.of(1)); // makes tmp/
+    await store.put('config', Buffer.of(1)); // makes .tmp/
+    await store.put('chunks/ab/kept', Buffer.of(1)); // makes chunks/.tmp/
     const dead = await deadPid();
-    const tmp = path.join(root, 'tmp');
+    const tmp = path.join(root, 'chunks', '.tmp');
     const files = {
       deadHere: `ab01.tmp-${host}-${dead}-0123abcd`,
       liveHere: `ab02.tmp-${host}-${process.pid}-0123abcd`,
@@ -222,7 +224,7 @@ describe('FsBlobStore temp file sweep', () => {
 
   it('sweeps, once, the temp files older vmdedup left beside their targets (a kill -9 mid-put)', async () => {
     const root = await tempDir();
-    // A repository as older vmdedup wrote it: no tmp/ folder, temps named <file>.tmp-<pid>-<random>.
+    // A repository as older vmdedup wrote it: no .tmp/ folder, temps named <file>.tmp-<pid>-<random>.
     await fs.mkdir(path.join(root, 'chunks', 'ab'), { recursive: true });
     await fs.writeFile(path.join(root, 'chunks', 'ab', 'abcd'), 'whole');
     const dead = await deadPid();
@@ -238,7 +240,7 @@ describe('FsBlobStore temp file sweep', () => {
     expect(listed).toEqual(['chunks/ab/abcd']);
     expect(await store.sweepTemporaryFiles()).toEqual({ removed: 1, kept: 2 });
     expect((await fs.readdir(path.join(root, 'chunks', 'ab'))).sort()).toEqual(['abcd', path.basename(young), path.basename(ours)].sort());
-    // tmp/ now exists: later sweeps read only it.
+    // .tmp/ now exists: later sweeps read only the .tmp folders.
     expect(await store.sweepTemporaryFiles()).toEqual({ removed: 0, kept: 0 });
   });
 
@@ -289,11 +291,23 @@ describe.skipIf(!canMount)('FsBlobStore on a real full file system (tmpfs; skipp
     expect((await store.get('chunks/aa/small')).length).toBe(100_000);
   });
 
+  it('works with a top folder on another file system (a disk mounted at chunks/): renames stay inside it', async () => {
+    const root = await tempDir();
+    const chunks = (await mountTmpfs('size=4m'))!;
+    await fs.symlink(chunks, path.join(root, 'chunks'));
+    const store = new FsBlobStore(root);
+    await store.put('chunks/ab/x', Buffer.alloc(1000, 1));
+    await store.put('images/i.json', Buffer.from('{}'));
+    await store.flush();
+    expect((await store.get('chunks/ab/x')).length).toBe(1000);
+    expect(await fs.readdir(path.join(chunks, 'ab'))).toEqual(['x']);
+  });
+
   it('reports the real cause when no folder can be made (Node\'s recursive mkdir says ENOENT)', async () => {
     // Out of inodes: mkdir fails with ENOSPC, which fs.mkdir({ recursive: true }) reports as ENOENT.
     const full = (await mountTmpfs('size=1m,nr_inodes=4'))!;
     const store = new FsBlobStore(full);
-    await store.put('a', Buffer.of(1)); // root's tmp/ and one file: the inodes are gone
+    await store.put('a', Buffer.of(1)); // the root's .tmp/ and one file: the inodes are gone
     await fs.writeFile(path.join(full, 'filler'), '').catch(() => undefined);
     await expect(store.put('chunks/72/x', Buffer.of(1))).rejects.toMatchObject({ code: 'ENOSPC' });
 

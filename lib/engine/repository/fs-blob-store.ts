@@ -21,8 +21,12 @@ const NODE_OPS: FsWriteOps = {
   mkdir: async (dir) => { await fs.mkdir(dir); },
 };
 
-/** Temp files live here, not beside their targets: a sweep reads one small folder, not the whole store. */
-const TEMP_DIR = 'tmp';
+/**
+ * Temp files live in a `.tmp` folder of the root (top-level keys) and of each top-level folder (`chunks/.tmp`),
+ * not beside their targets: a sweep reads a few small folders, not the whole store, and a top-level folder
+ * may be another file system (a disk mounted at `chunks/`) since each rename stays inside it.
+ */
+const TEMP_DIR = '.tmp';
 /** A temp file of another host (or of an older vmdedup, whose names carry no host) is stale after this. */
 const FOREIGN_TEMP_MAX_AGE_MS = 24 * 3600 * 1000;
 /** Older vmdedup wrote `<file>.tmp-<pid>-<random>` beside the file; such a file of a dead pid is stale after this. */
@@ -37,7 +41,7 @@ const HOST = os.hostname().replace(/[^A-Za-z0-9._-]/g, '_') || 'host';
 export type SweepResult = { removed: number; kept: number };
 
 /**
- * A blob store in a local folder: one file per key, written to a temp file in `tmp/`, fsynced, then renamed
+ * A blob store in a local folder: one file per key, written to a temp file in a `.tmp` folder, fsynced, then renamed
  * into place. Folders that gained entries are fsynced by flush() (the durability barrier), not per blob.
  */
 export class FsBlobStore implements BlobStore {
@@ -46,11 +50,9 @@ export class FsBlobStore implements BlobStore {
   /** Folders with entries (renamed files, made folders) not yet fsynced: flush() syncs them. */
   private readonly unsyncedDirs = new Set<string>();
   private readonly io: FsWriteOps;
-  private readonly tempDir: string;
 
   constructor(readonly root: string, options: { io?: Partial<FsWriteOps> } = {}) {
     this.io = { ...NODE_OPS, ...options.io };
-    this.tempDir = path.join(root, TEMP_DIR);
   }
 
   get location(): string {
@@ -59,18 +61,30 @@ export class FsBlobStore implements BlobStore {
 
   private fileOf(key: string): string {
     assertValidKey(key);
-    // `tmp/` and temp-like names are the store's own: a key naming them could be swept or hidden from list().
-    if (key.split('/')[0] === TEMP_DIR || TEMP_NAME.test(key)) throw new Error(`invalid blob key '${key}' (reserved for temp files)`);
+    // `.tmp` folders and temp-like names are the store's own: such a key could be swept or hidden from list().
+    if (key.split('/').includes(TEMP_DIR) || TEMP_NAME.test(key)) throw new Error(`invalid blob key '${key}' (reserved for temp files)`);
     return path.join(this.root, ...key.split('/'));
   }
 
   async put(key: string, data: Uint8Array): Promise<void> {
     const file = this.fileOf(key);
     const dir = path.dirname(file);
-    await this.ensureDir(this.tempDir);
+    const segments = key.split('/');
+    const tempDir = path.join(this.root, ...(segments.length > 1 ? [segments[0]] : []), TEMP_DIR);
+    await this.ensureDir(tempDir);
     await this.ensureDir(dir);
-    const temp = path.join(this.tempDir, `${path.basename(file)}.tmp-${HOST}-${process.pid}-${randomBytes(4).toString('hex')}`);
-    const handle = await this.io.open(temp, 'wx');
+    const temp = path.join(tempDir, `${path.basename(file)}.tmp-${HOST}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    let handle: fs.FileHandle;
+    try {
+      handle = await this.io.open(temp, 'wx');
+    } catch (err) {
+      // A folder was removed behind our back (the madeDirs cache is stale): make the folders again, once.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      this.madeDirs.clear();
+      await this.ensureDir(tempDir);
+      await this.ensureDir(dir);
+      handle = await this.io.open(temp, 'wx');
+    }
     let renamed = false;
     try {
       try {
@@ -87,7 +101,7 @@ export class FsBlobStore implements BlobStore {
       try {
         await this.io.rename(temp, file);
       } catch (err) {
-        // The folder was removed behind our back (the madeDirs cache is stale): make it again, once.
+        // The target's folder was removed behind our back meanwhile: make it again, once.
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
         this.madeDirs.clear();
         await this.ensureDir(dir);
@@ -158,17 +172,21 @@ export class FsBlobStore implements BlobStore {
    */
   async sweepTemporaryFiles(now = Date.now()): Promise<SweepResult> {
     const result: SweepResult = { removed: 0, kept: 0 };
-    let names: string[];
-    try {
-      names = await fs.readdir(this.tempDir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      // No tmp/ folder: the store was last written by a vmdedup that left temps beside their targets.
+    const rootTemp = path.join(this.root, TEMP_DIR);
+    if (!(await isDirectory(rootTemp))) {
+      // No .tmp/ folder: the store was last written by a vmdedup that left temps beside their targets.
       await this.sweepLegacy(this.root, now, result);
-      await this.ensureDir(this.tempDir);
+      await this.ensureDir(rootTemp);
       return result;
     }
-    for (const name of names) await this.sweepOne(path.join(this.tempDir, name), now, result, false);
+    const tops = (await fs.readdir(this.root, { withFileTypes: true })).filter((entry) => entry.isDirectory() && entry.name !== TEMP_DIR);
+    for (const dir of [rootTemp, ...tops.map((entry) => path.join(this.root, entry.name, TEMP_DIR))]) {
+      const names = await fs.readdir(dir).catch((err) => {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+        throw err;
+      });
+      for (const name of names) await this.sweepOne(path.join(dir, name), now, result, false);
+    }
     return result;
   }
 
@@ -272,7 +290,7 @@ export class FsBlobStore implements BlobStore {
     for await (const entry of entries) {
       const full = path.join(dir, entry.name);
       if (entry.isDirectory()) {
-        if (full !== this.tempDir) yield* this.walk(full);
+        if (entry.name !== TEMP_DIR) yield* this.walk(full);
       } else if (entry.isFile() && !entry.name.includes('.tmp-')) {
         yield path.relative(this.root, full).split(path.sep).join('/');
       }
@@ -281,6 +299,15 @@ export class FsBlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     await fs.rm(this.fileOf(key), { force: true });
+  }
+}
+
+async function isDirectory(dir: string): Promise<boolean> {
+  try {
+    return (await fs.stat(dir)).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
   }
 }
 
