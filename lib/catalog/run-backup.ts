@@ -61,7 +61,7 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
   const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
   const report: BackupReport = { backups: [], failures: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
   const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
-  // Temp files of killed writers (kill -9, power loss): the sweep reads one small folder.
+  // Temp files of killed writers (kill -9, power loss): the sweep reads a few small folders.
   await options.repo.sweepTemporaryFiles().catch((err) => warn(`temp files not swept: ${(err as Error).message}`));
   for (const { source, inventory, vmNames } of plan) {
     let results: VmBackupResult[];

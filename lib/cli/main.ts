@@ -208,7 +208,7 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       const skipped = report.failures.filter((failure) => !failure.attempted);
       const names = skipped.slice(0, 10).map((failure) => failure.vm).join(', ') + (skipped.length > 10 ? `, and ${skipped.length - 10} more` : '');
       const notReached = skipped.length ? `the run stopped: ${skipped.length} VM${skipped.length === 1 ? '' : 's'} not backed up (${names})` : '';
-      if (stopped && !stopped.vm) io.stderr.write(`vmdedup: ${oneLine(stopped.error)}; ${notReached}\n`);
+      if (stopped && !stopped.vm) io.stderr.write(`vmdedup: ${oneLine(stopped.error)}${notReached ? `; ${notReached}` : ''}\n`);
       let told = false;
       for (const failure of report.failures) {
         if (!failure.attempted) continue;
