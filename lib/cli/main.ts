@@ -10,7 +10,7 @@ import { DEFAULT_REREAD_AFTER_DAYS } from '../engine/backup/backup';
 import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../engine/restore/plan';
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
-import { catalogUrl, closeCatalog, getCatalog, getCatalogSql } from '../db';
+import { catalogUrl, closeCatalog, getCatalog, getCatalogSql, setIdleConnectionLostListener } from '../db';
 import { openRepository } from '../open-repository';
 import type { z } from 'zod';
 import { InputError } from '../engine/errors';
@@ -32,7 +32,9 @@ const USAGE = `usage: vmdedup <command> [options]
   backup [--source <name>] [--vm <name>]... [--reread-after <days>] [--json]
                                                           back up VMs (all VMs without --vm); a disk is read in full
                                                           when its stored version was read over <days> ago (default
-                                                          ${DEFAULT_REREAD_AFTER_DAYS}; 0: every disk), else an unchanged disk is referenced
+                                                          ${DEFAULT_REREAD_AFTER_DAYS}; 0: every disk), else an unchanged disk is referenced;
+                                                          exit 2: some VMs' input was bad, 1: the repository or the
+                                                          catalog failed and the run stopped
   backups [--vm <name>] [--json]                          list backup images
   common-disks [--json]                                   disks shared by several VMs, and what they cost
   stats [--json]                                          catalog totals and savings
@@ -55,6 +57,9 @@ type Io = { stdout: NodeJS.WritableStream & { isTTY?: boolean }; stderr: NodeJS.
 /** Runs one CLI command; returns the exit code. Never throws. */
 export async function main(argv: string[], io: Io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const controller = new AbortController();
+  // An idle connection the server dropped is no problem of its own: the pool reconnects, and a command the loss
+  // makes fail says so in its one line.
+  setIdleConnectionLostListener(() => undefined);
   const onSignal = () => controller.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -222,13 +227,28 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       });
       if (showProgress) io.stderr.write('\n');
       for (const problem of report.problems) io.stderr.write(`vmdedup: source '${problem.source}': ${oneLine(problem.message)}\n`);
-      for (const failure of report.failures) io.stderr.write(`vmdedup: ${failure.vm}: ${oneLine(failure.error)}\n`);
+      // One line per VM that failed; the VMs a stopped run did not reach are summed up in the line of the VM
+      // that stopped it (the JSON lists each).
+      const { stopped } = report;
+      const skipped = report.failures.filter((failure) => !failure.attempted);
+      const names = skipped.slice(0, 10).map((failure) => failure.vm).join(', ') + (skipped.length > 10 ? `, and ${skipped.length - 10} more` : '');
+      const notReached = skipped.length ? `the run stopped: ${skipped.length} VM${skipped.length === 1 ? '' : 's'} not backed up (${names})` : '';
+      if (stopped && !stopped.vm) io.stderr.write(`vmdedup: ${oneLine(stopped.error)}${notReached ? `; ${notReached}` : ''}\n`);
+      let told = false;
+      for (const failure of report.failures) {
+        if (!failure.attempted) continue;
+        const unrecorded = failure.backupId ? `; backup image ${failure.backupId} is in the repository, not in the catalog` : '';
+        const stoppedHere = !told && stopped?.vm === failure.vm && stopped.source === failure.source && notReached;
+        if (stoppedHere) told = true;
+        io.stderr.write(`vmdedup: ${failure.vm}: ${oneLine(failure.error)}${unrecorded}${stoppedHere ? `; ${notReached}` : ''}\n`);
+      }
       if (values.json) {
         json({
           backups: report.backups.map(({ vm, backupId, disks }) => ({ vm, backupId, disks })),
-          failures: report.failures.map(({ vm, source, error }) => ({ vm, source, error })),
+          failures: report.failures.map(({ vm, source, error, attempted, backupId }) => ({ vm, source, error, attempted, ...(backupId ? { backupId } : {}) })),
           problems: report.problems,
           totals: report.totals,
+          ...(report.stopped ? { stopped: report.stopped } : {}),
         });
       } else {
         for (const backup of report.backups) {
@@ -237,6 +257,8 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
         }
         out(`total: ${report.backups.length} VMs backed up, ${report.failures.length} failed${report.problems.length ? `, ${report.problems.length} source problems` : ''}; logical ${formatBytes(report.totals.logicalBytes)}, read ${formatBytes(report.totals.bytesRead)}, written ${formatBytes(report.totals.bytesWritten)}`);
       }
+      // A stopped run or an image the catalog did not record is a failure of the system, not of one VM's input.
+      if (report.stopped || report.failures.some((failure) => failure.backupId)) return EXIT_FAILURE;
       return report.failures.length || report.problems.length ? EXIT_BAD_INPUT : EXIT_OK;
     }
 

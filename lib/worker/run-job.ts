@@ -29,7 +29,12 @@ const WORK: Record<JobKind, JobWork> = {
       state: lines.length === 0 ? 'succeeded' : backups.length > 0 ? 'partial' : 'failed',
       message: `${backups.length} VM${backups.length === 1 ? '' : 's'} backed up${failures.length ? `, ${failures.length} failed` : ''}${problems.length ? `, ${problems.length} source problems` : ''}`,
       result: { backups: backups.map((b) => ({ vm: b.vm, source: b.source, backupId: b.backupId })), failures, problems, totals: result.totals, warnings: result.warnings },
-      error: lines.length ? lines.join('; ') : undefined,
+      // The VMs a stopped run did not reach are counted, not listed (the result has each).
+      error: lines.length ? [
+        ...problems.map((p) => `source '${p.source}': ${p.message}`),
+        ...failures.filter((f) => f.attempted).map((f) => `${f.vm}: ${f.error}`),
+        ...(result.stopped ? [`the run stopped ${result.stopped.vm ? `at ${result.stopped.vm}` : `(${result.stopped.error})`}: ${failures.filter((f) => !f.attempted).length} VMs not backed up`] : []),
+      ].join('; ') : undefined,
     };
   },
   async restore({ db, target, repo, signal, report }) {
