@@ -82,8 +82,10 @@ describe('backup jobs (worker)', () => {
 
   it('fails the job of a worker that was killed, instead of leaving it running', async () => {
     // A fresh repository makes the next backup read and store everything: long enough to kill it midway.
+    // Made explicitly: the catalog indexes the first one, and a missing or other repository is refused.
     const home = await tempDir();
     env = { ...env, VMDEDUP_REPOSITORY: path.join(home, 'repository') };
+    expect((await cli(env, 'repository', 'init', '--replace')).code).toBe(0);
     const worker = startWorker();
     const { job } = await requestBackup(db, queue, { actor: 'ana', target: { vm: 'vm01' } });
     await waitFor('the job to run', async () => ((await getJob(db, job.id)).state === 'running' ? true : undefined));

@@ -8,6 +8,7 @@ import type { Repository } from '../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../engine/sources/inventory';
 import { AppError } from '../errors';
 import { findStoredVersions, recordBackupImage } from './record-backup-image';
+import { reconcileCatalog } from './reconcile-catalog';
 import { recordInventory } from './record-inventory';
 import { type SourceRow, selectSources } from './sources';
 
@@ -33,6 +34,10 @@ export type RunBackupOptions = {
 
 /** Backs up the selected VMs (all VMs of the selected sources by default) and records each in the catalog. */
 export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
+  const report: BackupReport = { backups: [], failures: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
+  const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
+  // First what an earlier run (killed, or cut off from its catalog) stored but never recorded.
+  await reconcileCatalog(sql, { repo: options.repo, signal: options.signal, onWarning: warn });
   const sources = await selectSources(sql, options.source);
   if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
   const scanned: { source: SourceRow; inventory: SourceInventory }[] = [];
@@ -46,8 +51,6 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
 
   // The images of this run share its id (the first image's time-sorted id form, made once here).
   const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
-  const report: BackupReport = { backups: [], failures: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
-  const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
   for (const { source, inventory, vmNames } of plan) {
     const results = await backupVms({
       inventory,
@@ -55,7 +58,7 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
       repo: options.repo,
       runId,
       lookupStoredDisks: (disks) => findStoredVersions(sql, { sourceId: source.id, disks }),
-      onImage: (image) => recordBackupImage(sql, { sourceId: source.id, image }),
+      onImage: async (image) => { await recordBackupImage(sql, { sourceId: source.id, image }); },
       onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
       onWarning: warn,
       signal: options.signal,

@@ -15,7 +15,6 @@ export async function runWorker(): Promise<number> {
   const controller = new AbortController();
   const db = await getCatalog();
   const queue = await openWorkerQueue();
-  const repo = await openRepository();
   const sweep = async () => {
     const failed = await failStaleJobs(db).catch((err) => { log(`stale job check failed: ${toAppError(err).message}`); return []; });
     // Tell pg-boss too, so it never hands a dead worker's job out again.
@@ -27,7 +26,9 @@ export async function runWorker(): Promise<number> {
   let running: Promise<unknown> = Promise.resolve();
   await queue.work<QueuedJobData>(JOB_QUEUE, { pollingIntervalSeconds: 1, batchSize: 1 }, async ([job]) => {
     log(`job ${job.id}: started`);
-    const done = runJob(db, { jobId: job.data.jobId, repo, signal: controller.signal });
+    // Opened (and checked against the catalog) per job: an unmounted backup disk fails the job with a line
+    // naming the folder, and the worker serves the next job once the disk is back.
+    const done = runJob(db, { jobId: job.data.jobId, openRepository: () => openRepository(), signal: controller.signal });
     running = done;
     const state = await done;
     log(`job ${job.id}: ${state ?? 'skipped (no longer queued)'}`);

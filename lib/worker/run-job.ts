@@ -1,5 +1,6 @@
 import { recordAudit } from '../catalog/audit';
 import type { JobKind, JobState, JobTarget } from '../catalog/jobs';
+import { reconcileCatalog } from '../catalog/reconcile-catalog';
 import { recordInventory } from '../catalog/record-inventory';
 import { runRestoreRequest } from '../catalog/run-restore-request';
 import { runBackup } from '../catalog/run-backup';
@@ -15,12 +16,12 @@ const PROGRESS_EVERY_MS = 500;
 
 type Progress = { bytesDone: number; bytesTotal: number; bytesPerSecond: number; message: string };
 type Outcome = { state: JobState; message: string; result: object; error?: string };
-type JobWork = (context: { db: Catalog; target: JobTarget; repo: Repository; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
+type JobWork = (context: { db: Catalog; target: JobTarget; openRepository: () => Promise<Repository>; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
 
 const WORK: Record<JobKind, JobWork> = {
-  async backup({ target, repo, signal, report }) {
+  async backup({ target, openRepository, signal, report }) {
     const result = await runBackup(await getCatalogSql(), {
-      repo, source: target.source, vms: target.vm ? [target.vm] : undefined, signal,
+      repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal,
       onProgress: (p) => report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond, message: [p.vm, p.disk].filter(Boolean).join(': ') }),
     });
     const { backups, failures } = result;
@@ -31,18 +32,21 @@ const WORK: Record<JobKind, JobWork> = {
       error: failures.length ? failures.map((f) => `${f.vm}: ${f.error}`).join('; ') : undefined,
     };
   },
-  async restore({ db, target, repo, signal, report }) {
+  async restore({ db, target, openRepository, signal, report }) {
     const started = Date.now();
-    const outcome = await runRestoreRequest(db, await getCatalogSql(), repo, {
+    const outcome = await runRestoreRequest(db, await getCatalogSql(), await openRepository(), {
       requestId: target.requestId!, signal,
       onProgress: (p) => report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesDone / Math.max(0.001, (Date.now() - started) / 1000), message: p.disk ?? '' }),
     });
     return { state: outcome.ok ? 'succeeded' : 'failed', message: outcome.message, result: outcome.result, error: outcome.error };
   },
-  async scan({ target, signal }) {
+  async scan({ target, openRepository, signal }) {
     const sql = await getCatalogSql();
     const [source] = await selectSources(sql, target.source);
-    const found = await recordInventory(sql, { sourceId: source.id, inventory: await scanSource(source, { signal }) });
+    // Like every backup, a scan first records what the repository holds and the catalog lacks.
+    const warnings: string[] = [];
+    await reconcileCatalog(sql, { repo: await openRepository(), signal, onWarning: (message) => warnings.push(message) });
+    const found = { ...(await recordInventory(sql, { sourceId: source.id, inventory: await scanSource(source, { signal }) })), warnings };
     return {
       state: 'succeeded',
       message: `${found.vms} VMs, ${found.disks} disks${found.problems.length ? `, ${found.problems.length} problem${found.problems.length === 1 ? '' : 's'}` : ''}`,
@@ -55,7 +59,7 @@ const WORK: Record<JobKind, JobWork> = {
  * Runs one queued job: marks it running, persists its progress (bytes, rate, what is at work) and a
  * heartbeat, then its outcome. A job that is not queued any more (failed as stale, say) is skipped.
  */
-export async function runJob(db: Catalog, options: { jobId: string; repo: Repository; signal?: AbortSignal }): Promise<JobState | undefined> {
+export async function runJob(db: Catalog, options: { jobId: string; openRepository: () => Promise<Repository>; signal?: AbortSignal }): Promise<JobState | undefined> {
   const { jobId } = options;
   const claimed = await db.job.updateMany({ where: { id: jobId, state: 'queued' }, data: { state: 'running', startedAt: new Date(), heartbeatAt: new Date() } });
   if (claimed.count === 0) return undefined;
@@ -74,7 +78,7 @@ export async function runJob(db: Catalog, options: { jobId: string; repo: Reposi
   };
   let outcome: Outcome;
   try {
-    outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, repo: options.repo, signal: options.signal, report });
+    outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, openRepository: options.openRepository, signal: options.signal, report });
   } catch (err) {
     const error = options.signal?.aborted ? 'stopped: the worker was shut down; run it again (what was stored is reused)' : toAppError(err).userMessage;
     outcome = { state: 'failed', message: '', result: {}, error };
