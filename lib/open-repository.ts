@@ -27,9 +27,21 @@ export type OpenRepositoryOptions = {
  * finds if that holds the catalog's newest backup.
  */
 export async function openRepository(options: OpenRepositoryOptions = {}): Promise<Repository> {
+  return (await open(options.mustExist ? 'must-exist' : 'create', options.sql))!;
+}
+
+/**
+ * The repository as openRepository checks it, or undefined on a first run (nothing recorded, no backups,
+ * no repository): for commands that only read or reconcile, which have no business creating one.
+ */
+export async function openRepositoryIfAny(options: { sql?: CatalogSql } = {}): Promise<Repository | undefined> {
+  return open('if-any', options.sql);
+}
+
+async function open(mode: 'create' | 'must-exist' | 'if-any', catalogSql: CatalogSql | undefined): Promise<Repository | undefined> {
   const dir = repositoryDir();
   const store = new FsBlobStore(dir);
-  const sql = options.sql ?? (await getCatalogSql());
+  const sql = catalogSql ?? (await getCatalogSql());
   // The common case: two reads, no lock, no write.
   const [recorded, exists] = await Promise.all([recordedRepository(sql), store.has(CONFIG_KEY)]);
   if (recorded && exists) {
@@ -49,7 +61,9 @@ export async function openRepository(options: OpenRepositoryOptions = {}): Promi
     } else {
       const backups = await catalogBackups(client);
       const empty = await folderIsEmpty(dir);
-      if (current || backups.count > 0 || !empty || options.mustExist) throw missingRepository(dir, current, backups.count, empty);
+      const firstRun = !current && backups.count === 0 && empty;
+      if (firstRun && mode === 'if-any') return undefined;
+      if (!firstRun || mode === 'must-exist') throw missingRepository(dir, current, backups.count, empty);
       repo = await Repository.openOrInit(store);
     }
     if (current?.repositoryId !== repo.config.id || current.location !== dir) await recordRepository(client, { repositoryId: repo.config.id, location: dir });

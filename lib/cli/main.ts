@@ -11,7 +11,7 @@ import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePoli
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { vmdedupHome } from '../config';
 import { catalogUrl, closeCatalog, getCatalog, getCatalogSql } from '../db';
-import { initRepository, openRepository, openRepositoryFolder } from '../open-repository';
+import { initRepository, openRepository, openRepositoryFolder, openRepositoryIfAny } from '../open-repository';
 import type { z } from 'zod';
 import { scanSource } from '../engine/sources/inventory';
 import { AppError, isUserError, toAppError } from '../errors';
@@ -242,7 +242,8 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       const { values } = parse(rest, { json: { type: 'boolean' } });
       const sql = await getCatalogSql();
       // Stats count what the repository holds: a record a crash lost is put back first.
-      await reconcileCatalog(sql, { repo: await openRepository({ sql }), signal, onWarning: (message) => io.stderr.write(`warning: ${message}\n`) });
+      const repo = await openRepositoryIfAny({ sql });
+      if (repo) await reconcileCatalog(sql, { repo, signal, onWarning: (message) => io.stderr.write(`warning: ${message}\n`) });
       const stats = await getStats(sql);
       if (values.json) json(stats);
       else out(table([

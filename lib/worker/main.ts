@@ -6,7 +6,6 @@ import { failStaleJobs } from '../catalog/jobs';
 import { jobStaleSeconds } from '../config';
 import { closeCatalog, getCatalog } from '../db';
 import { JOB_QUEUE, type QueuedJobData, openWorkerQueue } from '../jobs/queue';
-import { openRepository } from '../open-repository';
 import { toAppError } from '../errors';
 import { runJob } from './run-job';
 
@@ -26,9 +25,7 @@ export async function runWorker(): Promise<number> {
   let running: Promise<unknown> = Promise.resolve();
   await queue.work<QueuedJobData>(JOB_QUEUE, { pollingIntervalSeconds: 1, batchSize: 1 }, async ([job]) => {
     log(`job ${job.id}: started`);
-    // Opened (and checked against the catalog) per job: an unmounted backup disk fails the job with a line
-    // naming the folder, and the worker serves the next job once the disk is back.
-    const done = runJob(db, { jobId: job.data.jobId, openRepository: () => openRepository(), signal: controller.signal });
+    const done = runJob(db, { jobId: job.data.jobId, signal: controller.signal });
     running = done;
     const state = await done;
     log(`job ${job.id}: ${state ?? 'skipped (no longer queued)'}`);
