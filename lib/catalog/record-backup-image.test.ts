@@ -2,7 +2,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMigratedCatalog } from '../../test/helpers';
 import type { BackupImageManifest } from '../engine/repository/manifests';
-import { recordBackupImage, recordBackupImages } from './record-backup-image';
+import { inTransaction } from '../db';
+import { recordBackupImage, recordBackupImages, recordBatchIn } from './record-backup-image';
 
 function image(id: string, createdAt: string, options: { vm?: string; configPath: string; disks: string[] }): BackupImageManifest {
   const vm = options.vm ?? 'web1';
@@ -70,5 +71,14 @@ describe('recording backup images', () => {
     expect(result.recorded).toEqual([good.id]);
     expect(result.skipped).toEqual([{ id: bad.id, error: expect.stringMatching(/^refused by the catalog: /) }]);
     expect((await one(`SELECT 1 FROM "BackupImage" WHERE "id" = $1`, [good.id])).length).toBe(1);
+  });
+
+  it('in a rebuild\'s batch too: the refused image is left out, the batch is recorded', async () => {
+    const good = ['20261125T160000Z-111111', '20261125T160001Z-222222'].map((id, i) => image(id, `2026-11-25T16:00:0${i}.000Z`, { vm: `batch${i}`, configPath: `/srv/lab/batch${i}.xml`, disks: [`batch${i}.raw`] }));
+    const bad = image('20261125T160002Z-333bad', '2026-11-25T16:00:02.000Z', { vm: 'batch\u00003', configPath: '/srv/lab/b3.xml', disks: ['b3.raw'] });
+    const result = await inTransaction(sql, (client) => recordBatchIn(client, [good[0], bad, good[1]].map((i) => ({ sourceId, image: i }))));
+    expect(result.recorded).toEqual(good.map((i) => i.id));
+    expect(result.skipped.map((s) => s.id)).toEqual([bad.id]);
+    expect((await one(`SELECT 1 FROM "DiskReference" WHERE "backupImageId" = ANY($1)`, [good.map((i) => i.id)])).length).toBe(2);
   });
 });

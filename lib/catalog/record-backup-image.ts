@@ -23,14 +23,21 @@ export async function recordBackupImage(sql: CatalogSql, options: ImageRecord): 
 }
 
 /**
- * Indexes many images (reconcile), a batch per transaction; an image whose record the database refuses
- * (a manifest with impossible values) is skipped and reported, the others are recorded.
+ * Indexes many images (reconcile) the way backups do: one transaction each, so that a reconcile running
+ * beside backups and scans locks one VM at a time, as they do. An image whose record the database refuses
+ * (a manifest with impossible values) is skipped and reported; the others are recorded.
  */
 export async function recordBackupImages(sql: CatalogSql, items: ImageRecord[]): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
-  return inTransaction(sql, async (client) => {
-    await beginIndexWrite(client);
-    return recordBatchIn(client, items);
-  });
+  const result = { recorded: [] as string[], skipped: [] as SkippedImage[] };
+  for (const item of [...items].sort((a, b) => a.image.createdAt.localeCompare(b.image.createdAt) || a.image.id.localeCompare(b.image.id))) {
+    try {
+      if (await recordBackupImage(sql, item)) result.recorded.push(item.image.id);
+    } catch (err) {
+      if (!isRefusedData(err)) throw err;
+      result.skipped.push({ id: item.image.id, error: `refused by the catalog: ${(err as Error).message}` });
+    }
+  }
+  return result;
 }
 
 /**
@@ -43,7 +50,7 @@ export async function beginIndexWrite(client: pg.PoolClient): Promise<void> {
   await client.query("SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock_shared($1)", [CATALOG_INDEX_LOCK]);
 }
 
-/** recordImagesIn under a savepoint; when the batch is refused, image by image, skipping those refused. */
+/** recordImagesIn under a savepoint (a rebuild's batch); when the batch is refused, image by image, skipping those refused. */
 export async function recordBatchIn(client: pg.PoolClient, items: ImageRecord[]): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
   try {
     return { recorded: await underSavepoint(client, () => recordImagesIn(client, items)), skipped: [] };

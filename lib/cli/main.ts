@@ -40,7 +40,8 @@ const USAGE = `usage: vmdedup <command> [options]
   catalog rebuild [--adopt]                               recreate the catalog from the repository alone (in one transaction;
                                                           --adopt: index this repository even if the catalog indexed another)
   repository init [--replace]                             create the repository (VMDEDUP_REPOSITORY) in an empty folder;
-                                                          --replace: the catalog indexed another one, lost: forget its backups
+                                                          --replace: the catalog's repository is lost for good: start anew
+                                                          and forget the records of its backups
   user add <name> --role viewer|operator|approver|admin [--email <e>] [--password-stdin | --sso-only]
   user set-password <name> [--password-stdin]             dashboard users (without --password-stdin a password is generated and shown once)
   user list [--json]

@@ -18,9 +18,8 @@ type Progress = { bytesDone: number; bytesTotal: number; bytesPerSecond: number;
 type Outcome = { state: JobState; message: string; result: object; error?: string };
 type JobWork = (context: { db: Catalog; target: JobTarget; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
 
-// Each job opens the repository (checked against the catalog) itself: an unmounted backup disk fails that job
-// with a line naming the folder, and the worker serves the next one once the disk is back.
-
+/** Each job opens the repository (checked against the catalog) itself: an unmounted backup disk fails that
+ *  job with a line naming the folder, and the worker serves the next one once the disk is back. */
 const WORK: Record<JobKind, JobWork> = {
   async backup({ target, signal, report }) {
     const result = await runBackup(await getCatalogSql(), {
