@@ -85,8 +85,8 @@ export type InitResult = { repo: Repository; location: string; created: boolean;
 /**
  * `vmdedup repository init`: creates the repository in an empty (or missing) folder and makes the catalog
  * index it. A catalog that indexes another repository is refused unless `replace`, which also makes the
- * catalog forget its backup records (sources and VMs stay; the old repository itself is not touched; `catalog rebuild --adopt` with it
- * mounted brings its backups back). An existing repository is kept, never overwritten.
+ * catalog forget its backup records (sources and VMs stay; the old repository is not touched, and
+ * `catalog rebuild --adopt` with it mounted brings its backups back). An existing repository is kept.
  */
 export async function initRepository(options: { sql?: CatalogSql; replace?: boolean } = {}): Promise<InitResult> {
   const location = repositoryDir();
@@ -139,7 +139,7 @@ function missingRepository(dir: string, recorded: RecordedRepository | undefined
   const why = recorded
     ? `this catalog indexes repository ${recorded.repositoryId}${recorded.location === dir ? '' : `, last opened at ${recorded.location}`}`
     : backups > 0 ? `this catalog holds ${backups} backup images` : undefined;
-  if (why) return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing), but ${why}: is its disk mounted? If it is lost for good, 'vmdedup repository init' starts a new one` });
+  if (why) return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing), but ${why}: is its disk mounted? If it is lost for good, 'vmdedup repository init --replace' starts a new one` });
   if (!empty) return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing) and the folder is not empty: is it the right folder (VMDEDUP_REPOSITORY)?` });
   return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing): nothing has been backed up yet` });
 }
