@@ -10,6 +10,7 @@ import type { Repository } from '../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../engine/sources/inventory';
 import { AppError } from '../errors';
 import { findStoredVersions, recordBackupImage } from './record-backup-image';
+import { reconcileCatalog } from './reconcile-catalog';
 import { recordInventory } from './record-inventory';
 import { type SourceRow, selectSources } from './sources';
 
@@ -52,9 +53,12 @@ export type RunBackupOptions = {
 
 /** Backs up the selected VMs (all VMs of the selected sources by default) and records each in the catalog. */
 export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
+  const report: BackupReport = { backups: [], failures: [], problems: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
+  const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
+  // First what an earlier run (killed, or cut off from its catalog) stored but never recorded.
+  await catalogCall(() => reconcileCatalog(sql, { repo: options.repo, signal: options.signal, onWarning: warn }));
   const sources = await catalogCall(() => selectSources(sql, options.source));
   if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
-  const report: BackupReport = { backups: [], failures: [], problems: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
   const scanned: { source: SourceRow; inventory: SourceInventory }[] = [];
   for (const source of sources) {
     let inventory: SourceInventory;
@@ -75,7 +79,6 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
 
   // The images of this run share its id (the first image's time-sorted id form, made once here).
   const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
-  const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
   // Temp files of killed writers (kill -9, power loss): the sweep reads a few small folders.
   await options.repo.sweepTemporaryFiles().catch((err) => warn(`temp files not swept: ${(err as Error).message}`));
   for (const { source, inventory, vmNames } of plan) {
@@ -96,7 +99,7 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
           rereadAfterDays: options.rereadAfterDays,
           runId,
           lookupStoredDisks: (disks) => catalogCall(() => findStoredVersions(sql, { sourceId: source.id, disks })),
-          onImage: (image) => catalogCall(() => recordBackupImage(sql, { sourceId: source.id, image })),
+          onImage: async (image) => { await catalogCall(() => recordBackupImage(sql, { sourceId: source.id, image })); },
           onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
           onWarning: warn,
           signal: options.signal,

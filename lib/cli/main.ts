@@ -2,6 +2,7 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { embeddedCatalogStatus, stopEmbeddedCatalog } from '../catalog/embedded-postgres';
 import { rebuildCatalog } from '../catalog/rebuild-catalog';
+import { reconcileCatalog } from '../catalog/reconcile-catalog';
 import { getStats, listBackups, listCommonDisks } from '../catalog/reports';
 import { type RestoreRequest, planVmRestore } from '../catalog/plan-vm-restore';
 import { restoreVm } from '../catalog/restore-vm';
@@ -9,9 +10,9 @@ import { runBackup } from '../catalog/run-backup';
 import { DEFAULT_REREAD_AFTER_DAYS } from '../engine/backup/backup';
 import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../engine/restore/plan';
 import { addSource, listSources, selectSources } from '../catalog/sources';
-import { repositoryDir, vmdedupHome } from '../config';
+import { vmdedupHome } from '../config';
 import { catalogUrl, closeCatalog, getCatalog, getCatalogSql, setIdleConnectionLostListener } from '../db';
-import { openRepository } from '../open-repository';
+import { initRepository, openRepository, openRepositoryFolder, openRepositoryIfAny } from '../open-repository';
 import type { z } from 'zod';
 import { InputError } from '../engine/errors';
 import { scanSource } from '../engine/sources/inventory';
@@ -43,14 +44,21 @@ const USAGE = `usage: vmdedup <command> [options]
   restore <vm> [--backup <id>] (--target <dir> | --in-place) [--policy no-overwrite|overwrite]
                [--choice reattach|copy] [--confirm-drift] [--json]
                                                           restore a VM (exit 3: drift or overwrite needs --confirm-drift)
-  catalog rebuild                                         recreate the catalog from the repository alone
+  catalog rebuild [--adopt]                               recreate the catalog from the repository alone (in one transaction;
+                                                          --adopt: index this repository even if the catalog indexed another)
+  repository init [--replace]                             create the repository (VMDEDUP_REPOSITORY) in an empty folder;
+                                                          --replace: the catalog's repository is lost for good: start anew
+                                                          and forget the records of its backups
   user add <name> --role viewer|operator|approver|admin [--email <e>] [--password-stdin | --sso-only]
   user set-password <name> [--password-stdin]             dashboard users (without --password-stdin a password is generated and shown once)
   user list [--json]
   db status | db stop                                     the embedded catalog database
   db url                                                  the catalog's connection URL (with its password: for psql)
 
-Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL.`;
+Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL. The repository
+(VMDEDUP_REPOSITORY, default $VMDEDUP_HOME/repository) is created by the first backup of a new catalog, else only
+by 'repository init': a missing one (an unmounted disk) or another one than the catalog's is an error (exit 1).
+Backups, scans, stats and restores first record any backup image the repository holds and the catalog lacks.`;
 
 type Io = { stdout: NodeJS.WritableStream & { isTTY?: boolean }; stderr: NodeJS.WritableStream & { isTTY?: boolean } };
 
@@ -280,7 +288,11 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
 
     case 'stats': {
       const { values } = parse(rest, { json: { type: 'boolean' } });
-      const stats = await getStats(await getCatalogSql());
+      const sql = await getCatalogSql();
+      // Stats count what the repository holds: a record a crash lost is put back first.
+      const repo = await openRepositoryIfAny({ sql });
+      if (repo) await reconcileCatalog(sql, { repo, signal, onWarning: (message) => io.stderr.write(`warning: ${message}\n`) });
+      const stats = await getStats(sql);
       if (values.json) json(stats);
       else out(table([
         ['sources', String(stats.sources)], ['VMs (protected)', `${stats.vms} (${stats.vmsProtected})`], ['backup images', String(stats.backups)],
@@ -300,7 +312,9 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       }, 1);
       const request = restoreRequest(positionals[0], values);
       const sql = await getCatalogSql();
-      const repo = await openRepository({ mustExist: true });
+      const repo = await openRepository({ mustExist: true, sql });
+      // A backup whose record a crash lost is restorable too.
+      await reconcileCatalog(sql, { repo, signal, onWarning: (message) => io.stderr.write(`warning: ${message}\n`) });
       const showProgress = !values.json && io.stderr.isTTY;
       const outcome = isRestore
         ? await restoreVm(sql, repo, {
@@ -332,10 +346,26 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
     }
 
     case 'catalog': {
-      const [sub] = rest;
+      const [sub, ...args] = rest;
       if (sub !== 'rebuild') throw badInput(`unknown 'catalog' subcommand '${sub ?? ''}': use 'catalog rebuild'`);
-      const result = await rebuildCatalog(await getCatalogSql(), { repo: await openRepository({ mustExist: true }) });
-      out(`catalog rebuilt from ${repositoryDir()}: ${result.backupImages} backup images, ${result.sources} sources`);
+      const { values } = parse(args, { adopt: { type: 'boolean' } });
+      const { repo, location } = await openRepositoryFolder();
+      const result = await rebuildCatalog(await getCatalogSql(), {
+        repo, location, adopt: Boolean(values.adopt), signal,
+        onSkipped: ({ id, error }) => io.stderr.write(`vmdedup: backup image ${id} skipped: ${oneLine(error)}\n`),
+      });
+      out(`catalog rebuilt from ${location}: ${result.backupImages} backup images, ${result.sources} sources${result.skipped.length ? `; ${result.skipped.length} unreadable images skipped` : ''}`);
+      return result.skipped.length ? EXIT_FAILURE : EXIT_OK;
+    }
+
+    case 'repository': {
+      const [sub, ...args] = rest;
+      if (sub !== 'init') throw badInput(`unknown 'repository' subcommand '${sub ?? ''}': use 'repository init'`);
+      const { values } = parse(args, { replace: { type: 'boolean' } });
+      const result = await initRepository({ replace: Boolean(values.replace) });
+      if (!result.created) out(`${result.location} already holds repository ${result.repo.config.id}, the one this catalog indexes`);
+      else out(`created repository ${result.repo.config.id} at ${result.location}`);
+      if (result.forgotten) out(`the catalog forgot ${result.forgotten.backups} backup images${result.forgotten.previous ? ` of repository ${result.forgotten.previous.repositoryId} (${result.forgotten.previous.location})` : ''}; 'vmdedup catalog rebuild --adopt' with that repository mounted brings them back`);
       return EXIT_OK;
     }
 
