@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { migrate } from './catalog/migrate';
 import { vmdedupHome } from './config';
+import { RunFault } from './engine/errors';
 import type { PrismaClient } from './generated/prisma/client';
 
 /** Prisma: the catalog's relational reads and single-row writes (reports, pages). */
@@ -24,10 +25,44 @@ export async function catalogUrl(): Promise<string> {
 /** Errors that mean "the embedded server is not running" or "its database is not created yet". */
 const NOT_READY = new Set(['ECONNREFUSED', '3D000', '57P03']);
 
+/** The catalog database is unreachable or dropped the connection: every later catalog call would fail too. */
+export class CatalogConnectionLost extends RunFault {
+  constructor(cause: unknown) {
+    super(`catalog connection lost (${(cause as Error)?.message ?? String(cause)})`, { cause });
+    this.name = 'CatalogConnectionLost';
+  }
+}
+
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/** Whether a pg error means the connection to the catalog is gone (not that one statement failed). */
+export function isConnectionLost(err: unknown): boolean {
+  if (err instanceof CatalogConnectionLost) return true;
+  const code = (err as { code?: string })?.code ?? '';
+  // SQLSTATE class 08: connection exception; 57P01/02/03: the server shut down, crashed or is starting.
+  if (CONNECTION_CODES.has(code) || code.startsWith('08') || ['57P01', '57P02', '57P03'].includes(code)) return true;
+  return /Connection terminated|not queryable|Client was closed|timeout exceeded when trying to connect/i.test((err as Error)?.message ?? '');
+}
+
+/** Runs a catalog call; a lost connection becomes a CatalogConnectionLost (a RunFault: it stops a backup run). */
+export async function catalogCall<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    throw isConnectionLost(err) ? new CatalogConnectionLost(err) : err;
+  }
+}
+
+/** Who hears of an idle connection the server dropped (the pool reconnects on next use); the CLI silences it. */
+let onIdleConnectionLost = (err: Error) => { process.stderr.write(`vmdedup: catalog connection lost (${err.message}); reconnecting on next use\n`); };
+export function setIdleConnectionLostListener(listener: (err: Error) => void): void {
+  onIdleConnectionLost = listener;
+}
+
 async function openPool(url: string): Promise<pg.Pool> {
   const pool = new pg.Pool({ connectionString: url, max: 4 });
   // An idle connection dropped by the server (restart, `vmdedup db stop`) is not fatal: the pool reconnects.
-  pool.on('error', (err) => process.stderr.write(`vmdedup: catalog connection lost (${err.message}); reconnecting on next use\n`));
+  pool.on('error', (err) => onIdleConnectionLost(err));
   try {
     await migrate(pool);
     return pool;
@@ -81,16 +116,25 @@ export function getCatalog(): Promise<PrismaClient> {
 /** Runs `work` in one transaction on one connection of the pool. */
 export async function inTransaction<T>(sql: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await sql.connect();
+  // A checked-out client has no error listener (pg-pool removes its idle one): without this, a connection lost
+  // between two statements is an uncaught 'error' event that kills the process with a stack trace. The
+  // statement in flight, or the next one, rejects with the cause instead.
+  let lost: Error | undefined;
+  const onError = (err: Error) => { lost ??= err; };
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const result = await work(client);
     await client.query('COMMIT');
     return result;
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    if (!lost) await client.query('ROLLBACK').catch(() => undefined);
     throw err;
   } finally {
-    client.release();
+    client.off('error', onError);
+    if (lost) client.on('error', () => undefined); // a broken client may report again while it is torn down
+    // A broken client goes back destroyed, not into the pool for the next caller.
+    client.release(lost);
   }
 }
 

@@ -1,4 +1,4 @@
-import { InputError, RepositoryError } from './engine/errors';
+import { InputError, RepositoryError, RepositoryStorageError } from './engine/errors';
 
 export type AppErrorCode = 'BAD_INPUT' | 'NOT_FOUND' | 'CONFLICT' | 'FORBIDDEN' | 'REPOSITORY' | 'INTERNAL';
 
@@ -18,7 +18,7 @@ export class AppError extends Error {
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
   if (err instanceof InputError) return new AppError('BAD_INPUT', { message: err.message, cause: err });
-  if (err instanceof RepositoryError) return new AppError('REPOSITORY', { message: err.message, cause: err });
+  if (err instanceof RepositoryError || err instanceof RepositoryStorageError) return new AppError('REPOSITORY', { message: err.message, cause: err });
   return new AppError('INTERNAL', { message: err instanceof Error ? err.message : String(err), cause: err });
 }
 

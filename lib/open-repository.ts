@@ -1,9 +1,155 @@
+import fs from 'node:fs/promises';
+import type pg from 'pg';
+import { forgetBackups } from './catalog/rebuild-catalog';
+import { CATALOG_INDEX_LOCK } from './catalog/locks';
+import { type RecordedRepository, catalogBackups, checkSameRepository, lockRepositoryIdentity, recordRepository, recordedRepository } from './catalog/repository-identity';
 import { repositoryDir } from './config';
+import { type CatalogSql, getCatalogSql, inTransaction } from './db';
 import { FsBlobStore } from './engine/repository/fs-blob-store';
 import { Repository } from './engine/repository/repository';
+import { AppError } from './errors';
 
-/** The configured repository (VMDEDUP_REPOSITORY, else under VMDEDUP_HOME); created on first use unless `mustExist`. */
-export async function openRepository(options: { mustExist?: boolean } = {}): Promise<Repository> {
-  const store = new FsBlobStore(repositoryDir());
-  return options.mustExist ? Repository.open(store) : Repository.openOrInit(store);
+const CONFIG_KEY = 'config.json';
+
+export type OpenRepositoryOptions = {
+  /** Never create one, not even on a first run (restores: there is nothing to restore from). */
+  mustExist?: boolean;
+  /** The catalog to check the repository against (default: the process's catalog). */
+  sql?: CatalogSql;
+};
+
+/**
+ * The configured repository (VMDEDUP_REPOSITORY, else under VMDEDUP_HOME), checked against the one the
+ * catalog indexes. A missing repository (config.json gone: an unmounted backup disk) or one with another id
+ * is an error naming the folder, never a silent new one. A repository is created here only on a first run:
+ * the catalog has none recorded and no backups, and the folder is missing or empty. Otherwise creation is
+ * `vmdedup repository init` (initRepository). A catalog from before identities adopts the repository it
+ * finds if that holds the catalog's newest backup.
+ */
+export async function openRepository(options: OpenRepositoryOptions = {}): Promise<Repository> {
+  return (await open(options.mustExist ? 'must-exist' : 'create', options.sql))!;
+}
+
+/**
+ * The repository as openRepository checks it, or undefined on a first run (nothing recorded, no backups,
+ * no repository): for commands that only read or reconcile, which have no business creating one.
+ */
+export async function openRepositoryIfAny(options: { sql?: CatalogSql } = {}): Promise<Repository | undefined> {
+  return open('if-any', options.sql);
+}
+
+async function open(mode: 'create' | 'must-exist' | 'if-any', catalogSql: CatalogSql | undefined): Promise<Repository | undefined> {
+  const dir = repositoryDir();
+  const store = new FsBlobStore(dir);
+  const sql = catalogSql ?? (await getCatalogSql());
+  // The common case: two reads, no lock, no write.
+  const [recorded, exists] = await Promise.all([recordedRepository(sql), store.has(CONFIG_KEY)]);
+  if (recorded && exists) {
+    const repo = await Repository.open(store);
+    checkSameRepository(recorded, repo, dir);
+    if (recorded.location !== dir) await recordRepository(sql, { repositoryId: repo.config.id, location: dir });
+    return repo;
+  }
+  return inTransaction(sql, async (client) => {
+    await lockRepositoryIdentity(client);
+    const current = await recordedRepository(client);
+    let repo: Repository;
+    if (await store.has(CONFIG_KEY)) {
+      repo = await Repository.open(store);
+      checkSameRepository(current, repo, dir);
+      if (!current) await checkHoldsCatalog(client, repo, dir);
+    } else {
+      const backups = await catalogBackups(client);
+      const empty = await folderIsEmpty(dir);
+      const firstRun = !current && backups.count === 0 && empty;
+      if (firstRun && mode === 'if-any') return undefined;
+      if (!firstRun || mode === 'must-exist') throw missingRepository(dir, current, backups.count, empty);
+      repo = await Repository.openOrInit(store);
+    }
+    if (current?.repositoryId !== repo.config.id || current.location !== dir) await recordRepository(client, { repositoryId: repo.config.id, location: dir });
+    return repo;
+  });
+}
+
+/** The repository folder as it is, unchecked against the catalog (for `catalog rebuild`, which records it itself). */
+export async function openRepositoryFolder(): Promise<{ repo: Repository; location: string }> {
+  const location = repositoryDir();
+  const store = new FsBlobStore(location);
+  if (!(await store.has(CONFIG_KEY))) throw new AppError('REPOSITORY', { message: `no repository at ${location} (config.json is missing): is its disk mounted?` });
+  return { repo: await Repository.open(store), location };
+}
+
+/** `forgotten`: with replace, how many backup records the catalog dropped, and the repository it indexed before. */
+export type InitResult = { repo: Repository; location: string; created: boolean; forgotten?: { backups: number; previous?: RecordedRepository } };
+
+/**
+ * `vmdedup repository init`: creates the repository in an empty (or missing) folder and makes the catalog
+ * index it. A catalog that indexes another repository is refused unless `replace`, which also makes the
+ * catalog forget its backup records (sources and VMs stay; the old repository is not touched, and
+ * `catalog rebuild --adopt` with it mounted brings its backups back). An existing repository is kept.
+ */
+export async function initRepository(options: { sql?: CatalogSql; replace?: boolean } = {}): Promise<InitResult> {
+  const location = repositoryDir();
+  const store = new FsBlobStore(location);
+  const sql = options.sql ?? (await getCatalogSql());
+  return inTransaction(sql, async (client) => {
+    // Both locks, the index one first (the order a rebuild takes them in): a replace empties the index.
+    if (options.replace) await client.query('SELECT pg_advisory_xact_lock($1)', [CATALOG_INDEX_LOCK]);
+    await lockRepositoryIdentity(client);
+    const current = await recordedRepository(client);
+    if (await store.has(CONFIG_KEY)) {
+      const repo = await Repository.open(store);
+      checkSameRepository(current, repo, location);
+      if (!current) await checkHoldsCatalog(client, repo, location);
+      if (current?.repositoryId !== repo.config.id || current.location !== location) await recordRepository(client, { repositoryId: repo.config.id, location });
+      return { repo, location, created: false };
+    }
+    if (!(await folderIsEmpty(location))) {
+      throw new AppError('BAD_INPUT', { message: `${location} is not empty and holds no repository (no config.json): give an empty or new folder (VMDEDUP_REPOSITORY)` });
+    }
+    const backups = await catalogBackups(client);
+    if ((current || backups.count > 0) && !options.replace) {
+      const which = current ? `repository ${current.repositoryId} at ${current.location}` : 'a repository';
+      throw new AppError('CONFLICT', {
+        message: `this catalog indexes ${which} (${backups.count} backup images): if that repository is lost for good, `
+          + "'vmdedup repository init --replace' creates a new one here and empties the catalog's index of backups (the old repository is not touched)",
+      });
+    }
+    const repo = await Repository.openOrInit(store);
+    if (options.replace) await forgetBackups(client);
+    await recordRepository(client, { repositoryId: repo.config.id, location });
+    return { repo, location, created: true, forgotten: options.replace && (current || backups.count > 0) ? { backups: backups.count, previous: current } : undefined };
+  });
+}
+
+/** A catalog from before repository ids adopts a repository only if it holds the catalog's newest backup. */
+async function checkHoldsCatalog(client: pg.PoolClient, repo: Repository, dir: string): Promise<void> {
+  const { newestId } = await catalogBackups(client);
+  if (!newestId) return;
+  const held = await repo.getBackupImage(newestId).then(() => true, () => false);
+  if (!held) {
+    throw new AppError('REPOSITORY', {
+      message: `the repository at ${dir} does not hold this catalog's backups (backup ${newestId} is not in it): mount the right disk or set VMDEDUP_REPOSITORY; `
+        + "'vmdedup catalog rebuild --adopt' makes this catalog index this repository instead",
+    });
+  }
+}
+
+function missingRepository(dir: string, recorded: RecordedRepository | undefined, backups: number, empty: boolean): AppError {
+  const why = recorded
+    ? `this catalog indexes repository ${recorded.repositoryId}${recorded.location === dir ? '' : `, last opened at ${recorded.location}`}`
+    : backups > 0 ? `this catalog holds ${backups} backup images` : undefined;
+  if (why) return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing), but ${why}: is its disk mounted? If it is lost for good, 'vmdedup repository init --replace' starts a new one` });
+  if (!empty) return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing) and the folder is not empty: is it the right folder (VMDEDUP_REPOSITORY)?` });
+  return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing): nothing has been backed up yet` });
+}
+
+/** Missing, or empty but for the lost+found of a freshly made filesystem. */
+async function folderIsEmpty(dir: string): Promise<boolean> {
+  try {
+    return (await fs.readdir(dir)).every((name) => name === 'lost+found');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw err;
+  }
 }

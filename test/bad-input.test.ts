@@ -58,7 +58,7 @@ describe('bad input', () => {
     // nothing recorded for the broken VMs
     const backups = JSON.parse((await cli(env, 'backups', '--json')).stdout) as { backups: { vm: string }[] };
     expect(backups.backups.map((b) => b.vm)).toEqual(['good']);
-    const images = await fs.readdir(path.join(home, 'repository', 'images'));
+    const images = (await fs.readdir(path.join(home, 'repository', 'images'))).filter((name) => name.endsWith('.json'));
     expect(images).toHaveLength(1);
   });
 
@@ -69,6 +69,11 @@ describe('bad input', () => {
     const badType = await cli(env, 'source', 'add', 'x', '--type', 'hyperv', '--path', root);
     expect(badType.code).toBe(2);
     expect(badType.stderr).toMatch(/source type 'hyperv' is invalid/);
+    for (const dir of ['/', '/proc', '/sys/kernel', '/dev']) {
+      const system = await cli(env, 'source', 'add', 'sys', '--type', 'libvirt', '--path', dir);
+      expect(system.code, dir).toBe(2);
+      expect(system.stderr).toMatch(/a source cannot be (the root folder|a system folder)/);
+    }
   });
 
   it('reports malformed .vmx and VMDK files and missing extents', async () => {

@@ -80,3 +80,40 @@ export async function cli(env: Record<string, string>, ...args: string[]): Promi
     return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
   }
 }
+
+const mounted: string[] = [];
+
+/**
+ * A small real file system to fill up or make read-only: a tmpfs mounted on a temp folder (`size=8m`,
+ * `nr_inodes=…`). Undefined where mounting is not permitted (not root, no CAP_SYS_ADMIN): skip with that reason.
+ */
+export async function mountTmpfs(options: string): Promise<string | undefined> {
+  const dir = await tempDir('vmdedup-tmpfs-');
+  try {
+    await run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir]);
+  } catch {
+    await fs.rm(dir, { recursive: true, force: true });
+    return undefined;
+  }
+  mounted.push(dir);
+  return dir;
+}
+
+/** Changes a mounted tmpfs (`size=64m`, `ro`, `rw`). */
+export async function remountTmpfs(dir: string, options: string): Promise<void> {
+  await run('mount', ['-o', `remount,${options}`, dir]);
+}
+
+/** Unmounts every tmpfs this process mounted (call from afterAll). */
+export async function unmountTmpfs(): Promise<void> {
+  for (const dir of mounted.splice(0)) await run('umount', [dir]).catch(() => undefined);
+}
+
+/** Whether this process may mount a tmpfs (checked once). */
+export async function canMountTmpfs(): Promise<boolean> {
+  const dir = await mountTmpfs('size=1m');
+  if (!dir) return false;
+  await run('umount', [dir]);
+  mounted.splice(mounted.indexOf(dir), 1);
+  return true;
+}

@@ -286,7 +286,7 @@ describe('per-VM isolation', () => {
     const attackerDisks = inventory.sources[0].vms.find((vm) => vm.name === 'attacker')!.disks;
     expect(attackerDisks.map((d) => [d.format, d.parent])).toEqual([['raw', undefined]]);
     // and the backup image stores it as raw, with no parent
-    const images = await fs.readdir(path.join(home, 'repository', 'images'));
+    const images = (await fs.readdir(path.join(home, 'repository', 'images'))).filter((name) => name.endsWith('.json'));
     const manifests = await Promise.all(images.map(async (name) => JSON.parse(await fs.readFile(path.join(home, 'repository', 'images', name), 'utf8')) as { vm: { name: string }; disks: { format: string; parent?: unknown }[] }));
     const stored = manifests.filter((m) => m.vm.name === 'attacker');
     expect(stored).toHaveLength(1);

@@ -29,6 +29,22 @@ describe('users', () => {
     await expect(updateUser(db, { actor: 'admin', change: ZUpdateUser.parse({ userId: vera.id, email: '' }) })).rejects.toThrow(/has no password and signs in only by single sign-on/);
   });
 
+  it('locks an account after five wrong passwords even when fifty are tried at once, and answers every refusal alike', async () => {
+    await createUser(db, { actor: 'admin', user: ZCreateUser.parse({ username: 'lou', role: 'viewer', password: PASSWORD }) });
+    const guesses = await Promise.all(Array.from({ length: 50 }, (_, i) => signInWithPassword(db, { username: 'lou', password: `guess-${i}` })));
+    expect(guesses.every((g) => !g.ok)).toBe(true);
+    const lou = await db.user.findUniqueOrThrow({ where: { username: 'lou' } });
+    expect(lou.lockedUntil!.getTime()).toBeGreaterThan(Date.now());
+    // The right password is refused now, with the same answer as an unknown name.
+    const right = await signInWithPassword(db, { username: 'lou', password: PASSWORD });
+    const unknown = await signInWithPassword(db, { username: 'nobody-at-all', password: PASSWORD });
+    expect(right).toEqual({ ok: false, reason: 'invalid' });
+    expect(unknown).toEqual(right);
+    const reasons = (await db.auditEvent.findMany({ where: { target: 'lou' }, orderBy: { id: 'asc' } })).map((e) => (e.detail as { reason?: string }).reason);
+    expect(reasons.filter((r) => r === 'wrong password')).toHaveLength(5);
+    expect(reasons.filter((r) => r === 'locked').length).toBeGreaterThanOrEqual(46);
+  });
+
   it('lets an admin set, change and remove an email; two users cannot share one', async () => {
     await createUser(db, { actor: 'admin', user: ZCreateUser.parse({ username: 'sam', role: 'operator', password: PASSWORD }) });
     const sam = (await listUsers(db)).find((u) => u.username === 'sam')!;

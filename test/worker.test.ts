@@ -3,6 +3,7 @@
  * persisted in the catalog; a job whose worker is killed is failed, never left running.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
 import path from 'node:path';
 import PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -82,8 +83,10 @@ describe('backup jobs (worker)', () => {
 
   it('fails the job of a worker that was killed, instead of leaving it running', async () => {
     // A fresh repository makes the next backup read and store everything: long enough to kill it midway.
+    // Made explicitly: the catalog indexes the first one, and a missing or other repository is refused.
     const home = await tempDir();
     env = { ...env, VMDEDUP_REPOSITORY: path.join(home, 'repository') };
+    expect((await cli(env, 'repository', 'init', '--replace')).code).toBe(0);
     const worker = startWorker();
     const { job } = await requestBackup(db, queue, { actor: 'ana', target: { vm: 'vm01' } });
     await waitFor('the job to run', async () => ((await getJob(db, job.id)).state === 'running' ? true : undefined));
@@ -94,5 +97,24 @@ describe('backup jobs (worker)', () => {
     }, 30);
     expect(failed.state).toBe('failed');
     expect(failed.error).toMatch(/worker stopped during the job/);
+  });
+
+  it('fails a job whose repository is missing with a line naming it, creates none, and runs the next once it is back', async () => {
+    const repository = env.VMDEDUP_REPOSITORY;
+    await fs.rename(repository, `${repository}.unmounted`);
+    const worker = startWorker();
+    const finished = (id: string) => waitFor('the job to finish', async () => {
+      const current = await getJob(db, id);
+      return ['succeeded', 'partial', 'failed'].includes(current.state) ? current : undefined;
+    });
+    const missing = await finished((await requestBackup(db, queue, { actor: 'ana', target: { vm: 'vm02' } })).job.id);
+    expect(missing.state).toBe('failed');
+    expect(missing.error).toContain(`no repository at ${repository} (config.json is missing), but this catalog indexes repository`);
+    await expect(fs.access(repository)).rejects.toThrow();
+    await fs.rename(`${repository}.unmounted`, repository);
+    const back = await finished((await requestBackup(db, queue, { actor: 'ana', target: { vm: 'vm02' } })).job.id);
+    expect(back.state, back.error ?? '').toBe('succeeded');
+    worker.kill('SIGTERM');
+    await new Promise((resolve) => worker.once('exit', resolve));
   });
 });

@@ -1,10 +1,10 @@
 'use server';
 
-import { AuthError, CredentialsSignin } from 'next-auth';
+import { AuthError } from 'next-auth';
 import { auth, signIn, signOut } from '@/lib/auth/auth';
 import { safeCallbackPath } from '@/lib/auth/callback-path';
 import { recordAudit } from '@/lib/catalog/audit';
-import { LOCK_MINUTES } from '@/lib/catalog/sign-in';
+import { LOCK_MINUTES, MAX_FAILED_SIGN_INS } from '@/lib/catalog/sign-in';
 import { getCatalog } from '@/lib/db';
 
 export type SignInState = { error?: string };
@@ -15,10 +15,8 @@ export async function signInAction(_previous: SignInState, form: FormData): Prom
     await signIn('credentials', { username: form.get('username'), password: form.get('password'), redirectTo: safeCallbackPath(form.get('callbackUrl')) });
     return {};
   } catch (err) {
-    if (err instanceof CredentialsSignin && err.code === 'locked') {
-      return { error: `Too many wrong passwords: this account is locked for ${LOCK_MINUTES} minutes (an admin can reset its password).` };
-    }
-    if (err instanceof AuthError) return { error: 'Wrong username or password.' };
+    // One answer for every refusal: it must not tell an unknown name from a locked account.
+    if (err instanceof AuthError) return { error: `Wrong username or password. After ${MAX_FAILED_SIGN_INS} wrong passwords in a row an account is locked for ${LOCK_MINUTES} minutes (an admin can reset its password).` };
     throw err; // the redirect after a successful sign-in
   }
 }

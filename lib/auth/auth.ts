@@ -10,11 +10,6 @@ import { signInWithOidc, signInWithPassword } from '../catalog/sign-in';
 import { getCatalog } from '../db';
 import { ZSignIn } from '../validation/users';
 
-/** Shown on the sign-in page: the account is locked for a while after repeated wrong passwords. */
-export class AccountLocked extends CredentialsSignin {
-  code = 'locked';
-}
-
 declare module 'next-auth' {
   interface User { sessionVersion?: number }
   interface Session { user: { id: string; name?: string | null; email?: string | null; sessionVersion: number } }
@@ -53,10 +48,7 @@ const config: NextAuthConfig = {
         if (!parsed.success) return null;
         const from = request.headers.get('x-forwarded-for') ?? undefined;
         const result = await signInWithPassword(await getCatalog(), { ...parsed.data, from });
-        if (!result.ok) {
-          if (result.reason === 'locked') throw new AccountLocked();
-          return null;
-        }
+        if (!result.ok) return null;
         return { id: result.user.id, name: result.user.username, sessionVersion: result.user.sessionVersion };
       },
     }),

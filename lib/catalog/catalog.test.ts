@@ -62,6 +62,15 @@ describe('catalog schema and migrations', () => {
     await db.storedDisk.delete({ where: { digest } });
   });
 
+  it('records the one repository the catalog indexes', async () => {
+    await db.catalogRepository.create({ data: { repositoryId: 'r1', location: '/backup/repository' } });
+    await expect(db.catalogRepository.create({ data: { repositoryId: 'r2', location: '/elsewhere' } })).rejects.toMatchObject({ code: 'P2002' });
+    const row = await db.catalogRepository.findUniqueOrThrow({ where: { slot: 'default' } });
+    expect(row).toMatchObject({ repositoryId: 'r1', location: '/backup/repository' });
+    expect(row.recordedAt).toBeInstanceOf(Date);
+    await db.catalogRepository.delete({ where: { slot: 'default' } });
+  });
+
   it('exercises users, jobs and the append-only audit log', async () => {
     const user = await db.user.create({ data: { username: 'ana', email: 'ana@example.org', role: 'operator', passwordHash: 'x' } });
     await expect(db.user.create({ data: { username: 'ana', role: 'viewer' } })).rejects.toMatchObject({ code: 'P2002' });

@@ -2,64 +2,199 @@ import type pg from 'pg';
 import { type CatalogSql, inTransaction } from '../db';
 import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
+import { CATALOG_INDEX_LOCK } from './locks';
+
+/** One backup image to index, with the catalog id of the source it belongs to. */
+export type ImageRecord = { sourceId: string; image: BackupImageManifest };
+/** A backup image the catalog could not index, and why (one line). */
+export type SkippedImage = { id: string; error: string };
 
 /**
  * Indexes one backup image (as written to the repository) in the catalog, in one transaction: the VM, its
  * disks and their common flag, the VMs sharing each disk, the stored disks and the fast-path versions.
- * `catalog rebuild` replays every image through this same function. Plain set-based SQL (about ten
- * statements an image, whatever its number of disks): it is on the path of every backup run.
+ * An image already indexed is left as it is (false): recording is idempotent, so a backup, a reconcile
+ * and a rebuild may race to record the same image. Plain set-based SQL (about ten statements, whatever the
+ * number of disks): it is on the path of every backup run.
  */
-export async function recordBackupImage(sql: CatalogSql, options: { sourceId: string; image: BackupImageManifest }): Promise<void> {
-  await inTransaction(sql, async (client) => {
-    // The repository already holds this image durably (fsynced before we are called), and `catalog rebuild`
-    // restores any record a crash loses, so the commit need not wait for its own WAL flush.
-    await client.query('SET LOCAL synchronous_commit = off');
-    await recordIn(client, options.sourceId, options.image);
+export async function recordBackupImage(sql: CatalogSql, options: ImageRecord): Promise<boolean> {
+  return inTransaction(sql, async (client) => {
+    await beginIndexWrite(client);
+    return (await recordImagesIn(client, [options])).length > 0;
   });
 }
 
-async function recordIn(client: pg.PoolClient, sourceId: string, image: BackupImageManifest): Promise<void> {
-  const createdAt = new Date(image.createdAt);
-  const disks = image.disks;
-  const { rows: [vm] } = await client.query<{ id: string }>(
-    `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath") VALUES (gen_random_uuid()::text, $1, $2, $3, $4)
-     ON CONFLICT ("sourceId", "name") DO UPDATE SET "uuid" = EXCLUDED."uuid", "configPath" = EXCLUDED."configPath"
-     RETURNING "id"`,
-    [sourceId, image.vm.name, image.vm.uuid, image.vm.configPath],
-  );
-  await client.query(
-    `INSERT INTO "BackupImage" ("id", "vmId", "createdAt", "runId", "logicalBytes", "bytesRead", "bytesWritten", "bytesReferenced")
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-    [image.id, vm.id, createdAt, image.runId ?? null, image.totals.logicalBytes, image.totals.bytesRead, image.totals.bytesWritten, image.totals.bytesReferenced],
-  );
-  // This VM's own backup says exactly which disks it uses now.
-  await client.query('DELETE FROM "VmDisk" WHERE "vmId" = $1', [vm.id]);
-  if (disks.length === 0) return;
+/**
+ * Indexes many images (reconcile) the way backups do: one transaction each, so that a reconcile running
+ * beside backups and scans locks one VM at a time, as they do. An image whose record the database refuses
+ * (a manifest with impossible values) is skipped and reported; the others are recorded.
+ */
+export async function recordBackupImages(sql: CatalogSql, items: ImageRecord[]): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
+  const result = { recorded: [] as string[], skipped: [] as SkippedImage[] };
+  for (const item of [...items].sort((a, b) => a.image.createdAt.localeCompare(b.image.createdAt) || a.image.id.localeCompare(b.image.id))) {
+    try {
+      if (await recordBackupImage(sql, item)) result.recorded.push(item.image.id);
+    } catch (err) {
+      if (!isRefusedData(err)) throw err;
+      result.skipped.push({ id: item.image.id, error: `refused by the catalog: ${(err as Error).message}` });
+    }
+  }
+  return result;
+}
 
-  const { rows: diskRows } = await client.query<{ id: string; identifier: string }>(
-    `INSERT INTO "Disk" ("id", "sourceId", "identifier", "path", "format", "common")
-     SELECT gen_random_uuid()::text, $1, d.identifier, d.path, d.format, d.common
-     FROM unnest($2::text[], $3::text[], $4::text[], $5::boolean[]) AS d(identifier, path, format, common)
-     ON CONFLICT ("sourceId", "identifier") DO UPDATE
-       SET "path" = EXCLUDED."path", "format" = EXCLUDED."format", "common" = EXCLUDED."common"
-     RETURNING "id", "identifier"`,
-    [sourceId, col(disks, (d) => d.identifier), col(disks, (d) => d.path), col(disks, (d) => d.format), col(disks, (d) => d.common)],
-  );
-  const diskId = new Map(diskRows.map((row) => [row.identifier, row.id]));
-  const ids = col(disks, (d) => diskId.get(d.identifier)!);
+/**
+ * The first statement of every transaction that records images: the index lock, shared (catalog rebuild
+ * takes it exclusively; see locks.ts). The repository already holds these images durably (fsynced before we
+ * are called), and every command reconciles a record a crash loses, so the commit need not wait for its own
+ * WAL flush.
+ */
+export async function beginIndexWrite(client: pg.PoolClient): Promise<void> {
+  await client.query("SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock_shared($1)", [CATALOG_INDEX_LOCK]);
+}
 
-  // One row per content digest; the entry that stored it carries the bytes it wrote.
-  const byDigest = new Map<string, BackupDiskEntry>();
-  for (const d of disks) if (!byDigest.has(d.digest) || d.action === 'stored') byDigest.set(d.digest, d);
-  const stored = [...byDigest.values()];
+/** recordImagesIn under a savepoint (a rebuild's batch); when the batch is refused, image by image, skipping those refused. */
+export async function recordBatchIn(client: pg.PoolClient, items: ImageRecord[]): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
+  try {
+    return { recorded: await underSavepoint(client, () => recordImagesIn(client, items)), skipped: [] };
+  } catch (err) {
+    if (!isRefusedData(err) || items.length === 0) throw err;
+    if (items.length === 1) return { recorded: [], skipped: [{ id: items[0].image.id, error: `refused by the catalog: ${(err as Error).message}` }] };
+  }
+  const result = { recorded: [] as string[], skipped: [] as SkippedImage[] };
+  for (const item of items) {
+    const one = await recordBatchIn(client, [item]);
+    result.recorded.push(...one.recorded);
+    result.skipped.push(...one.skipped);
+  }
+  return result;
+}
+
+async function underSavepoint<T>(client: pg.PoolClient, work: () => Promise<T>): Promise<T> {
+  await client.query('SAVEPOINT record_images');
+  try {
+    const result = await work();
+    await client.query('RELEASE SAVEPOINT record_images');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK TO SAVEPOINT record_images');
+    throw err;
+  }
+}
+
+/** SQLSTATE classes 22 (data exception) and 23 (integrity constraint): the data is wrong, not the database. */
+function isRefusedData(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('23'));
+}
+
+/**
+ * Indexes images inside the caller's transaction (which holds the index lock); returns the ids recorded now.
+ * Any order gives the same catalog: a VM's details and disk list, and its disks' attributes, come from its
+ * newest image, so an older image recorded late (a lost record reconciled) adds its history only.
+ */
+export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]): Promise<string[]> {
+  if (items.length === 0) return [];
+  const ordered = [...items].sort((a, b) => a.image.createdAt.localeCompare(b.image.createdAt) || a.image.id.localeCompare(b.image.id));
+  const vmKey = (item: ImageRecord) => `${item.sourceId}\0${item.image.vm.name}`;
+
+  // VMs, created when missing. The no-op update returns existing rows and locks them: recorders of one VM
+  // take turns, so "is this its newest image?" below is answered against every image recorded before.
+  const newestOfVm = new Map<string, ImageRecord>();
+  for (const item of ordered) newestOfVm.set(vmKey(item), item);
+  const vms = [...newestOfVm.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, item]) => item);
+  const { rows: vmRows } = await client.query<{ id: string; sourceId: string; name: string }>(
+    `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath")
+     SELECT gen_random_uuid()::text, v.source, v.name, v.uuid, v.config FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(source, name, uuid, config)
+     ON CONFLICT ("sourceId", "name") DO UPDATE SET "name" = EXCLUDED."name"
+     RETURNING "id", "sourceId", "name"`,
+    [col(vms, (i) => i.sourceId), col(vms, (i) => i.image.vm.name), col(vms, (i) => i.image.vm.uuid), col(vms, (i) => i.image.vm.configPath)],
+  );
+  const vmId = new Map(vmRows.map((row) => [`${row.sourceId}\0${row.name}`, row.id]));
+
+  // The images; one already recorded (by a concurrent backup, a reconcile or a rebuild) is left alone.
+  const { rows: inserted } = await client.query<{ id: string; superseded: boolean }>(
+    `WITH ins AS (
+       INSERT INTO "BackupImage" ("id", "vmId", "createdAt", "runId", "logicalBytes", "bytesRead", "bytesWritten", "bytesReferenced")
+       SELECT * FROM unnest($1::text[], $2::text[], $3::timestamp(3)[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
+       ON CONFLICT ("id") DO NOTHING
+       RETURNING "id", "vmId", "createdAt")
+     SELECT ins."id", EXISTS (SELECT 1 FROM "BackupImage" b WHERE b."vmId" = ins."vmId" AND (b."createdAt", b."id") > (ins."createdAt", ins."id")) AS superseded
+     FROM ins`,
+    [
+      col(ordered, (i) => i.image.id), col(ordered, (i) => vmId.get(vmKey(i))!), col(ordered, (i) => i.image.createdAt), col(ordered, (i) => i.image.runId ?? null),
+      col(ordered, (i) => i.image.totals.logicalBytes), col(ordered, (i) => i.image.totals.bytesRead), col(ordered, (i) => i.image.totals.bytesWritten), col(ordered, (i) => i.image.totals.bytesReferenced),
+    ],
+  );
+  const insertedNow = new Map(inserted.map((row) => [row.id, row.superseded]));
+  const fresh = ordered.filter((item) => insertedNow.has(item.image.id));
+  if (fresh.length === 0) return [];
+  // The newest image of each VM recorded now, unless a newer one was recorded before: it says what the VM is now.
+  const currentOfVm = new Map<string, ImageRecord>();
+  for (const item of fresh) currentOfVm.set(vmKey(item), item);
+  for (const [key, item] of currentOfVm) if (insertedNow.get(item.image.id)) currentOfVm.delete(key);
+  const current = new Set(currentOfVm.values());
+  const currentVms = [...current];
+
+  if (currentVms.length > 0) {
+    // This VM's own backup says exactly which disks it uses now.
+    await client.query(
+      `WITH details AS (
+         UPDATE "Vm" v SET "uuid" = c.uuid, "configPath" = c.config FROM unnest($1::text[], $2::text[], $3::text[]) AS c(id, uuid, config) WHERE v."id" = c.id)
+       DELETE FROM "VmDisk" WHERE "vmId" = ANY($1::text[])`,
+      [col(currentVms, (i) => vmId.get(vmKey(i))!), col(currentVms, (i) => i.image.vm.uuid), col(currentVms, (i) => i.image.vm.configPath)],
+    );
+  }
+
+  type Use = { item: ImageRecord; entry: BackupDiskEntry };
+  const uses: Use[] = fresh.flatMap((item) => item.image.disks.map((entry) => ({ item, entry })));
+  if (uses.length === 0) return fresh.map((item) => item.image.id);
+  const diskKey = (use: Use) => `${use.item.sourceId}\0${use.entry.identifier}`;
+
+  // Disks: a current image sets their path, format and common flag; an older one only creates them when missing.
+  const diskOf = new Map<string, Use>();
+  for (const use of uses) {
+    const known = diskOf.get(diskKey(use));
+    if (!known || current.has(use.item) || !current.has(known.item)) diskOf.set(diskKey(use), use);
+  }
+  const disks = [...diskOf.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, use]) => use);
+  const diskId = new Map<string, string>();
+  for (const [setsAttributes, group] of [[true, disks.filter((u) => current.has(u.item))], [false, disks.filter((u) => !current.has(u.item))]] as const) {
+    if (group.length === 0) continue;
+    const { rows } = await client.query<{ id: string; sourceId: string; identifier: string }>(
+      `INSERT INTO "Disk" ("id", "sourceId", "identifier", "path", "format", "common")
+       SELECT gen_random_uuid()::text, d.source, d.identifier, d.path, d.format, d.common
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[]) AS d(source, identifier, path, format, common)
+       ON CONFLICT ("sourceId", "identifier") DO UPDATE SET ${setsAttributes
+         ? '"path" = EXCLUDED."path", "format" = EXCLUDED."format", "common" = EXCLUDED."common"'
+         : '"identifier" = EXCLUDED."identifier"'}
+       RETURNING "id", "sourceId", "identifier"`,
+      [col(group, (u) => u.item.sourceId), col(group, (u) => u.entry.identifier), col(group, (u) => u.entry.path), col(group, (u) => u.entry.format), col(group, (u) => u.entry.common)],
+    );
+    for (const row of rows) diskId.set(`${row.sourceId}\0${row.identifier}`, row.id);
+  }
+  const idOf = (use: Use) => diskId.get(diskKey(use))!;
+
+  // One row per content digest (first seen: oldest); the entry that stored it carries the bytes it wrote.
+  const byDigest = new Map<string, { use: Use; storedBytes: number }>();
+  for (const use of uses) {
+    const known = byDigest.get(use.entry.digest);
+    const storedBytes = use.entry.action === 'stored' ? use.entry.bytesWritten : 0;
+    if (!known) byDigest.set(use.entry.digest, { use, storedBytes });
+    else known.storedBytes = Math.max(known.storedBytes, storedBytes);
+  }
+  const stored = [...byDigest.values()].sort((a, b) => (a.use.entry.digest < b.use.entry.digest ? -1 : 1));
   await client.query(
     `INSERT INTO "StoredDisk" ("digest", "format", "logicalBytes", "storedBytes", "createdAt")
-     SELECT d.digest, d.format, d.logical, d.stored, $1 FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[]) AS d(digest, format, logical, stored)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::timestamp(3)[])
      ON CONFLICT ("digest") DO UPDATE SET "storedBytes" = CASE WHEN EXCLUDED."storedBytes" > 0 THEN EXCLUDED."storedBytes" ELSE "StoredDisk"."storedBytes" END`,
-    [createdAt, col(stored, (d) => d.digest), col(stored, (d) => d.format), col(stored, (d) => d.logicalBytes), col(stored, (d) => (d.action === 'stored' ? d.bytesWritten : 0))],
+    [col(stored, (s) => s.use.entry.digest), col(stored, (s) => s.use.entry.format), col(stored, (s) => s.use.entry.logicalBytes), col(stored, (s) => s.storedBytes), col(stored, (s) => s.use.item.image.createdAt)],
   );
-  // The newest read of a version decides its content and trust (a rebuild may replay images in any order).
-  // Images from before fast-path trust was recorded say nothing of it: their versions are read once more.
+
+  // The fast path's versions. The newest read of a version decides its content and trust (a rebuild or a
+  // reconcile may record images in any order); images from before fast-path trust was recorded say nothing of
+  // it: their versions are read once more.
+  const versions = new Map<string, Use>();
+  for (const use of uses) versions.set(`${idOf(use)}\0${use.entry.versionToken}`, use);
+  const versionRows = [...versions.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, use]) => use);
   await client.query(
     `INSERT INTO "DiskVersion" ("diskId", "versionToken", "digest", "readAt", "racilyClean")
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamp[], $5::boolean[])
@@ -68,45 +203,50 @@ async function recordIn(client: pg.PoolClient, sourceId: string, image: BackupIm
        "racilyClean" = CASE WHEN EXCLUDED."readAt" >= "DiskVersion"."readAt" THEN EXCLUDED."racilyClean" ELSE "DiskVersion"."racilyClean" END,
        "readAt" = GREATEST(EXCLUDED."readAt", "DiskVersion"."readAt")`,
     [
-      ids, col(disks, (d) => d.versionToken), col(disks, (d) => d.digest),
-      col(disks, (d) => (d.readAt ? new Date(d.readAt) : createdAt)), col(disks, (d) => d.racilyClean ?? true),
+      col(versionRows, idOf), col(versionRows, (u) => u.entry.versionToken), col(versionRows, (u) => u.entry.digest),
+      col(versionRows, (u) => (u.entry.readAt ? new Date(u.entry.readAt) : new Date(u.item.image.createdAt))), col(versionRows, (u) => u.entry.racilyClean ?? true),
     ],
   );
-  await client.query(
-    `INSERT INTO "VmDisk" ("vmId", "diskId", "via", "slot")
-     SELECT $1, d.disk, d.via, d.slot FROM unnest($2::text[], $3::text[], $4::text[]) AS d(disk, via, slot)
-     ON CONFLICT DO NOTHING`,
-    [vm.id, ids, col(disks, (d) => d.via), col(disks, (d) => d.slot ?? null)],
-  );
 
-  // The other VMs that share a disk, as the source showed them at backup time.
-  const shares = disks.flatMap((d) => d.usedBy.filter((name) => name !== image.vm.name).map((name) => ({ name, diskId: diskId.get(d.identifier)! })));
-  if (shares.length > 0) {
+  const currentUses = uses.filter((use) => current.has(use.item));
+  if (currentUses.length > 0) {
     await client.query(
-      `INSERT INTO "Vm" ("id", "sourceId", "name", "configPath") SELECT gen_random_uuid()::text, $1, n, '' FROM unnest($2::text[]) AS n
-       ON CONFLICT ("sourceId", "name") DO NOTHING`,
-      [sourceId, [...new Set(shares.map((s) => s.name))]],
-    );
-    await client.query(
-      `INSERT INTO "VmDisk" ("vmId", "diskId", "via")
-       SELECT v."id", s.disk, 'shared' FROM unnest($2::text[], $3::text[]) AS s(name, disk) JOIN "Vm" v ON v."sourceId" = $1 AND v."name" = s.name
+      `INSERT INTO "VmDisk" ("vmId", "diskId", "via", "slot")
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
        ON CONFLICT DO NOTHING`,
-      [sourceId, col(shares, (s) => s.name), col(shares, (s) => s.diskId)],
+      [col(currentUses, (u) => vmId.get(vmKey(u.item))!), col(currentUses, idOf), col(currentUses, (u) => u.entry.via), col(currentUses, (u) => u.entry.slot ?? null)],
     );
+    // The other VMs that share a disk, as the source showed them at backup time.
+    const shares = currentUses.flatMap((u) => u.entry.usedBy.filter((name) => name !== u.item.image.vm.name).map((name) => ({ sourceId: u.item.sourceId, name, diskId: idOf(u) })));
+    if (shares.length > 0) {
+      const named = [...new Map(shares.map((s) => [`${s.sourceId}\0${s.name}`, s])).values()];
+      await client.query(
+        `INSERT INTO "Vm" ("id", "sourceId", "name", "configPath") SELECT gen_random_uuid()::text, v.source, v.name, '' FROM unnest($1::text[], $2::text[]) AS v(source, name)
+         ON CONFLICT ("sourceId", "name") DO NOTHING`,
+        [col(named, (s) => s.sourceId), col(named, (s) => s.name)],
+      );
+      await client.query(
+        `INSERT INTO "VmDisk" ("vmId", "diskId", "via")
+         SELECT v."id", s.disk, 'shared' FROM unnest($1::text[], $2::text[], $3::text[]) AS s(source, name, disk) JOIN "Vm" v ON v."sourceId" = s.source AND v."name" = s.name
+         ON CONFLICT DO NOTHING`,
+        [col(shares, (s) => s.sourceId), col(shares, (s) => s.name), col(shares, (s) => s.diskId)],
+      );
+    }
   }
 
   await client.query(
     `INSERT INTO "DiskReference" ("id", "backupImageId", "diskId", "digest", "via", "slot", "target", "path", "versionToken",
        "parentPointer", "parentPath", "parentVersion", "common", "action", "logicalBytes", "bytesRead", "bytesWritten")
-     SELECT gen_random_uuid()::text, $1, d.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+     SELECT gen_random_uuid()::text, d.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
        $9::text[], $10::text[], $11::text[], $12::boolean[], $13::text[], $14::bigint[], $15::bigint[], $16::bigint[]) AS d`,
     [
-      image.id, ids, col(disks, (d) => d.digest), col(disks, (d) => d.via), col(disks, (d) => d.slot ?? null),
-      col(disks, (d) => d.target ?? null), col(disks, (d) => d.path), col(disks, (d) => d.versionToken),
-      col(disks, (d) => d.parent?.pointer ?? null), col(disks, (d) => d.parent?.path ?? null), col(disks, (d) => d.parent?.versionToken ?? null),
-      col(disks, (d) => d.common), col(disks, (d) => d.action), col(disks, (d) => d.logicalBytes), col(disks, (d) => d.bytesRead), col(disks, (d) => d.bytesWritten),
+      col(uses, (u) => u.item.image.id), col(uses, idOf), col(uses, (u) => u.entry.digest), col(uses, (u) => u.entry.via), col(uses, (u) => u.entry.slot ?? null),
+      col(uses, (u) => u.entry.target ?? null), col(uses, (u) => u.entry.path), col(uses, (u) => u.entry.versionToken),
+      col(uses, (u) => u.entry.parent?.pointer ?? null), col(uses, (u) => u.entry.parent?.path ?? null), col(uses, (u) => u.entry.parent?.versionToken ?? null),
+      col(uses, (u) => u.entry.common), col(uses, (u) => u.entry.action), col(uses, (u) => u.entry.logicalBytes), col(uses, (u) => u.entry.bytesRead), col(uses, (u) => u.entry.bytesWritten),
     ],
   );
+  return fresh.map((item) => item.image.id);
 }
 
 function col<T, V>(rows: T[], pick: (row: T) => V): V[] {

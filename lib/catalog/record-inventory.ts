@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { CatalogSql } from '../db';
 import { inTransaction } from '../db';
 import type { SourceInventory } from '../engine/sources/inventory';
+import { CATALOG_INDEX_LOCK } from './locks';
 
 export type SourceProblem = { file: string; message: string };
 
@@ -36,6 +37,8 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
   );
   if (rowCount === vms.length && rowCount > 0) return { vms: inventory.vms.length, disks: disks.length, problems };
   await inTransaction(sql, async (client) => {
+    // Shared with backups' records, exclusive for a rebuild (locks.ts): never a scan half into a rebuilt index.
+    await client.query('SELECT pg_advisory_xact_lock_shared($1)', [CATALOG_INDEX_LOCK]);
     const { rows: vmRows } = await client.query<{ id: string; name: string }>(
       `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath", "lastSeenAt")
        SELECT gen_random_uuid()::text, $1, v.name, v.uuid, v.config, now() FROM unnest($2::text[], $3::text[], $4::text[]) AS v(name, uuid, config)

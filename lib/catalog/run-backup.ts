@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import type { CatalogSql } from '../db';
-import { backupVms } from '../engine/backup/backup';
+import { type CatalogSql, catalogCall } from '../db';
+import { type VmBackupResult, backupVms } from '../engine/backup/backup';
+import { RunFault } from '../engine/errors';
 import type { BackupProgress } from '../engine/backup/progress';
 import type { BackupDiskEntry } from '../engine/repository/manifests';
 import { InputError } from '../engine/errors';
@@ -9,6 +10,7 @@ import type { Repository } from '../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../engine/sources/inventory';
 import { AppError } from '../errors';
 import { findStoredVersions, recordBackupImage } from './record-backup-image';
+import { reconcileCatalog } from './reconcile-catalog';
 import { recordInventory } from './record-inventory';
 import { type SourceRow, selectSources } from './sources';
 
@@ -16,14 +18,26 @@ export type BackupDiskReport = {
   path: string; identifier: string; common: boolean; action: 'stored' | 'referenced';
   logicalBytes: number; bytesRead: number; bytesWritten: number;
 };
+export type BackupFailure = {
+  vm: string; source: string; configPath: string; error: string;
+  /** False when the run stopped before this VM's image was written. */
+  attempted: boolean;
+  /** The VM's image is in the repository but the catalog did not record it. */
+  backupId?: string;
+};
 export type BackupReport = {
   backups: { vm: string; source: string; backupId: string; disks: BackupDiskReport[] }[];
-  failures: { vm: string; source: string; configPath: string; error: string }[];
+  failures: BackupFailure[];
   /** Problems of a source rather than of one VM (it could not be read; an ambiguous disk GUID): each makes the
    *  run exit 2, while every VM they do not stop is backed up. */
   problems: { source: string; message: string }[];
   totals: { logicalBytes: number; bytesRead: number; bytesWritten: number };
   warnings: string[];
+  /**
+   * Set when a failure of the repository's storage or of the catalog stopped the run: where (the VM it hit,
+   * when one did) and why. Every VM after it is in `failures` with `attempted: false`.
+   */
+  stopped?: { vm?: string; source: string; error: string };
 };
 
 export type RunBackupOptions = {
@@ -39,9 +53,12 @@ export type RunBackupOptions = {
 
 /** Backs up the selected VMs (all VMs of the selected sources by default) and records each in the catalog. */
 export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
-  const sources = await selectSources(sql, options.source);
-  if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
   const report: BackupReport = { backups: [], failures: [], problems: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
+  const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
+  // First what an earlier run (killed, or cut off from its catalog) stored but never recorded.
+  await catalogCall(() => reconcileCatalog(sql, { repo: options.repo, signal: options.signal, onWarning: warn }));
+  const sources = await catalogCall(() => selectSources(sql, options.source));
+  if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
   const scanned: { source: SourceRow; inventory: SourceInventory }[] = [];
   for (const source of sources) {
     let inventory: SourceInventory;
@@ -55,35 +72,52 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
       continue;
     }
     // Every backup refreshes the catalog's picture of the source (VMs, disks, who shares what, problems).
-    await recordInventory(sql, { sourceId: source.id, inventory });
+    await catalogCall(() => recordInventory(sql, { sourceId: source.id, inventory }));
     scanned.push({ source, inventory });
   }
   const plan = assignVms(scanned, options.vms, report.problems);
 
   // The images of this run share its id (the first image's time-sorted id form, made once here).
   const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
-  const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
+  // Temp files of killed writers (kill -9, power loss): the sweep reads a few small folders.
+  await options.repo.sweepTemporaryFiles().catch((err) => warn(`temp files not swept: ${(err as Error).message}`));
   for (const { source, inventory, vmNames } of plan) {
     // A source's problems that concern this run: all of them for a whole source, else those about disks of the chosen VMs.
     const chosen = vmNames ? new Set(inventory.vms.filter((vm) => vmNames.includes(vm.name)).flatMap((vm) => vm.disks.map((use) => use.diskPath))) : undefined;
     for (const problem of inventory.problems) {
       if (!chosen || problem.disks.some((disk) => chosen.has(disk))) report.problems.push({ source: source.name, message: problem.message });
     }
-    const results = await backupVms({
-      inventory,
-      vmNames,
-      repo: options.repo,
-      rereadAfterDays: options.rereadAfterDays,
-      runId,
-      lookupStoredDisks: (disks) => findStoredVersions(sql, { sourceId: source.id, disks }),
-      onImage: (image) => recordBackupImage(sql, { sourceId: source.id, image }),
-      onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
-      onWarning: warn,
-      signal: options.signal,
-    });
+    let results: VmBackupResult[];
+    if (report.stopped) {
+      results = notAttempted(inventory, vmNames, report.stopped);
+    } else {
+      try {
+        results = await backupVms({
+          inventory,
+          vmNames,
+          repo: options.repo,
+          rereadAfterDays: options.rereadAfterDays,
+          runId,
+          lookupStoredDisks: (disks) => catalogCall(() => findStoredVersions(sql, { sourceId: source.id, disks })),
+          onImage: async (image) => { await catalogCall(() => recordBackupImage(sql, { sourceId: source.id, image })); },
+          onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
+          onWarning: warn,
+          signal: options.signal,
+        });
+      } catch (err) {
+        // Before any VM of this source was backed up (the catalog's lookups, the repository's first check).
+        if (!(err instanceof RunFault)) throw err;
+        report.stopped = { source: source.name, error: err.message };
+        results = notAttempted(inventory, vmNames, report.stopped);
+      }
+    }
     for (const result of results) {
       if (!result.ok) {
-        report.failures.push({ vm: result.vm, source: source.name, configPath: result.configPath, error: result.error });
+        report.failures.push({
+          vm: result.vm, source: source.name, configPath: result.configPath, error: result.error,
+          attempted: result.attempted !== false, ...(result.backupId ? { backupId: result.backupId } : {}),
+        });
+        if (result.stoppedRun) report.stopped ??= { vm: result.vm, source: source.name, error: result.error };
         continue;
       }
       const disks = result.image.disks.map((entry) => diskReport(entry, result.configPath));
@@ -96,6 +130,13 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
     }
   }
   return report;
+}
+
+/** The VMs of a source the run did not reach, after a failure of the repository or the catalog stopped it. */
+function notAttempted(inventory: SourceInventory, vmNames: string[] | undefined, stopped: NonNullable<BackupReport['stopped']>): VmBackupResult[] {
+  const vms = vmNames ? inventory.vms.filter((vm) => vmNames.includes(vm.name)) : inventory.vms;
+  const where = stopped.vm ? `at ${stopped.vm}` : `before source ${stopped.source}`;
+  return vms.map((vm) => ({ vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: `not backed up: the run stopped ${where} (${stopped.error})` }));
 }
 
 /** Which VMs of which source: every VM, or each `--vm` found in exactly one source. */

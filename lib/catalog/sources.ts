@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import type { CatalogSql } from '../db';
-import { sourceRoot } from '../engine/sources/inventory';
+import { isInside, sourceRoot } from '../engine/sources/inventory';
 import { SOURCE_TYPES, type SourceSpec, type SourceType } from '../engine/sources/types';
 import { AppError } from '../errors';
 
@@ -62,6 +62,10 @@ async function checkSource(options: { name: string; type: string; path: string }
     throw new AppError('BAD_INPUT', { message: `source type '${options.type}' is invalid: use ${SOURCE_TYPES.join(' or ')}` });
   }
   const root = await sourceRoot(options.path);
+  // A scan walks the whole folder: never the filesystem root or the kernel's pseudo-filesystems.
+  if (root === '/' || ['/proc', '/sys', '/dev'].some((system) => isInside(system, root))) {
+    throw new AppError('BAD_INPUT', { message: `${options.path}: a source cannot be ${root === '/' ? 'the root folder' : 'a system folder'} (${root}); name the folder that holds the VM configs` });
+  }
   await fs.access(root, fs.constants.R_OK | fs.constants.X_OK).catch(() => {
     throw new AppError('BAD_INPUT', { message: `${options.path}: source folder cannot be read` });
   });

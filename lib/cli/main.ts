@@ -2,6 +2,7 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { embeddedCatalogStatus, stopEmbeddedCatalog } from '../catalog/embedded-postgres';
 import { rebuildCatalog } from '../catalog/rebuild-catalog';
+import { reconcileCatalog } from '../catalog/reconcile-catalog';
 import { getStats, listBackups, listCommonDisks } from '../catalog/reports';
 import { type RestoreRequest, planVmRestore } from '../catalog/plan-vm-restore';
 import { restoreVm } from '../catalog/restore-vm';
@@ -9,9 +10,9 @@ import { runBackup } from '../catalog/run-backup';
 import { DEFAULT_REREAD_AFTER_DAYS } from '../engine/backup/backup';
 import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../engine/restore/plan';
 import { addSource, listSources, selectSources } from '../catalog/sources';
-import { repositoryDir, vmdedupHome } from '../config';
-import { catalogUrl, closeCatalog, getCatalog, getCatalogSql } from '../db';
-import { openRepository } from '../open-repository';
+import { vmdedupHome } from '../config';
+import { catalogUrl, closeCatalog, getCatalog, getCatalogSql, setIdleConnectionLostListener } from '../db';
+import { initRepository, openRepository, openRepositoryFolder, openRepositoryIfAny } from '../open-repository';
 import type { z } from 'zod';
 import { InputError } from '../engine/errors';
 import { scanSource } from '../engine/sources/inventory';
@@ -32,7 +33,9 @@ const USAGE = `usage: vmdedup <command> [options]
   backup [--source <name>] [--vm <name>]... [--reread-after <days>] [--json]
                                                           back up VMs (all VMs without --vm); a disk is read in full
                                                           when its stored version was read over <days> ago (default
-                                                          ${DEFAULT_REREAD_AFTER_DAYS}; 0: every disk), else an unchanged disk is referenced
+                                                          ${DEFAULT_REREAD_AFTER_DAYS}; 0: every disk), else an unchanged disk is referenced;
+                                                          exit 2: some VMs' input was bad, 1: the repository or the
+                                                          catalog failed and the run stopped
   backups [--vm <name>] [--json]                          list backup images
   common-disks [--json]                                   disks shared by several VMs, and what they cost
   stats [--json]                                          catalog totals and savings
@@ -41,20 +44,30 @@ const USAGE = `usage: vmdedup <command> [options]
   restore <vm> [--backup <id>] (--target <dir> | --in-place) [--policy no-overwrite|overwrite]
                [--choice reattach|copy] [--confirm-drift] [--json]
                                                           restore a VM (exit 3: drift or overwrite needs --confirm-drift)
-  catalog rebuild                                         recreate the catalog from the repository alone
+  catalog rebuild [--adopt]                               recreate the catalog from the repository alone (in one transaction;
+                                                          --adopt: index this repository even if the catalog indexed another)
+  repository init [--replace]                             create the repository (VMDEDUP_REPOSITORY) in an empty folder;
+                                                          --replace: the catalog's repository is lost for good: start anew
+                                                          and forget the records of its backups
   user add <name> --role viewer|operator|approver|admin [--email <e>] [--password-stdin | --sso-only]
   user set-password <name> [--password-stdin]             dashboard users (without --password-stdin a password is generated and shown once)
   user list [--json]
   db status | db stop                                     the embedded catalog database
   db url                                                  the catalog's connection URL (with its password: for psql)
 
-Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL.`;
+Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL. The repository
+(VMDEDUP_REPOSITORY, default $VMDEDUP_HOME/repository) is created by the first backup of a new catalog, else only
+by 'repository init': a missing one (an unmounted disk) or another one than the catalog's is an error (exit 1).
+Backups, scans, stats and restores first record any backup image the repository holds and the catalog lacks.`;
 
 type Io = { stdout: NodeJS.WritableStream & { isTTY?: boolean }; stderr: NodeJS.WritableStream & { isTTY?: boolean } };
 
 /** Runs one CLI command; returns the exit code. Never throws. */
 export async function main(argv: string[], io: Io = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const controller = new AbortController();
+  // An idle connection the server dropped is no problem of its own: the pool reconnects, and a command the loss
+  // makes fail says so in its one line.
+  setIdleConnectionLostListener(() => undefined);
   const onSignal = () => controller.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -222,13 +235,28 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       });
       if (showProgress) io.stderr.write('\n');
       for (const problem of report.problems) io.stderr.write(`vmdedup: source '${problem.source}': ${oneLine(problem.message)}\n`);
-      for (const failure of report.failures) io.stderr.write(`vmdedup: ${failure.vm}: ${oneLine(failure.error)}\n`);
+      // One line per VM that failed; the VMs a stopped run did not reach are summed up in the line of the VM
+      // that stopped it (the JSON lists each).
+      const { stopped } = report;
+      const skipped = report.failures.filter((failure) => !failure.attempted);
+      const names = skipped.slice(0, 10).map((failure) => failure.vm).join(', ') + (skipped.length > 10 ? `, and ${skipped.length - 10} more` : '');
+      const notReached = skipped.length ? `the run stopped: ${skipped.length} VM${skipped.length === 1 ? '' : 's'} not backed up (${names})` : '';
+      if (stopped && !stopped.vm) io.stderr.write(`vmdedup: ${oneLine(stopped.error)}${notReached ? `; ${notReached}` : ''}\n`);
+      let told = false;
+      for (const failure of report.failures) {
+        if (!failure.attempted) continue;
+        const unrecorded = failure.backupId ? `; backup image ${failure.backupId} is in the repository, not in the catalog` : '';
+        const stoppedHere = !told && stopped?.vm === failure.vm && stopped.source === failure.source && notReached;
+        if (stoppedHere) told = true;
+        io.stderr.write(`vmdedup: ${failure.vm}: ${oneLine(failure.error)}${unrecorded}${stoppedHere ? `; ${notReached}` : ''}\n`);
+      }
       if (values.json) {
         json({
           backups: report.backups.map(({ vm, backupId, disks }) => ({ vm, backupId, disks })),
-          failures: report.failures.map(({ vm, source, error }) => ({ vm, source, error })),
+          failures: report.failures.map(({ vm, source, error, attempted, backupId }) => ({ vm, source, error, attempted, ...(backupId ? { backupId } : {}) })),
           problems: report.problems,
           totals: report.totals,
+          ...(report.stopped ? { stopped: report.stopped } : {}),
         });
       } else {
         for (const backup of report.backups) {
@@ -237,6 +265,8 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
         }
         out(`total: ${report.backups.length} VMs backed up, ${report.failures.length} failed${report.problems.length ? `, ${report.problems.length} source problems` : ''}; logical ${formatBytes(report.totals.logicalBytes)}, read ${formatBytes(report.totals.bytesRead)}, written ${formatBytes(report.totals.bytesWritten)}`);
       }
+      // A stopped run or an image the catalog did not record is a failure of the system, not of one VM's input.
+      if (report.stopped || report.failures.some((failure) => failure.backupId)) return EXIT_FAILURE;
       return report.failures.length || report.problems.length ? EXIT_BAD_INPUT : EXIT_OK;
     }
 
@@ -258,7 +288,11 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
 
     case 'stats': {
       const { values } = parse(rest, { json: { type: 'boolean' } });
-      const stats = await getStats(await getCatalogSql());
+      const sql = await getCatalogSql();
+      // Stats count what the repository holds: a record a crash lost is put back first.
+      const repo = await openRepositoryIfAny({ sql });
+      if (repo) await reconcileCatalog(sql, { repo, signal, onWarning: (message) => io.stderr.write(`warning: ${message}\n`) });
+      const stats = await getStats(sql);
       if (values.json) json(stats);
       else out(table([
         ['sources', String(stats.sources)], ['VMs (protected)', `${stats.vms} (${stats.vmsProtected})`], ['backup images', String(stats.backups)],
@@ -278,7 +312,9 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       }, 1);
       const request = restoreRequest(positionals[0], values);
       const sql = await getCatalogSql();
-      const repo = await openRepository({ mustExist: true });
+      const repo = await openRepository({ mustExist: true, sql });
+      // A backup whose record a crash lost is restorable too.
+      await reconcileCatalog(sql, { repo, signal, onWarning: (message) => io.stderr.write(`warning: ${message}\n`) });
       const showProgress = !values.json && io.stderr.isTTY;
       const outcome = isRestore
         ? await restoreVm(sql, repo, {
@@ -310,10 +346,26 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
     }
 
     case 'catalog': {
-      const [sub] = rest;
+      const [sub, ...args] = rest;
       if (sub !== 'rebuild') throw badInput(`unknown 'catalog' subcommand '${sub ?? ''}': use 'catalog rebuild'`);
-      const result = await rebuildCatalog(await getCatalogSql(), { repo: await openRepository({ mustExist: true }) });
-      out(`catalog rebuilt from ${repositoryDir()}: ${result.backupImages} backup images, ${result.sources} sources`);
+      const { values } = parse(args, { adopt: { type: 'boolean' } });
+      const { repo, location } = await openRepositoryFolder();
+      const result = await rebuildCatalog(await getCatalogSql(), {
+        repo, location, adopt: Boolean(values.adopt), signal,
+        onSkipped: ({ id, error }) => io.stderr.write(`vmdedup: backup image ${id} skipped: ${oneLine(error)}\n`),
+      });
+      out(`catalog rebuilt from ${location}: ${result.backupImages} backup images, ${result.sources} sources${result.skipped.length ? `; ${result.skipped.length} unreadable images skipped` : ''}`);
+      return result.skipped.length ? EXIT_FAILURE : EXIT_OK;
+    }
+
+    case 'repository': {
+      const [sub, ...args] = rest;
+      if (sub !== 'init') throw badInput(`unknown 'repository' subcommand '${sub ?? ''}': use 'repository init'`);
+      const { values } = parse(args, { replace: { type: 'boolean' } });
+      const result = await initRepository({ replace: Boolean(values.replace) });
+      if (!result.created) out(`${result.location} already holds repository ${result.repo.config.id}, the one this catalog indexes`);
+      else out(`created repository ${result.repo.config.id} at ${result.location}`);
+      if (result.forgotten) out(`the catalog forgot ${result.forgotten.backups} backup images${result.forgotten.previous ? ` of repository ${result.forgotten.previous.repositoryId} (${result.forgotten.previous.location})` : ''}; 'vmdedup catalog rebuild --adopt' with that repository mounted brings them back`);
       return EXIT_OK;
     }
 

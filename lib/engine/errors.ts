@@ -29,3 +29,53 @@ export function fileError(file: string, err: unknown): InputError {
     : (err as Error)?.message ?? String(err);
   return new InputError(reason, { file, cause: err });
 }
+
+/**
+ * A failure of something every VM of a run needs (the repository's storage, the catalog): the VM that hit it
+ * fails, and the run stops there, since every later VM would fail the same way. Callbacks given to the engine
+ * (the catalog's `onImage`, lookups) throw one to stop a run.
+ */
+export class RunFault extends Error {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = 'RunFault';
+  }
+}
+
+/** The repository's storage refused an operation (no space, I/O error, read-only): nothing stored is damaged. */
+export class RepositoryStorageError extends RunFault {
+  readonly code: string;
+  constructor(location: string, code: string, options: { cause?: unknown } = {}) {
+    super(`repository ${location}: ${STORAGE_FAULTS[code] ?? ((options.cause as Error)?.message ?? 'failed')} (${code})`, options);
+    this.name = 'RepositoryStorageError';
+    this.code = code;
+  }
+}
+
+const STORAGE_FAULTS: Record<string, string> = {
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EIO: 'input/output error',
+  EROFS: 'read-only file system',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOENT: 'a folder of the repository is missing',
+  ENOTDIR: 'a folder of the repository is not a folder',
+  EFBIG: 'file too large for this file system or process limit',
+  EMFILE: 'too many open files',
+  ENFILE: 'too many open files on the system',
+  ESTALE: 'stale network file handle',
+  ETIMEDOUT: 'timed out',
+  EAGAIN: 'resource temporarily unavailable',
+};
+
+/**
+ * Wraps an error a blob store raised (Node's fs errors and the stores that mimic them carry a `code`) into a
+ * RepositoryStorageError naming the repository; returns other errors (programming errors) as they are.
+ */
+export function storageFault(location: string, err: unknown): unknown {
+  if (err instanceof RunFault) return err;
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code)) return err;
+  return new RepositoryStorageError(location, code, { cause: err });
+}

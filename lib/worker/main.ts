@@ -6,7 +6,6 @@ import { failStaleJobs } from '../catalog/jobs';
 import { jobStaleSeconds } from '../config';
 import { closeCatalog, getCatalog } from '../db';
 import { JOB_QUEUE, type QueuedJobData, openWorkerQueue } from '../jobs/queue';
-import { openRepository } from '../open-repository';
 import { toAppError } from '../errors';
 import { runJob } from './run-job';
 
@@ -15,7 +14,6 @@ export async function runWorker(): Promise<number> {
   const controller = new AbortController();
   const db = await getCatalog();
   const queue = await openWorkerQueue();
-  const repo = await openRepository();
   const sweep = async () => {
     const failed = await failStaleJobs(db).catch((err) => { log(`stale job check failed: ${toAppError(err).message}`); return []; });
     // Tell pg-boss too, so it never hands a dead worker's job out again.
@@ -27,7 +25,7 @@ export async function runWorker(): Promise<number> {
   let running: Promise<unknown> = Promise.resolve();
   await queue.work<QueuedJobData>(JOB_QUEUE, { pollingIntervalSeconds: 1, batchSize: 1 }, async ([job]) => {
     log(`job ${job.id}: started`);
-    const done = runJob(db, { jobId: job.data.jobId, repo, signal: controller.signal });
+    const done = runJob(db, { jobId: job.data.jobId, signal: controller.signal });
     running = done;
     const state = await done;
     log(`job ${job.id}: ${state ?? 'skipped (no longer queued)'}`);

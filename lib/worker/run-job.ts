@@ -1,26 +1,29 @@
 import { recordAudit } from '../catalog/audit';
 import type { JobKind, JobState, JobTarget } from '../catalog/jobs';
+import { reconcileCatalog } from '../catalog/reconcile-catalog';
 import { recordInventory } from '../catalog/record-inventory';
 import { runRestoreRequest } from '../catalog/run-restore-request';
 import { runBackup } from '../catalog/run-backup';
 import { selectSources } from '../catalog/sources';
 import { jobStaleSeconds } from '../config';
 import { type Catalog, getCatalogSql } from '../db';
-import type { Repository } from '../engine/repository/repository';
 import { scanSource } from '../engine/sources/inventory';
 import { toAppError } from '../errors';
+import { openRepository, openRepositoryIfAny } from '../open-repository';
 
 /** Progress is written at most this often; a silent phase (scanning) still beats the heartbeat (well inside the stale limit). */
 const PROGRESS_EVERY_MS = 500;
 
 type Progress = { bytesDone: number; bytesTotal: number; bytesPerSecond: number; message: string };
 type Outcome = { state: JobState; message: string; result: object; error?: string };
-type JobWork = (context: { db: Catalog; target: JobTarget; repo: Repository; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
+type JobWork = (context: { db: Catalog; target: JobTarget; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
 
+/** Each job opens the repository (checked against the catalog) itself: an unmounted backup disk fails that
+ *  job with a line naming the folder, and the worker serves the next one once the disk is back. */
 const WORK: Record<JobKind, JobWork> = {
-  async backup({ target, repo, signal, report }) {
+  async backup({ target, signal, report }) {
     const result = await runBackup(await getCatalogSql(), {
-      repo, source: target.source, vms: target.vm ? [target.vm] : undefined, signal,
+      repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal,
       onProgress: (p) => report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond, message: [p.vm, p.disk].filter(Boolean).join(': ') }),
     });
     const { backups, failures, problems } = result;
@@ -29,12 +32,17 @@ const WORK: Record<JobKind, JobWork> = {
       state: lines.length === 0 ? 'succeeded' : backups.length > 0 ? 'partial' : 'failed',
       message: `${backups.length} VM${backups.length === 1 ? '' : 's'} backed up${failures.length ? `, ${failures.length} failed` : ''}${problems.length ? `, ${problems.length} source problems` : ''}`,
       result: { backups: backups.map((b) => ({ vm: b.vm, source: b.source, backupId: b.backupId })), failures, problems, totals: result.totals, warnings: result.warnings },
-      error: lines.length ? lines.join('; ') : undefined,
+      // The VMs a stopped run did not reach are counted, not listed (the result has each).
+      error: lines.length ? [
+        ...problems.map((p) => `source '${p.source}': ${p.message}`),
+        ...failures.filter((f) => f.attempted).map((f) => `${f.vm}: ${f.error}`),
+        ...(result.stopped ? [`the run stopped ${result.stopped.vm ? `at ${result.stopped.vm}` : `(${result.stopped.error})`}: ${failures.filter((f) => !f.attempted).length} VMs not backed up`] : []),
+      ].join('; ') : undefined,
     };
   },
-  async restore({ db, target, repo, signal, report }) {
+  async restore({ db, target, signal, report }) {
     const started = Date.now();
-    const outcome = await runRestoreRequest(db, await getCatalogSql(), repo, {
+    const outcome = await runRestoreRequest(db, await getCatalogSql(), await openRepository({ mustExist: true }), {
       requestId: target.requestId!, signal,
       onProgress: (p) => report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesDone / Math.max(0.001, (Date.now() - started) / 1000), message: p.disk ?? '' }),
     });
@@ -43,7 +51,11 @@ const WORK: Record<JobKind, JobWork> = {
   async scan({ target, signal }) {
     const sql = await getCatalogSql();
     const [source] = await selectSources(sql, target.source);
-    const found = await recordInventory(sql, { sourceId: source.id, inventory: await scanSource(source, { signal }) });
+    // Like every backup, a scan first records what the repository holds and the catalog lacks.
+    const warnings: string[] = [];
+    const repo = await openRepositoryIfAny({ sql });
+    if (repo) await reconcileCatalog(sql, { repo, signal, onWarning: (message) => warnings.push(message) });
+    const found = { ...(await recordInventory(sql, { sourceId: source.id, inventory: await scanSource(source, { signal }) })), warnings };
     return {
       state: 'succeeded',
       message: `${found.vms} VMs, ${found.disks} disks${found.problems.length ? `, ${found.problems.length} problem${found.problems.length === 1 ? '' : 's'}` : ''}`,
@@ -56,7 +68,7 @@ const WORK: Record<JobKind, JobWork> = {
  * Runs one queued job: marks it running, persists its progress (bytes, rate, what is at work) and a
  * heartbeat, then its outcome. A job that is not queued any more (failed as stale, say) is skipped.
  */
-export async function runJob(db: Catalog, options: { jobId: string; repo: Repository; signal?: AbortSignal }): Promise<JobState | undefined> {
+export async function runJob(db: Catalog, options: { jobId: string; signal?: AbortSignal }): Promise<JobState | undefined> {
   const { jobId } = options;
   const claimed = await db.job.updateMany({ where: { id: jobId, state: 'queued' }, data: { state: 'running', startedAt: new Date(), heartbeatAt: new Date() } });
   if (claimed.count === 0) return undefined;
@@ -75,7 +87,7 @@ export async function runJob(db: Catalog, options: { jobId: string; repo: Reposi
   };
   let outcome: Outcome;
   try {
-    outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, repo: options.repo, signal: options.signal, report });
+    outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, signal: options.signal, report });
   } catch (err) {
     const error = options.signal?.aborted ? 'stopped: the worker was shut down; run it again (what was stored is reused)' : toAppError(err).userMessage;
     outcome = { state: 'failed', message: '', result: {}, error };

@@ -3,11 +3,15 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from '../../../test/helpers';
 import { overwrite, writeData } from '../../demo/fleet';
+import { RunFault } from '../errors';
 import type { BlobStore } from '../repository/blob-store';
+import { type Fault, FaultyBlobStore } from '../repository/faulty-blob-store';
 import { FsBlobStore } from '../repository/fs-blob-store';
-import { Repository } from '../repository/repository';
+import { type ChunkId, chunkKey } from '../repository/chunk-id';
+import type { BackupImageManifest } from '../repository/manifests';
+import { Repository, backupImageKey, storedDiskKey } from '../repository/repository';
 import { scanSource } from '../sources/inventory';
-import { backupVms } from './backup';
+import { type VmBackupResult, backupVms } from './backup';
 
 const MiB = 1024 * 1024;
 
@@ -115,5 +119,141 @@ describe('accounting across VMs', () => {
     const shared = (results[1] as Extract<typeof results[1], { ok: true }>).image.disks[0];
     expect(shared).toMatchObject({ action: 'stored', bytesRead: 2 * MiB });
     expect(shared.bytesWritten).toBeGreaterThan(0);
+  });
+});
+
+/** Three VMs, each with its own 3 MiB disk (3 chunks of 1 MiB each, none shared). */
+async function threeVmSource() {
+  const root = await tempDir();
+  for (const [index, name] of ['vm1', 'vm2', 'vm3'].entries()) {
+    await writeData(path.join(root, `${name}.raw`), 3 * MiB, 100 + index);
+    await fs.writeFile(path.join(root, `${name}.xml`), `<domain><name>${name}</name><uuid>${name}</uuid><devices><disk type='file' device='disk'><driver type='raw'/><source file='${name}.raw'/><target dev='vda'/></disk></devices></domain>`);
+  }
+  return scanSource({ name: 's', type: 'libvirt', path: root });
+}
+
+async function faultyRepo(faults: Fault[]) {
+  const store = new FaultyBlobStore(new FsBlobStore(await tempDir()), { faults });
+  return { store, repo: await Repository.openOrInit(store, { blockSize: MiB }) };
+}
+
+async function imagesIn(repo: Repository): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const id of repo.listBackupImages()) ids.push(id);
+  return ids.sort();
+}
+
+const none = async (disks: unknown[]) => disks.map(() => undefined);
+const summary = (results: VmBackupResult[]) => results.map((r) => (r.ok ? [r.vm, 'saved'] : [r.vm, r.stoppedRun ? 'stopped the run' : r.attempted === false ? 'not backed up' : 'failed']));
+
+describe('backupVms under repository faults', () => {
+  it('a full disk fails the VM it hits with one line naming the repository, stops the run, and keeps what was saved', async () => {
+    // The 4th chunk is vm2's first: the disk is full from there on.
+    const { store, repo } = await faultyRepo([{ op: 'put', keyPrefix: 'chunks/', call: 4, error: 'ENOSPC', persistent: true }]);
+    const recorded: BackupImageManifest[] = [];
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, onImage: async (image) => { recorded.push(image); } });
+    expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'stopped the run'], ['vm3', 'not backed up']]);
+    expect(results[1]).toMatchObject({ error: `repository ${store.location}: no space left on device (ENOSPC)` });
+    expect(results[2]).toMatchObject({ attempted: false, error: `not backed up: the run stopped at vm2 (repository ${store.location}: no space left on device (ENOSPC))` });
+    // Nothing recorded that the repository lacks; what is recorded restores (every chunk it names is there).
+    expect(recorded.map((image) => image.vm.name)).toEqual(['vm1']);
+    expect(await imagesIn(repo)).toEqual([recorded[0].id]);
+    await manifestsAreComplete(repo);
+    // vm3 was not even read: no chunk put was tried after the fault but the in-flight ones of vm2.
+    expect(store.injected.every((fault) => fault.key.startsWith('chunks/'))).toBe(true);
+  });
+
+  it('an I/O error writing a backup image fails that VM only as far as the repository goes, and nothing is recorded for it', async () => {
+    const { repo, store } = await faultyRepo([{ op: 'put', keyPrefix: 'images/', call: 2, error: 'EIO' }]);
+    const recorded: string[] = [];
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, onImage: async (image) => { recorded.push(image.vm.name); } });
+    expect(results[1]).toMatchObject({ ok: false, stoppedRun: true, error: `repository ${store.location}: input/output error (EIO)` });
+    // vm3's disks may have been read while vm2's image was written; its image is not written after the stop.
+    expect(results[2]).toMatchObject({ ok: false, attempted: false });
+    expect(recorded).toEqual(['vm1']);
+    expect((await imagesIn(repo)).length).toBe(1);
+  });
+
+  it('a failing durability barrier (fsync) stops the run before a manifest names chunks that may not survive', async () => {
+    // flush 1 is openOrInit's; flush 2 comes before vm1's stored-disk manifest.
+    const { repo } = await faultyRepo([{ op: 'flush', call: 2, error: 'EIO' }]);
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none });
+    expect(summary(results)).toEqual([['vm1', 'stopped the run'], ['vm2', 'not backed up'], ['vm3', 'not backed up']]);
+    const disks: string[] = [];
+    for await (const digest of repo.listStoredDisks()) disks.push(digest);
+    expect(disks).toEqual([]);
+    expect(await imagesIn(repo)).toEqual([]);
+  });
+
+  it('a lost catalog fails the VM being recorded (its image stays in the repository) and stops the run', async () => {
+    const { repo } = await faultyRepo([]);
+    let calls = 0;
+    const results = await backupVms({
+      inventory: await threeVmSource(), repo, lookupStoredDisks: none,
+      onImage: async () => { if (++calls === 2) throw new RunFault('catalog connection lost (connect ECONNREFUSED 127.0.0.1:5432)'); },
+    });
+    expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'stopped the run'], ['vm3', 'not backed up']]);
+    const vm2 = results[1] as Extract<VmBackupResult, { ok: false }>;
+    expect(vm2.error).toBe('catalog connection lost (connect ECONNREFUSED 127.0.0.1:5432)');
+    expect(await imagesIn(repo)).toContain(vm2.backupId);
+  });
+
+  it('a catalog error that is not a lost connection fails only its VM; the run goes on', async () => {
+    const { repo } = await faultyRepo([]);
+    let calls = 0;
+    const results = await backupVms({
+      inventory: await threeVmSource(), repo, lookupStoredDisks: none,
+      onImage: async () => { if (++calls === 2) throw new Error('duplicate key value violates unique constraint "Vm_sourceId_name_key"'); },
+    });
+    expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'failed'], ['vm3', 'saved']]);
+    expect(results[1]).toMatchObject({ backupId: expect.any(String) });
+  });
+
+  it('makes chunks durable before the stored-disk manifest that names them, and the image durable before the catalog records it', async () => {
+    // A store that knows what is durable: what had been put when a flush began, once that flush is done.
+    const inner = new FsBlobStore(await tempDir());
+    const stored = new Set<string>();
+    const durable = new Set<string>();
+    const violations: string[] = [];
+    const store: BlobStore = {
+      location: inner.location,
+      put: async (key, data) => {
+        if (key.startsWith('disks/')) {
+          const manifest = JSON.parse(Buffer.from(data).toString()) as { files: { blocks: (string | null)[] }[] };
+          for (const id of manifest.files.flatMap((file) => file.blocks)) if (id && !durable.has(chunkKey(id as ChunkId))) violations.push(`${key} names ${id} before it is durable`);
+        }
+        if (key.startsWith('images/')) {
+          for (const disk of (JSON.parse(Buffer.from(data).toString()) as BackupImageManifest).disks) {
+            if (!durable.has(storedDiskKey(disk.digest))) violations.push(`${key} names stored disk ${disk.digest} before it is durable`);
+          }
+        }
+        await inner.put(key, data);
+        stored.add(key);
+      },
+      flush: async () => {
+        const before = [...stored];
+        await inner.flush();
+        for (const key of before) durable.add(key);
+      },
+      get: (key) => inner.get(key), has: (key) => inner.has(key), list: (prefix) => inner.list(prefix), delete: (key) => inner.delete(key),
+    };
+    const repo = await Repository.openOrInit(store, { blockSize: MiB });
+    let recorded = 0;
+    await backupVms({
+      inventory: await threeVmSource(), repo, lookupStoredDisks: none,
+      onImage: async (image) => { recorded++; if (!durable.has(backupImageKey(image.id))) violations.push(`image ${image.id} recorded before it is durable`); },
+    });
+    expect(recorded).toBe(3);
+    expect(violations).toEqual([]);
+  });
+
+  it('a torn write the store does not report is caught by the read that verifies', async () => {
+    const { repo } = await faultyRepo([{ op: 'put', keyPrefix: 'chunks/', call: 2, error: 'short-write' }]);
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none });
+    expect(results.every((r) => r.ok)).toBe(true); // the store said yes
+    const digest = (results[0] as Extract<VmBackupResult, { ok: true }>).image.disks[0].digest;
+    const manifest = await repo.getStoredDisk(digest);
+    const reads = await Promise.allSettled(manifest.files[0].blocks.map((id) => repo.getChunk(id!)));
+    expect(reads.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([expect.stringMatching(/chunk [0-9a-f]{12} is corrupt/)]);
   });
 });

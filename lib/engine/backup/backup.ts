@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { BlockPool } from '../chunking/block-pool';
-import { InputError, fileError } from '../errors';
+import { InputError, RunFault, fileError } from '../errors';
 import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION } from '../repository/manifests';
 import { type Repository, newBackupImageId } from '../repository/repository';
 import type { SourceInventory, VirtualDisk, VmInventory } from '../sources/inventory';
@@ -21,7 +21,15 @@ export const DEFAULT_REREAD_AFTER_DAYS = 30;
 
 export type VmBackupResult =
   | { vm: string; configPath: string; ok: true; image: BackupImageManifest }
-  | { vm: string; configPath: string; ok: false; error: string };
+  | {
+    vm: string; configPath: string; ok: false; error: string;
+    /** This VM hit a failure of the repository or the catalog (a RunFault) and the run stopped there. */
+    stoppedRun?: true;
+    /** False: the run stopped before this VM's image was written (its `error` says where and why). */
+    attempted?: false;
+    /** The VM's image is in the repository but the catalog did not record it. */
+    backupId?: string;
+  };
 
 export type BackupOptions = {
   inventory: SourceInventory;
@@ -32,8 +40,9 @@ export type BackupOptions = {
   /** A stored version whose data was last read longer ago than this many days is not trusted: the disk is read
    *  (DEFAULT_REREAD_AFTER_DAYS when absent; 0 reads every disk). */
   rereadAfterDays?: number;
-  /** Called, in order, once a VM's image is in the repository (the catalog records it here); runs alongside
-   *  the next VM's backup, and backupVms returns only after every call has finished. */
+  /** Called, in order, once a VM's image is durably in the repository (the catalog records it here); runs
+   *  alongside the next VM's backup, and backupVms returns only after every call has finished. A failure fails
+   *  that VM only; a RunFault (the catalog is gone) also stops the run. */
   onImage?: (image: BackupImageManifest) => Promise<void>;
   onProgress?: (progress: BackupProgress) => void;
   onWarning?: (message: string) => void;
@@ -54,7 +63,9 @@ type DiskOutcome =
 /**
  * Backs up VMs of one source. Disks already stored at the same identifier and version are referenced
  * without being read, if that version is trustworthy: not racily clean, and read within `rereadAfterDays`.
- * Each other disk is read once per run, however many VMs use it.
+ * Each other disk is read once per run, however many VMs use it. A RunFault (the repository's storage failing,
+ * the catalog lost) fails the VM it hits and stops the run: later VMs are returned as not attempted, what was
+ * saved before is returned as saved.
  */
 export async function backupVms(options: BackupOptions): Promise<VmBackupResult[]> {
   const { inventory, repo, signal } = options;
@@ -85,9 +96,18 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const accounted = new Set<string>();
   const results: VmBackupResult[] = [];
   let recording: Promise<void> = Promise.resolve();
+  // Set by the first RunFault: the VM it hit and why. No image is written after it; later VMs are reported.
+  let stop: { vm: string; error: string } | undefined;
+  const notAttempted = (vm: VmInventory): VmBackupResult => ({
+    vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: `not backed up: the run stopped at ${stop!.vm} (${stop!.error})`,
+  });
   try {
     for (const vm of vms) {
       signal?.throwIfAborted();
+      if (stop) {
+        results.push(notAttempted(vm));
+        continue;
+      }
       if (vm.error) {
         results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: vm.error });
         continue;
@@ -122,7 +142,15 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       let failure: string | undefined;
       for (const use of vm.disks) {
         const disk = inventory.disks.get(use.diskPath)!;
-        const outcome = await ensureStored(disk);
+        let outcome: DiskOutcome;
+        try {
+          outcome = await ensureStored(disk);
+        } catch (err) {
+          if (!(err instanceof RunFault)) throw err;
+          stop ??= { vm: vm.name, error: err.message };
+          failure = err.message;
+          break;
+        }
         const firstUse = !accounted.has(disk.path) && !accountedHere.has(disk.path);
         accountedHere.add(disk.path);
         if (!outcome.ok) {
@@ -168,17 +196,42 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         });
       }
       if (failure) {
-        results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: failure });
+        results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: failure, ...(stop?.vm === vm.name ? { stoppedRun: true as const } : {}) });
+        continue;
+      }
+      // The run stopped (an earlier image's write or record failed) while this VM's disks were read.
+      if (stop) {
+        results.push(notAttempted(vm));
         continue;
       }
       for (const diskPath of accountedHere) accounted.add(diskPath);
       const image = buildImage(inventory, vm, entries, now(), options.runId);
       // The image's write overlaps the next VM; the catalog records images in order, each once it is stored.
       const written = repo.putBackupImage(image);
-      written.catch(() => undefined); // surfaced through `recording`
-      const recorded = (recording = recording.then(() => written).then(() => options.onImage?.(image)));
-      recorded.catch(() => undefined); // surfaced by the final await below
-      results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image });
+      written.catch(() => undefined); // handled in the recording step below
+      const index = results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image }) - 1;
+      const fail = (err: unknown, extra: { backupId?: string }) => {
+        const error = err instanceof Error ? err.message : String(err);
+        const fault = err instanceof RunFault;
+        if (fault) stop ??= { vm: vm.name, error };
+        results[index] = { vm: vm.name, configPath: vm.configPath, ok: false, error, ...extra, ...(fault && stop?.vm === vm.name ? { stoppedRun: true as const } : {}) };
+      };
+      recording = recording.then(async () => {
+        try {
+          await written;
+        } catch (err) {
+          // Nothing names this image, so nothing is recorded; its chunks are reused by the next run.
+          if (!(err instanceof RunFault)) throw err;
+          fail(err, {});
+          return;
+        }
+        try {
+          await options.onImage?.(image);
+        } catch (err) {
+          fail(err, { backupId: image.id });
+        }
+      });
+      recording.catch(() => undefined); // surfaced by the final await below
     }
     await recording;
   } finally {

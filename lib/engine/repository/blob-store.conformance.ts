@@ -1,6 +1,7 @@
 /** The one conformance suite every BlobStore implementation must pass (restic's backend/test idea). */
 import { describe, expect, it } from 'vitest';
 import { type BlobStore, BlobNotFoundError } from './blob-store';
+import type { Fault, FaultCode } from './faulty-blob-store';
 
 export function blobStoreConformance(name: string, makeStore: () => Promise<BlobStore>): void {
   describe(`BlobStore conformance: ${name}`, () => {
@@ -62,6 +63,81 @@ export function blobStoreConformance(name: string, makeStore: () => Promise<Blob
       const big = Buffer.alloc(3 * 1024 * 1024 + 7, 0xab);
       await store.put('big', big);
       expect((await store.get('big')).equals(big)).toBe(true);
+    });
+
+    it('flushes, where it has a durability barrier, keeping every blob put before', async () => {
+      const store = await makeStore();
+      await store.flush?.();
+      await Promise.all(['chunks/aa/1', 'chunks/ab/2', 'disks/d.json'].map((key) => store.put(key, Buffer.from(key))));
+      await store.flush?.();
+      await store.flush?.(); // nothing new: still fine
+      for (const key of ['chunks/aa/1', 'chunks/ab/2', 'disks/d.json']) expect((await store.get(key)).toString()).toBe(key);
+    });
+  });
+}
+
+/** A store under test with faults, and what it left beside its blobs (temp files) that a reader might trip on. */
+export type FaultyStoreUnderTest = { store: BlobStore; leftovers: () => Promise<string[]> };
+
+/**
+ * What every store must still guarantee when its storage fails (run through FaultyBlobStore or a backend's own
+ * fault hooks): a failed put leaves no blob visible (or, when the failure came after the write, the whole blob)
+ * and no temp file; a read that fails rejects with the storage's error rather than answering "absent".
+ */
+export function blobStoreFaultConformance(name: string, makeStore: (faults: Fault[]) => Promise<FaultyStoreUnderTest>): void {
+  describe(`BlobStore conformance under faults: ${name}`, () => {
+    const codes: FaultCode[] = ['ENOSPC', 'EIO', 'EROFS'];
+    for (const code of codes) {
+      it(`a put failing with ${code} leaves no blob and no temp file, and a retry stores it whole`, async () => {
+        const { store, leftovers } = await makeStore([{ op: 'put', call: 2, error: code }]);
+        const data = Buffer.alloc(200_000, 7);
+        await store.put('chunks/aa/first', Buffer.from('kept'));
+        await expect(store.put('chunks/bb/second', data)).rejects.toMatchObject({ code });
+        expect(await store.has('chunks/bb/second')).toBe(false);
+        await expect(store.get('chunks/bb/second')).rejects.toBeInstanceOf(BlobNotFoundError);
+        const keys: string[] = [];
+        for await (const key of store.list('chunks/')) keys.push(key);
+        expect(keys).toEqual(['chunks/aa/first']);
+        expect(await leftovers()).toEqual([]);
+        await store.put('chunks/bb/second', data);
+        expect((await store.get('chunks/bb/second')).equals(data)).toBe(true);
+        expect((await store.get('chunks/aa/first')).toString()).toBe('kept');
+      });
+    }
+
+    it('a put whose acknowledgement is lost leaves the whole blob or none, never part of it', async () => {
+      const { store, leftovers } = await makeStore([{ op: 'put', error: 'EIO', after: true }]);
+      const data = Buffer.alloc(300_000, 9);
+      await expect(store.put('k', data)).rejects.toMatchObject({ code: 'EIO' });
+      if (await store.has('k')) expect((await store.get('k')).equals(data)).toBe(true);
+      expect(await leftovers()).toEqual([]);
+    });
+
+    it('a full disk stays full: every later put fails, what was stored stays readable', async () => {
+      const { store, leftovers } = await makeStore([{ op: 'put', call: 3, error: 'ENOSPC', persistent: true }]);
+      await store.put('a', Buffer.from('a'));
+      await store.put('b', Buffer.from('b'));
+      for (const key of ['c', 'd', 'e']) await expect(store.put(key, Buffer.from(key))).rejects.toMatchObject({ code: 'ENOSPC' });
+      expect((await store.get('a')).toString()).toBe('a');
+      expect(await store.has('c')).toBe(false);
+      expect(await leftovers()).toEqual([]);
+    });
+
+    it('a failing read rejects with its error (has does not answer "absent")', async () => {
+      const { store } = await makeStore([{ op: 'has', error: 'EIO' }, { op: 'get', error: 'EIO' }]);
+      await store.put('k', Buffer.from('v'));
+      await expect(store.has('k')).rejects.toMatchObject({ code: 'EIO' });
+      await expect(store.get('k')).rejects.toMatchObject({ code: 'EIO' });
+      expect(await store.has('k')).toBe(true);
+      expect((await store.get('k')).toString()).toBe('v');
+    });
+
+    it('a failing flush rejects, and the next flush succeeds', async () => {
+      const { store } = await makeStore([{ op: 'flush', error: 'EIO' }]);
+      await store.put('k', Buffer.from('v'));
+      if (!store.flush) return;
+      await expect(store.flush()).rejects.toMatchObject({ code: 'EIO' });
+      await store.flush();
     });
   });
 }

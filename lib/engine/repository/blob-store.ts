@@ -1,12 +1,21 @@
 /**
  * The lowest layer: bytes by key. Keys are slash-separated paths of [a-z0-9._-] segments.
  * Every implementation passes the shared conformance suite in blob-store.conformance.ts.
+ * A failure of the storage itself is an Error with Node's errno `code` (ENOSPC, EIO, EROFS…), as fs raises.
  */
 export type BlobStore = {
-  /** Stores atomically: a reader sees the whole blob or none. Putting a key that exists succeeds. */
+  /** Stores atomically: a reader sees the whole blob or none, also after a failed put. Putting a key that exists succeeds. */
   put(key: string, data: Uint8Array): Promise<void>;
+  /**
+   * The durability barrier: when it resolves, every put that resolved before the call survives a crash or a
+   * power loss. Absent where a resolved put is already durable (an object store).
+   */
+  flush?(): Promise<void>;
+  /** Removes temp files that no running writer will finish (left by a killed process), where the store makes any. */
+  sweepTemporaryFiles?(): Promise<{ removed: number; kept: number }>;
   /** Throws BlobNotFoundError when the key is absent. */
   get(key: string): Promise<Buffer>;
+  /** False only when the key is absent: a storage failure rejects. */
   has(key: string): Promise<boolean>;
   /** Optional: reads a blob into `target` (which must be large enough) without allocating; returns its length. */
   readInto?(key: string, target: Uint8Array): Promise<number>;

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { RepositoryError } from '../errors';
+import { RepositoryError, storageFault } from '../errors';
 import { type BlobStore, BlobNotFoundError } from './blob-store';
 import { type ChunkId, chunkKey, hashChunk, shortId } from './chunk-id';
 import { decodeChunk } from './chunk-codec';
@@ -34,11 +34,12 @@ export class Repository {
   private async writableFormat(): Promise<void> {
     if (this.config.formatVersion >= REPOSITORY_FORMAT_VERSION) return;
     this.config.formatVersion = REPOSITORY_FORMAT_VERSION;
-    await this.store.put(CONFIG_KEY, Buffer.from(JSON.stringify(this.config, null, 2)));
+    await this.write(CONFIG_KEY, Buffer.from(JSON.stringify(this.config, null, 2)));
   }
 
   static async openOrInit(store: BlobStore, init: { blockSize?: number; zstdLevel?: number } = {}): Promise<Repository> {
-    if (await store.has(CONFIG_KEY)) return Repository.open(store);
+    const exists = await store.has(CONFIG_KEY).catch((err) => { throw storageFault(store.location, err); });
+    if (exists) return Repository.open(store);
     const config: RepositoryConfig = {
       formatVersion: REPOSITORY_FORMAT_VERSION,
       id: randomUUID(),
@@ -47,8 +48,10 @@ export class Repository {
       hash: 'sha256',
       compression: { algorithm: 'zstd', level: init.zstdLevel ?? DEFAULT_ZSTD_LEVEL },
     };
-    await store.put(CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2)));
-    return new Repository(store, config);
+    const repo = new Repository(store, config);
+    await repo.write(CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2)));
+    await repo.flush();
+    return repo;
   }
 
   static async open(store: BlobStore): Promise<Repository> {
@@ -66,12 +69,50 @@ export class Repository {
   }
 
   hasChunk(id: ChunkId): Promise<boolean> {
-    return this.store.has(chunkKey(id));
+    return this.exists(chunkKey(id));
   }
 
-  /** Stores an already-encoded chunk (see chunk-codec). */
+  /** Stores an already-encoded chunk (see chunk-codec). Durable only after the next flush(). */
   putEncodedChunk(id: ChunkId, encoded: Uint8Array): Promise<void> {
-    return this.store.put(chunkKey(id), encoded);
+    return this.write(chunkKey(id), encoded);
+  }
+
+  /**
+   * The durability barrier: every blob stored before it survives a power loss once it resolves. Called before
+   * any manifest that names those blobs is written, and after a backup image (before the catalog records it).
+   */
+  async flush(): Promise<void> {
+    try {
+      await this.store.flush?.();
+    } catch (err) {
+      throw storageFault(this.store.location, err);
+    }
+  }
+
+  /** Removes temp files left by killed writers (see the blob store's rule); cheap: run before each backup. */
+  async sweepTemporaryFiles(): Promise<{ removed: number; kept: number }> {
+    try {
+      return (await this.store.sweepTemporaryFiles?.()) ?? { removed: 0, kept: 0 };
+    } catch (err) {
+      throw storageFault(this.store.location, err);
+    }
+  }
+
+  /** A put whose storage failure (ENOSPC, EIO…) becomes a RepositoryStorageError naming the repository. */
+  private async write(key: string, data: Uint8Array): Promise<void> {
+    try {
+      await this.store.put(key, data);
+    } catch (err) {
+      throw storageFault(this.store.location, err);
+    }
+  }
+
+  private async exists(key: string): Promise<boolean> {
+    try {
+      return await this.store.has(key);
+    } catch (err) {
+      throw storageFault(this.store.location, err);
+    }
   }
 
   /** Reads a chunk's stored frame into `target` (no allocation where the store allows); returns its length. */
@@ -109,12 +150,14 @@ export class Repository {
   }
 
   hasStoredDisk(digest: string): Promise<boolean> {
-    return this.store.has(storedDiskKey(digest));
+    return this.exists(storedDiskKey(digest));
   }
 
+  /** Makes the chunks it names durable first (write order: README, Guarantees). */
   async putStoredDisk(manifest: StoredDiskManifest): Promise<void> {
     await this.writableFormat();
-    return this.store.put(storedDiskKey(manifest.digest), Buffer.from(JSON.stringify(manifest)));
+    await this.flush();
+    await this.write(storedDiskKey(manifest.digest), Buffer.from(JSON.stringify(manifest)));
   }
 
   getStoredDisk(digest: string): Promise<StoredDiskManifest> {
@@ -128,9 +171,12 @@ export class Repository {
     }
   }
 
+  /** Durable when it resolves, with everything it names: the catalog may record it then. */
   async putBackupImage(manifest: BackupImageManifest): Promise<void> {
     await this.writableFormat();
-    return this.store.put(backupImageKey(manifest.id), Buffer.from(JSON.stringify(manifest, null, 1)));
+    await this.flush();
+    await this.write(backupImageKey(manifest.id), Buffer.from(JSON.stringify(manifest, null, 1)));
+    await this.flush();
   }
 
   getBackupImage(id: string): Promise<BackupImageManifest> {
@@ -150,6 +196,8 @@ export class Repository {
       parsed = JSON.parse((await this.store.get(key)).toString('utf8')) as T;
     } catch (err) {
       if (err instanceof BlobNotFoundError) throw new RepositoryError(`${what} is missing from ${this.store.location}`);
+      const fault = storageFault(this.store.location, err);
+      if (fault !== err) throw fault;
       throw new RepositoryError(`${what} is unreadable: ${(err as Error).message}`);
     }
     if (parsed.formatVersion > MANIFEST_FORMAT_VERSION) throw new RepositoryError(`${what} has a newer format (${parsed.formatVersion})`);

@@ -49,6 +49,8 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
   else await sweepStaleTemps(plan.disks.flatMap((d) => d.files?.map((f) => f.destination) ?? []).concat(plan.configDestination));
 
   const temps: TempFile[] = [];
+  // Parents of folders this restore made: fsynced with the renames, so the new folders survive a power loss.
+  const newFolders = new Set<string>();
   const syncs: Promise<void>[] = [];
   let bytesDone = 0;
   const pool = toWrite.length ? new BlockPool({ blockSize: Math.max(...[...manifests.values()].map((m) => m.blockSize)), slots: 32, forRestore: true }) : undefined;
@@ -63,7 +65,7 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
         // Checked again right before writing: a folder swapped for a symlink since planning is refused.
         const final = await checkInside(plan.root, disk.files![index].destination, disk.entry.relativePath);
         const dir = path.dirname(final);
-        await fs.mkdir(dir, { recursive: true });
+        for (const made of await makeFolders(dir)) newFolders.add(path.dirname(made));
         if (!directIo.has(dir)) directIo.set(dir, options.directIo !== false && (await canWriteDirect(dir, pool!)));
         const temp = tempNameFor(final);
         temps.push({ temp, final, mode: file.mode, uid: file.uid, gid: file.gid });
@@ -82,7 +84,7 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
     for (const file of temps) await applyOwnership(file);
     // Extents and parents first, main files last, the config at the very end; each folder fsynced after its renames.
     for (const { temp, final } of [...temps].reverse()) await fs.rename(temp, final);
-    await syncDirs(temps.map((t) => path.dirname(t.final)));
+    await syncDirs([...temps.map((t) => path.dirname(t.final)), ...newFolders]);
     temps.length = 0;
     await writeConfig(options);
     if (plan.target.kind === 'folder') await endFolderRestore(plan.target.dir);
@@ -98,6 +100,29 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
     configPath: plan.configDestination,
     bytesWritten: bytesDone,
   };
+}
+
+/**
+ * Makes a folder and its missing parents one level at a time (Node's recursive mkdir reports ENOENT for an ENOSPC
+ * or EROFS); returns the folders it made, outermost first.
+ */
+async function makeFolders(dir: string): Promise<string[]> {
+  const missing: string[] = [];
+  for (let current = dir; ; current = path.dirname(current)) {
+    const exists = await fs.stat(current).then((stat) => {
+      if (!stat.isDirectory()) throw new InputError('is not a folder', { file: current });
+      return true;
+    }, (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return false;
+      throw err;
+    });
+    if (exists || path.dirname(current) === current) break;
+    missing.unshift(current);
+  }
+  for (const folder of missing) {
+    await fs.mkdir(folder).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err; });
+  }
+  return missing;
 }
 
 /** `.<name>.vmdedup-<pid>-<random>` beside the final file: the pid lets a later run tell a dead run's leftovers. */
@@ -144,14 +169,14 @@ async function beginFolderRestore(dir: string, identity: RestoreIdentity): Promi
       if (TEMP_NAME.test(path.basename(entry)) || /^\.vmdedup-direct-/.test(path.basename(entry))) await fs.rm(path.join(dir, entry), { force: true });
     }
   }
-  await fs.mkdir(dir, { recursive: true });
+  const made = await makeFolders(dir);
   // A new folder is claimed with an exclusive create: of two restores started into it at once, one is refused.
   await fs.writeFile(marker, JSON.stringify({ ...identity, startedAt: new Date().toISOString(), pid: process.pid }), { flag: state === 'new' ? 'wx' : 'w' }).catch((err) => {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new InputError('another restore started writing into this folder', { file: dir });
     throw err;
   });
   await syncFile(marker);
-  await syncDirs([dir, path.dirname(dir)]);
+  await syncDirs([dir, ...made.map((folder) => path.dirname(folder))]);
 }
 
 async function endFolderRestore(dir: string): Promise<void> {
@@ -312,6 +337,7 @@ async function repointParent(plan: RestorePlan, disk: PlannedDisk, manifests: Ma
 async function writeConfig(options: ExecuteOptions): Promise<void> {
   const { plan, configBytes, sourceType } = options;
   const configDir = path.dirname(plan.configDestination);
+  const made = await makeFolders(configDir);
   const pointers = new Map<string, string>();
   for (const disk of plan.disks) {
     if (disk.entry.via !== 'attached' || !disk.entry.slot) continue;
@@ -320,7 +346,6 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
   }
   const text = configBytes.toString('utf8');
   const rewritten = sourceType === 'libvirt' ? rewriteLibvirtDisks(text, pointers) : rewriteVmxDisks(text, pointers);
-  await fs.mkdir(configDir, { recursive: true });
   const temp = tempNameFor(plan.configDestination);
   await fs.writeFile(temp, rewritten, { flag: 'wx', mode: 0o600 });
   try {
@@ -330,7 +355,7 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
     await fs.rm(temp, { force: true });
     throw err;
   }
-  await syncDirs([configDir]);
+  await syncDirs([configDir, ...made.map((folder) => path.dirname(folder))]);
 }
 
 /** Target folder empty or new; enough free space; in place, no other process holds a file open. */
