@@ -126,7 +126,7 @@ class SeedRun {
     fleet.note(`restores to folders (${Date.now() - started} ms so far):`);
     const live = await hashTree(fleet.dir);
     const jobs = this.records.flatMap((record) => (['overwrite', 'copy'] as const).map((mode) => ({ record, mode })));
-    await mapLimit(jobs, 2, ({ record, mode }) => this.restoreToFolder(record, mode, live));
+    await mapLimit(jobs, 3, ({ record, mode }) => this.restoreToFolder(record, mode, live));
     const after = await hashTree(fleet.dir);
     const { changed, created, deleted } = diffHashes(live, after);
     for (const file of [...changed, ...created, ...deleted]) this.fail('folder restores', 'fleet-changed', `${fleet.show(file)} changed during restores to folders`);
