@@ -324,6 +324,18 @@ describe('restore under attack', () => {
     }
   });
 
+  it('in place, the restored config keeps the permission bits and owner of the file it replaces', async () => {
+    const config = path.join(kvm, 'vm2.xml');
+    const asRoot = process.getuid?.() === 0;
+    await fs.chmod(config, 0o644);
+    if (asRoot) await fs.chown(config, 1234, 1234);
+    const done = await restore('restore', 'vm2', '--in-place');
+    expect(done.code, done.stderr).toBe(0);
+    const stat = await fs.stat(config);
+    expect(stat.mode & 0o777).toBe(0o644);
+    if (asRoot) expect([stat.uid, stat.gid]).toEqual([1234, 1234]);
+  });
+
   it('the fingerprint changes with what would be written: the backed-up content and config', async () => {
     await backup();
     const id = await lastBackup('vm2');

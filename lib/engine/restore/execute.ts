@@ -371,8 +371,12 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
   const rewritten = sourceType === 'libvirt' ? rewriteLibvirtDisks(text, pointers) : rewriteVmxDisks(text, pointers);
   await fs.mkdir(configDir, { recursive: true });
   const temp = tempNameFor(plan.configDestination);
-  await fs.writeFile(temp, rewritten, { flag: 'wx', mode: 0o600 });
+  // In place the config replaces the VM's own file: it keeps that file's permission bits and owner (the backup
+  // does not record them; 0600 root would lock out a VMware host or a user's hypervisor).
+  const replaced = plan.target.kind === 'in-place' ? await fs.lstat(plan.configDestination).catch(() => undefined) : undefined;
   try {
+    await fs.writeFile(temp, rewritten, { flag: 'wx', mode: 0o600 });
+    if (replaced?.isFile()) await applyOwnership({ temp, final: plan.configDestination, mode: replaced.mode, uid: replaced.uid, gid: replaced.gid });
     await syncFile(temp);
     await fs.rename(temp, await checkInside(plan.root, plan.configDestination, 'the config'));
   } catch (err) {
