@@ -245,11 +245,14 @@ describe('restore under attack', () => {
       ['disks not a list', (m) => { m.disks = { 0: m.disks[0] }; }],
       ['vm missing', (m) => { delete m.vm; }],
       ['an owner out of range', (m) => { m.disks[0].files[0].uid = -5; }],
+      ['more files than its stored disk', (m) => { m.disks[0].files.push({ name: 'b-flat.img' }); }],
     ];
     const storedCases: Tamper[] = [
       ['blocks not a list', (m) => { m.files[0].blocks = 'x'; }],
       ['a block id that is not one', (m) => { m.files[0].blocks[0] = '../../config'; }],
       ['block size absurd', (m) => { m.blockSize = -1; }],
+      ['blocks that do not match its digest', (m) => { m.files[0].blocks[0] = 'e'.repeat(64); }],
+      ['the manifest of another stored disk', (m) => { m.digest = 'd'.repeat(64); }],
     ];
     const target = path.join(out, 'tampered');
     const before = await snapshot(kvm);

@@ -103,7 +103,7 @@ export type RestoreFile = DiskFileEntry & { size: number; blocks: (ChunkId | nul
  */
 export function diskFilesOf(entry: BackupDiskEntry, stored: StoredDiskManifest): RestoreFile[] {
   if (entry.files && entry.files.length !== stored.files.length) {
-    throw new RepositoryError(`disk entry ${entry.relativePath} names ${entry.files.length} files but its stored disk has ${stored.files.length}`);
+    throw new RepositoryError(`disk entry ${entry.relativePath} is damaged: it names ${entry.files.length} files but its stored disk has ${stored.files.length}`);
   }
   return stored.files.map((file, index) => {
     const named = entry.files?.[index] ?? { name: index === 0 ? baseName(entry.path) : file.name ?? '' };

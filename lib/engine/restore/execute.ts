@@ -5,7 +5,7 @@ import path from 'node:path';
 import { InputError, RepositoryError } from '../errors';
 import { BlockPool } from '../chunking/block-pool';
 import { type ChunkId, shortId } from '../repository/chunk-id';
-import { type StoredDiskManifest, diskFilesOf, vmdkLinksOf } from '../repository/manifests';
+import { type RestoreFile, type StoredDiskManifest, diskFilesOf, vmdkLinksOf } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { isInside } from '../sources/inventory';
 import { checkInside } from './destinations';
@@ -78,6 +78,15 @@ async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<Re
   const toWrite = plan.disks.filter((d) => d.destination);
   const manifests = new Map<string, StoredDiskManifest>();
   for (const disk of toWrite) manifests.set(disk.entry.digest, await repo.getStoredDisk(disk.entry.digest));
+  // Every stored disk is checked against its digest and its entry before anything is written (the marker too).
+  const filesOf = new Map<PlannedDisk, RestoreFile[]>();
+  for (const disk of toWrite) {
+    const manifest = manifests.get(disk.entry.digest)!;
+    verifyDigest(manifest);
+    const files = diskFilesOf(disk.entry, manifest);
+    if (files.length !== disk.files!.length) throw new RepositoryError(`${disk.entry.relativePath}: the stored disk has ${files.length} files, the plan ${disk.files!.length}; nothing was restored`);
+    filesOf.set(disk, files);
+  }
   const bytesTotal = toWrite.reduce((sum, d) => sum + manifests.get(d.entry.digest)!.files.reduce((s, f) => s + f.size, 0), 0);
   await checkDestinations(plan, toWrite, bytesTotal);
   const identity = { vm: plan.vm, backupId: plan.backupId };
@@ -92,10 +101,7 @@ async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<Re
   try {
     for (const disk of toWrite) {
       const manifest = manifests.get(disk.entry.digest)!;
-      verifyDigest(manifest);
-      const files = diskFilesOf(disk.entry, manifest);
-      if (files.length !== disk.files!.length) throw new RepositoryError(`${disk.entry.relativePath}: the stored disk has ${files.length} files, the plan ${disk.files!.length}; nothing was restored`);
-      for (const [index, file] of files.entries()) {
+      for (const [index, file] of filesOf.get(disk)!.entries()) {
         // Checked again right before writing: a folder swapped for a symlink since planning is refused.
         const final = await checkInside(plan.root, disk.files![index].destination, disk.entry.relativePath);
         const dir = path.dirname(final);
