@@ -245,6 +245,8 @@ describe('restore under attack', () => {
       ['disks not a list', (m) => { m.disks = { 0: m.disks[0] }; }],
       ['vm missing', (m) => { delete m.vm; }],
       ['an owner out of range', (m) => { m.disks[0].files[0].uid = -5; }],
+      ['an id that is not its own', (m) => { m.id = '../vm1'; }],
+      ['a creation time that is none', (m) => { m.createdAt = 'garbage'; }],
       ['more files than its stored disk', (m) => { m.disks[0].files.push({ name: 'b-flat.img' }); }],
     ];
     const storedCases: Tamper[] = [

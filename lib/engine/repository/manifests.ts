@@ -131,12 +131,13 @@ function isRelativeName(name: string): boolean {
  * names only files that stay below their folder (relative, no `..` out of the source root, no NUL), and
  * permission bits and owners that are ones. A manifest vmdedup wrote always passes.
  */
-export function parseBackupImage(value: unknown, what: string): BackupImageManifest {
+export function parseBackupImage(value: unknown, what: string, id: string): BackupImageManifest {
   const damaged = (why: string) => new RepositoryError(`${what} is damaged: ${why}`);
   const image = objectOf(value, 'the manifest', damaged);
   if (typeof image.formatVersion !== 'number') throw damaged('no formatVersion');
-  stringOf(image.id, 'id', damaged);
-  stringOf(image.createdAt, 'createdAt', damaged);
+  // The id names folders (restored-<id>/) and markers: it is the one the manifest is filed under.
+  if (image.id !== id) throw damaged(`it holds the manifest of ${JSON.stringify(image.id)}`);
+  if (Number.isNaN(Date.parse(stringOf(image.createdAt, 'createdAt', damaged)))) throw damaged('createdAt is not a time');
   const source = objectOf(image.source, 'source', damaged);
   stringOf(source.name, 'source.name', damaged);
   if (source.type !== 'libvirt' && source.type !== 'vmware') throw damaged(`source.type '${String(source.type)}' is unknown`);

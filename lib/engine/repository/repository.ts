@@ -136,7 +136,7 @@ export class Repository {
 
   async getBackupImage(id: string): Promise<BackupImageManifest> {
     const what = `backup image ${id}`;
-    return parseBackupImage(await this.readManifest(backupImageKey(id), what), what);
+    return parseBackupImage(await this.readManifest(backupImageKey(id), what), what, id);
   }
 
   async *listBackupImages(): AsyncIterable<string> {
