@@ -188,6 +188,11 @@ describe('restore under attack', () => {
       expect(refused.code, refused.stderr).toBe(2);
       expect(oneLine(refused.stderr)).toMatch(/base\.qcow2 was modified after this backup.*--choice copy/);
       expect(await exists(path.join(target, 'images', 'c1.qcow2'))).toBe(false);
+      // Policy overwrite into a folder restores the shared chain with the VM: the message must say that, not "attach".
+      const overwrite = await restore('restore-plan', 'c1', '--target', target, '--policy', 'overwrite');
+      expect(overwrite.json!.disks.map((d) => d.action)).toEqual(['restored', 'restored', 'restored']);
+      expect(overwrite.json!.message).not.toMatch(/no-overwrite|attach the current/);
+      expect(overwrite.json!.message).toMatch(/mid\.qcow2 and base\.qcow2 as backed up.*into /);
 
       const copied = await restore('restore', 'c1', '--target', target, '--confirm-drift', '--choice', 'copy');
       expect(copied.code, copied.stderr).toBe(0);

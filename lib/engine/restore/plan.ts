@@ -373,6 +373,11 @@ export function describePlan(plan: RestorePlan): string {
   if (plan.policy === 'overwrite' && overwritten.length) {
     const affected = [...new Set(overwritten.flatMap((d) => d.sharedWith))];
     sentences.push(`Policy overwrite writes the shared disk${overwritten.length > 1 ? 's' : ''} ${listOf(overwritten.map((d) => path.basename(d.entry.path)))} in place${affected.length ? `: ${listOf(affected)} use${affected.length === 1 ? 's' : ''} ${overwritten.length > 1 ? 'them' : 'it'} and will see the backed-up version` : ''}. Confirm to proceed.`);
+  } else if (plan.policy === 'overwrite' && plan.disks.some((d) => d.common && d.destination)) {
+    // Into a folder, overwrite writes no shared disk in place: it restores them with the VM, as backed up.
+    const shared = plan.disks.filter((d) => d.common && d.destination);
+    const where = path.dirname(plan.configDestination);
+    sentences.push(`Policy overwrite restores the shared disk${shared.length > 1 ? 's' : ''} ${listOf(shared.map((d) => path.basename(d.entry.path)))} as backed up, with the ${other}, into ${where}; nothing is written in place${plan.drift.length ? '. Confirm to proceed.' : '.'}`);
   } else if (plan.drift.length) {
     const copied = plan.disks.filter((d) => d.action === 'copied').map((d) => path.basename(d.entry.path));
     sentences.push(plan.choice === 'copy'
