@@ -10,7 +10,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { writeData } from '../lib/demo/fleet';
+import { buildFleet, writeData } from '../lib/demo/fleet';
 import { planRestore } from '../lib/engine/restore/plan';
 import type { BackupImageManifest } from '../lib/engine/repository/manifests';
 import { scanSource } from '../lib/engine/sources/inventory';
@@ -53,7 +53,7 @@ describe('restore under attack', () => {
     return { ...result, json: result.stdout ? (JSON.parse(result.stdout) as Json) : undefined };
   };
   const backup = async () => {
-    const result = await cli(env, 'backup', '--json');
+    const result = await cli(env, 'backup', '--source', 'kvm', '--json');
     expect(result.code, result.stderr).toBe(0);
   };
   const lastBackup = async (vm: string) => {
@@ -364,6 +364,23 @@ describe('restore under attack', () => {
       await sql.query(`DELETE FROM "Source" WHERE "name" = 'offline'`);
       await sql.end();
     }
+  });
+
+  // Left failing (for the lead): `--choice copy` in place puts a second file with the shared VMDK's ddb.uuid into the
+  // datastore, and from then on every backup of that source exits 2 ("identifier … is given to 2 disk files … give
+  // the copy a new ddb.uuid"). VMware's own clone gives a copy a new ddb.uuid; but ddb.uuid can be what the guest
+  // mounts by (disk.EnableUUID), so changing it is a decision, not an obvious fix. libvirt <serial>/<wwn> alike.
+  it.fails('VMware: a copy restored in place does not make the next backup of its source fail (duplicate ddb.uuid)', async () => {
+    const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 0, configDiskMiB: 1, vmwareVms: 2, vmwareBaseMiB: 2 });
+    expect((await cli(env, 'source', 'add', 'esx', '--type', 'vmware', '--path', fleet.vmwareDir!)).code).toBe(0);
+    expect((await cli(env, 'backup', '--source', 'esx')).code).toBe(0);
+    await writeData(path.join(fleet.vmwareDir!, 'shared', 'quorum-flat.vmdk'), 64 * 1024, 14); // app2 wrote the shared disk
+    const copied = await restore('restore', 'app1', '--in-place', '--confirm-drift', '--choice', 'copy');
+    expect(copied.code, copied.stderr).toBe(0);
+    expect(copied.json!.disks.map((d) => d.action)).toContain('copied');
+    const next = await cli(env, 'backup', '--source', 'esx');
+    expect(next.stderr).toBe('');
+    expect(next.code).toBe(0);
   });
 
   it('the fingerprint changes with what would be written: the backed-up content and config', async () => {
