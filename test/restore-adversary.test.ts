@@ -161,6 +161,13 @@ describe('restore under attack', () => {
     }
   });
 
+  it('a target inside the repository is refused', async () => {
+    const refused = await cli(env, 'restore', 'vm2', '--target', path.join(home, 'repository', 'images', 'vm2'));
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(oneLine(refused.stderr)).toMatch(/inside the repository/);
+    expect(await exists(path.join(home, 'repository', 'images', 'vm2'))).toBe(false);
+  });
+
   it('a target that is a symlink to an empty folder gives a self-contained VM (relative pointers, not the link)', async () => {
     await backup();
     const real = path.join(home, 'real-empty');
