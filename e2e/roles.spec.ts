@@ -6,6 +6,20 @@ test('signed out, every page leads to sign-in and back; wrong passwords are refu
   await page.goto('/backups');
   await expect(page).toHaveURL(/\/sign-in/);
   expect((await page.request.get('/api/jobs')).status()).toBe(401);
+  // Security headers on pages and routes: a nonce-based CSP, no framing, no sniffing, no referrer to other sites.
+  for (const url of ['/sign-in', '/api/jobs']) {
+    const headers = (await page.request.get(url)).headers();
+    expect(headers['content-security-policy'], url).toMatch(/script-src 'self' 'nonce-[A-Za-z0-9+/=]+' 'strict-dynamic'/);
+    expect(headers['content-security-policy'], url).toContain("frame-ancestors 'none'");
+    expect(headers).toMatchObject({ 'x-content-type-options': 'nosniff', 'referrer-policy': 'same-origin', 'x-frame-options': 'DENY' });
+  }
+  // A state-changing request from another site, one that claims this host through X-Forwarded-Host, or one
+  // without any Origin is refused before it reaches a server action.
+  const here = new URL(page.url()).origin;
+  expect((await page.request.post('/sources', { headers: { Origin: 'http://evil.example' }, data: 'x' })).status()).toBe(403);
+  expect((await page.request.post('/sources', { headers: { Origin: 'http://evil.example', 'X-Forwarded-Host': 'evil.example' }, data: 'x' })).status()).toBe(403);
+  expect((await page.request.post('/sources', { data: 'x' })).status()).toBe(403);
+  expect((await page.request.post('/sources', { headers: { Origin: here }, data: 'x' })).status()).not.toBe(403);
 
   const user = ensureUser('locky', 'viewer');
   for (let attempt = 1; attempt <= 5; attempt++) {
@@ -17,8 +31,12 @@ test('signed out, every page leads to sign-in and back; wrong passwords are refu
     ]);
     // The same answer every time: it never tells a locked account from a wrong password or an unknown name.
     await expect(page.getByTestId('sign-in-error')).toContainText('Wrong username or password');
+    // React resets the form once the answer is shown: type the next attempt only after that.
+    await expect(page.getByLabel('Password')).toHaveValue('');
   }
-  // Locked: even the right password is refused until an admin resets it, with that same answer.
+  // Locked: even the right password is refused until an admin resets it, with that same answer. (The form is
+  // reset after each attempt: the name is typed again, else the browser never sends it.)
+  await page.getByLabel('Username').fill(user.username);
   await page.getByLabel('Password').fill(user.password);
   await Promise.all([
     page.waitForResponse((r) => r.request().method() === 'POST' && r.url().includes('/sign-in')),
@@ -66,7 +84,8 @@ test('a viewer reads but cannot back up, not even by calling the server action d
 
   const jobsBefore = ((await (await viewerPage.request.get('/api/jobs')).json()) as { jobs: unknown[] }).jobs.length;
   const replay = await viewerPage.request.post(request.url(), {
-    headers: { 'next-action': request.headers()['next-action'], 'content-type': request.headers()['content-type'], accept: 'text/x-component' },
+    // As the browser sends it (same-origin): the action's own role check is what is tested here.
+    headers: { 'next-action': request.headers()['next-action'], 'content-type': request.headers()['content-type'], accept: 'text/x-component', origin: new URL(request.url()).origin },
     data: request.postData() ?? '',
   });
   expect(await replay.text()).toContain('FORBIDDEN');

@@ -8,6 +8,7 @@ import NextAuth, { CredentialsSignin, type NextAuthConfig } from 'next-auth';
 import Credentials from 'next-auth/providers/credentials';
 import { signInWithOidc, signInWithPassword } from '../catalog/sign-in';
 import { getCatalog } from '../db';
+import { clientAddress } from './forwarded';
 import { ZSignIn } from '../validation/users';
 
 declare module 'next-auth' {
@@ -46,7 +47,7 @@ const config: NextAuthConfig = {
       async authorize(credentials, request) {
         const parsed = ZSignIn.safeParse(credentials);
         if (!parsed.success) return null;
-        const from = request.headers.get('x-forwarded-for') ?? undefined;
+        const from = clientAddress(request.headers);
         const result = await signInWithPassword(await getCatalog(), { ...parsed.data, from });
         if (!result.ok) return null;
         return { id: result.user.id, name: result.user.username, sessionVersion: result.user.sessionVersion };

@@ -2,9 +2,11 @@ import type { CatalogSql } from '../db';
 import { InputError } from '../engine/errors';
 import type { BackupImageManifest } from '../engine/repository/manifests';
 import type { Repository } from '../engine/repository/repository';
+import path from 'node:path';
+import { resolvedRoot } from '../engine/restore/destinations';
 import { checkTargetFolder } from '../engine/restore/target-folder';
 import { type LiveState, type RestoreChoice, type RestorePlan, type RestorePolicy, type RestoreTarget, planRestore } from '../engine/restore/plan';
-import { scanSource } from '../engine/sources/inventory';
+import { isInside, scanSource } from '../engine/sources/inventory';
 import type { SourceType } from '../engine/sources/types';
 import { AppError } from '../errors';
 import { listSources } from './sources';
@@ -67,7 +69,14 @@ async function liveState(sql: CatalogSql, image: BackupImageManifest, sourceType
 
 export async function planWithContext(context: RestoreContext, request: RestoreRequest): Promise<RestorePlan> {
   // Checked when planning too, so that `restore-plan` reports it.
-  if (request.target.kind === 'folder') await checkTargetFolder(request.target.dir, { vm: context.image.vm.name, backupId: context.image.id });
+  if (request.target.kind === 'folder') {
+    // A restored VM inside the repository would mix foreign files into it (listed, verified, swept as its own).
+    const location = context.repo.store.location;
+    if (path.isAbsolute(location) && isInside(await resolvedRoot(location), await resolvedRoot(request.target.dir))) {
+      throw new InputError(`target folder lies inside the repository ${location}; restore to a folder outside it`, { file: request.target.dir });
+    }
+    await checkTargetFolder(request.target.dir, { vm: context.image.vm.name, backupId: context.image.id });
+  }
   const live = await liveState(context.sql, context.image, context.sourceType);
   return planRestore({ image: context.image, live, target: request.target, repo: context.repo, policy: request.policy, choice: request.choice });
 }

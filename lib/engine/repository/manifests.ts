@@ -103,7 +103,7 @@ export type RestoreFile = DiskFileEntry & { size: number; blocks: (ChunkId | nul
  */
 export function diskFilesOf(entry: BackupDiskEntry, stored: StoredDiskManifest): RestoreFile[] {
   if (entry.files && entry.files.length !== stored.files.length) {
-    throw new RepositoryError(`disk entry ${entry.relativePath} names ${entry.files.length} files but its stored disk has ${stored.files.length}`);
+    throw new RepositoryError(`disk entry ${entry.relativePath} is damaged: it names ${entry.files.length} files but its stored disk has ${stored.files.length}`);
   }
   return stored.files.map((file, index) => {
     const named = entry.files?.[index] ?? { name: index === 0 ? baseName(entry.path) : file.name ?? '' };
@@ -124,4 +124,130 @@ function baseName(p: string): string {
 /** A relative file name (it may go up with `..`: where it lands is checked against the restore's target). */
 function isRelativeName(name: string): boolean {
   return name.length > 0 && !name.startsWith('/') && !name.includes('\0');
+}
+
+/**
+ * A backup-image manifest as read (untrusted JSON): refused as damaged unless it has the shape restores rely on,
+ * names only files that stay below their folder (relative, no `..` out of the source root, no NUL), and
+ * permission bits and owners that are ones. A manifest vmdedup wrote always passes.
+ */
+export function parseBackupImage(value: unknown, what: string, id: string): BackupImageManifest {
+  const damaged = (why: string) => new RepositoryError(`${what} is damaged: ${why}`);
+  const image = objectOf(value, 'the manifest', damaged);
+  if (typeof image.formatVersion !== 'number') throw damaged('no formatVersion');
+  // The id names folders (restored-<id>/) and markers: it is the one the manifest is filed under.
+  if (image.id !== id) throw damaged(`it holds the manifest of ${JSON.stringify(image.id)}`);
+  if (Number.isNaN(Date.parse(stringOf(image.createdAt, 'createdAt', damaged)))) throw damaged('createdAt is not a time');
+  const source = objectOf(image.source, 'source', damaged);
+  stringOf(source.name, 'source.name', damaged);
+  if (source.type !== 'libvirt' && source.type !== 'vmware') throw damaged(`source.type '${String(source.type)}' is unknown`);
+  absolutePathOf(source.path, 'source.path', damaged);
+  const vm = objectOf(image.vm, 'vm', damaged);
+  stringOf(vm.name, 'vm.name', damaged);
+  if (typeof vm.uuid !== 'string') throw damaged('vm.uuid is not a string');
+  absolutePathOf(vm.configPath, 'vm.configPath', damaged);
+  if (typeof vm.configBase64 !== 'string') throw damaged('vm.configBase64 is not a string');
+  relativePathOf(vm.relativeConfigPath ?? relativeTo(source.path as string, vm.configPath as string), 'vm.relativeConfigPath', damaged);
+  if (!Array.isArray(image.disks)) throw damaged('disks is not a list');
+  image.disks.forEach((value, index) => {
+    const disk = objectOf(value, `disks[${index}]`, damaged);
+    const field = (name: string) => `disks[${index}].${name}`;
+    for (const name of ['identifier', 'versionToken']) stringOf(disk[name], field(name), damaged);
+    absolutePathOf(disk.path, field('path'), damaged);
+    relativePathOf(disk.relativePath, field('relativePath'), damaged);
+    if (disk.via !== 'attached' && disk.via !== 'parent') throw damaged(`${field('via')} is neither attached nor parent`);
+    for (const name of ['slot', 'target']) if (disk[name] !== undefined && typeof disk[name] !== 'string') throw damaged(`${field(name)} is not a string`);
+    if (disk.format !== 'raw' && disk.format !== 'qcow2' && disk.format !== 'vmdk') throw damaged(`${field('format')} '${String(disk.format)}' is unknown`);
+    digestOf(disk.digest, field('digest'), damaged);
+    if (typeof disk.common !== 'boolean') throw damaged(`${field('common')} is not true or false`);
+    if (!Array.isArray(disk.usedBy) || disk.usedBy.some((name) => typeof name !== 'string')) throw damaged(`${field('usedBy')} is not a list of names`);
+    for (const name of ['logicalBytes', 'bytesRead', 'bytesWritten']) countOf(disk[name], field(name), damaged);
+    if (disk.files !== undefined) {
+      if (!Array.isArray(disk.files) || disk.files.length === 0) throw damaged(`${field('files')} is not a list of files`);
+      disk.files.forEach((value, fileIndex) => {
+        const file = objectOf(value, `${field('files')}[${fileIndex}]`, damaged);
+        const fileField = (name: string) => `${field('files')}[${fileIndex}].${name}`;
+        if (typeof file.name !== 'string' || !isRelativeName(file.name)) throw damaged(`${fileField('name')} is not a relative file name`);
+        if (file.mode !== undefined && !(Number.isInteger(file.mode) && (file.mode as number) >= 0 && (file.mode as number) <= 0o7777)) throw damaged(`${fileField('mode')} is not a permission mode`);
+        for (const id of ['uid', 'gid']) {
+          if (file[id] !== undefined && !(Number.isInteger(file[id]) && (file[id] as number) >= 0 && (file[id] as number) < 2 ** 32 - 1)) throw damaged(`${fileField(id)} is not an owner id`);
+        }
+      });
+      // The main file's name is said twice (its entry's path and files[0]): they agree in every manifest written.
+      if ((disk.files[0] as DiskFileEntry).name !== baseName(disk.relativePath as string)) throw damaged(`${field('files')}[0].name is not the name of ${field('relativePath')}`);
+    }
+    if (disk.vmdk !== undefined) {
+      const vmdk = objectOf(disk.vmdk, field('vmdk'), damaged);
+      for (const name of ['cid', 'parentCid', 'createType']) if (typeof vmdk[name] !== 'string') throw damaged(`${field('vmdk')}.${name} is not a string`);
+    }
+    if (disk.parent !== undefined) {
+      const parent = objectOf(disk.parent, field('parent'), damaged);
+      for (const name of ['pointer', 'identifier', 'versionToken']) if (typeof parent[name] !== 'string' || (parent[name] as string).includes('\0')) throw damaged(`${field('parent')}.${name} is not a string`);
+      absolutePathOf(parent.path, `${field('parent')}.path`, damaged);
+      if (parent.digest !== undefined) digestOf(parent.digest, `${field('parent')}.digest`, damaged);
+    }
+  });
+  objectOf(image.totals, 'totals', damaged);
+  return value as BackupImageManifest;
+}
+
+/** A stored-disk manifest as read: the shape restores rely on, block lists that cover each file, the digest asked for. */
+export function parseStoredDisk(value: unknown, what: string, digest: string): StoredDiskManifest {
+  const damaged = (why: string) => new RepositoryError(`${what} is damaged: ${why}`);
+  const stored = objectOf(value, 'the manifest', damaged);
+  if (typeof stored.formatVersion !== 'number') throw damaged('no formatVersion');
+  if (stored.digest !== digest) throw damaged(`it holds the manifest of ${String(stored.digest).slice(0, 12)}`);
+  const blockSize = stored.blockSize as number;
+  // A power of two a restore can hold 32 blocks of in memory (the default is 1 MiB).
+  if (!Number.isInteger(blockSize) || blockSize < 512 || blockSize > 16 * 2 ** 20 || (blockSize & (blockSize - 1)) !== 0) throw damaged(`block size ${String(stored.blockSize)} is not one`);
+  countOf(stored.logicalBytes, 'logicalBytes', damaged);
+  if (!Array.isArray(stored.files) || stored.files.length === 0) throw damaged('files is not a list of files');
+  stored.files.forEach((value, index) => {
+    const file = objectOf(value, `files[${index}]`, damaged);
+    countOf(file.size, `files[${index}].size`, damaged);
+    if (!Array.isArray(file.blocks) || file.blocks.length !== Math.ceil((file.size as number) / blockSize)) throw damaged(`files[${index}] does not list one block per ${blockSize} bytes`);
+    if (file.blocks.some((id) => id !== null && !(typeof id === 'string' && /^[0-9a-f]{64}$/.test(id)))) throw damaged(`files[${index}] lists something that is not a block id`);
+    if (file.name !== undefined && typeof file.name !== 'string') throw damaged(`files[${index}].name is not a string`);
+  });
+  return value as StoredDiskManifest;
+}
+
+type Damaged = (why: string) => RepositoryError;
+
+function objectOf(value: unknown, what: string, damaged: Damaged): Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw damaged(`${what} is not an object`);
+  return value as Record<string, unknown>;
+}
+
+function stringOf(value: unknown, what: string, damaged: Damaged): string {
+  if (typeof value !== 'string' || value.length === 0 || value.includes('\0')) throw damaged(`${what} is not a name`);
+  return value;
+}
+
+function absolutePathOf(value: unknown, what: string, damaged: Damaged): void {
+  if (!stringOf(value, what, damaged).startsWith('/')) throw damaged(`${what} is not an absolute path`);
+}
+
+/** A path below the source root (as every disk and config of a source is): relative, never going up out of it. */
+function relativePathOf(value: unknown, what: string, damaged: Damaged): void {
+  const text = stringOf(value, what, damaged);
+  const normal = text.split('/').filter((part) => part !== '' && part !== '.');
+  let depth = 0;
+  for (const part of normal) {
+    depth += part === '..' ? -1 : 1;
+    if (depth < 0) break;
+  }
+  if (text.startsWith('/') || normal.length === 0 || depth <= 0 || normal[normal.length - 1] === '..') throw damaged(`${what} '${text}' does not name a file below the source root`);
+}
+
+function digestOf(value: unknown, what: string, damaged: Damaged): void {
+  if (typeof value !== 'string' || !/^[0-9a-f]{64}$/.test(value)) throw damaged(`${what} is not a digest`);
+}
+
+function countOf(value: unknown, what: string, damaged: Damaged): void {
+  if (!Number.isSafeInteger(value) || (value as number) < 0) throw damaged(`${what} is not a byte count`);
+}
+
+function relativeTo(root: string, file: string): string {
+  return file.startsWith(`${root}/`) ? file.slice(root.length + 1) : file;
 }

@@ -3,7 +3,7 @@ import { RepositoryError, storageFault } from '../errors';
 import { type BlobStore, BlobNotFoundError } from './blob-store';
 import { type ChunkId, chunkKey, hashChunk, shortId } from './chunk-id';
 import { decodeChunk } from './chunk-codec';
-import { type BackupImageManifest, MANIFEST_FORMAT_VERSION, type StoredDiskManifest } from './manifests';
+import { type BackupImageManifest, MANIFEST_FORMAT_VERSION, type StoredDiskManifest, parseBackupImage, parseStoredDisk } from './manifests';
 
 /** 2: stored disks hold content only (manifests.ts). A format-1 repository is read as it is and becomes format 2
  *  when this version first writes a manifest into it (format-1 readers then refuse it rather than misread it). */
@@ -160,8 +160,9 @@ export class Repository {
     await this.write(storedDiskKey(manifest.digest), Buffer.from(JSON.stringify(manifest)));
   }
 
-  getStoredDisk(digest: string): Promise<StoredDiskManifest> {
-    return this.readManifest<StoredDiskManifest>(storedDiskKey(digest), `stored disk ${shortId(digest)}`);
+  async getStoredDisk(digest: string): Promise<StoredDiskManifest> {
+    const what = `stored disk ${shortId(digest)}`;
+    return parseStoredDisk(await this.readManifest(storedDiskKey(digest), what), what, digest);
   }
 
   async *listStoredDisks(): AsyncIterable<string> {
@@ -179,8 +180,9 @@ export class Repository {
     await this.flush();
   }
 
-  getBackupImage(id: string): Promise<BackupImageManifest> {
-    return this.readManifest<BackupImageManifest>(backupImageKey(id), `backup image ${id}`);
+  async getBackupImage(id: string): Promise<BackupImageManifest> {
+    const what = `backup image ${id}`;
+    return parseBackupImage(await this.readManifest(backupImageKey(id), what), what, id);
   }
 
   async *listBackupImages(): AsyncIterable<string> {
@@ -190,17 +192,18 @@ export class Repository {
     }
   }
 
-  private async readManifest<T extends { formatVersion: number }>(key: string, what: string): Promise<T> {
-    let parsed: T;
+  /** A manifest's JSON, not yet trusted: its shape is checked by the caller (parseBackupImage, parseStoredDisk). */
+  private async readManifest(key: string, what: string): Promise<unknown> {
+    let parsed: { formatVersion?: unknown } | null;
     try {
-      parsed = JSON.parse((await this.store.get(key)).toString('utf8')) as T;
+      parsed = JSON.parse((await this.store.get(key)).toString('utf8')) as { formatVersion?: unknown } | null;
     } catch (err) {
       if (err instanceof BlobNotFoundError) throw new RepositoryError(`${what} is missing from ${this.store.location}`);
       const fault = storageFault(this.store.location, err);
       if (fault !== err) throw fault;
       throw new RepositoryError(`${what} is unreadable: ${(err as Error).message}`);
     }
-    if (parsed.formatVersion > MANIFEST_FORMAT_VERSION) throw new RepositoryError(`${what} has a newer format (${parsed.formatVersion})`);
+    if (typeof parsed?.formatVersion === 'number' && parsed.formatVersion > MANIFEST_FORMAT_VERSION) throw new RepositoryError(`${what} has a newer format (${parsed.formatVersion})`);
     return parsed;
   }
 }

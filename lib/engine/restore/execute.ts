@@ -5,11 +5,11 @@ import path from 'node:path';
 import { InputError, RepositoryError } from '../errors';
 import { BlockPool } from '../chunking/block-pool';
 import { type ChunkId, shortId } from '../repository/chunk-id';
-import { type StoredDiskManifest, diskFilesOf, vmdkLinksOf } from '../repository/manifests';
+import { type RestoreFile, type StoredDiskManifest, diskFilesOf, vmdkLinksOf } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { isInside } from '../sources/inventory';
 import { checkInside } from './destinations';
-import { RESTORE_MARKER, type RestoreIdentity, checkTargetFolder } from './target-folder';
+import { RESTORE_MARKER, type RestoreIdentity, checkTargetFolder, readMarker } from './target-folder';
 import type { SourceType } from '../sources/types';
 import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
 import { rewriteLibvirtDisks, rewriteVmxDisks, setQcow2BackingFile, setVmdkParent } from './rewrite';
@@ -38,10 +38,55 @@ type TempFile = { temp: string; final: string; mode?: number; uid?: number; gid?
  * and nothing sits under a final name; a folder restore keeps its marker so that it can be run again.
  */
 export async function executeRestore(options: ExecuteOptions): Promise<RestoreResult> {
+  const at: WriteState = { renamed: 0 };
+  try {
+    return await writeRestore(options, at);
+  } catch (err) {
+    throw writeFault(options.plan, at, err);
+  }
+}
+
+/** Where a restore is: the file it writes now (or the first whose flush failed), and how many files it has renamed into place. */
+type WriteState = { file?: string; flushed?: string; renamed: number };
+
+/**
+ * The target's filesystem refused a write (no space, I/O error, read-only, quota): one line naming the VM, the file
+ * and the cause, and what state the restore left (other errors are returned as they are).
+ */
+function writeFault(plan: RestorePlan, at: WriteState, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (err instanceof InputError || err instanceof RepositoryError || typeof code !== 'string' || !/^E[A-Z0-9]+$/.test(code)) return err;
+  const cause = (err as Error).message.replace(/^E[A-Z0-9]+: /, '').replace(/,.*$/, '');
+  const left = at.renamed > 0
+    ? 'some of its files were renamed into place: run the same restore again'
+    : plan.target.kind === 'folder'
+      ? 'nothing was restored under a final name; the same restore can be run again into its folder'
+      : 'nothing was restored under a final name; the VM\'s files are as they were';
+  return new RestoreWriteError(`restore of ${plan.vm} stopped: ${at.flushed ?? at.file ?? plan.root}: ${cause} (${code}); ${left}`, { cause: err });
+}
+
+/** A restore's destination refused a write (ENOSPC, EIO, EROFS…): the CLI shows its one line and exits 1. */
+export class RestoreWriteError extends Error {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = 'RestoreWriteError';
+  }
+}
+
+async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<RestoreResult> {
   const { plan, repo } = options;
   const toWrite = plan.disks.filter((d) => d.destination);
   const manifests = new Map<string, StoredDiskManifest>();
   for (const disk of toWrite) manifests.set(disk.entry.digest, await repo.getStoredDisk(disk.entry.digest));
+  // Every stored disk is checked against its digest and its entry before anything is written (the marker too).
+  const filesOf = new Map<PlannedDisk, RestoreFile[]>();
+  for (const disk of toWrite) {
+    const manifest = manifests.get(disk.entry.digest)!;
+    verifyDigest(manifest);
+    const files = diskFilesOf(disk.entry, manifest);
+    if (files.length !== disk.files!.length) throw new RepositoryError(`${disk.entry.relativePath}: the stored disk has ${files.length} files, the plan ${disk.files!.length}; nothing was restored`);
+    filesOf.set(disk, files);
+  }
   const bytesTotal = toWrite.reduce((sum, d) => sum + manifests.get(d.entry.digest)!.files.reduce((s, f) => s + f.size, 0), 0);
   await checkDestinations(plan, toWrite, bytesTotal);
   const identity = { vm: plan.vm, backupId: plan.backupId };
@@ -58,16 +103,14 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
   try {
     for (const disk of toWrite) {
       const manifest = manifests.get(disk.entry.digest)!;
-      verifyDigest(manifest);
-      const files = diskFilesOf(disk.entry, manifest);
-      if (files.length !== disk.files!.length) throw new RepositoryError(`${disk.entry.relativePath}: the stored disk has ${files.length} files, the plan ${disk.files!.length}; nothing was restored`);
-      for (const [index, file] of files.entries()) {
+      for (const [index, file] of filesOf.get(disk)!.entries()) {
         // Checked again right before writing: a folder swapped for a symlink since planning is refused.
         const final = await checkInside(plan.root, disk.files![index].destination, disk.entry.relativePath);
         const dir = path.dirname(final);
         for (const made of await makeFolders(dir)) newFolders.add(path.dirname(made));
         if (!directIo.has(dir)) directIo.set(dir, options.directIo !== false && (await canWriteDirect(dir, pool!)));
         const temp = tempNameFor(final);
+        at.file = final;
         temps.push({ temp, final, mode: file.mode, uid: file.uid, gid: file.gid });
         const written = await writeFile(temp, file.size, file.blocks, manifest.blockSize, repo, pool!, directIo.get(dir)!, (n) => {
           bytesDone += n;
@@ -76,16 +119,22 @@ export async function executeRestore(options: ExecuteOptions): Promise<RestoreRe
           if (err instanceof RepositoryError) throw new RepositoryError(`${disk.entry.relativePath}: ${err.message}; nothing was restored`);
           throw err;
         });
-        syncs.push(written.synced);
+        // Its flush completes later (a delayed-allocation ENOSPC shows here): the failure names this file.
+        syncs.push(written.synced.catch((err) => { at.flushed ??= final; throw err; }));
       }
     }
     await Promise.all(syncs);
     for (const disk of toWrite) await repointParent(plan, disk, manifests, temps);
     for (const file of temps) await applyOwnership(file);
     // Extents and parents first, main files last, the config at the very end; each folder fsynced after its renames.
-    for (const { temp, final } of [...temps].reverse()) await fs.rename(temp, final);
+    for (const { temp, final } of [...temps].reverse()) {
+      at.file = final;
+      await fs.rename(temp, final);
+      at.renamed++;
+    }
     await syncDirs([...temps.map((t) => path.dirname(t.final)), ...newFolders]);
     temps.length = 0;
+    at.file = plan.configDestination;
     await writeConfig(options);
     if (plan.target.kind === 'folder') await endFolderRestore(plan.target.dir);
   } catch (err) {
@@ -127,7 +176,13 @@ async function makeFolders(dir: string): Promise<string[]> {
 
 /** `.<name>.vmdedup-<pid>-<random>` beside the final file: the pid lets a later run tell a dead run's leftovers. */
 function tempNameFor(final: string): string {
-  return path.join(path.dirname(final), `.${path.basename(final)}.vmdedup-${process.pid}-${randomBytes(4).toString('hex')}`);
+  return path.join(path.dirname(final), `.${tempStem(path.basename(final))}.vmdedup-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/** The name in a temp name: the file's own, or a digest of it when the temp name would pass 255 bytes (NAME_MAX). */
+function tempStem(name: string): string {
+  const longest = `.${name}.vmdedup-4294967295-00000000`;
+  return Buffer.byteLength(longest) <= 255 ? name : `${createHash('sha256').update(name).digest('hex').slice(0, 32)}~`;
 }
 
 const TEMP_NAME = /^\.(.+)\.vmdedup-(\d+)-[0-9a-f]{8}$/;
@@ -137,7 +192,7 @@ async function sweepStaleTemps(destinations: string[]): Promise<void> {
   const wanted = new Map<string, Set<string>>();
   for (const file of destinations) {
     const names = wanted.get(path.dirname(file)) ?? new Set<string>();
-    names.add(path.basename(file));
+    names.add(tempStem(path.basename(file)));
     wanted.set(path.dirname(file), names);
   }
   for (const [dir, names] of wanted) {
@@ -163,7 +218,7 @@ async function beginFolderRestore(dir: string, identity: RestoreIdentity): Promi
   const marker = path.join(dir, RESTORE_MARKER);
   const state = await checkTargetFolder(dir, identity);
   if (state === 'resume') {
-    const { pid } = JSON.parse(await fs.readFile(marker, 'utf8')) as { pid?: number };
+    const pid = (await readMarker(dir))?.pid;
     if (pid && pid !== process.pid && isRunning(pid)) throw new InputError(`a restore (process ${pid}) is writing into this folder now`, { file: dir });
     for (const entry of await fs.readdir(dir, { recursive: true })) {
       if (TEMP_NAME.test(path.basename(entry)) || /^\.vmdedup-direct-/.test(path.basename(entry))) await fs.rm(path.join(dir, entry), { force: true });
@@ -347,8 +402,12 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
   const text = configBytes.toString('utf8');
   const rewritten = sourceType === 'libvirt' ? rewriteLibvirtDisks(text, pointers) : rewriteVmxDisks(text, pointers);
   const temp = tempNameFor(plan.configDestination);
-  await fs.writeFile(temp, rewritten, { flag: 'wx', mode: 0o600 });
+  // In place the config replaces the VM's own file: it keeps that file's permission bits and owner (the backup
+  // does not record them; 0600 root would lock out a VMware host or a user's hypervisor).
+  const replaced = plan.target.kind === 'in-place' ? await fs.lstat(plan.configDestination).catch(() => undefined) : undefined;
   try {
+    await fs.writeFile(temp, rewritten, { flag: 'wx', mode: 0o600 });
+    if (replaced?.isFile()) await applyOwnership({ temp, final: plan.configDestination, mode: replaced.mode, uid: replaced.uid, gid: replaced.gid });
     await syncFile(temp);
     await fs.rename(temp, await checkInside(plan.root, plan.configDestination, 'the config'));
   } catch (err) {

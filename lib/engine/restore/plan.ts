@@ -97,18 +97,27 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     const why = live.unreadable.find((u) => u.name === image.source.name)?.error ?? `source '${image.source.name}' cannot be read`;
     throw new InputError(`cannot restore in place: ${why}; restore to a folder instead`);
   }
-  for (const inventory of [source, ...live.others]) {
-    if (inventory && target.kind === 'folder' && isInside(inventory.root, path.resolve(target.dir))) {
-      throw new InputError(`target folder lies inside the source ${inventory.root}; restore to a folder outside it, or use --in-place`, { file: target.dir });
+  if (target.kind === 'folder') {
+    // The target as the filesystem resolves it: a symlink into a source is inside that source.
+    const targetDir = await resolvedRoot(target.dir);
+    const through = targetDir === path.resolve(target.dir) ? '' : ` (it resolves to ${targetDir})`;
+    for (const inventory of [source, ...live.others]) {
+      if (inventory && isInside(inventory.root, targetDir)) {
+        throw new InputError(`target folder lies inside the source ${inventory.root}${through}; restore to a folder outside it, or use --in-place`, { file: target.dir });
+      }
     }
   }
   // Where things are now: the source's root today (a source re-pointed at a moved datastore keeps its layout).
   const liveRoot = source?.root ?? image.source.path;
   const livePath = (entry: BackupDiskEntry) => path.join(liveRoot, entry.relativePath);
-  const { users, foreignFiles } = await usersNow(live, image);
+  const liveVm = await ownVmNow(source, image);
+  if (target.kind === 'in-place' && liveVm && liveVm.configPath !== (await liveConfigPath(source!, image))) {
+    const now = path.relative(source!.root, liveVm.configPath);
+    throw new InputError(`${image.vm.name}'s config is ${now} now, not ${relativeConfigPath(image)} as at the backup: restoring in place would define ${image.vm.name} a second time; restore to a folder, or move the config back`, { file: liveVm.configPath });
+  }
+  const { users, foreignFiles } = await usersNow(live, liveVm, image.vm.name);
   const othersUsing = (entry: BackupDiskEntry) => users.get(livePath(entry)) ?? [];
   const atBackup = (entry: BackupDiskEntry) => entry.usedBy.filter((name) => name !== image.vm.name);
-  const liveVm = source?.vms.find((vm) => vm.name === image.vm.name);
   const drift: Drift[] = [];
   const commonPaths = new Set<string>();
   for (const entry of image.disks) if (entry.common || othersUsing(entry).length > 0) commonPaths.add(entry.path);
@@ -204,6 +213,8 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
         if (user && planned.action !== 'overwritten') throw new InputError(`${what} would be written over a file that ${user} uses now; nothing was written`, { file: destination });
         disk.files.push({ name, destination });
       }
+      // Where it lands as resolved: pointers to it are then relative inside the target, never through a symlink.
+      disk.destination = disk.pointTo = disk.files[0].destination;
     }
     disks.push(disk);
   }
@@ -218,12 +229,15 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   const warnings = live.unreadable.map((u) => `source '${u.name}' could not be read (${u.error}): VMs there that use these disks are not counted.`);
   const plan: RestorePlan = {
     vm: image.vm.name, backupId: image.id, backupCreatedAt: image.createdAt, policy, choice, target,
-    status: drift.length > 0 || overwritesCommon ? 'needs-confirmation' : 'planned',
+    // In place, a source that could not be read may hold VMs that use what is written: the person confirms that.
+    status: drift.length > 0 || overwritesCommon || (target.kind === 'in-place' && live.unreadable.length > 0) ? 'needs-confirmation' : 'planned',
     message: '', drift, disks, configDestination, root, warnings, fingerprint: '', cannotExecute,
   };
   plan.message = describePlan(plan);
   plan.fingerprint = createHash('sha256')
     .update(JSON.stringify({
+      // What is written: the backed-up content, names and config (the image), and where and how (below).
+      image: createHash('sha256').update(JSON.stringify(image)).digest('hex'),
       drift: drift.map((d) => [d.kind, d.disk, d.current, d.sharedWith]),
       disks: disks.map((d) => [d.entry.path, d.action, d.files?.map((f) => f.destination), d.pointTo, d.sharedWith]),
       config: configDestination, warnings,
@@ -239,13 +253,18 @@ function whyNotExecutable(image: BackupImageManifest, disks: PlannedDisk[], drif
   if (gone) return `the shared disk ${path.basename(gone.disk)} ${gone.kind === 'missing' ? 'is missing' : 'is no longer attached to the VM'}: it cannot be reattached; use --choice copy to restore the backed-up version beside the VM`;
   // A restored child reads through its parent: a parent whose content changed since the backup would give the child
   // wrong data (and, for VMDK, writing the live parent's CID into it would silence VMware's own check).
+  // Every ancestor it reads through counts, not only its parent: a changed grandparent changes the child's data too.
   for (const child of disks) {
     if (!child.destination || !child.entry.parent) continue;
-    const parent = disks.find((d) => d.entry.path === child.entry.parent!.path);
-    if (!parent || parent.destination) continue;
-    const changed = drift.find((d) => d.disk === parent.entry.path && d.kind === 'modified');
-    if (changed) {
-      return `the base image ${path.basename(parent.entry.path)} was modified after this backup: ${path.basename(child.entry.path)} restored on it would read changed data; use --choice copy to restore the backed-up base beside the VM`;
+    const through: string[] = [];
+    for (let parent = disks.find((d) => d.entry.path === child.entry.parent!.path); parent && !parent.destination && through.length < disks.length;
+      parent = parent.entry.parent ? disks.find((d) => d.entry.path === parent!.entry.parent!.path) : undefined) {
+      const name = path.basename(parent.entry.path);
+      const on = through.length ? `restored on ${listOf(through)}, which read${through.length === 1 ? 's' : ''} through it,` : 'restored on it';
+      const changed = drift.find((d) => d.disk === parent!.entry.path && (d.kind === 'modified' || d.kind === 'parent-changed'));
+      if (changed?.kind === 'modified') return `the base image ${name} was modified after this backup: ${path.basename(child.entry.path)} ${on} would read changed data; use --choice copy to restore the backed-up base beside the VM`;
+      if (changed) return `the parent link of the base image ${name} changed after this backup: ${path.basename(child.entry.path)} ${on} would read another chain; use --choice copy to restore the backed-up base beside the VM`;
+      through.push(name);
     }
   }
   return undefined;
@@ -259,23 +278,24 @@ function relativeConfigPath(image: BackupImageManifest): string {
 /**
  * Who uses each disk now, by canonical path, across every source that could be read: VMs whose configs attach it
  * directly or through a parent chain, also when their config has an error (by the paths the config names). The VM
- * being restored is left out (by name in its own source, or by its config file seen through another source).
+ * being restored (`own`) is left out, also where another source reaches its config file; another config that
+ * defines the same name is another VM, labelled by its config's path.
  */
-async function usersNow(live: LiveState, image: BackupImageManifest): Promise<{ users: Map<string, string[]>; foreignFiles: Map<string, string> }> {
+async function usersNow(live: LiveState, own: VmInventory | undefined, vmName: string): Promise<{ users: Map<string, string[]>; foreignFiles: Map<string, string> }> {
   const users = new Map<string, string[]>();
   // Every file another VM needs now (its config, each file of each disk it uses): never written by this restore.
   const foreignFiles = new Map<string, string>();
   // One config file is one VM, however many sources reach it: counted once, under the first source that does
-  // (the VM being restored is the one of its name in its own source; a file that defines another name now is another VM).
-  const ownConfig = live.source?.vms.find((vm) => vm.name === image.vm.name)?.configPath;
-  const seenConfigs = new Set<string>(ownConfig ? [ownConfig] : []);
+  // (the VM being restored is `own`, see ownVmNow; any other config, also one that defines the same name, is another VM).
+  const seenConfigs = new Set<string>(own ? [own.configPath] : []);
   for (const inventory of [live.source, ...live.others]) {
     if (!inventory) continue;
-    const own = inventory === live.source;
+    const ownSource = inventory === live.source;
     for (const vm of inventory.vms) {
-      if ((own && vm.name === image.vm.name) || seenConfigs.has(vm.configPath)) continue;
+      if (seenConfigs.has(vm.configPath)) continue;
       seenConfigs.add(vm.configPath);
-      const label = own ? vm.name : `${vm.name} (source ${inventory.source.name})`;
+      const sameName = ownSource && vm.name === vmName;
+      const label = !ownSource ? `${vm.name} (source ${inventory.source.name})` : sameName ? `${vm.name} (${path.relative(inventory.root, vm.configPath)})` : vm.name;
       const paths = new Set(vm.disks.map((use) => use.diskPath));
       for (const named of vm.namedPaths) {
         // A named file and, where it can be read, its parent chain (a broken VM's chain was not resolved by the scan).
@@ -296,6 +316,26 @@ async function usersNow(live: LiveState, image: BackupImageManifest): Promise<{ 
     }
   }
   return { users, foreignFiles };
+}
+
+/** Where the VM's config would be now: the backed-up relative path under the source's root today (canonical). */
+async function liveConfigPath(source: SourceInventory, image: BackupImageManifest): Promise<string> {
+  const expected = path.join(source.root, relativeConfigPath(image));
+  return fs.realpath(expected).catch(() => expected);
+}
+
+/**
+ * The VM being restored, as it is now in its source: the VM whose config sits where the backed-up one did (when it
+ * still has that name; a config there that names another VM is another VM), else the only VM of that name (its
+ * config moved). Several VMs of that name elsewhere and none there: none is taken for it, each counts as another VM.
+ */
+async function ownVmNow(source: SourceInventory | undefined, image: BackupImageManifest): Promise<VmInventory | undefined> {
+  if (!source) return undefined;
+  const expected = await liveConfigPath(source, image);
+  const there = source.vms.find((vm) => vm.configPath === expected);
+  if (there) return there.name === image.vm.name ? there : undefined;
+  const named = source.vms.filter((vm) => vm.name === image.vm.name);
+  return named.length === 1 ? named[0] : undefined;
 }
 
 /** Where a VM's disk slot points now (canonical when the file exists); undefined when the slot is gone. */
@@ -334,6 +374,11 @@ export function describePlan(plan: RestorePlan): string {
   if (plan.policy === 'overwrite' && overwritten.length) {
     const affected = [...new Set(overwritten.flatMap((d) => d.sharedWith))];
     sentences.push(`Policy overwrite writes the shared disk${overwritten.length > 1 ? 's' : ''} ${listOf(overwritten.map((d) => path.basename(d.entry.path)))} in place${affected.length ? `: ${listOf(affected)} use${affected.length === 1 ? 's' : ''} ${overwritten.length > 1 ? 'them' : 'it'} and will see the backed-up version` : ''}. Confirm to proceed.`);
+  } else if (plan.policy === 'overwrite' && plan.disks.some((d) => d.common && d.destination)) {
+    // Into a folder, overwrite writes no shared disk in place: it restores them with the VM, as backed up.
+    const shared = plan.disks.filter((d) => d.common && d.destination);
+    const where = path.dirname(plan.configDestination);
+    sentences.push(`Policy overwrite restores the shared disk${shared.length > 1 ? 's' : ''} ${listOf(shared.map((d) => path.basename(d.entry.path)))} as backed up, with the ${other}, into ${where}; nothing is written in place${plan.drift.length ? '. Confirm to proceed.' : '.'}`);
   } else if (plan.drift.length) {
     const copied = plan.disks.filter((d) => d.action === 'copied').map((d) => path.basename(d.entry.path));
     sentences.push(plan.choice === 'copy'

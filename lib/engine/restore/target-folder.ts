@@ -1,3 +1,4 @@
+import { constants as fsConstants } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { InputError } from '../errors';
@@ -7,6 +8,8 @@ import { InputError } from '../errors';
 export const RESTORE_MARKER = '.vmdedup-restore.json';
 
 export type RestoreIdentity = { vm: string; backupId: string };
+/** The marker's content: the restore, and the process that wrote it (a resume waits until that one is gone). */
+export type RestoreMarker = RestoreIdentity & { pid?: number };
 
 /**
  * A restore folder must be new or empty, so a restore never mixes its files with others; or hold the marker of an
@@ -28,11 +31,22 @@ export async function checkTargetFolder(dir: string, restore?: RestoreIdentity):
   throw new InputError('target folder is not empty', { file: dir });
 }
 
-async function readMarker(dir: string): Promise<RestoreIdentity | undefined> {
+/**
+ * The marker of `dir`, if it holds one this code wrote: a regular file (a FIFO there would block the read forever,
+ * a symlink would be written through on resume), small, naming a restore. Anything else is no marker.
+ */
+export async function readMarker(dir: string): Promise<RestoreMarker | undefined> {
+  const handle = await fs.open(path.join(dir, RESTORE_MARKER), fsConstants.O_RDONLY | fsConstants.O_NONBLOCK | fsConstants.O_NOFOLLOW).catch(() => undefined);
+  if (!handle) return undefined;
   try {
-    const parsed = JSON.parse(await fs.readFile(path.join(dir, RESTORE_MARKER), 'utf8')) as Partial<RestoreIdentity>;
-    return typeof parsed.vm === 'string' && typeof parsed.backupId === 'string' ? { vm: parsed.vm, backupId: parsed.backupId } : undefined;
+    const stat = await handle.stat();
+    if (!stat.isFile() || stat.size > 64 * 1024) return undefined;
+    const parsed = JSON.parse(await handle.readFile('utf8')) as Partial<RestoreMarker> | null;
+    if (typeof parsed?.vm !== 'string' || typeof parsed.backupId !== 'string') return undefined;
+    return { vm: parsed.vm, backupId: parsed.backupId, pid: typeof parsed.pid === 'number' ? parsed.pid : undefined };
   } catch {
     return undefined;
+  } finally {
+    await handle.close();
   }
 }
