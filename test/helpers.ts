@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -116,4 +116,25 @@ export async function canMountTmpfs(): Promise<boolean> {
   await run('umount', [dir]);
   mounted.splice(mounted.indexOf(dir), 1);
   return true;
+}
+
+/** SHA-256 (hex) of a file's bytes. */
+export async function sha256File(file: string): Promise<string> {
+  return createHash('sha256').update(await fs.readFile(file)).digest('hex');
+}
+
+/** Every file under `dir` (relative name → SHA-256; a symlink → its target): what "nothing else changed" is checked against. */
+export async function snapshotTree(dir: string): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
+    const full = path.join(entry.parentPath, entry.name);
+    if (entry.isFile()) files.set(path.relative(dir, full), await sha256File(full));
+    else if (entry.isSymbolicLink()) files.set(path.relative(dir, full), `-> ${await fs.readlink(full)}`);
+  }
+  return files;
+}
+
+/** Names whose content differs between two snapshots (added, removed or changed), sorted. */
+export function changedFiles(before: Map<string, string>, after: Map<string, string>): string[] {
+  return [...new Set([...before.keys(), ...after.keys()])].filter((name) => before.get(name) !== after.get(name)).sort();
 }

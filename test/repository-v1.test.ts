@@ -4,15 +4,14 @@
  * byte-identical disks (a.img / b.img), byte-identical fresh linked clones (c1 / c2 on base.qcow2) and VMware
  * linked clones on a sparse base with a flat multi-writer disk; its source folders no longer exist.
  */
-import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { cli, createTestDatabase, projectRoot, qemuImg, tempDir } from './helpers';
+import { cli, createTestDatabase, projectRoot, qemuImg, sha256File, tempDir } from './helpers';
 
 type Expected = Record<string, { source: string; files: Record<string, string>; guest: Record<string, string> }>;
 
-const sha = async (file: string) => createHash('sha256').update(await fs.readFile(file)).digest('hex');
+const sha = sha256File;
 
 describe('format-1 repository', () => {
   let home: string;

@@ -14,7 +14,7 @@ import { buildFleet, writeData } from '../lib/demo/fleet';
 import { planRestore } from '../lib/engine/restore/plan';
 import type { BackupImageManifest } from '../lib/engine/repository/manifests';
 import { scanSource } from '../lib/engine/sources/inventory';
-import { cli, createTestDatabase, projectRoot, qemuImg, run, tempDir } from './helpers';
+import { cli, createTestDatabase, projectRoot, qemuImg, run, sha256File, snapshotTree, tempDir } from './helpers';
 
 type Json = {
   status: string; message: string; cannotExecute?: string; config: string;
@@ -27,18 +27,10 @@ const domain = (name: string, disks: { file: string; type: string }[], uuid = uu
 ${disks.map((d, i) => `<disk type='file' device='disk'><driver name='qemu' type='${d.type}'/><source file='${d.file}'/><target dev='vd${String.fromCharCode(97 + i)}'/></disk>`).join('\n')}
 </devices></domain>\n`;
 
-const sha = async (file: string) => createHash('sha256').update(await fs.readFile(file)).digest('hex');
+const sha = sha256File;
 const exists = (file: string) => fs.lstat(file).then(() => true, () => false);
 
-async function snapshot(dir: string): Promise<Map<string, string>> {
-  const files = new Map<string, string>();
-  for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
-    const full = path.join(entry.parentPath, entry.name);
-    if (entry.isFile()) files.set(path.relative(dir, full), await sha(full));
-    else if (entry.isSymbolicLink()) files.set(path.relative(dir, full), `-> ${await fs.readlink(full)}`);
-  }
-  return files;
-}
+const snapshot = snapshotTree;
 
 const LONG_NAME = `${'d'.repeat(236)}.img`; // a legal name (240 bytes): its temp name must still fit in 255
 

@@ -4,12 +4,11 @@
  * with VMDEDUP_CRASH_ITERATIONS; the seed is VMDEDUP_CRASH_SEED (printed).
  */
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
-import { cli, createTestDatabase, projectRoot, qemuImg, tempDir } from './helpers';
+import { cli, createTestDatabase, projectRoot, qemuImg, sha256File, snapshotTree, tempDir } from './helpers';
 
 const ITERATIONS = Number(process.env.VMDEDUP_CRASH_ITERATIONS ?? 8);
 const SEED = Number(process.env.VMDEDUP_CRASH_SEED ?? 1);
@@ -24,15 +23,9 @@ function random(seed: number): () => number {
   };
 }
 
-const sha = async (file: string) => createHash('sha256').update(await fs.readFile(file)).digest('hex');
+const sha = sha256File;
 
-async function snapshot(dir: string): Promise<Map<string, string>> {
-  const files = new Map<string, string>();
-  for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
-    if (entry.isFile()) files.set(path.relative(dir, path.join(entry.parentPath, entry.name)), await sha(path.join(entry.parentPath, entry.name)));
-  }
-  return files;
-}
+const snapshot = snapshotTree;
 
 describe('restore under kill -9', () => {
   let home: string;

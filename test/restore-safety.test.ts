@@ -9,7 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { overwrite, writeData } from '../lib/demo/fleet';
-import { cli, createTestDatabase, qemuImg, run, tempDir } from './helpers';
+import { changedFiles, cli, createTestDatabase, qemuImg, run, sha256File, snapshotTree, tempDir } from './helpers';
 
 type Json = {
   status: string; message: string; cannotExecute?: string; config: string;
@@ -21,21 +21,11 @@ const domain = (name: string, disks: { file: string; type: string; dev?: string 
 ${disks.map((d, i) => `<disk type='file' device='disk'><driver name='qemu' type='${d.type}'/><source file='${d.file}'/><target dev='${d.dev ?? `vd${String.fromCharCode(97 + i)}`}'/></disk>`).join('\n')}
 </devices></domain>\n`;
 
-const sha = async (file: string) => createHash('sha256').update(await fs.readFile(file)).digest('hex');
+const sha = sha256File;
 
-/** sha256 of every file under `dir` (relative name → hash): what "nothing else changed" is checked against. */
-async function snapshot(dir: string): Promise<Map<string, string>> {
-  const files = new Map<string, string>();
-  for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
-    if (entry.isFile()) files.set(path.relative(dir, path.join(entry.parentPath, entry.name)), await sha(path.join(entry.parentPath, entry.name)));
-  }
-  return files;
-}
+const snapshot = snapshotTree;
 
-function changed(before: Map<string, string>, after: Map<string, string>): string[] {
-  const names = new Set([...before.keys(), ...after.keys()]);
-  return [...names].filter((name) => before.get(name) !== after.get(name)).sort();
-}
+const changed = changedFiles;
 
 describe('restore safety', () => {
   let home: string;
