@@ -1,7 +1,10 @@
 import { GraphLoader } from '@/components/graph/graph-loader';
 import { loadGraph } from '@/lib/catalog/load-graph';
 import { getCatalog } from '@/lib/db';
+import { requireUser } from '@/lib/auth/require-user';
 
 export default async function GraphPage() {
+  // Checked here too: a partial render of this page alone must not skip the layout's check.
+  await requireUser();
   return <GraphLoader data={await loadGraph(await getCatalog())} />;
 }
