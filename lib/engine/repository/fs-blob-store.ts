@@ -3,6 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { type BlobStore, BlobNotFoundError, assertValidKey } from './blob-store';
+import { processAlive } from '../process-alive';
 
 /**
  * The file operations FsBlobStore writes with. Tests replace them to make a write, a sync or a rename fail
@@ -311,13 +312,3 @@ async function isDirectory(dir: string): Promise<boolean> {
   }
 }
 
-/** Whether a process of this host with that pid runs (EPERM: it does, as another user). */
-function processAlive(pid: number): boolean {
-  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}

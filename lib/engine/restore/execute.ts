@@ -13,6 +13,7 @@ import { RESTORE_MARKER, type RestoreIdentity, checkTargetFolder, readMarker } f
 import type { SourceType } from '../sources/types';
 import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
 import { rewriteLibvirtDisks, rewriteVmxDisks, setQcow2BackingFile, setVmdkParent } from './rewrite';
+import { processAlive } from '../process-alive';
 
 export type RestoredDisk = { path: string; common: boolean; action: DiskAction; verified: boolean };
 export type RestoreResult = { disks: RestoredDisk[]; configPath: string; bytesWritten: number };
@@ -198,20 +199,11 @@ async function sweepStaleTemps(destinations: string[]): Promise<void> {
   for (const [dir, names] of wanted) {
     for (const entry of await fs.readdir(dir).catch(() => [] as string[])) {
       const match = TEMP_NAME.exec(entry);
-      if (match && names.has(match[1]) && !isRunning(Number(match[2]))) await fs.rm(path.join(dir, entry), { force: true });
+      if (match && names.has(match[1]) && !processAlive(Number(match[2]))) await fs.rm(path.join(dir, entry), { force: true });
     }
   }
 }
 
-function isRunning(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Marks the target folder as this restore's (before anything is written); a rerun clears the last run's temps. */
 async function beginFolderRestore(dir: string, identity: RestoreIdentity): Promise<void> {
@@ -219,7 +211,7 @@ async function beginFolderRestore(dir: string, identity: RestoreIdentity): Promi
   const state = await checkTargetFolder(dir, identity);
   if (state === 'resume') {
     const pid = (await readMarker(dir))?.pid;
-    if (pid && pid !== process.pid && isRunning(pid)) throw new InputError(`a restore (process ${pid}) is writing into this folder now`, { file: dir });
+    if (pid && pid !== process.pid && processAlive(pid)) throw new InputError(`a restore (process ${pid}) is writing into this folder now`, { file: dir });
     for (const entry of await fs.readdir(dir, { recursive: true })) {
       if (TEMP_NAME.test(path.basename(entry)) || /^\.vmdedup-direct-/.test(path.basename(entry))) await fs.rm(path.join(dir, entry), { force: true });
     }
