@@ -9,9 +9,9 @@ import { type RestoreRequest, loadRestoreContext, planWithContext } from './plan
 export type RestoreOutcome = { plan: RestorePlan; result?: RestoreResult; changedSincePlan?: boolean };
 
 /**
- * Restores one VM. Without `confirmed`, a plan that needs confirmation is returned unexecuted. Right before
- * writing the plan is made again: if the live state changed meanwhile, nothing is written and the new plan
- * is returned for confirmation.
+ * Restores one VM. Without `confirmed`, a plan that needs confirmation is returned unexecuted. The plan is made
+ * from the live state right before writing: when the caller confirmed an earlier plan (`expectedFingerprint`)
+ * and this one differs, nothing is written and the new plan is returned for confirmation.
  */
 export async function restoreVm(
   sql: CatalogSql, repo: Repository,
@@ -24,17 +24,17 @@ export async function restoreVm(
   },
 ): Promise<RestoreOutcome> {
   const context = await loadRestoreContext(sql, repo, request);
-  const first = await planWithContext(context, request);
-  if (first.status === 'needs-confirmation' && !request.confirmed) return { plan: first };
-  if (first.cannotExecute) throw new AppError('BAD_INPUT', { message: first.cannotExecute });
-  const fresh = await planWithContext(context, request);
-  if (fresh.fingerprint !== (request.expectedFingerprint ?? first.fingerprint)) {
-    return { plan: { ...fresh, status: 'needs-confirmation', message: `The live state changed while the restore was being prepared; nothing was written. ${fresh.message}` }, changedSincePlan: true };
+  // Planned once, right before writing: the executor checks every destination again as it writes.
+  const plan = await planWithContext(context, request);
+  if (plan.status === 'needs-confirmation' && !request.confirmed) return { plan };
+  if (plan.cannotExecute) throw new AppError('BAD_INPUT', { message: plan.cannotExecute });
+  if (request.expectedFingerprint && plan.fingerprint !== request.expectedFingerprint) {
+    return { plan: { ...plan, status: 'needs-confirmation', message: `The live state changed while the restore was being prepared; nothing was written. ${plan.message}` }, changedSincePlan: true };
   }
   const result = await executeRestore({
-    plan: fresh, repo, configBytes: Buffer.from(context.image.vm.configBase64, 'base64'),
+    plan, repo, configBytes: Buffer.from(context.image.vm.configBase64, 'base64'),
     sourceType: context.sourceType, onProgress: request.onProgress, signal: request.signal,
     directIo: restoreDirectIo(),
   });
-  return { plan: fresh, result };
+  return { plan, result };
 }
