@@ -89,9 +89,9 @@ async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<Re
     filesOf.set(disk, files);
   }
   const bytesTotal = toWrite.reduce((sum, d) => sum + manifests.get(d.entry.digest)!.files.reduce((s, f) => s + f.size, 0), 0);
-  await checkDestinations(plan, toWrite, bytesTotal);
+  const folderState = await checkDestinations(plan, toWrite, bytesTotal);
   const identity = { vm: plan.vm, backupId: plan.backupId };
-  if (plan.target.kind === 'folder') await beginFolderRestore(plan.target.dir, identity);
+  if (plan.target.kind === 'folder') await beginFolderRestore(plan.target.dir, identity, folderState!);
   else await sweepStaleTemps(plan.disks.flatMap((d) => d.files?.map((f) => f.destination) ?? []).concat(plan.configDestination));
 
   const temps: TempFile[] = [];
@@ -206,9 +206,8 @@ async function sweepStaleTemps(destinations: string[]): Promise<void> {
 
 
 /** Marks the target folder as this restore's (before anything is written); a rerun clears the last run's temps. */
-async function beginFolderRestore(dir: string, identity: RestoreIdentity): Promise<void> {
+async function beginFolderRestore(dir: string, identity: RestoreIdentity, state: 'new' | 'resume'): Promise<void> {
   const marker = path.join(dir, RESTORE_MARKER);
-  const state = await checkTargetFolder(dir, identity);
   if (state === 'resume') {
     const pid = (await readMarker(dir))?.pid;
     if (pid && pid !== process.pid && processAlive(pid)) throw new InputError(`a restore (process ${pid}) is writing into this folder now`, { file: dir });
@@ -409,9 +408,9 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
   await syncDirs([configDir, ...made.map((folder) => path.dirname(folder))]);
 }
 
-/** Target folder empty or new; enough free space; in place, no other process holds a file open. */
-async function checkDestinations(plan: RestorePlan, toWrite: PlannedDisk[], bytes: number): Promise<void> {
-  if (plan.target.kind === 'folder') await checkTargetFolder(plan.target.dir, { vm: plan.vm, backupId: plan.backupId });
+/** Target folder empty or new (its state is returned); enough free space; in place, no other process holds a file open. */
+async function checkDestinations(plan: RestorePlan, toWrite: PlannedDisk[], bytes: number): Promise<'new' | 'resume' | undefined> {
+  const folderState = plan.target.kind === 'folder' ? await checkTargetFolder(plan.target.dir, { vm: plan.vm, backupId: plan.backupId }) : undefined;
   const probe = plan.target.kind === 'folder' ? plan.target.dir : path.dirname(plan.configDestination);
   const existing = await nearestExisting(probe);
   const stats = await fs.statfs(existing);
@@ -424,6 +423,7 @@ async function checkDestinations(plan: RestorePlan, toWrite: PlannedDisk[], byte
     const [[file, pid] = []] = holders;
     if (file) throw new InputError(`in use by process ${pid}: stop the VM (or that process) before restoring in place`, { file });
   }
+  return folderState;
 }
 
 async function nearestExisting(dir: string): Promise<string> {
