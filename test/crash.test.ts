@@ -359,6 +359,24 @@ describe('crash tests (kill -9)', () => {
     for (const dir of [home, pgHome]) if (dir) await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   });
 
+  /**
+   * After a crash that left `left` (the new images; `byKilledRun`: a killed run finished them): the next backup
+   * succeeds and records every one the catalog lacks, the repository and the catalog are whole, and they restore.
+   */
+  const recoverAfterCrash = async (state: Awaited<ReturnType<typeof mutate>>, left: string[], byKilledRun: boolean) => {
+    const known = await catalogImages();
+    const unrecorded = left.filter((id) => !known.has(id));
+    if (byKilledRun) figures.imagesByKilledRuns += left.length;
+    figures.unrecordedAfterCrash += unrecorded.length;
+    const next = await cli(env, 'backup', '--json');
+    expect(next.code, next.stderr).toBe(0);
+    await newImages(state);
+    await checkRepository();
+    await checkCatalog();
+    figures.reconciled += unrecorded.length;
+    return { unrecorded, restored: await verifyFinished(byKilledRun ? left : [], unrecorded) };
+  };
+
   it(`kill -9 of backup at ${ITERATIONS} random points: the next backup records what it left, nothing is corrupt`, async () => {
     for (let i = 1; i <= ITERATIONS; i++) {
       const state = await mutate();
@@ -368,17 +386,7 @@ describe('crash tests (kill -9)', () => {
       if (killed.killed) figures.backupKilledMidRun++;
       // The images the killed run finished (a run the kill came too late for is an ordinary one).
       const left = await newImages(state);
-      const known = await catalogImages();
-      const unrecorded = left.filter((id) => !known.has(id));
-      if (killed.killed) figures.imagesByKilledRuns += left.length;
-      figures.unrecordedAfterCrash += unrecorded.length;
-      const next = await cli(env, 'backup', '--json');
-      expect(next.code, next.stderr).toBe(0);
-      await newImages(state);
-      await checkRepository();
-      await checkCatalog();
-      figures.reconciled += unrecorded.length;
-      const restored = await verifyFinished(killed.killed ? left : [], unrecorded);
+      const { unrecorded, restored } = await recoverAfterCrash(state, left, killed.killed);
       // The next run's own backups are ordinary ones: their content is checked, one in four is restored.
       const ordinary = (await listImages()).filter((id) => stateOf.get(id) === state && !(killed.killed && left.includes(id)));
       for (const id of ordinary) await verifyContent(id);
@@ -417,17 +425,7 @@ describe('crash tests (kill -9)', () => {
       const ended = await exit;
       await startServer(); // crash recovery: commits not yet flushed are gone
       const left = await newImages(state);
-      const known = await catalogImages();
-      const unrecorded = left.filter((id) => !known.has(id));
-      figures.imagesByKilledRuns += left.length;
-      figures.unrecordedAfterCrash += unrecorded.length;
-      const next = await cli(env, 'backup', '--json');
-      expect(next.code, next.stderr).toBe(0);
-      await newImages(state);
-      await checkRepository();
-      await checkCatalog();
-      figures.reconciled += unrecorded.length;
-      const restored = await verifyFinished(left, unrecorded);
+      const { unrecorded, restored } = await recoverAfterCrash(state, left, true);
       log(`server ${i}/${SERVER_ITERATIONS}: killed ${describePoint(point)} (the backup exited ${ended.code ?? ended.signal}); it had written ${left.length} images, ${unrecorded.length} unrecorded after the restart; next backup ok; content checked, ${restored} restored byte-identical`);
     }
   });
