@@ -74,7 +74,7 @@ test('drift → confirmation → another user approves → restored files verifi
   const olga = ensureUser('olga', 'operator');
   const april = ensureUser('april', 'approver');
   const victor = ensureUser('victor', 'viewer');
-  const target = path.join(e2eHome(), `${source}-restore-a`);
+  const target = path.join(e2eHome(), 'restores', `${source}-restore-a`);
 
   await signIn(page, olga);
   await planRestore(page, { target });
@@ -130,7 +130,7 @@ test('drift → confirmation → another user approves → restored files verifi
   const adminContext = await browser.newContext();
   const adminPage = await adminContext.newPage();
   await signIn(adminPage, ADMIN);
-  await planRestore(adminPage, { target: path.join(e2eHome(), `${source}-restore-admin`) });
+  await planRestore(adminPage, { target: path.join(e2eHome(), 'restores', `${source}-restore-admin`) });
   await adminPage.getByLabel('I confirm').check();
   await adminPage.getByRole('button', { name: 'Request approval' }).click();
   await expect(adminPage).toHaveURL(/\/restores\/[0-9a-f-]{36}$/);
@@ -166,7 +166,7 @@ test('an in-place overwrite of a common disk lists every VM it affects and needs
 
 test('a state change after confirmation is shown to the approver and stops the restore before anything is written', async ({ browser, page }) => {
   test.setTimeout(120_000);
-  const target = path.join(e2eHome(), `${source}-restore-b`);
+  const target = path.join(e2eHome(), 'restores', `${source}-restore-b`);
   const requestUrl = await requestConfirmedRestore(page, target);
 
   // vm02 stops using the shared disk after the operator confirmed.
@@ -191,7 +191,7 @@ test('a state change after confirmation is shown to the approver and stops the r
 
 test('a state change between approval and execution stops the restore before anything is written', async ({ browser, page }) => {
   test.setTimeout(120_000);
-  const target = path.join(e2eHome(), `${source}-restore-c`);
+  const target = path.join(e2eHome(), 'restores', `${source}-restore-c`);
   const requestUrl = await requestConfirmedRestore(page, target);
 
   const approverContext = await browser.newContext();

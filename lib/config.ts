@@ -21,9 +21,11 @@ export function jobStaleSeconds(): number {
 }
 
 /**
- * Folders under which restores requested from the browser may write (VMDEDUP_RESTORE_ROOTS, separated by
- * ':'); empty means anywhere the server may write. In-place restores are not affected (they go where the VM is).
+ * Folders under which restores requested from the browser may write (VMDEDUP_RESTORE_ROOTS, separated by ':';
+ * default VMDEDUP_HOME/restores). In-place restores are not affected (they go where the VM is). The CLI is not
+ * confined: whoever runs it already has the machine's rights.
  */
 export function restoreRoots(): string[] {
-  return (process.env.VMDEDUP_RESTORE_ROOTS ?? '').split(':').filter(Boolean).map((dir) => path.resolve(dir));
+  const roots = (process.env.VMDEDUP_RESTORE_ROOTS ?? '').split(':').filter(Boolean).map((dir) => path.resolve(dir));
+  return roots.length ? roots : [path.join(vmdedupHome(), 'restores')];
 }

@@ -1,6 +1,7 @@
 import { InputError, RepositoryError, RepositoryStorageError } from './engine/errors';
 
-export type AppErrorCode = 'BAD_INPUT' | 'NOT_FOUND' | 'CONFLICT' | 'FORBIDDEN' | 'REPOSITORY' | 'INTERNAL';
+/** UNAVAILABLE: a part the server relies on (the job worker) does not answer; the user is told which. */
+export type AppErrorCode = 'BAD_INPUT' | 'NOT_FOUND' | 'CONFLICT' | 'FORBIDDEN' | 'REPOSITORY' | 'UNAVAILABLE' | 'INTERNAL';
 
 /** An expected error: `message` is for logs, `userMessage` is shown to the user as it is. */
 export class AppError extends Error {

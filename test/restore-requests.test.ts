@@ -10,7 +10,8 @@ import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { failStaleJobs } from '../lib/catalog/jobs';
-import { decideRestore, getRestoreRequest, listRestoreRequests, planRestoreRequest, requestRestore, setApprovalPolicy } from '../lib/catalog/restore-requests';
+import { runRestoreRequest } from '../lib/catalog/run-restore-request';
+import { decideRestore, getRestoreRequest, listRestoreRequests, localRestorePlanner, planRestoreRequest, requestRestore, setApprovalPolicy } from '../lib/catalog/restore-requests';
 import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
 import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
 import { Repository } from '../lib/engine/repository/repository';
@@ -28,6 +29,7 @@ describe('restore requests (approval, execution)', () => {
   let home: string;
   let worker: ChildProcess | undefined;
   let backupId: string;
+  let previousHome: string | undefined;
   const config = () => path.join(fleet.libvirtDir, 'images', 'site-config.raw');
 
   const startWorker = () => { worker = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs')], { env: { ...process.env, ...env }, stdio: 'ignore' }); };
@@ -50,6 +52,9 @@ describe('restore requests (approval, execution)', () => {
     db = catalog.db;
     sql = new pg.Pool({ connectionString: catalog.url, max: 2 });
     env = { VMDEDUP_HOME: home, DATABASE_URL: catalog.url };
+    // Browser restores go under VMDEDUP_HOME/restores by default: this process plans with the worker's home.
+    previousHome = process.env.VMDEDUP_HOME;
+    process.env.VMDEDUP_HOME = home;
     fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 3, baseMiB: 8, configDiskMiB: 2, privateDiskMiB: 3, vmwareVms: 0 });
     expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
     expect((await cli(env, 'backup')).code).toBe(0);
@@ -63,6 +68,8 @@ describe('restore requests (approval, execution)', () => {
   });
 
   afterAll(async () => {
+    if (previousHome === undefined) delete process.env.VMDEDUP_HOME;
+    else process.env.VMDEDUP_HOME = previousHome;
     worker?.kill('SIGKILL');
     await queue?.stop({ graceful: false });
     await sql?.end();
@@ -70,7 +77,7 @@ describe('restore requests (approval, execution)', () => {
   });
 
   it('a drifted restore waits for another approver, then runs and writes verified files', async () => {
-    const target = path.join(home, 'restore-a');
+    const target = path.join(home, 'restores', 'restore-a');
     const plan = await planRestoreRequest(db, sql, repo, input(target));
     expect(plan.status).toBe('needs-confirmation');
     expect(plan.drift.map((d) => d.kind)).toEqual(['modified']);
@@ -79,13 +86,13 @@ describe('restore requests (approval, execution)', () => {
     expect(plan.confirmation).toMatch(/^Restore vm01 from its backup .* under policy no-overwrite, choice reattach: /);
 
     // A stale fingerprint (the user saw another plan) is refused.
-    await expect(requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: '0'.repeat(64), confirmed: true } })).rejects.toThrow(/live state changed since you reviewed/);
-    const request = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    await expect(requestRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'olga', request: { ...input(target), fingerprint: '0'.repeat(64), confirmed: true } })).rejects.toThrow(/live state changed since you reviewed/);
+    const request = await requestRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
     expect(request.status).toBe('awaiting-approval');
-    await expect(decideRestore(db, sql, repo, queue, { actor: 'olga', decision: { requestId: request.id, approve: true, note: '' } })).rejects.toThrow(/cannot approve or reject your own/);
+    await expect(decideRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'olga', decision: { requestId: request.id, approve: true, note: '' } })).rejects.toThrow(/cannot approve or reject your own/);
 
     startWorker();
-    const approved = await decideRestore(db, sql, repo, queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: 'checked with the web team' } });
+    const approved = await decideRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: 'checked with the web team' } });
     expect(approved.status).toBe('approved');
     await until('the restore to finish', async () => ['restored', 'failed', 'changed'].includes((await getRestoreRequest(db, request.id)).status));
     const done = await getRestoreRequest(db, request.id);
@@ -100,10 +107,10 @@ describe('restore requests (approval, execution)', () => {
 
   it('stops before writing when the live state changes between approval and execution', async () => {
     await stopWorker();
-    const target = path.join(home, 'restore-b');
+    const target = path.join(home, 'restores', 'restore-b');
     const plan = await planRestoreRequest(db, sql, repo, input(target));
-    const request = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
-    await decideRestore(db, sql, repo, queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: '' } });
+    const request = await requestRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    await decideRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: '' } });
     // After the approval, before a worker takes the job, another VM's config stops using the shared disk.
     const vm02 = path.join(fleet.libvirtDir, 'vm02.xml');
     const original = await fs.readFile(vm02, 'utf8');
@@ -122,36 +129,43 @@ describe('restore requests (approval, execution)', () => {
   });
 
   it('expires requests nobody decided on, and an approval policy without reasons queues at once', async () => {
-    const target = path.join(home, 'restore-c');
+    const target = path.join(home, 'restores', 'restore-c');
     const plan = await planRestoreRequest(db, sql, repo, input(target));
-    const request = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    const request = await requestRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
     await db.restoreRequest.update({ where: { id: request.id }, data: { expiresAt: new Date(Date.now() - 1000) } });
     expect((await listRestoreRequests(db)).find((r) => r.id === request.id)!.status).toBe('expired');
-    await expect(decideRestore(db, sql, repo, queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: '' } })).rejects.toThrow(/is expired/);
+    await expect(decideRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: '' } })).rejects.toThrow(/is expired/);
 
-    // Restores from the browser can be confined to allowed folders.
+    // Restores from the browser go only under the restore roots (default VMDEDUP_HOME/restores), as resolved.
+    await expect(planRestoreRequest(db, sql, repo, input(path.join(home, 'elsewhere')))).rejects.toThrow(/may write only under .*restores/);
+    await expect(planRestoreRequest(db, sql, repo, input('/etc/cron.d/x'))).rejects.toThrow(/may write only under/);
+    const outside = await tempDir();
+    await fs.mkdir(path.join(home, 'restores'), { recursive: true });
+    await fs.symlink(outside, path.join(home, 'restores', 'escape'));
+    await expect(planRestoreRequest(db, sql, repo, input(path.join(home, 'restores', 'escape', 'vm01')))).rejects.toThrow(/may write only under .*resolves to/);
+    await expect(planRestoreRequest(db, sql, repo, input(path.join(home, 'restores', 'escape', '..', '..', 'x')))).rejects.toThrow(/may write only under/);
     process.env.VMDEDUP_RESTORE_ROOTS = path.join(home, 'allowed');
     try {
-      await expect(planRestoreRequest(db, sql, repo, input(path.join(home, 'elsewhere')))).rejects.toThrow(/may write only under .*allowed/);
+      await expect(planRestoreRequest(db, sql, repo, input(path.join(home, 'restores', 'vm01')))).rejects.toThrow(/may write only under .*allowed/);
       expect((await planRestoreRequest(db, sql, repo, input(path.join(home, 'allowed', 'vm01')))).vm).toBe('vm01');
     } finally {
       delete process.env.VMDEDUP_RESTORE_ROOTS;
     }
 
     await setApprovalPolicy(db, { actor: 'admin', policy: { inPlace: true, overwriteCommon: true, drift: false, allowOverwrite: true, expiryHours: 24 } });
-    const unreviewed = await planRestoreRequest(db, sql, repo, input(path.join(home, 'restore-d')));
+    const unreviewed = await planRestoreRequest(db, sql, repo, input(path.join(home, 'restores', 'restore-d')));
     expect(unreviewed.approvalReasons).toEqual([]);
-    const direct = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(path.join(home, 'restore-d')), fingerprint: unreviewed.fingerprint, confirmed: true } });
+    const direct = await requestRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'olga', request: { ...input(path.join(home, 'restores', 'restore-d')), fingerprint: unreviewed.fingerprint, confirmed: true } });
     expect(direct.status).toBe('approved');
     expect(direct.jobId).toBeTruthy();
   });
 
   it('a restore whose worker died ends failed together with its job, never left running', async () => {
     await stopWorker();
-    const target = path.join(home, 'restore-e');
+    const target = path.join(home, 'restores', 'restore-e');
     const plan = await planRestoreRequest(db, sql, repo, input(target));
     expect(plan.approvalReasons).toEqual([]); // the previous test's policy: queued at once
-    const request = await requestRestore(db, sql, repo, queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    const request = await requestRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
     // What a worker killed mid-restore leaves: the request running, its job running without a heartbeat.
     await db.restoreRequest.update({ where: { id: request.id }, data: { status: 'running' } });
     await db.job.update({ where: { id: request.jobId! }, data: { state: 'running', startedAt: new Date(), heartbeatAt: new Date(Date.now() - 3_600_000) } });
@@ -160,5 +174,22 @@ describe('restore requests (approval, execution)', () => {
     expect(ended.status).toBe('failed');
     expect(ended.error).toMatch(/the worker stopped during the job/);
     expect((await db.job.findUniqueOrThrow({ where: { id: request.jobId! } })).state).toBe('failed');
+  });
+
+  it('the worker refuses an approved request that leads outside the restore roots (a row the web server forged)', async () => {
+    const outside = await tempDir();
+    await fs.symlink(outside, path.join(home, 'restores', 'to-outside'));
+    for (const dir of [path.join(outside, 'vm01'), path.join(home, 'restores', 'to-outside', 'vm01')]) {
+      const plan = await planRestoreRequest(db, sql, repo, input(path.join(home, 'restores', 'restore-f')));
+      const row = await db.restoreRequest.create({
+        data: {
+          vm: 'vm01', source: 'kvm', backupId, target: { kind: 'folder', dir }, policy: 'no-overwrite', choice: 'reattach', status: 'approved', requestedBy: 'mallory',
+          expiresAt: new Date(Date.now() + 3_600_000), plan: {}, fingerprint: plan.fingerprint, confirmation: '', approvalReasons: [],
+        },
+      });
+      await expect(runRestoreRequest(db, sql, repo, { requestId: row.id })).rejects.toThrow(/may write only under/);
+      expect((await db.restoreRequest.findUniqueOrThrow({ where: { id: row.id } })).status).toBe('approved');
+    }
+    expect(await fs.readdir(outside)).toEqual([]);
   });
 });

@@ -13,8 +13,11 @@ type Step = { vm: string; source: string } | undefined;
 const box = 'space-y-2 rounded-lg border border-slate-200 bg-white p-4 text-sm';
 
 /** VM → backup image → target → policy → plan → explicit confirmation → request. */
-export function RestoreWizard({ vms, allowOverwrite, initial }: {
-  vms: { name: string; source: string }[]; allowOverwrite: boolean; initial?: { vm: { vm: string; source: string }; backups: BackupSummary[] };
+export function RestoreWizard({ vms, allowOverwrite, restoreRoots, initial }: {
+  vms: { name: string; source: string }[]; allowOverwrite: boolean;
+  /** The folders browser restores may write under (VMDEDUP_RESTORE_ROOTS). */
+  restoreRoots: string[];
+  initial?: { vm: { vm: string; source: string }; backups: BackupSummary[] };
 }) {
   const router = useRouter();
   const [vm, setVm] = useState<Step>(initial?.vm);
@@ -81,8 +84,9 @@ export function RestoreWizard({ vms, allowOverwrite, initial }: {
         <section className={box} aria-label="3. Target and policy">
           <span className="font-medium">3. Where to, and how</span>
           <label className="flex items-center gap-2"><input type="radio" name="target" checked={targetKind === 'folder'} onChange={() => { setTargetKind('folder'); setPlan(undefined); }} /> Into a new or empty folder on the server
-            <input aria-label="Target folder" value={dir} onChange={(e) => { setDir(e.target.value); setPlan(undefined); }} placeholder="/srv/restores/vm01" className="ml-2 w-96 rounded border border-slate-300 px-2 py-1" disabled={targetKind !== 'folder'} />
+            <input aria-label="Target folder" value={dir} onChange={(e) => { setDir(e.target.value); setPlan(undefined); }} placeholder={`${restoreRoots[0] ?? '/srv/restores'}/${vm.vm}`} className="ml-2 w-96 rounded border border-slate-300 px-2 py-1" disabled={targetKind !== 'folder'} />
           </label>
+          <p className="ml-6 text-xs text-slate-500">Restores from the browser go only under {restoreRoots.join(', ')} (set by the administrator with VMDEDUP_RESTORE_ROOTS).</p>
           <label className="flex items-center gap-2"><input type="radio" name="target" checked={targetKind === 'in-place'} onChange={() => { setTargetKind('in-place'); setPlan(undefined); }} /> Into the original place (the VM must be stopped)</label>
           <label className="block">Policy for common disks
             <select aria-label="Policy" value={policy} onChange={(e) => { setPolicy(e.target.value as typeof policy); setPlan(undefined); }} className="ml-2 rounded border border-slate-300 px-2 py-1">

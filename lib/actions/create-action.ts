@@ -37,7 +37,7 @@ export function createAction<S extends z.ZodType, R>(
       if (isUserError(error)) return { ok: false, error: { code: error.code, message: error.userMessage } };
       const id = randomBytes(4).toString('hex');
       console.error(`vmdedup: action ${name} failed (error ${id}):`, err);
-      return { ok: false, error: { code: error.code, message: error.code === 'REPOSITORY' ? error.userMessage : `Something went wrong (error ${id}); the server log has the details.` } };
+      return { ok: false, error: { code: error.code, message: error.code === 'REPOSITORY' || error.code === 'UNAVAILABLE' ? error.userMessage : `Something went wrong (error ${id}); the server log has the details.` } };
     }
   };
 }

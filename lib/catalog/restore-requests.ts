@@ -9,6 +9,7 @@ import { restoreRoots } from '../config';
 import type { Catalog, CatalogSql } from '../db';
 import type { Repository } from '../engine/repository/repository';
 import type { RestoreChoice, RestorePlan, RestorePolicy, RestoreTarget } from '../engine/restore/plan';
+import { resolvedRoot } from '../engine/restore/destinations';
 import { isInside } from '../engine/sources/inventory';
 import { AppError } from '../errors';
 import type { Prisma } from '../generated/prisma/client';
@@ -91,13 +92,36 @@ function toPlanView(plan: RestorePlan, policy: TApprovalPolicy): PlanView {
   };
 }
 
+/**
+ * Makes the plan of a browser restore. Planning reads every source and the repository, so the web server (which
+ * may read neither) asks a worker (lib/jobs/worker-calls.ts); the worker and tests plan here (planRestoreRequest).
+ */
+export type RestorePlanner = (input: TPlanRestore) => Promise<PlanView>;
+
+export function localRestorePlanner(db: Catalog, sql: CatalogSql, repo: Repository): RestorePlanner {
+  return (input) => planRestoreRequest(db, sql, repo, input);
+}
+
+/**
+ * A browser restore into a folder goes only under a restore root (VMDEDUP_RESTORE_ROOTS, default
+ * VMDEDUP_HOME/restores), checked on the paths as the filesystem resolves them: a symlink inside a root that
+ * leads out of it is refused. In-place restores go where the VM is (the planner confines those).
+ */
+export async function checkRestoreRoots(target: RestoreTarget): Promise<void> {
+  if (target.kind !== 'folder') return;
+  const roots = restoreRoots();
+  const dir = await resolvedRoot(target.dir);
+  for (const root of roots) {
+    if (isInside(await resolvedRoot(root), dir)) return;
+  }
+  throw new AppError('FORBIDDEN', {
+    message: `restores from the browser may write only under ${roots.join(', ')} (VMDEDUP_RESTORE_ROOTS)${dir !== path.resolve(target.dir) ? `; ${target.dir} resolves to ${dir}` : ''}`,
+  });
+}
+
 /** Plans a restore for the wizard: writes nothing. */
 export async function planRestoreRequest(db: Catalog, sql: CatalogSql, repo: Repository, input: TPlanRestore): Promise<PlanView> {
-  const roots = restoreRoots();
-  const { target } = input;
-  if (target.kind === 'folder' && roots.length && !roots.some((root) => isInside(root, path.resolve(target.dir)))) {
-    throw new AppError('FORBIDDEN', { message: `restores from the browser may write only under ${roots.join(', ')} (VMDEDUP_RESTORE_ROOTS)` });
-  }
+  await checkRestoreRoots(input.target);
   const policy = await getApprovalPolicy(db);
   if (input.policy === 'overwrite' && !policy.allowOverwrite) throw new AppError('FORBIDDEN', { message: 'the approval policy does not allow the overwrite policy from the browser' });
   return toPlanView(await planVmRestore(sql, repo, input), policy);
@@ -109,10 +133,10 @@ export async function planRestoreRequest(db: Catalog, sql: CatalogSql, repo: Rep
  * restore is queued at once.
  */
 export async function requestRestore(
-  db: Catalog, sql: CatalogSql, repo: Repository, queue: PgBoss, options: { actor: string; request: TRequestRestore },
+  db: Catalog, planner: RestorePlanner, queue: PgBoss, options: { actor: string; request: TRequestRestore },
 ): Promise<RestoreRequestView> {
   const { request } = options;
-  const plan = await planRestoreRequest(db, sql, repo, request);
+  const plan = await planner(request);
   if (plan.fingerprint !== request.fingerprint) {
     throw new AppError('CONFLICT', { message: `The live state changed since you reviewed the plan; nothing was requested. Review the new plan: ${plan.message}` });
   }
@@ -142,7 +166,7 @@ export function plannedInputOf(request: { vm: string; backupId: string; target: 
 
 /** An approver's decision. Never the requester's own; never on an expired request. Approval queues the restore. */
 export async function decideRestore(
-  db: Catalog, sql: CatalogSql, repo: Repository, queue: PgBoss, options: { actor: string; decision: TDecideRestore },
+  db: Catalog, planner: RestorePlanner, queue: PgBoss, options: { actor: string; decision: TDecideRestore },
 ): Promise<RestoreRequestView> {
   const { requestId, approve, note } = options.decision;
   await expireRestoreRequests(db);
@@ -154,7 +178,7 @@ export async function decideRestore(
   }
   if (request.status !== 'awaiting-approval') throw new AppError('CONFLICT', { message: `This request is ${request.status}: there is nothing to decide.` });
   // The approver decides on the plan as it is now: record both, and whether they differ.
-  const live = await planRestoreRequest(db, sql, repo, plannedInputOf(request))
+  const live = await planner(plannedInputOf(request))
     .catch((err) => { throw new AppError('CONFLICT', { message: `The plan cannot be made again now: ${(err as Error).message}` }); });
   const changed = live.fingerprint !== request.fingerprint;
   const { count } = await db.restoreRequest.updateMany({
@@ -203,9 +227,9 @@ export async function getRestoreRequest(db: Catalog, id: string): Promise<Restor
 }
 
 /** The plan of a pending request as the live state gives it now (what the approver sees beside the confirmed one). */
-export async function replanRestoreRequest(db: Catalog, sql: CatalogSql, repo: Repository, request: RestoreRequestView): Promise<PlanView | { error: string }> {
+export async function replanRestoreRequest(planner: RestorePlanner, request: RestoreRequestView): Promise<PlanView | { error: string }> {
   try {
-    return await planRestoreRequest(db, sql, repo, plannedInputOf(request));
+    return await planner(plannedInputOf(request));
   } catch (err) {
     return { error: (err as Error).message };
   }

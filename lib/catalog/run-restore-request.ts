@@ -2,7 +2,7 @@ import type { Catalog, CatalogSql } from '../db';
 import type { Repository } from '../engine/repository/repository';
 import { AppError, toAppError } from '../errors';
 import { recordAudit } from './audit';
-import { plannedInputOf } from './restore-requests';
+import { checkRestoreRoots, plannedInputOf } from './restore-requests';
 import { restoreVm } from './restore-vm';
 
 /**
@@ -15,6 +15,8 @@ export async function runRestoreRequest(
 ): Promise<{ ok: boolean; message: string; result: object; error?: string }> {
   const request = await db.restoreRequest.findUnique({ where: { id: options.requestId } });
   if (!request) throw new AppError('NOT_FOUND', { message: 'the restore request is gone' });
+  // Checked again here, as root: a request row is only as trustworthy as the web server that wrote it.
+  await checkRestoreRoots(plannedInputOf(request).target);
   const { count } = await db.restoreRequest.updateMany({ where: { id: request.id, status: 'approved' }, data: { status: 'running' } });
   if (count === 0) throw new AppError('CONFLICT', { message: `the restore request is ${request.status}, not approved` });
   try {

@@ -6,6 +6,9 @@
 import PgBoss from 'pg-boss';
 import { getCatalogUrl } from '../db';
 
+/** Calls the web server makes to a worker (lib/jobs/worker-calls.ts): their own queue, served beside the long jobs. */
+export const WORKER_CALL_QUEUE = 'vmdedup-calls';
+
 /** One queue for every kind of job; the Job row (catalog) says what to do. */
 export const JOB_QUEUE = 'vmdedup-jobs';
 
@@ -21,6 +24,7 @@ async function openQueue(options: { supervise: boolean }): Promise<PgBoss> {
   boss.on('error', (err) => process.stderr.write(`vmdedup: job queue: ${err.message}\n`));
   await boss.start();
   await boss.createQueue(JOB_QUEUE);
+  await boss.createQueue(WORKER_CALL_QUEUE);
   return boss;
 }
 

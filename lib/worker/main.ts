@@ -1,11 +1,14 @@
 /**
- * `npm run worker`: takes jobs (backups, scans) from the queue in the catalog database and runs them, one at a time
- * per worker process. Several workers may run (on one machine or several sharing the catalog and repository).
+ * `npm run worker`: takes jobs (backups, scans, restores) from the queue in the catalog database and runs them, one
+ * at a time per worker process, and answers the web server's calls (lib/worker/calls.ts) beside them. Several
+ * workers may run (on one machine or several sharing the catalog and repository).
  */
 import { failStaleJobs } from '../catalog/jobs';
 import { jobStaleSeconds } from '../config';
 import { closeCatalog, getCatalog } from '../db';
-import { JOB_QUEUE, type QueuedJobData, openWorkerQueue } from '../jobs/queue';
+import { JOB_QUEUE, type QueuedJobData, WORKER_CALL_QUEUE, openWorkerQueue } from '../jobs/queue';
+import type { WorkerCallData } from '../jobs/worker-calls';
+import { answerWorkerCall } from './calls';
 import { toAppError } from '../errors';
 import { runJob } from './run-job';
 
@@ -30,6 +33,8 @@ export async function runWorker(): Promise<number> {
     const state = await done;
     log(`job ${job.id}: ${state ?? 'skipped (no longer queued)'}`);
   });
+  // The web server's calls (a restore plan for the wizard, a source check): served beside the long jobs.
+  await queue.work<WorkerCallData>(WORKER_CALL_QUEUE, { pollingIntervalSeconds: 0.5, batchSize: 1 }, async ([call]) => answerWorkerCall(db, call.data));
   log('worker: waiting for jobs');
 
   await new Promise<void>((resolve) => {

@@ -4,26 +4,27 @@ import { revalidatePath } from 'next/cache';
 import { z } from 'zod';
 import { createAction } from '@/lib/actions/create-action';
 import { listBackups } from '@/lib/catalog/reports';
-import { decideRestore, planRestoreRequest, requestRestore, setApprovalPolicy } from '@/lib/catalog/restore-requests';
-import { getCatalogSql } from '@/lib/db';
+import { decideRestore, requestRestore, setApprovalPolicy } from '@/lib/catalog/restore-requests';
 import { getJobSender } from '@/lib/jobs/queue';
-import { openRepository } from '@/lib/open-repository';
+import { callWorker } from '@/lib/jobs/worker-calls';
 import { ZApprovalPolicy, ZDecideRestore, ZPlanRestore, ZRequestRestore } from '@/lib/validation/restores';
 
 export const listVmBackupsAction = createAction('list-vm-backups', z.object({ vm: z.string().min(1), source: z.string().min(1) }), 'request-restore', async ({ vm, source }, { db }) =>
   (await listBackups(db, { vm })).filter((b) => b.source === source));
 
-export const planRestoreAction = createAction('plan-restore', ZPlanRestore, 'request-restore', async (input, { db }) =>
-  planRestoreRequest(db, await getCatalogSql(), await openRepository({ mustExist: true }), input));
+// Planning reads the sources and the repository: a worker does it (the web server may read neither).
+const planInWorker = (input: Parameters<typeof callWorker<'plan-restore'>>[1]) => callWorker('plan-restore', input);
+
+export const planRestoreAction = createAction('plan-restore', ZPlanRestore, 'request-restore', async (input) => planInWorker(input));
 
 export const requestRestoreAction = createAction('request-restore', ZRequestRestore, 'request-restore', async (request, { user, db }) => {
-  const created = await requestRestore(db, await getCatalogSql(), await openRepository({ mustExist: true }), await getJobSender(), { actor: user.username, request });
+  const created = await requestRestore(db, planInWorker, await getJobSender(), { actor: user.username, request });
   revalidatePath('/restores');
   return { id: created.id, status: created.status };
 });
 
 export const decideRestoreAction = createAction('decide-restore', ZDecideRestore, 'approve-restore', async (decision, { user, db }) => {
-  const decided = await decideRestore(db, await getCatalogSql(), await openRepository({ mustExist: true }), await getJobSender(), { actor: user.username, decision });
+  const decided = await decideRestore(db, planInWorker, await getJobSender(), { actor: user.username, decision });
   revalidatePath('/restores');
   return { status: decided.status };
 });

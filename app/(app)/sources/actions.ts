@@ -3,13 +3,15 @@
 import { revalidatePath } from 'next/cache';
 import { createAction } from '@/lib/actions/create-action';
 import { requestScan } from '@/lib/catalog/jobs';
-import { createSource, deleteSource, editSource } from '@/lib/catalog/manage-sources';
+import { deleteSource } from '@/lib/catalog/manage-sources';
 import { getCatalogSql } from '@/lib/db';
 import { getJobSender } from '@/lib/jobs/queue';
+import { callWorker } from '@/lib/jobs/worker-calls';
 import { ZAddSource, ZEditSource, ZScanSource, ZSourceId } from '@/lib/validation/sources';
 
 export const addSourceAction = createAction('add-source', ZAddSource, 'manage', async (source, { user, db }) => {
-  const created = await createSource(db, await getCatalogSql(), { actor: user.username, source });
+  // The folder is checked (resolved, readable) by a worker: the web server may not read it.
+  const created = await callWorker('add-source', { actor: user.username, source });
   // A new source is scanned at once, so its VMs show up without another click.
   await requestScan(db, await getJobSender(), { actor: user.username, source: created.name });
   revalidatePath('/sources');
@@ -17,7 +19,7 @@ export const addSourceAction = createAction('add-source', ZAddSource, 'manage', 
 });
 
 export const editSourceAction = createAction('edit-source', ZEditSource, 'manage', async (source, { user, db }) => {
-  await editSource(db, await getCatalogSql(), { actor: user.username, source });
+  await callWorker('edit-source', { actor: user.username, source });
   revalidatePath('/sources');
   return null;
 });

@@ -4,9 +4,9 @@ import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
 import { getJob, type JobView } from '@/lib/catalog/jobs';
 import { getRestoreRequest, replanRestoreRequest } from '@/lib/catalog/restore-requests';
-import { getCatalog, getCatalogSql } from '@/lib/db';
+import { getCatalog } from '@/lib/db';
 import { AppError } from '@/lib/errors';
-import { openRepository } from '@/lib/open-repository';
+import { callWorker } from '@/lib/jobs/worker-calls';
 
 export default async function RestoreRequestPage({ params }: { params: Promise<{ id: string }> }) {
   const user = await requireUser();
@@ -17,7 +17,7 @@ export default async function RestoreRequestPage({ params }: { params: Promise<{
     throw err;
   });
   // The approver decides on the plan as the live state gives it now, shown beside the confirmed one.
-  const live = request.status === 'awaiting-approval' ? await replanRestoreRequest(db, await getCatalogSql(), await openRepository({ mustExist: true }), request) : undefined;
+  const live = request.status === 'awaiting-approval' ? await replanRestoreRequest((input) => callWorker('plan-restore', input), request) : undefined;
   const job: JobView | undefined = request.jobId ? await getJob(db, request.jobId).catch(() => undefined) : undefined;
   const mayDecide = can(user.role, 'approve-restore') && request.requestedBy !== user.username;
   return <RestoreRequestDetail request={request} live={live} job={job} mayDecide={mayDecide} isRequester={request.requestedBy === user.username} canApprove={can(user.role, 'approve-restore')} />;

@@ -5,6 +5,7 @@ import { can } from '@/lib/auth/roles';
 import { listVms } from '@/lib/catalog/list-vms';
 import { listBackups } from '@/lib/catalog/reports';
 import { getApprovalPolicy } from '@/lib/catalog/restore-requests';
+import { restoreRoots } from '@/lib/config';
 import { getCatalog } from '@/lib/db';
 
 export default async function NewRestorePage({ searchParams }: { searchParams: Promise<{ vm?: string; source?: string }> }) {
@@ -17,5 +18,5 @@ export default async function NewRestorePage({ searchParams }: { searchParams: P
   const { vm, source } = await searchParams;
   const preset = withBackups.find((v) => v.name === vm && v.source === source);
   const initial = preset ? { vm: { vm: preset.name, source: preset.source }, backups: (await listBackups(db, { vm: preset.name })).filter((b) => b.source === preset.source) } : undefined;
-  return <RestoreWizard vms={withBackups} allowOverwrite={policy.allowOverwrite} initial={initial} />;
+  return <RestoreWizard vms={withBackups} allowOverwrite={policy.allowOverwrite} restoreRoots={restoreRoots()} initial={initial} />;
 }

@@ -1,0 +1,58 @@
+/**
+ * Calls from the web server to a worker, for the few things the web needs answered at once that read disks or
+ * the repository (planning a restore, checking a source folder). The web server runs as an unprivileged user
+ * with no access to either: it sends a short-lived job on its own queue and waits for the answer a worker
+ * returns. Workers serve these beside their long jobs, so a plan is not stuck behind a backup.
+ */
+import type PgBoss from 'pg-boss';
+import { AppError, type AppErrorCode } from '../errors';
+import type { PlanView } from '../catalog/restore-requests';
+import type { TPlanRestore } from '../validation/restores';
+import type { TAddSource, TEditSource } from '../validation/sources';
+import { WORKER_CALL_QUEUE, getJobSender } from './queue';
+
+/** What each call takes and answers. */
+export type WorkerCalls = {
+  'plan-restore': { input: TPlanRestore; output: PlanView };
+  'add-source': { input: { actor: string; source: TAddSource }; output: { id: string; name: string } };
+  'edit-source': { input: { actor: string; source: TEditSource }; output: null };
+};
+export type WorkerCallName = keyof WorkerCalls;
+
+export type WorkerCallData = { call: WorkerCallName; input: unknown };
+/** A call's answer as the worker stores it: expected errors travel as code + message, never as a stack. */
+export type WorkerCallAnswer = { ok: true; output: unknown } | { ok: false; code: AppErrorCode; message: string };
+
+/** A worker that takes longer than this to answer is reported, and the call withdrawn. */
+const ANSWER_TIMEOUT_MS = Number(process.env.VMDEDUP_WORKER_CALL_TIMEOUT_MS) > 0 ? Number(process.env.VMDEDUP_WORKER_CALL_TIMEOUT_MS) : 30_000;
+const POLL_MS = 50;
+
+export async function callWorker<K extends WorkerCallName>(call: K, input: WorkerCalls[K]['input'], options: { queue?: PgBoss } = {}): Promise<WorkerCalls[K]['output']> {
+  const queue = options.queue ?? (await getJobSender());
+  const id = await queue.send(WORKER_CALL_QUEUE, { call, input } satisfies WorkerCallData, { retryLimit: 0, expireInSeconds: Math.ceil(ANSWER_TIMEOUT_MS / 1000) + 30 });
+  if (!id) throw new AppError('INTERNAL', { message: `the job queue refused the ${call} call` });
+  const deadline = Date.now() + ANSWER_TIMEOUT_MS;
+  for (let wait = POLL_MS; ; wait = Math.min(wait * 2, 400)) {
+    const job = await queue.getJobById(WORKER_CALL_QUEUE, id, { includeArchive: true });
+    if (job?.state === 'completed') {
+      const answer = job.output as WorkerCallAnswer;
+      if (answer.ok) return answer.output as WorkerCalls[K]['output'];
+      throw new AppError(answer.code, { message: answer.message });
+    }
+    if (job?.state === 'failed' || job?.state === 'cancelled') {
+      const message = (job.output as { message?: string } | null)?.message ?? job.state;
+      throw new AppError('UNAVAILABLE', { message: `the worker could not ${describe(call)}: ${message}` });
+    }
+    if (Date.now() > deadline) {
+      await queue.cancel(WORKER_CALL_QUEUE, id).catch(() => undefined);
+      throw new AppError('UNAVAILABLE', {
+        message: `no job worker answered within ${Math.round(ANSWER_TIMEOUT_MS / 1000)} s, so the server could not ${describe(call)}: is a worker running ('npm run worker')?`,
+      });
+    }
+    await new Promise((resolve) => setTimeout(resolve, wait));
+  }
+}
+
+function describe(call: WorkerCallName): string {
+  return { 'plan-restore': 'plan the restore', 'add-source': 'check the source folder', 'edit-source': 'check the source folder' }[call];
+}
