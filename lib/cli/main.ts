@@ -11,6 +11,7 @@ import { DEFAULT_REREAD_AFTER_DAYS } from '../engine/backup/backup';
 import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../engine/restore/plan';
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { vmdedupHome } from '../config';
+import { prepareHome } from '../home';
 import { catalogUrl, closeCatalog, getCatalog, getCatalogSql, setIdleConnectionLostListener } from '../db';
 import { initRepository, openRepository, openRepositoryFolder, openRepositoryIfAny } from '../open-repository';
 import type { z } from 'zod';
@@ -72,6 +73,9 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
+    if (!['help', '--help', '-h', undefined].includes(argv[0])) {
+      for (const notice of await prepareHome()) io.stderr.write(`vmdedup: ${notice}\n`);
+    }
     return await dispatch(argv, io, controller.signal);
   } catch (err) {
     if (controller.signal.aborted) {

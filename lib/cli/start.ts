@@ -1,7 +1,9 @@
 /**
  * `npm start`: sets up and runs vmdedup on its embedded defaults. Starts (or connects to) the catalog,
  * applies migrations, creates and backs up a demo fleet when no source is configured, builds the web app
- * when needed and serves it.
+ * when needed and serves it. Started as root, the web server runs as the unprivileged user `vmdedup` (made if
+ * missing; VMDEDUP_WEB_USER names another) from its own copy of the build, and the job worker, which alone
+ * reads disks and writes restores, keeps root.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -15,12 +17,13 @@ import { catalogUrl, getCatalog, getCatalogSql } from '../db';
 import { buildFleet } from '../demo/fleet';
 import { openRepository } from '../open-repository';
 import { formatBytes } from './format';
+import { prepareHome } from '../home';
 
 const appDir = process.env.VMDEDUP_APP_DIR ?? process.cwd();
 
 export async function start(): Promise<number> {
   const home = vmdedupHome();
-  await fs.mkdir(home, { recursive: true });
+  for (const notice of await prepareHome()) log(notice);
   log(`data: ${home}`);
   const url = await catalogUrl();
   const sql = await getCatalogSql();
@@ -37,9 +40,12 @@ export async function start(): Promise<number> {
   }
   const port = process.env.PORT ?? '3000';
   const host = process.env.HOST ?? '127.0.0.1';
-  log(`serving on http://${host}:${port}  (stop with Ctrl-C; 'npx vmdedup db stop' stops the embedded catalog)`);
-  const server = spawn(process.execPath, [nextBin(), 'start', '-p', port, '-H', host], {
-    cwd: appDir, stdio: 'inherit', env: { ...nextEnv(url), AUTH_SECRET: authSecret },
+  const webUser = await unprivilegedWebUser();
+  const web = await installWebServer(home, webUser);
+  log(`serving on http://${host}:${port}${webUser ? ` as user '${webUser.name}'` : ''}  (stop with Ctrl-C; 'npx vmdedup db stop' stops the embedded catalog)`);
+  const server = spawn(process.execPath, [path.join(web, 'server.js')], {
+    cwd: web, stdio: 'inherit', ...(webUser ? { uid: webUser.uid, gid: webUser.gid } : {}),
+    env: webServerEnv({ DATABASE_URL: url, AUTH_SECRET: authSecret, PORT: port, HOSTNAME: host, HOME: path.join(web, '.next', 'cache') }),
   });
   // The job worker runs beside the web server (more can run elsewhere with `npm run worker`).
   const worker = process.env.VMDEDUP_WORKER === '0'
@@ -99,7 +105,7 @@ async function createDemo(home: string): Promise<void> {
 /** A build is needed when there is none, or when a source file is newer than it. */
 async function needsBuild(): Promise<boolean> {
   const buildId = await fs.stat(path.join(appDir, '.next', 'BUILD_ID')).catch(() => undefined);
-  if (!buildId) return true;
+  if (!buildId || !(await exists(path.join(appDir, '.next', 'standalone', 'server.js')))) return true;
   for (const dir of ['app', 'components', 'lib']) {
     const entries = await fs.readdir(path.join(appDir, dir), { recursive: true, withFileTypes: true });
     for (const entry of entries) {
@@ -110,9 +116,85 @@ async function needsBuild(): Promise<boolean> {
   return false;
 }
 
-/** The web server gets the catalog's URL, and Next's telemetry stays off (no calls home from a backup server). */
+/** The build gets the catalog's URL, and Next's telemetry stays off (no calls home from a backup server). */
 function nextEnv(url: string): NodeJS.ProcessEnv {
   return { ...process.env, DATABASE_URL: url, NEXT_TELEMETRY_DISABLED: '1' };
+}
+
+/** What the web server may know of the environment: vmdedup's and next-auth's settings, never root's other secrets. */
+function webServerEnv(own: Record<string, string>): NodeJS.ProcessEnv {
+  const passed = Object.entries(process.env).filter(([name]) =>
+    ['PATH', 'LANG', 'LC_ALL', 'TZ'].includes(name) || ((name.startsWith('VMDEDUP_') || name.startsWith('AUTH_')) && name !== 'VMDEDUP_ADMIN_PASSWORD'));
+  return { ...Object.fromEntries(passed), NODE_ENV: 'production', NEXT_TELEMETRY_DISABLED: '1', ...own };
+}
+
+type WebUser = { name: string; uid: number; gid: number };
+
+/** As root: the user the web server runs as (made as a system user if missing). Otherwise: none, it runs as we do. */
+async function unprivilegedWebUser(): Promise<WebUser | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  const name = process.env.VMDEDUP_WEB_USER || 'vmdedup';
+  if (name === 'root') {
+    log('warning: VMDEDUP_WEB_USER=root: the web server runs as root (any flaw in it is then root on this machine)');
+    return undefined;
+  }
+  const lookup = () => {
+    const uid = spawnSync('id', ['-u', name], { encoding: 'utf8' });
+    const gid = spawnSync('id', ['-g', name], { encoding: 'utf8' });
+    return uid.status === 0 && gid.status === 0 ? { name, uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) } : undefined;
+  };
+  const found = lookup();
+  if (found) return found;
+  const made = spawnSync('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name], { encoding: 'utf8' });
+  const user = lookup();
+  if (!user) throw new Error(`cannot create the system user '${name}' for the web server (${(made.stderr || made.error?.message || '').trim()}): create it, or name another with VMDEDUP_WEB_USER`);
+  log(`created the system user '${name}': the web server runs as it`);
+  return user;
+}
+
+/**
+ * Copies the standalone build (.next/standalone, plus its static files) to VMDEDUP_HOME/web/<build id>, readable by
+ * the web server's user and nobody else: the app's own folder may sit where that user cannot reach (under /root).
+ * Earlier builds' copies are removed. Returns the folder to run server.js in.
+ */
+async function installWebServer(home: string, user: WebUser | undefined): Promise<string> {
+  const buildId = (await fs.readFile(path.join(appDir, '.next', 'BUILD_ID'), 'utf8')).trim();
+  const webRoot = path.join(home, 'web');
+  const target = path.join(webRoot, buildId);
+  await fs.mkdir(webRoot, { recursive: true, mode: 0o750 });
+  if (!(await exists(path.join(target, 'server.js')))) {
+    const temp = `${target}.tmp-${process.pid}`;
+    await fs.rm(temp, { recursive: true, force: true });
+    await fs.cp(path.join(appDir, '.next', 'standalone'), temp, { recursive: true, verbatimSymlinks: true });
+    await fs.cp(path.join(appDir, '.next', 'static'), path.join(temp, '.next', 'static'), { recursive: true });
+    if (await exists(path.join(appDir, 'public'))) await fs.cp(path.join(appDir, 'public'), path.join(temp, 'public'), { recursive: true });
+    await fs.rm(target, { recursive: true, force: true });
+    await fs.rename(temp, target);
+  }
+  for (const entry of await fs.readdir(webRoot)) if (entry !== buildId) await fs.rm(path.join(webRoot, entry), { recursive: true, force: true });
+  // Code only, no secrets; still the owner's and the web user's group's alone. Next may write its cache.
+  await fs.mkdir(path.join(target, '.next', 'cache'), { recursive: true });
+  await shareWithGroup(webRoot, user?.gid);
+  if (user) await fs.chown(path.join(target, '.next', 'cache'), user.uid, user.gid);
+  await fs.chmod(path.join(target, '.next', 'cache'), 0o700);
+  return target;
+}
+
+/** Owner rwx/rw, group r-x/r--, others nothing, for everything under `dir`; the group becomes `gid` when given. */
+async function shareWithGroup(dir: string, gid: number | undefined): Promise<void> {
+  const apply = async (file: string, isDir: boolean) => {
+    if (gid !== undefined) await fs.lchown(file, 0, gid);
+    const mode = (await fs.lstat(file)).mode;
+    if (!((mode & 0o170000) === 0o120000)) await fs.chmod(file, isDir ? 0o750 : (mode & 0o100 ? 0o750 : 0o640));
+  };
+  await apply(dir, true);
+  for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
+    await apply(path.join(entry.parentPath, entry.name), entry.isDirectory());
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(() => true, () => false);
 }
 
 function nextBin(): string {

@@ -5,6 +5,7 @@
  */
 import { failStaleJobs } from '../catalog/jobs';
 import { jobStaleSeconds } from '../config';
+import { prepareHome } from '../home';
 import { closeCatalog, getCatalog } from '../db';
 import { JOB_QUEUE, type QueuedJobData, WORKER_CALL_QUEUE, openWorkerQueue } from '../jobs/queue';
 import type { WorkerCallData } from '../jobs/worker-calls';
@@ -14,6 +15,7 @@ import { runJob } from './run-job';
 
 
 export async function runWorker(): Promise<number> {
+  for (const notice of await prepareHome()) log(notice);
   const controller = new AbortController();
   const db = await getCatalog();
   const queue = await openWorkerQueue();

@@ -16,10 +16,11 @@ export type FsWriteOps = {
   mkdir(dir: string): Promise<void>;
 };
 
+/** The store holds every disk of the fleet: its files and folders are the owner's only, whatever the umask. */
 const NODE_OPS: FsWriteOps = {
-  open: (file, flags) => fs.open(file, flags),
+  open: (file, flags) => fs.open(file, flags, 0o600),
   rename: (from, to) => fs.rename(from, to),
-  mkdir: async (dir) => { await fs.mkdir(dir); },
+  mkdir: async (dir) => { await fs.mkdir(dir, { mode: 0o700 }); },
 };
 
 /**

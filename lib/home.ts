@@ -1,0 +1,67 @@
+/**
+ * VMDEDUP_HOME and the repository hold a copy of every disk and every VM config of the fleet: nobody but
+ * vmdedup may read them. Every vmdedup process (CLI, worker, `npm start`) calls prepareHome first.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { repositoryDir, vmdedupHome } from './config';
+
+/**
+ * Run by root, vmdedup has two other users reach into VMDEDUP_HOME: the embedded catalog's PostgreSQL (its data in
+ * catalog/pgdata) and the web server (its code in web/). The home and catalog folders then let others through (x)
+ * without letting them list or read anything; what lies inside is each one's own.
+ */
+function traversableByOthers(): boolean {
+  return process.getuid?.() === 0;
+}
+
+/**
+ * Makes the process create private files (umask 077), creates VMDEDUP_HOME private, and tightens a home or
+ * repository that others can read (made by an older vmdedup, or by hand): every file and folder in it loses its
+ * group and other permissions. Returns one line per folder tightened, for the caller to print.
+ */
+export async function prepareHome(): Promise<string[]> {
+  process.umask(0o077);
+  const home = vmdedupHome();
+  const through = traversableByOthers();
+  const homeMode = through ? 0o711 : 0o700;
+  await fs.mkdir(home, { recursive: true, mode: homeMode });
+  const notices: string[] = [];
+  const tightenedHome = await tighten(home, homeMode, { skip: new Set([path.join(home, 'web')]) });
+  if (tightenedHome) notices.push(`tightened permissions under ${home}: ${tightenedHome} files and folders were open to other users (now owner only)`);
+  // The umask applies to mkdir's mode too: set the home's own mode exactly.
+  if (((await fs.stat(home)).mode & 0o777) !== homeMode) await fs.chmod(home, homeMode);
+  const repository = repositoryDir();
+  const tightenedRepository = await tighten(repository, 0o700);
+  if (tightenedRepository) notices.push(`tightened permissions of the repository ${repository}: ${tightenedRepository} files and folders were open to other users (now owner only)`);
+  if (through) {
+    await fs.mkdir(path.join(home, 'catalog'), { mode: 0o711 }).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err; });
+    await fs.chmod(path.join(home, 'catalog'), 0o711);
+  }
+  return notices;
+}
+
+/**
+ * When `root` itself allows more than `rootMode`, walks it and strips group and other permissions from
+ * everything in it (symlinks are not followed); returns how many entries changed (0: nothing to do).
+ */
+async function tighten(root: string, rootMode: number, options: { skip?: Set<string> } = {}): Promise<number> {
+  const stat = await fs.stat(root).catch(() => undefined);
+  if (!stat?.isDirectory() || (stat.mode & 0o777 & ~rootMode) === 0) return 0;
+  let changed = 0;
+  const walk = async (dir: string): Promise<void> => {
+    for (const entry of await fs.readdir(dir, { withFileTypes: true })) {
+      const file = path.join(dir, entry.name);
+      if (entry.isSymbolicLink() || options.skip?.has(file)) continue;
+      const mode = (await fs.lstat(file)).mode & 0o7777;
+      if (mode & 0o077) {
+        await fs.chmod(file, mode & ~0o077);
+        changed++;
+      }
+      if (entry.isDirectory()) await walk(file);
+    }
+  };
+  await walk(root);
+  await fs.chmod(root, rootMode);
+  return changed + 1;
+}
