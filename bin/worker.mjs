@@ -5,4 +5,4 @@ import { appDir, ensureBuilt } from './build.mjs';
 
 process.env.VMDEDUP_APP_DIR ??= appDir;
 const { runWorker } = await import(path.join(await ensureBuilt(), 'worker.js'));
-process.exitCode = await runWorker();
+process.exitCode = await runWorker(process.argv.slice(2));

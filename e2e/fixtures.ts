@@ -2,7 +2,7 @@
  * Shared by the specs: the e2e server's home (its catalog, through the CLI), users of each role, signing
  * in through the real form, and a page that fails the test on any browser console error.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { type Page, test as base, expect } from '@playwright/test';
 
@@ -32,7 +32,7 @@ export function ensureUser(username: string, role: 'viewer' | 'operator' | 'appr
  * Pauses the e2e server's job worker (SIGSTOP) so a spec can act between a job being queued and being run;
  * returns the function that lets it go on. The worker is the `bin/worker.mjs` process on this e2e home.
  */
-export function pauseWorker(): () => void {
+export function pauseWorker(options: { keepCalls?: boolean } = {}): () => void {
   const home = e2eHome();
   const pids = fs.readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).filter((pid) => {
     try {
@@ -45,7 +45,12 @@ export function pauseWorker(): () => void {
   }).map(Number);
   if (pids.length === 0) throw new Error(`no job worker runs on ${home}`);
   for (const pid of pids) process.kill(pid, 'SIGSTOP');
-  return () => { for (const pid of pids) process.kill(pid, 'SIGCONT'); };
+  // The web server's calls (restore plans) are still answered, by a worker that serves only them.
+  const calls = options.keepCalls ? spawn(process.execPath, ['bin/worker.mjs', '--only', 'calls'], { env: { ...process.env, VMDEDUP_HOME: home }, stdio: 'ignore' }) : undefined;
+  return () => {
+    calls?.kill('SIGTERM');
+    for (const pid of pids) process.kill(pid, 'SIGCONT');
+  };
 }
 
 export async function signIn(page: Page, user: { username: string; password: string }): Promise<void> {

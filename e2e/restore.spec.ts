@@ -199,8 +199,9 @@ test('a state change between approval and execution stops the restore before any
   await signIn(approverPage, ensureUser('april', 'approver'));
   await approverPage.goto(requestUrl);
   await expect(approverPage.getByTestId('live-changed')).toHaveCount(0);
-  // The worker is held while the approval is given, so the change lands after approval, before execution.
-  const resumeWorker = pauseWorker();
+  // The worker is held while the approval is given, so the change lands after approval, before execution; a
+  // calls-only worker answers the approval's planning meanwhile.
+  const resumeWorker = pauseWorker({ keepCalls: true });
   const vm02 = path.join(libvirtDir, 'vm02.xml');
   const original = fs.readFileSync(vm02, 'utf8');
   try {

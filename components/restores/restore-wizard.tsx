@@ -97,7 +97,7 @@ export function RestoreWizard({ vms, allowOverwrite, restoreRoots, initial }: {
           <button type="button" disabled={pending || (targetKind === 'folder' && !dir)} onClick={() => makePlan()} className="rounded bg-slate-900 px-3 py-1.5 text-white disabled:opacity-50">Plan the restore</button>
         </section>
       )}
-      {error && <p data-testid="restore-error" className="text-sm text-red-700">{error}</p>}
+      {error && <p data-testid="restore-error" role="alert" className="text-sm text-red-700">{error}</p>}
       {plan && (
         <section className={box} aria-label="4. Plan">
           <span className="font-medium">4. The plan (nothing has been written)</span>

@@ -13,8 +13,22 @@ import { answerWorkerCall } from './calls';
 import { toAppError } from '../errors';
 import { runJob } from './run-job';
 
+/** What a worker serves: the long jobs, the web server's calls, or both (the default). */
+export type WorkerLanes = 'all' | 'jobs' | 'calls';
 
-export async function runWorker(): Promise<number> {
+/** `npm run worker [-- --only jobs|calls]`: a calls-only worker keeps planning quick while others run long jobs. */
+export function parseWorkerArgs(argv: string[]): WorkerLanes | string {
+  if (argv.length === 0) return 'all';
+  if (argv.length === 2 && argv[0] === '--only' && (argv[1] === 'jobs' || argv[1] === 'calls')) return argv[1];
+  return `usage: vmdedup worker [--only jobs|calls]  (got '${argv.join(' ')}')`;
+}
+
+export async function runWorker(argv: string[] = []): Promise<number> {
+  const lanes = parseWorkerArgs(argv);
+  if (lanes !== 'all' && lanes !== 'jobs' && lanes !== 'calls') {
+    process.stderr.write(`vmdedup: ${lanes}\n`);
+    return 2;
+  }
   for (const notice of await prepareHome()) log(notice);
   const controller = new AbortController();
   const db = await getCatalog();
@@ -28,16 +42,20 @@ export async function runWorker(): Promise<number> {
   const sweeper = setInterval(sweep, Math.min(30_000, (jobStaleSeconds() * 1000) / 2));
 
   let running: Promise<unknown> = Promise.resolve();
-  await queue.work<QueuedJobData>(JOB_QUEUE, { pollingIntervalSeconds: 1, batchSize: 1 }, async ([job]) => {
-    log(`job ${job.id}: started`);
-    const done = runJob(db, { jobId: job.data.jobId, signal: controller.signal });
-    running = done;
-    const state = await done;
-    log(`job ${job.id}: ${state ?? 'skipped (no longer queued)'}`);
-  });
+  if (lanes !== 'calls') {
+    await queue.work<QueuedJobData>(JOB_QUEUE, { pollingIntervalSeconds: 1, batchSize: 1 }, async ([job]) => {
+      log(`job ${job.id}: started`);
+      const done = runJob(db, { jobId: job.data.jobId, signal: controller.signal });
+      running = done;
+      const state = await done;
+      log(`job ${job.id}: ${state ?? 'skipped (no longer queued)'}`);
+    });
+  }
   // The web server's calls (a restore plan for the wizard, a source check): served beside the long jobs.
-  await queue.work<WorkerCallData>(WORKER_CALL_QUEUE, { pollingIntervalSeconds: 0.5, batchSize: 1 }, async ([call]) => answerWorkerCall(db, call.data));
-  log('worker: waiting for jobs');
+  if (lanes !== 'jobs') {
+    await queue.work<WorkerCallData>(WORKER_CALL_QUEUE, { pollingIntervalSeconds: 0.5, batchSize: 1 }, async ([call]) => answerWorkerCall(db, call.data));
+  }
+  log(`worker: waiting for ${lanes === 'all' ? 'jobs and calls' : lanes}`);
 
   await new Promise<void>((resolve) => {
     for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => resolve());

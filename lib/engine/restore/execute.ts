@@ -130,6 +130,8 @@ async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<Re
     // Extents and parents first, main files last, the config at the very end; each folder fsynced after its renames.
     for (const { temp, final } of [...temps].reverse()) {
       at.file = final;
+      // Resolved once more: a folder on the way swapped for a symlink while the file was written is refused.
+      await checkInside(plan.root, final, path.basename(final));
       await fs.rename(temp, final);
       at.renamed++;
     }
@@ -217,7 +219,7 @@ async function beginFolderRestore(dir: string, identity: RestoreIdentity, state:
   }
   const made = await makeFolders(dir);
   // A new folder is claimed with an exclusive create: of two restores started into it at once, one is refused.
-  await fs.writeFile(marker, JSON.stringify({ ...identity, startedAt: new Date().toISOString(), pid: process.pid }), { flag: state === 'new' ? 'wx' : 'w' }).catch((err) => {
+  await fs.writeFile(marker, JSON.stringify({ ...identity, startedAt: new Date().toISOString(), pid: process.pid }), { flag: state === 'new' ? CREATE_FLAGS : fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW }).catch((err) => {
     if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new InputError('another restore started writing into this folder', { file: dir });
     throw err;
   });
@@ -268,14 +270,16 @@ async function canWriteDirect(dir: string, pool: BlockPool): Promise<boolean> {
   }
 }
 
-const DIRECT_WRITE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | (fsConstants.O_DIRECT ?? 0);
+/** New files only (O_EXCL), never through a symlink at the last component (O_NOFOLLOW). */
+const CREATE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+const DIRECT_WRITE_FLAGS = CREATE_FLAGS | (fsConstants.O_DIRECT ?? 0);
 
 /** Writes one file; returns once its blocks are written, with a promise of its fsync (awaited before renames). */
 async function writeFile(
   temp: string, size: number, blocks: (ChunkId | null)[], blockSize: number, repo: Repository, pool: BlockPool,
   direct: boolean, onBytes: (n: number) => void, signal?: AbortSignal,
 ): Promise<{ synced: Promise<void> }> {
-  const handle = await fs.open(temp, direct ? DIRECT_WRITE_FLAGS : 'wx', 0o600);
+  const handle = await fs.open(temp, direct ? DIRECT_WRITE_FLAGS : CREATE_FLAGS, 0o600);
   let synced: Promise<void> | undefined;
   try {
     // Blocks are fetched, decoded and verified by the pool's workers, written at their offsets as they
@@ -397,7 +401,7 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
   // does not record them; 0600 root would lock out a VMware host or a user's hypervisor).
   const replaced = plan.target.kind === 'in-place' ? await fs.lstat(plan.configDestination).catch(() => undefined) : undefined;
   try {
-    await fs.writeFile(temp, rewritten, { flag: 'wx', mode: 0o600 });
+    await fs.writeFile(temp, rewritten, { flag: CREATE_FLAGS, mode: 0o600 });
     if (replaced?.isFile()) await applyOwnership({ temp, final: plan.configDestination, mode: replaced.mode, uid: replaced.uid, gid: replaced.gid });
     await syncFile(temp);
     await fs.rename(temp, await checkInside(plan.root, plan.configDestination, 'the config'));
