@@ -3,7 +3,7 @@
 set -euo pipefail
 port=$1
 home=${E2E_HOME:-$(mktemp -d /tmp/vmdedup-e2e-XXXXXX)}
-chmod 755 "$home"
+chmod 755 "$home"  # a home open to others, as older vmdedup made it: the first command tightens it (e2e/privileges.spec.ts)
 mkdir -p "$(dirname "$0")/../test-results"
 echo "$home" > "$(dirname "$0")/../test-results/e2e-home"  # read by the spec and by global-teardown.ts
 # The admin's password is known to the specs (e2e/fixtures.ts); other users are added by the specs through the CLI.
