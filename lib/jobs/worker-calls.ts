@@ -23,15 +23,19 @@ export type WorkerCallData = { call: WorkerCallName; input: unknown };
 /** A call's answer as the worker stores it: expected errors travel as code + message, never as a stack. */
 export type WorkerCallAnswer = { ok: true; output: unknown } | { ok: false; code: AppErrorCode; message: string };
 
-/** A worker that takes longer than this to answer is reported, and the call withdrawn. */
-const ANSWER_TIMEOUT_MS = Number(process.env.VMDEDUP_WORKER_CALL_TIMEOUT_MS) > 0 ? Number(process.env.VMDEDUP_WORKER_CALL_TIMEOUT_MS) : 30_000;
+/** A worker that takes longer than this to answer is reported, and the call withdrawn (VMDEDUP_WORKER_CALL_TIMEOUT_MS). */
+function answerTimeoutMs(): number {
+  const value = Number(process.env.VMDEDUP_WORKER_CALL_TIMEOUT_MS);
+  return value > 0 ? value : 30_000;
+}
 const POLL_MS = 50;
 
 export async function callWorker<K extends WorkerCallName>(call: K, input: WorkerCalls[K]['input'], options: { queue?: PgBoss } = {}): Promise<WorkerCalls[K]['output']> {
   const queue = options.queue ?? (await getJobSender());
-  const id = await queue.send(WORKER_CALL_QUEUE, { call, input } satisfies WorkerCallData, { retryLimit: 0, expireInSeconds: Math.ceil(ANSWER_TIMEOUT_MS / 1000) + 30 });
+  const timeout = answerTimeoutMs();
+  const id = await queue.send(WORKER_CALL_QUEUE, { call, input } satisfies WorkerCallData, { retryLimit: 0, expireInSeconds: Math.ceil(timeout / 1000) + 30 });
   if (!id) throw new AppError('INTERNAL', { message: `the job queue refused the ${call} call` });
-  const deadline = Date.now() + ANSWER_TIMEOUT_MS;
+  const deadline = Date.now() + timeout;
   for (let wait = POLL_MS; ; wait = Math.min(wait * 2, 400)) {
     const job = await queue.getJobById(WORKER_CALL_QUEUE, id, { includeArchive: true });
     if (job?.state === 'completed') {
@@ -46,7 +50,7 @@ export async function callWorker<K extends WorkerCallName>(call: K, input: Worke
     if (Date.now() > deadline) {
       await queue.cancel(WORKER_CALL_QUEUE, id).catch(() => undefined);
       throw new AppError('UNAVAILABLE', {
-        message: `no job worker answered within ${Math.round(ANSWER_TIMEOUT_MS / 1000)} s, so the server could not ${describe(call)}: is a worker running ('npm run worker')?`,
+        message: `no job worker answered within ${Math.round(timeout / 1000)} s, so the server could not ${describe(call)}: is a worker running ('npm run worker')?`,
       });
     }
     await new Promise((resolve) => setTimeout(resolve, wait));

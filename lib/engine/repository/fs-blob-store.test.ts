@@ -97,6 +97,21 @@ describe('FsBlobStore failure paths', () => {
     });
   }
 
+  it('keeps its folders and files for the owner alone, whatever the umask', async () => {
+    const previous = process.umask(0o022);
+    try {
+      const root = path.join(await tempDir(), 'store');
+      const store = new FsBlobStore(root);
+      await store.put('chunks/ab/abcdef', new Uint8Array([1, 2, 3]));
+      await store.put('config.json', new Uint8Array([4]));
+      await store.flush();
+      for (const dir of [root, path.join(root, 'chunks'), path.join(root, 'chunks', 'ab'), path.join(root, 'chunks', '.tmp')]) expect((await fs.stat(dir)).mode & 0o777, dir).toBe(0o700);
+      for (const file of [path.join(root, 'chunks', 'ab', 'abcdef'), path.join(root, 'config.json')]) expect((await fs.stat(file)).mode & 0o777, file).toBe(0o600);
+    } finally {
+      process.umask(previous);
+    }
+  });
+
   it('removes its temp file when the rename fails (a folder stands where the blob goes)', async () => {
     const root = await tempDir();
     const store = new FsBlobStore(root);
