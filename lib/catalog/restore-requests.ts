@@ -110,13 +110,16 @@ export function localRestorePlanner(db: Catalog, sql: CatalogSql, repo: Reposito
 export async function checkRestoreRoots(target: RestoreTarget): Promise<void> {
   if (target.kind !== 'folder') return;
   const roots = restoreRoots();
-  const dir = await resolvedRoot(target.dir);
-  for (const root of roots) {
+  const given = path.resolve(target.dir);
+  const refuse = (why = '') => new AppError('FORBIDDEN', { message: `restores from the browser may write only under ${roots.join(', ')} (VMDEDUP_RESTORE_ROOTS)${why}` });
+  // Outside every root as written: refused without looking at the filesystem (planning probes nothing there).
+  const candidates = roots.filter((root) => isInside(root, given));
+  if (candidates.length === 0) throw refuse();
+  const dir = await resolvedRoot(given);
+  for (const root of candidates) {
     if (isInside(await resolvedRoot(root), dir)) return;
   }
-  throw new AppError('FORBIDDEN', {
-    message: `restores from the browser may write only under ${roots.join(', ')} (VMDEDUP_RESTORE_ROOTS)${dir !== path.resolve(target.dir) ? `; ${target.dir} resolves to ${dir}` : ''}`,
-  });
+  throw refuse(`; ${target.dir} leads out of them through a symlink (it resolves to ${dir})`);
 }
 
 /** Plans a restore for the wizard: writes nothing. */
