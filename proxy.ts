@@ -1,6 +1,6 @@
 import { type NextRequest, NextResponse } from 'next/server';
 import { REQUESTED_PATH_HEADER } from '@/lib/auth/callback-path';
-import { browserHost, trustedProxies } from '@/lib/auth/forwarded';
+import { browserHost, fromTrustedProxy } from '@/lib/auth/forwarded';
 import { HSTS, STATIC_SECURITY_HEADERS, contentSecurityPolicy } from '@/lib/auth/security-headers';
 
 const formTargets = process.env.VMDEDUP_OIDC_ISSUER ? [new URL(process.env.VMDEDUP_OIDC_ISSUER).origin] : [];
@@ -8,14 +8,15 @@ const FORWARDED = ['x-forwarded-host', 'x-forwarded-proto', 'x-forwarded-for', '
 const UNSAFE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /**
- * Every request: forwarded headers dropped unless a trusted proxy sent them (Next's own server-action origin check
- * reads X-Forwarded-Host); a state-changing request must come from a page of this site (its Origin names this
- * host; next-auth's own routes keep their CSRF token check); security headers with a per-request CSP nonce for
- * Next's scripts; and the path asked for, so a signed-out visitor comes back to it after signing in.
+ * Every request: forwarded headers dropped unless a trusted proxy sent them (its address is in
+ * VMDEDUP_TRUSTED_PROXIES; Next's own server-action origin check reads X-Forwarded-Host); a state-changing request
+ * must come from a page of this site (its Origin names this host; next-auth's own routes keep their CSRF token
+ * check); security headers with a per-request CSP nonce for Next's scripts; and the path asked for, so a
+ * signed-out visitor comes back to it after signing in.
  */
 export function proxy(request: NextRequest) {
   const headers = new Headers(request.headers);
-  if (trustedProxies().length === 0) for (const name of FORWARDED) headers.delete(name);
+  if (!fromTrustedProxy(request.headers)) for (const name of FORWARDED) headers.delete(name);
   const { host, protocol } = browserHost(headers, request.nextUrl.protocol.replace(/:$/, ''));
   if (UNSAFE_METHODS.has(request.method) && !request.nextUrl.pathname.startsWith('/api/auth/')) {
     const origin = request.headers.get('origin');

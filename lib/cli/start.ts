@@ -38,7 +38,8 @@ export async function start(): Promise<number> {
   const port = process.env.PORT ?? '3000';
   const host = process.env.HOST ?? '127.0.0.1';
   log(`serving on http://${host}:${port}  (stop with Ctrl-C; 'npx vmdedup db stop' stops the embedded catalog)`);
-  const server = spawn(process.execPath, [nextBin(), 'start', '-p', port, '-H', host], {
+  // Not `next start`: bin/web-server.mjs tells the app each request's peer address (trusted proxies, throttling).
+  const server = spawn(process.execPath, [path.join(appDir, 'bin', 'web-server.mjs'), port, host], {
     cwd: appDir, stdio: 'inherit', env: { ...nextEnv(url), AUTH_SECRET: authSecret },
   });
   // The job worker runs beside the web server (more can run elsewhere with `npm run worker`).
