@@ -237,7 +237,10 @@ test('security headers on pages and API routes; HSTS only from a trusted proxy o
 
   // Origins of a state-changing request (a server action POST; refused before it reaches one).
   const post = (from: string, headers: Record<string, string>) => rawRequest(baseURL!, { from, method: 'POST', path: '/sources', headers: { 'Content-Type': 'text/plain', ...headers }, body: 'x' });
-  expect((await post(direct, { Origin: 'http://evil.example' })).status, 'forged Origin').toBe(403);
+  const forged = await post(direct, { Origin: 'http://evil.example' });
+  expect(forged.status, 'forged Origin').toBe(403);
+  expect(forged.headers, 'the refusal has the headers too').toMatchObject({ 'x-content-type-options': 'nosniff', 'referrer-policy': 'same-origin' });
+  expect(forged.headers['content-security-policy']).toContain("frame-ancestors 'none'");
   expect((await post(direct, {})).status, 'no Origin').toBe(403);
   expect((await post(direct, { Origin: 'null' })).status, 'opaque Origin').toBe(403);
   expect((await post(direct, { Origin: 'http://evil.example', 'X-Forwarded-Host': 'evil.example' })).status, 'forged X-Forwarded-Host from an untrusted address').toBe(403);

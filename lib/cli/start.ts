@@ -101,6 +101,11 @@ async function createDemo(home: string): Promise<void> {
 async function needsBuild(): Promise<boolean> {
   const buildId = await fs.stat(path.join(appDir, '.next', 'BUILD_ID')).catch(() => undefined);
   if (!buildId) return true;
+  // proxy.ts (the origin check, security headers) and the Next config are built in too.
+  for (const file of ['proxy.ts', 'next.config.js']) {
+    const stat = await fs.stat(path.join(appDir, file)).catch(() => undefined);
+    if (stat && stat.mtimeMs > buildId.mtimeMs) return true;
+  }
   for (const dir of ['app', 'components', 'lib']) {
     const entries = await fs.readdir(path.join(appDir, dir), { recursive: true, withFileTypes: true });
     for (const entry of entries) {
