@@ -35,6 +35,8 @@ export default defineConfig({
       env: {
         VMDEDUP_OIDC_ISSUER: `http://127.0.0.1:${OIDC_PORT}`, VMDEDUP_OIDC_CLIENT_ID: OIDC_CLIENT.id,
         VMDEDUP_OIDC_CLIENT_SECRET: OIDC_CLIENT.secret, VMDEDUP_OIDC_NAME: OIDC_CLIENT.name,
+        // A reverse proxy at 127.0.0.2 (e2e/access.spec.ts connects from there); the browser's 127.0.0.1 stays untrusted.
+        VMDEDUP_TRUSTED_PROXIES: '127.0.0.2',
       },
     },
   ],

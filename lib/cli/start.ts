@@ -43,9 +43,10 @@ export async function start(): Promise<number> {
   const webUser = await unprivilegedWebUser();
   const web = await installWebServer(home, webUser);
   log(`serving on http://${host}:${port}${webUser ? ` as user '${webUser.name}'` : ''}  (stop with Ctrl-C; 'npx vmdedup db stop' stops the embedded catalog)`);
-  const server = spawn(process.execPath, [path.join(web, 'server.js')], {
+  // Not `next start`: web-server.mjs tells the app each request's peer address (trusted proxies, throttling).
+  const server = spawn(process.execPath, [path.join(web, 'web-server.mjs'), port, host], {
     cwd: web, stdio: 'inherit', ...(webUser ? { uid: webUser.uid, gid: webUser.gid } : {}),
-    env: webServerEnv({ DATABASE_URL: url, AUTH_SECRET: authSecret, PORT: port, HOSTNAME: host, HOME: path.join(web, '.next', 'cache') }),
+    env: webServerEnv({ DATABASE_URL: url, AUTH_SECRET: authSecret, HOME: path.join(web, '.next', 'cache') }),
   });
   // The job worker runs beside the web server (more can run elsewhere with `npm run worker`).
   const worker = process.env.VMDEDUP_WORKER === '0'
@@ -106,6 +107,11 @@ async function createDemo(home: string): Promise<void> {
 async function needsBuild(): Promise<boolean> {
   const buildId = await fs.stat(path.join(appDir, '.next', 'BUILD_ID')).catch(() => undefined);
   if (!buildId || !(await exists(path.join(appDir, '.next', 'standalone', 'server.js')))) return true;
+  // proxy.ts (the origin check, security headers) and the Next config are built in too.
+  for (const file of ['proxy.ts', 'next.config.js']) {
+    const stat = await fs.stat(path.join(appDir, file)).catch(() => undefined);
+    if (stat && stat.mtimeMs > buildId.mtimeMs) return true;
+  }
   for (const dir of ['app', 'components', 'lib']) {
     const entries = await fs.readdir(path.join(appDir, dir), { recursive: true, withFileTypes: true });
     for (const entry of entries) {
@@ -153,7 +159,7 @@ async function unprivilegedWebUser(): Promise<WebUser | undefined> {
 }
 
 /**
- * Copies the standalone build (.next/standalone, plus its static files) to VMDEDUP_HOME/web/<build id>, readable by
+ * Copies the standalone build (.next/standalone, plus its static files and bin/web-server.mjs) to VMDEDUP_HOME/web/<build id>, readable by
  * the web server's user and nobody else: the app's own folder may sit where that user cannot reach (under /root).
  * Earlier builds' copies are removed. Returns the folder to run server.js in.
  */
@@ -168,6 +174,7 @@ async function installWebServer(home: string, user: WebUser | undefined): Promis
     await fs.cp(path.join(appDir, '.next', 'standalone'), temp, { recursive: true, verbatimSymlinks: true });
     await fs.cp(path.join(appDir, '.next', 'static'), path.join(temp, '.next', 'static'), { recursive: true });
     if (await exists(path.join(appDir, 'public'))) await fs.cp(path.join(appDir, 'public'), path.join(temp, 'public'), { recursive: true });
+    await fs.copyFile(path.join(appDir, 'bin', 'web-server.mjs'), path.join(temp, 'web-server.mjs'));
     await fs.rm(target, { recursive: true, force: true });
     await fs.rename(temp, target);
   }

@@ -1,5 +1,5 @@
+import { forbidden } from 'next/navigation';
 import { AuditLog } from '@/components/audit/audit-log';
-import { NotAllowed } from '@/components/layout/not-allowed';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
 import { listAudit } from '@/lib/catalog/audit';
@@ -7,7 +7,7 @@ import { getCatalog } from '@/lib/db';
 
 export default async function AuditPage({ searchParams }: { searchParams: Promise<{ action?: string }> }) {
   const user = await requireUser();
-  if (!can(user.role, 'audit')) return <NotAllowed role={user.role} what="read the audit log" />;
+  if (!can(user.role, 'audit')) forbidden();
   const { action } = await searchParams;
   return <AuditLog events={await listAudit(await getCatalog(), { action, limit: 500 })} action={action ?? ''} />;
 }

@@ -1,4 +1,4 @@
-import { NotAllowed } from '@/components/layout/not-allowed';
+import { forbidden } from 'next/navigation';
 import { UsersAdmin } from '@/components/users/users-admin';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
@@ -7,6 +7,6 @@ import { getCatalog } from '@/lib/db';
 
 export default async function UsersPage() {
   const user = await requireUser();
-  if (!can(user.role, 'manage')) return <NotAllowed role={user.role} what="manage users" />;
+  if (!can(user.role, 'manage')) forbidden();
   return <UsersAdmin users={await listUsers(await getCatalog())} currentUserId={user.id} />;
 }

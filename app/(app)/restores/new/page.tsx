@@ -1,4 +1,4 @@
-import { NotAllowed } from '@/components/layout/not-allowed';
+import { forbidden } from 'next/navigation';
 import { RestoreWizard } from '@/components/restores/restore-wizard';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
@@ -10,7 +10,7 @@ import { getCatalog } from '@/lib/db';
 
 export default async function NewRestorePage({ searchParams }: { searchParams: Promise<{ vm?: string; source?: string }> }) {
   const user = await requireUser();
-  if (!can(user.role, 'request-restore')) return <NotAllowed role={user.role} what="request restores" />;
+  if (!can(user.role, 'request-restore')) forbidden();
   const db = await getCatalog();
   const [vms, policy] = await Promise.all([listVms(db), getApprovalPolicy(db)]);
   const withBackups = vms.filter((vm) => vm.backups > 0).map((vm) => ({ name: vm.name, source: vm.source }));
