@@ -54,25 +54,38 @@ const RECOMPUTED_HASH = `encode(pg_catalog.sha256(convert_to(e."prevHash" || jso
 type ChainRow = AuditChainEvent & { prevHash: string; hash: string; recomputed: string; previousHash: string | null; previousSeq: string | null };
 
 /**
- * Walks the whole chain in the database, in one statement (one read of the table, a hash per event), inside
- * one snapshot: writers append in the chain's order under its lock, so a snapshot always holds a whole prefix.
+ * Walks the whole chain in the database inside one snapshot (writers append in the chain's order under its
+ * lock, so a snapshot always holds a whole prefix): one scan recomputes every event's hash, one walks the
+ * links in chain order; the earlier finding is the first broken event.
  */
 export async function verifyAuditChain(sql: pg.Pool): Promise<AuditChainReport> {
   const client = await sql.connect();
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const { rows: [first] } = await client.query<ChainRow>(`
-      SELECT * FROM (
-        SELECT e.id::text AS id, e.seq::text AS seq, ${ISO_AT} AS at, e.action, e."prevHash", e.hash, ${RECOMPUTED_HASH} AS recomputed,
-          lag(e.hash) OVER chain AS "previousHash", lag(e.seq) OVER chain AS "previousSeq"
-        FROM "AuditEvent" e WINDOW chain AS (ORDER BY e.seq, e.id)
-      ) walk
-      WHERE recomputed IS DISTINCT FROM hash OR "prevHash" IS DISTINCT FROM coalesce("previousHash", $1)
-      ORDER BY seq::bigint, id::bigint LIMIT 1`, [GENESIS]);
+    type Place = { seq: string; id: string };
+    const { rows: [badHash] } = await client.query<Place>(
+      `SELECT e.seq::text AS seq, e.id::text AS id FROM "AuditEvent" e WHERE ${RECOMPUTED_HASH} IS DISTINCT FROM e.hash ORDER BY e.seq, e.id LIMIT 1`,
+    );
+    const { rows: [badLink] } = await client.query<Place>(`
+      SELECT seq::text AS seq, id::text AS id FROM (
+        SELECT e.seq, e.id, e."prevHash", lag(e.hash) OVER (ORDER BY e.seq, e.id) AS previous FROM "AuditEvent" e
+      ) walk WHERE "prevHash" IS DISTINCT FROM coalesce(previous, $1) ORDER BY seq, id LIMIT 1`, [GENESIS]);
+    const first = [badHash, badLink].filter((place): place is Place => Boolean(place))
+      .sort((a, b) => Number(BigInt(a.seq) - BigInt(b.seq)) || Number(BigInt(a.id) - BigInt(b.id)))[0];
     const { rows: [{ events }] } = await client.query<{ events: number }>('SELECT count(*)::int AS events FROM "AuditEvent"');
     const { rows: [last] } = await client.query<AuditChainEvent & { hash: string }>(`
       SELECT e.id::text AS id, e.seq::text AS seq, ${ISO_AT} AS at, e.action, e.hash FROM "AuditEvent" e ORDER BY e.seq DESC, e.id DESC LIMIT 1`);
-    const broken = first ? await diagnose(client, first) : undefined;
+    let broken: AuditChainReport['broken'];
+    if (first) {
+      const { rows: [row] } = await client.query<ChainRow>(`
+        SELECT e.id::text AS id, e.seq::text AS seq, ${ISO_AT} AS at, e.action, e."prevHash", e.hash, ${RECOMPUTED_HASH} AS recomputed,
+          previous.hash AS "previousHash", previous.seq::text AS "previousSeq"
+        FROM "AuditEvent" e LEFT JOIN LATERAL (
+          SELECT p.seq, p.hash FROM "AuditEvent" p WHERE (p.seq, p.id) < (e.seq, e.id) ORDER BY p.seq DESC, p.id DESC LIMIT 1
+        ) previous ON true
+        WHERE e.seq = $1 AND e.id = $2`, [first.seq, first.id]);
+      broken = await diagnose(client, row);
+    }
     await client.query('COMMIT');
     return { intact: !broken, events, ...(last ? { last } : {}), ...(broken ? { broken } : {}) };
   } catch (err) {
