@@ -145,7 +145,8 @@ export async function appRoleProblems(client: pg.ClientBase, role: string): Prom
       WHERE s.relnamespace = 'public'::regnamespace AND s.relkind = 'S'
         AND CASE WHEN s.relkind = 'S' THEN NOT has_sequence_privilege($1, s.oid, 'USAGE') END -- never asked of a non-sequence
     UNION ALL
-    SELECT format('%s may create objects in schema public', $1) WHERE has_schema_privilege($1, 'public', 'CREATE')
+    SELECT format('%s may create objects in schema public (where PUBLIC may, its owner revokes that: REVOKE CREATE ON SCHEMA public FROM PUBLIC, and grants CREATE to the catalog''s owner)', $1)
+      WHERE has_schema_privilege($1, 'public', 'CREATE')
     UNION ALL
     SELECT format('%s may read schema %s', $1, n.nspname) FROM pg_namespace n
       WHERE n.nspname = '${PRIVATE_SCHEMA}' AND has_schema_privilege($1, n.oid, 'USAGE')
