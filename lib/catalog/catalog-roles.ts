@@ -71,11 +71,15 @@ export async function prepareCatalog(adminUrl: string, options: PrepareOptions =
     const { rows: [session] } = await client.query<{ user: string }>('SELECT current_user AS user');
     const asOwner = async <T>(work: () => Promise<T>): Promise<T> => {
       await becomeOwner(client, recorded.owner, session.user);
+      let result: T;
       try {
-        return await work();
-      } finally {
-        await client.query('RESET ROLE');
+        result = await work();
+      } catch (err) {
+        await client.query('RESET ROLE').catch(() => undefined); // the failure is what matters
+        throw err;
       }
+      await client.query('RESET ROLE');
+      return result;
     };
     const migrations = await asOwner(() => migrate(client, options.migrationsDir ?? defaultMigrationsDir()));
     if (migrations.applied.length || (await appRoleProblems(client, recorded.app)).length) {
