@@ -155,6 +155,18 @@ describe('the catalog app role', () => {
     await expect(prepareCatalog(appUrl, { migrationsDir })).rejects.toThrow(/DATABASE_URL connects as 'vmdedup_app_.*', which is not this catalog's owner/);
   });
 
+  it('the CLI given only VMDEDUP_APP_DATABASE_URL works through it, starts no embedded catalog, and refuses a superuser\'s URL', async () => {
+    const home = await tempDir();
+    const env = { VMDEDUP_HOME: home, DATABASE_URL: '', VMDEDUP_APP_DATABASE_URL: appUrl };
+    const list = await cli(env, 'source', 'list', '--json');
+    expect(list, list.stderr).toMatchObject({ code: 0, stderr: '' });
+    expect((await cli(env, 'audit', 'verify')).stdout).toMatch(/^audit log intact: \d+ events/);
+    expect(await fs.readdir(home)).not.toContain('catalog');
+    const refused = await cli({ ...env, VMDEDUP_APP_DATABASE_URL: adminUrl }, 'source', 'list');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^vmdedup: VMDEDUP_APP_DATABASE_URL must connect as the catalog's unprivileged app role: .* is a superuser/);
+  });
+
   it('runs pg-boss: its schema and each queue\'s table belong to the app role, jobs are sent and worked', async () => {
     const boss = new PgBoss({ connectionString: appUrl, schema: 'pgboss', max: 2, supervise: true, schedule: false });
     boss.on('error', () => undefined);
