@@ -1,5 +1,4 @@
 import pg from 'pg';
-import { migrate } from './catalog/migrate';
 import { vmdedupHome } from './config';
 import { RunFault } from './engine/errors';
 import type { PrismaClient } from './generated/prisma/client';
@@ -9,12 +8,17 @@ export type Catalog = PrismaClient;
 /** Plain SQL over a small pool: the set-based writes and lookups on the path of every backup run. */
 export type CatalogSql = pg.Pool;
 
+/** `url`: the app role's connection, which every query of this process uses. */
 type Connected = { url: string; pool: pg.Pool };
 
 let connected: Promise<Connected> | undefined;
 let catalog: Promise<PrismaClient> | undefined;
 
-/** DATABASE_URL when set (an external PostgreSQL), else the embedded catalog under VMDEDUP_HOME. */
+/**
+ * The catalog's admin connection: DATABASE_URL when set (an external PostgreSQL; its role owns the catalog),
+ * else the embedded catalog's superuser under VMDEDUP_HOME (started if needed). For psql and for processes
+ * that set the catalog up (the CLI, the worker); the work itself goes through the app role (appCatalogUrl).
+ */
 export async function catalogUrl(): Promise<string> {
   if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
   // Loaded only when needed: a web server given DATABASE_URL never carries the embedded server code.
@@ -59,41 +63,58 @@ export function setIdleConnectionLostListener(listener: (err: Error) => void): v
   onIdleConnectionLost = listener;
 }
 
-async function openPool(url: string): Promise<pg.Pool> {
+function openPool(url: string): pg.Pool {
   const pool = new pg.Pool({ connectionString: url, max: 4 });
   // An idle connection dropped by the server (restart, `vmdedup db stop`) is not fatal: the pool reconnects.
   pool.on('error', (err) => onIdleConnectionLost(err));
-  try {
-    await migrate(pool);
-    return pool;
-  } catch (err) {
-    await pool.end();
-    throw err;
-  }
+  return pool;
 }
 
-/** Once per process: the catalog's URL and a pool on it, with every migration applied. */
+/**
+ * Once per process: the app role's URL and a pool on it. With an admin connection (DATABASE_URL, or the
+ * embedded catalog) the catalog is first made ready as its owner: roles, migrations, grants (prepareCatalog).
+ * With VMDEDUP_APP_DATABASE_URL alone (the web server, run unprivileged) nothing is changed: the catalog must
+ * be migrated already, and the role must be the unprivileged app role.
+ */
 function connect(): Promise<Connected> {
   connected ??= (async () => {
-    if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL, pool: await openPool(process.env.DATABASE_URL) };
+    const { checkAppCatalog, prepareCatalog } = await import('./catalog/catalog-roles');
+    const appUrl = process.env.VMDEDUP_APP_DATABASE_URL || undefined;
+    if (!process.env.DATABASE_URL && appUrl) {
+      await checkAppCatalog(appUrl);
+      return { url: appUrl, pool: openPool(appUrl) };
+    }
+    if (process.env.DATABASE_URL) {
+      const prepared = await prepareCatalog(process.env.DATABASE_URL, { appUrl });
+      return { url: prepared.appUrl, pool: openPool(prepared.appUrl) };
+    }
     // Embedded: try the known URL first (one connection when the server runs), start it only when needed.
     const { embeddedCatalogUrl } = await import('./catalog/embedded-postgres');
     const known = await embeddedCatalogUrl(vmdedupHome());
     if (known) {
       try {
-        return { url: known, pool: await openPool(known) };
+        const prepared = await prepareCatalog(known, { embedded: true });
+        return { url: prepared.appUrl, pool: openPool(prepared.appUrl) };
       } catch (err) {
         if (!NOT_READY.has((err as { code?: string }).code ?? '')) throw err;
       }
     }
-    const url = await catalogUrl();
-    return { url, pool: await openPool(url) };
+    const prepared = await prepareCatalog(await catalogUrl(), { embedded: true });
+    return { url: prepared.appUrl, pool: openPool(prepared.appUrl) };
   })();
   connected.catch(() => { connected = undefined; });
   return connected;
 }
 
-/** The URL of the catalog in use (migrated): for libraries that open their own connections (the job queue). */
+/**
+ * The app role's URL, after the catalog was made ready (migrated by its owner): what to give a process that
+ * should work with the app role alone, as VMDEDUP_APP_DATABASE_URL (and no DATABASE_URL).
+ */
+export async function appCatalogUrl(): Promise<string> {
+  return (await connect()).url;
+}
+
+/** The URL of the catalog in use (the app role's): for libraries that open their own connections (the job queue). */
 export async function getCatalogUrl(): Promise<string> {
   return (await connect()).url;
 }

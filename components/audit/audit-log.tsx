@@ -1,9 +1,11 @@
+import type { ReactNode } from 'react';
 import type { AuditRow } from '@/lib/catalog/audit';
 import { LocalTime } from '@/components/ui/local-time';
 
 const FILTERS = [['', 'everything'], ['sign-in', 'sign-ins'], ['user.', 'users'], ['source.', 'sources'], ['backup.', 'backups'], ['denied', 'refusals']] as const;
 
-export function AuditLog({ events, action }: { events: AuditRow[]; action: string }) {
+/** `chain`: the line that says whether the log's hash chain holds (streamed in when checked). */
+export function AuditLog({ events, action, chain }: { events: AuditRow[]; action: string; chain?: ReactNode }) {
   return (
     <div className="space-y-4">
       <div className="flex flex-wrap items-center gap-3">
@@ -15,7 +17,8 @@ export function AuditLog({ events, action }: { events: AuditRow[]; action: strin
         </nav>
         <a href={`/api/audit${action ? `?action=${encodeURIComponent(action)}` : ''}`} download className="ml-auto text-sm text-blue-700 hover:underline">Export CSV</a>
       </div>
-      <p className="text-sm text-slate-500">Append-only: the database refuses to change or delete an event. Newest first; the latest {events.length} shown.</p>
+      {chain}
+      <p className="text-sm text-slate-500">Append-only: the database refuses to change or delete an event, and chains each to the one before it by its hash. Newest first; the latest {events.length} shown.</p>
       <table className="w-full overflow-hidden rounded-lg border border-slate-200 bg-white text-sm">
         <thead className="bg-slate-100 text-left text-slate-600"><tr><th className="px-3 py-2">When</th><th className="px-3 py-2">Who</th><th className="px-3 py-2">What</th><th className="px-3 py-2">On</th><th className="px-3 py-2">Detail</th></tr></thead>
         <tbody>

@@ -4,6 +4,8 @@
  * process started it: the first process that finds nothing answering starts it, the others connect, and
  * `vmdedup db stop` stops it. Concurrent first starts are safe: the cluster is initialised in a temp folder
  * and renamed into place (one rename wins), and PostgreSQL's own postmaster.pid refuses a second server.
+ * The superuser initdb makes here (its password in the connection file, 0600) only administers: the catalog's
+ * owner and app roles are made on first use by lib/catalog/catalog-roles.ts, which records them in the catalog.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

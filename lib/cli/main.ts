@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { describeAuditChain, verifyAuditChain } from '../catalog/audit';
 import { embeddedCatalogStatus, stopEmbeddedCatalog } from '../catalog/embedded-postgres';
 import { rebuildCatalog } from '../catalog/rebuild-catalog';
 import { reconcileCatalog } from '../catalog/reconcile-catalog';
@@ -12,7 +13,7 @@ import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePoli
 import { addSource, listSources, selectSources } from '../catalog/sources';
 import { vmdedupHome } from '../config';
 import { prepareHome } from '../home';
-import { catalogUrl, closeCatalog, getCatalog, getCatalogSql, setIdleConnectionLostListener } from '../db';
+import { appCatalogUrl, catalogUrl, closeCatalog, getCatalog, getCatalogSql, setIdleConnectionLostListener } from '../db';
 import { initRepository, openRepository, openRepositoryFolder, openRepositoryIfAny } from '../open-repository';
 import type { z } from 'zod';
 import { InputError } from '../engine/errors';
@@ -53,10 +54,14 @@ const USAGE = `usage: vmdedup <command> [options]
   user add <name> --role viewer|operator|approver|admin [--email <e>] [--password-stdin | --sso-only]
   user set-password <name> [--password-stdin]             dashboard users (without --password-stdin a password is generated and shown once)
   user list [--json]
+  audit verify [--json]                                   check the audit log's hash chain (exit 1: it names the first
+                                                          event rewritten, deleted, inserted or moved)
   db status | db stop                                     the embedded catalog database
-  db url                                                  the catalog's connection URL (with its password: for psql)
+  db url [--app]                                          the catalog's admin connection URL (with its password: for psql);
+                                                          --app: the app role's, for VMDEDUP_APP_DATABASE_URL
 
-Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL. The repository
+Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL (its role owns the
+catalog; work runs as the app role, see README "Catalog database roles"). The repository
 (VMDEDUP_REPOSITORY, default $VMDEDUP_HOME/repository) is created by the first backup of a new catalog, else only
 by 'repository init': a missing one (an unmounted disk) or another one than the catalog's is an error (exit 1).
 Backups, scans, stats and restores first record any backup image the repository holds and the catalog lacks.`;
@@ -373,8 +378,24 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       return EXIT_OK;
     }
 
+    case 'audit': {
+      const [sub, ...args] = rest;
+      if (sub !== 'verify') throw badInput(`unknown 'audit' subcommand '${sub ?? ''}': use 'audit verify'`);
+      const { values } = parse(args, { json: { type: 'boolean' } });
+      const report = await verifyAuditChain(await getCatalogSql());
+      if (values.json) json(report);
+      else if (report.intact) out(describeAuditChain(report));
+      else io.stderr.write(`vmdedup: ${describeAuditChain(report)}\n`);
+      return report.intact ? EXIT_OK : EXIT_FAILURE;
+    }
+
     case 'db': {
-      const [sub] = rest;
+      const [sub, ...args] = rest;
+      if (sub === 'url') {
+        const { values } = parse(args, { app: { type: 'boolean' } });
+        out(values.app ? await appCatalogUrl() : await catalogUrl());
+        return EXIT_OK;
+      }
       if (process.env.DATABASE_URL) throw badInput('DATABASE_URL is set: the catalog is an external PostgreSQL, not the embedded one');
       if (sub === 'stop') {
         out((await stopEmbeddedCatalog(vmdedupHome())) ? 'embedded catalog stopped' : 'embedded catalog is not running');
@@ -383,10 +404,6 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       if (sub === 'status') {
         const status = await embeddedCatalogStatus(vmdedupHome());
         out(status.initialised ? `embedded catalog in ${vmdedupHome()}: ${status.running ? `running on 127.0.0.1:${status.port}` : 'stopped'}` : `no embedded catalog in ${vmdedupHome()} yet`);
-        return EXIT_OK;
-      }
-      if (sub === 'url') {
-        out(await catalogUrl());
         return EXIT_OK;
       }
       throw badInput(`unknown 'db' subcommand '${sub ?? ''}': use 'db status', 'db stop' or 'db url'`);

@@ -13,7 +13,7 @@ import { runBackup } from '../catalog/run-backup';
 import { addSource, listSources } from '../catalog/sources';
 import { repositoryDir, vmdedupHome } from '../config';
 import { ensureFirstAdmin } from '../catalog/manage-users';
-import { catalogUrl, getCatalog, getCatalogSql } from '../db';
+import { appCatalogUrl, catalogUrl, getCatalog, getCatalogSql } from '../db';
 import { buildFleet } from '../demo/fleet';
 import { openRepository } from '../open-repository';
 import { formatBytes } from './format';
@@ -46,7 +46,8 @@ export async function start(): Promise<number> {
   // Not `next start`: web-server.mjs tells the app each request's peer address (trusted proxies, throttling).
   const server = spawn(process.execPath, [path.join(web, 'web-server.mjs'), port, host], {
     cwd: web, stdio: 'inherit', ...(webUser ? { uid: webUser.uid, gid: webUser.gid } : {}),
-    env: webServerEnv({ DATABASE_URL: url, AUTH_SECRET: authSecret, HOME: path.join(web, '.next', 'cache') }),
+    // The app database role only (no DATABASE_URL: that would make it an owner process that migrates).
+    env: webServerEnv({ VMDEDUP_APP_DATABASE_URL: await appCatalogUrl(), AUTH_SECRET: authSecret, HOME: path.join(web, '.next', 'cache') }),
   });
   // The job worker runs beside the web server (more can run elsewhere with `npm run worker`).
   const worker = process.env.VMDEDUP_WORKER === '0'
@@ -131,6 +132,7 @@ function nextEnv(url: string): NodeJS.ProcessEnv {
 function webServerEnv(own: Record<string, string>): NodeJS.ProcessEnv {
   const passed = Object.entries(process.env).filter(([name]) =>
     ['PATH', 'LANG', 'LC_ALL', 'TZ'].includes(name) || ((name.startsWith('VMDEDUP_') || name.startsWith('AUTH_')) && name !== 'VMDEDUP_ADMIN_PASSWORD'));
+  // DATABASE_URL is not passed: the web server connects as the app role (own.VMDEDUP_APP_DATABASE_URL).
   return { ...Object.fromEntries(passed), NODE_ENV: 'production', NEXT_TELEMETRY_DISABLED: '1', ...own };
 }
 
