@@ -3,12 +3,26 @@ import { getCatalog } from '../db';
 import { auth } from './auth';
 import { type Role, isRole } from './roles';
 
-export type CurrentUser = { id: string; username: string; role: Role };
+/** Whether VMDEDUP_REQUIRE_2FA=1 asks every admin who signs in with a password for a second factor. */
+export function secondFactorRequiredForAdmins(): boolean {
+  return process.env.VMDEDUP_REQUIRE_2FA === '1';
+}
+
+export type CurrentUser = {
+  id: string; username: string; role: Role;
+  /** Whether the user has a TOTP second factor on. */
+  secondFactor: boolean;
+  /**
+   * VMDEDUP_REQUIRE_2FA=1 and an admin signed in with a password has no second factor: until they enrol one, every
+   * page sends them to /account and every server action and API route refuses them.
+   */
+  mustEnrolSecondFactor: boolean;
+};
 
 /**
- * The signed-in user as the catalog has them now: undefined when not signed in, disabled, or when the
- * session predates a password reset or a disable (its sessionVersion is older). Read once per request (the
- * layout and the page both ask).
+ * The signed-in user as the catalog has them now: undefined when not signed in, signed out (next-auth's jwt
+ * callback refuses a revoked or expired session), disabled, or when the session predates a password reset or a
+ * disable (its sessionVersion is older). Read once per request (the layout and the page both ask).
  */
 export const getCurrentUser = cache(async (): Promise<CurrentUser | undefined> => {
   const session = await auth();
@@ -16,5 +30,7 @@ export const getCurrentUser = cache(async (): Promise<CurrentUser | undefined> =
   const db = await getCatalog();
   const user = await db.user.findUnique({ where: { id: session.user.id } });
   if (!user || user.disabled || user.sessionVersion !== session.user.sessionVersion || !isRole(user.role)) return undefined;
-  return { id: user.id, username: user.username, role: user.role };
+  const secondFactor = user.totpEnabledAt !== null;
+  const mustEnrolSecondFactor = secondFactorRequiredForAdmins() && user.role === 'admin' && session.user.via === 'password' && !secondFactor;
+  return { id: user.id, username: user.username, role: user.role, secondFactor, mustEnrolSecondFactor };
 });
