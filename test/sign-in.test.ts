@@ -8,9 +8,10 @@ import { createUser, updateUser } from '../lib/catalog/manage-users';
 import { beginSecondFactorEnrolment, confirmSecondFactor, disableSecondFactor, loadAccount, resetSecondFactor } from '../lib/catalog/second-factor';
 import { isSessionRevoked, revokeSession } from '../lib/catalog/sessions';
 import { MAX_FAILED_SIGN_INS, signInWithOidc, signInWithPassword } from '../lib/catalog/sign-in';
-import type { PrismaClient } from '../lib/generated/prisma/client';
+import { PrismaPg } from '@prisma/adapter-pg';
+import { PrismaClient } from '../lib/generated/prisma/client';
 import { ZCreateUser, ZUpdateUser } from '../lib/validation/users';
-import { createMigratedCatalog } from './helpers';
+import { cli, createMigratedCatalog, createTestDatabase, tempDir } from './helpers';
 
 const PASSWORD = 'a-long-enough-password';
 const STEP_MS = 30_000;
@@ -239,5 +240,37 @@ describe('sessions', () => {
     expect(await isSessionRevoked(db, 's2')).toBe(false);
     expect(await isSessionRevoked(db, 'old')).toBe(false);
     expect(await db.auditEvent.count({ where: { action: 'sign-out', actor: 'ann' } })).toBe(1);
+  });
+});
+
+describe('vmdedup user reset-2fa', () => {
+  it('shows who has a second factor and removes one, audited, ending the user’s sessions', async () => {
+    process.env.AUTH_SECRET = 'cli-test-auth-secret';
+    const env = { VMDEDUP_HOME: await tempDir(), DATABASE_URL: await createTestDatabase() };
+    expect((await cli(env, 'user', 'add', 'rita', '--role', 'admin')).code).toBe(0);
+    const db = new PrismaClient({ adapter: new PrismaPg({ connectionString: env.DATABASE_URL }) });
+    try {
+      const rita = await db.user.findUniqueOrThrow({ where: { username: 'rita' } });
+      await beginSecondFactorEnrolment(db, { userId: rita.id });
+      const account = await loadAccount(db, { userId: rita.id });
+      if (account.secondFactor.state !== 'enrolling') throw new Error('not enrolling');
+      await confirmSecondFactor(db, { userId: rita.id, code: await currentTotpCode(account.secondFactor.secret) });
+
+      const listed = await cli(env, 'user', 'list');
+      expect(listed.stdout).toMatch(/USER\s+ROLE\s+EMAIL\s+STATUS\s+2FA\s+SSO/);
+      expect(listed.stdout).toMatch(/rita\s+admin\s+active\s+on\s+-/);
+      expect(JSON.parse((await cli(env, 'user', 'list', '--json')).stdout).users[0]).toMatchObject({ username: 'rita', secondFactor: true, singleSignOnBound: false });
+
+      const reset = await cli(env, 'user', 'reset-2fa', 'Rita');
+      expect(reset).toMatchObject({ code: 0, stderr: '' });
+      expect(reset.stdout).toMatch(/^two-step sign-in of rita removed; their sessions have ended/);
+      expect(await db.user.findUniqueOrThrow({ where: { id: rita.id } })).toMatchObject({ totpSecret: null, totpEnabledAt: null, sessionVersion: rita.sessionVersion + 1 });
+      expect(await db.auditEvent.findFirstOrThrow({ where: { action: '2fa.reset' } })).toMatchObject({ actor: 'cli', target: 'rita' });
+      expect((await cli(env, 'user', 'reset-2fa', 'rita')).stdout).toMatch(/had no two-step sign-in/);
+      expect(await cli(env, 'user', 'reset-2fa', 'nobody')).toMatchObject({ code: 2, stderr: "vmdedup: no user named 'nobody' (see 'vmdedup user list')\n" });
+      expect((await cli(env, 'user', 'reset-2fa')).code).toBe(2);
+    } finally {
+      await db.$disconnect();
+    }
   });
 });
