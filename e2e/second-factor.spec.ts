@@ -6,6 +6,7 @@
  * every page and refuses their server actions and API calls until they enrol.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
 import type { Page } from '@playwright/test';
 import { generate } from 'otplib';
 import { ADMIN, e2eHome, ensureUser, expect, signIn, test } from './fixtures';
@@ -37,8 +38,8 @@ async function signOut(page: Page): Promise<void> {
 }
 
 /** Sets up two-step sign-in on the account page open now; returns the secret shown. */
-async function enrol(page: Page, username: string, confirmStep: (secret: string) => Promise<string>): Promise<string> {
-  await page.getByRole('button', { name: 'Set up two-step sign-in' }).click();
+async function enrol(page: Page, username: string, confirmStep: (secret: string) => Promise<string>, options: { started?: boolean } = {}): Promise<string> {
+  if (!options.started) await page.getByRole('button', { name: 'Set up two-step sign-in' }).click();
   const secret = (await page.getByTestId('totp-secret').textContent())!.trim();
   expect(secret).toMatch(/^[A-Z2-7]{32}$/);
   await expect(page.getByTestId('totp-uri')).toHaveText(`otpauth://totp/vmdedup:${username}?secret=${secret}&issuer=vmdedup`);
@@ -66,7 +67,7 @@ test('a user sets up two-step sign-in, signs in with a computed code once per co
   await first.getByRole('button', { name: 'Turn on' }).click();
   await expect(page.getByRole('status')).toContainText('That code does not match');
   const step = stepNow();
-  const secret = await enrol(page, user.username, async (shown) => codeAt(shown, step - 1));
+  const secret = await enrol(page, user.username, async (shown) => codeAt(shown, step - 1), { started: true });
   await signOut(page);
 
   // Password alone, the spent confirmation code, a wrong code: one answer, the wrong password's.
@@ -123,11 +124,13 @@ test('a user sets up two-step sign-in, signs in with a computed code once per co
 });
 
 /** A second web server on the e2e catalog, started as `npm start` starts one, with `env` added. */
-async function startServer(port: number, env: Record<string, string>): Promise<ChildProcess> {
+async function startServer(port: number, env: Record<string, string>, log: string): Promise<ChildProcess> {
+  const output = fs.openSync(log, 'w');
   const server = spawn(process.execPath, ['bin/start.mjs'], {
     env: { ...process.env, VMDEDUP_HOME: e2eHome(), DATABASE_URL: '', VMDEDUP_DEMO: '0', VMDEDUP_WORKER: '0', PORT: String(port), ...env },
-    stdio: 'ignore', detached: true,
+    stdio: ['ignore', output, output], detached: true,
   });
+  fs.closeSync(output);
   await expect.poll(async () => {
     try {
       return (await fetch(`http://127.0.0.1:${port}/sign-in`)).status;
@@ -138,7 +141,7 @@ async function startServer(port: number, env: Record<string, string>): Promise<C
   return server;
 }
 
-test('with VMDEDUP_REQUIRE_2FA=1 an admin without a second factor must enrol before anything else', async ({ browser, page }) => {
+test('with VMDEDUP_REQUIRE_2FA=1 an admin without a second factor must enrol before anything else', async ({ browser, page }, testInfo) => {
   test.setTimeout(180_000);
   const port = Number(process.env.E2E_PORT ?? 3210) + 2;
   const base = `http://127.0.0.1:${port}`;
@@ -156,7 +159,7 @@ test('with VMDEDUP_REQUIRE_2FA=1 an admin without a second factor must enrol bef
   const jobs = async () => ((await (await page.request.get('/api/jobs')).json()) as { jobs: unknown[] }).jobs.length;
   const jobsBefore = await jobs();
 
-  const server = await startServer(port, { VMDEDUP_REQUIRE_2FA: '1' });
+  const server = await startServer(port, { VMDEDUP_REQUIRE_2FA: '1' }, testInfo.outputPath('require-2fa-server.log'));
   try {
     const context = await browser.newContext();
     const strict = await context.newPage();

@@ -8,6 +8,11 @@ export function secondFactorRequiredForAdmins(): boolean {
   return process.env.VMDEDUP_REQUIRE_2FA === '1';
 }
 
+/** An admin who signed in with a password and has no second factor, on a server with VMDEDUP_REQUIRE_2FA=1. */
+export function mustEnrolSecondFactor(user: { role: string; totpEnabledAt: Date | null }, via: 'password' | 'oidc'): boolean {
+  return secondFactorRequiredForAdmins() && user.role === 'admin' && via === 'password' && user.totpEnabledAt === null;
+}
+
 export type CurrentUser = {
   id: string; username: string; role: Role;
   /** Whether the user has a TOTP second factor on. */
@@ -31,6 +36,5 @@ export const getCurrentUser = cache(async (): Promise<CurrentUser | undefined> =
   const user = await db.user.findUnique({ where: { id: session.user.id } });
   if (!user || user.disabled || user.sessionVersion !== session.user.sessionVersion || !isRole(user.role)) return undefined;
   const secondFactor = user.totpEnabledAt !== null;
-  const mustEnrolSecondFactor = secondFactorRequiredForAdmins() && user.role === 'admin' && session.user.via === 'password' && !secondFactor;
-  return { id: user.id, username: user.username, role: user.role, secondFactor, mustEnrolSecondFactor };
+  return { id: user.id, username: user.username, role: user.role, secondFactor, mustEnrolSecondFactor: mustEnrolSecondFactor(user, session.user.via) };
 });
