@@ -111,7 +111,7 @@ test('a user sets up two-step sign-in, signs in with a computed code once per co
   await expect(admin.getByRole('status')).toHaveText(`Two-step sign-in of ${user.username} removed; their sessions have ended.`);
   await expect(row).not.toContainText('two-step sign-in');
   const audit = await (await admin.request.get('/api/audit')).text();
-  for (const action of ['2fa.enrol-failed', '2fa.enrol', '2fa.disable-failed', '2fa.disable', '2fa.reset']) {
+  for (const action of ['user.2fa-enrol-failed', 'user.2fa-enrol', 'user.2fa-disable-failed', 'user.2fa-disable', 'user.2fa-reset']) {
     expect(audit.split('\r\n').some((line) => line.includes(`,${action},${user.username},`)), action).toBe(true);
   }
   expect(audit.split('\r\n').filter((line) => line.includes(`,sign-in.failed,${user.username},`)).map((line) => /reason""?:""?([^"]+)/.exec(line)?.[1]))
@@ -131,13 +131,18 @@ async function startServer(port: number, env: Record<string, string>, log: strin
     stdio: ['ignore', output, output], detached: true,
   });
   fs.closeSync(output);
-  await expect.poll(async () => {
-    try {
-      return (await fetch(`http://127.0.0.1:${port}/sign-in`)).status;
-    } catch {
-      return 0;
-    }
-  }, { timeout: 90_000, intervals: [500] }).toBe(200);
+  try {
+    await expect.poll(async () => {
+      try {
+        return (await fetch(`http://127.0.0.1:${port}/sign-in`)).status;
+      } catch {
+        return 0;
+      }
+    }, { timeout: 90_000, intervals: [500] }).toBe(200);
+  } catch (err) {
+    process.kill(-server.pid!, 'SIGTERM');
+    throw err;
+  }
   return server;
 }
 

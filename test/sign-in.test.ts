@@ -73,7 +73,7 @@ describe('sign-in', () => {
     await confirmSecondFactor(db, { userId: id, code: await currentTotpCode(secret) });
     expect((await loadAccount(db, { userId: id })).secondFactor.state).toBe('on');
     await expect(beginSecondFactorEnrolment(db, { userId: id })).rejects.toThrow(/on already/);
-    expect(await reasons('tess')).toEqual(['user.create', 'sign-in', '2fa.enrol-failed: wrong code', '2fa.enrol']);
+    expect(await reasons('tess')).toEqual(['user.create', 'sign-in', 'user.2fa-enrol-failed: wrong code', 'user.2fa-enrol']);
   });
 
   it('asks for the code after the right password: wrong, missing and replayed codes get the wrong password’s answer and count toward the lock', async () => {
@@ -91,7 +91,7 @@ describe('sign-in', () => {
     expect(MAX_FAILED_SIGN_INS).toBe(5);
     expect((await db.user.findUniqueOrThrow({ where: { id } })).lockedUntil!.getTime()).toBeGreaterThan(Date.now());
     expect(await reasons('tom')).toEqual([
-      'user.create', '2fa.enrol', 'sign-in.failed: wrong password', 'sign-in.failed: no code', 'sign-in.failed: wrong code',
+      'user.create', 'user.2fa-enrol', 'sign-in.failed: wrong password', 'sign-in.failed: no code', 'sign-in.failed: wrong code',
       'sign-in.failed: wrong code', 'user.locked: code already used',
     ]);
     // Five failures in a row locked the account: even the right password and a fresh code are refused now.
@@ -152,8 +152,8 @@ describe('sign-in', () => {
     const after = await db.user.findUniqueOrThrow({ where: { id: again.id } });
     expect(after).toMatchObject({ totpSecret: null, totpEnabledAt: null, sessionVersion: before + 1 });
     expect((await signInWithPassword(db, { username: 'tilda', password: PASSWORD })).ok).toBe(true);
-    expect((await reasons('tara')).filter((r) => r.startsWith('2fa'))).toEqual(['2fa.enrol', '2fa.disable-failed: wrong password', '2fa.disable-failed: wrong code', '2fa.disable']);
-    const reset = await db.auditEvent.findFirstOrThrow({ where: { action: '2fa.reset', target: 'tilda' } });
+    expect((await reasons('tara')).filter((r) => r.startsWith('user.2fa'))).toEqual(['user.2fa-enrol', 'user.2fa-disable-failed: wrong password', 'user.2fa-disable-failed: wrong code', 'user.2fa-disable']);
+    const reset = await db.auditEvent.findFirstOrThrow({ where: { action: 'user.2fa-reset', target: 'tilda' } });
     expect(reset).toMatchObject({ actor: 'admin', detail: { hadSecondFactor: true } });
   });
 
@@ -265,7 +265,7 @@ describe('vmdedup user reset-2fa', () => {
       expect(reset).toMatchObject({ code: 0, stderr: '' });
       expect(reset.stdout).toMatch(/^two-step sign-in of rita removed; their sessions have ended/);
       expect(await db.user.findUniqueOrThrow({ where: { id: rita.id } })).toMatchObject({ totpSecret: null, totpEnabledAt: null, sessionVersion: rita.sessionVersion + 1 });
-      expect(await db.auditEvent.findFirstOrThrow({ where: { action: '2fa.reset' } })).toMatchObject({ actor: 'cli', target: 'rita' });
+      expect(await db.auditEvent.findFirstOrThrow({ where: { action: 'user.2fa-reset' } })).toMatchObject({ actor: 'cli', target: 'rita' });
       expect((await cli(env, 'user', 'reset-2fa', 'rita')).stdout).toMatch(/had no two-step sign-in/);
       expect(await cli(env, 'user', 'reset-2fa', 'nobody')).toMatchObject({ code: 2, stderr: "vmdedup: no user named 'nobody' (see 'vmdedup user list')\n" });
       expect((await cli(env, 'user', 'reset-2fa')).code).toBe(2);

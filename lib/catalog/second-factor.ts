@@ -63,7 +63,7 @@ export async function confirmSecondFactor(db: Catalog, options: { userId: string
   if (!secret) throw new AppError('CONFLICT', { message: 'start the set-up again: no secret is being enrolled' });
   const step = await acceptedTotpStep({ secret, code: options.code });
   if (step === undefined) {
-    await recordAudit(db, { actor: user.username, action: '2fa.enrol-failed', target: user.username, detail: { reason: 'wrong code' } });
+    await recordAudit(db, { actor: user.username, action: 'user.2fa-enrol-failed', target: user.username, detail: { reason: 'wrong code' } });
     throw new AppError('BAD_INPUT', { message: 'That code does not match. Check that the phone’s clock is right and type the code shown now.' });
   }
   // Only the secret that was checked: a set-up started again in another tab meanwhile has replaced it.
@@ -72,7 +72,7 @@ export async function confirmSecondFactor(db: Catalog, options: { userId: string
     data: { totpEnabledAt: new Date(), totpLastStep: step },
   });
   if (count === 0) throw new AppError('CONFLICT', { message: 'the set-up was started again meanwhile: use the newest secret' });
-  await recordAudit(db, { actor: user.username, action: '2fa.enrol', target: user.username });
+  await recordAudit(db, { actor: user.username, action: 'user.2fa-enrol', target: user.username });
 }
 
 /**
@@ -88,13 +88,13 @@ export async function disableSecondFactor(db: Catalog, options: { userId: string
   if (!passwordMatches || step === undefined) {
     const counted = await countFailure(db, user.id);
     await recordAudit(db, {
-      actor: user.username, action: '2fa.disable-failed', target: user.username,
+      actor: user.username, action: 'user.2fa-disable-failed', target: user.username,
       detail: { reason: !passwordMatches ? 'wrong password' : 'wrong code', ...(counted?.locked ? { locked: true, lockedUntil: counted.lockedUntil } : {}) },
     });
     throw new AppError('BAD_INPUT', { message: 'Wrong password or code: two-step sign-in stays on.' });
   }
   await db.user.update({ where: { id: user.id }, data: { totpSecret: null, totpEnabledAt: null, totpLastStep: null } });
-  await recordAudit(db, { actor: user.username, action: '2fa.disable', target: user.username });
+  await recordAudit(db, { actor: user.username, action: 'user.2fa-disable', target: user.username });
 }
 
 /**
@@ -110,7 +110,7 @@ export async function resetSecondFactor(db: Catalog, options: { actor: string; u
       where: { id: user.id },
       data: { totpSecret: null, totpEnabledAt: null, totpLastStep: null, ...(hadSecondFactor ? { sessionVersion: { increment: 1 } } : {}) },
     });
-    await recordAudit(tx, { actor: options.actor, action: '2fa.reset', target: user.username, detail: { hadSecondFactor } });
+    await recordAudit(tx, { actor: options.actor, action: 'user.2fa-reset', target: user.username, detail: { hadSecondFactor } });
     return { username: user.username, hadSecondFactor };
   });
 }

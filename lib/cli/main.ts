@@ -51,8 +51,8 @@ const USAGE = `usage: vmdedup <command> [options]
                                                           and forget the records of its backups
   user add <name> --role viewer|operator|approver|admin [--email <e>] [--password-stdin | --sso-only]
   user set-password <name> [--password-stdin]             dashboard users (without --password-stdin a password is generated and shown once)
-  user list [--json]                                       users, roles, status, two-step sign-in (2FA) and single sign-on link
-  user reset-2fa <name>                                    remove a user's second factor (lost phone); ends their sessions
+  user list [--json]                                      users, roles, status, two-step sign-in (2FA), single sign-on link
+  user reset-2fa <name>                                   remove a user's two-step sign-in (lost phone); ends their sessions
   db status | db stop                                     the embedded catalog database
   db url                                                  the catalog's connection URL (with its password: for psql)
 
