@@ -63,7 +63,8 @@ export async function signInHere(page: Page, user: { username: string; password:
   await page.getByLabel('Username').fill(user.username);
   await page.getByLabel('Password').fill(user.password);
   await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-  await expect(page.getByTestId('signed-in-as')).toContainText(user.username);
+  // The first sign-in on a fresh server hashes (argon2) and loads its code: seconds on a busy 2-core machine.
+  await expect(page.getByTestId('signed-in-as')).toContainText(user.username, { timeout: 15_000 });
 }
 
 /** Every spec's page: console errors and uncaught page errors fail the test at its end. */

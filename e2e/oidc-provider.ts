@@ -1,7 +1,9 @@
 /**
  * A minimal OpenID Connect identity provider for the e2e tests: discovery, the authorization code flow with
- * PKCE (S256), RS256-signed ID tokens, userinfo. Its sign-in page asks only for an email address, which it
- * vouches for as verified: a test stand-in for an organisation's IdP, never for real use.
+ * PKCE (S256), RS256-signed ID tokens, userinfo. Its sign-in page asks for an email address, which it vouches
+ * for as verified: a test stand-in for an organisation's IdP, never for real use. The same page lets a test make
+ * it misbehave the ways a hostile or broken IdP (or a man in the middle) would: another subject than the email's
+ * own, `email_verified` false, missing or the string "true", a wrong or missing nonce, a wrong state.
  *
  *   node --import tsx e2e/oidc-provider.ts <port>
  */
@@ -14,12 +16,18 @@ const issuer = `http://127.0.0.1:${port}`;
 const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
 const KEY_ID = 'e2e-signing-key';
 
-type Grant = { redirectUri: string; nonce?: string; challenge: string; email: string; expiresAt: number };
+type EmailVerified = 'true' | 'false' | 'missing' | 'string';
+type NonceAnswer = 'as-asked' | 'wrong' | 'missing';
+type Grant = {
+  redirectUri: string; nonce?: string; challenge: string; email: string; expiresAt: number;
+  subject: string; emailVerified: EmailVerified; nonceAnswer: NonceAnswer;
+};
 const grants = new Map<string, Grant>(); // authorization code → what it was issued for (used once)
-const accessTokens = new Map<string, string>(); // access token → email
+const accessTokens = new Map<string, Grant>(); // access token → the grant it was issued for
 
 const base64url = (data: string | Buffer) => Buffer.from(data).toString('base64url');
 const subjectOf = (email: string) => crypto.createHash('sha256').update(email).digest('hex').slice(0, 24);
+const emailVerifiedClaim = (answer: EmailVerified) => ({ true: { email_verified: true }, false: { email_verified: false }, missing: {}, string: { email_verified: 'true' } })[answer];
 
 function signedJwt(claims: Record<string, unknown>): string {
   const signingInput = `${base64url(JSON.stringify({ alg: 'RS256', typ: 'JWT', kid: KEY_ID }))}.${base64url(JSON.stringify(claims))}`;
@@ -71,18 +79,27 @@ async function handle(request: http.IncomingMessage, response: http.ServerRespon
       response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
       return void response.end(`<!doctype html><html lang="en"><head><title>Test identity provider</title></head><body>
 <h1>Test identity provider</h1><form method="post" action="/authorize">${hidden}
-<label>Email <input name="email" type="email" required></label><button type="submit">Continue</button></form></body></html>`);
+<label>Email <input name="email" type="email" required></label>
+<details><summary>Misbehave (tests)</summary>
+<label>Subject <input name="subject" placeholder="derived from the email"></label>
+<label>Email verified <select name="email_verified"><option value="true">true</option><option value="false">false</option><option value="missing">missing</option><option value="string">the string "true"</option></select></label>
+<label>Nonce <select name="nonce_answer"><option value="as-asked">as asked</option><option value="wrong">wrong</option><option value="missing">missing</option></select></label>
+<label>State <select name="state_answer"><option value="as-asked">as asked</option><option value="wrong">wrong</option></select></label>
+</details>
+<button type="submit">Continue</button></form></body></html>`);
     }
     case 'POST /authorize': {
       const form = await formBody(request);
       const code = crypto.randomBytes(24).toString('base64url');
+      const email = (form.get('email') ?? '').trim();
       grants.set(code, {
         redirectUri: form.get('redirect_uri') ?? '', nonce: form.get('nonce') ?? undefined, challenge: form.get('code_challenge') ?? '',
-        email: (form.get('email') ?? '').trim(), expiresAt: Date.now() + 60_000,
+        email, expiresAt: Date.now() + 60_000, subject: form.get('subject')?.trim() || subjectOf(email),
+        emailVerified: (form.get('email_verified') as EmailVerified | null) ?? 'true', nonceAnswer: (form.get('nonce_answer') as NonceAnswer | null) ?? 'as-asked',
       });
       const back = new URL(form.get('redirect_uri') ?? '');
       back.searchParams.set('code', code);
-      if (form.get('state')) back.searchParams.set('state', form.get('state')!);
+      if (form.get('state')) back.searchParams.set('state', form.get('state_answer') === 'wrong' ? `${form.get('state')}x` : form.get('state')!);
       back.searchParams.set('iss', issuer);
       response.writeHead(302, { location: back.href });
       return void response.end();
@@ -100,19 +117,20 @@ async function handle(request: http.IncomingMessage, response: http.ServerRespon
       }
       const now = Math.floor(Date.now() / 1000);
       const accessToken = crypto.randomBytes(24).toString('base64url');
-      accessTokens.set(accessToken, grant.email);
+      accessTokens.set(accessToken, grant);
+      const nonce = grant.nonceAnswer === 'missing' || !grant.nonce ? {} : { nonce: grant.nonceAnswer === 'wrong' ? `${grant.nonce}-not` : grant.nonce };
       return json(response, 200, {
         access_token: accessToken, token_type: 'Bearer', expires_in: 300, scope: 'openid email profile',
         id_token: signedJwt({
-          iss: issuer, aud: OIDC_CLIENT.id, sub: subjectOf(grant.email), iat: now, exp: now + 300,
-          ...(grant.nonce ? { nonce: grant.nonce } : {}), email: grant.email, email_verified: true,
+          iss: issuer, aud: OIDC_CLIENT.id, sub: grant.subject, iat: now, exp: now + 300,
+          ...nonce, email: grant.email, ...emailVerifiedClaim(grant.emailVerified),
         }),
       });
     }
     case 'GET /userinfo': {
-      const email = accessTokens.get(/^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1] ?? '');
-      if (!email) return json(response, 401, { error: 'invalid_token' });
-      return json(response, 200, { sub: subjectOf(email), email, email_verified: true });
+      const grant = accessTokens.get(/^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1] ?? '');
+      if (!grant) return json(response, 401, { error: 'invalid_token' });
+      return json(response, 200, { sub: grant.subject, email: grant.email, ...emailVerifiedClaim(grant.emailVerified) });
     }
     case 'GET /favicon.ico':
       response.writeHead(204);

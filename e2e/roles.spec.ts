@@ -36,7 +36,7 @@ test('signed out, every page leads to sign-in and back; wrong passwords are refu
       page.getByRole('button', { name: 'Sign in', exact: true }).click(),
     ]);
     // The same answer every time: it never tells a locked account from a wrong password or an unknown name.
-    await expect(page.getByTestId('sign-in-error')).toContainText('Wrong username or password');
+    await expect(page.getByTestId('sign-in-error')).toContainText('Wrong username, password or code');
     // React resets the form once the answer is shown: type the next attempt only after that.
     await expect(page.getByLabel('Password')).toHaveValue('');
   }
@@ -49,7 +49,7 @@ test('signed out, every page leads to sign-in and back; wrong passwords are refu
     page.getByRole('button', { name: 'Sign in', exact: true }).click(),
   ]);
   await expect(page).toHaveURL(/\/sign-in/);
-  await expect(page.getByTestId('sign-in-error')).toContainText('Wrong username or password');
+  await expect(page.getByTestId('sign-in-error')).toContainText('Wrong username, password or code');
   expect(JSON.parse(vmdedup(['user', 'list', '--json'])).users.find((u: { username: string }) => u.username === 'locky').locked).toBe(true);
 
   // A link followed while signed out (an approver's link to a request) comes back to its page after sign-in;
@@ -158,7 +158,7 @@ test('an admin adds a user, changes their role, and disabling them ends their se
   await expect(page.getByRole('status')).toContainText('last enabled admin');
 });
 
-test('an approver reads the audit log (and exports it) but cannot back up; signing out ends the session', async ({ page }) => {
+test('an approver reads the audit log (and exports it) but cannot back up; signing out ends the session, also for a copy of its cookie', async ({ page }) => {
   const approver = ensureUser('april', 'approver');
   await signIn(page, approver);
   const nav = page.getByRole('navigation', { name: 'Main' });
@@ -172,9 +172,20 @@ test('an approver reads the audit log (and exports it) but cannot back up; signi
   expect(csv.split('\r\n')[0]).toBe('id,at,actor,action,target,detail');
   expect(csv).toContain('sign-in');
 
+  // A copy of the session cookie (as a thief, or a shared machine's browser, would keep it) works until sign-out...
+  const base = new URL(page.url()).origin;
+  const cookie = (await page.context().cookies()).map((c) => `${c.name}=${c.value}`).join('; ');
+  const replay = (path: string) => fetch(`${base}${path}`, { headers: { cookie }, redirect: 'manual' });
+  expect((await replay('/api/audit')).status).toBe(200);
+
   await page.getByRole('button', { name: 'Sign out' }).click();
   await expect(page).toHaveURL(/\/sign-in/);
   await page.goto('/audit');
   await expect(page).toHaveURL(/\/sign-in/);
   expect((await page.request.get('/api/audit')).status()).toBe(401);
+  // ... and not after: the server revoked that session, it did not only clear the browser's cookie.
+  expect((await replay('/api/audit')).status).toBe(401);
+  expect((await replay('/api/jobs')).status).toBe(401);
+  expect((await replay('/audit')).headers.get('location') ?? '').toMatch(/\/sign-in/);
+  expect(await (await replay('/api/auth/session')).json()).toBeNull();
 });

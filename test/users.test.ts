@@ -13,6 +13,8 @@ describe('users', () => {
   let db: PrismaClient;
   const PASSWORD = 'a-long-enough-password';
   const issuer = 'https://idp.example.test';
+  /** The identity provider vouching for a verified email, with a subject of its own per address. */
+  const sso = (email: string, subject = `sub-${email.trim().toLowerCase()}`) => signInWithOidc(db, { issuer, subject, email, emailVerified: true });
 
   beforeAll(async () => { db = (await createMigratedCatalog()).db; });
   afterAll(async () => { await db?.$disconnect(); });
@@ -25,7 +27,7 @@ describe('users', () => {
     expect(vera).toMatchObject({ email: 'vera@example.test', hasPassword: false });
     // No password to guess; the identity provider's word for the email is the way in.
     expect((await signInWithPassword(db, { username: 'vera', password: '' })).ok).toBe(false);
-    expect((await signInWithOidc(db, { email: ' VERA@example.test ', issuer }))?.username).toBe('vera');
+    expect((await sso(' VERA@example.test '))?.username).toBe('vera');
     await expect(updateUser(db, { actor: 'admin', change: ZUpdateUser.parse({ userId: vera.id, email: '' }) })).rejects.toThrow(/has no password and signs in only by single sign-on/);
   });
 
@@ -49,18 +51,22 @@ describe('users', () => {
     await createUser(db, { actor: 'admin', user: ZCreateUser.parse({ username: 'sam', role: 'operator', password: PASSWORD }) });
     const sam = (await listUsers(db)).find((u) => u.username === 'sam')!;
     expect(sam).toMatchObject({ email: null, hasPassword: true });
-    expect(await signInWithOidc(db, { email: 'sam@example.test', issuer })).toBeUndefined();
+    expect(await sso('sam@example.test')).toBeUndefined();
 
     await updateUser(db, { actor: 'admin', change: ZUpdateUser.parse({ userId: sam.id, email: 'Sam@Example.test' }) });
-    expect((await signInWithOidc(db, { email: 'sam@example.test', issuer }))?.username).toBe('sam');
+    expect((await sso('sam@example.test'))?.username).toBe('sam');
     expect((await signInWithPassword(db, { username: 'sam', password: PASSWORD })).ok).toBe(true);
     await expect(updateUser(db, { actor: 'admin', change: ZUpdateUser.parse({ userId: sam.id, email: 'vera@example.test' }) })).rejects.toThrow('another user has the email vera@example.test');
 
     await updateUser(db, { actor: 'admin', change: ZUpdateUser.parse({ userId: sam.id, email: '' }) });
     expect((await listUsers(db)).find((u) => u.username === 'sam')!.email).toBeNull();
-    expect(await signInWithOidc(db, { email: 'sam@example.test', issuer })).toBeUndefined();
+    expect(await sso('sam@example.test')).toBeUndefined();
 
     const changes = (await db.auditEvent.findMany({ where: { action: 'user.update', target: 'sam' }, orderBy: { id: 'asc' } })).map((e) => e.detail);
-    expect(changes).toEqual([{ email: [null, 'sam@example.test'] }, { email: ['sam@example.test', null] }]);
+    // Sam had signed in by single sign-on, which bound him: removing his email unbinds that identity too.
+    expect(changes).toEqual([
+      { email: [null, 'sam@example.test'] },
+      { email: ['sam@example.test', null], singleSignOnUnbound: { issuer, subject: 'sub-sam@example.test' } },
+    ]);
   });
 });

@@ -9,7 +9,9 @@ export const dynamic = 'force-dynamic';
 /** next-auth sends a refused or failed single sign-on back here with `?error=`. */
 function singleSignOnError(error: string | undefined): string | undefined {
   if (!error) return undefined;
-  if (error === 'AccessDenied') return 'Single sign-on was refused: no enabled vmdedup user has the email address your identity provider vouched for. An admin sets it on the Users page.';
+  if (error === 'AccessDenied') {
+    return 'Single sign-on was refused: no enabled vmdedup user is linked to this identity. The first sign-in links the user whose email (set by an admin on the Users page) the identity provider vouches for as verified; later ones go by the identity alone.';
+  }
   return `Single sign-on failed (${error.slice(0, 40)}); the server log says why.`;
 }
 

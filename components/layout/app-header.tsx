@@ -31,7 +31,7 @@ export function AppHeader({ user, pendingApprovals }: { user: CurrentUser; pendi
           ))}
         </nav>
         <div className="ml-auto flex items-center gap-3 text-sm">
-          <span data-testid="signed-in-as">{user.username} <span className="text-slate-500">({user.role})</span></span>
+          <Link href="/account" title="Your account: two-step sign-in" data-testid="signed-in-as" className="hover:underline">{user.username} <span className="text-slate-500">({user.role})</span></Link>
           <form action={signOutAction}>
             <button type="submit" className="rounded border border-slate-300 px-2 py-1 hover:bg-slate-100">Sign out</button>
           </form>

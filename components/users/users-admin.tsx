@@ -2,7 +2,7 @@
 
 import { useRouter } from 'next/navigation';
 import { useState, useTransition } from 'react';
-import { createUserAction, resetPasswordAction, updateUserAction } from '@/app/(app)/users/actions';
+import { createUserAction, resetPasswordAction, resetSecondFactorAction, updateUserAction } from '@/app/(app)/users/actions';
 import type { ActionResult } from '@/lib/actions/create-action';
 import { ROLES, ROLE_DESCRIPTIONS, type Role } from '@/lib/auth/roles';
 import type { UserRow } from '@/lib/catalog/manage-users';
@@ -40,13 +40,19 @@ export function UsersAdmin({ users, currentUserId }: { users: UserRow[]; current
                   {ROLES.map((role) => <option key={role} value={role}>{role}</option>)}
                 </select>
               </td>
-              <td className="px-3 py-2">{u.disabled ? 'disabled' : u.locked ? 'locked' : 'active'}{!u.hasPassword && <span className="text-slate-500"> · single sign-on only</span>}</td>
+              <td className="px-3 py-2">{u.disabled ? 'disabled' : u.locked ? 'locked' : 'active'}{!u.hasPassword && <span className="text-slate-500"> · single sign-on only</span>}{u.secondFactor && <span className="text-slate-500"> · two-step sign-in</span>}{u.singleSignOnBound && <span className="text-slate-500"> · single sign-on linked</span>}</td>
               <td className="px-3 py-2">{u.lastSignInAt ? <LocalTime iso={u.lastSignInAt} /> : 'never'}</td>
               <td className="flex flex-wrap gap-2 px-3 py-2">
                 <button type="button" disabled={pending} className="rounded border border-slate-300 px-2 py-1"
                   onClick={() => run(() => updateUserAction({ userId: u.id, disabled: !u.disabled }), `${u.username} ${u.disabled ? 'enabled' : 'disabled'}.`)}>
                   {u.disabled ? 'Enable' : 'Disable'}
                 </button>
+                {u.secondFactor && (
+                  <button type="button" disabled={pending} className="rounded border border-slate-300 px-2 py-1"
+                    onClick={() => run(() => resetSecondFactorAction({ userId: u.id }), `Two-step sign-in of ${u.username} removed; their sessions have ended.`)}>
+                    Reset two-step sign-in
+                  </button>
+                )}
                 <InlineEdit label={u.hasPassword ? 'Reset password' : 'Set password'} inputLabel={`New password for ${u.username}`} type="password" disabled={pending}
                   onSave={(password) => run(() => resetPasswordAction({ userId: u.id, password }), `New password set for ${u.username}; their sessions have ended.`)} />
                 <InlineEdit label={u.email ? 'Change email' : 'Set email'} inputLabel={`Email of ${u.username}`} type="email" initial={u.email ?? ''} disabled={pending}

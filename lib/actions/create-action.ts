@@ -19,11 +19,17 @@ export function createAction<S extends z.ZodType, R>(
   schema: S,
   permission: Permission,
   handler: (input: z.output<S>, context: { user: CurrentUser; db: Catalog }) => Promise<R>,
+  /** `beforeSecondFactor`: the few actions (enrolling one) an admin who must enrol a second factor may call. */
+  options: { beforeSecondFactor?: boolean } = {},
 ): (input: z.input<S>) => Promise<ActionResult<R>> {
   return async (input) => {
     const user = await getCurrentUser();
     if (!user) return { ok: false, error: { code: 'UNAUTHENTICATED', message: 'Your session has ended: sign in again.' } };
     const db = await getCatalog();
+    if (user.mustEnrolSecondFactor && !options.beforeSecondFactor) {
+      await recordAudit(db, { actor: user.username, action: 'denied', target: name, detail: { reason: 'second factor required (VMDEDUP_REQUIRE_2FA)' } });
+      return { ok: false, error: { code: 'SECOND_FACTOR_REQUIRED', message: 'Set up two-step sign-in on your account page first.' } };
+    }
     if (!can(user.role, permission)) {
       await recordAudit(db, { actor: user.username, action: 'denied', target: name, detail: { role: user.role, needs: permission } });
       return { ok: false, error: { code: 'FORBIDDEN', message: `Your role (${user.role}) may not do this.` } };

@@ -6,6 +6,7 @@ import { type Permission, can } from './roles';
 export async function routeUser(permission: Permission): Promise<{ user: CurrentUser; refused?: undefined } | { refused: NextResponse }> {
   const user = await getCurrentUser();
   if (!user) return { refused: NextResponse.json({ error: 'sign in first' }, { status: 401 }) };
+  if (user.mustEnrolSecondFactor) return { refused: NextResponse.json({ error: 'set up two-step sign-in first (your account page)' }, { status: 403 }) };
   if (!can(user.role, permission)) return { refused: NextResponse.json({ error: 'not allowed' }, { status: 403 }) };
   return { user };
 }

@@ -75,6 +75,13 @@ describe('catalog schema and migrations', () => {
     const user = await db.user.create({ data: { username: 'ana', email: 'ana@example.org', role: 'operator', passwordHash: 'x' } });
     await expect(db.user.create({ data: { username: 'ana', role: 'viewer' } })).rejects.toMatchObject({ code: 'P2002' });
     await db.user.update({ where: { id: user.id }, data: { sessionVersion: { increment: 1 }, lockedUntil: new Date() } });
+    // Second factor and single sign-on: one user per (issuer, subject); revoked sessions by id.
+    await db.user.update({ where: { id: user.id }, data: { totpSecret: 'v1:a:b:c', totpEnabledAt: new Date(), totpLastStep: 59_870_748, oidcIssuer: 'https://idp', oidcSubject: 's1' } });
+    await expect(db.user.create({ data: { username: 'bob', role: 'viewer', oidcIssuer: 'https://idp', oidcSubject: 's1' } })).rejects.toMatchObject({ code: 'P2002' });
+    await db.user.create({ data: { username: 'bob', role: 'viewer', oidcIssuer: 'https://other-idp', oidcSubject: 's1' } });
+    expect(await db.user.findUniqueOrThrow({ where: { oidcIssuer_oidcSubject: { oidcIssuer: 'https://idp', oidcSubject: 's1' } } })).toMatchObject({ username: 'ana', totpLastStep: 59_870_748 });
+    await db.revokedSession.create({ data: { id: 'sid-1', expiresAt: new Date(Date.now() + 1000) } });
+    expect((await db.revokedSession.findUniqueOrThrow({ where: { id: 'sid-1' } })).revokedAt).toBeInstanceOf(Date);
     const job = await db.job.create({ data: { kind: 'backup', target: { vm: 'web1' }, label: 'Back up web1', requestedBy: 'ana' } });
     await db.job.update({ where: { id: job.id }, data: { state: 'running', bytesDone: 2n ** 40n, bytesTotal: 2n ** 41n, bytesPerSecond: 1.5e8 } });
     expect((await db.job.findUniqueOrThrow({ where: { id: job.id } })).bytesTotal).toBe(2n ** 41n);

@@ -9,6 +9,10 @@ export type UserRow = {
   id: string; username: string; email: string | null; role: Role; disabled: boolean;
   /** False for a user who signs in only through single sign-on. */
   hasPassword: boolean; locked: boolean; createdAt: Date; lastSignInAt: Date | null;
+  /** A TOTP second factor is on. */
+  secondFactor: boolean;
+  /** Bound to a single sign-on identity (by its first sign-in). */
+  singleSignOnBound: boolean;
 };
 
 export async function listUsers(db: Catalog): Promise<UserRow[]> {
@@ -17,6 +21,7 @@ export async function listUsers(db: Catalog): Promise<UserRow[]> {
   return users.map((u) => ({
     id: u.id, username: u.username, email: u.email, role: u.role as Role, disabled: u.disabled, hasPassword: u.passwordHash !== null,
     locked: Boolean(u.lockedUntil && u.lockedUntil > now), createdAt: u.createdAt, lastSignInAt: u.lastSignInAt,
+    secondFactor: u.totpEnabledAt !== null, singleSignOnBound: u.oidcSubject !== null,
   }));
 }
 
@@ -37,7 +42,8 @@ export async function createUser(db: Catalog, options: { actor: string; user: TC
 
 /**
  * Changes a role or an email, or disables/enables a user. The last enabled admin cannot be demoted or
- * disabled; a user without a password keeps their email (their only way in).
+ * disabled; a user without a password keeps their email (their only way in). A new or removed email also
+ * unbinds the user's single sign-on identity: the next single sign-on links by the new email again.
  */
 export async function updateUser(db: Catalog, options: { actor: string; change: TUpdateUser }): Promise<void> {
   const { userId, role, disabled, email } = options.change;
@@ -54,15 +60,21 @@ export async function updateUser(db: Catalog, options: { actor: string; change: 
       if (email === null && user.passwordHash === null) {
         throw new AppError('CONFLICT', { message: `${user.username} has no password and signs in only by single sign-on: set a password before removing the email` });
       }
+      const emailChanged = email !== undefined && email !== user.email;
+      const unbinds = emailChanged && user.oidcSubject !== null;
       await tx.user.update({
         where: { id: userId },
         // Disabling ends the user's sessions at once.
-        data: { role, disabled, email, ...(disabled === true && !user.disabled ? { sessionVersion: { increment: 1 } } : {}) },
+        data: {
+          role, disabled, email, ...(disabled === true && !user.disabled ? { sessionVersion: { increment: 1 } } : {}),
+          ...(unbinds ? { oidcIssuer: null, oidcSubject: null } : {}),
+        },
       });
       const changes = {
         ...(role && role !== user.role ? { role: [user.role, role] } : {}),
         ...(disabled !== undefined && disabled !== user.disabled ? { disabled: [user.disabled, disabled] } : {}),
-        ...(email !== undefined && email !== user.email ? { email: [user.email, email] } : {}),
+        ...(emailChanged ? { email: [user.email, email] } : {}),
+        ...(unbinds ? { singleSignOnUnbound: { issuer: user.oidcIssuer, subject: user.oidcSubject } } : {}),
       };
       await recordAudit(tx, { actor: options.actor, action: 'user.update', target: user.username, detail: changes });
     });

@@ -1,6 +1,8 @@
 import { hashPassword, verifyPassword } from '../auth/passwords';
 import { type Role, isRole } from '../auth/roles';
+import { acceptedTotpStep, openTotpSecret } from '../auth/second-factor';
 import type { Catalog } from '../db';
+import type { Prisma } from '../generated/prisma/client';
 import { recordAudit } from './audit';
 
 /** After this many wrong passwords in a row the account is locked for LOCK_MINUTES (an admin's reset unlocks it). */
@@ -8,7 +10,7 @@ export const MAX_FAILED_SIGN_INS = 5;
 export const LOCK_MINUTES = 15;
 
 export type SignedInUser = { id: string; username: string; role: Role; sessionVersion: number };
-/** A refusal says nothing about why (unknown name, wrong password, disabled, locked): the audit log does. */
+/** A refusal says nothing about why (unknown name, wrong password or code, disabled, locked): the audit log does. */
 export type SignInResult = { ok: true; user: SignedInUser } | { ok: false; reason: 'invalid' };
 
 let dummyHash: Promise<string> | undefined;
@@ -40,13 +42,33 @@ function noteFailure(keys: string[]): void {
   }
 }
 
+/** Checked when no real secret is at hand, so every attempt does the same TOTP work. */
+const DUMMY_TOTP_SECRET = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP';
+
 /**
- * Checks a username and password. Every attempt is audited with its real reason; every refusal (unknown or
- * disabled user, wrong password, locked account) gives the same answer after the same hashing work. A wrong
- * password counts, and locks the account at the fifth in a row, in one atomic statement (parallel guesses cannot
- * slip past the count), and repeated failures from one address or for one name are slowed down exponentially.
+ * One more failure in a row for this user, and the lock at the fifth, in one atomic statement (parallel guesses
+ * cannot slip past the count). Undefined when the account is locked already (nothing counted).
  */
-export async function signInWithPassword(db: Catalog, options: { username: string; password: string; from?: string }): Promise<SignInResult> {
+export async function countFailure(db: Catalog | Prisma.TransactionClient, userId: string): Promise<{ locked: boolean; lockedUntil: Date | null } | undefined> {
+  const [counted] = await db.$queryRaw<{ failedSignIns: number; lockedUntil: Date | null }[]>`
+    UPDATE "User" SET
+      "failedSignIns" = CASE WHEN "failedSignIns" + 1 >= ${MAX_FAILED_SIGN_INS} THEN 0 ELSE "failedSignIns" + 1 END,
+      "lockedUntil" = CASE WHEN "failedSignIns" + 1 >= ${MAX_FAILED_SIGN_INS} THEN now() + make_interval(mins => ${LOCK_MINUTES}) ELSE "lockedUntil" END
+    WHERE "id" = ${userId} AND ("lockedUntil" IS NULL OR "lockedUntil" <= now())
+    RETURNING "failedSignIns", "lockedUntil"`;
+  if (!counted) return undefined;
+  return { locked: counted.lockedUntil !== null && counted.failedSignIns === 0, lockedUntil: counted.lockedUntil };
+}
+
+/**
+ * Checks a username, password and, for a user with a second factor, the code from their authenticator app (all
+ * on one form: a refusal never tells which of them was wrong). Every attempt is audited with its real reason;
+ * every refusal (unknown or disabled user, wrong password, wrong, missing or replayed code, locked account) gives
+ * the same answer after the same work: the password hash and a TOTP check always run. A wrong password or code
+ * counts toward the lock (five in a row), and repeated failures from one address or for one name are slowed down
+ * exponentially. A code is accepted once: its time step is remembered, atomically with the sign-in.
+ */
+export async function signInWithPassword(db: Catalog, options: { username: string; password: string; code?: string; from?: string }): Promise<SignInResult> {
   const username = options.username.trim().toLowerCase();
   const keys = [`name:${username}`, ...(options.from ? [`from:${options.from}`] : [])];
   const delay = throttleDelay(keys);
@@ -57,43 +79,102 @@ export async function signInWithPassword(db: Catalog, options: { username: strin
   const usable = user && user.passwordHash && !user.disabled && isRole(user.role) ? user : undefined;
   // The hash is always checked, so a locked or unknown account answers in the same time as a wrong password.
   const matches = await verifyPassword(usable?.passwordHash ?? (await dummyHash), options.password);
+  const needsCode = Boolean(usable?.totpEnabledAt && usable.totpSecret);
+  const secret = needsCode ? openTotpSecret(usable!.totpSecret!, usable!.id) : undefined;
+  const step = await acceptedTotpStep({ secret: secret ?? DUMMY_TOTP_SECRET, code: options.code ?? '', afterStep: usable?.totpLastStep });
   const refuse = async (reason: string, action = 'sign-in.failed', extra: object = {}): Promise<SignInResult> => {
     noteFailure(keys);
     await recordAudit(db, { actor: username, action, target: username, detail: { ...detail, reason, ...extra } });
     return { ok: false, reason: 'invalid' };
   };
-  if (!usable) return refuse(user?.disabled ? 'disabled' : 'unknown user');
-  if (!matches) {
-    const [counted] = await db.$queryRaw<{ failedSignIns: number; lockedUntil: Date | null }[]>`
-      UPDATE "User" SET
-        "failedSignIns" = CASE WHEN "failedSignIns" + 1 >= ${MAX_FAILED_SIGN_INS} THEN 0 ELSE "failedSignIns" + 1 END,
-        "lockedUntil" = CASE WHEN "failedSignIns" + 1 >= ${MAX_FAILED_SIGN_INS} THEN now() + make_interval(mins => ${LOCK_MINUTES}) ELSE "lockedUntil" END
-      WHERE "id" = ${usable.id} AND ("lockedUntil" IS NULL OR "lockedUntil" <= now())
-      RETURNING "failedSignIns", "lockedUntil"`;
+  const refuseCounted = async (reason: string): Promise<SignInResult> => {
+    const counted = await countFailure(db, usable!.id);
     if (!counted) return refuse('locked');
-    const locked = counted.lockedUntil !== null && counted.failedSignIns === 0;
-    return refuse('wrong password', locked ? 'user.locked' : 'sign-in.failed', locked ? { lockedUntil: counted.lockedUntil } : {});
-  }
-  // Right password: signed in only if the account is not locked at this very moment.
+    return refuse(reason, counted.locked ? 'user.locked' : 'sign-in.failed', counted.locked ? { lockedUntil: counted.lockedUntil } : {});
+  };
+  const codeRefusal = async () => {
+    if (!options.code?.trim()) return 'no code';
+    // Said only in the audit log: a code that was good once, presented again.
+    const replayed = await acceptedTotpStep({ secret: secret!, code: options.code });
+    return replayed !== undefined ? 'code already used' : 'wrong code';
+  };
+  if (!usable) return refuse(user?.disabled ? 'disabled' : 'unknown user');
+  if (!matches) return refuseCounted('wrong password');
+  // A sealed secret that does not open (AUTH_SECRET changed): nobody can sign in as this user until a reset.
+  if (needsCode && secret === undefined) return refuse('second-factor secret cannot be opened (was AUTH_SECRET changed? vmdedup user reset-2fa)');
+  if (needsCode && step === undefined) return refuseCounted(await codeRefusal());
+  // Right password (and code): signed in only if the account is not locked at this very moment, and only if no
+  // other sign-in took this code's time step first.
   const { count } = await db.user.updateMany({
-    where: { id: usable.id, OR: [{ lockedUntil: null }, { lockedUntil: { lte: new Date() } }] },
-    data: { failedSignIns: 0, lockedUntil: null, lastSignInAt: new Date() },
+    where: {
+      id: usable.id,
+      AND: [
+        { OR: [{ lockedUntil: null }, { lockedUntil: { lte: new Date() } }] },
+        ...(needsCode ? [{ OR: [{ totpLastStep: null }, { totpLastStep: { lt: step! } }] }] : []),
+      ],
+    },
+    data: { failedSignIns: 0, lockedUntil: null, lastSignInAt: new Date(), ...(needsCode ? { totpLastStep: step } : {}) },
   });
-  if (count === 0) return refuse('locked');
+  if (count === 0) {
+    const now = await db.user.findUnique({ where: { id: usable.id }, select: { lockedUntil: true } });
+    if (now?.lockedUntil && now.lockedUntil > new Date()) return refuse('locked');
+    return refuseCounted('code already used');
+  }
   recentFailures.delete(`name:${username}`);
-  await recordAudit(db, { actor: username, action: 'sign-in', target: username, detail });
+  await recordAudit(db, { actor: username, action: 'sign-in', target: username, detail: { ...detail, ...(needsCode ? { secondFactor: 'totp' } : {}) } });
   return { ok: true, user: { id: usable.id, username: usable.username, role: usable.role as Role, sessionVersion: usable.sessionVersion } };
 }
 
-/** OIDC: the identity provider vouched for `email`; it signs in the enabled catalog user with that email. */
-export async function signInWithOidc(db: Catalog, options: { email: string; issuer: string }): Promise<SignedInUser | undefined> {
-  const email = options.email.trim().toLowerCase();
-  const user = await db.user.findUnique({ where: { email } });
-  if (!user || user.disabled || !isRole(user.role)) {
-    await recordAudit(db, { actor: email, action: 'sign-in.failed', target: email, detail: { via: options.issuer, reason: user ? 'disabled' : 'no user with this email' } });
+export type OidcIdentity = {
+  /** The ID token's `iss`, as validated against the configured issuer. */
+  issuer: string;
+  subject: string;
+  email?: unknown;
+  /** Only the JSON value `true` counts as verified (not "true", not missing). */
+  emailVerified?: unknown;
+  from?: string;
+};
+
+/**
+ * Single sign-on: the identity provider vouched for a subject. The user bound to that (issuer, subject) is signed
+ * in, whatever email the provider sends now. A subject seen for the first time is bound to the user with its email,
+ * only if the provider says that email is verified and that user is bound to no identity yet; the email is
+ * never used again for this subject.
+ */
+export async function signInWithOidc(db: Catalog, identity: OidcIdentity): Promise<SignedInUser | undefined> {
+  const { issuer, subject } = identity;
+  const email = typeof identity.email === 'string' ? identity.email.trim().toLowerCase() : undefined;
+  const detail = { via: issuer, subject, ...(email ? { email } : {}), ...(identity.from ? { from: identity.from } : {}) };
+  const refuse = async (reason: string, target = email ?? subject): Promise<undefined> => {
+    await recordAudit(db, { actor: email ?? `${issuer} ${subject}`, action: 'sign-in.failed', target, detail: { ...detail, reason } });
     return undefined;
+  };
+  const signedIn = async (user: { id: string; username: string; role: string; sessionVersion: number }, bound: boolean) => {
+    await recordAudit(db, { actor: user.username, action: 'sign-in', target: user.username, detail: { ...detail, ...(bound ? { boundNow: true } : {}) } });
+    return { id: user.id, username: user.username, role: user.role as Role, sessionVersion: user.sessionVersion };
+  };
+  if (!issuer || !subject) return refuse('the identity provider named no issuer or subject');
+  const bound = await db.user.findUnique({ where: { oidcIssuer_oidcSubject: { oidcIssuer: issuer, oidcSubject: subject } } });
+  if (bound) {
+    if (bound.disabled || !isRole(bound.role)) return refuse('disabled', bound.username);
+    await db.user.update({ where: { id: bound.id }, data: { lastSignInAt: new Date() } });
+    return signedIn(bound, false);
   }
-  await db.user.update({ where: { id: user.id }, data: { lastSignInAt: new Date() } });
-  await recordAudit(db, { actor: user.username, action: 'sign-in', target: user.username, detail: { via: options.issuer } });
-  return { id: user.id, username: user.username, role: user.role, sessionVersion: user.sessionVersion };
+  // First sign-in of this subject: link by email, on the provider's explicit word that it is verified.
+  if (!email) return refuse('the identity provider sent no email for a subject bound to no user');
+  if (identity.emailVerified !== true) return refuse(`email not verified by the identity provider (email_verified: ${JSON.stringify(identity.emailVerified ?? null)})`);
+  const user = await db.user.findUnique({ where: { email } });
+  if (!user) return refuse('no user with this email');
+  if (user.disabled || !isRole(user.role)) return refuse('disabled', user.username);
+  if (user.oidcSubject !== null) return refuse('the user with this email is bound to another single sign-on identity', user.username);
+  try {
+    // Bound only if still unbound: two first sign-ins at once cannot both take this user.
+    const { count } = await db.user.updateMany({ where: { id: user.id, oidcSubject: null }, data: { oidcIssuer: issuer, oidcSubject: subject, lastSignInAt: new Date() } });
+    if (count === 0) return refuse('the user with this email is bound to another single sign-on identity', user.username);
+  } catch (err) {
+    if ((err as { code?: string }).code === 'P2002') return refuse('this subject is bound to another user', user.username);
+    throw err;
+  }
+  await recordAudit(db, { actor: user.username, action: 'user.sso-bound', target: user.username, detail: { issuer, subject, email } });
+  return signedIn(user, true);
 }

@@ -53,7 +53,8 @@ const USAGE = `usage: vmdedup <command> [options]
                                                           and forget the records of its backups
   user add <name> --role viewer|operator|approver|admin [--email <e>] [--password-stdin | --sso-only]
   user set-password <name> [--password-stdin]             dashboard users (without --password-stdin a password is generated and shown once)
-  user list [--json]
+  user list [--json]                                      users, roles, status, two-step sign-in (2FA), single sign-on link
+  user reset-2fa <name>                                   remove a user's two-step sign-in (lost phone); ends their sessions
   audit verify [--json]                                   check the audit log's hash chain (exit 1: it names the first
                                                           event rewritten, deleted, inserted or moved)
   db status | db stop                                     the embedded catalog database
@@ -161,11 +162,28 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
       if (sub === 'list') {
         const { values } = parse(args, { json: { type: 'boolean' } });
         const users = await listUsers(db);
-        if (values.json) json({ users: users.map(({ username, email, role, disabled, locked }) => ({ username, email, role, disabled, locked })) });
-        else out(table([['USER', 'ROLE', 'EMAIL', 'STATUS'], ...users.map((u) => [u.username, u.role, u.email ?? '', u.disabled ? 'disabled' : u.locked ? 'locked' : 'active'])]));
+        if (values.json) {
+          json({ users: users.map(({ username, email, role, disabled, locked, secondFactor, singleSignOnBound }) => ({ username, email, role, disabled, locked, secondFactor, singleSignOnBound })) });
+        } else {
+          out(table([['USER', 'ROLE', 'EMAIL', 'STATUS', '2FA', 'SSO'], ...users.map((u) => [
+            u.username, u.role, u.email ?? '', u.disabled ? 'disabled' : u.locked ? 'locked' : 'active',
+            u.secondFactor ? 'on' : u.hasPassword ? 'off' : '-', u.singleSignOnBound ? 'linked' : u.hasPassword ? '-' : 'only',
+          ])]));
+        }
         return EXIT_OK;
       }
-      throw badInput(`unknown 'user' subcommand '${sub ?? ''}': use 'user add', 'user set-password' or 'user list'`);
+      if (sub === 'reset-2fa') {
+        const { positionals } = parse(args, {}, 1);
+        const found = await db.user.findUnique({ where: { username: positionals[0].toLowerCase() } });
+        if (!found) throw new AppError('NOT_FOUND', { message: `no user named '${positionals[0]}' (see 'vmdedup user list')` });
+        const { resetSecondFactor } = await import('../catalog/second-factor');
+        const reset = await resetSecondFactor(db, { actor: 'cli', userId: found.id });
+        out(reset.hadSecondFactor
+          ? `two-step sign-in of ${reset.username} removed; their sessions have ended, and they sign in with their password alone until they set it up again`
+          : `${reset.username} had no two-step sign-in (nothing changed)`);
+        return EXIT_OK;
+      }
+      throw badInput(`unknown 'user' subcommand '${sub ?? ''}': use 'user add', 'user set-password', 'user list' or 'user reset-2fa'`);
     }
 
     case 'inventory': {

@@ -3,7 +3,8 @@
 import { revalidatePath } from 'next/cache';
 import { createAction } from '@/lib/actions/create-action';
 import { createUser, resetPassword, updateUser } from '@/lib/catalog/manage-users';
-import { ZCreateUser, ZResetPassword, ZUpdateUser } from '@/lib/validation/users';
+import { resetSecondFactor } from '@/lib/catalog/second-factor';
+import { ZCreateUser, ZResetPassword, ZResetSecondFactor, ZUpdateUser } from '@/lib/validation/users';
 
 export const createUserAction = createAction('create-user', ZCreateUser, 'manage', async (user, { user: admin, db }) => {
   const created = await createUser(db, { actor: admin.username, user });
@@ -21,4 +22,10 @@ export const resetPasswordAction = createAction('reset-password', ZResetPassword
   await resetPassword(db, { actor: admin.username, reset });
   revalidatePath('/users');
   return null;
+});
+
+export const resetSecondFactorAction = createAction('reset-second-factor', ZResetSecondFactor, 'manage', async ({ userId }, { user: admin, db }) => {
+  const reset = await resetSecondFactor(db, { actor: admin.username, userId });
+  revalidatePath('/users');
+  return reset;
 });
