@@ -192,4 +192,30 @@ describe('restore requests (approval, execution)', () => {
     }
     expect(await fs.readdir(outside)).toEqual([]);
   });
+
+  it('an in-place restore goes only where the VM lives: a source re-pointed elsewhere after the backup is refused (a row the web server wrote)', async () => {
+    // The app role may rewrite a source's folder (as may an admin in the browser): after the backup, the source
+    // 'kvm' names another folder (think /etc). In place there, the VM's backed-up files would be written as root
+    // at <that folder>/<their backed-up relative paths>, with whatever content they had at the backup.
+    const elsewhere = await tempDir();
+    const inPlace = { vm: 'vm01', backupId, target: { kind: 'in-place' as const }, policy: 'no-overwrite' as const, choice: 'copy' as const };
+    await sql.query('UPDATE "Source" SET "path" = $1 WHERE "name" = $2', [elsewhere, 'kvm']);
+    try {
+      await expect(planRestoreRequest(db, sql, repo, inPlace)).rejects.toThrow(/in place only where the VM lived at the backup/);
+      // The fingerprint of that plan as the CLI (root, unconfined) makes it, on a forged approved row.
+      const { planVmRestore } = await import('../lib/catalog/plan-vm-restore');
+      const plan = await planVmRestore(sql, repo, inPlace);
+      expect(plan.root).toBe(elsewhere);
+      const row = await db.restoreRequest.create({
+        data: {
+          vm: 'vm01', source: 'kvm', backupId, target: inPlace.target, policy: inPlace.policy, choice: inPlace.choice, status: 'approved', requestedBy: 'mallory',
+          expiresAt: new Date(Date.now() + 3_600_000), plan: {}, fingerprint: plan.fingerprint, confirmation: '', approvalReasons: [],
+        },
+      });
+      await expect(runRestoreRequest(db, sql, repo, { requestId: row.id })).rejects.toThrow(/in place only where the VM lived at the backup/);
+      expect(await fs.readdir(elsewhere)).toEqual([]);
+    } finally {
+      await sql.query('UPDATE "Source" SET "path" = $1 WHERE "name" = $2', [fleet.libvirtDir, 'kvm']);
+    }
+  });
 });

@@ -17,6 +17,12 @@ export type RestoreRequest = {
   target: RestoreTarget;
   policy?: RestorePolicy;
   choice?: RestoreChoice;
+  /**
+   * A browser restore: in place only into the folder the backup was taken from (as resolved then), never where the
+   * source points now if that moved. The web server (and an admin in it) may re-point a source at any folder; in
+   * place there, root would write the VM's backed-up files at that folder's paths. The CLI's operator may.
+   */
+  confined?: boolean;
 };
 
 export type RestoreContext = { image: BackupImageManifest; sourceType: SourceType; repo: Repository; sql: CatalogSql };
@@ -78,7 +84,14 @@ export async function planWithContext(context: RestoreContext, request: RestoreR
     await checkTargetFolder(request.target.dir, { vm: context.image.vm.name, backupId: context.image.id });
   }
   const live = await liveState(context.sql, context.image, context.sourceType);
-  return planRestore({ image: context.image, live, target: request.target, repo: context.repo, policy: request.policy, choice: request.choice });
+  const plan = await planRestore({ image: context.image, live, target: request.target, repo: context.repo, policy: request.policy, choice: request.choice });
+  // On the plan that is executed: its root bounds every file written (the executor checks each against it).
+  if (request.confined && request.target.kind === 'in-place' && plan.root !== context.image.source.path) {
+    throw new AppError('FORBIDDEN', {
+      message: `restores from the browser go in place only where the VM lived at the backup (${context.image.source.path}); source '${context.image.source.name}' now leads to ${plan.root}: restore into a folder, or in place with 'vmdedup restore --in-place' on the server`,
+    });
+  }
+  return plan;
 }
 
 /** Plans a restore of one VM from the catalog's backup and the live fleet; writes nothing. */

@@ -127,7 +127,7 @@ export async function planRestoreRequest(db: Catalog, sql: CatalogSql, repo: Rep
   await checkRestoreRoots(input.target);
   const policy = await getApprovalPolicy(db);
   if (input.policy === 'overwrite' && !policy.allowOverwrite) throw new AppError('FORBIDDEN', { message: 'the approval policy does not allow the overwrite policy from the browser' });
-  return toPlanView(await planVmRestore(sql, repo, input), policy);
+  return toPlanView(await planVmRestore(sql, repo, { ...input, confined: true }), policy);
 }
 
 /**

@@ -21,7 +21,7 @@ export async function runRestoreRequest(
   if (count === 0) throw new AppError('CONFLICT', { message: `the restore request is ${request.status}, not approved` });
   try {
     const outcome = await restoreVm(sql, repo, {
-      ...plannedInputOf(request), confirmed: true, expectedFingerprint: request.fingerprint, signal: options.signal, onProgress: options.onProgress,
+      ...plannedInputOf(request), confined: true, confirmed: true, expectedFingerprint: request.fingerprint, signal: options.signal, onProgress: options.onProgress,
     });
     if (outcome.changedSincePlan || !outcome.result) {
       const error = `The live state changed since this restore was confirmed; nothing was written. Request it again to review the new plan: ${outcome.plan.message}`;
