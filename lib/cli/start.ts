@@ -136,7 +136,7 @@ function webServerEnv(own: Record<string, string>): NodeJS.ProcessEnv {
   return { ...Object.fromEntries(passed), NODE_ENV: 'production', NEXT_TELEMETRY_DISABLED: '1', ...own };
 }
 
-type WebUser = { name: string; uid: number; gid: number };
+export type WebUser = { name: string; uid: number; gid: number };
 
 /** As root: the user the web server runs as (made as a system user if missing). Otherwise: none, it runs as we do. */
 async function unprivilegedWebUser(): Promise<WebUser | undefined> {
@@ -165,32 +165,51 @@ async function unprivilegedWebUser(): Promise<WebUser | undefined> {
  * the web server's user and nobody else: the app's own folder may sit where that user cannot reach (under /root).
  * Earlier builds' copies are removed. Returns the folder to run server.js in.
  */
-async function installWebServer(home: string, user: WebUser | undefined): Promise<string> {
-  const buildId = (await fs.readFile(path.join(appDir, '.next', 'BUILD_ID'), 'utf8')).trim();
+export async function installWebServer(home: string, user: WebUser | undefined, from = appDir): Promise<string> {
+  const buildId = (await fs.readFile(path.join(from, '.next', 'BUILD_ID'), 'utf8')).trim();
   const webRoot = path.join(home, 'web');
   const target = path.join(webRoot, buildId);
   await fs.mkdir(webRoot, { recursive: true, mode: 0o750 });
   if (!(await exists(path.join(target, 'server.js')))) {
     const temp = `${target}.tmp-${process.pid}`;
     await fs.rm(temp, { recursive: true, force: true });
-    await fs.cp(path.join(appDir, '.next', 'standalone'), temp, { recursive: true, verbatimSymlinks: true });
-    await fs.cp(path.join(appDir, '.next', 'static'), path.join(temp, '.next', 'static'), { recursive: true });
-    if (await exists(path.join(appDir, 'public'))) await fs.cp(path.join(appDir, 'public'), path.join(temp, 'public'), { recursive: true });
-    await fs.copyFile(path.join(appDir, 'bin', 'web-server.mjs'), path.join(temp, 'web-server.mjs'));
-    await fs.rm(target, { recursive: true, force: true });
+    await fs.cp(path.join(from, '.next', 'standalone'), temp, { recursive: true, verbatimSymlinks: true });
+    await fs.cp(path.join(from, '.next', 'static'), path.join(temp, '.next', 'static'), { recursive: true });
+    if (await exists(path.join(from, 'public'))) await fs.cp(path.join(from, 'public'), path.join(temp, 'public'), { recursive: true });
+    await fs.copyFile(path.join(from, 'bin', 'web-server.mjs'), path.join(temp, 'web-server.mjs'));
+    removeTree(target);
     await fs.rename(temp, target);
   }
-  for (const entry of await fs.readdir(webRoot)) if (entry !== buildId) await fs.rm(path.join(webRoot, entry), { recursive: true, force: true });
+  for (const entry of await fs.readdir(webRoot)) {
+    if (entry === buildId) continue;
+    // Not fatal: an old build left behind is root's and runs no more (its cache's user may keep writing into it).
+    try { removeTree(path.join(webRoot, entry)); } catch (err) { log(`warning: ${(err as Error).message}`); }
+  }
   // Code only, no secrets; still the owner's and the web user's group's alone. Next may write its cache.
-  await fs.mkdir(path.join(target, '.next', 'cache'), { recursive: true });
-  await shareWithGroup(webRoot, user?.gid);
-  if (user) await fs.chown(path.join(target, '.next', 'cache'), user.uid, user.gid);
-  await fs.chmod(path.join(target, '.next', 'cache'), 0o700);
+  const cache = path.join(target, '.next', 'cache');
+  await fs.mkdir(cache, { recursive: true });
+  await shareWithGroup(webRoot, user?.gid, cache);
+  if (user) await fs.chown(cache, user.uid, user.gid);
+  await fs.chmod(cache, 0o700);
   return target;
 }
 
-/** Owner rwx/rw, group r-x/r--, others nothing, for everything under `dir`; the group becomes `gid` when given. */
-async function shareWithGroup(dir: string, gid: number | undefined): Promise<void> {
+/**
+ * Removes a folder that may hold the web user's files (its cache), which that user may swap for symlinks while we
+ * remove them: a removal that follows a swapped folder deletes root's files elsewhere. GNU rm walks with openat and
+ * never leaves the tree it started in (Node's fs.rm reads a folder again by its path).
+ */
+function removeTree(dir: string): void {
+  const rm = spawnSync('rm', ['-rf', '--one-file-system', '--', dir], { encoding: 'utf8' });
+  if (rm.status !== 0) throw new Error(`cannot remove ${dir}: ${(rm.stderr || rm.error?.message || '').trim()}`);
+}
+
+/**
+ * Owner rwx/rw, group r-x/r--, others nothing, for everything under `dir` but `skip` (the web user's own, never
+ * walked: a folder there swapped for a symlink would have us chown and chmod another file); the group becomes
+ * `gid` when given.
+ */
+async function shareWithGroup(dir: string, gid: number | undefined, skip: string): Promise<void> {
   const apply = async (file: string, isDir: boolean) => {
     if (gid !== undefined) await fs.lchown(file, 0, gid);
     const mode = (await fs.lstat(file)).mode;
@@ -198,7 +217,9 @@ async function shareWithGroup(dir: string, gid: number | undefined): Promise<voi
   };
   await apply(dir, true);
   for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
-    await apply(path.join(entry.parentPath, entry.name), entry.isDirectory());
+    const file = path.join(entry.parentPath, entry.name);
+    if (file === skip || file.startsWith(`${skip}${path.sep}`)) continue;
+    await apply(file, entry.isDirectory());
   }
 }
 
