@@ -27,23 +27,23 @@ export async function prepareHome(): Promise<string[]> {
   const homeMode = through ? 0o711 : 0o700;
   await fs.mkdir(home, { recursive: true, mode: homeMode });
   const notices: string[] = [];
-  const tightenedHome = await tighten(home, homeMode, { skip: new Set([path.join(home, 'web')]) });
+  // web/ has its own modes (the web server's group); catalog/pgdata is PostgreSQL's, private by its own rules.
+  const tightenedHome = await tighten(home, homeMode, { skip: new Set([path.join(home, 'web'), path.join(home, 'catalog')]) });
   if (tightenedHome) notices.push(`tightened permissions under ${home}: ${tightenedHome} files and folders were open to other users (now owner only)`);
   // The umask applies to mkdir's mode too: set the home's own mode exactly.
   if (((await fs.stat(home)).mode & 0o777) !== homeMode) await fs.chmod(home, homeMode);
   const repository = repositoryDir();
   const tightenedRepository = await tighten(repository, 0o700);
   if (tightenedRepository) notices.push(`tightened permissions of the repository ${repository}: ${tightenedRepository} files and folders were open to other users (now owner only)`);
-  if (through) {
-    await fs.mkdir(path.join(home, 'catalog'), { mode: 0o711 }).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err; });
-    await fs.chmod(path.join(home, 'catalog'), 0o711);
-  }
+  // The embedded catalog's folder (made by lib/catalog/embedded-postgres.ts when used) lets its PostgreSQL through.
+  if (through) await fs.chmod(path.join(home, 'catalog'), 0o711).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });
   return notices;
 }
 
 /**
  * When `root` itself allows more than `rootMode`, walks it and strips group and other permissions from
- * everything in it (symlinks are not followed); returns how many entries changed (0: nothing to do).
+ * everything in it (symlinks are not followed), then sets `root` to `rootMode`. Returns how many entries inside
+ * changed: a folder that was only listable itself (a new empty one made with the usual umask) is fixed quietly.
  */
 async function tighten(root: string, rootMode: number, options: { skip?: Set<string> } = {}): Promise<number> {
   const stat = await fs.stat(root).catch(() => undefined);
@@ -63,5 +63,5 @@ async function tighten(root: string, rootMode: number, options: { skip?: Set<str
   };
   await walk(root);
   await fs.chmod(root, rootMode);
-  return changed + 1;
+  return changed;
 }

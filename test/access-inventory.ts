@@ -26,6 +26,11 @@ export const ACTION_PERMISSIONS: Record<string, Permission> = {
   'create-user': 'manage',
   'update-user': 'manage',
   'reset-password': 'manage',
+  'reset-second-factor': 'manage',
+  // Each user's own second factor (app/(app)/account): everyone signed in, for themselves only.
+  'begin-second-factor': 'read',
+  'confirm-second-factor': 'read',
+  'disable-second-factor': 'read',
 };
 
 /** Server actions open to anyone (`file#export`): signing in and out. They are not made with createAction. */
@@ -51,6 +56,7 @@ export const PAGE_ACCESS: Record<string, Access> = {
   '/restores/new': 'request-restore',
   '/users': 'manage',
   '/audit': 'audit',
+  '/account': 'read',
   '/sign-in': 'public',
 };
 

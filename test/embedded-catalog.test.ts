@@ -13,8 +13,7 @@ describe('embedded catalog database', () => {
   it('survives three processes starting it at once on a fresh home, and outlives them', async () => {
     home = await tempDir('vmdedup-home-');
     const env = { VMDEDUP_HOME: home, DATABASE_URL: '' };
-    const src = path.join(home, 'src');
-    await fs.mkdir(src);
+    const src = await tempDir('vmdedup-src-'); // the VMs' folder is not vmdedup's: outside its home
     const results = await Promise.all([
       cli(env, 'source', 'add', 'a', '--type', 'libvirt', '--path', src),
       cli(env, 'source', 'add', 'b', '--type', 'libvirt', '--path', src),

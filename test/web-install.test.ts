@@ -33,9 +33,10 @@ async function fakeApp(buildId: string): Promise<string> {
   return app;
 }
 
-/** Runs a script as the web user, in its cache: a web server whose code an attacker runs. */
-function asWebUser(user: WebUser, cwd: string, script: string) {
-  return spawn(process.execPath, ['-e', script], { cwd, uid: user.uid, gid: user.gid, stdio: ['pipe', 'pipe', 'inherit'] });
+/** Runs a script as the web user on its cache, named C in the script: a web server whose code an attacker runs. Its
+ *  working folder stays outside the build (a build some process works in counts as in use and is never removed). */
+function asWebUser(user: WebUser, cache: string, script: string) {
+  return spawn(process.execPath, ['-e', `const C = ${JSON.stringify(cache)};\n${script}`], { cwd: '/', uid: user.uid, gid: user.gid, stdio: ['pipe', 'pipe', 'inherit'] });
 }
 
 describe.runIf(asRoot)('installing the web server (npm start as root)', () => {
@@ -54,17 +55,17 @@ describe.runIf(asRoot)('installing the web server (npm start as root)', () => {
     // soon as root has begun removing z's files (the old build's removal), the rest of z's names lead to the victim.
     const attacker = asWebUser(user, cache, `
       const fs = require('node:fs');
-      fs.writeFileSync('a', 'x');
+      fs.writeFileSync(C + '/a', 'x');
       process.stdout.write('ready\\n');
       process.stdin.once('data', () => {
-        fs.mkdirSync('z');
+        fs.mkdirSync(C + '/z');
         const names = Array.from({ length: 3000 }, (_, i) => 'f' + i).concat('shadow');
-        for (const name of names) fs.writeFileSync('z/' + name, 'mine');
+        for (const name of names) fs.writeFileSync(C + '/z/' + name, 'mine');
         process.stdout.write('set\\n');
         for (const end = Date.now() + 20000; Date.now() < end; ) {
           let left;
-          try { left = fs.readdirSync('z').length; } catch { continue; }
-          if (left < names.length) { fs.renameSync('z', 'z-moved'); fs.symlinkSync(${JSON.stringify(victim)}, 'z'); break; }
+          try { left = fs.readdirSync(C + '/z').length; } catch { continue; }
+          if (left < names.length) { fs.renameSync(C + '/z', C + '/z-moved'); fs.symlinkSync(${JSON.stringify(victim)}, C + '/z'); break; }
         }
       });
     `);
@@ -91,4 +92,23 @@ describe.runIf(asRoot)('installing the web server (npm start as root)', () => {
     // The old build goes unless its cache's user keeps writing into it (here it did: then it stays, with a warning).
     expect(await fs.readdir(path.join(home, 'web'))).toContain('build-2');
   }, 60_000);
+
+  it('keeps an earlier build a web server still runs from, and removes the others', async () => {
+    const user = webUser();
+    const home = await tempDir();
+    const first = await installWebServer(home, user, await fakeApp('build-a'));
+    await installWebServer(home, user, await fakeApp('build-b'));
+    // A web server (any process) working in build-b, as a second npm start on this home would leave it.
+    const running = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { cwd: path.join(home, 'web', 'build-b'), stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await installWebServer(home, user, await fakeApp('build-c'));
+      expect((await fs.readdir(path.join(home, 'web'))).sort()).toEqual(['build-b', 'build-c']);
+    } finally {
+      running.kill();
+    }
+    await installWebServer(home, user, await fakeApp('build-c'));
+    expect(await fs.readdir(path.join(home, 'web'))).toEqual(['build-c']);
+    expect(first).toBe(path.join(home, 'web', 'build-a'));
+  });
 });

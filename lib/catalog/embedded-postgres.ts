@@ -42,6 +42,8 @@ export async function ensureEmbeddedCatalog(home: string): Promise<EmbeddedCatal
   const dir = catalogDir(home);
   const dataDir = path.join(dir, 'pgdata');
   await fs.mkdir(dir, { recursive: true });
+  // As root, PostgreSQL runs as another user that must pass through (never list) this folder to its pgdata.
+  if (process.getuid?.() === 0) await fs.chmod(dir, 0o711);
   if (!(await exists(path.join(dataDir, 'PG_VERSION')))) await initialise(dir, dataDir);
   const connection = await readConnection(dataDir);
   const url = urlOf(connection, DATABASE);

@@ -7,6 +7,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runBackup } from '../catalog/run-backup';
@@ -172,25 +173,29 @@ export async function installWebServer(home: string, user: WebUser | undefined, 
   await fs.mkdir(webRoot, { recursive: true, mode: 0o750 });
   if (!(await exists(path.join(target, 'server.js')))) {
     const temp = `${target}.tmp-${process.pid}`;
-    await fs.rm(temp, { recursive: true, force: true });
+    removeTree(temp);
     await fs.cp(path.join(from, '.next', 'standalone'), temp, { recursive: true, verbatimSymlinks: true });
     await fs.cp(path.join(from, '.next', 'static'), path.join(temp, '.next', 'static'), { recursive: true });
     if (await exists(path.join(from, 'public'))) await fs.cp(path.join(from, 'public'), path.join(temp, 'public'), { recursive: true });
     await fs.copyFile(path.join(from, 'bin', 'web-server.mjs'), path.join(temp, 'web-server.mjs'));
+    // Modes are set once, on the copy nobody else can reach yet (web/ is not writable by the web user).
+    await shareWithGroup(temp, user?.gid);
     removeTree(target);
     await fs.rename(temp, target);
   }
+  await fs.chmod(webRoot, 0o750);
+  if (user) await fs.chown(webRoot, 0, user.gid);
+  // Earlier builds go, except one a web server still runs from (a second npm start on this home, a restart in
+  // progress). Not fatal: an old build left behind is root's and runs no more.
+  const inUse = webServerBuildsInUse(webRoot);
   for (const entry of await fs.readdir(webRoot)) {
-    if (entry === buildId) continue;
-    // Not fatal: an old build left behind is root's and runs no more (its cache's user may keep writing into it).
+    if (entry === buildId || inUse.has(entry)) continue;
     try { removeTree(path.join(webRoot, entry)); } catch (err) { log(`warning: ${(err as Error).message}`); }
   }
-  // Code only, no secrets; still the owner's and the web user's group's alone. Next may write its cache.
+  // Next may write its cache: the web user's own folder, never walked by root.
   const cache = path.join(target, '.next', 'cache');
-  await fs.mkdir(cache, { recursive: true });
-  await shareWithGroup(webRoot, user?.gid, cache);
+  await fs.mkdir(cache, { recursive: true, mode: 0o700 });
   if (user) await fs.chown(cache, user.uid, user.gid);
-  await fs.chmod(cache, 0o700);
   return target;
 }
 
@@ -204,12 +209,8 @@ function removeTree(dir: string): void {
   if (rm.status !== 0) throw new Error(`cannot remove ${dir}: ${(rm.stderr || rm.error?.message || '').trim()}`);
 }
 
-/**
- * Owner rwx/rw, group r-x/r--, others nothing, for everything under `dir` but `skip` (the web user's own, never
- * walked: a folder there swapped for a symlink would have us chown and chmod another file); the group becomes
- * `gid` when given.
- */
-async function shareWithGroup(dir: string, gid: number | undefined, skip: string): Promise<void> {
+/** Owner rwx/rw, group r-x/r--, others nothing, for everything under `dir`; the group becomes `gid` when given. */
+async function shareWithGroup(dir: string, gid: number | undefined): Promise<void> {
   const apply = async (file: string, isDir: boolean) => {
     if (gid !== undefined) await fs.lchown(file, 0, gid);
     const mode = (await fs.lstat(file)).mode;
@@ -217,10 +218,19 @@ async function shareWithGroup(dir: string, gid: number | undefined, skip: string
   };
   await apply(dir, true);
   for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
-    const file = path.join(entry.parentPath, entry.name);
-    if (file === skip || file.startsWith(`${skip}${path.sep}`)) continue;
-    await apply(file, entry.isDirectory());
+    await apply(path.join(entry.parentPath, entry.name), entry.isDirectory());
   }
+}
+
+/** The build folders under `webRoot` that a running process (a web server: its working folder) is inside. */
+function webServerBuildsInUse(webRoot: string): Set<string> {
+  const builds = new Set<string>();
+  const root = fsSync.realpathSync(webRoot);
+  for (const pid of fsSync.readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
+    const cwd = (() => { try { return fsSync.readlinkSync(`/proc/${pid}/cwd`); } catch { return undefined; } })();
+    if (cwd?.startsWith(`${root}/`)) builds.add(cwd.slice(root.length + 1).split('/')[0]);
+  }
+  return builds;
 }
 
 async function exists(file: string): Promise<boolean> {
