@@ -176,6 +176,25 @@ describe('sign-in', () => {
     }
     expect((await signInWithPassword(db, { username: 'mal', password: PASSWORD, code: await currentTotpCode(attacker.secret, now) })).ok).toBe(true);
   });
+
+  it('slows down failures from one address across names, and a success from it forgets them', async () => {
+    const user = ZCreateUser.parse({ username: 'throttled', role: 'viewer', password: PASSWORD });
+    await createUser(db, { actor: 'admin', user });
+    const from = `192.0.2.${Math.floor(Math.random() * 200) + 1}`;
+    const timed = async (username: string, password: string) => {
+      const started = performance.now();
+      const result = await signInWithPassword(db, { username, password, from });
+      return { ok: result.ok, ms: performance.now() - started };
+    };
+    const first = await timed('nobody-1', 'wrong');
+    for (const name of ['nobody-2', 'nobody-3', 'nobody-4']) expect((await timed(name, 'wrong')).ok).toBe(false);
+    // Four failures from this address (each for another name): the fifth attempt waits 200 ms x 2^3 first.
+    const slowed = await timed('nobody-5', 'wrong');
+    expect(slowed.ms - first.ms).toBeGreaterThan(1_400);
+    expect((await timed('throttled', PASSWORD)).ok).toBe(true);
+    const after = await timed('nobody-6', 'wrong');
+    expect(after.ms).toBeLessThan(slowed.ms - 1_000);
+  });
 });
 
 describe('single sign-on', () => {

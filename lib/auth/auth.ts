@@ -14,7 +14,7 @@ import Credentials from 'next-auth/providers/credentials';
 import { isSessionRevoked, revokeSession } from '../catalog/sessions';
 import { signInWithOidc, signInWithPassword } from '../catalog/sign-in';
 import { getCatalog } from '../db';
-import { clientAddress } from './forwarded';
+import { clientAddress, peerAddress } from './forwarded';
 import { ZSignIn } from '../validation/users';
 
 /** How the session was signed in: a second factor is asked of password sign-ins only (the IdP has its own). */
@@ -66,7 +66,8 @@ const config: NextAuthConfig = {
       async authorize(credentials, request) {
         const parsed = ZSignIn.safeParse(credentials);
         if (!parsed.success) return null;
-        const from = clientAddress(request.headers);
+        // The browser's address: as a trusted proxy saw it, else the connection's own (bin/web-server.mjs).
+        const from = clientAddress(request.headers) ?? peerAddress(request.headers);
         const result = await signInWithPassword(await getCatalog(), { ...parsed.data, from });
         if (!result.ok) return null;
         return { id: result.user.id, name: result.user.username, sessionVersion: result.user.sessionVersion };

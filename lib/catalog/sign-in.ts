@@ -120,7 +120,8 @@ export async function signInWithPassword(db: Catalog, options: { username: strin
     if (now?.lockedUntil && now.lockedUntil > new Date()) return refuse('locked');
     return refuseCounted('code already used');
   }
-  recentFailures.delete(`name:${username}`);
+  // A success forgets the failures for this name and this address (someone at a shared address got in).
+  for (const key of keys) recentFailures.delete(key);
   await recordAudit(db, { actor: username, action: 'sign-in', target: username, detail: { ...detail, ...(needsCode ? { secondFactor: 'totp' } : {}) } });
   return { ok: true, user: { id: usable.id, username: usable.username, role: usable.role as Role, sessionVersion: usable.sessionVersion } };
 }
