@@ -3,7 +3,8 @@ import { LocalTime } from '@/components/ui/local-time';
 
 /** One line above the audit log: whether its hash chain holds (checked on every view), or where it breaks. */
 export function AuditChainLine({ report }: { report?: AuditChainReport | 'unavailable' }) {
-  if (!report) return <p data-testid="audit-chain" className="text-sm text-slate-500">Checking the audit chain…</p>;
+  // Its own test id: while the result streams in, React briefly holds both in the page.
+  if (!report) return <p data-testid="audit-chain-checking" className="text-sm text-slate-500">Checking the audit chain…</p>;
   if (report === 'unavailable') return <p data-testid="audit-chain" className="text-sm text-amber-700">The audit chain could not be checked just now; <code>vmdedup audit verify</code> checks it.</p>;
   if (report.broken) {
     const { id, seq, at, action, message } = report.broken;
