@@ -12,7 +12,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { runBackup } from '../catalog/run-backup';
 import { addSource, listSources } from '../catalog/sources';
-import { repositoryDir, vmdedupHome } from '../config';
+import { repositoryDir, restoreRoots, vmdedupHome } from '../config';
 import { ensureFirstAdmin } from '../catalog/manage-users';
 import { appCatalogUrl, catalogUrl, getCatalog, getCatalogSql } from '../db';
 import { buildFleet } from '../demo/fleet';
@@ -48,12 +48,16 @@ export async function start(): Promise<number> {
   const server = spawn(process.execPath, [path.join(web, 'web-server.mjs'), port, host], {
     cwd: web, stdio: 'inherit', ...(webUser ? { uid: webUser.uid, gid: webUser.gid } : {}),
     // The app database role only (no DATABASE_URL: that would make it an owner process that migrates).
-    env: webServerEnv({ VMDEDUP_APP_DATABASE_URL: await appCatalogUrl(), AUTH_SECRET: authSecret, HOME: path.join(web, '.next', 'cache') }),
+    // Paths as this process resolves them: the web server runs in its build folder, where './data' means another place.
+    env: webServerEnv({
+      VMDEDUP_APP_DATABASE_URL: await appCatalogUrl(), AUTH_SECRET: authSecret, HOME: path.join(web, '.next', 'cache'),
+      VMDEDUP_HOME: home, VMDEDUP_REPOSITORY: repositoryDir(), VMDEDUP_RESTORE_ROOTS: restoreRoots().join(':'),
+    }),
   });
   // The job worker runs beside the web server (more can run elsewhere with `npm run worker`).
   const worker = process.env.VMDEDUP_WORKER === '0'
     ? undefined
-    : spawn(process.execPath, [path.join(appDir, 'bin', 'worker.mjs')], { cwd: appDir, stdio: 'inherit', env: { ...process.env, DATABASE_URL: url } });
+    : spawn(process.execPath, [path.join(appDir, 'bin', 'worker.mjs')], { cwd: appDir, stdio: 'inherit', env: { ...process.env, DATABASE_URL: url, VMDEDUP_HOME: home, VMDEDUP_REPOSITORY: repositoryDir() } });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { server.kill(signal); worker?.kill(signal); });
   worker?.on('exit', (code, signal) => { if (!server.killed && (code || signal)) log(`the job worker stopped (${signal ?? `exit ${code}`}); start another with: npm run worker`); });
   const code = await new Promise<number>((resolve) => server.on('exit', (c) => resolve(c ?? 0)));
