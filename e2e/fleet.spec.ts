@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { formatBytes } from '../lib/cli/format';
+import { formatBytes } from '../lib/format';
 import { buildFleet } from '../lib/demo/fleet';
 import { ADMIN, e2eHome, expect, signIn, test, vmdedup } from './fixtures';
 

@@ -1,4 +1,4 @@
-import { formatBytes } from '../lib/cli/format';
+import { formatBytes } from '../lib/format';
 import path from 'node:path';
 import { ADMIN, e2eHome, expect, signIn, test, vmdedup } from './fixtures';
 

@@ -4,7 +4,7 @@ import Link from 'next/link';
 import { useEffect, useMemo, useRef, useState } from 'react';
 import type { GraphData } from '@/lib/catalog/load-graph';
 import { vmHref } from '@/components/vms/vm-href';
-import { formatBytes } from '@/lib/cli/format';
+import { formatBytes } from '@/lib/format';
 import { type GraphEdge, type GraphNode, computeGraph } from './graph-model';
 
 const COLORS = { vm: '#2563eb', group: '#0d9488', common: '#7c3aed', disk: '#94a3b8', pointer: '#cbd5e1', parent: '#f59e0b', match: '#dc2626' };

@@ -1,5 +1,5 @@
 import type { BackupsPageData } from '@/lib/catalog/load-backups-page';
-import { formatBytes } from '@/lib/cli/format';
+import { formatBytes } from '@/lib/format';
 import { BackupNow } from './backup-now';
 import { JobList } from './job-list';
 import { LocalTime } from '@/components/ui/local-time';

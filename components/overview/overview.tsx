@@ -1,5 +1,5 @@
 import type { OverviewData } from '@/lib/catalog/load-overview';
-import { formatBytes } from '@/lib/cli/format';
+import { formatBytes } from '@/lib/format';
 import { StorageChart } from './storage-chart';
 import { LocalTime } from '@/components/ui/local-time';
 

@@ -1,5 +1,5 @@
 import type { StoragePoint } from '@/lib/catalog/storage-history';
-import { formatBytes } from '@/lib/cli/format';
+import { formatBytes } from '@/lib/format';
 
 const WIDTH = 640;
 const HEIGHT = 200;

@@ -6,7 +6,7 @@ import { listVmBackupsAction, planRestoreAction, requestRestoreAction } from '@/
 import { LocalTime } from '@/components/ui/local-time';
 import type { BackupSummary } from '@/lib/catalog/reports';
 import type { PlanView } from '@/lib/catalog/restore-requests';
-import { formatBytes } from '@/lib/cli/format';
+import { formatBytes } from '@/lib/format';
 import { PlanDetails } from './plan-view';
 
 type Step = { vm: string; source: string } | undefined;

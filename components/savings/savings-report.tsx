@@ -1,6 +1,6 @@
 import type { ReactNode } from 'react';
 import type { Savings } from '@/lib/catalog/savings';
-import { formatBytes } from '@/lib/cli/format';
+import { formatBytes } from '@/lib/format';
 import { LocalTime } from '@/components/ui/local-time';
 
 function Table({ id, title, csv, head, children }: { id: string; title: string; csv: string; head: string[]; children: ReactNode }) {

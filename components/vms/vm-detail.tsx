@@ -1,6 +1,6 @@
 import Link from 'next/link';
 import type { VmView } from '@/lib/catalog/get-vm';
-import { formatBytes } from '@/lib/cli/format';
+import { formatBytes } from '@/lib/format';
 import { vmHref } from './vm-href';
 import { LocalTime } from '@/components/ui/local-time';
 

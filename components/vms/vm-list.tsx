@@ -3,7 +3,7 @@
 import Link from 'next/link';
 import { useMemo, useState } from 'react';
 import type { VmListRow } from '@/lib/catalog/list-vms';
-import { formatBytes } from '@/lib/cli/format';
+import { formatBytes } from '@/lib/format';
 import { vmHref } from './vm-href';
 import { LocalTime } from '@/components/ui/local-time';
 

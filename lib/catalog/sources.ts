@@ -1,6 +1,7 @@
 import fs from 'node:fs/promises';
 import type { CatalogSql } from '../db';
-import { isInside, sourceRoot } from '../engine/sources/inventory';
+import { isInside } from '../engine/containment';
+import { sourceRoot } from '../engine/sources/inventory';
 import { SOURCE_TYPES, type SourceSpec, type SourceType } from '../engine/sources/types';
 import { AppError } from '../errors';
 

@@ -1,22 +1,5 @@
-/** Human output helpers for the CLI: sizes, rates, durations, a progress bar. */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(value >= 100 ? 0 : 1)} ${units[unit]}`;
-}
-
-export function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return '?';
-  if (seconds < 60) return `${Math.ceil(seconds)}s`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes}m${String(Math.floor(seconds % 60)).padStart(2, '0')}s`;
-  return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, '0')}m`;
-}
+/** Human output helpers for the CLI: a progress bar and tables (sizes and durations: lib/format.ts). */
+import { formatBytes, formatDuration } from '../format';
 
 export function progressLine(options: { done: number; total: number; rate: number; eta?: number; label?: string; width?: number }): string {
   const width = options.width ?? 24;

@@ -19,7 +19,8 @@ import type { z } from 'zod';
 import { InputError } from '../engine/errors';
 import { scanSource } from '../engine/sources/inventory';
 import { AppError, isUserError, toAppError } from '../errors';
-import { formatBytes, progressLine, table } from './format';
+import { formatBytes } from '../format';
+import { progressLine, table } from './format';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;

@@ -17,7 +17,7 @@ import { ensureFirstAdmin } from '../catalog/manage-users';
 import { appCatalogUrl, catalogUrl, getCatalog, getCatalogSql } from '../db';
 import { buildFleet } from '../demo/fleet';
 import { openRepository } from '../open-repository';
-import { formatBytes } from './format';
+import { formatBytes } from '../format';
 import { prepareHome } from '../home';
 
 const appDir = process.env.VMDEDUP_APP_DIR ?? process.cwd();

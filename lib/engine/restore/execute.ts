@@ -7,7 +7,7 @@ import { BlockPool } from '../chunking/block-pool';
 import { type ChunkId, shortId } from '../repository/chunk-id';
 import { type RestoreFile, type StoredDiskManifest, diskFilesOf, vmdkLinksOf } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
-import { isInside } from '../sources/inventory';
+import { isInside } from '../containment';
 import { checkInside } from './destinations';
 import { RESTORE_MARKER, type RestoreIdentity, checkTargetFolder, readMarker } from './target-folder';
 import type { SourceType } from '../sources/types';

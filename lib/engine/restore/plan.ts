@@ -4,8 +4,9 @@ import path from 'node:path';
 import { InputError } from '../errors';
 import { type BackupDiskEntry, type BackupImageManifest, diskFilesOf } from '../repository/manifests';
 import type { Repository } from '../repository/repository';
-import { type SourceInventory, type VirtualDisk, type VmInventory, inspectDisk, isInside } from '../sources/inventory';
-import { checkInside, resolvedRoot } from './destinations';
+import { isInside, resolvedRoot } from '../containment';
+import { type SourceInventory, type VirtualDisk, type VmInventory, inspectDisk } from '../sources/inventory';
+import { checkInside } from './destinations';
 
 export const RESTORE_POLICIES = ['no-overwrite', 'overwrite'] as const;
 export type RestorePolicy = (typeof RESTORE_POLICIES)[number];

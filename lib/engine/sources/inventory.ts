@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { BigIntStats, Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { isInside } from '../containment';
 import { InputError, fileError } from '../errors';
 import { QCOW2_MAGIC, readQcow2Header } from '../formats/qcow2';
 import { VMDK_SPARSE_MAGIC, readVmdkDescriptor } from '../formats/vmdk';
@@ -460,10 +461,6 @@ function knownFormat(format: string | undefined): DiskFormat | undefined {
   return format === 'raw' || format === 'qcow2' || format === 'vmdk' ? format : undefined;
 }
 
-export function isInside(root: string, candidate: string): boolean {
-  const rel = path.relative(root, candidate);
-  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
-}
 
 /** Reads one disk (and its parent chain) as it is now; undefined when its file no longer exists. */
 export async function inspectDisk(root: string, diskPath: string, format?: DiskFormat): Promise<{ disk: VirtualDisk; chain: VirtualDisk[] } | undefined> {
