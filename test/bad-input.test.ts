@@ -3,11 +3,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeData } from '../lib/demo/fleet';
-import { cli, createTestDatabase, qemuImg, tempDir } from './helpers';
+import { cli, createTestDatabase, libvirtDomainXml, qemuImg, tempDir } from './helpers';
 
-const domain = (name: string, disks: { file: string; type?: string }[]) => `<domain type='kvm'><name>${name}</name><uuid>00000000-0000-4000-8000-${name.padStart(12, '0').slice(-12)}</uuid><devices>
-${disks.map((d, i) => `<disk type='file' device='disk'><driver name='qemu' type='${d.type ?? 'raw'}'/><source file='${d.file}'/><target dev='vd${String.fromCharCode(97 + i)}'/></disk>`).join('\n')}
-</devices></domain>`;
+const domain = (name: string, disks: { file: string; type?: string }[]) => libvirtDomainXml(name, `00000000-0000-4000-8000-${name.padStart(12, '0').slice(-12)}`, disks);
 
 describe('bad input', () => {
   let home: string;

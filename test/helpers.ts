@@ -138,3 +138,9 @@ export async function snapshotTree(dir: string): Promise<Map<string, string>> {
 export function changedFiles(before: Map<string, string>, after: Map<string, string>): string[] {
   return [...new Set([...before.keys(), ...after.keys()])].filter((name) => before.get(name) !== after.get(name)).sort();
 }
+
+/** A libvirt domain XML as tests write it: file-backed disks in slots vda, vdb, … (`type: null` leaves out the driver). */
+export function libvirtDomainXml(name: string, uuid: string, disks: { file: string; type?: string | null; dev?: string }[]): string {
+  const slots = disks.map((d, i) => `<disk type='file' device='disk'>${d.type === null ? '' : `<driver name='qemu' type='${d.type ?? 'raw'}'/>`}<source file='${d.file}'/><target dev='${d.dev ?? `vd${String.fromCharCode(97 + i)}`}'/></disk>`);
+  return `<domain type='kvm'><name>${name}</name><uuid>${uuid}</uuid><devices>\n${slots.join('\n')}\n</devices></domain>\n`;
+}

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeData } from '../lib/demo/fleet';
-import { type CliResult, cli, createTestDatabase, projectRoot, qemuImg, run, tempDir } from './helpers';
+import { cli, createTestDatabase, libvirtDomainXml, projectRoot, qemuImg, run, tempDir, type CliResult } from './helpers';
 
 type BackupJson = {
   backups: { vm: string; disks: { path: string; identifier: string; common: boolean; action: string; bytesRead: number }[] }[];
@@ -36,9 +36,7 @@ async function cliWithin(env: Record<string, string>, ...args: string[]): Promis
 }
 
 const uuidOf = (name: string) => `00000000-0000-4000-8000-${Buffer.from(name).toString('hex').padStart(12, '0').slice(-12)}`;
-const domain = (name: string, disks: { file: string; type?: string | null; dev?: string }[], uuid = uuidOf(name)) => `<domain type='kvm'><name>${name}</name><uuid>${uuid}</uuid><devices>
-${disks.map((d, i) => `<disk type='file' device='disk'>${d.type === null ? '' : `<driver name='qemu' type='${d.type ?? 'raw'}'/>`}<source file='${d.file}'/><target dev='${d.dev ?? `vd${String.fromCharCode(97 + i)}`}'/></disk>`).join('\n')}
-</devices></domain>`;
+const domain = (name: string, disks: { file: string; type?: string | null; dev?: string }[], uuid = uuidOf(name)) => libvirtDomainXml(name, uuid, disks);
 
 function failuresByVm(report: BackupJson): Record<string, string[]> {
   const out: Record<string, string[]> = {};

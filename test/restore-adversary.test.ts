@@ -14,7 +14,7 @@ import { buildFleet, writeData } from '../lib/demo/fleet';
 import { planRestore } from '../lib/engine/restore/plan';
 import type { BackupImageManifest } from '../lib/engine/repository/manifests';
 import { scanSource } from '../lib/engine/sources/inventory';
-import { cli, createTestDatabase, projectRoot, qemuImg, run, sha256File, snapshotTree, tempDir } from './helpers';
+import { cli, createTestDatabase, libvirtDomainXml, projectRoot, qemuImg, run, sha256File, snapshotTree, tempDir } from './helpers';
 
 type Json = {
   status: string; message: string; cannotExecute?: string; config: string;
@@ -23,9 +23,7 @@ type Json = {
 };
 
 const uuidOf = (name: string) => `00000000-0000-4000-8000-${createHash('sha256').update(name).digest('hex').slice(0, 12)}`;
-const domain = (name: string, disks: { file: string; type: string }[], uuid = uuidOf(name)) => `<domain type='kvm'><name>${name}</name><uuid>${uuid}</uuid><devices>
-${disks.map((d, i) => `<disk type='file' device='disk'><driver name='qemu' type='${d.type}'/><source file='${d.file}'/><target dev='vd${String.fromCharCode(97 + i)}'/></disk>`).join('\n')}
-</devices></domain>\n`;
+const domain = (name: string, disks: { file: string; type: string }[], uuid = uuidOf(name)) => libvirtDomainXml(name, uuid, disks);
 
 const sha = sha256File;
 const exists = (file: string) => fs.lstat(file).then(() => true, () => false);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { overwrite, writeData } from '../lib/demo/fleet';
-import { changedFiles, cli, createTestDatabase, qemuImg, run, sha256File, snapshotTree, tempDir } from './helpers';
+import { changedFiles, cli, createTestDatabase, libvirtDomainXml, qemuImg, run, sha256File, snapshotTree, tempDir } from './helpers';
 
 type Json = {
   status: string; message: string; cannotExecute?: string; config: string;
@@ -17,9 +17,7 @@ type Json = {
   disks: { path: string; action: string; verified: boolean; written: string[]; sharedWith: string[] }[];
 };
 
-const domain = (name: string, disks: { file: string; type: string; dev?: string }[]) => `<domain type='kvm'><name>${name}</name><uuid>00000000-0000-4000-8000-${createHash('sha256').update(name).digest('hex').slice(0, 12)}</uuid><devices>
-${disks.map((d, i) => `<disk type='file' device='disk'><driver name='qemu' type='${d.type}'/><source file='${d.file}'/><target dev='${d.dev ?? `vd${String.fromCharCode(97 + i)}`}'/></disk>`).join('\n')}
-</devices></domain>\n`;
+const domain = (name: string, disks: { file: string; type: string; dev?: string }[]) => libvirtDomainXml(name, `00000000-0000-4000-8000-${createHash('sha256').update(name).digest('hex').slice(0, 12)}`, disks);
 
 const sha = sha256File;
 
