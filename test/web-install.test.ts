@@ -5,19 +5,19 @@
  * /etc/shadow), and one swapped while root removes an old build would make root delete another folder's files.
  * Run as root only (the web user is the real system user `vmdedup`, made if missing).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { type WebUser, installWebServer } from '../lib/cli/start';
+import { ensureSystemUser } from '../lib/system-user';
 import { tempDir } from './helpers';
 
 const asRoot = process.getuid?.() === 0;
 
-function webUser(): WebUser {
-  const id = (flag: string) => spawnSync('id', [flag, 'vmdedup'], { encoding: 'utf8' });
-  if (id('-u').status !== 0) spawnSync('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', 'vmdedup']);
-  return { name: 'vmdedup', uid: Number(id('-u').stdout.trim()), gid: Number(id('-g').stdout.trim()) };
+async function webUser(): Promise<WebUser> {
+  const { name, uid, gid } = await ensureSystemUser('vmdedup');
+  return { name, uid, gid };
 }
 
 /** A built app as `next build` leaves it, small: many server files, so that root's walk takes a while. */
@@ -41,7 +41,7 @@ function asWebUser(user: WebUser, cache: string, script: string) {
 
 describe.runIf(asRoot)('installing the web server (npm start as root)', () => {
   it('root never chowns, chmods or removes through the web user\'s cache, even while the web user swaps folders there for symlinks', async () => {
-    const user = webUser();
+    const user = await webUser();
     const home = await tempDir();
     // Stands for /etc: root's, private; the web user must get neither its files nor their removal.
     const victim = await tempDir();
@@ -94,7 +94,7 @@ describe.runIf(asRoot)('installing the web server (npm start as root)', () => {
   }, 60_000);
 
   it('keeps an earlier build a web server still runs from, and removes the others', async () => {
-    const user = webUser();
+    const user = await webUser();
     const home = await tempDir();
     const first = await installWebServer(home, user, await fakeApp('build-a'));
     await installWebServer(home, user, await fakeApp('build-b'));

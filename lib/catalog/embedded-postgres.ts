@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { ensureSystemUser } from '../system-user';
 
 const run = promisify(execFile);
 const DATABASE = 'vmdedup';
@@ -180,17 +181,8 @@ async function binaries(): Promise<{ initdb: string; pg_ctl: string }> {
 /** PostgreSQL refuses to run as root: as root, run it as the `postgres` system user (created if missing). */
 async function runAsUser(): Promise<{ uid: number; gid: number } | undefined> {
   if (process.getuid?.() !== 0) return undefined;
-  const lookup = async () => {
-    const uid = Number((await run('id', ['-u', RUN_AS_WHEN_ROOT])).stdout.trim());
-    const gid = Number((await run('id', ['-g', RUN_AS_WHEN_ROOT])).stdout.trim());
-    return { uid, gid };
-  };
-  try {
-    return await lookup();
-  } catch {
-    await run('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', RUN_AS_WHEN_ROOT]).catch(() => undefined);
-    return lookup();
-  }
+  const { uid, gid } = await ensureSystemUser(RUN_AS_WHEN_ROOT);
+  return { uid, gid };
 }
 
 async function pgCommand(binary: string, args: string[]): Promise<void> {

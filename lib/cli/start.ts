@@ -19,6 +19,7 @@ import { buildFleet } from '../demo/fleet';
 import { openRepository } from '../open-repository';
 import { formatBytes } from '../format';
 import { prepareHome } from '../home';
+import { type SystemUser, ensureSystemUser } from '../system-user';
 
 const appDir = process.env.VMDEDUP_APP_DIR ?? process.cwd();
 
@@ -141,7 +142,7 @@ function webServerEnv(own: Record<string, string>): NodeJS.ProcessEnv {
   return { ...Object.fromEntries(passed), NODE_ENV: 'production', NEXT_TELEMETRY_DISABLED: '1', ...own };
 }
 
-export type WebUser = { name: string; uid: number; gid: number };
+export type WebUser = SystemUser;
 
 /** As root: the user the web server runs as (made as a system user if missing). Otherwise: none, it runs as we do. */
 async function unprivilegedWebUser(): Promise<WebUser | undefined> {
@@ -151,17 +152,10 @@ async function unprivilegedWebUser(): Promise<WebUser | undefined> {
     log('warning: VMDEDUP_WEB_USER=root: the web server runs as root (any flaw in it is then root on this machine)');
     return undefined;
   }
-  const lookup = () => {
-    const uid = spawnSync('id', ['-u', name], { encoding: 'utf8' });
-    const gid = spawnSync('id', ['-g', name], { encoding: 'utf8' });
-    return uid.status === 0 && gid.status === 0 ? { name, uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) } : undefined;
-  };
-  const found = lookup();
-  if (found) return found;
-  const made = spawnSync('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name], { encoding: 'utf8' });
-  const user = lookup();
-  if (!user) throw new Error(`cannot create the system user '${name}' for the web server (${(made.stderr || made.error?.message || '').trim()}): create it, or name another with VMDEDUP_WEB_USER`);
-  log(`created the system user '${name}': the web server runs as it`);
+  const { created, ...user } = await ensureSystemUser(name).catch((err: Error) => {
+    throw new Error(`${err.message} for the web server: create it, or name another with VMDEDUP_WEB_USER`);
+  });
+  if (created) log(`created the system user '${name}': the web server runs as it`);
   return user;
 }
 
