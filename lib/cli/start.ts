@@ -211,8 +211,8 @@ function removeTree(dir: string): void {
 async function shareWithGroup(dir: string, gid: number | undefined): Promise<void> {
   const apply = async (file: string, isDir: boolean) => {
     if (gid !== undefined) await fs.lchown(file, 0, gid);
-    const mode = (await fs.lstat(file)).mode;
-    if (!((mode & 0o170000) === 0o120000)) await fs.chmod(file, isDir ? 0o750 : (mode & 0o100 ? 0o750 : 0o640));
+    const stat = await fs.lstat(file);
+    if (!stat.isSymbolicLink()) await fs.chmod(file, isDir || stat.mode & 0o100 ? 0o750 : 0o640);
   };
   await apply(dir, true);
   for (const entry of await fs.readdir(dir, { recursive: true, withFileTypes: true })) {
