@@ -2,6 +2,7 @@ import type pg from 'pg';
 import { type CatalogSql, inTransaction } from '../db';
 import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
+import { linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';
 
 /** One backup image to index, with the catalog id of the source it belongs to. */
@@ -101,13 +102,7 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   const newestOfVm = new Map<string, ImageRecord>();
   for (const item of ordered) newestOfVm.set(vmKey(item), item);
   const vms = [...newestOfVm.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, item]) => item);
-  const { rows: vmRows } = await client.query<{ id: string; sourceId: string; name: string }>(
-    `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath")
-     SELECT gen_random_uuid()::text, v.source, v.name, v.uuid, v.config FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(source, name, uuid, config)
-     ON CONFLICT ("sourceId", "name") DO UPDATE SET "name" = EXCLUDED."name"
-     RETURNING "id", "sourceId", "name"`,
-    [col(vms, (i) => i.sourceId), col(vms, (i) => i.image.vm.name), col(vms, (i) => i.image.vm.uuid), col(vms, (i) => i.image.vm.configPath)],
-  );
+  const vmRows = await upsertVms(client, vms.map((i) => ({ sourceId: i.sourceId, name: i.image.vm.name, uuid: i.image.vm.uuid, configPath: i.image.vm.configPath })), { onConflict: 'lock' });
   const vmId = new Map(vmRows.map((row) => [`${row.sourceId}\0${row.name}`, row.id]));
 
   // The images; one already recorded (by a concurrent backup, a reconcile or a rebuild) is left alone.
@@ -159,16 +154,9 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   const diskId = new Map<string, string>();
   for (const [setsAttributes, group] of [[true, disks.filter((u) => current.has(u.item))], [false, disks.filter((u) => !current.has(u.item))]] as const) {
     if (group.length === 0) continue;
-    const { rows } = await client.query<{ id: string; sourceId: string; identifier: string }>(
-      `INSERT INTO "Disk" ("id", "sourceId", "identifier", "path", "format", "common")
-       SELECT gen_random_uuid()::text, d.source, d.identifier, d.path, d.format, d.common
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[]) AS d(source, identifier, path, format, common)
-       ON CONFLICT ("sourceId", "identifier") DO UPDATE SET ${setsAttributes
-         ? '"path" = EXCLUDED."path", "format" = EXCLUDED."format", "common" = EXCLUDED."common"'
-         : '"identifier" = EXCLUDED."identifier"'}
-       RETURNING "id", "sourceId", "identifier"`,
-      [col(group, (u) => u.item.sourceId), col(group, (u) => u.entry.identifier), col(group, (u) => u.entry.path), col(group, (u) => u.entry.format), col(group, (u) => u.entry.common)],
-    );
+    const rows = await upsertDisks(client, group.map((u) => ({
+      sourceId: u.item.sourceId, identifier: u.entry.identifier, path: u.entry.path, format: u.entry.format, common: u.entry.common, parentPath: null, sizeBytes: 0,
+    })), { onConflict: setsAttributes ? 'attributes' : 'lock' });
     for (const row of rows) diskId.set(`${row.sourceId}\0${row.identifier}`, row.id);
   }
   const idOf = (use: Use) => diskId.get(diskKey(use))!;
@@ -210,21 +198,12 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
 
   const currentUses = uses.filter((use) => current.has(use.item));
   if (currentUses.length > 0) {
-    await client.query(
-      `INSERT INTO "VmDisk" ("vmId", "diskId", "via", "slot")
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-       ON CONFLICT DO NOTHING`,
-      [col(currentUses, (u) => vmId.get(vmKey(u.item))!), col(currentUses, idOf), col(currentUses, (u) => u.entry.via), col(currentUses, (u) => u.entry.slot ?? null)],
-    );
+    await linkVmDisks(client, currentUses.map((u) => ({ vmId: vmId.get(vmKey(u.item))!, diskId: idOf(u), via: u.entry.via, slot: u.entry.slot ?? null })));
     // The other VMs that share a disk, as the source showed them at backup time.
     const shares = currentUses.flatMap((u) => u.entry.usedBy.filter((name) => name !== u.item.image.vm.name).map((name) => ({ sourceId: u.item.sourceId, name, diskId: idOf(u) })));
     if (shares.length > 0) {
       const named = [...new Map(shares.map((s) => [`${s.sourceId}\0${s.name}`, s])).values()];
-      await client.query(
-        `INSERT INTO "Vm" ("id", "sourceId", "name", "configPath") SELECT gen_random_uuid()::text, v.source, v.name, '' FROM unnest($1::text[], $2::text[]) AS v(source, name)
-         ON CONFLICT ("sourceId", "name") DO NOTHING`,
-        [col(named, (s) => s.sourceId), col(named, (s) => s.name)],
-      );
+      await upsertVms(client, named.map((s) => ({ sourceId: s.sourceId, name: s.name, uuid: '', configPath: '' })), { onConflict: 'skip' });
       await client.query(
         `INSERT INTO "VmDisk" ("vmId", "diskId", "via")
          SELECT v."id", s.disk, 'shared' FROM unnest($1::text[], $2::text[], $3::text[]) AS s(source, name, disk) JOIN "Vm" v ON v."sourceId" = s.source AND v."name" = s.name

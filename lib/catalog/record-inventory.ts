@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { CatalogSql } from '../db';
 import { inTransaction } from '../db';
 import type { SourceInventory } from '../engine/sources/inventory';
+import { linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';
 
 export type SourceProblem = { file: string; message: string };
@@ -39,39 +40,20 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
   await inTransaction(sql, async (client) => {
     // Shared with backups' records, exclusive for a rebuild (locks.ts): never a scan half into a rebuilt index.
     await client.query('SELECT pg_advisory_xact_lock_shared($1)', [CATALOG_INDEX_LOCK]);
-    const { rows: vmRows } = await client.query<{ id: string; name: string }>(
-      `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath", "lastSeenAt")
-       SELECT gen_random_uuid()::text, $1, v.name, v.uuid, v.config, now() FROM unnest($2::text[], $3::text[], $4::text[]) AS v(name, uuid, config)
-       ON CONFLICT ("sourceId", "name") DO UPDATE SET "uuid" = EXCLUDED."uuid", "configPath" = EXCLUDED."configPath", "lastSeenAt" = now()
-       RETURNING "id", "name"`,
-      [sourceId, vms.map((vm) => vm.name), vms.map((vm) => vm.uuid), vms.map((vm) => vm.configPath)],
-    );
-    const { rows: diskRows } = await client.query<{ id: string; path: string }>(
-      `INSERT INTO "Disk" ("id", "sourceId", "identifier", "path", "format", "common", "parentPath", "sizeBytes")
-       SELECT gen_random_uuid()::text, $1, d.identifier, d.path, d.format, d.common, d.parent, d.size
-       FROM unnest($2::text[], $3::text[], $4::text[], $5::boolean[], $6::text[], $7::bigint[]) AS d(identifier, path, format, common, parent, size)
-       ON CONFLICT ("sourceId", "identifier") DO UPDATE
-         SET "path" = EXCLUDED."path", "format" = EXCLUDED."format", "common" = EXCLUDED."common",
-             "parentPath" = EXCLUDED."parentPath", "sizeBytes" = EXCLUDED."sizeBytes"
-       RETURNING "id", "path"`,
-      [
-        sourceId, disks.map((d) => d.identifier), disks.map((d) => d.path), disks.map((d) => d.format),
-        disks.map((d) => (inventory.usedBy.get(d.path)?.length ?? 0) > 1), disks.map((d) => d.parent?.path ?? null), disks.map((d) => d.logicalBytes),
-      ],
-    );
+    const vmRows = await upsertVms(client, vms.map((vm) => ({ sourceId, name: vm.name, uuid: vm.uuid, configPath: vm.configPath })), { onConflict: 'details', seen: true });
+    const diskRows = await upsertDisks(client, disks.map((d) => ({
+      sourceId, identifier: d.identifier, path: d.path, format: d.format, common: (inventory.usedBy.get(d.path)?.length ?? 0) > 1,
+      parentPath: d.parent?.path ?? null, sizeBytes: d.logicalBytes,
+    })), { onConflict: 'layout' });
     await client.query(
       `UPDATE "Disk" SET "common" = false WHERE "sourceId" = $1 AND "common" AND NOT ("identifier" = ANY($2::text[]))`,
       [sourceId, disks.map((d) => d.identifier)],
     );
     const vmId = new Map(vmRows.map((row) => [row.name, row.id]));
     const diskId = new Map(diskRows.map((row) => [row.path, row.id]));
-    const links = vms.flatMap((vm) => vm.disks.filter((use) => diskId.has(use.diskPath)).map((use) => ({ vm: vmId.get(vm.name)!, disk: diskId.get(use.diskPath)!, via: use.via, slot: use.slot ?? null })));
+    const links = vms.flatMap((vm) => vm.disks.filter((use) => diskId.has(use.diskPath)).map((use) => ({ vmId: vmId.get(vm.name)!, diskId: diskId.get(use.diskPath)!, via: use.via, slot: use.slot ?? null })));
     await client.query('DELETE FROM "VmDisk" WHERE "vmId" = ANY($1::text[])', [[...vmId.values()]]);
-    await client.query(
-      `INSERT INTO "VmDisk" ("vmId", "diskId", "via", "slot")
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING`,
-      [links.map((l) => l.vm), links.map((l) => l.disk), links.map((l) => l.via), links.map((l) => l.slot)],
-    );
+    await linkVmDisks(client, links);
     await client.query('UPDATE "Source" SET "scannedAt" = now(), "problems" = $2, "inventoryDigest" = $3 WHERE "id" = $1', [sourceId, JSON.stringify(problems), digest]);
   });
   return { vms: inventory.vms.length, disks: disks.length, problems };

@@ -1,0 +1,92 @@
+import type pg from 'pg';
+
+/**
+ * The fleet's rows — Vm, Disk, VmDisk — written in one place each, for the scan's record (record-inventory.ts) and
+ * the backup's (record-backup-image.ts). Set-based: one statement for any number of rows.
+ */
+
+export type VmRow = { sourceId: string; name: string; uuid: string; configPath: string };
+
+/**
+ * What an upsert does to a row that exists:
+ * - `details`: sets uuid and configPath (and lastSeenAt when `seen`): the caller knows what the VM is now;
+ * - `lock`: changes nothing but returns and locks the row, so that writers of one VM take turns;
+ * - `skip`: leaves it alone and does not return it.
+ */
+export type VmConflict = 'details' | 'lock' | 'skip';
+
+/** Creates missing VMs (seen now when `seen`: a scan found them); returns the rows written or locked. */
+export async function upsertVms(
+  client: pg.ClientBase,
+  rows: VmRow[],
+  options: { onConflict: VmConflict; seen?: boolean },
+): Promise<{ id: string; sourceId: string; name: string }[]> {
+  if (rows.length === 0) return [];
+  const onConflict = {
+    details: `DO UPDATE SET "uuid" = EXCLUDED."uuid", "configPath" = EXCLUDED."configPath", "lastSeenAt" = COALESCE(EXCLUDED."lastSeenAt", "Vm"."lastSeenAt")`,
+    lock: 'DO UPDATE SET "name" = EXCLUDED."name"',
+    skip: 'DO NOTHING',
+  }[options.onConflict];
+  const { rows: written } = await client.query<{ id: string; sourceId: string; name: string }>(
+    `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath", "lastSeenAt")
+     SELECT gen_random_uuid()::text, v.source, v.name, v.uuid, v.config, CASE WHEN $5::boolean THEN now() END
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(source, name, uuid, config)
+     ON CONFLICT ("sourceId", "name") ${onConflict}
+     RETURNING "id", "sourceId", "name"`,
+    [rows.map((r) => r.sourceId), rows.map((r) => r.name), rows.map((r) => r.uuid), rows.map((r) => r.configPath), Boolean(options.seen)],
+  );
+  return written;
+}
+
+export type DiskRow = {
+  sourceId: string; identifier: string; path: string; format: string; common: boolean;
+  /** Known to a scan only (a backup image does not record them): null and 0 when unknown. */
+  parentPath: string | null; sizeBytes: number;
+};
+
+/**
+ * What an upsert does to a disk that exists (keyed by source and identifier):
+ * - `attributes`: sets path, format and common (the newest backup image knows them);
+ * - `layout`: those and the parent and size too (a scan knows them all);
+ * - `lock`: changes nothing but returns and locks the row.
+ */
+export type DiskConflict = 'attributes' | 'layout' | 'lock';
+
+/** Creates missing disks; returns every row written or locked. */
+export async function upsertDisks(
+  client: pg.ClientBase,
+  rows: DiskRow[],
+  options: { onConflict: DiskConflict },
+): Promise<{ id: string; sourceId: string; identifier: string; path: string }[]> {
+  if (rows.length === 0) return [];
+  const attributes = '"path" = EXCLUDED."path", "format" = EXCLUDED."format", "common" = EXCLUDED."common"';
+  const set = {
+    attributes,
+    layout: `${attributes}, "parentPath" = EXCLUDED."parentPath", "sizeBytes" = EXCLUDED."sizeBytes"`,
+    lock: '"identifier" = EXCLUDED."identifier"',
+  }[options.onConflict];
+  const { rows: written } = await client.query<{ id: string; sourceId: string; identifier: string; path: string }>(
+    `INSERT INTO "Disk" ("id", "sourceId", "identifier", "path", "format", "common", "parentPath", "sizeBytes")
+     SELECT gen_random_uuid()::text, d.source, d.identifier, d.path, d.format, d.common, d.parent, d.size
+     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::text[], $7::bigint[]) AS d(source, identifier, path, format, common, parent, size)
+     ON CONFLICT ("sourceId", "identifier") DO UPDATE SET ${set}
+     RETURNING "id", "sourceId", "identifier", "path"`,
+    [
+      rows.map((r) => r.sourceId), rows.map((r) => r.identifier), rows.map((r) => r.path), rows.map((r) => r.format),
+      rows.map((r) => r.common), rows.map((r) => r.parentPath), rows.map((r) => r.sizeBytes),
+    ],
+  );
+  return written;
+}
+
+export type VmDiskLink = { vmId: string; diskId: string; via: string; slot: string | null };
+
+/** Which VM uses which disk (attached, or through a parent chain); a link that exists is kept. */
+export async function linkVmDisks(client: pg.ClientBase, links: VmDiskLink[]): Promise<void> {
+  if (links.length === 0) return;
+  await client.query(
+    `INSERT INTO "VmDisk" ("vmId", "diskId", "via", "slot")
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING`,
+    [links.map((l) => l.vmId), links.map((l) => l.diskId), links.map((l) => l.via), links.map((l) => l.slot)],
+  );
+}
