@@ -8,7 +8,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { verifyAuditChain } from '../lib/catalog/audit';
+import { verifyAuditChain } from '../lib/services/audit/verify-audit-chain';
 import { ensureEmbeddedCatalog, stopEmbeddedCatalog } from '../lib/catalog/embedded-postgres';
 import { migrate } from '../lib/catalog/migrate';
 

@@ -4,7 +4,7 @@
  * VMs grouped by the common disks they share. Prints milliseconds (median of 3) and node counts.
  */
 import { computeGraph } from '../components/graph/graph-model';
-import type { GraphData } from '../lib/catalog/load-graph';
+import type { GraphData } from '../lib/services/reports/load-graph';
 
 function syntheticFleet(vmCount: number): GraphData {
   const data: GraphData = { sources: ['dc1'], vms: [], disks: [], pointers: [] };

@@ -1,10 +1,10 @@
 import fs from 'node:fs/promises';
 import type pg from 'pg';
-import { forgetBackups } from './catalog/rebuild-catalog';
+import { forgetBackups } from './catalog/clear-index';
 import { CATALOG_INDEX_LOCK } from './catalog/locks';
 import { type RecordedRepository, catalogBackups, checkSameRepository, lockRepositoryIdentity, recordRepository, recordedRepository } from './catalog/repository-identity';
 import { repositoryDir } from './config';
-import { type CatalogSql, getCatalogSql, inTransaction } from './db';
+import { type CatalogSql, getCatalogSql, inTransaction } from './catalog/db';
 import { FsBlobStore } from './engine/repository/fs-blob-store';
 import { Repository } from './engine/repository/repository';
 import { AppError } from './errors';

@@ -18,7 +18,7 @@ npx vitest run --reporter=default --reporter=json --outputFile.json=test-results
 
 if [[ -n ${VMDEDUP_TEST_EXTERNAL_DATABASE_URL:-} ]]; then
   echo "== catalog and CLI tests again on the external PostgreSQL"
-  VMDEDUP_TEST_DATABASE_URL=$VMDEDUP_TEST_EXTERNAL_DATABASE_URL npx vitest run lib/catalog test/backup-cli.test.ts \
+  VMDEDUP_TEST_DATABASE_URL=$VMDEDUP_TEST_EXTERNAL_DATABASE_URL npx vitest run lib/catalog lib/services test/backup-cli.test.ts \
     --reporter=default --reporter=json --outputFile.json=test-results/vitest-external.json || status=1
 fi
 

@@ -16,7 +16,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { updateSource } from '../lib/catalog/sources';
+import { updateSource } from '../lib/services/sources/update-source';
 import {
   DRIFT_KINDS, type DiskAtBackup, type EditKind, type Fleet, type FileHashes, type VmRecord, ViewStore, backingChain, buildFleet, diffHashes, hashTree,
   configShape, isInside, pairKey, randomEdit, readConfigSlots, recordNow, recordRound, relocateSource, sha256File, statTree, tool, vmdkDescriptor,

@@ -9,9 +9,15 @@ import path from 'node:path';
 import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { failStaleJobs } from '../lib/catalog/jobs';
-import { runRestoreRequest } from '../lib/catalog/run-restore-request';
-import { decideRestore, getRestoreRequest, listRestoreRequests, localRestorePlanner, planRestoreRequest, requestRestore, setApprovalPolicy } from '../lib/catalog/restore-requests';
+import { failStaleJobs } from '../lib/services/jobs/fail-stale-jobs';
+import { runRestoreRequest } from '../lib/services/restores/run-restore-request';
+import { decideRestore } from '../lib/services/restores/decide-restore';
+import { getRestoreRequest } from '../lib/services/restores/get-restore-request';
+import { listRestoreRequests } from '../lib/services/restores/list-restore-requests';
+import { localRestorePlanner } from '../lib/services/restores/local-restore-planner';
+import { planRestoreRequest } from '../lib/services/restores/plan-restore-request';
+import { requestRestore } from '../lib/services/restores/request-restore';
+import { setApprovalPolicy } from '../lib/services/restores/set-approval-policy';
 import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
 import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
 import { Repository } from '../lib/engine/repository/repository';
@@ -203,7 +209,7 @@ describe('restore requests (approval, execution)', () => {
     try {
       await expect(planRestoreRequest(db, sql, repo, inPlace)).rejects.toThrow(/in place only where the VM lived at the backup/);
       // The fingerprint of that plan as the CLI (root, unconfined) makes it, on a forged approved row.
-      const { planVmRestore } = await import('../lib/catalog/plan-vm-restore');
+      const { planVmRestore } = await import('../lib/services/restores/plan-vm-restore');
       const plan = await planVmRestore(sql, repo, inPlace);
       expect(plan.root).toBe(elsewhere);
       const row = await db.restoreRequest.create({

@@ -4,10 +4,17 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { currentTotpCode, openTotpSecret } from '../lib/auth/second-factor';
-import { createUser, updateUser } from '../lib/catalog/manage-users';
-import { beginSecondFactorEnrolment, confirmSecondFactor, disableSecondFactor, loadAccount, resetSecondFactor } from '../lib/catalog/second-factor';
+import { createUser } from '../lib/services/users/create-user';
+import { updateUser } from '../lib/services/users/update-user';
+import { beginSecondFactorEnrolment } from '../lib/services/users/begin-second-factor-enrolment';
+import { confirmSecondFactor } from '../lib/services/users/confirm-second-factor';
+import { disableSecondFactor } from '../lib/services/users/disable-second-factor';
+import { loadAccount } from '../lib/services/users/load-account';
+import { resetSecondFactor } from '../lib/services/users/reset-second-factor';
 import { isSessionRevoked, revokeSession } from '../lib/catalog/sessions';
-import { MAX_FAILED_SIGN_INS, signInWithOidc, signInWithPassword } from '../lib/catalog/sign-in';
+import { MAX_FAILED_SIGN_INS } from '../lib/services/users/count-failure';
+import { signInWithOidc } from '../lib/services/users/sign-in-with-oidc';
+import { signInWithPassword } from '../lib/services/users/sign-in-with-password';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../lib/generated/prisma/client';
 import { ZCreateUser, ZUpdateUser } from '../lib/validation/users';

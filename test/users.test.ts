@@ -3,8 +3,11 @@
  * and who may sign in how.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createUser, listUsers, updateUser } from '../lib/catalog/manage-users';
-import { signInWithOidc, signInWithPassword } from '../lib/catalog/sign-in';
+import { createUser } from '../lib/services/users/create-user';
+import { listUsers } from '../lib/services/users/list-users';
+import { updateUser } from '../lib/services/users/update-user';
+import { signInWithOidc } from '../lib/services/users/sign-in-with-oidc';
+import { signInWithPassword } from '../lib/services/users/sign-in-with-password';
 import type { PrismaClient } from '../lib/generated/prisma/client';
 import { ZCreateUser, ZUpdateUser } from '../lib/validation/users';
 import { createMigratedCatalog } from './helpers';

@@ -2,8 +2,8 @@ import type { ReactNode } from 'react';
 import { AppHeader } from '@/components/layout/app-header';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
-import { countPendingApprovals } from '@/lib/catalog/restore-requests';
-import { getCatalog } from '@/lib/db';
+import { countPendingApprovals } from '@/lib/services/restores/count-pending-approvals';
+import { getCatalog } from '@/lib/catalog/db';
 
 export const dynamic = 'force-dynamic';
 

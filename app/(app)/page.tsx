@@ -1,5 +1,5 @@
 import { Overview } from '@/components/overview/overview';
-import { loadOverview } from '@/lib/catalog/load-overview';
+import { loadOverview } from '@/lib/services/reports/load-overview';
 import { requireUser } from '@/lib/auth/require-user';
 
 export const dynamic = 'force-dynamic';

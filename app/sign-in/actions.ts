@@ -6,8 +6,8 @@ import { signIn, signOut } from '@/lib/auth/auth';
 import { safeCallbackPath } from '@/lib/auth/callback-path';
 import { mustEnrolSecondFactor } from '@/lib/auth/current-user';
 import { ACCOUNT_PATH } from '@/lib/auth/require-user';
-import { LOCK_MINUTES, MAX_FAILED_SIGN_INS } from '@/lib/catalog/sign-in';
-import { getCatalog } from '@/lib/db';
+import { LOCK_MINUTES, MAX_FAILED_SIGN_INS } from '@/lib/services/users/count-failure';
+import { getCatalog } from '@/lib/catalog/db';
 
 export type SignInState = { error?: string };
 

@@ -1,4 +1,4 @@
-import type { AuditChainReport } from '@/lib/catalog/audit';
+import type { AuditChainReport } from '@/lib/services/audit/verify-audit-chain';
 import { LocalTime } from '@/components/ui/local-time';
 
 /** One line above the audit log: whether its hash chain holds (checked on every view), or where it breaks. */

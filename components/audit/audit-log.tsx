@@ -1,5 +1,5 @@
 import type { ReactNode } from 'react';
-import type { AuditRow } from '@/lib/catalog/audit';
+import type { AuditRow } from '@/lib/services/audit/list-audit';
 import { LocalTime } from '@/components/ui/local-time';
 
 const FILTERS = [['', 'everything'], ['sign-in', 'sign-ins'], ['user.', 'users'], ['source.', 'sources'], ['backup.', 'backups'], ['denied', 'refusals']] as const;

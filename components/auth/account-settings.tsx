@@ -4,7 +4,7 @@ import { useRouter } from 'next/navigation';
 import { useState, useTransition } from 'react';
 import { beginSecondFactorAction, confirmSecondFactorAction, disableSecondFactorAction } from '@/app/(app)/account/actions';
 import type { ActionResult } from '@/lib/actions/create-action';
-import type { Account } from '@/lib/catalog/second-factor';
+import type { Account } from '@/lib/services/users/load-account';
 import { LocalTime } from '@/components/ui/local-time';
 
 type Notice = { ok: boolean; text: string };

@@ -1,7 +1,7 @@
 'use client';
 
 import dynamic from 'next/dynamic';
-import type { GraphData } from '@/lib/catalog/load-graph';
+import type { GraphData } from '@/lib/services/reports/load-graph';
 
 // The layout runs in the browser only: the server would compute it for nothing (and time it differently).
 const GraphView = dynamic(() => import('./graph-view').then((m) => m.GraphView), {

@@ -8,7 +8,7 @@
  * show every common disk and who shares it.
  */
 import { type SimulationLinkDatum, type SimulationNodeDatum, forceCollide, forceLink, forceManyBody, forceSimulation, forceX, forceY } from 'd3-force';
-import type { GraphData } from '@/lib/catalog/load-graph';
+import type { GraphData } from '@/lib/services/reports/load-graph';
 
 export const AGGREGATE_ABOVE = 300;
 

@@ -2,7 +2,7 @@
 
 import Link from 'next/link';
 import { useEffect, useMemo, useRef, useState } from 'react';
-import type { GraphData } from '@/lib/catalog/load-graph';
+import type { GraphData } from '@/lib/services/reports/load-graph';
 import { vmHref } from '@/components/vms/vm-href';
 import { formatBytes } from '@/lib/format';
 import { type GraphEdge, type GraphNode, computeGraph } from './graph-model';

@@ -3,7 +3,7 @@
 import { useQueryClient } from '@tanstack/react-query';
 import { useState, useTransition } from 'react';
 import { requestBackupAction } from '@/app/(app)/backups/actions';
-import type { BackupTargets } from '@/lib/catalog/load-backups-page';
+import type { BackupTargets } from '@/lib/services/backups/load-backups-page';
 
 /** "Back up now" for a VM, a source or everything; the job then shows up in the list below with its progress. */
 export function BackupNow({ targets }: { targets: BackupTargets }) {

@@ -1,4 +1,4 @@
-import type { BackupsPageData } from '@/lib/catalog/load-backups-page';
+import type { BackupsPageData } from '@/lib/services/backups/load-backups-page';
 import { formatBytes } from '@/lib/format';
 import { BackupNow } from './backup-now';
 import { JobList } from './job-list';

@@ -2,7 +2,7 @@
 
 import { useRouter } from 'next/navigation';
 import { useEffect, useRef } from 'react';
-import type { JobView } from '@/lib/catalog/jobs';
+import type { JobView } from '@/lib/services/jobs/job-view';
 import { formatBytes, formatDuration } from '@/lib/format';
 import { isActiveJob, useJobs } from './use-jobs';
 import { LocalTime } from '@/components/ui/local-time';

@@ -1,7 +1,7 @@
 'use client';
 
 import { useQuery } from '@tanstack/react-query';
-import type { JobView } from '@/lib/catalog/jobs';
+import type { JobView } from '@/lib/services/jobs/job-view';
 
 export const isActiveJob = (job: JobView) => job.state === 'queued' || job.state === 'running';
 

@@ -1,4 +1,4 @@
-import type { OverviewData } from '@/lib/catalog/load-overview';
+import type { OverviewData } from '@/lib/services/reports/load-overview';
 import { formatBytes } from '@/lib/format';
 import { StorageChart } from './storage-chart';
 import { LocalTime } from '@/components/ui/local-time';

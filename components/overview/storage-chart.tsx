@@ -1,4 +1,4 @@
-import type { StoragePoint } from '@/lib/catalog/storage-history';
+import type { StoragePoint } from '@/lib/services/reports/storage-history';
 import { formatBytes } from '@/lib/format';
 
 const WIDTH = 640;

@@ -3,7 +3,7 @@
 import { useRouter } from 'next/navigation';
 import { useState, useTransition } from 'react';
 import { setApprovalPolicyAction } from '@/app/(app)/restores/actions';
-import type { ApprovalPolicyView } from '@/lib/catalog/restore-requests';
+import type { ApprovalPolicyView } from '@/lib/services/restores/get-approval-policy';
 
 const FLAGS = [
   ['inPlace', 'Restores into the original place need approval'],

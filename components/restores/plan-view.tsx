@@ -1,4 +1,4 @@
-import type { PlanView } from '@/lib/catalog/restore-requests';
+import type { PlanView } from '@/lib/services/restores/plan-view';
 
 const ACTION_WORDS: Record<string, string> = {
   restored: 'restored from the backup',

@@ -1,6 +1,7 @@
 import Link from 'next/link';
 import { LocalTime } from '@/components/ui/local-time';
-import type { ApprovalPolicyView, RestoreRequestView } from '@/lib/catalog/restore-requests';
+import type { ApprovalPolicyView } from '@/lib/services/restores/get-approval-policy';
+import type { RestoreRequestView } from '@/lib/services/restores/restore-request-view';
 import { ApprovalPolicyForm } from './approval-policy-form';
 
 export const STATUS_STYLE: Record<string, string> = {

@@ -7,8 +7,9 @@ import { decideRestoreAction } from '@/app/(app)/restores/actions';
 import { JobProgress } from '@/components/jobs/job-list';
 import { isActiveJob, useJobProgress } from '@/components/jobs/use-jobs';
 import { LocalTime } from '@/components/ui/local-time';
-import type { JobView } from '@/lib/catalog/jobs';
-import type { PlanView, RestoreRequestView } from '@/lib/catalog/restore-requests';
+import type { JobView } from '@/lib/services/jobs/job-view';
+import type { PlanView } from '@/lib/services/restores/plan-view';
+import type { RestoreRequestView } from '@/lib/services/restores/restore-request-view';
 import { PlanDetails } from './plan-view';
 import { STATUS_STYLE } from './restore-list';
 

@@ -4,8 +4,8 @@ import { useRouter } from 'next/navigation';
 import { useState, useTransition } from 'react';
 import { listVmBackupsAction, planRestoreAction, requestRestoreAction } from '@/app/(app)/restores/actions';
 import { LocalTime } from '@/components/ui/local-time';
-import type { BackupSummary } from '@/lib/catalog/reports';
-import type { PlanView } from '@/lib/catalog/restore-requests';
+import type { BackupSummary } from '@/lib/services/reports/list-backups';
+import type { PlanView } from '@/lib/services/restores/plan-view';
 import { formatBytes } from '@/lib/format';
 import { PlanDetails } from './plan-view';
 

@@ -1,5 +1,5 @@
 import type { ReactNode } from 'react';
-import type { Savings } from '@/lib/catalog/savings';
+import type { Savings } from '@/lib/services/reports/get-savings';
 import { formatBytes } from '@/lib/format';
 import { LocalTime } from '@/components/ui/local-time';
 

@@ -6,8 +6,8 @@ import { useState, useTransition } from 'react';
 import { addSourceAction, editSourceAction, removeSourceAction, scanSourceAction } from '@/app/(app)/sources/actions';
 import { JobList } from '@/components/jobs/job-list';
 import type { ActionResult } from '@/lib/actions/create-action';
-import type { JobView } from '@/lib/catalog/jobs';
-import type { SourceView } from '@/lib/catalog/manage-sources';
+import type { JobView } from '@/lib/services/jobs/job-view';
+import type { SourceView } from '@/lib/services/sources/list-source-views';
 import { LocalTime } from '@/components/ui/local-time';
 
 type Notice = { ok: boolean; text: string };

@@ -5,7 +5,7 @@ import { useState, useTransition } from 'react';
 import { createUserAction, resetPasswordAction, resetSecondFactorAction, updateUserAction } from '@/app/(app)/users/actions';
 import type { ActionResult } from '@/lib/actions/create-action';
 import { ROLES, ROLE_DESCRIPTIONS, type Role } from '@/lib/auth/roles';
-import type { UserRow } from '@/lib/catalog/manage-users';
+import type { UserRow } from '@/lib/services/users/list-users';
 import { LocalTime } from '@/components/ui/local-time';
 
 type Notice = { ok: boolean; text: string };

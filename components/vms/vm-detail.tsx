@@ -1,5 +1,5 @@
 import Link from 'next/link';
-import type { VmView } from '@/lib/catalog/get-vm';
+import type { VmView } from '@/lib/services/reports/get-vm';
 import { formatBytes } from '@/lib/format';
 import { vmHref } from './vm-href';
 import { LocalTime } from '@/components/ui/local-time';

@@ -2,7 +2,7 @@
 
 import Link from 'next/link';
 import { useMemo, useState } from 'react';
-import type { VmListRow } from '@/lib/catalog/list-vms';
+import type { VmListRow } from '@/lib/services/reports/list-vms';
 import { formatBytes } from '@/lib/format';
 import { vmHref } from './vm-href';
 import { LocalTime } from '@/components/ui/local-time';

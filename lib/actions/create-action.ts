@@ -8,7 +8,7 @@ import type { z } from 'zod';
 import { type CurrentUser, getCurrentUser } from '../auth/current-user';
 import { type Permission, can } from '../auth/roles';
 import { recordAudit } from '../catalog/audit';
-import { type Catalog, getCatalog } from '../db';
+import { type Catalog, getCatalog } from '../catalog/db';
 import { isUserError, toAppError } from '../errors';
 
 export type ActionError = { code: string; message: string };

@@ -12,8 +12,9 @@ import { randomUUID } from 'node:crypto';
 import NextAuth, { CredentialsSignin, type NextAuthConfig } from 'next-auth';
 import Credentials from 'next-auth/providers/credentials';
 import { isSessionRevoked, revokeSession } from '../catalog/sessions';
-import { signInWithOidc, signInWithPassword } from '../catalog/sign-in';
-import { getCatalog } from '../db';
+import { signInWithOidc } from '../services/users/sign-in-with-oidc';
+import { signInWithPassword } from '../services/users/sign-in-with-password';
+import { getCatalog } from '../catalog/db';
 import { clientAddress, peerAddress } from './forwarded';
 import { ZSignIn } from '../validation/users';
 

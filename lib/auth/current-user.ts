@@ -1,5 +1,5 @@
 import { cache } from 'react';
-import { getCatalog } from '../db';
+import { getCatalog } from '../catalog/db';
 import { auth } from './auth';
 import { type Role, isRole } from './roles';
 

@@ -10,7 +10,8 @@ import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cli, createMigratedCatalog, createTestDatabase, projectRoot, tempDir } from '../../test/helpers';
 import { migrate } from './migrate';
-import { describeAuditChain, recordAudit, verifyAuditChain } from './audit';
+import { describeAuditChain, verifyAuditChain } from '../services/audit/verify-audit-chain';
+import { recordAudit } from './audit';
 
 const pools: pg.Pool[] = [];
 afterAll(async () => { await Promise.all(pools.map((pool) => pool.end().catch(() => undefined))); });

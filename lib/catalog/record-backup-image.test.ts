@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMigratedCatalog } from '../../test/helpers';
 import type { BackupImageManifest } from '../engine/repository/manifests';
-import { inTransaction } from '../db';
+import { inTransaction } from './db';
 import { recordBackupImage, recordBackupImages, recordBatchIn } from './record-backup-image';
 
 function image(id: string, createdAt: string, options: { vm?: string; configPath: string; disks: string[] }): BackupImageManifest {

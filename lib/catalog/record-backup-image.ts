@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { type CatalogSql, inTransaction } from '../db';
+import { type CatalogSql, inTransaction } from './db';
 import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
 import { linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';

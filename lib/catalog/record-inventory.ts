@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { CatalogSql } from '../db';
-import { inTransaction } from '../db';
+import type { CatalogSql } from './db';
+import { inTransaction } from './db';
 import type { SourceInventory } from '../engine/sources/inventory';
 import { linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';

@@ -1,4 +1,4 @@
-import type { Catalog } from '../db';
+import type { Catalog } from './db';
 import { recordAudit } from './audit';
 
 /**

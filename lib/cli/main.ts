@@ -1,19 +1,23 @@
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { describeAuditChain, verifyAuditChain } from '../catalog/audit';
+import { describeAuditChain, verifyAuditChain } from '../services/audit/verify-audit-chain';
 import { embeddedCatalogStatus, stopEmbeddedCatalog } from '../catalog/embedded-postgres';
-import { rebuildCatalog } from '../catalog/rebuild-catalog';
-import { reconcileCatalog } from '../catalog/reconcile-catalog';
-import { getStats, listBackups, listCommonDisks } from '../catalog/reports';
-import { type RestoreRequest, planVmRestore } from '../catalog/plan-vm-restore';
-import { restoreVm } from '../catalog/restore-vm';
-import { runBackup } from '../catalog/run-backup';
+import { rebuildCatalog } from '../services/backups/rebuild-catalog';
+import { reconcileCatalog } from '../services/backups/reconcile-catalog';
+import { getStats } from '../services/reports/get-stats';
+import { listBackups } from '../services/reports/list-backups';
+import { listCommonDisks } from '../services/reports/list-common-disks';
+import { type RestoreRequest, planVmRestore } from '../services/restores/plan-vm-restore';
+import { restoreVm } from '../services/restores/restore-vm';
+import { runBackup } from '../services/backups/run-backup';
 import { DEFAULT_REREAD_AFTER_DAYS } from '../engine/backup/backup';
 import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../engine/restore/plan';
-import { addSource, listSources, selectSources } from '../catalog/sources';
+import { addSource } from '../services/sources/add-source';
+import { listSources } from '../services/sources/list-sources';
+import { selectSources } from '../services/sources/select-sources';
 import { vmdedupHome } from '../config';
 import { prepareHome } from '../home';
-import { appCatalogUrl, catalogUrl, closeCatalog, getCatalog, getCatalogSql, setIdleConnectionLostListener } from '../db';
+import { appCatalogUrl, catalogUrl, closeCatalog, getCatalog, getCatalogSql, setIdleConnectionLostListener } from '../catalog/db';
 import { initRepository, openRepository, openRepositoryFolder, openRepositoryIfAny } from '../open-repository';
 import type { z } from 'zod';
 import { InputError } from '../engine/errors';
@@ -134,8 +138,9 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
     case 'user': {
       const [sub, ...args] = rest;
       // Loaded here only: the password hashing addon has no business in a backup's memory.
-      const [{ generatePassword }, { createUser, listUsers, resetPassword }, { ZCreateUser, ZResetPassword }] = await Promise.all([
-        import('../auth/passwords'), import('../catalog/manage-users'), import('../validation/users'),
+      const [{ generatePassword }, { createUser }, { listUsers }, { resetPassword }, { ZCreateUser, ZResetPassword }] = await Promise.all([
+        import('../auth/passwords'), import('../services/users/create-user'), import('../services/users/list-users'),
+        import('../services/users/reset-password'), import('../validation/users'),
       ]);
       const db = await getCatalog();
       const password = async (values: Values) => (values['password-stdin'] ? (await readStdin()).replace(/\r?\n$/, '') : generatePassword());
@@ -177,7 +182,7 @@ async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<nu
         const { positionals } = parse(args, {}, 1);
         const found = await db.user.findUnique({ where: { username: positionals[0].toLowerCase() } });
         if (!found) throw new AppError('NOT_FOUND', { message: `no user named '${positionals[0]}' (see 'vmdedup user list')` });
-        const { resetSecondFactor } = await import('../catalog/second-factor');
+        const { resetSecondFactor } = await import('../services/users/reset-second-factor');
         const reset = await resetSecondFactor(db, { actor: 'cli', userId: found.id });
         out(reset.hadSecondFactor
           ? `two-step sign-in of ${reset.username} removed; their sessions have ended, and they sign in with their password alone until they set it up again`

@@ -4,7 +4,7 @@
  * maintenance).
  */
 import PgBoss from 'pg-boss';
-import { getCatalogUrl } from '../db';
+import { getCatalogUrl } from '../catalog/db';
 
 /** Calls the web server makes to a worker (lib/jobs/worker-calls.ts): their own queue, served beside the long jobs. */
 export const WORKER_CALL_QUEUE = 'vmdedup-calls';

@@ -6,7 +6,7 @@
  */
 import type PgBoss from 'pg-boss';
 import { AppError, type AppErrorCode } from '../errors';
-import type { PlanView } from '../catalog/restore-requests';
+import type { PlanView } from '../services/restores/plan-view';
 import type { TPlanRestore } from '../validation/restores';
 import type { TAddSource, TEditSource } from '../validation/sources';
 import { WORKER_CALL_QUEUE, getJobSender } from './queue';

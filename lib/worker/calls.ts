@@ -2,9 +2,10 @@
  * The worker's side of the web server's calls (lib/jobs/worker-calls.ts): each runs here, where the disks and
  * the repository can be read, on input validated again (the web server is the less trusted side).
  */
-import { createSource, editSource } from '../catalog/manage-sources';
-import { planRestoreRequest } from '../catalog/restore-requests';
-import { type Catalog, getCatalogSql } from '../db';
+import { createSource } from '../services/sources/create-source';
+import { editSource } from '../services/sources/edit-source';
+import { planRestoreRequest } from '../services/restores/plan-restore-request';
+import { type Catalog, getCatalogSql } from '../catalog/db';
 import { toAppError } from '../errors';
 import type { WorkerCallAnswer, WorkerCallData, WorkerCallName } from '../jobs/worker-calls';
 import { openRepository } from '../open-repository';

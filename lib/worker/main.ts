@@ -3,10 +3,10 @@
  * at a time per worker process, and answers the web server's calls (lib/worker/calls.ts) beside them. Several
  * workers may run (on one machine or several sharing the catalog and repository).
  */
-import { failStaleJobs } from '../catalog/jobs';
+import { failStaleJobs } from '../services/jobs/fail-stale-jobs';
 import { jobStaleSeconds } from '../config';
 import { prepareHome } from '../home';
-import { closeCatalog, getCatalog } from '../db';
+import { closeCatalog, getCatalog } from '../catalog/db';
 import { JOB_QUEUE, type QueuedJobData, WORKER_CALL_QUEUE, openWorkerQueue } from '../jobs/queue';
 import type { WorkerCallData } from '../jobs/worker-calls';
 import { answerWorkerCall } from './calls';

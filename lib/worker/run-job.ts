@@ -1,12 +1,12 @@
 import { recordAudit } from '../catalog/audit';
-import type { JobKind, JobState, JobTarget } from '../catalog/jobs';
-import { reconcileCatalog } from '../catalog/reconcile-catalog';
+import type { JobKind, JobState, JobTarget } from '../services/jobs/job-view';
+import { reconcileCatalog } from '../services/backups/reconcile-catalog';
 import { recordInventory } from '../catalog/record-inventory';
-import { runRestoreRequest } from '../catalog/run-restore-request';
-import { runBackup } from '../catalog/run-backup';
-import { selectSources } from '../catalog/sources';
+import { runRestoreRequest } from '../services/restores/run-restore-request';
+import { runBackup } from '../services/backups/run-backup';
+import { selectSources } from '../services/sources/select-sources';
 import { jobStaleSeconds } from '../config';
-import { type Catalog, getCatalogSql } from '../db';
+import { type Catalog, getCatalogSql } from '../catalog/db';
 import { scanSource } from '../engine/sources/inventory';
 import { toAppError } from '../errors';
 import { openRepository, openRepositoryIfAny } from '../open-repository';

@@ -3,7 +3,9 @@
 import { revalidatePath } from 'next/cache';
 import { z } from 'zod';
 import { createAction } from '@/lib/actions/create-action';
-import { beginSecondFactorEnrolment, confirmSecondFactor, disableSecondFactor } from '@/lib/catalog/second-factor';
+import { beginSecondFactorEnrolment } from '@/lib/services/users/begin-second-factor-enrolment';
+import { confirmSecondFactor } from '@/lib/services/users/confirm-second-factor';
+import { disableSecondFactor } from '@/lib/services/users/disable-second-factor';
 import { ZConfirmSecondFactor, ZDisableSecondFactor } from '@/lib/validation/users';
 
 // Every role may manage its own second factor; an admin who must enrol first (VMDEDUP_REQUIRE_2FA) may enrol.

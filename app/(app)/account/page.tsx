@@ -1,7 +1,7 @@
 import { AccountSettings } from '@/components/auth/account-settings';
 import { requireUser } from '@/lib/auth/require-user';
-import { loadAccount } from '@/lib/catalog/second-factor';
-import { getCatalog } from '@/lib/db';
+import { loadAccount } from '@/lib/services/users/load-account';
+import { getCatalog } from '@/lib/catalog/db';
 
 export const dynamic = 'force-dynamic';
 

@@ -4,8 +4,9 @@ import { AuditChainLine } from '@/components/audit/audit-chain-line';
 import { AuditLog } from '@/components/audit/audit-log';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
-import { listAudit, verifyAuditChain } from '@/lib/catalog/audit';
-import { getCatalog, getCatalogSql } from '@/lib/db';
+import { listAudit } from '@/lib/services/audit/list-audit';
+import { verifyAuditChain } from '@/lib/services/audit/verify-audit-chain';
+import { getCatalog, getCatalogSql } from '@/lib/catalog/db';
 
 export default async function AuditPage({ searchParams }: { searchParams: Promise<{ action?: string }> }) {
   const user = await requireUser();

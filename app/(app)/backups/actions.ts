@@ -2,7 +2,7 @@
 
 import { revalidatePath } from 'next/cache';
 import { createAction } from '@/lib/actions/create-action';
-import { requestBackup } from '@/lib/catalog/jobs';
+import { requestBackup } from '@/lib/services/jobs/request-backup';
 import { getJobSender } from '@/lib/jobs/queue';
 import { ZRequestBackup } from '@/lib/validation/jobs';
 

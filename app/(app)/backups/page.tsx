@@ -1,8 +1,8 @@
 import { BackupsPage } from '@/components/jobs/backups-page';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
-import { loadBackupsPage } from '@/lib/catalog/load-backups-page';
-import { getCatalog } from '@/lib/db';
+import { loadBackupsPage } from '@/lib/services/backups/load-backups-page';
+import { getCatalog } from '@/lib/catalog/db';
 
 export default async function Backups() {
   const user = await requireUser();

@@ -1,6 +1,6 @@
 import { GraphLoader } from '@/components/graph/graph-loader';
-import { loadGraph } from '@/lib/catalog/load-graph';
-import { getCatalog } from '@/lib/db';
+import { loadGraph } from '@/lib/services/reports/load-graph';
+import { getCatalog } from '@/lib/catalog/db';
 import { requireUser } from '@/lib/auth/require-user';
 
 export default async function GraphPage() {

@@ -3,8 +3,10 @@
 import { revalidatePath } from 'next/cache';
 import { z } from 'zod';
 import { createAction } from '@/lib/actions/create-action';
-import { listBackups } from '@/lib/catalog/reports';
-import { decideRestore, requestRestore, setApprovalPolicy } from '@/lib/catalog/restore-requests';
+import { listBackups } from '@/lib/services/reports/list-backups';
+import { decideRestore } from '@/lib/services/restores/decide-restore';
+import { requestRestore } from '@/lib/services/restores/request-restore';
+import { setApprovalPolicy } from '@/lib/services/restores/set-approval-policy';
 import { getJobSender } from '@/lib/jobs/queue';
 import { callWorker } from '@/lib/jobs/worker-calls';
 import { ZApprovalPolicy, ZDecideRestore, ZPlanRestore, ZRequestRestore } from '@/lib/validation/restores';

@@ -1,8 +1,9 @@
 import { RestoreList } from '@/components/restores/restore-list';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
-import { getApprovalPolicy, listRestoreRequests } from '@/lib/catalog/restore-requests';
-import { getCatalog } from '@/lib/db';
+import { getApprovalPolicy } from '@/lib/services/restores/get-approval-policy';
+import { listRestoreRequests } from '@/lib/services/restores/list-restore-requests';
+import { getCatalog } from '@/lib/catalog/db';
 
 export default async function RestoresPage() {
   const user = await requireUser();

@@ -1,6 +1,6 @@
 import { SavingsReport } from '@/components/savings/savings-report';
-import { getSavings } from '@/lib/catalog/savings';
-import { getCatalogSql } from '@/lib/db';
+import { getSavings } from '@/lib/services/reports/get-savings';
+import { getCatalogSql } from '@/lib/catalog/db';
 import { requireUser } from '@/lib/auth/require-user';
 
 export default async function SavingsPage() {

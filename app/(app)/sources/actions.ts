@@ -2,9 +2,9 @@
 
 import { revalidatePath } from 'next/cache';
 import { createAction } from '@/lib/actions/create-action';
-import { requestScan } from '@/lib/catalog/jobs';
-import { deleteSource } from '@/lib/catalog/manage-sources';
-import { getCatalogSql } from '@/lib/db';
+import { requestScan } from '@/lib/services/jobs/request-scan';
+import { deleteSource } from '@/lib/services/sources/delete-source';
+import { getCatalogSql } from '@/lib/catalog/db';
 import { getJobSender } from '@/lib/jobs/queue';
 import { callWorker } from '@/lib/jobs/worker-calls';
 import { ZAddSource, ZEditSource, ZScanSource, ZSourceId } from '@/lib/validation/sources';

@@ -1,9 +1,9 @@
 import { SourcesAdmin } from '@/components/sources/sources-admin';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
-import { listJobs } from '@/lib/catalog/jobs';
-import { listSourceViews } from '@/lib/catalog/manage-sources';
-import { getCatalog } from '@/lib/db';
+import { listJobs } from '@/lib/services/jobs/list-jobs';
+import { listSourceViews } from '@/lib/services/sources/list-source-views';
+import { getCatalog } from '@/lib/catalog/db';
 
 export default async function SourcesPage() {
   const user = await requireUser();

@@ -2,8 +2,10 @@
 
 import { revalidatePath } from 'next/cache';
 import { createAction } from '@/lib/actions/create-action';
-import { createUser, resetPassword, updateUser } from '@/lib/catalog/manage-users';
-import { resetSecondFactor } from '@/lib/catalog/second-factor';
+import { createUser } from '@/lib/services/users/create-user';
+import { resetPassword } from '@/lib/services/users/reset-password';
+import { updateUser } from '@/lib/services/users/update-user';
+import { resetSecondFactor } from '@/lib/services/users/reset-second-factor';
 import { ZCreateUser, ZResetPassword, ZResetSecondFactor, ZUpdateUser } from '@/lib/validation/users';
 
 export const createUserAction = createAction('create-user', ZCreateUser, 'manage', async (user, { user: admin, db }) => {

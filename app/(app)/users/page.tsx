@@ -2,8 +2,8 @@ import { forbidden } from 'next/navigation';
 import { UsersAdmin } from '@/components/users/users-admin';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
-import { listUsers } from '@/lib/catalog/manage-users';
-import { getCatalog } from '@/lib/db';
+import { listUsers } from '@/lib/services/users/list-users';
+import { getCatalog } from '@/lib/catalog/db';
 
 export default async function UsersPage() {
   const user = await requireUser();

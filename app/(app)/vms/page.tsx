@@ -1,6 +1,6 @@
 import { VmList } from '@/components/vms/vm-list';
-import { listVms } from '@/lib/catalog/list-vms';
-import { getCatalog } from '@/lib/db';
+import { listVms } from '@/lib/services/reports/list-vms';
+import { getCatalog } from '@/lib/catalog/db';
 import { requireUser } from '@/lib/auth/require-user';
 
 export default async function VmsPage() {

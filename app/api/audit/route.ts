@@ -1,8 +1,8 @@
 import { type NextRequest, NextResponse } from 'next/server';
 import { routeUser } from '@/lib/auth/route-user';
-import { listAudit } from '@/lib/catalog/audit';
+import { listAudit } from '@/lib/services/audit/list-audit';
 import { toCsv } from '@/lib/csv';
-import { getCatalog } from '@/lib/db';
+import { getCatalog } from '@/lib/catalog/db';
 
 export const dynamic = 'force-dynamic';
 

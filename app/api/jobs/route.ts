@@ -1,7 +1,7 @@
 import { NextResponse } from 'next/server';
 import { routeUser } from '@/lib/auth/route-user';
-import { listJobs } from '@/lib/catalog/jobs';
-import { getCatalog } from '@/lib/db';
+import { listJobs } from '@/lib/services/jobs/list-jobs';
+import { getCatalog } from '@/lib/catalog/db';
 
 export const dynamic = 'force-dynamic';
 

@@ -1,8 +1,8 @@
 import { type NextRequest, NextResponse } from 'next/server';
 import { routeUser } from '@/lib/auth/route-user';
-import { getSavings } from '@/lib/catalog/savings';
+import { getSavings } from '@/lib/services/reports/get-savings';
 import { toCsv } from '@/lib/csv';
-import { getCatalogSql } from '@/lib/db';
+import { getCatalogSql } from '@/lib/catalog/db';
 
 export const dynamic = 'force-dynamic';
 

@@ -2,9 +2,11 @@ import { notFound } from 'next/navigation';
 import { RestoreRequestDetail } from '@/components/restores/restore-request-detail';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
-import { getJob, type JobView } from '@/lib/catalog/jobs';
-import { getRestoreRequest, replanRestoreRequest } from '@/lib/catalog/restore-requests';
-import { getCatalog } from '@/lib/db';
+import { getJob } from '@/lib/services/jobs/get-job';
+import { type JobView } from '@/lib/services/jobs/job-view';
+import { getRestoreRequest } from '@/lib/services/restores/get-restore-request';
+import { replanRestoreRequest } from '@/lib/services/restores/replan-restore-request';
+import { getCatalog } from '@/lib/catalog/db';
 import { AppError } from '@/lib/errors';
 import { callWorker } from '@/lib/jobs/worker-calls';
 

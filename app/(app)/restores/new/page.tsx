@@ -2,11 +2,11 @@ import { forbidden } from 'next/navigation';
 import { RestoreWizard } from '@/components/restores/restore-wizard';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
-import { listVms } from '@/lib/catalog/list-vms';
-import { listBackups } from '@/lib/catalog/reports';
-import { getApprovalPolicy } from '@/lib/catalog/restore-requests';
+import { listVms } from '@/lib/services/reports/list-vms';
+import { listBackups } from '@/lib/services/reports/list-backups';
+import { getApprovalPolicy } from '@/lib/services/restores/get-approval-policy';
 import { restoreRoots } from '@/lib/config';
-import { getCatalog } from '@/lib/db';
+import { getCatalog } from '@/lib/catalog/db';
 
 export default async function NewRestorePage({ searchParams }: { searchParams: Promise<{ vm?: string; source?: string }> }) {
   const user = await requireUser();

@@ -1,7 +1,7 @@
 import { NextResponse } from 'next/server';
 import { routeUser } from '@/lib/auth/route-user';
-import { getJob } from '@/lib/catalog/jobs';
-import { getCatalog } from '@/lib/db';
+import { getJob } from '@/lib/services/jobs/get-job';
+import { getCatalog } from '@/lib/catalog/db';
 import { AppError } from '@/lib/errors';
 
 export const dynamic = 'force-dynamic';

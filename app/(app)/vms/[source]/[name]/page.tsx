@@ -2,8 +2,8 @@ import { notFound } from 'next/navigation';
 import { VmDetail } from '@/components/vms/vm-detail';
 import { requireUser } from '@/lib/auth/require-user';
 import { can } from '@/lib/auth/roles';
-import { getVm } from '@/lib/catalog/get-vm';
-import { getCatalog } from '@/lib/db';
+import { getVm } from '@/lib/services/reports/get-vm';
+import { getCatalog } from '@/lib/catalog/db';
 import { AppError } from '@/lib/errors';
 
 export default async function VmPage({ params }: { params: Promise<{ source: string; name: string }> }) {

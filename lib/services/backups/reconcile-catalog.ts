@@ -1,0 +1,41 @@
+import type { CatalogSql } from '../../catalog/db';
+import type { Repository } from '../../engine/repository/repository';
+import { listBackupImageIds, readBackupImages, withSourceIds } from './read-backup-images';
+import { type SkippedImage, recordBackupImages } from '../../catalog/record-backup-image';
+
+const BATCH = 250;
+
+export type ReconcileResult = { inRepository: number; recorded: string[]; skipped: SkippedImage[] };
+
+/**
+ * Records the backup images the repository holds and the catalog lacks: the record of a backup killed
+ * between writing its image and recording it, or lost with a catalog that died (records commit
+ * asynchronously). Cheap enough to run before every backup, scan and report: one listing of images/ and one
+ * query for the ids the catalog lacks; only those manifests are read. A manifest that cannot be read is
+ * left out and reported (one warning per image), never fatal; so is what was recorded (one warning).
+ */
+export async function reconcileCatalog(sql: CatalogSql, options: { repo: Repository; signal?: AbortSignal; onWarning?: (message: string) => void }): Promise<ReconcileResult> {
+  const ids = await listBackupImageIds(options.repo);
+  const result: ReconcileResult = { inRepository: ids.length, recorded: [], skipped: [] };
+  if (ids.length === 0) return result;
+  const { rows } = await sql.query<{ id: string }>(
+    'SELECT q.id FROM unnest($1::text[]) AS q(id) WHERE NOT EXISTS (SELECT 1 FROM "BackupImage" b WHERE b."id" = q.id) ORDER BY q.id',
+    [ids],
+  );
+  const skip = (entry: SkippedImage) => {
+    result.skipped.push(entry);
+    options.onWarning?.(`backup image ${entry.id} is in the repository but cannot be recorded in the catalog: ${entry.error}`);
+  };
+  const sourceIds = new Map<string, string>();
+  for (let start = 0; start < rows.length; start += BATCH) {
+    options.signal?.throwIfAborted();
+    const read = await readBackupImages(options.repo, rows.slice(start, start + BATCH).map((row) => row.id));
+    read.skipped.forEach(skip);
+    const batch = await recordBackupImages(sql, await withSourceIds(sql, read.images, sourceIds));
+    batch.skipped.forEach(skip);
+    result.recorded.push(...batch.recorded);
+  }
+  const n = result.recorded.length;
+  if (n > 0) options.onWarning?.(`recorded ${n} backup image${n === 1 ? '' : 's'} that the repository held and the catalog lacked (from a run that ended before recording ${n === 1 ? 'it' : 'them'})`);
+  return result;
+}

@@ -1,0 +1,51 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createMigratedCatalog, tempDir } from '../../../test/helpers';
+import { writeData } from '../../demo/fleet';
+import { FaultyBlobStore } from '../../engine/repository/faulty-blob-store';
+import { FsBlobStore } from '../../engine/repository/fs-blob-store';
+import { Repository } from '../../engine/repository/repository';
+import { runBackup } from './run-backup';
+import { addSource } from '../sources/add-source';
+
+const MiB = 1024 * 1024;
+
+async function source(root: string, names: string[]): Promise<string> {
+  await fs.mkdir(root, { recursive: true });
+  for (const [index, name] of names.entries()) {
+    await writeData(path.join(root, `${name}.raw`), 2 * MiB, 300 + index + root.length);
+    await fs.writeFile(path.join(root, `${name}.xml`), `<domain><name>${name}</name><uuid>${name}</uuid><devices><disk type='file' device='disk'><driver type='raw'/><source file='${name}.raw'/><target dev='vda'/></disk></devices></domain>`);
+  }
+  return root;
+}
+
+describe('runBackup under a repository failure', () => {
+  const pools: pg.Pool[] = [];
+  afterAll(async () => { await Promise.all(pools.map((pool) => pool.end())); });
+
+  it('stops the whole run, across sources, and reports every VM it did not reach', async () => {
+    const { url, db } = await createMigratedCatalog();
+    await db.$disconnect();
+    const sql = new pg.Pool({ connectionString: url, max: 2 });
+    pools.push(sql);
+    const home = await tempDir();
+    await addSource(sql, { name: 'a', type: 'libvirt', path: await source(path.join(home, 'a'), ['a1', 'a2', 'a3']) });
+    await addSource(sql, { name: 'b', type: 'libvirt', path: await source(path.join(home, 'b'), ['b1', 'b2']) });
+    // a1's two chunks fit; the disk is full from a2's first chunk on.
+    const store = new FaultyBlobStore(new FsBlobStore(path.join(home, 'repository')), { faults: [{ op: 'put', keyPrefix: 'chunks/', call: 3, error: 'ENOSPC', persistent: true }] });
+    const repo = await Repository.openOrInit(store, { blockSize: MiB });
+
+    const report = await runBackup(sql, { repo });
+    const cause = `repository ${store.location}: no space left on device (ENOSPC)`;
+    expect(report.backups.map((b) => b.vm)).toEqual(['a1']);
+    expect(report.stopped).toEqual({ vm: 'a2', source: 'a', error: cause });
+    expect(report.failures.map((f) => [f.source, f.vm, f.attempted, f.error])).toEqual([
+      ['a', 'a2', true, cause],
+      ...[['a', 'a3'], ['b', 'b1'], ['b', 'b2']].map(([src, vm]) => [src, vm, false, `not backed up: the run stopped at a2 (${cause})`]),
+    ]);
+    const { rows } = await sql.query<{ name: string }>('SELECT v."name" FROM "BackupImage" i JOIN "Vm" v ON v."id" = i."vmId"');
+    expect(rows.map((row) => row.name)).toEqual(['a1']);
+  });
+});

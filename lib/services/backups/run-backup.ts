@@ -1,0 +1,169 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { type CatalogSql, catalogCall } from '../../catalog/db';
+import { type VmBackupResult, backupVms } from '../../engine/backup/backup';
+import { RunFault } from '../../engine/errors';
+import type { BackupProgress } from '../../engine/backup/progress';
+import type { BackupDiskEntry } from '../../engine/repository/manifests';
+import { InputError } from '../../engine/errors';
+import type { Repository } from '../../engine/repository/repository';
+import { type SourceInventory, scanSource } from '../../engine/sources/inventory';
+import { AppError } from '../../errors';
+import { findStoredVersions, recordBackupImage } from '../../catalog/record-backup-image';
+import { reconcileCatalog } from './reconcile-catalog';
+import { recordInventory } from '../../catalog/record-inventory';
+import { type SourceRow } from '../sources/list-sources';
+import { selectSources } from '../sources/select-sources';
+
+export type BackupDiskReport = {
+  path: string; identifier: string; common: boolean; action: 'stored' | 'referenced';
+  logicalBytes: number; bytesRead: number; bytesWritten: number;
+};
+export type BackupFailure = {
+  vm: string; source: string; configPath: string; error: string;
+  /** False when the run stopped before this VM's image was written. */
+  attempted: boolean;
+  /** The VM's image is in the repository but the catalog did not record it. */
+  backupId?: string;
+};
+export type BackupReport = {
+  backups: { vm: string; source: string; backupId: string; disks: BackupDiskReport[] }[];
+  failures: BackupFailure[];
+  /** Problems of a source rather than of one VM (it could not be read; an ambiguous disk GUID): each makes the
+   *  run exit 2, while every VM they do not stop is backed up. */
+  problems: { source: string; message: string }[];
+  totals: { logicalBytes: number; bytesRead: number; bytesWritten: number };
+  warnings: string[];
+  /**
+   * Set when a failure of the repository's storage or of the catalog stopped the run: where (the VM it hit,
+   * when one did) and why. Every VM after it is in `failures` with `attempted: false`.
+   */
+  stopped?: { vm?: string; source: string; error: string };
+};
+
+export type RunBackupOptions = {
+  source?: string;
+  vms?: string[];
+  repo: Repository;
+  /** See BackupOptions.rereadAfterDays. */
+  rereadAfterDays?: number;
+  onProgress?: (progress: BackupProgress & { source: string }) => void;
+  onWarning?: (message: string) => void;
+  signal?: AbortSignal;
+};
+
+/** Backs up the selected VMs (all VMs of the selected sources by default) and records each in the catalog. */
+export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
+  const report: BackupReport = { backups: [], failures: [], problems: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
+  const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
+  // First what an earlier run (killed, or cut off from its catalog) stored but never recorded.
+  await catalogCall(() => reconcileCatalog(sql, { repo: options.repo, signal: options.signal, onWarning: warn }));
+  const sources = await catalogCall(() => selectSources(sql, options.source));
+  if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
+  const scanned: { source: SourceRow; inventory: SourceInventory }[] = [];
+  for (const source of sources) {
+    let inventory: SourceInventory;
+    try {
+      inventory = await scanSource(source, { signal: options.signal });
+    } catch (err) {
+      // A source that cannot be read at all (its folder vanished, an unmounted datastore) is one line; the
+      // catalog keeps its last picture of it, and the other sources go on.
+      if (!(err instanceof InputError)) throw err;
+      report.problems.push({ source: source.name, message: err.message });
+      continue;
+    }
+    // Every backup refreshes the catalog's picture of the source (VMs, disks, who shares what, problems).
+    await catalogCall(() => recordInventory(sql, { sourceId: source.id, inventory }));
+    scanned.push({ source, inventory });
+  }
+  const plan = assignVms(scanned, options.vms, report.problems);
+
+  // The images of this run share its id (the first image's time-sorted id form, made once here).
+  const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
+  // Temp files of killed writers (kill -9, power loss): the sweep reads a few small folders.
+  await options.repo.sweepTemporaryFiles().catch((err) => warn(`temp files not swept: ${(err as Error).message}`));
+  for (const { source, inventory, vmNames } of plan) {
+    // A source's problems that concern this run: all of them for a whole source, else those about disks of the chosen VMs.
+    const chosen = vmNames ? new Set(inventory.vms.filter((vm) => vmNames.includes(vm.name)).flatMap((vm) => vm.disks.map((use) => use.diskPath))) : undefined;
+    for (const problem of inventory.problems) {
+      if (!chosen || problem.disks.some((disk) => chosen.has(disk))) report.problems.push({ source: source.name, message: problem.message });
+    }
+    let results: VmBackupResult[];
+    if (report.stopped) {
+      results = notAttempted(inventory, vmNames, report.stopped);
+    } else {
+      try {
+        results = await backupVms({
+          inventory,
+          vmNames,
+          repo: options.repo,
+          rereadAfterDays: options.rereadAfterDays,
+          runId,
+          lookupStoredDisks: (disks) => catalogCall(() => findStoredVersions(sql, { sourceId: source.id, disks })),
+          onImage: async (image) => { await catalogCall(() => recordBackupImage(sql, { sourceId: source.id, image })); },
+          onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
+          onWarning: warn,
+          signal: options.signal,
+        });
+      } catch (err) {
+        // Before any VM of this source was backed up (the catalog's lookups, the repository's first check).
+        if (!(err instanceof RunFault)) throw err;
+        report.stopped = { source: source.name, error: err.message };
+        results = notAttempted(inventory, vmNames, report.stopped);
+      }
+    }
+    for (const result of results) {
+      if (!result.ok) {
+        report.failures.push({
+          vm: result.vm, source: source.name, configPath: result.configPath, error: result.error,
+          attempted: result.attempted !== false, ...(result.backupId ? { backupId: result.backupId } : {}),
+        });
+        if (result.stoppedRun) report.stopped ??= { vm: result.vm, source: source.name, error: result.error };
+        continue;
+      }
+      const disks = result.image.disks.map((entry) => diskReport(entry, result.configPath));
+      report.backups.push({ vm: result.vm, source: source.name, backupId: result.image.id, disks });
+      for (const disk of disks) {
+        report.totals.logicalBytes += disk.logicalBytes;
+        report.totals.bytesRead += disk.bytesRead;
+        report.totals.bytesWritten += disk.bytesWritten;
+      }
+    }
+  }
+  return report;
+}
+
+/** The VMs of a source the run did not reach, after a failure of the repository or the catalog stopped it. */
+function notAttempted(inventory: SourceInventory, vmNames: string[] | undefined, stopped: NonNullable<BackupReport['stopped']>): VmBackupResult[] {
+  const vms = vmNames ? inventory.vms.filter((vm) => vmNames.includes(vm.name)) : inventory.vms;
+  const where = stopped.vm ? `at ${stopped.vm}` : `before source ${stopped.source}`;
+  return vms.map((vm) => ({ vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: `not backed up: the run stopped ${where} (${stopped.error})` }));
+}
+
+/** Which VMs of which source: every VM, or each `--vm` found in exactly one source. */
+function assignVms(scanned: { source: SourceRow; inventory: SourceInventory }[], names: string[] | undefined, unread: { source: string }[]) {
+  if (!names || names.length === 0) return scanned.map((s) => ({ ...s, vmNames: undefined as string[] | undefined }));
+  const bySource = new Map<string, string[]>();
+  for (const name of names) {
+    const holders = scanned.filter((s) => s.inventory.vms.some((vm) => vm.name === name));
+    if (holders.length === 0) {
+      const where = scanned.length === 1 && unread.length === 0 ? `source '${scanned[0].source.name}'` : 'any source';
+      const why = unread.length ? `; source ${unread.map((u) => `'${u.source}'`).join(', ')} could not be read` : '';
+      throw new AppError('BAD_INPUT', { message: `no VM named '${name}' in ${where} (see 'vmdedup inventory')${why}` });
+    }
+    if (holders.length > 1) throw new AppError('BAD_INPUT', { message: `VM '${name}' exists in sources ${holders.map((h) => h.source.name).join(', ')}: add --source` });
+    const list = bySource.get(holders[0].source.id) ?? [];
+    if (!list.includes(name)) list.push(name);
+    bySource.set(holders[0].source.id, list);
+  }
+  return scanned.filter((s) => bySource.has(s.source.id)).map((s) => ({ ...s, vmNames: bySource.get(s.source.id) }));
+}
+
+function diskReport(entry: BackupDiskEntry, configPath: string): BackupDiskReport {
+  // Attached disks: the path as the VM's config names it, made absolute; parents: the path they resolve to.
+  const named = entry.via === 'attached' && entry.target ? path.resolve(path.dirname(configPath), entry.target) : entry.path;
+  return {
+    path: named, identifier: entry.identifier, common: entry.common, action: entry.action,
+    logicalBytes: entry.logicalBytes, bytesRead: entry.bytesRead, bytesWritten: entry.bytesWritten,
+  };
+}

@@ -1,0 +1,30 @@
+import type { Prisma } from '../../generated/prisma/client';
+
+export type JobState = 'queued' | 'running' | 'succeeded' | 'partial' | 'failed';
+
+export type JobKind = 'backup' | 'scan' | 'restore';
+
+export type JobTarget = { vm?: string; source?: string; requestId?: string };
+
+export type JobView = {
+  id: string; kind: string; label: string; state: JobState; target: JobTarget; requestedBy: string;
+  createdAt: string; startedAt: string | null; finishedAt: string | null;
+  bytesDone: number; bytesTotal: number; bytesPerSecond: number; etaSeconds: number | null;
+  message: string; error: string | null; result: unknown;
+};
+
+export function isFinished(state: string): boolean {
+  return state === 'succeeded' || state === 'partial' || state === 'failed';
+}
+
+export function toView(job: Prisma.JobGetPayload<object>): JobView {
+  const bytesDone = Number(job.bytesDone);
+  const bytesTotal = Number(job.bytesTotal);
+  const running = job.state === 'running' && job.bytesPerSecond > 0 && bytesTotal > bytesDone;
+  return {
+    id: job.id, kind: job.kind, label: job.label, state: job.state as JobState, target: job.target as JobTarget, requestedBy: job.requestedBy,
+    createdAt: job.createdAt.toISOString(), startedAt: job.startedAt?.toISOString() ?? null, finishedAt: job.finishedAt?.toISOString() ?? null,
+    bytesDone, bytesTotal, bytesPerSecond: job.bytesPerSecond, etaSeconds: running ? Math.round((bytesTotal - bytesDone) / job.bytesPerSecond) : null,
+    message: job.message, error: job.error, result: job.result,
+  };
+}

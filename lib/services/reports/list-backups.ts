@@ -1,0 +1,29 @@
+import type { Catalog } from '../../catalog/db';
+import { AppError } from '../../errors';
+
+export type BackupSummary = {
+  backupId: string; vm: string; source: string; createdAt: string;
+  logicalBytes: number; bytesRead: number; bytesWritten: number; bytesReferenced: number;
+  disks: { path: string; identifier: string; common: boolean; action: string; digest: string; logicalBytes: number }[];
+};
+
+export async function listBackups(db: Catalog, options: { vm?: string; limit?: number } = {}): Promise<BackupSummary[]> {
+  if (options.vm && !(await db.vm.findFirst({ where: { name: options.vm } }))) {
+    throw new AppError('NOT_FOUND', { message: `no VM named '${options.vm}' in the catalog` });
+  }
+  const images = await db.backupImage.findMany({
+    where: options.vm ? { vm: { name: options.vm } } : {},
+    orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+    take: options.limit,
+    include: { vm: { include: { source: true } }, disks: { include: { disk: true }, orderBy: { path: 'asc' } } },
+  });
+  return images.map((image) => ({
+    backupId: image.id, vm: image.vm.name, source: image.vm.source.name, createdAt: image.createdAt.toISOString(),
+    logicalBytes: Number(image.logicalBytes), bytesRead: Number(image.bytesRead),
+    bytesWritten: Number(image.bytesWritten), bytesReferenced: Number(image.bytesReferenced),
+    disks: image.disks.map((ref) => ({
+      path: ref.path, identifier: ref.disk.identifier, common: ref.common, action: ref.action,
+      digest: ref.digest, logicalBytes: Number(ref.logicalBytes),
+    })),
+  }));
+}

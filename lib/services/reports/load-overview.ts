@@ -1,0 +1,18 @@
+import { getCatalog, getCatalogSql } from '../../catalog/db';
+import { type CatalogStats, getStats } from './get-stats';
+import { type CommonDiskSummary, listCommonDisks } from './list-common-disks';
+import { type JobView } from '../jobs/job-view';
+import { listJobs } from '../jobs/list-jobs';
+import { type SourceRow, listSources } from '../sources/list-sources';
+import { type StoragePoint, storageHistory } from './storage-history';
+
+export type OverviewData = { stats: CatalogStats; commonDisks: CommonDiskSummary[]; sources: SourceRow[]; history: StoragePoint[]; recentJobs: JobView[] };
+
+export async function loadOverview(): Promise<OverviewData> {
+  const db = await getCatalog();
+  const sql = await getCatalogSql();
+  const [stats, commonDisks, sources, history, recentJobs] = await Promise.all([
+    getStats(sql), listCommonDisks(db), listSources(sql), storageHistory(sql), listJobs(db, { limit: 5 }),
+  ]);
+  return { stats, commonDisks, sources, history, recentJobs };
+}

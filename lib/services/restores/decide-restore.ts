@@ -1,0 +1,40 @@
+import type PgBoss from 'pg-boss';
+import type { Catalog } from '../../catalog/db';
+import { AppError } from '../../errors';
+import type { Prisma } from '../../generated/prisma/client';
+import type { TDecideRestore } from '../../validation/restores';
+import { recordAudit } from '../../catalog/audit';
+import { RestoreRequestView,plannedInputOf,toView } from './restore-request-view';
+import { RestorePlanner } from './local-restore-planner';
+import { startRestore } from './start-restore';
+import { expireRestoreRequests } from './expire-restore-requests';
+
+/** An approver's decision. Never the requester's own; never on an expired request. Approval queues the restore. */
+export async function decideRestore(
+  db: Catalog, planner: RestorePlanner, queue: PgBoss, options: { actor: string; decision: TDecideRestore },
+): Promise<RestoreRequestView> {
+  const { requestId, approve, note } = options.decision;
+  await expireRestoreRequests(db);
+  const request = await db.restoreRequest.findUnique({ where: { id: requestId } });
+  if (!request) throw new AppError('NOT_FOUND', { message: 'no such restore request' });
+  if (request.requestedBy === options.actor) {
+    await recordAudit(db, { actor: options.actor, action: 'denied', target: 'decide-restore', detail: { requestId, reason: 'own request' } });
+    throw new AppError('FORBIDDEN', { message: 'You cannot approve or reject your own restore request: another approver must decide.' });
+  }
+  if (request.status !== 'awaiting-approval') throw new AppError('CONFLICT', { message: `This request is ${request.status}: there is nothing to decide.` });
+  // The approver decides on the plan as it is now: record both, and whether they differ.
+  const live = await planner(plannedInputOf(request))
+    .catch((err) => { throw new AppError('CONFLICT', { message: `The plan cannot be made again now: ${(err as Error).message}` }); });
+  const changed = live.fingerprint !== request.fingerprint;
+  const { count } = await db.restoreRequest.updateMany({
+    where: { id: requestId, status: 'awaiting-approval' },
+    data: { status: approve ? 'approved' : 'rejected', decidedBy: options.actor, decidedAt: new Date(), decisionNote: note || null },
+  });
+  if (count === 0) throw new AppError('CONFLICT', { message: 'Another approver decided this request first.' });
+  await recordAudit(db, {
+    actor: options.actor, action: approve ? 'restore.approve' : 'restore.reject', target: request.vm,
+    detail: { requestId, note, liveStateChangedSinceConfirmation: changed, livePlan: live as unknown as Prisma.InputJsonValue },
+  });
+  if (!approve) return toView(await db.restoreRequest.findUniqueOrThrow({ where: { id: requestId } }));
+  return toView(await startRestore(db, queue, { actor: options.actor, requestId }));
+}

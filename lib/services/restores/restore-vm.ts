@@ -1,0 +1,40 @@
+import { restoreDirectIo } from '../../config';
+import type { CatalogSql } from '../../catalog/db';
+import type { Repository } from '../../engine/repository/repository';
+import { type RestoreProgress, type RestoreResult, executeRestore } from '../../engine/restore/execute';
+import type { RestorePlan } from '../../engine/restore/plan';
+import { AppError } from '../../errors';
+import { type RestoreRequest, loadRestoreContext, planWithContext } from './plan-vm-restore';
+
+export type RestoreOutcome = { plan: RestorePlan; result?: RestoreResult; changedSincePlan?: boolean };
+
+/**
+ * Restores one VM. Without `confirmed`, a plan that needs confirmation is returned unexecuted. The plan is made
+ * from the live state right before writing: when the caller confirmed an earlier plan (`expectedFingerprint`)
+ * and this one differs, nothing is written and the new plan is returned for confirmation.
+ */
+export async function restoreVm(
+  sql: CatalogSql, repo: Repository,
+  request: RestoreRequest & {
+    confirmed: boolean;
+    /** The plan the user confirmed earlier (browser requests): the restore goes ahead only if the live state still gives it. */
+    expectedFingerprint?: string;
+    onProgress?: (progress: RestoreProgress) => void;
+    signal?: AbortSignal;
+  },
+): Promise<RestoreOutcome> {
+  const context = await loadRestoreContext(sql, repo, request);
+  // Planned once, right before writing: the executor checks every destination again as it writes.
+  const plan = await planWithContext(context, request);
+  if (plan.status === 'needs-confirmation' && !request.confirmed) return { plan };
+  if (plan.cannotExecute) throw new AppError('BAD_INPUT', { message: plan.cannotExecute });
+  if (request.expectedFingerprint && plan.fingerprint !== request.expectedFingerprint) {
+    return { plan: { ...plan, status: 'needs-confirmation', message: `The live state changed while the restore was being prepared; nothing was written. ${plan.message}` }, changedSincePlan: true };
+  }
+  const result = await executeRestore({
+    plan, repo, configBytes: Buffer.from(context.image.vm.configBase64, 'base64'),
+    sourceType: context.sourceType, onProgress: request.onProgress, signal: request.signal,
+    directIo: restoreDirectIo(),
+  });
+  return { plan, result };
+}
