@@ -11,7 +11,7 @@ import { JOB_QUEUE, type QueuedJobData, WORKER_CALL_QUEUE, openWorkerQueue } fro
 import type { WorkerCallData } from '../jobs/worker-calls';
 import { answerWorkerCall } from './calls';
 import { toAppError } from '../errors';
-import { runJob } from './run-job';
+import { runJob } from '../services/jobs/run-job';
 
 /** What a worker serves: the long jobs, the web server's calls, or both (the default). */
 export type WorkerLanes = 'all' | 'jobs' | 'calls';

@@ -1,8 +1,8 @@
-import { type CatalogSql,inTransaction } from '../../catalog/db';
+import { type CatalogSql, inTransaction } from '../../catalog/db';
 import type { Repository } from '../../engine/repository/repository';
 import { CATALOG_INDEX_LOCK } from '../../catalog/locks';
-import { listBackupImageIds,readBackupImages,withSourceIds } from './read-backup-images';
-import { type SkippedImage,recordBatchIn } from '../../catalog/record-backup-image';
+import { listBackupImageIds, readBackupImages, withSourceIds } from './read-backup-images';
+import { type SkippedImage, recordBatchIn } from '../../catalog/record-backup-image';
 import { claimRepository } from '../../catalog/repository-identity';
 import { clearIndex } from '../../catalog/clear-index';
 

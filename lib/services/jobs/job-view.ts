@@ -17,7 +17,7 @@ export function isFinished(state: string): boolean {
   return state === 'succeeded' || state === 'partial' || state === 'failed';
 }
 
-export function toView(job: Prisma.JobGetPayload<object>): JobView {
+export function toJobView(job: Prisma.JobGetPayload<object>): JobView {
   const bytesDone = Number(job.bytesDone);
   const bytesTotal = Number(job.bytesTotal);
   const running = job.state === 'running' && job.bytesPerSecond > 0 && bytesTotal > bytesDone;

@@ -1,9 +1,9 @@
 import type PgBoss from 'pg-boss';
 import type { Catalog } from '../../catalog/db';
 import { AppError } from '../../errors';
-import { JOB_QUEUE,JOB_SEND_OPTIONS,type QueuedJobData } from '../../jobs/queue';
+import { JOB_QUEUE, JOB_SEND_OPTIONS, type QueuedJobData } from '../../jobs/queue';
 import { recordAudit } from '../../catalog/audit';
-import { JobKind,JobTarget,JobView,toView } from './job-view';
+import { type JobKind, type JobTarget, type JobView, toJobView } from './job-view';
 
 /** Queues a job of any kind (one of that kind and target already queued or running is returned instead). */
 export async function queueJob(
@@ -12,7 +12,7 @@ export async function queueJob(
 ): Promise<{ job: JobView; alreadyQueued: boolean }> {
   const { kind, target, label } = options;
   const active = await db.job.findFirst({ where: { kind, state: { in: ['queued', 'running'] }, target: { equals: target } } });
-  if (active) return { job: toView(active), alreadyQueued: true };
+  if (active) return { job: toJobView(active), alreadyQueued: true };
   const job = await db.$transaction(async (tx) => {
     const created = await tx.job.create({ data: { kind, target, label, requestedBy: options.actor } });
     await recordAudit(tx, { actor: options.actor, action: options.audit.action, target: options.audit.target, detail: { jobId: created.id } });
@@ -24,5 +24,5 @@ export async function queueJob(
     await db.job.update({ where: { id: job.id }, data: { state: 'failed', finishedAt: new Date(), error: `could not be queued: ${(err as Error).message}` } });
     throw new AppError('INTERNAL', { message: `the job queue refused the job: ${(err as Error).message}`, cause: err });
   }
-  return { job: toView(job), alreadyQueued: false };
+  return { job: toJobView(job), alreadyQueued: false };
 }

@@ -1,7 +1,7 @@
 import type PgBoss from 'pg-boss';
 import type { Catalog } from '../../catalog/db';
 import { AppError } from '../../errors';
-import { JobTarget,JobView } from './job-view';
+import { type JobTarget, type JobView } from './job-view';
 import { queueJob } from './queue-job';
 
 /**

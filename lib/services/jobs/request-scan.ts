@@ -1,7 +1,7 @@
 import type PgBoss from 'pg-boss';
 import type { Catalog } from '../../catalog/db';
 import { AppError } from '../../errors';
-import { JobView } from './job-view';
+import { type JobView } from './job-view';
 import { queueJob } from './queue-job';
 
 /** Queues a scan of a source: its VMs, disks, pointers and problems, read from headers only. */

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { restoreRoots } from '../../config';
 import type { RestoreTarget } from '../../engine/restore/plan';
-import { isInside,resolvedRoot } from '../../engine/containment';
+import { isInside, resolvedRoot } from '../../engine/containment';
 import { AppError } from '../../errors';
 
 /**

@@ -4,8 +4,8 @@ import { AppError } from '../../errors';
 import type { Prisma } from '../../generated/prisma/client';
 import type { TDecideRestore } from '../../validation/restores';
 import { recordAudit } from '../../catalog/audit';
-import { RestoreRequestView,plannedInputOf,toView } from './restore-request-view';
-import { RestorePlanner } from './local-restore-planner';
+import { type RestoreRequestView, plannedInputOf, toRestoreRequestView } from './restore-request-view';
+import { type RestorePlanner } from './local-restore-planner';
 import { startRestore } from './start-restore';
 import { expireRestoreRequests } from './expire-restore-requests';
 
@@ -35,6 +35,6 @@ export async function decideRestore(
     actor: options.actor, action: approve ? 'restore.approve' : 'restore.reject', target: request.vm,
     detail: { requestId, note, liveStateChangedSinceConfirmation: changed, livePlan: live as unknown as Prisma.InputJsonValue },
   });
-  if (!approve) return toView(await db.restoreRequest.findUniqueOrThrow({ where: { id: requestId } }));
-  return toView(await startRestore(db, queue, { actor: options.actor, requestId }));
+  if (!approve) return toRestoreRequestView(await db.restoreRequest.findUniqueOrThrow({ where: { id: requestId } }));
+  return toRestoreRequestView(await startRestore(db, queue, { actor: options.actor, requestId }));
 }

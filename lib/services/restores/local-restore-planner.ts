@@ -1,7 +1,7 @@
 import type { Catalog,CatalogSql } from '../../catalog/db';
 import type { Repository } from '../../engine/repository/repository';
 import type { TPlanRestore } from '../../validation/restores';
-import { PlanView } from './plan-view';
+import { type PlanView } from './plan-view';
 import { planRestoreRequest } from './plan-restore-request';
 
 /**

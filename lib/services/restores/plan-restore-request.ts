@@ -3,7 +3,7 @@ import type { Repository } from '../../engine/repository/repository';
 import { AppError } from '../../errors';
 import type { TPlanRestore } from '../../validation/restores';
 import { planVmRestore } from './plan-vm-restore';
-import { PlanView,toPlanView } from './plan-view';
+import { type PlanView, toPlanView } from './plan-view';
 import { getApprovalPolicy } from './get-approval-policy';
 import { checkRestoreRoots } from './check-restore-roots';
 

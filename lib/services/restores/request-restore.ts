@@ -9,9 +9,9 @@ import { AppError } from '../../errors';
 import type { Prisma } from '../../generated/prisma/client';
 import type { TRequestRestore } from '../../validation/restores';
 import { recordAudit } from '../../catalog/audit';
-import { RestoreRequestView,toView } from './restore-request-view';
+import { type RestoreRequestView, toRestoreRequestView } from './restore-request-view';
 import { getApprovalPolicy } from './get-approval-policy';
-import { RestorePlanner } from './local-restore-planner';
+import { type RestorePlanner } from './local-restore-planner';
 import { startRestore } from './start-restore';
 
 /**
@@ -42,6 +42,6 @@ export async function requestRestore(
     await recordAudit(tx, { actor: options.actor, action: 'restore.request', target: plan.vm, detail: { requestId: row.id, confirmation: plan.confirmation, approvalReasons: plan.approvalReasons, plan: plan as unknown as Prisma.InputJsonValue } });
     return row;
   });
-  if (created.status === 'approved') return toView(await startRestore(db, queue, { actor: options.actor, requestId: created.id }));
-  return toView(created);
+  if (created.status === 'approved') return toRestoreRequestView(await startRestore(db, queue, { actor: options.actor, requestId: created.id }));
+  return toRestoreRequestView(created);
 }

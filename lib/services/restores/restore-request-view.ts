@@ -1,7 +1,7 @@
 import type { RestoreChoice,RestorePolicy,RestoreTarget } from '../../engine/restore/plan';
 import type { Prisma } from '../../generated/prisma/client';
 import type { TPlanRestore } from '../../validation/restores';
-import { PlanView } from './plan-view';
+import { type PlanView } from './plan-view';
 
 export type RestoreRequestView = {
   id: string; vm: string; source: string; backupId: string; target: RestoreTarget; policy: string; choice: string;
@@ -15,7 +15,7 @@ export function plannedInputOf(request: { vm: string; backupId: string; target: 
   return { vm: request.vm, backupId: request.backupId, target: request.target as RestoreTarget, policy: request.policy as RestorePolicy, choice: request.choice as RestoreChoice };
 }
 
-export function toView(row: Prisma.RestoreRequestGetPayload<object>): RestoreRequestView {
+export function toRestoreRequestView(row: Prisma.RestoreRequestGetPayload<object>): RestoreRequestView {
   return {
     id: row.id, vm: row.vm, source: row.source, backupId: row.backupId, target: row.target as RestoreTarget, policy: row.policy, choice: row.choice,
     status: row.status, requestedBy: row.requestedBy, createdAt: row.createdAt.toISOString(), expiresAt: row.expiresAt.toISOString(),

@@ -1,7 +1,7 @@
 import type { Catalog } from '../../catalog/db';
 import type { TApprovalPolicy } from '../../validation/restores';
 import { recordAudit } from '../../catalog/audit';
-import { ApprovalPolicyView,getApprovalPolicy } from './get-approval-policy';
+import { type ApprovalPolicyView, getApprovalPolicy } from './get-approval-policy';
 
 export async function setApprovalPolicy(db: Catalog, options: { actor: string; policy: TApprovalPolicy }): Promise<void> {
   const before = await getApprovalPolicy(db);

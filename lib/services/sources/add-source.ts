@@ -1,6 +1,6 @@
 import type { CatalogSql } from '../../catalog/db';
 import { AppError } from '../../errors';
-import { SourceRow,listSources } from './list-sources';
+import { type SourceRow, listSources } from './list-sources';
 import { checkSource } from './check-source';
 
 /** Registers a source; its folder must exist. The path is stored canonical. */

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import { isInside } from '../../engine/containment';
 import { sourceRoot } from '../../engine/sources/inventory';
-import { SOURCE_TYPES,type SourceType } from '../../engine/sources/types';
+import { SOURCE_TYPES, type SourceType } from '../../engine/sources/types';
 import { AppError } from '../../errors';
 
 export async function checkSource(options: { name: string; type: string; path: string }): Promise<{ name: string; type: SourceType; root: string }> {

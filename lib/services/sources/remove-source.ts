@@ -1,6 +1,6 @@
 import type { CatalogSql } from '../../catalog/db';
 import { AppError } from '../../errors';
-import { SourceRow } from './list-sources';
+import { type SourceRow } from './list-sources';
 
 /** Removes a source that has no backups (one with backups keeps them findable: refuse, and say so). */
 export async function removeSource(sql: CatalogSql, options: { id: string }): Promise<SourceRow> {

@@ -1,6 +1,6 @@
 import type { CatalogSql } from '../../catalog/db';
 import { AppError } from '../../errors';
-import { SourceRow,listSources } from './list-sources';
+import { type SourceRow, listSources } from './list-sources';
 
 /** The named source, or every source when no name is given. */
 export async function selectSources(sql: CatalogSql, name?: string): Promise<SourceRow[]> {

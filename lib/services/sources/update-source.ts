@@ -1,6 +1,6 @@
 import type { CatalogSql } from '../../catalog/db';
 import { AppError } from '../../errors';
-import { SourceRow } from './list-sources';
+import { type SourceRow } from './list-sources';
 import { checkSource } from './check-source';
 
 /** Renames a source or points it at another folder (a datastore that moved); its VMs and backups stay. */

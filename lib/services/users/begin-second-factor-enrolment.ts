@@ -4,7 +4,7 @@
  * admin (the user's sessions end). Only for accounts with a password: single sign-on users get their second
  * factor from the identity provider. Every step is audited.
  */
-import { newTotpSecret,sealTotpSecret } from '../../auth/second-factor';
+import { newTotpSecret, sealTotpSecret } from '../../auth/second-factor';
 import type { Catalog } from '../../catalog/db';
 import { AppError } from '../../errors';
 import { findUser } from './find-user';

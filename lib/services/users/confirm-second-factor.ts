@@ -1,4 +1,4 @@
-import { acceptedTotpStep,openTotpSecret } from '../../auth/second-factor';
+import { acceptedTotpStep, openTotpSecret } from '../../auth/second-factor';
 import type { Catalog } from '../../catalog/db';
 import { AppError } from '../../errors';
 import { recordAudit } from '../../catalog/audit';

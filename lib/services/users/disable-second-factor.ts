@@ -1,5 +1,5 @@
 import { verifyPassword } from '../../auth/passwords';
-import { acceptedTotpStep,openTotpSecret } from '../../auth/second-factor';
+import { acceptedTotpStep, openTotpSecret } from '../../auth/second-factor';
 import type { Catalog } from '../../catalog/db';
 import { AppError } from '../../errors';
 import { recordAudit } from '../../catalog/audit';

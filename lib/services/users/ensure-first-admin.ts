@@ -1,4 +1,4 @@
-import { generatePassword,hashPassword } from '../../auth/passwords';
+import { generatePassword, hashPassword } from '../../auth/passwords';
 import type { Catalog } from '../../catalog/db';
 import { recordAudit } from '../../catalog/audit';
 

@@ -1,4 +1,4 @@
-import { openTotpSecret,totpEnrolment } from '../../auth/second-factor';
+import { openTotpSecret, totpEnrolment } from '../../auth/second-factor';
 import type { Catalog } from '../../catalog/db';
 import { findUser } from './find-user';
 

@@ -1,7 +1,7 @@
-import { type Role,isRole } from '../../auth/roles';
+import { type Role, isRole } from '../../auth/roles';
 import type { Catalog } from '../../catalog/db';
 import { recordAudit } from '../../catalog/audit';
-import { SignedInUser } from './sign-in-with-password';
+import { type SignedInUser } from './sign-in-with-password';
 
 export type OidcIdentity = {
   /** The ID token's `iss`, as validated against the configured issuer. */

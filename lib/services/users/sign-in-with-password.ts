@@ -1,6 +1,6 @@
-import { hashPassword,verifyPassword } from '../../auth/passwords';
-import { type Role,isRole } from '../../auth/roles';
-import { acceptedTotpStep,openTotpSecret } from '../../auth/second-factor';
+import { hashPassword, verifyPassword } from '../../auth/passwords';
+import { type Role, isRole } from '../../auth/roles';
+import { acceptedTotpStep, openTotpSecret } from '../../auth/second-factor';
 import type { Catalog } from '../../catalog/db';
 import { recordAudit } from '../../catalog/audit';
 import { countFailure } from './count-failure';

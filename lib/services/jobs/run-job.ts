@@ -1,15 +1,15 @@
-import { recordAudit } from '../catalog/audit';
-import type { JobKind, JobState, JobTarget } from '../services/jobs/job-view';
-import { reconcileCatalog } from '../services/backups/reconcile-catalog';
-import { recordInventory } from '../catalog/record-inventory';
-import { runRestoreRequest } from '../services/restores/run-restore-request';
-import { runBackup } from '../services/backups/run-backup';
-import { selectSources } from '../services/sources/select-sources';
-import { jobStaleSeconds } from '../config';
-import { type Catalog, getCatalogSql } from '../catalog/db';
-import { scanSource } from '../engine/sources/inventory';
-import { toAppError } from '../errors';
-import { openRepository, openRepositoryIfAny } from '../open-repository';
+import { recordAudit } from '../../catalog/audit';
+import type { JobKind, JobState, JobTarget } from './job-view';
+import { reconcileCatalog } from '../backups/reconcile-catalog';
+import { recordInventory } from '../../catalog/record-inventory';
+import { runRestoreRequest } from '../restores/run-restore-request';
+import { runBackup } from '../backups/run-backup';
+import { selectSources } from '../sources/select-sources';
+import { jobStaleSeconds } from '../../config';
+import { type Catalog, getCatalogSql } from '../../catalog/db';
+import { scanSource } from '../../engine/sources/inventory';
+import { toAppError } from '../../errors';
+import { openRepository, openRepositoryIfAny } from '../../open-repository';
 
 /** Progress is written at most this often; a silent phase (scanning) still beats the heartbeat (well inside the stale limit). */
 const PROGRESS_EVERY_MS = 500;
