@@ -1,5 +1,6 @@
 import { getCatalog } from '../../catalog/db';
 import { AppError } from '../../errors';
+import { findUserByName } from '../../services/users/find-user-by-name';
 import { type Command, type Context, type Subcommand, type Values, EXIT_OK, badInput, readStdin, runSubcommand, validated } from '../command';
 import { table } from '../format';
 
@@ -25,7 +26,7 @@ function show(values: Values, name: string, secret: string, { out }: UserContext
 }
 
 async function findUser(name: string, { db }: UserContext) {
-  const found = await db.user.findUnique({ where: { username: name.toLowerCase() } });
+  const found = await findUserByName(db, { username: name });
   if (!found) throw new AppError('NOT_FOUND', { message: `no user named '${name}' (see 'vmdedup user list')` });
   return found;
 }

@@ -1,0 +1,6 @@
+import type { Catalog } from '../../catalog/db';
+
+/** The user with this name (names are kept lower case), or undefined. */
+export async function findUserByName(db: Catalog, options: { username: string }) {
+  return db.user.findUnique({ where: { username: options.username.toLowerCase() } });
+}
