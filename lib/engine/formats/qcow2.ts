@@ -1,4 +1,4 @@
-import type { FileHandle } from 'node:fs/promises';
+import fs, { type FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors';
 
 export const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
@@ -60,4 +60,36 @@ export async function readQcow2Header(fh: FileHandle, file: string): Promise<Qco
     backingFile = name.toString('utf8');
   }
   return { version, virtualSize, clusterBits, backingFile, backingFormat };
+}
+
+/** Points a qcow2 image at another backing file (same format). The name must fit in the header cluster. */
+export async function setQcow2BackingFile(file: string, backingFile: string): Promise<void> {
+  const handle = await fs.open(file, 'r+');
+  try {
+    const head = Buffer.alloc(24);
+    await handle.read(head, 0, 24, 0);
+    if (head.readUInt32BE(0) !== QCOW2_MAGIC) throw new InputError('not a qcow2 image', { file });
+    const offset = Number(head.readBigUInt64BE(8));
+    const oldSize = head.readUInt32BE(16);
+    const clusterSize = 2 ** head.readUInt32BE(20);
+    const name = Buffer.from(backingFile, 'utf8');
+    if (offset === 0 || name.length > 1023 || offset + Math.max(name.length, oldSize) > clusterSize) {
+      throw new InputError(`no room in the qcow2 header for backing file name '${backingFile}'`, { file });
+    }
+    // qemu keeps the name last in the header cluster: past the old name up to the new one must be free.
+    if (name.length > oldSize) {
+      const tail = Buffer.alloc(name.length - oldSize);
+      await handle.read(tail, 0, tail.length, offset + oldSize);
+      if (tail.some((byte) => byte !== 0)) throw new InputError(`no room in the qcow2 header for backing file name '${backingFile}'`, { file });
+    }
+    const padded = Buffer.alloc(Math.max(name.length, oldSize));
+    name.copy(padded);
+    await handle.write(padded, 0, padded.length, offset);
+    const size = Buffer.alloc(4);
+    size.writeUInt32BE(name.length);
+    await handle.write(size, 0, 4, 16);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }

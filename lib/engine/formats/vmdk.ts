@@ -1,4 +1,4 @@
-import type { FileHandle } from 'node:fs/promises';
+import fs, { type FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors';
 
 export const VMDK_SPARSE_MAGIC = 0x564d444b; // "KDMV" little-endian
@@ -67,6 +67,50 @@ export async function readVmdkDescriptor(fh: FileHandle, file: string): Promise<
     throw new InputError('not a VMDK descriptor (binary data, no sparse header)', { file });
   }
   return parseVmdkDescriptor(text.toString('utf8'), file, false);
+}
+
+/** Sets parentFileNameHint and parentCID of a VMDK (text descriptor or descriptor embedded in a sparse file). */
+export async function setVmdkParent(file: string, parent: { hint: string; cid: string }): Promise<void> {
+  const handle = await fs.open(file, 'r+');
+  try {
+    const head = Buffer.alloc(44);
+    const { bytesRead } = await handle.read(head, 0, 44, 0);
+    const edit = (text: string) => {
+      let result = text.replace(/^parentCID=.*$/m, `parentCID=${parent.cid}`);
+      result = /^parentFileNameHint=/m.test(result)
+        ? result.replace(/^parentFileNameHint=.*$/m, `parentFileNameHint="${parent.hint}"`)
+        : result.replace(/^(parentCID=.*)$/m, `$1\nparentFileNameHint="${parent.hint}"`);
+      return result;
+    };
+    if (bytesRead >= 44 && head.readUInt32LE(0) === VMDK_SPARSE_MAGIC) {
+      const offset = Number(head.readBigUInt64LE(28)) * 512;
+      const size = Number(head.readBigUInt64LE(36)) * 512;
+      const region = Buffer.alloc(size);
+      await handle.read(region, 0, size, offset);
+      const text = Buffer.from(edit(descriptorBytes(region).toString('utf8')), 'utf8');
+      if (text.length > size) throw new InputError('no room in the embedded VMDK descriptor for the new parent', { file });
+      const out = Buffer.alloc(size);
+      text.copy(out);
+      await handle.write(out, 0, size, offset);
+    } else {
+      const text = Buffer.from(edit(descriptorBytes(await handle.readFile()).toString('utf8')), 'utf8');
+      await handle.truncate(0);
+      await handle.write(text, 0, text.length, 0);
+    }
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Reads a VMDK's CID (the value its children's parentCID must equal). */
+export async function readVmdkCid(file: string): Promise<string> {
+  const handle = await fs.open(file, 'r');
+  try {
+    return (await readVmdkDescriptor(handle, file)).cid;
+  } finally {
+    await handle.close();
+  }
 }
 
 const EXTENT_LINE = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"((?:[^"\\]|\\.)*)"(?:\s+(\d+))?)?\s*$/;

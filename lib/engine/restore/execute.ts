@@ -12,7 +12,9 @@ import { checkInside } from './destinations';
 import { RESTORE_MARKER, type RestoreIdentity, checkTargetFolder, readMarker } from './target-folder';
 import type { SourceType } from '../sources/types';
 import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
-import { rewriteLibvirtDisks, rewriteVmxDisks, setQcow2BackingFile, setVmdkParent } from './rewrite';
+import { setQcow2BackingFile } from '../formats/qcow2';
+import { setVmdkParent } from '../formats/vmdk';
+import { rewriteLibvirtDisks, rewriteVmxDisks } from './rewrite';
 import { processAlive } from '../process-alive';
 
 export type RestoredDisk = { path: string; common: boolean; action: DiskAction; verified: boolean };
