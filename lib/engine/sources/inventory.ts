@@ -4,8 +4,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { isInside } from '../containment';
 import { InputError, fileError } from '../errors';
-import { QCOW2_MAGIC, readQcow2Header } from '../formats/qcow2';
-import { VMDK_SPARSE_MAGIC, readVmdkDescriptor } from '../formats/vmdk';
+import { detectDiskFormat } from '../formats/detect';
+import { readQcow2Header } from '../formats/qcow2';
+import { readVmdkDescriptor } from '../formats/vmdk';
 import { notRegularFile, openDiskFile, readConfigFile } from './files';
 import { libvirtNamedFiles, parseLibvirtDomain } from './libvirt';
 import type { DiskFormat, DiskSlot, SourceSpec, VmConfig } from './types';
@@ -358,13 +359,7 @@ class DiskResolver {
     const fh = await openDiskFile(canonical);
     try {
       const stat = await fh.stat();
-      const magic = Buffer.alloc(4);
-      await fh.read(magic, 0, 4, 0);
-      const detected: DiskFormat =
-        stat.size >= 4 && magic.readUInt32BE(0) === QCOW2_MAGIC ? 'qcow2'
-        : stat.size >= 4 && magic.readUInt32LE(0) === VMDK_SPARSE_MAGIC ? 'vmdk'
-        : magic.toString('latin1', 0, 1) === '#' && canonical.toLowerCase().endsWith('.vmdk') ? 'vmdk'
-        : 'raw';
+      const detected = await detectDiskFormat(fh, canonical);
       // A config that says raw is honoured as raw, whatever the bytes (as the hypervisor reads it: a guest may write
       // anything, a qcow2 header too, into its raw disk); any other claim must match the bytes.
       const format = hint === 'raw' ? 'raw' : hint ?? detected;
