@@ -14,7 +14,8 @@ import type { SourceType } from '../sources/types';
 import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
 import { setQcow2BackingFile } from '../formats/qcow2';
 import { setVmdkParent } from '../formats/vmdk';
-import { rewriteLibvirtDisks, rewriteVmxDisks } from './rewrite';
+import { rewriteLibvirtDisks } from '../sources/libvirt';
+import { rewriteVmxDisks } from '../sources/vmware';
 import { processAlive } from '../process-alive';
 
 export type RestoredDisk = { path: string; common: boolean; action: DiskAction; verified: boolean };
