@@ -5,7 +5,8 @@ import { InputError } from '../errors';
 import { type BackupDiskEntry, type BackupImageManifest, diskFilesOf } from '../repository/manifests';
 import type { Repository } from '../repository/repository';
 import { isInside, resolvedRoot } from '../containment';
-import { type SourceInventory, type VirtualDisk, type VmInventory, inspectDisk } from '../sources/inventory';
+import type { SourceInventory, VmInventory } from '../sources/inventory';
+import { type VirtualDisk, inspectDisk } from '../sources/virtual-disk';
 import { checkInside } from './destinations';
 
 export const RESTORE_POLICIES = ['no-overwrite', 'overwrite'] as const;

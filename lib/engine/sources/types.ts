@@ -36,3 +36,7 @@ export type VmConfig = {
   configBytes: Buffer;
   slots: DiskSlot[];
 };
+
+/** A problem of the source, not of one VM (an ambiguous disk GUID, a folder that cannot be read): the disks
+ *  concerned are still backed up, but the run reports the line and exits 2. */
+export type ScanProblem = { message: string; disks: string[] };
