@@ -125,16 +125,6 @@ export async function setVmdkParent(file: string, parent: { hint: string; cid: s
   }
 }
 
-/** Reads a VMDK's CID (the value its children's parentCID must equal). */
-export async function readVmdkCid(file: string): Promise<string> {
-  const handle = await fs.open(file, 'r');
-  try {
-    return (await readVmdkDescriptor(handle, file)).cid;
-  } finally {
-    await handle.close();
-  }
-}
-
 const EXTENT_LINE = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"((?:[^"\\]|\\.)*)"(?:\s+(\d+))?)?\s*$/;
 
 export function parseVmdkDescriptor(text: string, file: string, embedded: boolean): VmdkDescriptor {
