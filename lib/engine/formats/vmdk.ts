@@ -127,7 +127,7 @@ export async function setVmdkParent(file: string, parent: { hint: string; cid: s
 
 const EXTENT_LINE = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"((?:[^"\\]|\\.)*)"(?:\s+(\d+))?)?\s*$/;
 
-export function parseVmdkDescriptor(text: string, file: string, embedded: boolean): VmdkDescriptor {
+function parseVmdkDescriptor(text: string, file: string, embedded: boolean): VmdkDescriptor {
   const fields = new Map<string, string>();
   const extents: VmdkExtent[] = [];
   const lines = text.split(/\r?\n/);

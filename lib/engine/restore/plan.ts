@@ -350,7 +350,7 @@ async function slotTargetNow(vm: VmInventory | undefined, slot: string): Promise
 }
 
 /** The plan in words, for a person: what changed, who is affected, what confirming will do. */
-export function describePlan(plan: RestorePlan): string {
+function describePlan(plan: RestorePlan): string {
   const when = formatWhen(plan.backupCreatedAt);
   const sentences: string[] = [];
   for (const d of plan.drift) {
