@@ -15,14 +15,17 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import zstd from 'zstd-napi/binding.js';
 import { ensureEmbeddedCatalog, stopEmbeddedCatalog } from '../lib/catalog/embedded-postgres';
 import { CATALOG_INDEX_LOCK } from '../lib/catalog/locks';
 import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
+import { BlockPool } from '../lib/engine/chunking/block-pool';
+import { CHUNK_RAW, CHUNK_ZSTD } from '../lib/engine/repository/chunk-codec';
 import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
 import type { BackupImageManifest } from '../lib/engine/repository/manifests';
 import { Repository } from '../lib/engine/repository/repository';
 import { parseChunkId } from '../lib/engine/repository/chunk-id';
-import { cli, projectRoot, qemuImg, run, tempDir } from './helpers';
+import { cli, projectRoot, qemuImg, readStoredBlock, run, storedDiskDigests, tempDir } from './helpers';
 
 const SEED = Number(process.env.VMDEDUP_CRASH_SEED ?? 9);
 const ITERATIONS = Number(process.env.VMDEDUP_CRASH_ITERATIONS ?? 12);
@@ -50,6 +53,8 @@ describe('crash tests (kill -9)', () => {
   let repoDir: string;
   let env: Record<string, string>;
   let repo: Repository;
+  /** Chunks are read as a restore reads them (restore/read-block.ts): decoded and verified by this pool's worker. */
+  let pool: BlockPool;
   const children = new Set<ChildProcess>();
   /** The raw disks' content (sha256 by path relative to the source) at each state; qcow2 files never change. */
   const states: Map<string, string>[] = [];
@@ -200,6 +205,13 @@ describe('crash tests (kill -9)', () => {
     for (const pid of pids) for (let i = 0; i < 200 && (await alive(pid)); i++) await new Promise((r) => setTimeout(r, 10));
   };
 
+  /** A chunk file's block length, as its frame says: a raw frame holds the block, a zstd frame records its size. */
+  const blockLengthOf = async (file: string) => {
+    const frame = await fs.readFile(file);
+    const length = frame[0] === CHUNK_RAW ? frame.length - 1 : frame[0] === CHUNK_ZSTD ? zstd.getFrameContentSize(frame.subarray(1)) : null;
+    if (length === null || length < 1 || length > repo.config.blockSize) throw new Error(`its frame gives no block length (${length})`);
+    return length;
+  };
   /** The repository whole: every chunk re-hashes to its name, every manifest parses, and names only what exists. */
   const checkRepository = async () => {
     const problems: string[] = [];
@@ -209,13 +221,14 @@ describe('crash tests (kill -9)', () => {
       if (entry.name.includes('.tmp-')) { tempFiles.add(entry.name); continue; }
       if (verifiedChunks.has(entry.name)) continue;
       try {
-        await repo.getChunk(parseChunkId(entry.name));
+        const length = await blockLengthOf(path.join(entry.parentPath, entry.name));
+        await readStoredBlock(repo, pool, parseChunkId(entry.name), length);
         verifiedChunks.add(entry.name);
       } catch (err) {
         problems.push(`chunk ${entry.name}: ${(err as Error).message}`);
       }
     }
-    for await (const digest of repo.listStoredDisks()) {
+    for (const digest of await storedDiskDigests(repo)) {
       if (verifiedManifests.has(digest)) continue;
       try {
         const manifest = await repo.getStoredDisk(digest);
@@ -288,7 +301,8 @@ describe('crash tests (kill -9)', () => {
       const stored = await repo.getStoredDisk(disk.digest);
       const hash = createHash('sha256');
       for (const [index, block] of stored.files[0].blocks.entries()) {
-        hash.update(block ? await repo.getChunk(block) : Buffer.alloc(Math.min(stored.blockSize, stored.files[0].size - index * stored.blockSize)));
+        const length = Math.min(stored.blockSize, stored.files[0].size - index * stored.blockSize);
+        hash.update(block ? await readStoredBlock(repo, pool, block, length) : Buffer.alloc(length));
       }
       expect(hash.digest('hex'), `${id} ${disk.relativePath}`).toBe(expected);
       contentChecked.set(disk.digest, expected);
@@ -328,6 +342,7 @@ describe('crash tests (kill -9)', () => {
     const first = await snapshot();
     await timed(['backup']);
     repo = await Repository.open(new FsBlobStore(repoDir));
+    pool = new BlockPool({ blockSize: repo.config.blockSize, forRestore: true, threads: 1 });
     // Copies of the first images under new ids: a repository of a few hundred backups, so that a rebuild
     // takes long enough to be killed inside its transaction. They restore like their originals.
     const originals = await newImages(first);
@@ -355,6 +370,7 @@ describe('crash tests (kill -9)', () => {
       server.kill('SIGINT'); // fast shutdown
       await stopped;
     }
+    await pool?.close();
     log(`figures: ${JSON.stringify(figures)}`);
     for (const dir of [home, pgHome]) if (dir) await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   });

@@ -157,7 +157,6 @@ describe('racily clean disks', () => {
         get: (key) => store.get(key),
         has: (key) => store.has(key),
         list: (prefix) => store.list(prefix),
-        delete: (key) => store.delete(key),
         put: async (key, data) => {
           if (key.startsWith('chunks/') && !written) {
             while (Date.now() % 1000 > 20) await sleep(2);

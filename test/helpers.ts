@@ -9,6 +9,10 @@ import { inject } from 'vitest';
 import { migrate } from '../lib/catalog/migrate';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../lib/generated/prisma/client';
+import type { BlockPool } from '../lib/engine/chunking/block-pool';
+import type { ChunkId } from '../lib/engine/repository/chunk-id';
+import type { Repository } from '../lib/engine/repository/repository';
+import { readBlock } from '../lib/engine/restore/read-block';
 
 export const run = promisify(execFile);
 export const projectRoot = path.resolve(import.meta.dirname, '..');
@@ -143,4 +147,25 @@ export function changedFiles(before: Map<string, string>, after: Map<string, str
 export function libvirtDomainXml(name: string, uuid: string, disks: { file: string; type?: string | null; dev?: string }[]): string {
   const slots = disks.map((d, i) => `<disk type='file' device='disk'>${d.type === null ? '' : `<driver name='qemu' type='${d.type ?? 'raw'}'/>`}<source file='${d.file}'/><target dev='${d.dev ?? `vd${String.fromCharCode(97 + i)}`}'/></disk>`);
   return `<domain type='kvm'><name>${name}</name><uuid>${uuid}</uuid><devices>\n${slots.join('\n')}\n</devices></domain>\n`;
+}
+
+/** Reads one stored chunk the way a restore does (restore/read-block.ts: read, decoded and verified by a worker). */
+export async function readStoredBlock(repo: Repository, pool: BlockPool, id: ChunkId, length: number): Promise<Buffer> {
+  const slot = await pool.acquire(length);
+  try {
+    await readBlock(repo, pool, slot, id);
+    return Buffer.from(slot.bytes);
+  } finally {
+    pool.release(slot);
+  }
+}
+
+/** The digests of a repository's stored disks, from its blob store's listing (`disks/<digest>.json`). */
+export async function storedDiskDigests(repo: Repository): Promise<string[]> {
+  const digests: string[] = [];
+  for await (const key of repo.store.list('disks/')) {
+    const match = /^disks\/([0-9a-f]{64})\.json$/.exec(key);
+    if (match) digests.push(match[1]);
+  }
+  return digests;
 }

@@ -4,7 +4,8 @@ import { BlockPool } from '../chunking/block-pool';
 import { InputError, RunFault, fileError } from '../errors';
 import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION } from '../repository/manifests';
 import { type Repository, newBackupImageId } from '../repository/repository';
-import type { SourceInventory, VirtualDisk, VmInventory } from '../sources/inventory';
+import type { SourceInventory, VmInventory } from '../sources/inventory';
+import type { VirtualDisk } from '../sources/virtual-disk';
 import { type BackupProgress, ProgressTracker } from './progress';
 import { storeDisk } from './store-disk';
 

@@ -4,7 +4,8 @@ import type { ChunkId } from '../repository/chunk-id';
 import { MANIFEST_FORMAT_VERSION, type StoredDiskFile, type StoredDiskManifest } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { openDiskFile } from '../sources/files';
-import { type VirtualDisk, versionOf } from '../sources/inventory';
+import { versionOf } from '../sources/version-token';
+import type { VirtualDisk } from '../sources/virtual-disk';
 
 export type StoredDiskResult = {
   manifest: StoredDiskManifest;

@@ -2,8 +2,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { qemuImg, tempDir } from '../../../test/helpers';
-import { readQcow2Header } from './qcow2';
-import { readVmdkDescriptor } from './vmdk';
+import { detectDiskFormat } from './detect';
+import { readQcow2Header, setQcow2BackingFile } from './qcow2';
+import { readVmdkDescriptor, setVmdkParent } from './vmdk';
 
 async function withFile<T>(file: string, read: (fh: fs.FileHandle) => Promise<T>): Promise<T> {
   const fh = await fs.open(file, 'r');
@@ -100,5 +101,101 @@ describe('VMDK CID', () => {
     await fs.writeFile(file, '# Disk DescriptorFile\nversion=1\nCID=bf985ef\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 2048 FLAT "d-flat.vmdk" 0\n');
     const descriptor = await withFile(file, (fh) => readVmdkDescriptor(fh, file));
     expect(descriptor.cid).toBe('0bf985ef');
+  });
+});
+
+/** `qemu-img info --backing-chain` of an image: one entry per image, the image first. */
+async function backingChain(file: string): Promise<Array<Record<string, unknown> & { filename: string }>> {
+  return JSON.parse(await qemuImg('info', '--output=json', '--backing-chain', file));
+}
+
+describe('qcow2 backing file rewrite', () => {
+  it.each(['0.10', '1.1'])('points a compat=%s child at another parent, longer and shorter names, as qemu-img reads it', async (compat) => {
+    const dir = await tempDir();
+    await fs.mkdir(path.join(dir, 'elsewhere'));
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', `compat=${compat}`, path.join(dir, 'base.qcow2'), '4M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', `compat=${compat}`, path.join(dir, 'elsewhere', 'a-much-longer-parent-name.qcow2'), '4M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', `compat=${compat}`, path.join(dir, 'b.qcow2'), '4M');
+    const child = path.join(dir, 'child.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', `compat=${compat}`, '-b', 'base.qcow2', '-F', 'qcow2', child);
+
+    for (const pointer of ['elsewhere/a-much-longer-parent-name.qcow2', 'b.qcow2']) {
+      await setQcow2BackingFile(child, pointer);
+      const [image, parent, ...rest] = await backingChain(child);
+      expect(image).toMatchObject({ 'backing-filename': pointer, 'backing-filename-format': 'qcow2' });
+      expect(parent.filename).toBe(path.join(dir, pointer));
+      expect(rest).toHaveLength(0);
+      await qemuImg('check', '-q', child);
+      const header = await withFile(child, (fh) => readQcow2Header(fh, child));
+      expect(header).toMatchObject({ backingFile: pointer, backingFormat: 'qcow2' });
+    }
+  });
+
+  it('refuses a name that does not fit in the header cluster and leaves the image as it was', async () => {
+    const dir = await tempDir();
+    await qemuImg('create', '-q', '-f', 'qcow2', path.join(dir, 'base.qcow2'), '1M');
+    const child = path.join(dir, 'child.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', '-b', 'base.qcow2', '-F', 'qcow2', child);
+    const before = await fs.readFile(child);
+    await expect(setQcow2BackingFile(child, `${'x'.repeat(600)}.qcow2`)).rejects.toThrow(/no room in the qcow2 header/);
+    expect((await fs.readFile(child)).equals(before)).toBe(true);
+  });
+});
+
+describe('VMDK parent rewrite', () => {
+  it.each([
+    ['monolithicSparse', true],
+    ['twoGbMaxExtentSparse', false],
+  ])('points a %s child at another parent (hint and parentCID), as qemu-img reads it', async (subformat, embedded) => {
+    const dir = await tempDir();
+    await fs.mkdir(path.join(dir, 'gold'));
+    await qemuImg('create', '-q', '-f', 'vmdk', path.join(dir, 'base.vmdk'), '2M');
+    await qemuImg('create', '-q', '-f', 'vmdk', path.join(dir, 'gold', 'golden-parent.vmdk'), '2M');
+    const child = path.join(dir, 'child.vmdk');
+    await qemuImg('create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, '-b', 'base.vmdk', '-F', 'vmdk', child);
+    const gold = await withFile(path.join(dir, 'gold', 'golden-parent.vmdk'), (fh) => readVmdkDescriptor(fh, 'gold'));
+
+    await setVmdkParent(child, { hint: 'gold/golden-parent.vmdk', cid: gold.cid });
+    const [image, parent, ...rest] = await backingChain(child);
+    expect(image).toMatchObject({
+      'backing-filename': 'gold/golden-parent.vmdk',
+      'format-specific': { data: { 'parent-cid': parseInt(gold.cid, 16), 'create-type': subformat } },
+    });
+    expect(parent.filename).toBe(path.join(dir, 'gold', 'golden-parent.vmdk'));
+    expect(rest).toHaveLength(0);
+    await qemuImg('check', '-q', child);
+    const descriptor = await withFile(child, (fh) => readVmdkDescriptor(fh, child));
+    expect(descriptor).toMatchObject({ parentFileNameHint: 'gold/golden-parent.vmdk', parentCid: gold.cid, embedded, createType: subformat });
+  });
+
+  it('adds parentFileNameHint to a descriptor that has none', async () => {
+    const dir = await tempDir();
+    await qemuImg('create', '-q', '-f', 'vmdk', path.join(dir, 'base.vmdk'), '2M');
+    const base = await withFile(path.join(dir, 'base.vmdk'), (fh) => readVmdkDescriptor(fh, 'base'));
+    const child = path.join(dir, 'child.vmdk');
+    await qemuImg('create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', child, '2M');
+    await setVmdkParent(child, { hint: 'base.vmdk', cid: base.cid });
+    const [image, parent] = await backingChain(child);
+    expect(image).toMatchObject({ 'backing-filename': 'base.vmdk', 'format-specific': { data: { 'parent-cid': parseInt(base.cid, 16) } } });
+    expect(parent.filename).toBe(path.join(dir, 'base.vmdk'));
+  });
+});
+
+describe('disk format detection', () => {
+  it('knows qcow2 and VMDK by their bytes and calls anything else raw', async () => {
+    const dir = await tempDir();
+    await qemuImg('create', '-q', '-f', 'qcow2', path.join(dir, 'd.qcow2'), '1M');
+    await qemuImg('create', '-q', '-f', 'vmdk', path.join(dir, 'sparse.img'), '1M');
+    await qemuImg('create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', path.join(dir, 'flat.vmdk'), '1M');
+    await fs.copyFile(path.join(dir, 'flat.vmdk'), path.join(dir, 'flat.txt'));
+    await fs.writeFile(path.join(dir, 'empty.vmdk'), '');
+    const detect = (name: string) => withFile(path.join(dir, name), (fh) => detectDiskFormat(fh, path.join(dir, name)));
+    expect(await detect('d.qcow2')).toBe('qcow2');
+    expect(await detect('sparse.img')).toBe('vmdk');
+    expect(await detect('flat.vmdk')).toBe('vmdk');
+    // A text descriptor is known by its name too: a raw disk may begin with '#'.
+    expect(await detect('flat.txt')).toBe('raw');
+    expect(await detect('flat-flat.vmdk')).toBe('raw');
+    expect(await detect('empty.vmdk')).toBe('raw');
   });
 });

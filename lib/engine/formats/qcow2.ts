@@ -1,10 +1,25 @@
-import type { FileHandle } from 'node:fs/promises';
+import fs, { type FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors';
 
-export const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
+const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
 const EXT_END = 0x00000000;
 const EXT_BACKING_FORMAT = 0xe2792aca;
 const INCOMPAT_EXTERNAL_DATA_FILE = 1n << 2n;
+/** qemu refuses longer backing file names. */
+const MAX_BACKING_NAME_BYTES = 1023;
+
+/** Byte offsets of the header fields this file reads or rewrites (qcow2 spec, "Header"), big-endian. */
+const AT = {
+  magic: 0, version: 4, backingFileOffset: 8, backingFileSize: 16, clusterBits: 20, size: 24,
+  incompatibleFeatures: 72, headerLength: 100,
+} as const;
+const V2_HEADER_BYTES = 72;
+const V3_HEADER_BYTES = 104;
+
+/** True when the bytes start a qcow2 image. */
+export function isQcow2(head: Buffer): boolean {
+  return head.length >= 4 && head.readUInt32BE(AT.magic) === QCOW2_MAGIC;
+}
 
 export type Qcow2Header = {
   version: 2 | 3;
@@ -19,25 +34,25 @@ export async function readQcow2Header(fh: FileHandle, file: string): Promise<Qco
   const { size } = await fh.stat();
   const head = Buffer.alloc(Math.min(size, 64 * 1024));
   await fh.read(head, 0, head.length, 0);
-  if (head.length < 72) throw new InputError('truncated qcow2 header', { file });
-  if (head.readUInt32BE(0) !== QCOW2_MAGIC) throw new InputError('not a qcow2 image (bad magic)', { file });
-  const version = head.readUInt32BE(4);
+  if (head.length < V2_HEADER_BYTES) throw new InputError('truncated qcow2 header', { file });
+  if (!isQcow2(head)) throw new InputError('not a qcow2 image (bad magic)', { file });
+  const version = head.readUInt32BE(AT.version);
   if (version !== 2 && version !== 3) throw new InputError(`unsupported qcow2 version ${version}`, { file });
-  const backingOffset = Number(head.readBigUInt64BE(8));
-  const backingSize = head.readUInt32BE(16);
-  const clusterBits = head.readUInt32BE(20);
-  const virtualSize = Number(head.readBigUInt64BE(24));
+  const backingOffset = Number(head.readBigUInt64BE(AT.backingFileOffset));
+  const backingSize = head.readUInt32BE(AT.backingFileSize);
+  const clusterBits = head.readUInt32BE(AT.clusterBits);
+  const virtualSize = Number(head.readBigUInt64BE(AT.size));
   if (clusterBits < 9 || clusterBits > 21) throw new InputError(`corrupt qcow2 header (cluster_bits ${clusterBits})`, { file });
 
-  let headerLength = 72;
+  let headerLength = V2_HEADER_BYTES;
   if (version === 3) {
-    if (head.length < 104) throw new InputError('truncated qcow2 v3 header', { file });
-    const incompatible = head.readBigUInt64BE(72);
+    if (head.length < V3_HEADER_BYTES) throw new InputError('truncated qcow2 v3 header', { file });
+    const incompatible = head.readBigUInt64BE(AT.incompatibleFeatures);
     if (incompatible & INCOMPAT_EXTERNAL_DATA_FILE) {
       throw new InputError('qcow2 images with an external data file are not supported', { file });
     }
-    headerLength = head.readUInt32BE(100);
-    if (headerLength < 104 || headerLength > head.length) throw new InputError('corrupt qcow2 header length', { file });
+    headerLength = head.readUInt32BE(AT.headerLength);
+    if (headerLength < V3_HEADER_BYTES || headerLength > head.length) throw new InputError('corrupt qcow2 header length', { file });
   }
 
   let backingFormat: string | undefined;
@@ -52,7 +67,7 @@ export async function readQcow2Header(fh: FileHandle, file: string): Promise<Qco
 
   let backingFile: string | undefined;
   if (backingOffset !== 0) {
-    if (backingSize === 0 || backingSize > 1023 || backingOffset + backingSize > size) {
+    if (backingSize === 0 || backingSize > MAX_BACKING_NAME_BYTES || backingOffset + backingSize > size) {
       throw new InputError('corrupt qcow2 backing file name', { file });
     }
     const name = Buffer.alloc(backingSize);
@@ -60,4 +75,36 @@ export async function readQcow2Header(fh: FileHandle, file: string): Promise<Qco
     backingFile = name.toString('utf8');
   }
   return { version, virtualSize, clusterBits, backingFile, backingFormat };
+}
+
+/** Points a qcow2 image at another backing file (same format). The name must fit in the header cluster. */
+export async function setQcow2BackingFile(file: string, backingFile: string): Promise<void> {
+  const handle = await fs.open(file, 'r+');
+  try {
+    const head = Buffer.alloc(AT.clusterBits + 4); // magic through cluster_bits
+    await handle.read(head, 0, head.length, 0);
+    if (!isQcow2(head)) throw new InputError('not a qcow2 image', { file });
+    const offset = Number(head.readBigUInt64BE(AT.backingFileOffset));
+    const oldSize = head.readUInt32BE(AT.backingFileSize);
+    const clusterSize = 2 ** head.readUInt32BE(AT.clusterBits);
+    const name = Buffer.from(backingFile, 'utf8');
+    if (offset === 0 || name.length > MAX_BACKING_NAME_BYTES || offset + Math.max(name.length, oldSize) > clusterSize) {
+      throw new InputError(`no room in the qcow2 header for backing file name '${backingFile}'`, { file });
+    }
+    // qemu keeps the name last in the header cluster: past the old name up to the new one must be free.
+    if (name.length > oldSize) {
+      const tail = Buffer.alloc(name.length - oldSize);
+      await handle.read(tail, 0, tail.length, offset + oldSize);
+      if (tail.some((byte) => byte !== 0)) throw new InputError(`no room in the qcow2 header for backing file name '${backingFile}'`, { file });
+    }
+    const padded = Buffer.alloc(Math.max(name.length, oldSize));
+    name.copy(padded);
+    await handle.write(padded, 0, padded.length, offset);
+    const size = Buffer.alloc(4);
+    size.writeUInt32BE(name.length);
+    await handle.write(size, 0, 4, AT.backingFileSize);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }

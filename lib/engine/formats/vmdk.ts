@@ -1,7 +1,7 @@
-import type { FileHandle } from 'node:fs/promises';
+import fs, { type FileHandle } from 'node:fs/promises';
 import { InputError } from '../errors';
 
-export const VMDK_SPARSE_MAGIC = 0x564d444b; // "KDMV" little-endian
+const VMDK_SPARSE_MAGIC = 0x564d444b; // "KDMV" little-endian
 const MAX_DESCRIPTOR_BYTES = 1024 * 1024;
 
 /**
@@ -37,23 +37,45 @@ export type VmdkDescriptor = {
 /** "ffffffff" is VMware's "no parent" CID. */
 export const VMDK_NO_PARENT_CID = 'ffffffff';
 
+/** Byte offsets in a sparse extent's header (VMware's SparseExtentHeader), little-endian; sizes in sectors. */
+const SPARSE_AT = { magic: 0, descriptorOffset: 28, descriptorSize: 36 } as const;
+const SPARSE_HEADER_BYTES = SPARSE_AT.descriptorSize + 8;
+const SECTOR_BYTES = 512;
+
+/** The first bytes of a VMDK file (enough for a sparse header) and the file's size. */
+async function readHead(fh: FileHandle): Promise<{ head: Buffer; size: number }> {
+  const { size } = await fh.stat();
+  const head = Buffer.alloc(Math.min(size, SECTOR_BYTES));
+  await fh.read(head, 0, head.length, 0);
+  return { head, size };
+}
+
+/** True when the bytes start a sparse extent (monolithicSparse, streamOptimized, a twoGbMaxExtentSparse extent). */
+export function isVmdkSparse(head: Buffer): boolean {
+  return head.length >= 4 && head.readUInt32LE(SPARSE_AT.magic) === VMDK_SPARSE_MAGIC;
+}
+
+/** Where a sparse extent keeps its embedded descriptor, checked to lie inside the file. */
+function embeddedDescriptorRegion(head: Buffer, fileSize: number, file: string): { offset: number; size: number } {
+  if (head.length < SPARSE_HEADER_BYTES) throw new InputError('truncated VMDK sparse header', { file });
+  const offset = Number(head.readBigUInt64LE(SPARSE_AT.descriptorOffset)) * SECTOR_BYTES;
+  const size = Number(head.readBigUInt64LE(SPARSE_AT.descriptorSize)) * SECTOR_BYTES;
+  if (offset === 0 || size === 0) {
+    throw new InputError('VMDK sparse extent has no embedded descriptor (point at the descriptor file instead)', { file });
+  }
+  if (size > MAX_DESCRIPTOR_BYTES || offset + size > fileSize) {
+    throw new InputError('truncated or corrupt VMDK embedded descriptor', { file });
+  }
+  return { offset, size };
+}
+
 /** Reads a VMDK: a text descriptor file, or a sparse file with the descriptor embedded after its header. */
 export async function readVmdkDescriptor(fh: FileHandle, file: string): Promise<VmdkDescriptor> {
-  const { size } = await fh.stat();
-  const head = Buffer.alloc(Math.min(size, 512));
-  await fh.read(head, 0, head.length, 0);
-  if (head.length >= 4 && head.readUInt32LE(0) === VMDK_SPARSE_MAGIC) {
-    if (head.length < 44) throw new InputError('truncated VMDK sparse header', { file });
-    const descriptorOffset = Number(head.readBigUInt64LE(28)) * 512;
-    const descriptorSize = Number(head.readBigUInt64LE(36)) * 512;
-    if (descriptorOffset === 0 || descriptorSize === 0) {
-      throw new InputError('VMDK sparse extent has no embedded descriptor (point at the descriptor file instead)', { file });
-    }
-    if (descriptorSize > MAX_DESCRIPTOR_BYTES || descriptorOffset + descriptorSize > size) {
-      throw new InputError('truncated or corrupt VMDK embedded descriptor', { file });
-    }
-    const region = Buffer.alloc(descriptorSize);
-    await fh.read(region, 0, descriptorSize, descriptorOffset);
+  const { head, size } = await readHead(fh);
+  if (isVmdkSparse(head)) {
+    const embedded = embeddedDescriptorRegion(head, size, file);
+    const region = Buffer.alloc(embedded.size);
+    await fh.read(region, 0, embedded.size, embedded.offset);
     return parseVmdkDescriptor(descriptorBytes(region).toString('utf8'), file, true);
   }
   if (head.length >= 4 && head.toString('latin1', 0, 4) === 'COWD') {
@@ -69,9 +91,43 @@ export async function readVmdkDescriptor(fh: FileHandle, file: string): Promise<
   return parseVmdkDescriptor(text.toString('utf8'), file, false);
 }
 
+/** A descriptor's text with parentCID replaced and parentFileNameHint replaced, or added after parentCID. */
+function withParent(text: string, parent: { hint: string; cid: string }): string {
+  const result = text.replace(/^parentCID=.*$/m, `parentCID=${parent.cid}`);
+  return /^parentFileNameHint=/m.test(result)
+    ? result.replace(/^parentFileNameHint=.*$/m, `parentFileNameHint="${parent.hint}"`)
+    : result.replace(/^(parentCID=.*)$/m, `$1\nparentFileNameHint="${parent.hint}"`);
+}
+
+/** Sets parentFileNameHint and parentCID of a VMDK (text descriptor or descriptor embedded in a sparse file). */
+export async function setVmdkParent(file: string, parent: { hint: string; cid: string }): Promise<void> {
+  const handle = await fs.open(file, 'r+');
+  try {
+    const { head, size: fileSize } = await readHead(handle);
+    if (isVmdkSparse(head)) {
+      // The embedded descriptor has a fixed region: the new text must fit in it, the rest stays NUL.
+      const { offset, size } = embeddedDescriptorRegion(head, fileSize, file);
+      const region = Buffer.alloc(size);
+      await handle.read(region, 0, size, offset);
+      const text = Buffer.from(withParent(descriptorBytes(region).toString('utf8'), parent), 'utf8');
+      if (text.length > size) throw new InputError('no room in the embedded VMDK descriptor for the new parent', { file });
+      const out = Buffer.alloc(size);
+      text.copy(out);
+      await handle.write(out, 0, size, offset);
+    } else {
+      const text = Buffer.from(withParent(descriptorBytes(await handle.readFile()).toString('utf8'), parent), 'utf8');
+      await handle.truncate(0);
+      await handle.write(text, 0, text.length, 0);
+    }
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
 const EXTENT_LINE = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\w+)(?:\s+"((?:[^"\\]|\\.)*)"(?:\s+(\d+))?)?\s*$/;
 
-export function parseVmdkDescriptor(text: string, file: string, embedded: boolean): VmdkDescriptor {
+function parseVmdkDescriptor(text: string, file: string, embedded: boolean): VmdkDescriptor {
   const fields = new Map<string, string>();
   const extents: VmdkExtent[] = [];
   const lines = text.split(/\r?\n/);

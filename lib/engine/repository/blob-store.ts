@@ -21,7 +21,6 @@ export type BlobStore = {
   readInto?(key: string, target: Uint8Array): Promise<number>;
   /** Keys under a prefix ("chunks/"), in no particular order. */
   list(prefix: string): AsyncIterable<string>;
-  delete(key: string): Promise<void>;
   /** A human-readable location for messages. */
   readonly location: string;
 };

@@ -1,4 +1,3 @@
-import { Decompressor } from 'zstd-napi';
 import zstd from 'zstd-napi/binding.js';
 
 /**
@@ -61,13 +60,4 @@ export function createChunkDecoder(): ChunkDecoder {
       return false; // corrupt frame, or larger than the block
     }
   };
-}
-
-const decompressor = new Decompressor();
-
-export function decodeChunk(stored: Buffer): Buffer {
-  if (stored.length === 0) throw new Error('empty chunk file');
-  if (stored[0] === CHUNK_RAW) return stored.subarray(1);
-  if (stored[0] === CHUNK_ZSTD) return decompressor.decompress(stored.subarray(1));
-  throw new Error(`unknown chunk encoding ${stored[0]}`);
 }

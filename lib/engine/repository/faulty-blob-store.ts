@@ -3,7 +3,7 @@ import type { BlobStore } from './blob-store';
 
 /** Errors a storage raises that the layers above must survive. */
 export type FaultCode = 'ENOSPC' | 'EDQUOT' | 'EIO' | 'EROFS' | 'EACCES' | 'ETIMEDOUT';
-export type BlobOperation = 'put' | 'get' | 'has' | 'readInto' | 'list' | 'delete' | 'flush';
+export type BlobOperation = 'put' | 'get' | 'has' | 'readInto' | 'list' | 'flush';
 
 export type Fault = {
   op: BlobOperation;
@@ -35,7 +35,7 @@ const DESCRIPTIONS: Record<FaultCode, string> = {
 };
 
 const SYSCALLS: Record<BlobOperation, string> = {
-  put: 'write', get: 'open', has: 'access', readInto: 'read', list: 'scandir', delete: 'unlink', flush: 'fsync',
+  put: 'write', get: 'open', has: 'access', readInto: 'read', list: 'scandir', flush: 'fsync',
 };
 
 /** An error as node:fs raises it: `ENOSPC: no space left on device, write '/repo/chunks/ab/…'`. */
@@ -100,10 +100,6 @@ export class FaultyBlobStore implements BlobStore {
     if (fault && !fault.after) throw this.raise(fault, 'list', prefix);
     yield* this.inner.list(prefix);
     if (fault) throw this.raise(fault, 'list', prefix);
-  }
-
-  delete(key: string): Promise<void> {
-    return this.run('delete', key, () => this.inner.delete(key));
   }
 
   private run<T>(op: BlobOperation, key: string, call: () => Promise<T>): Promise<T> {

@@ -298,10 +298,6 @@ export class FsBlobStore implements BlobStore {
       }
     }
   }
-
-  async delete(key: string): Promise<void> {
-    await fs.rm(this.fileOf(key), { force: true });
-  }
 }
 
 async function isDirectory(dir: string): Promise<boolean> {

@@ -1,7 +1,8 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { tempDir } from '../../../test/helpers';
+import { readStoredBlock, tempDir } from '../../../test/helpers';
+import { BlockPool } from '../chunking/block-pool';
 import { RepositoryError } from '../errors';
 import { blobStoreConformance } from './blob-store.conformance';
 import { createChunkEncoder, encodeChunk } from './chunk-codec';
@@ -32,17 +33,25 @@ describe('Repository', () => {
     const textFile = path.join(dir, ...chunkKey(hashChunk(text)).split('/'));
     expect((await fs.stat(textFile)).size).toBeLessThan(text.length / 10);
     expect((await fs.readFile(path.join(dir, ...chunkKey(hashChunk(random)).split('/'))))[0]).toBe(0); // raw
-    expect((await repo.getChunk(hashChunk(text))).equals(text)).toBe(true);
-    expect((await repo.getChunk(hashChunk(random))).equals(random)).toBe(true);
+    // Read as a restore reads: the stored frame, decoded and checked against its id by the pool's worker.
+    const pool = new BlockPool({ blockSize: text.length, forRestore: true, threads: 1 });
+    try {
+      const read = (data: Buffer) => readStoredBlock(repo, pool, hashChunk(data), data.length);
+      expect((await read(text)).equals(text)).toBe(true);
+      expect((await read(random)).equals(random)).toBe(true);
 
-    // flip one byte of the raw chunk: the read must fail, naming the chunk
-    const randomFile = path.join(dir, ...chunkKey(hashChunk(random)).split('/'));
-    const bytes = await fs.readFile(randomFile);
-    bytes[100] ^= 0xff;
-    await fs.writeFile(randomFile, bytes);
-    await expect(repo.getChunk(hashChunk(random))).rejects.toThrow(/chunk [0-9a-f]{12} is corrupt/);
-    await fs.rm(randomFile);
-    await expect(repo.getChunk(hashChunk(random))).rejects.toBeInstanceOf(RepositoryError);
+      // flip one byte of the raw chunk: the read must fail, naming the chunk
+      const randomFile = path.join(dir, ...chunkKey(hashChunk(random)).split('/'));
+      const bytes = await fs.readFile(randomFile);
+      bytes[100] ^= 0xff;
+      await fs.writeFile(randomFile, bytes);
+      await expect(read(random)).rejects.toThrow(/chunk [0-9a-f]{12} is corrupt/);
+      await expect(read(random)).rejects.toBeInstanceOf(RepositoryError);
+      await fs.rm(randomFile);
+      await expect(read(random)).rejects.toBeInstanceOf(RepositoryError);
+    } finally {
+      await pool.close();
+    }
   });
 
   it('refuses a repository written by a newer format', async () => {

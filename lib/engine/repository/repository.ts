@@ -1,8 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { RepositoryError, storageFault } from '../errors';
 import { type BlobStore, BlobNotFoundError } from './blob-store';
-import { type ChunkId, chunkKey, hashChunk, shortId } from './chunk-id';
-import { decodeChunk } from './chunk-codec';
+import { type ChunkId, chunkKey, shortId } from './chunk-id';
 import { type BackupImageManifest, MANIFEST_FORMAT_VERSION, type StoredDiskManifest, parseBackupImage, parseStoredDisk } from './manifests';
 
 /** 2: stored disks hold content only (manifests.ts). A format-1 repository is read as it is and becomes format 2
@@ -130,25 +129,6 @@ export class Repository {
     }
   }
 
-  /** Reads a chunk and verifies it against its id. */
-  async getChunk(id: ChunkId): Promise<Buffer> {
-    let stored: Buffer;
-    try {
-      stored = await this.store.get(chunkKey(id));
-    } catch (err) {
-      if (err instanceof BlobNotFoundError) throw new RepositoryError(`chunk ${shortId(id)} is missing from ${this.store.location}`);
-      throw err;
-    }
-    let data: Buffer;
-    try {
-      data = decodeChunk(stored);
-    } catch (err) {
-      throw new RepositoryError(`chunk ${shortId(id)} is corrupt: ${(err as Error).message}`);
-    }
-    if (hashChunk(data) !== id) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: content does not match its hash`);
-    return data;
-  }
-
   hasStoredDisk(digest: string): Promise<boolean> {
     return this.exists(storedDiskKey(digest));
   }
@@ -163,13 +143,6 @@ export class Repository {
   async getStoredDisk(digest: string): Promise<StoredDiskManifest> {
     const what = `stored disk ${shortId(digest)}`;
     return parseStoredDisk(await this.readManifest(storedDiskKey(digest), what), what, digest);
-  }
-
-  async *listStoredDisks(): AsyncIterable<string> {
-    for await (const key of this.store.list('disks/')) {
-      const match = /^disks\/([0-9a-f]{64})\.json$/.exec(key);
-      if (match) yield match[1];
-    }
   }
 
   /** Durable when it resolves, with everything it names: the catalog may record it then. */

@@ -4,15 +4,19 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { InputError, RepositoryError } from '../errors';
 import { BlockPool } from '../chunking/block-pool';
-import { type ChunkId, shortId } from '../repository/chunk-id';
+import type { ChunkId } from '../repository/chunk-id';
 import { type RestoreFile, type StoredDiskManifest, diskFilesOf, vmdkLinksOf } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { isInside } from '../containment';
 import { checkInside } from './destinations';
+import { readBlock } from './read-block';
 import { RESTORE_MARKER, type RestoreIdentity, checkTargetFolder, readMarker } from './target-folder';
 import type { SourceType } from '../sources/types';
 import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
-import { rewriteLibvirtDisks, rewriteVmxDisks, setQcow2BackingFile, setVmdkParent } from './rewrite';
+import { setQcow2BackingFile } from '../formats/qcow2';
+import { setVmdkParent } from '../formats/vmdk';
+import { rewriteLibvirtDisks } from '../sources/libvirt';
+import { rewriteVmxDisks } from '../sources/vmware';
 import { processAlive } from '../process-alive';
 
 export type RestoredDisk = { path: string; common: boolean; action: DiskAction; verified: boolean };
@@ -303,12 +307,7 @@ async function writeFile(
         const slot = await pool.acquire(length);
         const task: Promise<void> = (async () => {
           try {
-            // A stored frame is at most one byte longer than its block (kept raw when zstd does not shrink it).
-            const storedLength = await repo.readEncodedChunkInto(id, pool.frameSpace(slot)).catch((err) => {
-              if (err instanceof RepositoryError && /larger/.test(err.message)) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: content does not match its hash`);
-              throw err;
-            });
-            if (!(await pool.decode(slot, storedLength, id))) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: content does not match its hash`);
+            await readBlock(repo, pool, slot, id);
             // Direct writes cover whole aligned units: the last block's padding is cut by the truncate below.
             const bytes = direct ? pool.paddedBlock(slot) : slot.bytes;
             const write = writes.then(() => handle.write(bytes, 0, bytes.length, index * blockSize)).then(() => {

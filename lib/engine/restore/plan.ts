@@ -5,7 +5,8 @@ import { InputError } from '../errors';
 import { type BackupDiskEntry, type BackupImageManifest, diskFilesOf } from '../repository/manifests';
 import type { Repository } from '../repository/repository';
 import { isInside, resolvedRoot } from '../containment';
-import { type SourceInventory, type VirtualDisk, type VmInventory, inspectDisk } from '../sources/inventory';
+import type { SourceInventory, VmInventory } from '../sources/inventory';
+import { type VirtualDisk, inspectDisk } from '../sources/virtual-disk';
 import { checkInside } from './destinations';
 
 export const RESTORE_POLICIES = ['no-overwrite', 'overwrite'] as const;
@@ -349,7 +350,7 @@ async function slotTargetNow(vm: VmInventory | undefined, slot: string): Promise
 }
 
 /** The plan in words, for a person: what changed, who is affected, what confirming will do. */
-export function describePlan(plan: RestorePlan): string {
+function describePlan(plan: RestorePlan): string {
   const when = formatWhen(plan.backupCreatedAt);
   const sentences: string[] = [];
   for (const d of plan.drift) {

@@ -8,7 +8,7 @@ export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
 type FileType = { isFile(): boolean; isDirectory(): boolean; isFIFO(): boolean; isSocket(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isSymbolicLink(): boolean };
 
 /** "a FIFO", "a socket"…: what a file that is not a regular file is, in words. */
-export function fileKind(stat: FileType): string {
+function fileKind(stat: FileType): string {
   return stat.isFIFO() ? 'a FIFO'
     : stat.isSocket() ? 'a socket'
     : stat.isCharacterDevice() ? 'a character device'

@@ -103,3 +103,15 @@ function decodeXmlText(value: string): string {
     return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
   });
 }
+
+const escapeXml = (value: string) => value.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+
+/** A libvirt domain with the `<source file=…>` of the given target devs replaced. */
+export function rewriteLibvirtDisks(xml: string, pointers: Map<string, string>): string {
+  return xml.replace(/<disk\b[\s\S]*?<\/disk>/g, (block) => {
+    const dev = /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(block)?.[2];
+    const to = dev === undefined ? undefined : pointers.get(dev);
+    if (to === undefined) return block;
+    return block.replace(/(<source\b[^>]*\bfile=)(['"])(.*?)\2/, (_m, start: string, quote: string) => `${start}${quote}${escapeXml(to)}${quote}`);
+  });
+}

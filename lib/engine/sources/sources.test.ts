@@ -2,7 +2,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { qemuImg, tempDir } from '../../../test/helpers';
-import { scanSource, tooRecentToTrust, versionOf } from './inventory';
+import { scanSource } from './inventory';
+import { tooRecentToTrust, versionOf } from './version-token';
 import { parseLibvirtDomain } from './libvirt';
 import { parseVmx } from './vmware';
 

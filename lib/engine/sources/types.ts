@@ -1,9 +1,11 @@
+import type { DiskFormat } from '../formats/detect';
+
 export const SOURCE_TYPES = ['libvirt', 'vmware'] as const;
 export type SourceType = (typeof SOURCE_TYPES)[number];
 
 export type SourceSpec = { name: string; type: SourceType; path: string };
 
-export type DiskFormat = 'raw' | 'qcow2' | 'vmdk';
+export type { DiskFormat };
 
 /** One disk entry of a VM config, as the config states it (the "pointer" from the VM to its disk). */
 export type DiskSlot = {
@@ -34,3 +36,7 @@ export type VmConfig = {
   configBytes: Buffer;
   slots: DiskSlot[];
 };
+
+/** A problem of the source, not of one VM (an ambiguous disk GUID, a folder that cannot be read): the disks
+ *  concerned are still backed up, but the run reports the line and exits 2. */
+export type ScanProblem = { message: string; disks: string[] };

@@ -67,3 +67,11 @@ export function vmxNamedFiles(configBytes: Buffer): string[] {
   }
   return files;
 }
+
+/** A .vmx with the `<slot>.fileName` of the given slots replaced. */
+export function rewriteVmxDisks(vmx: string, pointers: Map<string, string>): string {
+  return vmx.replace(/^([A-Za-z]+\d+:\d+)\.fileName(\s*=\s*)"[^"]*"/gim, (line, slot: string, eq: string) => {
+    const to = pointers.get(slot.toLowerCase());
+    return to === undefined ? line : `${slot}.fileName${eq}"${to.replace(/"/g, '|22')}"`;
+  });
+}

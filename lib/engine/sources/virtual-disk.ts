@@ -1,0 +1,185 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { isInside } from '../containment';
+import { InputError, fileError } from '../errors';
+import { detectDiskFormat } from '../formats/detect';
+import { readQcow2Header } from '../formats/qcow2';
+import { readVmdkDescriptor } from '../formats/vmdk';
+import { openDiskFile } from './files';
+import type { DiskFormat, DiskSlot, ScanProblem } from './types';
+import { versionOf } from './version-token';
+
+/** One disk image as found in a source: its files, identity, version and parent link. */
+export type VirtualDisk = {
+  /** Canonical real path of the disk's main file (the key of the disk within a scan). */
+  path: string;
+  relativePath: string;
+  format: DiskFormat;
+  identifier: string;
+  versionToken: string;
+  /** The version token was taken too soon after the disk's last change to be trusted later (see versionOf). */
+  racilyClean: boolean;
+  /** Every file the disk consists of, main file first (VMDK extents follow their descriptor). */
+  files: string[];
+  logicalBytes: number;
+  virtualSize?: number;
+  /** The child's link to its parent: the name as written in the image, the parent's canonical path, and the
+   *  parent's format where the child names it (qcow2 backing format extension). */
+  parent?: { pointer: string; path: string; format?: DiskFormat };
+  vmdk?: { cid: string; parentCid: string; createType: string; longContentId?: string };
+};
+
+const MAX_CHAIN_DEPTH = 256;
+
+/** Reads the disks of one source root, each once, keyed by its canonical path. */
+export class DiskResolver {
+  readonly disks = new Map<string, VirtualDisk>();
+  private readonly slotIds = new Map<string, Set<string>>();
+
+  constructor(private readonly root: string) {}
+
+  /** Resolves a disk and its parents; returns canonical paths, the attached disk first. */
+  async resolveChain(diskPath: string, format: DiskFormat | undefined, referrer: string): Promise<string[]> {
+    const chain: string[] = [];
+    let next: { path: string; format?: DiskFormat; referrer: string; child?: VirtualDisk } | undefined = { path: diskPath, format, referrer };
+    while (next) {
+      const canonical = await this.canonical(next.path, next.referrer);
+      // A parent link as written may go through `..` or symlinks: disks are keyed by their canonical path.
+      if (next.child?.parent) next.child.parent.path = canonical;
+      if (chain.includes(canonical)) {
+        throw new InputError(`parent chain loops: ${[...chain, canonical].map((p) => path.relative(this.root, p)).join(' -> ')}`, { file: chain[0] });
+      }
+      if (chain.length >= MAX_CHAIN_DEPTH) throw new InputError(`parent chain deeper than ${MAX_CHAIN_DEPTH}`, { file: chain[0] });
+      chain.push(canonical);
+      const known = this.disks.get(canonical);
+      // One file read as two formats (raw by one VM, qcow2 by another) would give one VM the other's parent chain.
+      if (known && next.format && known.format !== next.format) {
+        throw new InputError(`named as ${next.format} here (by ${path.relative(this.root, next.referrer) || next.referrer}) but as ${known.format} elsewhere in the source`, { file: canonical });
+      }
+      const disk: VirtualDisk = known ?? (await this.readDisk(canonical, next.format));
+      this.disks.set(canonical, disk);
+      next = disk.parent ? { path: disk.parent.path, format: disk.parent.format, referrer: canonical, child: disk } : undefined;
+    }
+    return chain;
+  }
+
+  noteSlotIdentity(diskPath: string, slot: DiskSlot): void {
+    const id = slot.wwn ? `wwn:${slot.wwn}` : slot.serial ? `serial:${slot.serial}` : undefined;
+    if (!id) return;
+    const ids = this.slotIds.get(diskPath) ?? new Set();
+    ids.add(id);
+    this.slotIds.set(diskPath, ids);
+  }
+
+  /**
+   * One rule for every disk GUID (VMDK ddb.uuid, libvirt wwn and serial): a GUID names one file. The disk's own
+   * ddb.uuid wins over what a config says; a GUID claimed for two files (a copied VM folder), or a file given two
+   * GUIDs by its VMs, is ambiguous: those files are identified by their paths (kept apart, still backed up), and
+   * the line is a problem of the run (exit 2) until the admin gives each disk its own.
+   */
+  assignIdentifiers(): ScanProblem[] {
+    const problems: ScanProblem[] = [];
+    const claimed = new Map<string, string>(); // disk path → GUID
+    for (const disk of this.disks.values()) if (disk.identifier.startsWith('vmdk-uuid:')) claimed.set(disk.path, disk.identifier);
+    for (const [diskPath, ids] of this.slotIds) {
+      if (claimed.has(diskPath)) continue;
+      if (ids.size > 1) {
+        problems.push({ message: `${diskPath}: VMs give this disk different identifiers (${[...ids].join(', ')}); it is backed up under its path (give it one wwn/serial in every config)`, disks: [diskPath] });
+        continue;
+      }
+      claimed.set(diskPath, [...ids][0]);
+    }
+    const pathsById = new Map<string, string[]>();
+    for (const [diskPath, id] of claimed) pathsById.set(id, [...(pathsById.get(id) ?? []), diskPath]);
+    for (const [id, paths] of pathsById) {
+      if (paths.length > 1) {
+        const fix = id.startsWith('vmdk-uuid:') ? 'a copied VM folder? give the copy a new ddb.uuid' : 'give each disk its own wwn/serial';
+        problems.push({ message: `identifier ${id} is given to ${paths.length} disk files (${paths.join(', ')}); each is backed up under its path (${fix})`, disks: paths });
+        for (const diskPath of paths) {
+          const disk = this.disks.get(diskPath);
+          if (disk) disk.identifier = `path:${disk.relativePath}`;
+        }
+        continue;
+      }
+      const disk = this.disks.get(paths[0]);
+      if (disk) disk.identifier = id;
+    }
+    return problems;
+  }
+
+  private async canonical(diskPath: string, referrer: string): Promise<string> {
+    let real: string;
+    try {
+      real = await fs.realpath(diskPath);
+    } catch (err) {
+      const problem = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'disk file not found' : fileError(diskPath, err).message.split(': ').pop();
+      throw new InputError(`${problem} (named by ${path.relative(this.root, referrer) || referrer})`, { file: diskPath });
+    }
+    if (!isInside(this.root, real)) {
+      const why = isInside(this.root, path.resolve(diskPath)) ? 'symlink leads outside the source root' : 'disk path is outside the source root';
+      throw new InputError(`${why} ${this.root}`, { file: diskPath });
+    }
+    return real;
+  }
+
+  private async readDisk(canonical: string, hint: DiskFormat | undefined): Promise<VirtualDisk> {
+    const fh = await openDiskFile(canonical);
+    try {
+      const stat = await fh.stat();
+      const detected = await detectDiskFormat(fh, canonical);
+      // A config that says raw is honoured as raw, whatever the bytes (as the hypervisor reads it: a guest may write
+      // anything, a qcow2 header too, into its raw disk); any other claim must match the bytes.
+      const format = hint === 'raw' ? 'raw' : hint ?? detected;
+      if (format !== 'raw' && format !== detected) throw new InputError(`config says ${format} but the file is ${detected === 'raw' ? 'not a valid ' + format + ' image' : detected}`, { file: canonical });
+      const relativePath = path.relative(this.root, canonical);
+      const base = { path: canonical, relativePath, format, identifier: `path:${relativePath}` };
+      if (format === 'qcow2') {
+        const header = await readQcow2Header(fh, canonical);
+        const parent = header.backingFile ? { ...this.parentLink(header.backingFile, canonical), format: knownFormat(header.backingFormat) } : undefined;
+        const files = [canonical];
+        return { ...base, files, parent, virtualSize: header.virtualSize, ...(await versionOf(files)) };
+      }
+      if (format === 'vmdk') {
+        const descriptor = await readVmdkDescriptor(fh, canonical);
+        const files = [canonical];
+        for (const extent of descriptor.extents) {
+          if (!extent.file) continue;
+          const extentPath = await this.canonical(path.resolve(path.dirname(canonical), extent.file), canonical);
+          if (!files.includes(extentPath)) files.push(extentPath);
+        }
+        const parent = descriptor.parentFileNameHint ? this.parentLink(descriptor.parentFileNameHint, canonical) : undefined;
+        const identifier = descriptor.ddbUuid ? `vmdk-uuid:${descriptor.ddbUuid.replace(/[^0-9a-f]/gi, '').toLowerCase()}` : base.identifier;
+        return {
+          ...base, identifier, files, parent,
+          virtualSize: descriptor.extents.reduce((sum, e) => sum + e.sectors * 512, 0),
+          vmdk: { cid: descriptor.cid, parentCid: descriptor.parentCid, createType: descriptor.createType, longContentId: descriptor.longContentId },
+          ...(await versionOf(files, descriptor.cid)),
+        };
+      }
+      const files = [canonical];
+      return { ...base, files, virtualSize: stat.size, ...(await versionOf(files)) };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private parentLink(pointer: string, child: string): { pointer: string; path: string } {
+    if (/^[a-z][a-z0-9+.-]*:/i.test(pointer) && !pointer.startsWith('/')) {
+      throw new InputError(`parent '${pointer}' is not a file path (protocol and json: backing files are not supported)`, { file: child });
+    }
+    return { pointer, path: path.resolve(path.dirname(child), pointer) };
+  }
+}
+
+function knownFormat(format: string | undefined): DiskFormat | undefined {
+  return format === 'raw' || format === 'qcow2' || format === 'vmdk' ? format : undefined;
+}
+
+/** Reads one disk (and its parent chain) as it is now; undefined when its file no longer exists. */
+export async function inspectDisk(root: string, diskPath: string, format?: DiskFormat): Promise<{ disk: VirtualDisk; chain: VirtualDisk[] } | undefined> {
+  if (!(await fs.access(diskPath).then(() => true, () => false))) return undefined;
+  const resolver = new DiskResolver(root);
+  const paths = await resolver.resolveChain(diskPath, format, diskPath);
+  const chain = paths.map((p) => resolver.disks.get(p)!);
+  return { disk: chain[0], chain };
+}
