@@ -6,48 +6,19 @@
  *
  * BENCH_DIR (default bench/.work) keeps the fleet between runs; BENCH_SCALE=0.25 makes a smaller fleet.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { buildFleet } from '../lib/demo/fleet';
+import { du, medianOf, timed } from './timing';
 
 const run = promisify(execFile);
 const root = path.resolve(process.env.BENCH_DIR ?? 'bench/.work');
 const scale = Number(process.env.BENCH_SCALE ?? 1);
 const fleetDir = path.join(root, `fleet-x${scale}`);
 const MB = 1e6;
-
-type Timed = { seconds: number; peakRssBytes: number; stdout: string };
-
-/**
- * Runs a command under GNU time: wall seconds and peak RSS (KiB from %M). Dirty pages left by the previous
- * step are flushed first, so no tool pays for another's writeback.
- */
-async function timed(command: string, args: string[], env: Record<string, string> = {}): Promise<Timed> {
-  await run('sync');
-  const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn('/usr/bin/time', ['-f', '%M', command, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
-    child.on('exit', (code) => {
-      const seconds = (performance.now() - started) / 1000;
-      const lines = stderr.trim().split('\n');
-      const peakKiB = Number(lines[lines.length - 1]);
-      if (code !== 0) reject(new Error(`${command} ${args.join(' ')} failed (${code}): ${stderr.slice(-500)}`));
-      else resolve({ seconds, peakRssBytes: peakKiB * 1024, stdout });
-    });
-  });
-}
-
-async function du(dir: string): Promise<number> {
-  const { stdout } = await run('du', ['-sb', dir]);
-  return Number(stdout.split('\t')[0]);
-}
 
 async function fleetBytes(): Promise<number> {
   return du(path.join(fleetDir, 'libvirt'));
@@ -77,14 +48,6 @@ const REBACKUP_RUNS = 5;
 /** Restores write a gigabyte of new page cache: the first touch of fresh memory on this VM costs seconds of
  *  system time for whichever tool runs first, so every tool's restore is the median of 3. */
 const RESTORE_RUNS = 3;
-
-/** Unchanged re-backups are short and noisy here: the median of several runs, for every tool alike. */
-async function medianOf(runs: number, once: () => Promise<Timed>): Promise<Timed> {
-  const results: Timed[] = [];
-  for (let i = 0; i < runs; i++) results.push(await once());
-  results.sort((a, b) => a.seconds - b.seconds);
-  return { ...results[Math.floor(runs / 2)], peakRssBytes: Math.max(...results.map((r) => r.peakRssBytes)) };
-}
 
 async function benchVmdedup(): Promise<Result> {
   const home = path.join(root, 'vmdedup-home');
