@@ -179,6 +179,22 @@ describe('VMDK parent rewrite', () => {
     expect(image).toMatchObject({ 'backing-filename': 'base.vmdk', 'format-specific': { data: { 'parent-cid': parseInt(base.cid, 16) } } });
     expect(parent.filename).toBe(path.join(dir, 'base.vmdk'));
   });
+
+  // Until de94617 the rewrite trusted the sparse header: it wrote a descriptor past the end of the file (growing it)
+  // or, with no embedded descriptor, returned having set no parent. Now it refuses both, as the reader always did.
+  it.each([
+    ['lies outside the file', 100, 1, /truncated or corrupt VMDK embedded descriptor/],
+    ['is absent', 0, 0, /has no embedded descriptor/],
+  ])('refuses a sparse extent whose embedded descriptor %s and leaves the file as it was', async (_case, offsetSectors, sizeSectors, refusal) => {
+    const file = path.join(await tempDir(), 'child.vmdk');
+    const header = Buffer.alloc(512);
+    header.write('KDMV', 0, 'latin1');
+    header.writeBigUInt64LE(BigInt(offsetSectors), 28);
+    header.writeBigUInt64LE(BigInt(sizeSectors), 36);
+    await fs.writeFile(file, header);
+    await expect(setVmdkParent(file, { hint: 'base.vmdk', cid: '12345678' })).rejects.toThrow(refusal);
+    expect((await fs.readFile(file)).equals(header)).toBe(true);
+  });
 });
 
 describe('disk format detection', () => {
