@@ -5,6 +5,14 @@ import type pg from 'pg';
  * the backup's (record-backup-image.ts). Set-based: one statement for any number of rows.
  */
 
+/**
+ * Rows are written, and so locked, in key order: two transactions writing overlapping sets (a scan and a backup's
+ * batch, two backups) wait for each other instead of deadlocking.
+ */
+function inKeyOrder<T>(rows: T[], key: (row: T) => [string, string]): T[] {
+  return rows.map((row) => ({ row, key: key(row).join('\0') })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map(({ row }) => row);
+}
+
 export type VmRow = { sourceId: string; name: string; uuid: string; configPath: string };
 
 /**
@@ -22,6 +30,7 @@ export async function upsertVms(
   options: { onConflict: VmConflict; seen?: boolean },
 ): Promise<{ id: string; sourceId: string; name: string }[]> {
   if (rows.length === 0) return [];
+  rows = inKeyOrder(rows, (r) => [r.sourceId, r.name]);
   const onConflict = {
     details: `DO UPDATE SET "uuid" = EXCLUDED."uuid", "configPath" = EXCLUDED."configPath", "lastSeenAt" = COALESCE(EXCLUDED."lastSeenAt", "Vm"."lastSeenAt")`,
     lock: 'DO UPDATE SET "name" = EXCLUDED."name"',
@@ -59,6 +68,7 @@ export async function upsertDisks(
   options: { onConflict: DiskConflict },
 ): Promise<{ id: string; sourceId: string; identifier: string; path: string }[]> {
   if (rows.length === 0) return [];
+  rows = inKeyOrder(rows, (r) => [r.sourceId, r.identifier]);
   const attributes = '"path" = EXCLUDED."path", "format" = EXCLUDED."format", "common" = EXCLUDED."common"';
   const set = {
     attributes,

@@ -43,6 +43,28 @@ export async function recordBackupImages(sql: CatalogSql, items: ImageRecord[]):
 }
 
 /**
+ * Indexes a run's batch of images in one transaction (a VDI pool's clones: one commit for hundreds of VMs). An image
+ * the database refuses is skipped and reported; the others are recorded. Rows are locked in key order (fleet-rows.ts),
+ * so concurrent recorders wait for each other; a deadlock with a statement that locks in another order (PostgreSQL
+ * picks a victim) is retried.
+ */
+export async function recordBackupImageBatch(sql: CatalogSql, items: ImageRecord[]): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await inTransaction(sql, async (client) => {
+        await beginIndexWrite(client);
+        return recordBatchIn(client, items);
+      });
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== DEADLOCK_DETECTED || attempt === DEADLOCK_ATTEMPTS) throw err;
+    }
+  }
+}
+
+const DEADLOCK_DETECTED = '40P01';
+const DEADLOCK_ATTEMPTS = 3;
+
+/**
  * The first statement of every transaction that records images: the index lock, shared (catalog rebuild
  * takes it exclusively; see locks.ts). The repository already holds these images durably (fsynced before we
  * are called), and every command reconciles a record a crash loses, so the commit need not wait for its own

@@ -9,7 +9,7 @@ import { InputError } from '../../engine/errors';
 import type { Repository } from '../../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../../engine/sources/inventory';
 import { AppError } from '../../errors';
-import { findStoredVersions, recordBackupImage } from '../../catalog/record-backup-image';
+import { findStoredVersions, recordBackupImageBatch } from '../../catalog/record-backup-image';
 import { reconcileCatalog } from './reconcile-catalog';
 import { recordInventory } from '../../catalog/record-inventory';
 import { type SourceRow } from '../sources/list-sources';
@@ -100,7 +100,11 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
           rereadAfterDays: options.rereadAfterDays,
           runId,
           lookupStoredDisks: (disks) => catalogCall(() => findStoredVersions(sql, { sourceId: source.id, disks })),
-          onImage: async (image) => { await catalogCall(() => recordBackupImage(sql, { sourceId: source.id, image })); },
+          onImages: async (images) => {
+            const { skipped } = await catalogCall(() => recordBackupImageBatch(sql, images.map((image) => ({ sourceId: source.id, image }))));
+            const refused = new Map(skipped.map((image) => [image.id, image.error]));
+            return images.map((image) => (refused.has(image.id) ? new Error(refused.get(image.id)) : undefined));
+          },
           onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
           onWarning: warn,
           signal: options.signal,
