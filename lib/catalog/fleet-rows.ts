@@ -100,3 +100,31 @@ export async function linkVmDisks(client: pg.ClientBase, links: VmDiskLink[]): P
     [links.map((l) => l.vmId), links.map((l) => l.diskId), links.map((l) => l.via), links.map((l) => l.slot)],
   );
 }
+
+/**
+ * The VMs of these names that the latest scan of their source saw, with the config it read them from: where a
+ * backup of a few VMs reads them again without scanning the whole source.
+ */
+export async function findSeenVms(client: pg.ClientBase | pg.Pool, options: { sourceIds: string[]; names: string[] }): Promise<{ sourceId: string; name: string; configPath: string }[]> {
+  const { rows } = await client.query<{ sourceId: string; name: string; configPath: string }>(
+    `SELECT v."sourceId", v."name", v."configPath" FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId"
+     WHERE v."sourceId" = ANY($1::text[]) AND v."name" = ANY($2::text[]) AND s."scannedAt" IS NOT NULL AND v."lastSeenAt" >= s."scannedAt"`,
+    [options.sourceIds, options.names],
+  );
+  return rows;
+}
+
+/**
+ * Which VMs the latest scan of a source saw using these disks (by path), and the disks it knows by these
+ * identifiers: what a backup of a few VMs knows of the rest of the source without reading it.
+ */
+export async function findDiskUsers(client: pg.ClientBase | pg.Pool, options: { sourceId: string; paths: string[]; identifiers: string[] }): Promise<{ path: string; identifier: string; vm: string | null }[]> {
+  const { rows } = await client.query<{ path: string; identifier: string; vm: string | null }>(
+    `SELECT d."path", d."identifier", v."name" AS vm FROM "Disk" d JOIN "Source" s ON s."id" = d."sourceId"
+     LEFT JOIN "VmDisk" vd ON vd."diskId" = d."id"
+     LEFT JOIN "Vm" v ON v."id" = vd."vmId" AND v."lastSeenAt" >= s."scannedAt"
+     WHERE d."sourceId" = $1 AND (d."path" = ANY($2::text[]) OR d."identifier" = ANY($3::text[]))`,
+    [options.sourceId, options.paths, options.identifiers],
+  );
+  return rows;
+}

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { BlockPool } from '../chunking/block-pool';
 import { InputError, RunFault, fileError } from '../errors';
-import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION } from '../repository/manifests';
+import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION, USED_BY_LISTED } from '../repository/manifests';
 import { type Repository, newBackupImageId } from '../repository/repository';
 import type { SourceInventory, VmInventory } from '../sources/inventory';
 import type { VirtualDisk } from '../sources/virtual-disk';
@@ -232,7 +232,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           files,
           vmdk: disk.vmdk ? { cid: disk.vmdk.cid, parentCid: disk.vmdk.parentCid, createType: disk.vmdk.createType } : undefined,
           common: usedBy.length > 1,
-          usedBy,
+          usedBy: usedBy.slice(0, USED_BY_LISTED),
+          ...(usedBy.length > USED_BY_LISTED ? { usedByCount: usedBy.length } : {}),
           parent: disk.parent && parent ? {
             pointer: disk.parent.pointer, path: parent.path, identifier: parent.identifier, versionToken: parent.versionToken,
             digest: parentOutcome?.ok ? parentOutcome.digest : undefined,

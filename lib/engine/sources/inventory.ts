@@ -44,10 +44,36 @@ export async function scanSource(source: SourceSpec, options: { signal?: AbortSi
   const warnings: string[] = [];
   const problems: ScanProblem[] = [];
   const configs = await findConfigs(root, CONFIG_EXTENSION[source.type], warnings, problems);
+  return scanConfigFiles(source, root, configs, warnings, problems, options.signal);
+}
+
+/**
+ * Reads only the given configs of a source (absolute canonical paths, where the catalog last saw the VMs) and their
+ * disks: the backup of a few VMs of a large source, without reading the rest of it. The inventory holds those VMs
+ * and disks only (`usedBy` counts them alone: the caller adds what it knows of the others). Undefined when any of
+ * them is not a plain config file inside the source root any more (moved, replaced by a symlink, gone): the caller
+ * then scans the whole source.
+ */
+export async function scanSomeConfigs(source: SourceSpec, configPaths: string[], options: { signal?: AbortSignal } = {}): Promise<SourceInventory | undefined> {
+  const root = await sourceRoot(source.path);
+  const extension = CONFIG_EXTENSION[source.type];
+  const configs: ConfigFile[] = [];
+  for (const configPath of [...new Set(configPaths)].sort()) {
+    if (!path.isAbsolute(configPath) || !isInside(root, configPath) || !configPath.toLowerCase().endsWith(extension)) return undefined;
+    // Hidden folders are not part of a source (findConfigs skips them).
+    if (path.relative(root, configPath).split(path.sep).some((part) => part.startsWith('.'))) return undefined;
+    const stat = await fs.lstat(configPath).catch(() => undefined);
+    if (!stat?.isFile() || (await fs.realpath(configPath).catch(() => undefined)) !== configPath) return undefined;
+    configs.push({ path: configPath });
+  }
+  return scanConfigFiles(source, root, configs, [], [], options.signal);
+}
+
+async function scanConfigFiles(source: SourceSpec, root: string, configs: ConfigFile[], warnings: string[], problems: ScanProblem[], signal?: AbortSignal): Promise<SourceInventory> {
   const resolver = new DiskResolver(root);
   const vms: VmInventory[] = [];
   for (const config of configs) {
-    options.signal?.throwIfAborted();
+    signal?.throwIfAborted();
     const vm = await scanVm(source, config, resolver);
     if (vm) vms.push(vm);
   }
