@@ -179,10 +179,16 @@ export class Repository {
   }
 
   async *listBackupImages(): AsyncIterable<string> {
-    for await (const key of this.store.list('images/')) {
-      const match = /^images\/(.+)\.json$/.exec(key);
-      if (match) yield match[1];
+    for (const id of await this.backupImageIds()) yield id;
+  }
+
+  /** Every backup image's id, sorted: one step per page of the listing. */
+  async backupImageIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const page of this.store.list('images/')) {
+      for (const key of page) if (key.startsWith('images/') && key.endsWith('.json') && key.length > 12) ids.push(key.slice(7, -5));
     }
+    return ids.sort();
   }
 
   /** A manifest's JSON, not yet trusted: its shape is checked by the caller (parseBackupImage, parseStoredDisk). */
