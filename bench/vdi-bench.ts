@@ -145,6 +145,7 @@ async function benchBorg(): Promise<Result> {
 async function main(): Promise<void> {
   await fs.mkdir(root, { recursive: true });
   await ensurePool();
+  if (process.argv.includes('--build-only')) return;
   const logical = await du(sourceDir);
   await run('bash', ['-c', `find ${JSON.stringify(sourceDir)} -type f -exec cat {} + > /dev/null`]);
   const results: Result[] = [];

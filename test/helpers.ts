@@ -163,9 +163,11 @@ export async function readStoredBlock(repo: Repository, pool: BlockPool, id: Chu
 /** The digests of a repository's stored disks, from its blob store's listing (`disks/<digest>.json`). */
 export async function storedDiskDigests(repo: Repository): Promise<string[]> {
   const digests: string[] = [];
-  for await (const key of repo.store.list('disks/')) {
-    const match = /^disks\/([0-9a-f]{64})\.json$/.exec(key);
-    if (match) digests.push(match[1]);
+  for await (const page of repo.store.list('disks/')) {
+    for (const key of page) {
+      const match = /^disks\/([0-9a-f]{64})\.json$/.exec(key);
+      if (match) digests.push(match[1]);
+    }
   }
   return digests;
 }

@@ -5,6 +5,14 @@ import type pg from 'pg';
  * the backup's (record-backup-image.ts). Set-based: one statement for any number of rows.
  */
 
+/**
+ * Rows are written, and so locked, in key order: two transactions writing overlapping sets (a scan and a backup's
+ * batch, two backups) wait for each other instead of deadlocking.
+ */
+function inKeyOrder<T>(rows: T[], key: (row: T) => [string, string]): T[] {
+  return rows.map((row) => ({ row, key: key(row).join('\0') })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map(({ row }) => row);
+}
+
 export type VmRow = { sourceId: string; name: string; uuid: string; configPath: string };
 
 /**
@@ -22,6 +30,7 @@ export async function upsertVms(
   options: { onConflict: VmConflict; seen?: boolean },
 ): Promise<{ id: string; sourceId: string; name: string }[]> {
   if (rows.length === 0) return [];
+  rows = inKeyOrder(rows, (r) => [r.sourceId, r.name]);
   const onConflict = {
     details: `DO UPDATE SET "uuid" = EXCLUDED."uuid", "configPath" = EXCLUDED."configPath", "lastSeenAt" = COALESCE(EXCLUDED."lastSeenAt", "Vm"."lastSeenAt")`,
     lock: 'DO UPDATE SET "name" = EXCLUDED."name"',
@@ -59,6 +68,7 @@ export async function upsertDisks(
   options: { onConflict: DiskConflict },
 ): Promise<{ id: string; sourceId: string; identifier: string; path: string }[]> {
   if (rows.length === 0) return [];
+  rows = inKeyOrder(rows, (r) => [r.sourceId, r.identifier]);
   const attributes = '"path" = EXCLUDED."path", "format" = EXCLUDED."format", "common" = EXCLUDED."common"';
   const set = {
     attributes,
@@ -89,4 +99,32 @@ export async function linkVmDisks(client: pg.ClientBase, links: VmDiskLink[]): P
      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING`,
     [links.map((l) => l.vmId), links.map((l) => l.diskId), links.map((l) => l.via), links.map((l) => l.slot)],
   );
+}
+
+/**
+ * The VMs of these names that the latest scan of their source saw, with the config it read them from: where a
+ * backup of a few VMs reads them again without scanning the whole source.
+ */
+export async function findSeenVms(client: pg.ClientBase | pg.Pool, options: { sourceIds: string[]; names: string[] }): Promise<{ sourceId: string; name: string; configPath: string }[]> {
+  const { rows } = await client.query<{ sourceId: string; name: string; configPath: string }>(
+    `SELECT v."sourceId", v."name", v."configPath" FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId"
+     WHERE v."sourceId" = ANY($1::text[]) AND v."name" = ANY($2::text[]) AND s."scannedAt" IS NOT NULL AND v."lastSeenAt" >= s."scannedAt"`,
+    [options.sourceIds, options.names],
+  );
+  return rows;
+}
+
+/**
+ * Which VMs the latest scan of a source saw using these disks (by path), and the disks it knows by these
+ * identifiers: what a backup of a few VMs knows of the rest of the source without reading it.
+ */
+export async function findDiskUsers(client: pg.ClientBase | pg.Pool, options: { sourceId: string; paths: string[]; identifiers: string[] }): Promise<{ path: string; identifier: string; vm: string | null }[]> {
+  const { rows } = await client.query<{ path: string; identifier: string; vm: string | null }>(
+    `SELECT d."path", d."identifier", v."name" AS vm FROM "Disk" d JOIN "Source" s ON s."id" = d."sourceId"
+     LEFT JOIN "VmDisk" vd ON vd."diskId" = d."id"
+     LEFT JOIN "Vm" v ON v."id" = vd."vmId" AND v."lastSeenAt" >= s."scannedAt"
+     WHERE d."sourceId" = $1 AND (d."path" = ANY($2::text[]) OR d."identifier" = ANY($3::text[]))`,
+    [options.sourceId, options.paths, options.identifiers],
+  );
+  return rows;
 }

@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { type CatalogSql, inTransaction } from './db';
 import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
-import { linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';
+import { type VmDiskLink, linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';
 
 /** One backup image to index, with the catalog id of the source it belongs to. */
@@ -41,6 +41,28 @@ export async function recordBackupImages(sql: CatalogSql, items: ImageRecord[]):
   }
   return result;
 }
+
+/**
+ * Indexes a run's batch of images in one transaction (a VDI pool's clones: one commit for hundreds of VMs). An image
+ * the database refuses is skipped and reported; the others are recorded. Rows are locked in key order (fleet-rows.ts),
+ * so concurrent recorders wait for each other; a deadlock with a statement that locks in another order (PostgreSQL
+ * picks a victim) is retried.
+ */
+export async function recordBackupImageBatch(sql: CatalogSql, items: ImageRecord[]): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await inTransaction(sql, async (client) => {
+        await beginIndexWrite(client);
+        return recordBatchIn(client, items);
+      });
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== DEADLOCK_DETECTED || attempt === DEADLOCK_ATTEMPTS) throw err;
+    }
+  }
+}
+
+const DEADLOCK_DETECTED = '40P01';
+const DEADLOCK_ATTEMPTS = 3;
 
 /**
  * The first statement of every transaction that records images: the index lock, shared (catalog rebuild
@@ -129,19 +151,22 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   const current = new Set(currentOfVm.values());
   const currentVms = [...current];
 
+  const currentVmIds = col(currentVms, (i) => vmId.get(vmKey(i))!);
   if (currentVms.length > 0) {
-    // This VM's own backup says exactly which disks it uses now.
+    // Rows change only where the VM did (an unchanged pool rewrites nothing).
     await client.query(
-      `WITH details AS (
-         UPDATE "Vm" v SET "uuid" = c.uuid, "configPath" = c.config FROM unnest($1::text[], $2::text[], $3::text[]) AS c(id, uuid, config) WHERE v."id" = c.id)
-       DELETE FROM "VmDisk" WHERE "vmId" = ANY($1::text[])`,
-      [col(currentVms, (i) => vmId.get(vmKey(i))!), col(currentVms, (i) => i.image.vm.uuid), col(currentVms, (i) => i.image.vm.configPath)],
+      `UPDATE "Vm" v SET "uuid" = c.uuid, "configPath" = c.config FROM unnest($1::text[], $2::text[], $3::text[]) AS c(id, uuid, config)
+       WHERE v."id" = c.id AND (v."uuid", v."configPath") IS DISTINCT FROM (c.uuid, c.config)`,
+      [currentVmIds, col(currentVms, (i) => i.image.vm.uuid), col(currentVms, (i) => i.image.vm.configPath)],
     );
   }
 
   type Use = { item: ImageRecord; entry: BackupDiskEntry };
   const uses: Use[] = fresh.flatMap((item) => item.image.disks.map((entry) => ({ item, entry })));
-  if (uses.length === 0) return fresh.map((item) => item.image.id);
+  if (uses.length === 0) {
+    await setVmDisks(client, currentVmIds, []);
+    return fresh.map((item) => item.image.id);
+  }
   const diskKey = (use: Use) => `${use.item.sourceId}\0${use.entry.identifier}`;
 
   // Disks: a current image sets their path, format and common flag; an older one only creates them when missing.
@@ -173,7 +198,8 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   await client.query(
     `INSERT INTO "StoredDisk" ("digest", "format", "logicalBytes", "storedBytes", "createdAt")
      SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::timestamp(3)[])
-     ON CONFLICT ("digest") DO UPDATE SET "storedBytes" = CASE WHEN EXCLUDED."storedBytes" > 0 THEN EXCLUDED."storedBytes" ELSE "StoredDisk"."storedBytes" END`,
+     ON CONFLICT ("digest") DO UPDATE SET "storedBytes" = EXCLUDED."storedBytes"
+     WHERE EXCLUDED."storedBytes" > 0 AND EXCLUDED."storedBytes" <> "StoredDisk"."storedBytes"`,
     [col(stored, (s) => s.use.entry.digest), col(stored, (s) => s.use.entry.format), col(stored, (s) => s.use.entry.logicalBytes), col(stored, (s) => s.storedBytes), col(stored, (s) => s.use.item.image.createdAt)],
   );
 
@@ -189,7 +215,9 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
      ON CONFLICT ("diskId", "versionToken") DO UPDATE SET
        "digest" = CASE WHEN EXCLUDED."readAt" >= "DiskVersion"."readAt" THEN EXCLUDED."digest" ELSE "DiskVersion"."digest" END,
        "racilyClean" = CASE WHEN EXCLUDED."readAt" >= "DiskVersion"."readAt" THEN EXCLUDED."racilyClean" ELSE "DiskVersion"."racilyClean" END,
-       "readAt" = GREATEST(EXCLUDED."readAt", "DiskVersion"."readAt")`,
+       "readAt" = GREATEST(EXCLUDED."readAt", "DiskVersion"."readAt")
+     WHERE EXCLUDED."readAt" >= "DiskVersion"."readAt"
+       AND (EXCLUDED."digest", EXCLUDED."racilyClean", EXCLUDED."readAt") IS DISTINCT FROM ("DiskVersion"."digest", "DiskVersion"."racilyClean", "DiskVersion"."readAt")`,
     [
       col(versionRows, idOf), col(versionRows, (u) => u.entry.versionToken), col(versionRows, (u) => u.entry.digest),
       col(versionRows, (u) => (u.entry.readAt ? new Date(u.entry.readAt) : new Date(u.item.image.createdAt))), col(versionRows, (u) => u.entry.racilyClean ?? true),
@@ -197,10 +225,13 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   );
 
   const currentUses = uses.filter((use) => current.has(use.item));
+  // A VM's own newest backup says exactly which disks it uses now.
+  await setVmDisks(client, currentVmIds, currentUses.map((u) => ({ vmId: vmId.get(vmKey(u.item))!, diskId: idOf(u), via: u.entry.via, slot: u.entry.slot ?? null })));
   if (currentUses.length > 0) {
-    await linkVmDisks(client, currentUses.map((u) => ({ vmId: vmId.get(vmKey(u.item))!, diskId: idOf(u), via: u.entry.via, slot: u.entry.slot ?? null })));
     // The other VMs that share a disk, as the source showed them at backup time.
-    const shares = currentUses.flatMap((u) => u.entry.usedBy.filter((name) => name !== u.item.image.vm.name).map((name) => ({ sourceId: u.item.sourceId, name, diskId: idOf(u) })));
+    // Once per VM and disk: a pool's clones all name the same sharers of its golden image.
+    const shares = [...new Map(currentUses.flatMap((u) => u.entry.usedBy.filter((name) => name !== u.item.image.vm.name)
+      .map((name) => [`${u.item.sourceId}\0${name}\0${idOf(u)}`, { sourceId: u.item.sourceId, name, diskId: idOf(u) }] as const))).values()];
     if (shares.length > 0) {
       const named = [...new Map(shares.map((s) => [`${s.sourceId}\0${s.name}`, s])).values()];
       await upsertVms(client, named.map((s) => ({ sourceId: s.sourceId, name: s.name, uuid: '', configPath: '' })), { onConflict: 'skip' });
@@ -226,6 +257,21 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
     ],
   );
   return fresh.map((item) => item.image.id);
+}
+
+/**
+ * The VmDisk rows of these VMs become exactly `links` (their own uses): rows that differ are deleted, missing ones
+ * inserted; the same rows are left as they are.
+ */
+async function setVmDisks(client: pg.PoolClient, vmIds: string[], links: VmDiskLink[]): Promise<void> {
+  if (vmIds.length === 0) return;
+  await client.query(
+    `DELETE FROM "VmDisk" vd WHERE vd."vmId" = ANY($1::text[]) AND NOT EXISTS (
+       SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS l(vm, disk, via, slot)
+       WHERE l.vm = vd."vmId" AND l.disk = vd."diskId" AND l.via = vd."via" AND l.slot IS NOT DISTINCT FROM vd."slot")`,
+    [vmIds, links.map((l) => l.vmId), links.map((l) => l.diskId), links.map((l) => l.via), links.map((l) => l.slot)],
+  );
+  await linkVmDisks(client, links);
 }
 
 function col<T, V>(rows: T[], pick: (row: T) => V): V[] {

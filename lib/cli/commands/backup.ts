@@ -35,7 +35,10 @@ export const backupCommand: Command = {
       signal,
       onWarning: (message) => { if (!values.json) io.stderr.write(`warning: ${message}\n`); },
       onProgress: showProgress
-        ? (p) => io.stderr.write(`\r${progressLine({ done: p.bytesDone, total: p.bytesTotal, rate: p.bytesPerSecond, eta: p.etaSeconds, label: p.disk })}\x1b[K`)
+        ? (p) => io.stderr.write(`\r${progressLine({
+          done: p.bytesDone, total: p.bytesTotal, rate: p.bytesPerSecond, eta: p.etaSeconds, label: p.disk,
+          items: { done: p.vmsDone, total: p.vmsTotal, perSecond: p.vmsPerSecond, noun: 'VMs' },
+        })}\x1b[K`)
         : undefined,
     });
     if (showProgress) io.stderr.write('\n');

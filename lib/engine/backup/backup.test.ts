@@ -151,7 +151,7 @@ describe('backupVms under repository faults', () => {
     // The 4th chunk is vm2's first: the disk is full from there on.
     const { store, repo } = await faultyRepo([{ op: 'put', keyPrefix: 'chunks/', call: 4, error: 'ENOSPC', persistent: true }]);
     const recorded: BackupImageManifest[] = [];
-    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, onImage: async (image) => { recorded.push(image); } });
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, onImages: async (images) => { recorded.push(...images); } });
     expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'stopped the run'], ['vm3', 'not backed up']]);
     expect(results[1]).toMatchObject({ error: `repository ${store.location}: no space left on device (ENOSPC)` });
     expect(results[2]).toMatchObject({ attempted: false, error: `not backed up: the run stopped at vm2 (repository ${store.location}: no space left on device (ENOSPC))` });
@@ -166,7 +166,7 @@ describe('backupVms under repository faults', () => {
   it('an I/O error writing a backup image fails that VM only as far as the repository goes, and nothing is recorded for it', async () => {
     const { repo, store } = await faultyRepo([{ op: 'put', keyPrefix: 'images/', call: 2, error: 'EIO' }]);
     const recorded: string[] = [];
-    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, onImage: async (image) => { recorded.push(image.vm.name); } });
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, onImages: async (images) => { recorded.push(...images.map((image) => image.vm.name)); } });
     expect(results[1]).toMatchObject({ ok: false, stoppedRun: true, error: `repository ${store.location}: input/output error (EIO)` });
     // vm3's disks may have been read while vm2's image was written; its image is not written after the stop.
     expect(results[2]).toMatchObject({ ok: false, attempted: false });
@@ -188,7 +188,7 @@ describe('backupVms under repository faults', () => {
     let calls = 0;
     const results = await backupVms({
       inventory: await threeVmSource(), repo, lookupStoredDisks: none,
-      onImage: async () => { if (++calls === 2) throw new RunFault('catalog connection lost (connect ECONNREFUSED 127.0.0.1:5432)'); },
+      onImages: async () => { if (++calls === 2) throw new RunFault('catalog connection lost (connect ECONNREFUSED 127.0.0.1:5432)'); },
     });
     expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'stopped the run'], ['vm3', 'not backed up']]);
     const vm2 = results[1] as Extract<VmBackupResult, { ok: false }>;
@@ -201,7 +201,7 @@ describe('backupVms under repository faults', () => {
     let calls = 0;
     const results = await backupVms({
       inventory: await threeVmSource(), repo, lookupStoredDisks: none,
-      onImage: async () => { if (++calls === 2) throw new Error('duplicate key value violates unique constraint "Vm_sourceId_name_key"'); },
+      onImages: async () => { if (++calls === 2) throw new Error('duplicate key value violates unique constraint "Vm_sourceId_name_key"'); },
     });
     expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'failed'], ['vm3', 'saved']]);
     expect(results[1]).toMatchObject({ backupId: expect.any(String) });
@@ -239,7 +239,7 @@ describe('backupVms under repository faults', () => {
     let recorded = 0;
     await backupVms({
       inventory: await threeVmSource(), repo, lookupStoredDisks: none,
-      onImage: async (image) => { recorded++; if (!durable.has(backupImageKey(image.id))) violations.push(`image ${image.id} recorded before it is durable`); },
+      onImages: async (images) => { for (const image of images) { recorded++; if (!durable.has(backupImageKey(image.id))) violations.push(`image ${image.id} recorded before it is durable`); } },
     });
     expect(recorded).toBe(3);
     expect(violations).toEqual([]);
@@ -256,5 +256,55 @@ describe('backupVms under repository faults', () => {
     const reads = await Promise.allSettled(file.blocks.map((id, i) => readStoredBlock(repo, pool, id!, Math.min(blockSize, file.size - i * blockSize))))
       .finally(() => pool.close());
     expect(reads.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([expect.stringMatching(/chunk [0-9a-f]{12} is corrupt/)]);
+  });
+});
+
+/** `count` VMs that all use one shared disk only: the first reads it, the others read nothing. */
+async function poolSource(count: number) {
+  const root = await tempDir();
+  await writeData(path.join(root, 'base.raw'), MiB, 7);
+  for (let i = 1; i <= count; i++) {
+    await fs.writeFile(path.join(root, `vm${i}.xml`), `<domain><name>vm${i}</name><uuid>u${i}</uuid><devices><disk type='file' device='disk'><driver type='raw'/><source file='base.raw'/><target dev='vda'/><shareable/></disk></devices></domain>`);
+  }
+  return scanSource({ name: 's', type: 'libvirt', path: root });
+}
+
+describe('backupVms records the images of VMs that read nothing in batches', () => {
+  it('writes and records them together, durable first, and an image the catalog refuses fails only its VM', async () => {
+    const { repo } = await faultyRepo([]);
+    const batches: string[][] = [];
+    const results = await backupVms({
+      inventory: await poolSource(5), repo, lookupStoredDisks: none,
+      onImages: async (images) => {
+        for (const image of images) await repo.getBackupImage(image.id); // written before they are recorded
+        batches.push(images.map((image) => image.vm.name));
+        return images.map((image) => (image.vm.name === 'vm3' ? new Error('refused by the catalog: value out of range') : undefined));
+      },
+    });
+    // vm1 reads the shared disk; vm2-vm5 read nothing: one batch of five, one barrier pair for all.
+    expect(batches).toEqual([['vm1', 'vm2', 'vm3', 'vm4', 'vm5']]);
+    expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'saved'], ['vm3', 'failed'], ['vm4', 'saved'], ['vm5', 'saved']]);
+    expect(results[2]).toMatchObject({ error: 'refused by the catalog: value out of range', backupId: expect.any(String) });
+    expect((await imagesIn(repo)).length).toBe(5);
+  });
+
+  it('a lost catalog fails every VM of the batch (their images stay in the repository) and stops the run', async () => {
+    const { repo } = await faultyRepo([]);
+    const results = await backupVms({
+      inventory: await poolSource(4), repo, lookupStoredDisks: none,
+      onImages: async () => { throw new RunFault('catalog connection lost (connect ECONNREFUSED 127.0.0.1:5432)'); },
+    });
+    expect(summary(results)).toEqual([['vm1', 'stopped the run'], ['vm2', 'failed'], ['vm3', 'failed'], ['vm4', 'failed']]);
+    const ids = results.map((r) => (r as Extract<VmBackupResult, { ok: false }>).backupId);
+    expect(await imagesIn(repo)).toEqual([...ids].sort());
+  });
+
+  it('an I/O error writing one image of a batch records none of them and stops the run', async () => {
+    const { repo, store } = await faultyRepo([{ op: 'put', keyPrefix: 'images/', call: 3, error: 'EIO' }]);
+    let recorded = 0;
+    const results = await backupVms({ inventory: await poolSource(4), repo, lookupStoredDisks: none, onImages: async (images) => { recorded += images.length; } });
+    expect(recorded).toBe(0);
+    expect(results.every((r) => !r.ok)).toBe(true);
+    expect(results[0]).toMatchObject({ stoppedRun: true, error: `repository ${store.location}: input/output error (EIO)` });
   });
 });

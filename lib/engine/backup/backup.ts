@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { BlockPool } from '../chunking/block-pool';
 import { InputError, RunFault, fileError } from '../errors';
-import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION } from '../repository/manifests';
+import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION, USED_BY_LISTED } from '../repository/manifests';
 import { type Repository, newBackupImageId } from '../repository/repository';
 import type { SourceInventory, VmInventory } from '../sources/inventory';
 import type { VirtualDisk } from '../sources/virtual-disk';
@@ -16,6 +16,9 @@ export type StoredVersion = { digest: string; readAt: Date; racilyClean: boolean
 /** The catalog's answer to "is this identifier at this version already stored?" for each disk of a run, in
  *  order: the stored version, or undefined. */
 export type StoredDiskLookup = (disks: { identifier: string; versionToken: string }[]) => Promise<(StoredVersion | undefined)[]>;
+
+/** Images written and recorded together at most (one barrier, one catalog transaction for them all). */
+export const IMAGE_BATCH = 256;
 
 /** By default a disk is read in full at least once every 30 days, however often its stored version matches. */
 export const DEFAULT_REREAD_AFTER_DAYS = 30;
@@ -41,10 +44,14 @@ export type BackupOptions = {
   /** A stored version whose data was last read longer ago than this many days is not trusted: the disk is read
    *  (DEFAULT_REREAD_AFTER_DAYS when absent; 0 reads every disk). */
   rereadAfterDays?: number;
-  /** Called, in order, once a VM's image is durably in the repository (the catalog records it here); runs
-   *  alongside the next VM's backup, and backupVms returns only after every call has finished. A failure fails
-   *  that VM only; a RunFault (the catalog is gone) also stops the run. */
-  onImage?: (image: BackupImageManifest) => Promise<void>;
+  /**
+   * Called, in order, with each batch of images once they are durably in the repository (the catalog records them
+   * here); runs alongside the next VMs' backups, and backupVms returns only after every call has finished. It may
+   * answer an error per image (that VM fails); throwing fails the whole batch. A RunFault (the catalog is gone),
+   * thrown or answered, also stops the run. A batch is up to IMAGE_BATCH images of VMs that read nothing (the fast
+   * path, a VDI pool's clones), and ends before a VM that reads data, so a big VM's image is recorded as before.
+   */
+  onImages?: (images: BackupImageManifest[]) => Promise<void | (unknown | undefined)[]>;
   onProgress?: (progress: BackupProgress) => void;
   onWarning?: (message: string) => void;
   signal?: AbortSignal;
@@ -90,13 +97,51 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     } else bytesToRead += disk.logicalBytes;
   }
 
-  const progress = new ProgressTracker(bytesToRead, options.onProgress);
+  const progress = new ProgressTracker(bytesToRead, vms.length, options.onProgress);
   const pool = bytesToRead > 0 ? new BlockPool({ zstdLevel: repo.config.compression.level, blockSize: repo.config.blockSize, threads: options.threads }) : undefined;
   const knownChunks = new Set<string>();
+  // A disk's files (names, modes, owners) are read once per run, however many VMs' images name them.
+  const fileEntries = new Map<string, Promise<DiskFileEntry[]>>();
   // Disks whose read/written bytes are already counted in some VM's entry: each is counted once per run.
   const accounted = new Set<string>();
   const results: VmBackupResult[] = [];
   let recording: Promise<void> = Promise.resolve();
+  // Images built but not yet handed to the repository: written and recorded as one batch.
+  type PendingImage = { vm: VmInventory; image: BackupImageManifest; index: number };
+  let batch: PendingImage[] = [];
+  const fail = (item: PendingImage, err: unknown, extra: { backupId?: string }) => {
+    const error = err instanceof Error ? err.message : String(err);
+    const fault = err instanceof RunFault;
+    if (fault) stop ??= { vm: item.vm.name, error };
+    results[item.index] = { vm: item.vm.name, configPath: item.vm.configPath, ok: false, error, ...extra, ...(fault && stop?.vm === item.vm.name ? { stoppedRun: true as const } : {}) };
+  };
+  // The batch's write overlaps the next VMs; the catalog records batches in order, each once it is stored.
+  const writeBatch = () => {
+    if (batch.length === 0) return;
+    const items = batch;
+    batch = [];
+    const written = repo.putBackupImages(items.map((item) => item.image));
+    written.catch(() => undefined); // handled in the recording step below
+    recording = recording.then(async () => {
+      try {
+        await written;
+      } catch (err) {
+        // Nothing names these images, so nothing is recorded; their chunks are reused by the next run.
+        if (!(err instanceof RunFault)) throw err;
+        for (const item of items) fail(item, err, {});
+        return;
+      }
+      let refused: void | (unknown | undefined)[];
+      try {
+        refused = await options.onImages?.(items.map((item) => item.image));
+      } catch (err) {
+        for (const item of items) fail(item, err, { backupId: item.image.id });
+        return;
+      }
+      items.forEach((item, n) => { if (refused?.[n] !== undefined) fail(item, refused[n], { backupId: item.image.id }); });
+    });
+    recording.catch(() => undefined); // surfaced by the final await below
+  };
   // Set by the first RunFault: the VM it hit and why. No image is written after it; later VMs are reported.
   let stop: { vm: string; error: string } | undefined;
   const notAttempted = (vm: VmInventory): VmBackupResult => ({
@@ -105,6 +150,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   try {
     for (const vm of vms) {
       signal?.throwIfAborted();
+      progress.setVmsDone(results.length);
       if (stop) {
         results.push(notAttempted(vm));
         continue;
@@ -114,6 +160,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         continue;
       }
       progress.vm = vm.name;
+      // A VM that reads data takes a while: the images before it are written and recorded meanwhile.
+      if (vm.disks.some((use) => !outcomes.has(use.diskPath))) writeBatch();
       const ensureStored = async (disk: VirtualDisk): Promise<DiskOutcome> => {
         const known = outcomes.get(disk.path);
         if (known) return known;
@@ -164,7 +212,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         const parentOutcome = parent ? outcomes.get(parent.path) : undefined;
         let files: DiskFileEntry[];
         try {
-          files = await fileEntriesOf(disk);
+          if (!fileEntries.has(disk.path)) fileEntries.set(disk.path, fileEntriesOf(disk));
+          files = await fileEntries.get(disk.path)!;
         } catch (err) {
           if (!(err instanceof InputError)) throw err;
           failure = err.message;
@@ -183,7 +232,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           files,
           vmdk: disk.vmdk ? { cid: disk.vmdk.cid, parentCid: disk.vmdk.parentCid, createType: disk.vmdk.createType } : undefined,
           common: usedBy.length > 1,
-          usedBy,
+          usedBy: usedBy.slice(0, USED_BY_LISTED),
+          ...(usedBy.length > USED_BY_LISTED ? { usedByCount: usedBy.length } : {}),
           parent: disk.parent && parent ? {
             pointer: disk.parent.pointer, path: parent.path, identifier: parent.identifier, versionToken: parent.versionToken,
             digest: parentOutcome?.ok ? parentOutcome.digest : undefined,
@@ -207,35 +257,13 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       }
       for (const diskPath of accountedHere) accounted.add(diskPath);
       const image = buildImage(inventory, vm, entries, now(), options.runId);
-      // The image's write overlaps the next VM; the catalog records images in order, each once it is stored.
-      const written = repo.putBackupImage(image);
-      written.catch(() => undefined); // handled in the recording step below
-      const index = results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image }) - 1;
-      const fail = (err: unknown, extra: { backupId?: string }) => {
-        const error = err instanceof Error ? err.message : String(err);
-        const fault = err instanceof RunFault;
-        if (fault) stop ??= { vm: vm.name, error };
-        results[index] = { vm: vm.name, configPath: vm.configPath, ok: false, error, ...extra, ...(fault && stop?.vm === vm.name ? { stoppedRun: true as const } : {}) };
-      };
-      recording = recording.then(async () => {
-        try {
-          await written;
-        } catch (err) {
-          // Nothing names this image, so nothing is recorded; its chunks are reused by the next run.
-          if (!(err instanceof RunFault)) throw err;
-          fail(err, {});
-          return;
-        }
-        try {
-          await options.onImage?.(image);
-        } catch (err) {
-          fail(err, { backupId: image.id });
-        }
-      });
-      recording.catch(() => undefined); // surfaced by the final await below
+      batch.push({ vm, image, index: results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image }) - 1 });
+      if (batch.length >= IMAGE_BATCH) writeBatch();
     }
+    writeBatch();
     await recording;
   } finally {
+    progress.setVmsDone(results.length);
     progress.report();
     await pool?.close();
     await recording.catch(() => undefined);

@@ -31,10 +31,10 @@ export function blobStoreConformance(name: string, makeStore: () => Promise<Blob
       await store.put('chunks/bb/2', Buffer.of(2));
       await store.put('images/x.json', Buffer.of(3));
       const keys: string[] = [];
-      for await (const key of store.list('chunks/')) keys.push(key);
+      for await (const page of store.list('chunks/')) keys.push(...page);
       expect(keys.sort()).toEqual(['chunks/aa/1', 'chunks/bb/2']);
       const none: string[] = [];
-      for await (const key of store.list('nothing/')) none.push(key);
+      for await (const page of store.list('nothing/')) none.push(...page);
       expect(none).toEqual([]);
     });
 
@@ -93,7 +93,7 @@ export function blobStoreFaultConformance(name: string, makeStore: (faults: Faul
         expect(await store.has('chunks/bb/second')).toBe(false);
         await expect(store.get('chunks/bb/second')).rejects.toBeInstanceOf(BlobNotFoundError);
         const keys: string[] = [];
-        for await (const key of store.list('chunks/')) keys.push(key);
+        for await (const page of store.list('chunks/')) keys.push(...page);
         expect(keys).toEqual(['chunks/aa/first']);
         expect(await leftovers()).toEqual([]);
         await store.put('chunks/bb/second', data);

@@ -19,8 +19,9 @@ export type BlobStore = {
   has(key: string): Promise<boolean>;
   /** Optional: reads a blob into `target` (which must be large enough) without allocating; returns its length. */
   readInto?(key: string, target: Uint8Array): Promise<number>;
-  /** Keys under a prefix ("chunks/"), in no particular order. */
-  list(prefix: string): AsyncIterable<string>;
+  /** Keys under a prefix ("chunks/"), in no particular order, in pages (as object stores list them): a listing of
+   *  hundreds of thousands of images costs a step per page, not per key. */
+  list(prefix: string): AsyncIterable<string[]>;
   /** A human-readable location for messages. */
   readonly location: string;
 };

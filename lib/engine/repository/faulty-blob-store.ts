@@ -95,7 +95,7 @@ export class FaultyBlobStore implements BlobStore {
     return this.run('flush', '', () => this.inner.flush?.() ?? Promise.resolve());
   }
 
-  async *list(prefix: string): AsyncIterable<string> {
+  async *list(prefix: string): AsyncIterable<string[]> {
     const fault = this.due('list', prefix);
     if (fault && !fault.after) throw this.raise(fault, 'list', prefix);
     yield* this.inner.list(prefix);

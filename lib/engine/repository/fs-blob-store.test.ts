@@ -251,12 +251,26 @@ describe('FsBlobStore temp file sweep', () => {
     await fs.utimes(ours, hoursAgo(1), hoursAgo(1));
     const store = new FsBlobStore(root);
     const listed: string[] = [];
-    for await (const key of store.list('chunks/')) listed.push(key);
+    for await (const page of store.list('chunks/')) listed.push(...page);
     expect(listed).toEqual(['chunks/ab/abcd']);
     expect(await store.sweepTemporaryFiles()).toEqual({ removed: 1, kept: 2 });
     expect((await fs.readdir(path.join(root, 'chunks', 'ab'))).sort()).toEqual(['abcd', path.basename(young), path.basename(ours)].sort());
     // .tmp/ now exists: later sweeps read only the .tmp folders.
     expect(await store.sweepTemporaryFiles()).toEqual({ removed: 0, kept: 0 });
+  });
+
+  it('lists a folder of thousands of keys in pages of at most 1000, every key once, nested folders included', async () => {
+    const root = await tempDir();
+    const store = new FsBlobStore(root);
+    await store.put('images/first.json', Buffer.of(1)); // makes the folder as a put does
+    const names = Array.from({ length: 2500 }, (_, i) => `img-${String(i).padStart(4, '0')}.json`);
+    for (const name of names) await fs.writeFile(path.join(root, 'images', name), '{}');
+    await store.put('images/nested/deep.json', Buffer.of(2));
+    const pages: string[][] = [];
+    for await (const page of store.list('images/')) pages.push(page);
+    expect(pages.every((page) => page.length > 0 && page.length <= 1000)).toBe(true);
+    expect(pages.length).toBeGreaterThanOrEqual(3);
+    expect(pages.flat().sort()).toEqual(['images/first.json', ...names.map((name) => `images/${name}`), 'images/nested/deep.json'].sort());
   });
 
   it('sweeps what a kill -9 in the middle of puts left, and never a running writer\'s temp files', async () => {

@@ -34,6 +34,9 @@ const FOREIGN_TEMP_MAX_AGE_MS = 24 * 3600 * 1000;
 /** Older vmdedup wrote `<file>.tmp-<pid>-<random>` beside the file; such a file of a dead pid is stale after this. */
 const LEGACY_TEMP_MIN_AGE_MS = 10 * 60 * 1000;
 const TEMP_NAME = /\.tmp-(?:([A-Za-z0-9._-]+)-)?(\d+)-([0-9a-f]{8})$/;
+/** Keys per page of a listing. */
+const LIST_PAGE = 1000;
+
 /** Directory fsyncs in flight at once in flush(). */
 const SYNC_PARALLELISM = 16;
 
@@ -275,28 +278,34 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<string> {
-    const base = path.join(this.root, ...prefix.split('/').filter(Boolean));
-    yield* this.walk(base);
+  async *list(prefix: string): AsyncIterable<string[]> {
+    const parts = prefix.split('/').filter(Boolean);
+    yield* this.walk(path.join(this.root, ...parts), parts.join('/'));
   }
 
-  /** Files under `dir`, one folder open at a time (memory bounded by a folder's read buffer, not the store's size). */
-  private async *walk(dir: string): AsyncIterable<string> {
+  /** Files under `dir` (key prefix `key`) in pages of LIST_PAGE, one folder open at a time (memory bounded by a page
+   *  and a folder's read buffer, not the store's size). */
+  private async *walk(dir: string, key: string): AsyncIterable<string[]> {
     let entries;
     try {
-      entries = await fs.opendir(dir);
+      entries = await fs.opendir(dir, { bufferSize: LIST_PAGE });
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
       throw err;
     }
+    let page: string[] = [];
     for await (const entry of entries) {
-      const full = path.join(dir, entry.name);
       if (entry.isDirectory()) {
-        if (entry.name !== TEMP_DIR) yield* this.walk(full);
+        if (entry.name !== TEMP_DIR) yield* this.walk(path.join(dir, entry.name), key ? `${key}/${entry.name}` : entry.name);
       } else if (entry.isFile() && !entry.name.includes('.tmp-')) {
-        yield path.relative(this.root, full).split(path.sep).join('/');
+        page.push(key ? `${key}/${entry.name}` : entry.name);
+        if (page.length === LIST_PAGE) {
+          yield page;
+          page = [];
+        }
       }
     }
+    if (page.length) yield page;
   }
 }
 

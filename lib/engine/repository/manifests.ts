@@ -9,6 +9,9 @@ import type { ChunkId } from './chunk-id';
  */
 export const MANIFEST_FORMAT_VERSION = 2;
 
+/** The VM names an image lists per disk at most (`usedBy`); `usedByCount` tells the rest. */
+export const USED_BY_LISTED = 32;
+
 /** One file of a stored disk, by position; `blocks[i]` is null for an all-zero block (recorded, not stored). */
 export type StoredDiskFile = {
   size: number;
@@ -62,8 +65,11 @@ export type BackupDiskEntry = {
   /** VMDK: the disk's CID, its parentCID and createType as backed up (absent in format-1 images). */
   vmdk?: VmdkLinks;
   common: boolean;
-  /** VMs of the source that used this disk at backup time. */
+  /** VMs of the source that used this disk at backup time: the first USED_BY_LISTED of them (a pool's golden image
+   *  has thousands; every image naming them all would grow the repository with the square of the pool). */
   usedBy: string[];
+  /** How many VMs used it, where that is more than `usedBy` lists (absent: `usedBy` is complete). */
+  usedByCount?: number;
   /** The parent link as written in the child (`pointer`) and the parent disk as it was (its stored disk: `digest`). */
   parent?: { pointer: string; path: string; identifier: string; versionToken: string; digest?: string };
   action: 'stored' | 'referenced';
@@ -161,6 +167,7 @@ export function parseBackupImage(value: unknown, what: string, id: string): Back
     digestOf(disk.digest, field('digest'), damaged);
     if (typeof disk.common !== 'boolean') throw damaged(`${field('common')} is not true or false`);
     if (!Array.isArray(disk.usedBy) || disk.usedBy.some((name) => typeof name !== 'string')) throw damaged(`${field('usedBy')} is not a list of names`);
+    if (disk.usedByCount !== undefined && (!Number.isSafeInteger(disk.usedByCount) || (disk.usedByCount as number) < disk.usedBy.length)) throw damaged(`${field('usedByCount')} is not a count of at least the names usedBy lists`);
     for (const name of ['logicalBytes', 'bytesRead', 'bytesWritten']) countOf(disk[name], field(name), damaged);
     if (disk.files !== undefined) {
       if (!Array.isArray(disk.files) || disk.files.length === 0) throw damaged(`${field('files')} is not a list of files`);

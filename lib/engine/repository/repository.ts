@@ -147,9 +147,29 @@ export class Repository {
 
   /** Durable when it resolves, with everything it names: the catalog may record it then. */
   async putBackupImage(manifest: BackupImageManifest): Promise<void> {
+    await this.putBackupImages([manifest]);
+  }
+
+  /**
+   * Many images at once (a run of many small VMs): one barrier before (everything they name is durable first), the
+   * files written side by side, one barrier after. Durable when it resolves; on a failure, none may be recorded.
+   */
+  async putBackupImages(manifests: BackupImageManifest[]): Promise<void> {
+    if (manifests.length === 0) return;
     await this.writableFormat();
     await this.flush();
-    await this.write(backupImageKey(manifest.id), Buffer.from(JSON.stringify(manifest, null, 1)));
+    let next = 0;
+    let failed = false;
+    const writer = async () => {
+      while (next < manifests.length && !failed) {
+        const manifest = manifests[next++];
+        await this.write(backupImageKey(manifest.id), Buffer.from(JSON.stringify(manifest, null, 1))).catch((err) => { failed = true; throw err; });
+      }
+    };
+    // Settled, not raced: when this rejects, no write of it is still running.
+    const writers = await Promise.allSettled(Array.from({ length: Math.min(IMAGE_WRITES_AT_ONCE, manifests.length) }, writer));
+    const failure = writers.find((writer): writer is PromiseRejectedResult => writer.status === 'rejected');
+    if (failure) throw failure.reason;
     await this.flush();
   }
 
@@ -159,10 +179,16 @@ export class Repository {
   }
 
   async *listBackupImages(): AsyncIterable<string> {
-    for await (const key of this.store.list('images/')) {
-      const match = /^images\/(.+)\.json$/.exec(key);
-      if (match) yield match[1];
+    for (const id of await this.backupImageIds()) yield id;
+  }
+
+  /** Every backup image's id, sorted: one step per page of the listing. */
+  async backupImageIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const page of this.store.list('images/')) {
+      for (const key of page) if (key.startsWith('images/') && key.endsWith('.json') && key.length > 12) ids.push(key.slice(7, -5));
     }
+    return ids.sort();
   }
 
   /** A manifest's JSON, not yet trusted: its shape is checked by the caller (parseBackupImage, parseStoredDisk). */
@@ -180,6 +206,9 @@ export class Repository {
     return parsed;
   }
 }
+
+/** Image files written side by side by putBackupImages: their fsyncs share the file system's journal commits. */
+const IMAGE_WRITES_AT_ONCE = 16;
 
 export function storedDiskKey(digest: string): string {
   if (!/^[0-9a-f]{64}$/.test(digest)) throw new RepositoryError(`invalid stored disk digest '${digest}'`);

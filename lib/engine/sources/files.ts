@@ -1,3 +1,4 @@
+import type { BigIntStats } from 'node:fs';
 import { constants } from 'node:fs';
 import fs from 'node:fs/promises';
 import { InputError, fileError } from '../errors';
@@ -30,6 +31,11 @@ export function notRegularFile(file: string, stat: FileType): InputError {
  * opened. On NFS the open also revalidates the file's attributes (close-to-open), so the fstat is fresh.
  */
 export async function openDiskFile(file: string): Promise<fs.FileHandle> {
+  return (await openDiskFileAndStat(file)).handle;
+}
+
+/** openDiskFile, with the fstat it made of the opened file and the moment just before it (for versionOf). */
+export async function openDiskFileAndStat(file: string): Promise<{ handle: fs.FileHandle; stat: BigIntStats; statAtNs: bigint }> {
   const before = await fs.lstat(file).catch((err) => { throw fileError(file, err); });
   if (!before.isFile()) throw notRegularFile(file, before);
   let handle: fs.FileHandle;
@@ -39,16 +45,17 @@ export async function openDiskFile(file: string): Promise<fs.FileHandle> {
     throw fileError(file, err);
   }
   try {
-    const opened = await handle.stat();
+    // Taken before the stat: the moment can only be earlier than the stat, never flatter the file's age.
+    const statAtNs = BigInt(Date.now()) * 1_000_000n;
+    const opened = await handle.stat({ bigint: true });
     if (!opened.isFile()) throw notRegularFile(file, opened);
-    return handle;
+    return { handle, stat: opened, statAtNs };
   } catch (err) {
     await handle.close();
     throw err;
   }
 }
 
-/** Reads a VM config file (canonical path): a regular file of at most MAX_CONFIG_BYTES, checked before reading. */
 export async function readConfigFile(file: string): Promise<Buffer> {
   const tooBig = (size: number) => new InputError(`config file is ${(size / 1024 / 1024).toFixed(1)} MiB, over the ${MAX_CONFIG_BYTES / 1024 / 1024} MiB limit for a VM config: not read`, { file });
   const before = await fs.lstat(file).catch((err) => { throw fileError(file, err); });

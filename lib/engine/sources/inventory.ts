@@ -44,11 +44,50 @@ export async function scanSource(source: SourceSpec, options: { signal?: AbortSi
   const warnings: string[] = [];
   const problems: ScanProblem[] = [];
   const configs = await findConfigs(root, CONFIG_EXTENSION[source.type], warnings, problems);
+  return scanConfigFiles(source, root, configs, warnings, problems, options.signal);
+}
+
+/**
+ * Reads only the given configs of a source (absolute canonical paths, where the catalog last saw the VMs) and their
+ * disks: the backup of a few VMs of a large source, without reading the rest of it. The inventory holds those VMs
+ * and disks only (`usedBy` counts them alone: the caller adds what it knows of the others). Undefined when any of
+ * them is not a plain config file inside the source root any more (moved, replaced by a symlink, gone): the caller
+ * then scans the whole source.
+ */
+export async function scanSomeConfigs(source: SourceSpec, configPaths: string[], options: { signal?: AbortSignal } = {}): Promise<SourceInventory | undefined> {
+  const root = await sourceRoot(source.path);
+  const extension = CONFIG_EXTENSION[source.type];
+  const configs: ConfigFile[] = [];
+  for (const configPath of [...new Set(configPaths)].sort()) {
+    if (!path.isAbsolute(configPath) || !isInside(root, configPath) || !configPath.toLowerCase().endsWith(extension)) return undefined;
+    // Hidden folders are not part of a source (findConfigs skips them).
+    if (path.relative(root, configPath).split(path.sep).some((part) => part.startsWith('.'))) return undefined;
+    const stat = await fs.lstat(configPath).catch(() => undefined);
+    if (!stat?.isFile() || (await fs.realpath(configPath).catch(() => undefined)) !== configPath) return undefined;
+    configs.push({ path: configPath });
+  }
+  return scanConfigFiles(source, root, configs, [], [], options.signal);
+}
+
+/** Configs read and parsed at once, their disks' headers read ahead: a scan of thousands of small VMs waits on many
+ *  small reads, which overlap; bounded, so memory holds what is in flight. */
+const READ_AHEAD = 32;
+
+async function scanConfigFiles(source: SourceSpec, root: string, configs: ConfigFile[], warnings: string[], problems: ScanProblem[], signal?: AbortSignal): Promise<SourceInventory> {
   const resolver = new DiskResolver(root);
   const vms: VmInventory[] = [];
-  for (const config of configs) {
-    options.signal?.throwIfAborted();
-    const vm = await scanVm(source, config, resolver);
+  // Reading runs up to READ_AHEAD configs ahead; deciding (resolveChain, refusals) goes one VM after another, in
+  // order, so the inventory is the same as a sequential scan's.
+  const reads: Promise<ConfigRead>[] = [];
+  const readAhead = (index: number) => {
+    if (index < configs.length && !reads[index]) reads[index] = readConfig(source, configs[index], resolver);
+  };
+  for (let index = 0; index < Math.min(READ_AHEAD, configs.length); index++) readAhead(index);
+  for (const [index, config] of configs.entries()) {
+    signal?.throwIfAborted();
+    readAhead(index + READ_AHEAD);
+    const vm = await scanVm(source, config, await reads[index], resolver);
+    delete reads[index];
     if (vm) vms.push(vm);
   }
   refuseAmbiguousVms(vms);
@@ -125,19 +164,34 @@ async function findConfigs(root: string, extension: string, warnings: string[], 
   return configs.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
+/** A config as read and parsed (or why not), its disks' reads started. */
+type ConfigRead = { bytes?: Buffer; config?: VmConfig; error?: unknown };
+
+async function readConfig(source: SourceSpec, file: ConfigFile, resolver: DiskResolver): Promise<ConfigRead> {
+  if (file.error) return { error: file.error };
+  let bytes: Buffer | undefined;
+  try {
+    bytes = await readConfigFile(file.path);
+    const config = source.type === 'libvirt' ? parseLibvirtDomain(file.path, bytes) : parseVmx(file.path, bytes);
+    for (const slot of config?.slots ?? []) if (slot.backedUp && slot.path) void resolver.prefetch(slot.path, slot.format);
+    return { bytes, config };
+  } catch (err) {
+    return { bytes, error: err };
+  }
+}
+
 /** Returns undefined for well-formed XML that is not a domain (network definitions…). */
-async function scanVm(source: SourceSpec, file: ConfigFile, resolver: DiskResolver): Promise<VmInventory | undefined> {
+async function scanVm(source: SourceSpec, file: ConfigFile, read: ConfigRead, resolver: DiskResolver): Promise<VmInventory | undefined> {
   const configPath = file.path;
   const fallbackName = path.basename(file.link ?? configPath).replace(/\.[^.]+$/, '');
-  let bytes: Buffer | undefined;
+  const { bytes } = read;
   let config: VmConfig | undefined;
   try {
-    if (file.error) throw file.error;
-    bytes = await readConfigFile(configPath);
-    config = source.type === 'libvirt' ? parseLibvirtDomain(configPath, bytes) : parseVmx(configPath, bytes);
+    if (read.error) throw read.error;
+    config = read.config;
     if (!config) return undefined;
     const disks = await vmDiskUses(config.slots, configPath, resolver);
-    const namedPaths = await canonicalPaths(config.slots.flatMap((slot) => (slot.path ? [slot.path] : [])));
+    const namedPaths = await canonicalPaths(config.slots.flatMap((slot) => (slot.path ? [slot.path] : [])), resolver);
     return { name: config.name, uuid: config.uuid, configPath, config, slots: config.slots, disks, namedPaths };
   } catch (err) {
     if (!(err instanceof InputError)) throw err;
@@ -146,16 +200,16 @@ async function scanVm(source: SourceSpec, file: ConfigFile, resolver: DiskResolv
       : [];
     return {
       name: config?.name ?? fallbackName, uuid: config?.uuid ?? '', configPath, config, slots: config?.slots ?? [], disks: [],
-      namedPaths: await canonicalPaths(named),
+      namedPaths: await canonicalPaths(named, resolver),
       error: file.link ? `${err.message} (named by ${file.link})` : err.message,
     };
   }
 }
 
-async function canonicalPaths(paths: string[]): Promise<string[]> {
+async function canonicalPaths(paths: string[], resolver: DiskResolver): Promise<string[]> {
   const out: string[] = [];
   for (const named of paths) {
-    const real = await fs.realpath(named).catch(() => path.resolve(named));
+    const real = await resolver.realpath(named).catch(() => path.resolve(named));
     if (!out.includes(real)) out.push(real);
   }
   return out;

@@ -27,21 +27,24 @@ export function tooRecentToTrust(stat: Pick<BigIntStats, 'mtimeNs' | 'ctimeNs'>,
  * taken by fstat of the opened file (on NFS the open revalidates cached attributes). `racilyClean` when any file
  * changed too shortly before its stat for the token to be trusted (see RACY_MARGIN_NS).
  */
-export async function versionOf(files: string[], cid?: string): Promise<DiskVersion> {
+export async function versionOf(files: string[], cid?: string, opened?: { file: string; stat: BigIntStats; statAtNs: bigint }): Promise<DiskVersion> {
   const hash = createHash('sha256');
   let logicalBytes = 0;
   let racilyClean = false;
   for (const file of files) {
-    const handle = await openDiskFile(file);
-    let stat: BigIntStats;
-    // Taken before the stat: the moment can only be earlier than the stat, never flatter the file's age.
-    const statAtNs = BigInt(Date.now()) * 1_000_000n;
-    try {
-      stat = await handle.stat({ bigint: true });
-    } catch (err) {
-      throw fileError(file, err);
-    } finally {
-      await handle.close();
+    // The main file, where the caller holds it open already: the fstat it made of it (see openDiskFileAndStat).
+    let { stat, statAtNs } = opened?.file === file ? opened : { stat: undefined as BigIntStats | undefined, statAtNs: 0n };
+    if (!stat) {
+      const handle = await openDiskFile(file);
+      // Taken before the stat: the moment can only be earlier than the stat, never flatter the file's age.
+      statAtNs = BigInt(Date.now()) * 1_000_000n;
+      try {
+        stat = await handle.stat({ bigint: true });
+      } catch (err) {
+        throw fileError(file, err);
+      } finally {
+        await handle.close();
+      }
     }
     hash.update(`${file}\0${stat.ino}\0${stat.size}\0${stat.mtimeNs}\0${stat.ctimeNs}\n`);
     logicalBytes += Number(stat.size);

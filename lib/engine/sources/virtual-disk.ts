@@ -5,7 +5,7 @@ import { InputError, fileError } from '../errors';
 import { detectDiskFormat } from '../formats/detect';
 import { readQcow2Header } from '../formats/qcow2';
 import { readVmdkDescriptor } from '../formats/vmdk';
-import { openDiskFile } from './files';
+import { openDiskFileAndStat } from './files';
 import type { DiskFormat, DiskSlot, ScanProblem } from './types';
 import { versionOf } from './version-token';
 
@@ -35,6 +35,8 @@ const MAX_CHAIN_DEPTH = 256;
 export class DiskResolver {
   readonly disks = new Map<string, VirtualDisk>();
   private readonly slotIds = new Map<string, Set<string>>();
+  private readonly reads = new Map<string, Promise<VirtualDisk>>();
+  private readonly realpaths = new Map<string, Promise<string>>();
 
   constructor(private readonly root: string) {}
 
@@ -56,7 +58,7 @@ export class DiskResolver {
       if (known && next.format && known.format !== next.format) {
         throw new InputError(`named as ${next.format} here (by ${path.relative(this.root, next.referrer) || next.referrer}) but as ${known.format} elsewhere in the source`, { file: canonical });
       }
-      const disk: VirtualDisk = known ?? (await this.readDisk(canonical, next.format));
+      const disk: VirtualDisk = known ?? (await this.readOnce(canonical, next.format));
       this.disks.set(canonical, disk);
       next = disk.parent ? { path: disk.parent.path, format: disk.parent.format, referrer: canonical, child: disk } : undefined;
     }
@@ -107,10 +109,49 @@ export class DiskResolver {
     return problems;
   }
 
+  /**
+   * Reads a disk and its parents ahead of resolveChain, many at once (the scan's I/O waits overlap). Only the reads
+   * are shared: resolveChain still decides, one VM after another, what the scan says, so the result and its errors
+   * are those of a sequential scan. A failure here is left for resolveChain to meet (or not).
+   */
+  prefetch(diskPath: string, format: DiskFormat | undefined): Promise<void> {
+    const walk = async (file: string, hint: DiskFormat | undefined, depth: number): Promise<void> => {
+      if (depth > MAX_CHAIN_DEPTH) return;
+      const real = await this.realpath(file).catch(() => undefined);
+      if (!real || !isInside(this.root, real)) return;
+      const disk = await this.readOnce(real, hint).catch(() => undefined);
+      if (disk?.parent) await walk(disk.parent.path, disk.parent.format, depth + 1);
+    };
+    return walk(diskPath, format, 0);
+  }
+
+  /** One realpath per name in a scan (thousands of clones name one golden image and one profile disk). */
+  realpath(file: string): Promise<string> {
+    let real = this.realpaths.get(file);
+    if (!real) {
+      real = fs.realpath(file);
+      real.catch(() => undefined); // met by the caller that needs it
+      this.realpaths.set(file, real);
+    }
+    return real;
+  }
+
+  /** One read per file and format claim, shared by prefetch and resolveChain. */
+  private readOnce(canonical: string, hint: DiskFormat | undefined): Promise<VirtualDisk> {
+    const key = `${hint ?? ''}\0${canonical}`;
+    let read = this.reads.get(key);
+    if (!read) {
+      read = this.readDisk(canonical, hint);
+      read.catch(() => undefined); // met by resolveChain if it gets there; a prefetch alone must not crash the scan
+      this.reads.set(key, read);
+    }
+    return read;
+  }
+
   private async canonical(diskPath: string, referrer: string): Promise<string> {
     let real: string;
     try {
-      real = await fs.realpath(diskPath);
+      real = await this.realpath(diskPath);
     } catch (err) {
       const problem = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'disk file not found' : fileError(diskPath, err).message.split(': ').pop();
       throw new InputError(`${problem} (named by ${path.relative(this.root, referrer) || referrer})`, { file: diskPath });
@@ -123,9 +164,9 @@ export class DiskResolver {
   }
 
   private async readDisk(canonical: string, hint: DiskFormat | undefined): Promise<VirtualDisk> {
-    const fh = await openDiskFile(canonical);
+    const { handle: fh, stat, statAtNs } = await openDiskFileAndStat(canonical);
+    const opened = { file: canonical, stat, statAtNs };
     try {
-      const stat = await fh.stat();
       const detected = await detectDiskFormat(fh, canonical);
       // A config that says raw is honoured as raw, whatever the bytes (as the hypervisor reads it: a guest may write
       // anything, a qcow2 header too, into its raw disk); any other claim must match the bytes.
@@ -137,7 +178,7 @@ export class DiskResolver {
         const header = await readQcow2Header(fh, canonical);
         const parent = header.backingFile ? { ...this.parentLink(header.backingFile, canonical), format: knownFormat(header.backingFormat) } : undefined;
         const files = [canonical];
-        return { ...base, files, parent, virtualSize: header.virtualSize, ...(await versionOf(files)) };
+        return { ...base, files, parent, virtualSize: header.virtualSize, ...(await versionOf(files, undefined, opened)) };
       }
       if (format === 'vmdk') {
         const descriptor = await readVmdkDescriptor(fh, canonical);
@@ -153,11 +194,11 @@ export class DiskResolver {
           ...base, identifier, files, parent,
           virtualSize: descriptor.extents.reduce((sum, e) => sum + e.sectors * 512, 0),
           vmdk: { cid: descriptor.cid, parentCid: descriptor.parentCid, createType: descriptor.createType, longContentId: descriptor.longContentId },
-          ...(await versionOf(files, descriptor.cid)),
+          ...(await versionOf(files, descriptor.cid, opened)),
         };
       }
       const files = [canonical];
-      return { ...base, files, virtualSize: stat.size, ...(await versionOf(files)) };
+      return { ...base, files, virtualSize: Number(stat.size), ...(await versionOf(files, undefined, opened)) };
     } finally {
       await fh.close();
     }

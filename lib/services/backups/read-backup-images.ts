@@ -34,9 +34,7 @@ export async function readBackupImages(repo: Repository, ids: string[]): Promise
 
 /** Every image id in the repository, oldest first (ids sort by time). One listing of images/. */
 export async function listBackupImageIds(repo: Repository): Promise<string[]> {
-  const ids: string[] = [];
-  for await (const id of repo.listBackupImages()) ids.push(id);
-  return ids.sort();
+  return repo.backupImageIds();
 }
 
 /**

@@ -9,11 +9,12 @@ import { InputError } from '../../engine/errors';
 import type { Repository } from '../../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../../engine/sources/inventory';
 import { AppError } from '../../errors';
-import { findStoredVersions, recordBackupImage } from '../../catalog/record-backup-image';
+import { findStoredVersions, recordBackupImageBatch } from '../../catalog/record-backup-image';
 import { reconcileCatalog } from './reconcile-catalog';
 import { recordInventory } from '../../catalog/record-inventory';
 import { type SourceRow } from '../sources/list-sources';
 import { selectSources } from '../sources/select-sources';
+import { scanChosenVms } from './scan-chosen-vms';
 
 export type BackupDiskReport = {
   path: string; identifier: string; common: boolean; action: 'stored' | 'referenced';
@@ -60,8 +61,16 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
   await catalogCall(() => reconcileCatalog(sql, { repo: options.repo, signal: options.signal, onWarning: warn }));
   const sources = await catalogCall(() => selectSources(sql, options.source));
   if (sources.length === 0) throw new AppError('BAD_INPUT', { message: "no sources registered: add one with 'vmdedup source add <name> --type libvirt|vmware --path <dir>'" });
-  const scanned: { source: SourceRow; inventory: SourceInventory }[] = [];
-  for (const source of sources) {
+  // A few VMs of large sources are read alone (their configs and disks), where the latest scan vouches for them.
+  // (A source that cannot be read then is reported by the full scan, as always.)
+  const chosen = options.vms?.length
+    ? await catalogCall(() => scanChosenVms(sql, { sources, vms: options.vms!, signal: options.signal })).catch((err) => {
+      if (err instanceof InputError) return undefined;
+      throw err;
+    })
+    : undefined;
+  const scanned: { source: SourceRow; inventory: SourceInventory }[] = chosen ?? [];
+  for (const source of chosen ? [] : sources) {
     let inventory: SourceInventory;
     try {
       inventory = await scanSource(source, { signal: options.signal });
@@ -100,7 +109,11 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
           rereadAfterDays: options.rereadAfterDays,
           runId,
           lookupStoredDisks: (disks) => catalogCall(() => findStoredVersions(sql, { sourceId: source.id, disks })),
-          onImage: async (image) => { await catalogCall(() => recordBackupImage(sql, { sourceId: source.id, image })); },
+          onImages: async (images) => {
+            const { skipped } = await catalogCall(() => recordBackupImageBatch(sql, images.map((image) => ({ sourceId: source.id, image }))));
+            const refused = new Map(skipped.map((image) => [image.id, image.error]));
+            return images.map((image) => (refused.has(image.id) ? new Error(refused.get(image.id)) : undefined));
+          },
           onProgress: (progress) => options.onProgress?.({ ...progress, source: source.name }),
           onWarning: warn,
           signal: options.signal,

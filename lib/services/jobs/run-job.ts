@@ -24,7 +24,10 @@ const WORK: Record<JobKind, JobWork> = {
   async backup({ target, signal, report }) {
     const result = await runBackup(await getCatalogSql(), {
       repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal,
-      onProgress: (p) => report({ bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond, message: [p.vm, p.disk].filter(Boolean).join(': ') }),
+      onProgress: (p) => report({
+        bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond,
+        message: [`${p.vmsDone}/${p.vmsTotal} VMs`, p.vm, p.disk].filter(Boolean).join(': '),
+      }),
     });
     const { backups, failures, problems } = result;
     const lines = [...problems.map((p) => `source '${p.source}': ${p.message}`), ...failures.map((f) => `${f.vm}: ${f.error}`)];
