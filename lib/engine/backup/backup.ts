@@ -19,6 +19,11 @@ export type StoredDiskLookup = (disks: { identifier: string; versionToken: strin
 
 /** Images written and recorded together at most (one barrier, one catalog transaction for them all). */
 export const IMAGE_BATCH = 256;
+/** A VM that reads more than this (its disks not on the fast path) ends the batch before it: a big VM's image is
+ *  written and recorded on its own, as soon as it is done. Fresh clones of a pool read less and are batched. */
+export const IMAGE_BATCH_READ_LIMIT = 1024 * 1024;
+/** Nor does a batch wait longer than this for more images (the dashboard shows recorded images). */
+const IMAGE_BATCH_MS = 5_000;
 
 /** By default a disk is read in full at least once every 30 days, however often its stored version matches. */
 export const DEFAULT_REREAD_AFTER_DAYS = 30;
@@ -48,8 +53,9 @@ export type BackupOptions = {
    * Called, in order, with each batch of images once they are durably in the repository (the catalog records them
    * here); runs alongside the next VMs' backups, and backupVms returns only after every call has finished. It may
    * answer an error per image (that VM fails); throwing fails the whole batch. A RunFault (the catalog is gone),
-   * thrown or answered, also stops the run. A batch is up to IMAGE_BATCH images of VMs that read nothing (the fast
-   * path, a VDI pool's clones), and ends before a VM that reads data, so a big VM's image is recorded as before.
+   * thrown or answered, also stops the run. A batch is up to IMAGE_BATCH images of VMs that read little or nothing
+   * (the fast path, a VDI pool's fresh clones), and ends before a VM that reads more than IMAGE_BATCH_READ_LIMIT, so
+   * a big VM's image is recorded as before.
    */
   onImages?: (images: BackupImageManifest[]) => Promise<void | (unknown | undefined)[]>;
   onProgress?: (progress: BackupProgress) => void;
@@ -109,6 +115,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   // Images built but not yet handed to the repository: written and recorded as one batch.
   type PendingImage = { vm: VmInventory; image: BackupImageManifest; index: number };
   let batch: PendingImage[] = [];
+  let batchSince = 0;
   const fail = (item: PendingImage, err: unknown, extra: { backupId?: string }) => {
     const error = err instanceof Error ? err.message : String(err);
     const fault = err instanceof RunFault;
@@ -160,8 +167,9 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         continue;
       }
       progress.vm = vm.name;
-      // A VM that reads data takes a while: the images before it are written and recorded meanwhile.
-      if (vm.disks.some((use) => !outcomes.has(use.diskPath))) writeBatch();
+      // A VM that reads more than a little takes a while: the images before it are written and recorded meanwhile.
+      const toRead = vm.disks.filter((use) => !outcomes.has(use.diskPath)).reduce((sum, use) => sum + inventory.disks.get(use.diskPath)!.logicalBytes, 0);
+      if (toRead > IMAGE_BATCH_READ_LIMIT || (batch.length > 0 && Date.now() - batchSince > IMAGE_BATCH_MS)) writeBatch();
       const ensureStored = async (disk: VirtualDisk): Promise<DiskOutcome> => {
         const known = outcomes.get(disk.path);
         if (known) return known;
@@ -257,6 +265,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       }
       for (const diskPath of accountedHere) accounted.add(diskPath);
       const image = buildImage(inventory, vm, entries, now(), options.runId);
+      if (batch.length === 0) batchSince = Date.now();
       batch.push({ vm, image, index: results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image }) - 1 });
       if (batch.length >= IMAGE_BATCH) writeBatch();
     }
