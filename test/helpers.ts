@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -170,4 +170,11 @@ export async function storedDiskDigests(repo: Repository): Promise<string[]> {
     }
   }
   return digests;
+}
+
+/** The pid of a process that has exited (a writer killed with -9, as the sweeps see it). */
+export async function deadPid(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', '']);
+  await new Promise((resolve) => child.on('exit', resolve));
+  return child.pid!;
 }

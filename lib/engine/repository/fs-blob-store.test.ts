@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { canMountTmpfs, mountTmpfs, tempDir, unmountTmpfs } from '../../../test/helpers';
+import { canMountTmpfs, deadPid, mountTmpfs, tempDir, unmountTmpfs } from '../../../test/helpers';
 import { blobStoreConformance, blobStoreFaultConformance } from './blob-store.conformance';
 import { type Fault, FaultyBlobStore, fsError, type FaultCode } from './faulty-blob-store';
 import { FsBlobStore, type FsWriteOps } from './fs-blob-store';
@@ -208,11 +208,6 @@ describe('FsBlobStore durability barrier', () => {
 });
 
 describe('FsBlobStore temp file sweep', () => {
-  const deadPid = async (): Promise<number> => {
-    const child = spawn(process.execPath, ['-e', '']);
-    await new Promise((resolve) => child.on('exit', resolve));
-    return child.pid!;
-  };
   const host = os.hostname().replace(/[^A-Za-z0-9._-]/g, '_') || 'host';
   const hoursAgo = (hours: number) => new Date(Date.now() - hours * 3600 * 1000);
 

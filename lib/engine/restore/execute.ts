@@ -10,7 +10,7 @@ import { type Repository, diskDigest } from '../repository/repository';
 import { isInside } from '../containment';
 import { checkInside } from './destinations';
 import { readBlock } from './read-block';
-import { RESTORE_MARKER, type RestoreIdentity, checkTargetFolder, readMarker } from './target-folder';
+import { RESTORE_MARKER, type RestoreIdentity, checkTargetFolder, claimMarker, isAbandonedClaim, readMarker } from './target-folder';
 import type { SourceType } from '../sources/types';
 import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
 import { setQcow2BackingFile } from '../formats/qcow2';
@@ -218,16 +218,18 @@ async function beginFolderRestore(dir: string, identity: RestoreIdentity, state:
     const pid = (await readMarker(dir))?.pid;
     if (pid && pid !== process.pid && processAlive(pid)) throw new InputError(`a restore (process ${pid}) is writing into this folder now`, { file: dir });
     for (const entry of await fs.readdir(dir, { recursive: true })) {
-      if (TEMP_NAME.test(path.basename(entry)) || /^\.vmdedup-direct-/.test(path.basename(entry))) await fs.rm(path.join(dir, entry), { force: true });
+      const name = path.basename(entry);
+      if (TEMP_NAME.test(name) || /^\.vmdedup-direct-/.test(name) || isAbandonedClaim(name)) await fs.rm(path.join(dir, entry), { force: true });
     }
   }
   const made = await makeFolders(dir);
-  // A new folder is claimed with an exclusive create: of two restores started into it at once, one is refused.
-  await fs.writeFile(marker, JSON.stringify({ ...identity, startedAt: new Date().toISOString(), pid: process.pid }), { flag: state === 'new' ? CREATE_FLAGS : fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW }).catch((err) => {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new InputError('another restore started writing into this folder', { file: dir });
-    throw err;
-  });
-  await syncFile(marker);
+  const content = JSON.stringify({ ...identity, startedAt: new Date().toISOString(), pid: process.pid });
+  // A new folder is claimed exclusively (of two restores started into it at once, one is refused), its marker whole.
+  if (state === 'new') await claimMarker(dir, content);
+  else {
+    await fs.writeFile(marker, content, { flag: fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW });
+    await syncFile(marker);
+  }
   await syncDirs([dir, ...made.map((folder) => path.dirname(folder))]);
 }
 
