@@ -7,8 +7,9 @@ import type { SourceRow } from '../sources/list-sources';
  * The backup of a few VMs of large sources (`backup --vm`, a VM's "Back up now"): each is read from the config the
  * latest full scan found it in, with its disks, and nothing else of its source is read or recorded. Who else uses
  * its disks comes from that scan. Undefined — scan every source in full — when the catalog cannot vouch for that:
- * a VM not seen by the latest scan of exactly one source, a config moved or renamed, a disk whose identifier the
- * catalog knows at another path (an ambiguous GUID is a whole-source question).
+ * a VM not seen by the latest scan of exactly one source (or refused by it: an ambiguous identity is a whole-source
+ * question), a config moved or renamed, a disk whose identifier the catalog knows at another path (so is an
+ * ambiguous GUID).
  */
 export async function scanChosenVms(sql: CatalogSql, options: { sources: SourceRow[]; vms: string[]; signal?: AbortSignal }): Promise<{ source: SourceRow; inventory: SourceInventory }[] | undefined> {
   const names = [...new Set(options.vms)];
