@@ -50,4 +50,14 @@ describe('backup --vm where the latest scan refused the VM', () => {
     expect(report.failures.map((f) => f.error)).toEqual([expect.stringContaining('an ambiguous identity'), expect.stringContaining('an ambiguous identity')]);
     expect(one.code).not.toBe(0);
   });
+
+  it('a config made to carry another VM\'s UUID since the latest scan: refused, as the full scan refuses it', async () => {
+    expect((await cli(env, 'backup', '--json')).code).toBe(0);
+    // desk03's config now says desk02's UUID (a config copied from desk02's and renamed, pointing at desk02's disk).
+    await fs.writeFile(path.join(root, 'desk03.xml'), desktop('desk03', 2, 'images/desk02.qcow2'));
+    const one = await cli(env, 'backup', '--vm', 'desk03', '--json');
+    const report = JSON.parse(one.stdout) as BackupJson;
+    expect(report.backups).toEqual([]);
+    expect(report.failures.map((f) => f.error)).toEqual([expect.stringContaining('UUID 5e1c2a3e-0000-4000-8000-000000000002 is also used by')]);
+  });
 });

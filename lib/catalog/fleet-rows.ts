@@ -130,3 +130,18 @@ export async function findDiskUsers(client: pg.ClientBase | pg.Pool, options: { 
   );
   return rows;
 }
+
+/**
+ * The VMs the latest scan of a source saw whose UUID may be one of these (keys as vmUuidKey makes them; the caller
+ * compares exactly): a VM read alone whose config now carries another VM's UUID is an ambiguous identity.
+ */
+export async function findSeenUuids(client: pg.ClientBase | pg.Pool, options: { sourceId: string; uuidKeys: string[] }): Promise<{ name: string; uuid: string }[]> {
+  if (options.uuidKeys.length === 0) return [];
+  const { rows } = await client.query<{ name: string; uuid: string }>(
+    `SELECT v."name", v."uuid" FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId"
+     WHERE v."sourceId" = $1 AND v."lastSeenAt" >= s."scannedAt" AND v."uuid" <> ''
+       AND (lower(replace(v."uuid", '-', '')) = ANY($2::text[]) OR lower(btrim(v."uuid", E' \t\r\n')) = ANY($2::text[]))`,
+    [options.sourceId, options.uuidKeys],
+  );
+  return rows;
+}

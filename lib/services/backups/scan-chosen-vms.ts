@@ -1,6 +1,6 @@
 import { type CatalogSql } from '../../catalog/db';
-import { findDiskUsers, findSeenVms } from '../../catalog/fleet-rows';
-import { type SourceInventory, scanSomeConfigs } from '../../engine/sources/inventory';
+import { findDiskUsers, findSeenUuids, findSeenVms } from '../../catalog/fleet-rows';
+import { type SourceInventory, scanSomeConfigs, vmUuidKey } from '../../engine/sources/inventory';
 import type { SourceRow } from '../sources/list-sources';
 
 /**
@@ -8,8 +8,8 @@ import type { SourceRow } from '../sources/list-sources';
  * latest full scan found it in, with its disks, and nothing else of its source is read or recorded. Who else uses
  * its disks comes from that scan. Undefined — scan every source in full — when the catalog cannot vouch for that:
  * a VM not seen by the latest scan of exactly one source (or refused by it: an ambiguous identity is a whole-source
- * question), a config moved or renamed, a disk whose identifier the catalog knows at another path (so is an
- * ambiguous GUID).
+ * question), a config moved or renamed or now carrying another seen VM's UUID, a disk whose identifier the catalog
+ * knows at another path (so is an ambiguous GUID).
  */
 export async function scanChosenVms(sql: CatalogSql, options: { sources: SourceRow[]; vms: string[]; signal?: AbortSignal }): Promise<{ source: SourceRow; inventory: SourceInventory }[] | undefined> {
   const names = [...new Set(options.vms)];
@@ -23,6 +23,10 @@ export async function scanChosenVms(sql: CatalogSql, options: { sources: SourceR
     if (!inventory) return undefined;
     const read = inventory.vms.map((vm) => vm.name).sort();
     if (read.join('\0') !== mine.map((vm) => vm.name).sort().join('\0')) return undefined;
+    // A config that now carries the UUID of another VM of the source (copied from it): the full scan refuses both.
+    const uuidKeys = inventory.vms.map((vm) => vmUuidKey(vm.uuid)).filter(Boolean);
+    const sameUuid = await findSeenUuids(sql, { sourceId: source.id, uuidKeys });
+    if (sameUuid.some((vm) => !read.includes(vm.name) && uuidKeys.includes(vmUuidKey(vm.uuid)))) return undefined;
     const disks = [...inventory.disks.values()];
     const known = await findDiskUsers(sql, { sourceId: source.id, paths: disks.map((d) => d.path), identifiers: disks.map((d) => d.identifier) });
     const pathOf = new Map(disks.map((d) => [d.identifier, d.path]));
