@@ -60,4 +60,18 @@ describe('backup --vm where the latest scan refused the VM', () => {
     expect(report.backups).toEqual([]);
     expect(report.failures.map((f) => f.error)).toEqual([expect.stringContaining('UUID 5e1c2a3e-0000-4000-8000-000000000002 is also used by')]);
   });
+
+  it('a disk serial two configs give (ambiguous at the latest scan): --vm reports it and keeps the disk under its path, as the full scan does', async () => {
+    for (const i of [1, 2]) await fs.writeFile(path.join(root, `desk0${i}.xml`), desktop(`desk0${i}`, i, `images/desk0${i}.qcow2`, 'SAME-SERIAL'));
+    const full = await cli(env, 'backup', '--json');
+    expect(full.code).toBe(2);
+    const identifierOf = (report: BackupJson, vm: string) => report.backups.find((b) => b.vm === vm)!.disks[0].identifier;
+    expect(identifierOf(JSON.parse(full.stdout) as BackupJson, 'desk01')).toBe('path:images/desk01.qcow2');
+
+    const one = await cli(env, 'backup', '--vm', 'desk01', '--json');
+    const report = JSON.parse(one.stdout) as BackupJson;
+    expect(report.problems.map((p) => p.message)).toEqual([expect.stringContaining('identifier serial:SAME-SERIAL is given to 2 disk files')]);
+    expect(identifierOf(report, 'desk01')).toBe('path:images/desk01.qcow2');
+    expect(one.code).toBe(2);
+  });
 });

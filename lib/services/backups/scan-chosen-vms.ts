@@ -9,7 +9,7 @@ import type { SourceRow } from '../sources/list-sources';
  * its disks comes from that scan. Undefined — scan every source in full — when the catalog cannot vouch for that:
  * a VM not seen by the latest scan of exactly one source (or refused by it: an ambiguous identity is a whole-source
  * question), a config moved or renamed or now carrying another seen VM's UUID, a disk whose identifier the catalog
- * knows at another path (so is an ambiguous GUID).
+ * knows at another path or whose path it knows in use under another identifier (so is an ambiguous GUID).
  */
 export async function scanChosenVms(sql: CatalogSql, options: { sources: SourceRow[]; vms: string[]; signal?: AbortSignal }): Promise<{ source: SourceRow; inventory: SourceInventory }[] | undefined> {
   const names = [...new Set(options.vms)];
@@ -31,6 +31,10 @@ export async function scanChosenVms(sql: CatalogSql, options: { sources: SourceR
     const known = await findDiskUsers(sql, { sourceId: source.id, paths: disks.map((d) => d.path), identifiers: disks.map((d) => d.identifier) });
     const pathOf = new Map(disks.map((d) => [d.identifier, d.path]));
     if (known.some((row) => pathOf.has(row.identifier) && pathOf.get(row.identifier) !== row.path)) return undefined;
+    // And the reverse: a disk the latest scan saw in use under another identifier. A wwn/serial two configs give is
+    // kept under its path by a full scan (and reported); read alone, the disk would take the GUID.
+    const identifierOf = new Map(disks.map((d) => [d.path, d.identifier]));
+    if (known.some((row) => row.vm && identifierOf.has(row.path) && identifierOf.get(row.path) !== row.identifier)) return undefined;
     for (const disk of disks) {
       const users = inventory.usedBy.get(disk.path) ?? [];
       const others = known.filter((row) => row.path === disk.path && row.vm && !read.includes(row.vm)).map((row) => row.vm!);
