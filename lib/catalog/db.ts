@@ -159,6 +159,25 @@ export async function inTransaction<T>(sql: pg.Pool, work: (client: pg.PoolClien
   }
 }
 
+/**
+ * Runs `work` (a statement or a transaction that may simply run again) until PostgreSQL does not pick it as a
+ * deadlock's victim, a few times at most. Recorders lock rows in key order, but statements that lock in another
+ * order meet them (a scan's update of every VM's lastSeenAt, an image's touch of the VMs sharing its disks); either
+ * side may be the victim, so every side retries.
+ */
+export async function retryingDeadlock<T>(work: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== DEADLOCK_DETECTED || attempt === DEADLOCK_ATTEMPTS) throw err;
+    }
+  }
+}
+
+const DEADLOCK_DETECTED = '40P01';
+const DEADLOCK_ATTEMPTS = 5;
+
 export async function closeCatalog(): Promise<void> {
   const prisma = catalog ? await catalog.catch(() => undefined) : undefined;
   const sql = connected ? await connected.catch(() => undefined) : undefined;

@@ -102,13 +102,15 @@ export async function linkVmDisks(client: pg.ClientBase, links: VmDiskLink[]): P
 }
 
 /**
- * The VMs of these names that the latest scan of their source saw, with the config it read them from: where a
- * backup of a few VMs reads them again without scanning the whole source.
+ * The VMs of these names that the latest scan of their source saw, and found no problem with, with the config it
+ * read them from: where a backup of a few VMs reads them again without scanning the whole source. A VM the scan
+ * refused (two configs defining it: the catalog's one row names one of them, maybe the copy) is not vouched for.
  */
 export async function findSeenVms(client: pg.ClientBase | pg.Pool, options: { sourceIds: string[]; names: string[] }): Promise<{ sourceId: string; name: string; configPath: string }[]> {
   const { rows } = await client.query<{ sourceId: string; name: string; configPath: string }>(
     `SELECT v."sourceId", v."name", v."configPath" FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId"
-     WHERE v."sourceId" = ANY($1::text[]) AND v."name" = ANY($2::text[]) AND s."scannedAt" IS NOT NULL AND v."lastSeenAt" >= s."scannedAt"`,
+     WHERE v."sourceId" = ANY($1::text[]) AND v."name" = ANY($2::text[]) AND s."scannedAt" IS NOT NULL AND v."lastSeenAt" >= s."scannedAt"
+       AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(s."problems") p WHERE p->>'file' = v."configPath")`,
     [options.sourceIds, options.names],
   );
   return rows;
@@ -125,6 +127,21 @@ export async function findDiskUsers(client: pg.ClientBase | pg.Pool, options: { 
      LEFT JOIN "Vm" v ON v."id" = vd."vmId" AND v."lastSeenAt" >= s."scannedAt"
      WHERE d."sourceId" = $1 AND (d."path" = ANY($2::text[]) OR d."identifier" = ANY($3::text[]))`,
     [options.sourceId, options.paths, options.identifiers],
+  );
+  return rows;
+}
+
+/**
+ * The VMs the latest scan of a source saw whose UUID may be one of these (keys as vmUuidKey makes them; the caller
+ * compares exactly): a VM read alone whose config now carries another VM's UUID is an ambiguous identity.
+ */
+export async function findSeenUuids(client: pg.ClientBase | pg.Pool, options: { sourceId: string; uuidKeys: string[] }): Promise<{ name: string; uuid: string }[]> {
+  if (options.uuidKeys.length === 0) return [];
+  const { rows } = await client.query<{ name: string; uuid: string }>(
+    `SELECT v."name", v."uuid" FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId"
+     WHERE v."sourceId" = $1 AND v."lastSeenAt" >= s."scannedAt" AND v."uuid" <> ''
+       AND (lower(replace(v."uuid", '-', '')) = ANY($2::text[]) OR lower(btrim(v."uuid", E' \t\r\n')) = ANY($2::text[]))`,
+    [options.sourceId, options.uuidKeys],
   );
   return rows;
 }

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { type CatalogSql, inTransaction } from './db';
+import { type CatalogSql, inTransaction, retryingDeadlock } from './db';
 import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
 import { type VmDiskLink, linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';
@@ -18,10 +18,10 @@ export type SkippedImage = { id: string; error: string };
  * number of disks): it is on the path of every backup run.
  */
 export async function recordBackupImage(sql: CatalogSql, options: ImageRecord): Promise<boolean> {
-  return inTransaction(sql, async (client) => {
+  return retryingDeadlock(() => inTransaction(sql, async (client) => {
     await beginIndexWrite(client);
     return (await recordImagesIn(client, [options])).length > 0;
-  });
+  }));
 }
 
 /**
@@ -46,23 +46,14 @@ export async function recordBackupImages(sql: CatalogSql, items: ImageRecord[]):
  * Indexes a run's batch of images in one transaction (a VDI pool's clones: one commit for hundreds of VMs). An image
  * the database refuses is skipped and reported; the others are recorded. Rows are locked in key order (fleet-rows.ts),
  * so concurrent recorders wait for each other; a deadlock with a statement that locks in another order (PostgreSQL
- * picks a victim) is retried.
+ * picks a victim) is retried (retryingDeadlock).
  */
 export async function recordBackupImageBatch(sql: CatalogSql, items: ImageRecord[]): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await inTransaction(sql, async (client) => {
-        await beginIndexWrite(client);
-        return recordBatchIn(client, items);
-      });
-    } catch (err) {
-      if ((err as { code?: unknown }).code !== DEADLOCK_DETECTED || attempt === DEADLOCK_ATTEMPTS) throw err;
-    }
-  }
+  return retryingDeadlock(() => inTransaction(sql, async (client) => {
+    await beginIndexWrite(client);
+    return recordBatchIn(client, items);
+  }));
 }
-
-const DEADLOCK_DETECTED = '40P01';
-const DEADLOCK_ATTEMPTS = 3;
 
 /**
  * The first statement of every transaction that records images: the index lock, shared (catalog rebuild

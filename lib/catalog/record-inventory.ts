@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { CatalogSql } from './db';
-import { inTransaction } from './db';
+import { inTransaction, retryingDeadlock } from './db';
 import type { SourceInventory } from '../engine/sources/inventory';
 import { linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';
@@ -31,13 +31,14 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
     vms: inventory.vms.map((vm) => [vm.name, vm.uuid, vm.configPath, vm.disks.map((use) => [use.diskPath, use.via, use.slot])]),
     disks: disks.map((d) => [d.identifier, d.path, d.format, d.parent?.path, d.logicalBytes, inventory.usedBy.get(d.path)?.length ?? 0]),
   })).digest('hex');
-  const { rowCount } = await sql.query(
+  // Either statement may be a deadlock's victim beside a backup recording images (retryingDeadlock): both may run again.
+  const { rowCount } = await retryingDeadlock(() => sql.query(
     `WITH source AS (UPDATE "Source" SET "scannedAt" = now() WHERE "id" = $1 AND "inventoryDigest" = $2 RETURNING "id")
      UPDATE "Vm" SET "lastSeenAt" = now() WHERE "sourceId" IN (SELECT "id" FROM source) AND "name" = ANY($3::text[])`,
     [sourceId, digest, vms.map((vm) => vm.name)],
-  );
+  ));
   if (rowCount === vms.length && rowCount > 0) return { vms: inventory.vms.length, disks: disks.length, problems };
-  await inTransaction(sql, async (client) => {
+  await retryingDeadlock(() => inTransaction(sql, async (client) => {
     // Shared with backups' records, exclusive for a rebuild (locks.ts): never a scan half into a rebuilt index.
     await client.query('SELECT pg_advisory_xact_lock_shared($1)', [CATALOG_INDEX_LOCK]);
     const vmRows = await upsertVms(client, vms.map((vm) => ({ sourceId, name: vm.name, uuid: vm.uuid, configPath: vm.configPath })), { onConflict: 'details', seen: true });
@@ -55,7 +56,7 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
     await client.query('DELETE FROM "VmDisk" WHERE "vmId" = ANY($1::text[])', [[...vmId.values()]]);
     await linkVmDisks(client, links);
     await client.query('UPDATE "Source" SET "scannedAt" = now(), "problems" = $2, "inventoryDigest" = $3 WHERE "id" = $1', [sourceId, JSON.stringify(problems), digest]);
-  });
+  }));
   return { vms: inventory.vms.length, disks: disks.length, problems };
 }
 

@@ -215,6 +215,13 @@ async function canonicalPaths(paths: string[], resolver: DiskResolver): Promise<
   return out;
 }
 
+/** A VM's UUID as compared: "6F1C…" and "6f1c-…" are one UUID (libvirt takes both forms); anything that is not a
+ *  UUID compares as written (trimmed, any case). Empty: no UUID. */
+export function vmUuidKey(uuid: string): string {
+  const hex = uuid.replace(/-/g, '').toLowerCase();
+  return /^[0-9a-f]{32}$/.test(hex) ? hex : uuid.trim().toLowerCase();
+}
+
 /**
  * A VM is known by its name within its source (the catalog's key) and by its UUID. Two configs that define the
  * same name, or the same UUID (a copied VM folder), are one ambiguous identity: every VM that shares it is
@@ -222,11 +229,6 @@ async function canonicalPaths(paths: string[], resolver: DiskResolver): Promise<
  */
 function refuseAmbiguousVms(vms: VmInventory[]): void {
   const identified = vms.filter((vm) => vm.config); // a config that did not parse has a name taken from its file only
-  // "6F1C…" and "6f1c-…" are one UUID (libvirt takes both forms); anything that is not a UUID compares as written.
-  const uuidKey = (uuid: string) => {
-    const hex = uuid.replace(/-/g, '').toLowerCase();
-    return /^[0-9a-f]{32}$/.test(hex) ? hex : uuid.trim().toLowerCase();
-  };
   const group = (key: (vm: VmInventory) => string) => {
     const groups = new Map<string, VmInventory[]>();
     for (const vm of identified) {
@@ -236,11 +238,11 @@ function refuseAmbiguousVms(vms: VmInventory[]): void {
     return groups;
   };
   const byName = group((vm) => vm.name);
-  const byUuid = group((vm) => uuidKey(vm.uuid));
+  const byUuid = group((vm) => vmUuidKey(vm.uuid));
   for (const vm of identified) {
     const others = (groups: Map<string, VmInventory[]>, key: string) => (groups.get(key) ?? []).filter((other) => other !== vm).map((other) => other.configPath);
     const sameName = others(byName, vm.name);
-    const sameUuid = uuidKey(vm.uuid) ? others(byUuid, uuidKey(vm.uuid)) : [];
+    const sameUuid = vmUuidKey(vm.uuid) ? others(byUuid, vmUuidKey(vm.uuid)) : [];
     if (sameName.length === 0 && sameUuid.length === 0) continue;
     const reasons = [
       ...(sameName.length ? [`VM name '${vm.name}' is also defined by ${sameName.join(', ')}`] : []),
