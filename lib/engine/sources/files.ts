@@ -47,7 +47,7 @@ export async function openDiskFileAndStat(file: string): Promise<{ handle: fs.Fi
   try {
     // Taken before the stat: the moment can only be earlier than the stat, never flatter the file's age.
     const statAtNs = BigInt(Date.now()) * 1_000_000n;
-    const opened = await handle.stat({ bigint: true });
+    const opened = await handle.stat({ bigint: true }).catch((err) => { throw fileError(file, err); });
     if (!opened.isFile()) throw notRegularFile(file, opened);
     return { handle, stat: opened, statAtNs };
   } catch (err) {

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
-import { fileError } from '../errors';
-import { openDiskFile } from './files';
+import { openDiskFileAndStat } from './files';
 
 export type DiskVersion = { versionToken: string; logicalBytes: number; racilyClean: boolean };
 
@@ -32,24 +31,18 @@ export async function versionOf(files: string[], cid?: string, opened?: { file: 
   let logicalBytes = 0;
   let racilyClean = false;
   for (const file of files) {
-    // The main file, where the caller holds it open already: the fstat it made of it (see openDiskFileAndStat).
-    let { stat, statAtNs } = opened?.file === file ? opened : { stat: undefined as BigIntStats | undefined, statAtNs: 0n };
-    if (!stat) {
-      const handle = await openDiskFile(file);
-      // Taken before the stat: the moment can only be earlier than the stat, never flatter the file's age.
-      statAtNs = BigInt(Date.now()) * 1_000_000n;
-      try {
-        stat = await handle.stat({ bigint: true });
-      } catch (err) {
-        throw fileError(file, err);
-      } finally {
-        await handle.close();
-      }
-    }
+    // The main file, where the caller holds it open already: the fstat it made of it; any other: opened for its own.
+    const { stat, statAtNs } = opened?.file === file ? opened : await statOfOpened(file);
     hash.update(`${file}\0${stat.ino}\0${stat.size}\0${stat.mtimeNs}\0${stat.ctimeNs}\n`);
     logicalBytes += Number(stat.size);
     if (tooRecentToTrust(stat, statAtNs)) racilyClean = true;
   }
   const stamp = hash.digest('hex').slice(0, 20);
   return { versionToken: cid ? `cid:${cid}/${stamp}` : stamp, logicalBytes, racilyClean };
+}
+
+async function statOfOpened(file: string): Promise<{ stat: BigIntStats; statAtNs: bigint }> {
+  const { handle, stat, statAtNs } = await openDiskFileAndStat(file);
+  await handle.close();
+  return { stat, statAtNs };
 }
