@@ -72,9 +72,7 @@ describe('backupVms', () => {
     const repo = await Repository.openOrInit(store, { blockSize: MiB });
     const results = await backupVms({ inventory: await scanSource(source), repo, lookupStoredDisks: async (disks) => disks.map(() => undefined) });
     expect(results[0]).toMatchObject({ ok: false, error: expect.stringMatching(/disk\.raw: disk changed while it was being read \(3 attempts\)/) });
-    const images: string[] = [];
-    for await (const id of repo.listBackupImages()) images.push(id);
-    expect(images).toEqual([]);
+    expect(await repo.backupImageIds()).toEqual([]);
   });
 
   it('leaves a valid repository when interrupted, and the next run reuses what was written', async () => {
@@ -88,9 +86,7 @@ describe('backupVms', () => {
     const repo = await Repository.openOrInit(store, { blockSize: MiB });
     await expect(backupVms({ inventory: await scanSource(source), repo, lookupStoredDisks: async (disks) => disks.map(() => undefined), signal: controller.signal })).rejects.toThrow();
     await manifestsAreComplete(repo);
-    const images: string[] = [];
-    for await (const id of repo.listBackupImages()) images.push(id);
-    expect(images).toEqual([]);
+    expect(await repo.backupImageIds()).toEqual([]);
 
     const again = await backupVms({ inventory: await scanSource(source), repo, lookupStoredDisks: async (disks) => disks.map(() => undefined) });
     expect(again[0].ok).toBe(true);
@@ -138,9 +134,7 @@ async function faultyRepo(faults: Fault[]) {
 }
 
 async function imagesIn(repo: Repository): Promise<string[]> {
-  const ids: string[] = [];
-  for await (const id of repo.listBackupImages()) ids.push(id);
-  return ids.sort();
+  return repo.backupImageIds();
 }
 
 const none = async (disks: unknown[]) => disks.map(() => undefined);

@@ -178,11 +178,7 @@ export class Repository {
     return parseBackupImage(await this.readManifest(backupImageKey(id), what), what, id);
   }
 
-  async *listBackupImages(): AsyncIterable<string> {
-    for (const id of await this.backupImageIds()) yield id;
-  }
-
-  /** Every backup image's id, sorted: one step per page of the listing. */
+  /** Every backup image's id, sorted (ids sort by time: oldest first): one step per page of the listing. */
   async backupImageIds(): Promise<string[]> {
     const ids: string[] = [];
     for await (const page of this.store.list('images/')) {

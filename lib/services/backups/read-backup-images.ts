@@ -32,11 +32,6 @@ export async function readBackupImages(repo: Repository, ids: string[]): Promise
   return { images, skipped };
 }
 
-/** Every image id in the repository, oldest first (ids sort by time). One listing of images/. */
-export async function listBackupImageIds(repo: Repository): Promise<string[]> {
-  return repo.backupImageIds();
-}
-
 /**
  * The catalog's source id for each image's source, by name; a source named only by backups (a catalog
  * rebuilt, or a record lost after its source was removed) is created from the image. DO NOTHING, not an

@@ -1,7 +1,7 @@
 import { type CatalogSql, inTransaction } from '../../catalog/db';
 import type { Repository } from '../../engine/repository/repository';
 import { CATALOG_INDEX_LOCK } from '../../catalog/locks';
-import { listBackupImageIds, readBackupImages, withSourceIds } from './read-backup-images';
+import { readBackupImages, withSourceIds } from './read-backup-images';
 import { type SkippedImage, recordBatchIn } from '../../catalog/record-backup-image';
 import { claimRepository } from '../../catalog/repository-identity';
 import { clearIndex } from '../../catalog/clear-index';
@@ -27,7 +27,7 @@ export async function rebuildCatalog(sql: CatalogSql, options: {
   return inTransaction(sql, async (client) => {
     await client.query('SELECT pg_advisory_xact_lock($1)', [CATALOG_INDEX_LOCK]);
     await claimRepository(client, { repo: options.repo, location: options.location, adopt: options.adopt });
-    const ids = await listBackupImageIds(options.repo);
+    const ids = await options.repo.backupImageIds();
     await clearIndex(client);
     const sourceIds = new Map<string, string>();
     const sourcesUsed = new Set<string>();

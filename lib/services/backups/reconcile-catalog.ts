@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { CatalogSql } from '../../catalog/db';
 import type { Repository } from '../../engine/repository/repository';
-import { listBackupImageIds, readBackupImages, withSourceIds } from './read-backup-images';
+import { readBackupImages, withSourceIds } from './read-backup-images';
 import { type SkippedImage, recordBackupImages } from '../../catalog/record-backup-image';
 
 const BATCH = 250;
@@ -17,7 +17,7 @@ export type ReconcileResult = { inRepository: number; recorded: string[]; skippe
  * never fatal; so is what was recorded (one warning).
  */
 export async function reconcileCatalog(sql: CatalogSql, options: { repo: Repository; signal?: AbortSignal; onWarning?: (message: string) => void }): Promise<ReconcileResult> {
-  const ids = await listBackupImageIds(options.repo);
+  const ids = await options.repo.backupImageIds();
   const result: ReconcileResult = { inRepository: ids.length, recorded: [], skipped: [] };
   if (ids.length === 0) return result;
   // The usual case, answered by one aggregate rather than a lookup per image (a pool's history holds hundreds of
