@@ -102,6 +102,21 @@ export async function linkVmDisks(client: pg.ClientBase, links: VmDiskLink[]): P
 }
 
 /**
+ * The VmDisk rows of these VMs become exactly `links` (their own uses): rows that differ are deleted, missing ones
+ * inserted; the same rows are left as they are.
+ */
+export async function setVmDisks(client: pg.ClientBase, vmIds: string[], links: VmDiskLink[]): Promise<void> {
+  if (vmIds.length === 0) return;
+  await client.query(
+    `DELETE FROM "VmDisk" vd WHERE vd."vmId" = ANY($1::text[]) AND NOT EXISTS (
+       SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS l(vm, disk, via, slot)
+       WHERE l.vm = vd."vmId" AND l.disk = vd."diskId" AND l.via = vd."via" AND l.slot IS NOT DISTINCT FROM vd."slot")`,
+    [vmIds, links.map((l) => l.vmId), links.map((l) => l.diskId), links.map((l) => l.via), links.map((l) => l.slot)],
+  );
+  await linkVmDisks(client, links);
+}
+
+/**
  * The VMs of these names that the latest scan of their source saw, and found no problem with, with the config it
  * read them from: where a backup of a few VMs reads them again without scanning the whole source. A VM the scan
  * refused (two configs defining it: the catalog's one row names one of them, maybe the copy) is not vouched for.

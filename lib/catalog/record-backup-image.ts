@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { type CatalogSql, inTransaction, retryingDeadlock } from './db';
 import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
-import { type VmDiskLink, linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';
+import { setVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';
 
 /** One backup image to index, with the catalog id of the source it belongs to. */
@@ -248,21 +248,6 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
     ],
   );
   return fresh.map((item) => item.image.id);
-}
-
-/**
- * The VmDisk rows of these VMs become exactly `links` (their own uses): rows that differ are deleted, missing ones
- * inserted; the same rows are left as they are.
- */
-async function setVmDisks(client: pg.PoolClient, vmIds: string[], links: VmDiskLink[]): Promise<void> {
-  if (vmIds.length === 0) return;
-  await client.query(
-    `DELETE FROM "VmDisk" vd WHERE vd."vmId" = ANY($1::text[]) AND NOT EXISTS (
-       SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS l(vm, disk, via, slot)
-       WHERE l.vm = vd."vmId" AND l.disk = vd."diskId" AND l.via = vd."via" AND l.slot IS NOT DISTINCT FROM vd."slot")`,
-    [vmIds, links.map((l) => l.vmId), links.map((l) => l.diskId), links.map((l) => l.via), links.map((l) => l.slot)],
-  );
-  await linkVmDisks(client, links);
 }
 
 function col<T, V>(rows: T[], pick: (row: T) => V): V[] {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { CatalogSql } from './db';
 import { inTransaction, retryingDeadlock } from './db';
 import type { SourceInventory } from '../engine/sources/inventory';
-import { linkVmDisks, upsertDisks, upsertVms } from './fleet-rows';
+import { setVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';
 
 export type SourceProblem = { file: string; message: string };
@@ -53,8 +53,7 @@ export async function recordInventory(sql: CatalogSql, options: { sourceId: stri
     const vmId = new Map(vmRows.map((row) => [row.name, row.id]));
     const diskId = new Map(diskRows.map((row) => [row.path, row.id]));
     const links = vms.flatMap((vm) => vm.disks.filter((use) => diskId.has(use.diskPath)).map((use) => ({ vmId: vmId.get(vm.name)!, diskId: diskId.get(use.diskPath)!, via: use.via, slot: use.slot ?? null })));
-    await client.query('DELETE FROM "VmDisk" WHERE "vmId" = ANY($1::text[])', [[...vmId.values()]]);
-    await linkVmDisks(client, links);
+    await setVmDisks(client, [...vmId.values()], links);
     await client.query('UPDATE "Source" SET "scannedAt" = now(), "problems" = $2, "inventoryDigest" = $3 WHERE "id" = $1', [sourceId, JSON.stringify(problems), digest]);
   }));
   return { vms: inventory.vms.length, disks: disks.length, problems };
