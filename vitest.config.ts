@@ -5,6 +5,7 @@ export default defineConfig({
     environment: 'node',
     include: ['lib/**/*.test.ts', 'test/**/*.test.ts'],
     globalSetup: ['test/global-setup.ts'],
+    setupFiles: ['test/cleanup.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: 'forks',

@@ -1,11 +1,8 @@
 import { execFile, spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import pg from 'pg';
-import { inject } from 'vitest';
 import { migrate } from '../lib/catalog/migrate';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../lib/generated/prisma/client';
@@ -13,33 +10,17 @@ import type { BlockPool } from '../lib/engine/chunking/block-pool';
 import type { ChunkId } from '../lib/engine/repository/chunk-id';
 import type { Repository } from '../lib/engine/repository/repository';
 import { readBlock } from '../lib/engine/restore/read-block';
+import { createTestDatabase } from './scratch';
 
 export const run = promisify(execFile);
-export const projectRoot = path.resolve(import.meta.dirname, '..');
 
-/** A fresh, empty database on the test server; returns its URL. */
-export async function createTestDatabase(): Promise<string> {
-  const admin = inject('adminDatabaseUrl');
-  const name = `vmdedup_test_${randomBytes(6).toString('hex')}`;
-  const client = new pg.Client({ connectionString: admin });
-  await client.connect();
-  await client.query(`CREATE DATABASE ${name}`);
-  await client.end();
-  const url = new URL(admin);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
+export { canMountTmpfs, createTestDatabase, mountTmpfs, remountTmpfs, tempDir, unmountTmpfs } from './scratch';
+export const projectRoot = path.resolve(import.meta.dirname, '..');
 
 export async function createMigratedCatalog(): Promise<{ url: string; db: PrismaClient }> {
   const url = await createTestDatabase();
   await migrate(url, path.join(projectRoot, 'prisma', 'migrations'));
   return { url, db: new PrismaClient({ adapter: new PrismaPg({ connectionString: url }) }) };
-}
-
-export async function tempDir(prefix = 'vmdedup-'): Promise<string> {
-  const dir = await fs.realpath(await fs.mkdtemp(path.join(os.tmpdir(), prefix)));
-  await fs.chmod(dir, 0o755);
-  return dir;
 }
 
 export async function qemuImg(...args: string[]): Promise<string> {
@@ -83,43 +64,6 @@ export async function cli(env: Record<string, string>, ...args: string[]): Promi
     if (typeof e.code !== 'number') throw err;
     return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
   }
-}
-
-const mounted: string[] = [];
-
-/**
- * A small real file system to fill up or make read-only: a tmpfs mounted on a temp folder (`size=8m`,
- * `nr_inodes=…`). Undefined where mounting is not permitted (not root, no CAP_SYS_ADMIN): skip with that reason.
- */
-export async function mountTmpfs(options: string): Promise<string | undefined> {
-  const dir = await tempDir('vmdedup-tmpfs-');
-  try {
-    await run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir]);
-  } catch {
-    await fs.rm(dir, { recursive: true, force: true });
-    return undefined;
-  }
-  mounted.push(dir);
-  return dir;
-}
-
-/** Changes a mounted tmpfs (`size=64m`, `ro`, `rw`). */
-export async function remountTmpfs(dir: string, options: string): Promise<void> {
-  await run('mount', ['-o', `remount,${options}`, dir]);
-}
-
-/** Unmounts every tmpfs this process mounted (call from afterAll). */
-export async function unmountTmpfs(): Promise<void> {
-  for (const dir of mounted.splice(0)) await run('umount', [dir]).catch(() => undefined);
-}
-
-/** Whether this process may mount a tmpfs (checked once). */
-export async function canMountTmpfs(): Promise<boolean> {
-  const dir = await mountTmpfs('size=1m');
-  if (!dir) return false;
-  await run('umount', [dir]);
-  mounted.splice(mounted.indexOf(dir), 1);
-  return true;
 }
 
 /** SHA-256 (hex) of a file's bytes. */
