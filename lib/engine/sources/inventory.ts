@@ -8,6 +8,7 @@ import { libvirtNamedFiles, parseLibvirtDomain } from './libvirt';
 import type { DiskSlot, ScanProblem, SourceSpec, VmConfig } from './types';
 import { type VmDiskUse, usedByVms, vmDiskUses } from './usage';
 import { DiskResolver, type VirtualDisk } from './virtual-disk';
+import type { ScanMemo } from './scan-memo';
 import { parseVmx, vmxNamedFiles } from './vmware';
 
 export type VmInventory = {
@@ -38,13 +39,16 @@ export type SourceInventory = {
 
 const CONFIG_EXTENSION = { libvirt: '.xml', vmware: '.vmx' } as const;
 
+/** How a scan runs: `memo` holds what the last scan of the source parsed (scan-memo.ts), and learns this one's. */
+export type ScanOptions = { signal?: AbortSignal; memo?: ScanMemo };
+
 /** Reads every VM of a source and resolves its disks and their parent chains. Reads headers only. */
-export async function scanSource(source: SourceSpec, options: { signal?: AbortSignal } = {}): Promise<SourceInventory> {
+export async function scanSource(source: SourceSpec, options: ScanOptions = {}): Promise<SourceInventory> {
   const root = await sourceRoot(source.path);
   const warnings: string[] = [];
   const problems: ScanProblem[] = [];
   const configs = await findConfigs(root, CONFIG_EXTENSION[source.type], warnings, problems);
-  return scanConfigFiles(source, root, configs, warnings, problems, options.signal);
+  return scanConfigFiles(source, root, configs, warnings, problems, options);
 }
 
 /**
@@ -54,7 +58,7 @@ export async function scanSource(source: SourceSpec, options: { signal?: AbortSi
  * them is not a plain config file inside the source root any more (moved, replaced by a symlink, gone): the caller
  * then scans the whole source.
  */
-export async function scanSomeConfigs(source: SourceSpec, configPaths: string[], options: { signal?: AbortSignal } = {}): Promise<SourceInventory | undefined> {
+export async function scanSomeConfigs(source: SourceSpec, configPaths: string[], options: ScanOptions = {}): Promise<SourceInventory | undefined> {
   const root = await sourceRoot(source.path);
   const extension = CONFIG_EXTENSION[source.type];
   const configs: ConfigFile[] = [];
@@ -66,24 +70,28 @@ export async function scanSomeConfigs(source: SourceSpec, configPaths: string[],
     if (!stat?.isFile() || (await fs.realpath(configPath).catch(() => undefined)) !== configPath) return undefined;
     configs.push({ path: configPath });
   }
-  return scanConfigFiles(source, root, configs, [], [], options.signal);
+  return scanConfigFiles(source, root, configs, [], [], options);
 }
 
 /** Configs read and parsed at once, their disks' headers read ahead: a scan of thousands of small VMs waits on many
  *  small reads, which overlap; bounded, so memory holds what is in flight. */
 const READ_AHEAD = 32;
+const YIELD_EVERY = 64;
 
-async function scanConfigFiles(source: SourceSpec, root: string, configs: ConfigFile[], warnings: string[], problems: ScanProblem[], signal?: AbortSignal): Promise<SourceInventory> {
-  const resolver = new DiskResolver(root);
+async function scanConfigFiles(source: SourceSpec, root: string, configs: ConfigFile[], warnings: string[], problems: ScanProblem[], options: ScanOptions): Promise<SourceInventory> {
+  const { signal, memo } = options;
+  const resolver = new DiskResolver(root, memo);
   const vms: VmInventory[] = [];
   // Reading runs up to READ_AHEAD configs ahead; deciding (resolveChain, refusals) goes one VM after another, in
   // order, so the inventory is the same as a sequential scan's.
   const reads: Promise<ConfigRead>[] = [];
   const readAhead = (index: number) => {
-    if (index < configs.length && !reads[index]) reads[index] = readConfig(source, configs[index], resolver);
+    if (index < configs.length && !reads[index]) reads[index] = readConfig(source, configs[index], resolver, memo);
   };
   for (let index = 0; index < Math.min(READ_AHEAD, configs.length); index++) readAhead(index);
   for (const [index, config] of configs.entries()) {
+    // Configs are read with synchronous calls (files.ts): let timers, signals and other work in now and then.
+    if (index % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((resolve) => setImmediate(resolve));
     signal?.throwIfAborted();
     readAhead(index + READ_AHEAD);
     const vm = await scanVm(source, config, await reads[index], resolver);
@@ -167,17 +175,26 @@ async function findConfigs(root: string, extension: string, warnings: string[], 
 /** A config as read and parsed (or why not), its disks' reads started. */
 type ConfigRead = { bytes?: Buffer; config?: VmConfig; error?: unknown };
 
-async function readConfig(source: SourceSpec, file: ConfigFile, resolver: DiskResolver): Promise<ConfigRead> {
+async function readConfig(source: SourceSpec, file: ConfigFile, resolver: DiskResolver, memo: ScanMemo | undefined): Promise<ConfigRead> {
   if (file.error) return { error: file.error };
   let bytes: Buffer | undefined;
   try {
     bytes = await readConfigFile(file.path);
-    const config = source.type === 'libvirt' ? parseLibvirtDomain(file.path, bytes) : parseVmx(file.path, bytes);
+    const known = memo?.config(file.path, bytes);
+    // Bytes parsed last time: their parse (null: not a VM), without parsing them again.
+    const config = known === undefined ? parseConfig(source, file.path, bytes, memo) : known === null ? undefined : { ...known, configPath: file.path, configBytes: bytes };
     for (const slot of config?.slots ?? []) if (slot.backedUp && slot.path) void resolver.prefetch(slot.path, slot.format);
     return { bytes, config };
   } catch (err) {
     return { bytes, error: err };
   }
+}
+
+/** Parses a config (throwing an InputError for a broken one), and remembers the parse. */
+function parseConfig(source: SourceSpec, configPath: string, bytes: Buffer, memo: ScanMemo | undefined): VmConfig | undefined {
+  const config = source.type === 'libvirt' ? parseLibvirtDomain(configPath, bytes) : parseVmx(configPath, bytes);
+  memo?.rememberConfig(configPath, bytes, config ? { name: config.name, uuid: config.uuid, slots: config.slots } : null);
+  return config;
 }
 
 /** Returns undefined for well-formed XML that is not a domain (network definitions…). */

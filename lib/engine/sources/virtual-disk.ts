@@ -1,3 +1,4 @@
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { isInside } from '../containment';
@@ -5,7 +6,8 @@ import { InputError, fileError } from '../errors';
 import { detectDiskFormat } from '../formats/detect';
 import { readQcow2Header } from '../formats/qcow2';
 import { readVmdkDescriptor } from '../formats/vmdk';
-import { openDiskFileAndStat } from './files';
+import { openDiskFileAndStat, statDiskFile } from './files';
+import type { DiskHeader, ScanMemo } from './scan-memo';
 import type { DiskFormat, DiskSlot, ScanProblem } from './types';
 import { versionOf } from './version-token';
 
@@ -38,7 +40,7 @@ export class DiskResolver {
   private readonly reads = new Map<string, Promise<VirtualDisk>>();
   private readonly realpaths = new Map<string, Promise<string>>();
 
-  constructor(private readonly root: string) {}
+  constructor(private readonly root: string, private readonly memo?: ScanMemo) {}
 
   /** Resolves a disk and its parents; returns canonical paths, the attached disk first. */
   async resolveChain(diskPath: string, format: DiskFormat | undefined, referrer: string): Promise<string[]> {
@@ -129,7 +131,8 @@ export class DiskResolver {
   realpath(file: string): Promise<string> {
     let real = this.realpaths.get(file);
     if (!real) {
-      real = fs.realpath(file);
+      // libc's realpath, synchronously: one per disk of thousands, where the thread pool's round trip is the cost.
+      real = new Promise((resolve) => resolve(fsSync.realpathSync.native(file)));
       real.catch(() => undefined); // met by the caller that needs it
       this.realpaths.set(file, real);
     }
@@ -164,6 +167,15 @@ export class DiskResolver {
   }
 
   private async readDisk(canonical: string, hint: DiskFormat | undefined): Promise<VirtualDisk> {
+    const relativePath = path.relative(this.root, canonical);
+    const base = { path: canonical, relativePath, identifier: `path:${relativePath}` };
+    const files = [canonical];
+    if (this.memo?.knowsHeader(canonical, hint)) {
+      // A qcow2 or raw header read last scan under this very fstat (scan-memo.ts): not read again.
+      const probed = await statDiskFile(canonical);
+      const known = this.memo.header(canonical, hint, probed.stat);
+      if (known) return { ...base, ...known, files, ...(await versionOf(files, undefined, { file: canonical, ...probed })) };
+    }
     const { handle: fh, stat, statAtNs } = await openDiskFileAndStat(canonical);
     const opened = { file: canonical, stat, statAtNs };
     try {
@@ -172,17 +184,17 @@ export class DiskResolver {
       // anything, a qcow2 header too, into its raw disk); any other claim must match the bytes.
       const format = hint === 'raw' ? 'raw' : hint ?? detected;
       if (format !== 'raw' && format !== detected) throw new InputError(`config says ${format} but the file is ${detected === 'raw' ? 'not a valid ' + format + ' image' : detected}`, { file: canonical });
-      const relativePath = path.relative(this.root, canonical);
-      const base = { path: canonical, relativePath, format, identifier: `path:${relativePath}` };
+      const remember = (header: DiskHeader) => {
+        this.memo?.rememberHeader(canonical, hint, stat, statAtNs, header);
+        return header;
+      };
       if (format === 'qcow2') {
         const header = await readQcow2Header(fh, canonical);
         const parent = header.backingFile ? { ...this.parentLink(header.backingFile, canonical), format: knownFormat(header.backingFormat) } : undefined;
-        const files = [canonical];
-        return { ...base, files, parent, virtualSize: header.virtualSize, ...(await versionOf(files, undefined, opened)) };
+        return { ...base, ...remember({ format, parent, virtualSize: header.virtualSize }), files, ...(await versionOf(files, undefined, opened)) };
       }
       if (format === 'vmdk') {
         const descriptor = await readVmdkDescriptor(fh, canonical);
-        const files = [canonical];
         for (const extent of descriptor.extents) {
           if (!extent.file) continue;
           const extentPath = await this.canonical(path.resolve(path.dirname(canonical), extent.file), canonical);
@@ -191,14 +203,13 @@ export class DiskResolver {
         const parent = descriptor.parentFileNameHint ? this.parentLink(descriptor.parentFileNameHint, canonical) : undefined;
         const identifier = descriptor.ddbUuid ? `vmdk-uuid:${descriptor.ddbUuid.replace(/[^0-9a-f]/gi, '').toLowerCase()}` : base.identifier;
         return {
-          ...base, identifier, files, parent,
+          ...base, format, identifier, files, parent,
           virtualSize: descriptor.extents.reduce((sum, e) => sum + e.sectors * 512, 0),
           vmdk: { cid: descriptor.cid, parentCid: descriptor.parentCid, createType: descriptor.createType, longContentId: descriptor.longContentId },
           ...(await versionOf(files, descriptor.cid, opened)),
         };
       }
-      const files = [canonical];
-      return { ...base, files, virtualSize: Number(stat.size), ...(await versionOf(files, undefined, opened)) };
+      return { ...base, ...remember({ format, virtualSize: Number(stat.size) }), files, ...(await versionOf(files, undefined, opened)) };
     } finally {
       await fh.close();
     }

@@ -8,6 +8,7 @@ import type { BackupDiskEntry } from '../../engine/repository/manifests';
 import { InputError } from '../../engine/errors';
 import type { Repository } from '../../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../../engine/sources/inventory';
+import { scanWithMemo } from '../sources/scan-with-memo';
 import { AppError } from '../../errors';
 import { findStoredVersions, recordBackupImageBatch } from '../../catalog/record-backup-image';
 import { reconcileCatalog } from './reconcile-catalog';
@@ -64,7 +65,7 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
   // A few VMs of large sources are read alone (their configs and disks), where the latest scan vouches for them.
   // (A source that cannot be read then is reported by the full scan, as always.)
   const chosen = options.vms?.length
-    ? await catalogCall(() => scanChosenVms(sql, { sources, vms: options.vms!, signal: options.signal })).catch((err) => {
+    ? await catalogCall(() => scanChosenVms(sql, { sources, vms: options.vms!, signal: options.signal, useMemo: options.rereadAfterDays !== 0 })).catch((err) => {
       if (err instanceof InputError) return undefined;
       throw err;
     })
@@ -73,7 +74,9 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
   for (const source of chosen ? [] : sources) {
     let inventory: SourceInventory;
     try {
-      inventory = await scanSource(source, { signal: options.signal });
+      // --reread-after 0 (read everything again) reads every header again too.
+      inventory = options.rereadAfterDays === 0 ? await scanSource(source, { signal: options.signal })
+        : await scanWithMemo(source.id, { partial: false }, (memo) => scanSource(source, { signal: options.signal, memo }));
     } catch (err) {
       // A source that cannot be read at all (its folder vanished, an unmounted datastore) is one line; the
       // catalog keeps its last picture of it, and the other sources go on.

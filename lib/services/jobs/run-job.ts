@@ -8,6 +8,7 @@ import { selectSources } from '../sources/select-sources';
 import { jobStaleSeconds } from '../../config';
 import { type Catalog, getCatalogSql } from '../../catalog/db';
 import { scanSource } from '../../engine/sources/inventory';
+import { scanWithMemo } from '../sources/scan-with-memo';
 import { toAppError } from '../../errors';
 import { openRepository, openRepositoryIfAny } from '../../open-repository';
 
@@ -58,7 +59,7 @@ const WORK: Record<JobKind, JobWork> = {
     const warnings: string[] = [];
     const repo = await openRepositoryIfAny({ sql });
     if (repo) await reconcileCatalog(sql, { repo, signal, onWarning: (message) => warnings.push(message) });
-    const found = { ...(await recordInventory(sql, { sourceId: source.id, inventory: await scanSource(source, { signal }) })), warnings };
+    const found = { ...(await recordInventory(sql, { sourceId: source.id, inventory: await scanWithMemo(source.id, { partial: false }, (memo) => scanSource(source, { signal, memo })) })), warnings };
     return {
       state: 'succeeded',
       message: `${found.vms} VMs, ${found.disks} disks${found.problems.length ? `, ${found.problems.length} problem${found.problems.length === 1 ? '' : 's'}` : ''}`,

@@ -1,0 +1,15 @@
+import { scanMemoFile } from '../../config';
+import { ScanMemo } from '../../engine/sources/scan-memo';
+
+/**
+ * Runs a scan of a source with what its last scan parsed (engine/sources/scan-memo.ts), then keeps what this one
+ * parsed for the next. `partial`: the scan reads a few VMs only, and the others' entries are kept.
+ */
+export async function scanWithMemo<T>(sourceId: string, options: { partial: boolean }, scan: (memo: ScanMemo) => Promise<T>): Promise<T> {
+  const file = scanMemoFile(sourceId);
+  const memo = await ScanMemo.load(file);
+  const result = await scan(memo);
+  // Only a cache: a save that fails (a full disk) costs the next scan its shortcut, nothing else.
+  await memo.save(file, { prune: !options.partial }).catch(() => undefined);
+  return result;
+}
