@@ -146,6 +146,50 @@ describe('scan memo', () => {
     expect(reread.disks.get(path.join(home, 'clone.qcow2'))?.parent?.path).toBe(path.join(home, 'base.qcow2'));
   });
 
+  it('drops a saved entry of the wrong shape and keeps the others: never a crash, a lost parent or another format', async () => {
+    const home = await tempDir();
+    await qemuImg('create', '-q', '-f', 'qcow2', path.join(home, 'b1.qcow2'), '1M');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'b1.qcow2', '-F', 'qcow2', path.join(home, 'c.qcow2'));
+    const domain = (name: string, file: string) => `<domain><name>${name}</name><devices><disk type='file' device='disk'><driver type='qcow2'/><source file='${file}'/><target dev='vda'/></disk></devices></domain>`;
+    await fs.writeFile(path.join(home, 'vm.xml'), domain('vm', 'c.qcow2'));
+    await fs.writeFile(path.join(home, 'vm2.xml'), domain('vm2', 'b1.qcow2'));
+    await settle();
+    const source: SourceSpec = { name: 's', type: 'libvirt', path: home };
+    const memoFile = path.join(home, 'cache', 'memo.json');
+    const first = new ScanMemo();
+    const fresh = picture(await scanSource(source, { memo: first }));
+    await first.save(memoFile, { prune: true });
+    const clean = await fs.readFile(memoFile, 'utf8');
+    type Saved = { configs: [string, { parsed: unknown }][]; headers: [string, { header: unknown }][] };
+    const config = (saved: Saved) => saved.configs.find(([key]) => key.endsWith('/vm.xml'))![1];
+    const header = (saved: Saved) => saved.headers.find(([key]) => key.endsWith('/c.qcow2'))![1];
+    const edits: ((saved: Saved) => void)[] = [
+      (saved) => { config(saved).parsed = { name: 'vm', uuid: '', slots: 5 }; },
+      (saved) => { config(saved).parsed = 'vm'; },
+      (saved) => { (config(saved).parsed as { slots: unknown[] }).slots = [null]; },
+      (saved) => { (config(saved).parsed as { slots: { path: unknown }[] }).slots[0].path = 'relative.qcow2'; },
+      (saved) => { header(saved).header = 1; },
+      (saved) => { (header(saved).header as { format: string }).format = 'vmdk'; },
+      (saved) => { (header(saved).header as { parent: unknown }).parent = 'b1.qcow2'; },
+      (saved) => { (header(saved).header as { parent: unknown }).parent = { pointer: 'b1.qcow2', path: 7 }; },
+    ];
+    for (const [index, edit] of edits.entries()) {
+      const saved = JSON.parse(clean) as Saved;
+      edit(saved);
+      await fs.writeFile(memoFile, JSON.stringify(saved));
+      const memo = await ScanMemo.load(memoFile);
+      expect(picture(await scanSource(source, { memo })), `edit ${index}`).toEqual(fresh);
+    }
+    // A memo as save() wrote it is used whole: every config and header it holds is known after loading.
+    const loaded = await ScanMemo.load(memoFile.replace('memo.json', 'none.json'));
+    expect(loaded.knowsHeader(path.join(home, 'c.qcow2'), 'qcow2')).toBe(false);
+    await fs.writeFile(memoFile, clean);
+    const whole = await ScanMemo.load(memoFile);
+    expect(whole.knowsHeader(path.join(home, 'c.qcow2'), 'qcow2')).toBe(true);
+    expect(whole.knowsHeader(path.join(home, 'b1.qcow2'), 'qcow2')).toBe(true);
+    expect(whole.config(path.join(home, 'vm.xml'), await fs.readFile(path.join(home, 'vm.xml')))).toMatchObject({ name: 'vm' });
+  });
+
   it('a torn or foreign memo file is an empty memo, and a header read too soon after a change is not remembered', async () => {
     const home = await tempDir();
     const memoFile = path.join(home, 'memo.json');

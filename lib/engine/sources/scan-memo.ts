@@ -86,8 +86,9 @@ export class ScanMemo {
     try {
       const saved = JSON.parse(text) as { version?: unknown; configs?: unknown; headers?: unknown };
       if (saved.version !== VERSION || !Array.isArray(saved.configs) || !Array.isArray(saved.headers)) return memo;
-      for (const [key, entry] of saved.configs as [string, ConfigEntry][]) if (typeof key === 'string' && typeof entry?.digest === 'string') memo.configs.set(key, entry);
-      for (const [key, entry] of saved.headers as [string, HeaderEntry][]) if (typeof key === 'string' && typeof entry?.stat === 'string' && typeof entry.readAtMs === 'number' && entry.header) memo.headers.set(key, entry);
+      // Each entry checked for its shape: one that is not what save() writes is dropped, never used.
+      for (const item of saved.configs as unknown[]) if (isPair(item) && isConfigEntry(item[1])) memo.configs.set(item[0], item[1]);
+      for (const item of saved.headers as unknown[]) if (isPair(item) && isHeaderEntry(item[1])) memo.headers.set(item[0], item[1]);
     } catch {
       return new ScanMemo(now); // a memo torn by a crash: start afresh
     }
@@ -122,4 +123,37 @@ function headerKey(canonical: string, hint: DiskFormat | undefined): string {
 
 function statKey(stat: BigIntStats): string {
   return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+}
+
+const FORMATS: readonly unknown[] = ['raw', 'qcow2', 'vmdk'];
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+const optional = (value: unknown, type: 'string' | 'number') => value === undefined || typeof value === type;
+
+function isPair(item: unknown): item is [string, unknown] {
+  return Array.isArray(item) && item.length === 2 && typeof item[0] === 'string';
+}
+
+function isSlot(slot: unknown): slot is DiskSlot {
+  return isObject(slot) && typeof slot.slot === 'string' && typeof slot.device === 'string'
+    && typeof slot.shareable === 'boolean' && typeof slot.readonly === 'boolean' && typeof slot.backedUp === 'boolean'
+    && (slot.format === undefined || FORMATS.includes(slot.format))
+    && ['target', 'serial', 'wwn', 'mode', 'sharing', 'note'].every((field) => optional(slot[field], 'string'))
+    && (slot.path === undefined || (typeof slot.path === 'string' && path.isAbsolute(slot.path)));
+}
+
+function isConfigEntry(entry: unknown): entry is ConfigEntry {
+  if (!isObject(entry) || typeof entry.digest !== 'string') return false;
+  const parsed = entry.parsed;
+  return parsed === null || (isObject(parsed) && typeof parsed.name === 'string' && parsed.name !== '' && typeof parsed.uuid === 'string'
+    && Array.isArray(parsed.slots) && parsed.slots.every(isSlot));
+}
+
+function isHeaderEntry(entry: unknown): entry is HeaderEntry {
+  if (!isObject(entry) || typeof entry.stat !== 'string' || typeof entry.readAtMs !== 'number' || !Number.isFinite(entry.readAtMs)) return false;
+  const header = entry.header;
+  if (!isObject(header) || (header.format !== 'raw' && header.format !== 'qcow2') || !optional(header.virtualSize, 'number')) return false;
+  const parent = header.parent;
+  if (parent === undefined) return true;
+  return header.format === 'qcow2' && isObject(parent) && typeof parent.pointer === 'string' && typeof parent.path === 'string' && path.isAbsolute(parent.path)
+    && (parent.format === undefined || FORMATS.includes(parent.format));
 }
