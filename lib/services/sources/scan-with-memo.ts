@@ -1,3 +1,4 @@
+import fs from 'node:fs/promises';
 import { scanMemoFile } from '../../config';
 import { ScanMemo } from '../../engine/sources/scan-memo';
 
@@ -8,7 +9,14 @@ import { ScanMemo } from '../../engine/sources/scan-memo';
 export async function scanWithMemo<T>(sourceId: string, options: { partial: boolean }, scan: (memo: ScanMemo) => Promise<T>): Promise<T> {
   const file = scanMemoFile(sourceId);
   const memo = await ScanMemo.load(file);
-  const result = await scan(memo);
+  let result: T;
+  try {
+    result = await scan(memo);
+  } catch (err) {
+    // Whatever failed, the next scan starts without a memo: a cache must never fail every run after one.
+    await fs.rm(file, { force: true }).catch(() => undefined);
+    throw err;
+  }
   // Only a cache: a save that fails (a full disk) costs the next scan its shortcut, nothing else.
   await memo.save(file, { prune: !options.partial }).catch(() => undefined);
   return result;
