@@ -114,7 +114,7 @@ describe('scan memo', () => {
           const fresh = picture(await scanSource(source));
           const memo = await ScanMemo.load(memoFile);
           const remembered = picture(await scanSource(source, { memo }));
-          await memo.save(memoFile, { prune: false });
+          await memo.save(memoFile);
           expect(remembered, `seed ${seed}, step ${step} (${edit}), source ${source.name}`).toEqual(fresh);
         }
       }
@@ -133,7 +133,7 @@ describe('scan memo', () => {
     await scanSource(source, { memo });
     // Another header under the same file's stat is what a remembered header would hide: proof that it is used.
     const memoFile = path.join(home, 'memo.json');
-    await memo.save(memoFile, { prune: true });
+    await memo.save(memoFile);
     const saved = JSON.parse(await fs.readFile(memoFile, 'utf8')) as { headers: [string, { header: { parent?: { path: string } } }][] };
     const clone = saved.headers.find(([key]) => key.endsWith('clone.qcow2'))!;
     clone[1].header.parent!.path = path.join(home, 'other.qcow2');
@@ -158,7 +158,7 @@ describe('scan memo', () => {
     const memoFile = path.join(home, 'cache', 'memo.json');
     const first = new ScanMemo();
     const fresh = picture(await scanSource(source, { memo: first }));
-    await first.save(memoFile, { prune: true });
+    await first.save(memoFile);
     const clean = await fs.readFile(memoFile, 'utf8');
     type Saved = { configs: [string, { parsed: unknown }][]; headers: [string, { header: unknown }][] };
     const config = (saved: Saved) => saved.configs.find(([key]) => key.endsWith('/vm.xml'))![1];

@@ -95,13 +95,10 @@ export class ScanMemo {
     return memo;
   }
 
-  /**
-   * Writes the memo atomically (a crash leaves the old one or the new one). `prune`, after a scan of the whole
-   * source: only what it met (a removed VM's entries go); a scan of a few VMs keeps the others' too.
-   */
-  async save(file: string, options: { prune: boolean }): Promise<void> {
-    const configs = [...this.configs].filter(([key]) => !options.prune || this.metConfigs.has(key));
-    const headers = [...this.headers].filter(([key]) => !options.prune || this.metHeaders.has(key));
+  /** Writes what this scan met, atomically (a crash leaves the old memo or the new one); a removed VM's entries go. */
+  async save(file: string): Promise<void> {
+    const configs = [...this.configs].filter(([key]) => this.metConfigs.has(key));
+    const headers = [...this.headers].filter(([key]) => this.metHeaders.has(key));
     await fs.mkdir(path.dirname(file), { recursive: true });
     const temp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
     try {

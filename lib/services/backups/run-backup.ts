@@ -65,7 +65,7 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
   // A few VMs of large sources are read alone (their configs and disks), where the latest scan vouches for them.
   // (A source that cannot be read then is reported by the full scan, as always.)
   const chosen = options.vms?.length
-    ? await catalogCall(() => scanChosenVms(sql, { sources, vms: options.vms!, signal: options.signal, useMemo: options.rereadAfterDays !== 0 })).catch((err) => {
+    ? await catalogCall(() => scanChosenVms(sql, { sources, vms: options.vms!, signal: options.signal })).catch((err) => {
       if (err instanceof InputError) return undefined;
       throw err;
     })
@@ -76,7 +76,7 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
     try {
       // --reread-after 0 (read everything again) reads every header again too.
       inventory = options.rereadAfterDays === 0 ? await scanSource(source, { signal: options.signal })
-        : await scanWithMemo(source.id, { partial: false }, (memo) => scanSource(source, { signal: options.signal, memo }));
+        : await scanWithMemo(source.id, (memo) => scanSource(source, { signal: options.signal, memo }));
     } catch (err) {
       // A source that cannot be read at all (its folder vanished, an unmounted datastore) is one line; the
       // catalog keeps its last picture of it, and the other sources go on.

@@ -2,7 +2,6 @@ import { type CatalogSql } from '../../catalog/db';
 import { findDiskUsers, findSeenUuids, findSeenVms } from '../../catalog/fleet-rows';
 import { type SourceInventory, scanSomeConfigs, vmUuidKey } from '../../engine/sources/inventory';
 import type { SourceRow } from '../sources/list-sources';
-import { scanWithMemo } from '../sources/scan-with-memo';
 
 /**
  * The backup of a few VMs of large sources (`backup --vm`, a VM's "Back up now"): each is read from the config the
@@ -12,7 +11,7 @@ import { scanWithMemo } from '../sources/scan-with-memo';
  * question), a config moved or renamed or now carrying another seen VM's UUID, a disk whose identifier the catalog
  * knows at another path or whose path it knows in use under another identifier (so is an ambiguous GUID).
  */
-export async function scanChosenVms(sql: CatalogSql, options: { sources: SourceRow[]; vms: string[]; signal?: AbortSignal; useMemo: boolean }): Promise<{ source: SourceRow; inventory: SourceInventory }[] | undefined> {
+export async function scanChosenVms(sql: CatalogSql, options: { sources: SourceRow[]; vms: string[]; signal?: AbortSignal }): Promise<{ source: SourceRow; inventory: SourceInventory }[] | undefined> {
   const names = [...new Set(options.vms)];
   const seen = await findSeenVms(sql, { sourceIds: options.sources.map((s) => s.id), names });
   if (names.some((name) => seen.filter((vm) => vm.name === name).length !== 1)) return undefined;
@@ -20,10 +19,8 @@ export async function scanChosenVms(sql: CatalogSql, options: { sources: SourceR
   for (const source of options.sources) {
     const mine = seen.filter((vm) => vm.sourceId === source.id);
     if (mine.length === 0) continue;
-    const configPaths = mine.map((vm) => vm.configPath);
-    const inventory = options.useMemo
-      ? await scanWithMemo(source.id, { partial: true }, (memo) => scanSomeConfigs(source, configPaths, { signal: options.signal, memo }))
-      : await scanSomeConfigs(source, configPaths, { signal: options.signal });
+    // No scan memo: for a few VMs, loading and saving the source's memo would cost more than it saves.
+    const inventory = await scanSomeConfigs(source, mine.map((vm) => vm.configPath), { signal: options.signal });
     if (!inventory) return undefined;
     const read = inventory.vms.map((vm) => vm.name).sort();
     if (read.join('\0') !== mine.map((vm) => vm.name).sort().join('\0')) return undefined;

@@ -59,7 +59,7 @@ const WORK: Record<JobKind, JobWork> = {
     const warnings: string[] = [];
     const repo = await openRepositoryIfAny({ sql });
     if (repo) await reconcileCatalog(sql, { repo, signal, onWarning: (message) => warnings.push(message) });
-    const found = { ...(await recordInventory(sql, { sourceId: source.id, inventory: await scanWithMemo(source.id, { partial: false }, (memo) => scanSource(source, { signal, memo })) })), warnings };
+    const found = { ...(await recordInventory(sql, { sourceId: source.id, inventory: await scanWithMemo(source.id, (memo) => scanSource(source, { signal, memo })) })), warnings };
     return {
       state: 'succeeded',
       message: `${found.vms} VMs, ${found.disks} disks${found.problems.length ? `, ${found.problems.length} problem${found.problems.length === 1 ? '' : 's'}` : ''}`,

@@ -3,10 +3,10 @@ import { scanMemoFile } from '../../config';
 import { ScanMemo } from '../../engine/sources/scan-memo';
 
 /**
- * Runs a scan of a source with what its last scan parsed (engine/sources/scan-memo.ts), then keeps what this one
- * parsed for the next. `partial`: the scan reads a few VMs only, and the others' entries are kept.
+ * Runs a full scan of a source with what its last scan parsed (engine/sources/scan-memo.ts), then keeps what this
+ * one parsed for the next.
  */
-export async function scanWithMemo<T>(sourceId: string, options: { partial: boolean }, scan: (memo: ScanMemo) => Promise<T>): Promise<T> {
+export async function scanWithMemo<T>(sourceId: string, scan: (memo: ScanMemo) => Promise<T>): Promise<T> {
   const file = scanMemoFile(sourceId);
   const memo = await ScanMemo.load(file);
   let result: T;
@@ -18,6 +18,6 @@ export async function scanWithMemo<T>(sourceId: string, options: { partial: bool
     throw err;
   }
   // Only a cache: a save that fails (a full disk) costs the next scan its shortcut, nothing else.
-  await memo.save(file, { prune: !options.partial }).catch(() => undefined);
+  await memo.save(file).catch(() => undefined);
   return result;
 }
