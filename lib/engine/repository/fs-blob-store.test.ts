@@ -185,6 +185,53 @@ describe('FsBlobStore durability barrier', () => {
     expect(synced).toEqual(['chunks/ab']);
   });
 
+  it('a flush called while another runs resolves only after that one: it may hold the folders of puts made before it', async () => {
+    const root = await tempDir();
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    let holding = true;
+    const store = new FsBlobStore(root, {
+      io: { open: async (file, flags) => {
+        const handle = await fs.open(file, flags);
+        if (flags !== 'r') return handle;
+        return handleWith(handle, { sync: async () => { if (holding) await held; return handle.sync(); } });
+      } },
+    });
+    await store.put('chunks/ab/1', Buffer.of(1));
+    const first = store.flush(); // takes chunks/ab (and the folders made), and waits in its fsync
+    let secondDone = false;
+    const second = store.flush().then(() => { secondDone = true; }); // nothing new to sync of its own
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(secondDone).toBe(false);
+    holding = false;
+    release();
+    await Promise.all([first, second]);
+    expect(secondDone).toBe(true);
+  });
+
+  it('a flush fails when a flush it waited for failed (what that one held is not known durable)', async () => {
+    const root = await tempDir();
+    let fail = true;
+    const store = new FsBlobStore(root, {
+      io: { open: async (file, flags) => {
+        const handle = await fs.open(file, flags);
+        if (flags !== 'r') return handle;
+        return handleWith(handle, { sync: async () => {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          if (fail) throw fsError('EIO', 'fsync', file);
+          return handle.sync();
+        } });
+      } },
+    });
+    await store.put('chunks/ab/1', Buffer.of(1));
+    const first = store.flush();
+    const second = store.flush();
+    await expect(first).rejects.toMatchObject({ code: 'EIO' });
+    await expect(second).rejects.toMatchObject({ code: 'EIO' });
+    fail = false;
+    await store.flush(); // the folders are pending again, and now durable
+  });
+
   it('keeps folders pending when an fsync fails, so the next flush syncs them', async () => {
     const root = await tempDir();
     let fail = true;

@@ -54,6 +54,8 @@ export class FsBlobStore implements BlobStore {
   private readonly madeDirs = new Set<string>();
   /** Folders with entries (renamed files, made folders) not yet fsynced: flush() syncs them. */
   private readonly unsyncedDirs = new Set<string>();
+  /** The flushes running now (see flush). */
+  private flushing: Promise<void> = Promise.resolve();
   private readonly io: FsWriteOps;
 
   constructor(readonly root: string, options: { io?: Partial<FsWriteOps> } = {}) {
@@ -147,14 +149,24 @@ export class FsBlobStore implements BlobStore {
   async flush(): Promise<void> {
     const dirs = [...this.unsyncedDirs];
     this.unsyncedDirs.clear();
-    try {
-      for (let i = 0; i < dirs.length; i += SYNC_PARALLELISM) {
-        await Promise.all(dirs.slice(i, i + SYNC_PARALLELISM).map((dir) => this.syncDir(dir)));
+    // A flush still running took folders that puts made before this call renamed into: this one is done only when
+    // that one is, and fails if it fails (concurrent writers flush at once: a VM's stored disk, a batch of images).
+    const earlier = this.flushing;
+    const mine = (async () => {
+      try {
+        for (let i = 0; i < dirs.length; i += SYNC_PARALLELISM) {
+          await Promise.all(dirs.slice(i, i + SYNC_PARALLELISM).map((dir) => this.syncDir(dir)));
+        }
+      } catch (err) {
+        for (const dir of dirs) this.unsyncedDirs.add(dir); // not known durable: the next flush tries again
+        throw err;
       }
-    } catch (err) {
-      for (const dir of dirs) this.unsyncedDirs.add(dir); // not known durable: the next flush tries again
-      throw err;
-    }
+    })();
+    const settled = Promise.all([earlier, mine]).then(() => undefined);
+    this.flushing = settled;
+    // Once settled, later flushes need not wait for it (a failure put its folders back for them to sync).
+    settled.then(() => undefined, () => undefined).then(() => { if (this.flushing === settled) this.flushing = Promise.resolve(); });
+    await settled;
   }
 
   private async syncDir(dir: string): Promise<void> {
