@@ -175,7 +175,10 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
     })), { onConflict: setsAttributes ? 'attributes' : 'lock' });
     for (const row of rows) diskId.set(`${row.sourceId}\0${row.identifier}`, row.id);
   }
-  const idOf = (use: Use) => diskId.get(diskKey(use))!;
+  // Each use's disk id, looked up once: a batch of a pool's images names the same few disks thousands of times.
+  const idOfUse = new Map<Use, string>();
+  for (const use of uses) idOfUse.set(use, diskId.get(diskKey(use))!);
+  const idOf = (use: Use) => idOfUse.get(use)!;
 
   // One row per content digest (first seen: oldest); the entry that stored it carries the bytes it wrote.
   const byDigest = new Map<string, { use: Use; storedBytes: number }>();
@@ -221,8 +224,16 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   if (currentUses.length > 0) {
     // The other VMs that share a disk, as the source showed them at backup time.
     // Once per VM and disk: a pool's clones all name the same sharers of its golden image.
-    const shares = [...new Map(currentUses.flatMap((u) => u.entry.usedBy.filter((name) => name !== u.item.image.vm.name)
-      .map((name) => [`${u.item.sourceId}\0${name}\0${idOf(u)}`, { sourceId: u.item.sourceId, name, diskId: idOf(u) }] as const))).values()];
+    const shareOf = new Map<string, { sourceId: string; name: string; diskId: string }>();
+    for (const u of currentUses) {
+      const disk = idOf(u);
+      for (const name of u.entry.usedBy) {
+        if (name === u.item.image.vm.name) continue;
+        const key = `${disk}\0${name}`; // a disk id belongs to one source
+        if (!shareOf.has(key)) shareOf.set(key, { sourceId: u.item.sourceId, name, diskId: disk });
+      }
+    }
+    const shares = [...shareOf.values()];
     if (shares.length > 0) {
       const named = [...new Map(shares.map((s) => [`${s.sourceId}\0${s.name}`, s])).values()];
       await upsertVms(client, named.map((s) => ({ sourceId: s.sourceId, name: s.name, uuid: '', configPath: '' })), { onConflict: 'skip' });

@@ -280,12 +280,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   return results;
 }
 
-/** A disk's files as its image names them: relative to the main file's folder, with mode and owner. */
+/** A disk's files as its image names them: relative to the main file's folder, with the mode and owner its last
+ *  stat showed (the scan's, or the read's when the disk was read). */
 async function fileEntriesOf(disk: VirtualDisk): Promise<DiskFileEntry[]> {
   const dir = path.dirname(disk.path);
-  return Promise.all(disk.files.map(async (file) => {
-    const stat = await fs.stat(file).catch((err) => { throw fileError(file, err); });
-    return { name: path.relative(dir, file).split(path.sep).join('/'), mode: stat.mode & 0o777, uid: stat.uid, gid: stat.gid };
+  return Promise.all(disk.files.map(async (file, index) => {
+    const known = disk.ownership?.length === disk.files.length ? disk.ownership[index] : undefined;
+    const { mode, uid, gid } = known ?? (await fs.stat(file).catch((err) => { throw fileError(file, err); }));
+    return { name: path.relative(dir, file).split(path.sep).join('/'), mode: mode & 0o777, uid, gid };
   }));
 }
 

@@ -42,6 +42,7 @@ export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskRe
       disk.versionToken = after.versionToken;
       disk.logicalBytes = after.logicalBytes;
       disk.racilyClean = after.racilyClean;
+      disk.ownership = after.ownership;
       return { ...result, bytesRead: result.bytesRead + earlierRead, bytesWritten: result.bytesWritten + earlierWritten };
     }
     earlierRead += result.bytesRead;

@@ -2,7 +2,10 @@ import { createHash } from 'node:crypto';
 import type { BigIntStats } from 'node:fs';
 import { openDiskFileAndStat } from './files';
 
-export type DiskVersion = { versionToken: string; logicalBytes: number; racilyClean: boolean };
+/** A disk file's permission bits and owner, as its stat showed them (the image names them; a restore sets them). */
+export type FileOwnership = { mode: number; uid: number; gid: number };
+
+export type DiskVersion = { versionToken: string; logicalBytes: number; racilyClean: boolean; /** per file, in order */ ownership: FileOwnership[] };
 
 /**
  * How much older than the moment of its stat a file's newest timestamp (mtime or ctime) must be for its version
@@ -30,15 +33,17 @@ export async function versionOf(files: string[], cid?: string, opened?: { file: 
   const hash = createHash('sha256');
   let logicalBytes = 0;
   let racilyClean = false;
+  const ownership: FileOwnership[] = [];
   for (const file of files) {
     // The main file, where the caller holds it open already: the fstat it made of it; any other: opened for its own.
     const { stat, statAtNs } = opened?.file === file ? opened : await statOfOpened(file);
     hash.update(`${file}\0${stat.ino}\0${stat.size}\0${stat.mtimeNs}\0${stat.ctimeNs}\n`);
     logicalBytes += Number(stat.size);
+    ownership.push({ mode: Number(stat.mode) & 0o777, uid: Number(stat.uid), gid: Number(stat.gid) });
     if (tooRecentToTrust(stat, statAtNs)) racilyClean = true;
   }
   const stamp = hash.digest('hex').slice(0, 20);
-  return { versionToken: cid ? `cid:${cid}/${stamp}` : stamp, logicalBytes, racilyClean };
+  return { versionToken: cid ? `cid:${cid}/${stamp}` : stamp, logicalBytes, racilyClean, ownership };
 }
 
 async function statOfOpened(file: string): Promise<{ stat: BigIntStats; statAtNs: bigint }> {

@@ -9,7 +9,7 @@ import { readVmdkDescriptor } from '../formats/vmdk';
 import { openDiskFileAndStat, statDiskFile } from './files';
 import type { DiskHeader, ScanMemo } from './scan-memo';
 import type { DiskFormat, DiskSlot, ScanProblem } from './types';
-import { versionOf } from './version-token';
+import { type FileOwnership, versionOf } from './version-token';
 
 /** One disk image as found in a source: its files, identity, version and parent link. */
 export type VirtualDisk = {
@@ -21,6 +21,8 @@ export type VirtualDisk = {
   versionToken: string;
   /** The version token was taken too soon after the disk's last change to be trusted later (see versionOf). */
   racilyClean: boolean;
+  /** Each file's mode and owner, from the same stats as the version token. */
+  ownership: FileOwnership[];
   /** Every file the disk consists of, main file first (VMDK extents follow their descriptor). */
   files: string[];
   logicalBytes: number;
