@@ -140,12 +140,14 @@ async function imagesIn(repo: Repository): Promise<string[]> {
 const none = async (disks: unknown[]) => disks.map(() => undefined);
 const summary = (results: VmBackupResult[]) => results.map((r) => (r.ok ? [r.vm, 'saved'] : [r.vm, r.stoppedRun ? 'stopped the run' : r.attempted === false ? 'not backed up' : 'failed']));
 
+// One VM after another (storeAhead 0): each fault lands on the VM the test names. With small disks stored ahead
+// (the default), a fault lands on whichever write meets it; the test after this block checks what still holds then.
 describe('backupVms under repository faults', () => {
   it('a full disk fails the VM it hits with one line naming the repository, stops the run, and keeps what was saved', async () => {
     // The 4th chunk is vm2's first: the disk is full from there on.
     const { store, repo } = await faultyRepo([{ op: 'put', keyPrefix: 'chunks/', call: 4, error: 'ENOSPC', persistent: true }]);
     const recorded: BackupImageManifest[] = [];
-    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, onImages: async (images) => { recorded.push(...images); } });
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, storeAhead: 0, onImages: async (images) => { recorded.push(...images); } });
     expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'stopped the run'], ['vm3', 'not backed up']]);
     expect(results[1]).toMatchObject({ error: `repository ${store.location}: no space left on device (ENOSPC)` });
     expect(results[2]).toMatchObject({ attempted: false, error: `not backed up: the run stopped at vm2 (repository ${store.location}: no space left on device (ENOSPC))` });
@@ -160,7 +162,7 @@ describe('backupVms under repository faults', () => {
   it('an I/O error writing a backup image fails that VM only as far as the repository goes, and nothing is recorded for it', async () => {
     const { repo, store } = await faultyRepo([{ op: 'put', keyPrefix: 'images/', call: 2, error: 'EIO' }]);
     const recorded: string[] = [];
-    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, onImages: async (images) => { recorded.push(...images.map((image) => image.vm.name)); } });
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, storeAhead: 0, onImages: async (images) => { recorded.push(...images.map((image) => image.vm.name)); } });
     expect(results[1]).toMatchObject({ ok: false, stoppedRun: true, error: `repository ${store.location}: input/output error (EIO)` });
     // vm3's disks may have been read while vm2's image was written; its image is not written after the stop.
     expect(results[2]).toMatchObject({ ok: false, attempted: false });
@@ -171,7 +173,7 @@ describe('backupVms under repository faults', () => {
   it('a failing durability barrier (fsync) stops the run before a manifest names chunks that may not survive', async () => {
     // flush 1 is openOrInit's; flush 2 comes before vm1's stored-disk manifest.
     const { repo } = await faultyRepo([{ op: 'flush', call: 2, error: 'EIO' }]);
-    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none });
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, storeAhead: 0 });
     expect(summary(results)).toEqual([['vm1', 'stopped the run'], ['vm2', 'not backed up'], ['vm3', 'not backed up']]);
     expect(await storedDiskDigests(repo)).toEqual([]);
     expect(await imagesIn(repo)).toEqual([]);
@@ -181,7 +183,7 @@ describe('backupVms under repository faults', () => {
     const { repo } = await faultyRepo([]);
     let calls = 0;
     const results = await backupVms({
-      inventory: await threeVmSource(), repo, lookupStoredDisks: none,
+      inventory: await threeVmSource(), repo, lookupStoredDisks: none, storeAhead: 0,
       onImages: async () => { if (++calls === 2) throw new RunFault('catalog connection lost (connect ECONNREFUSED 127.0.0.1:5432)'); },
     });
     expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'stopped the run'], ['vm3', 'not backed up']]);
@@ -194,7 +196,7 @@ describe('backupVms under repository faults', () => {
     const { repo } = await faultyRepo([]);
     let calls = 0;
     const results = await backupVms({
-      inventory: await threeVmSource(), repo, lookupStoredDisks: none,
+      inventory: await threeVmSource(), repo, lookupStoredDisks: none, storeAhead: 0,
       onImages: async () => { if (++calls === 2) throw new Error('duplicate key value violates unique constraint "Vm_sourceId_name_key"'); },
     });
     expect(summary(results)).toEqual([['vm1', 'saved'], ['vm2', 'failed'], ['vm3', 'saved']]);
@@ -232,7 +234,7 @@ describe('backupVms under repository faults', () => {
     const repo = await Repository.openOrInit(store, { blockSize: MiB });
     let recorded = 0;
     await backupVms({
-      inventory: await threeVmSource(), repo, lookupStoredDisks: none,
+      inventory: await threeVmSource(), repo, lookupStoredDisks: none, storeAhead: 0,
       onImages: async (images) => { for (const image of images) { recorded++; if (!durable.has(backupImageKey(image.id))) violations.push(`image ${image.id} recorded before it is durable`); } },
     });
     expect(recorded).toBe(3);
@@ -241,7 +243,7 @@ describe('backupVms under repository faults', () => {
 
   it('a torn write the store does not report is caught by the read that verifies', async () => {
     const { repo } = await faultyRepo([{ op: 'put', keyPrefix: 'chunks/', call: 2, error: 'short-write' }]);
-    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none });
+    const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, storeAhead: 0 });
     expect(results.every((r) => r.ok)).toBe(true); // the store said yes
     const digest = (results[0] as Extract<VmBackupResult, { ok: true }>).image.disks[0].digest;
     const manifest = await repo.getStoredDisk(digest);
@@ -262,6 +264,27 @@ async function poolSource(count: number) {
   }
   return scanSource({ name: 's', type: 'libvirt', path: root });
 }
+
+describe('backupVms with small disks stored ahead (the default) under repository faults', () => {
+  it('whichever write a full disk meets: VMs before the stop saved and complete, the stop VM failed, the rest not backed up, nothing else in the repository (seeded)', async () => {
+    for (let call = 1; call <= 9; call++) {
+      const { store, repo } = await faultyRepo([{ op: 'put', keyPrefix: call % 3 === 0 ? 'disks/' : 'chunks/', call: call % 3 === 0 ? call / 3 : call, error: 'ENOSPC', persistent: true }]);
+      const recorded: BackupImageManifest[] = [];
+      const results = await backupVms({ inventory: await threeVmSource(), repo, lookupStoredDisks: none, onImages: async (images) => { recorded.push(...images); } });
+      const states = summary(results).map(([, state]) => state);
+      const stopAt = states.indexOf('stopped the run');
+      expect(stopAt, `fault at ${call}: ${states.join(', ')}`).toBeGreaterThanOrEqual(0);
+      expect(states.slice(0, stopAt).every((state) => state === 'saved')).toBe(true);
+      expect(states.slice(stopAt + 1).every((state) => state === 'not backed up')).toBe(true);
+      expect(results[stopAt]).toMatchObject({ error: `repository ${store.location}: no space left on device (ENOSPC)` });
+      // What is recorded is what the repository holds, and restores; nothing of a VM after the stop is named.
+      expect(recorded.map((image) => image.vm.name)).toEqual(results.slice(0, stopAt).map((r) => r.vm));
+      expect((await imagesIn(repo)).sort()).toEqual(recorded.map((image) => image.id).sort());
+      await manifestsAreComplete(repo);
+      expect(await store.sweepTemporaryFiles?.()).toEqual({ removed: 0, kept: 0 });
+    }
+  });
+});
 
 describe('backupVms records the images of VMs that read nothing in batches', () => {
   it('writes and records them together, durable first, and an image the catalog refuses fails only its VM', async () => {

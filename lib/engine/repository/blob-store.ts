@@ -11,6 +11,8 @@ export type BlobStore = {
    * power loss. Absent where a resolved put is already durable (an object store).
    */
   flush?(): Promise<void>;
+  /** Bytes the store can still take, where it can tell (a file system's free space for its user); undefined: no limit known. */
+  freeBytes?(): Promise<number | undefined>;
   /** Removes temp files that no running writer will finish (left by a killed process), where the store makes any. */
   sweepTemporaryFiles?(): Promise<{ removed: number; kept: number }>;
   /** Throws BlobNotFoundError when the key is absent. */

@@ -56,6 +56,7 @@ export class FaultyBlobStore implements BlobStore {
   readonly injected: InjectedFault[] = [];
   readonly readInto?: (key: string, target: Uint8Array) => Promise<number>;
   readonly sweepTemporaryFiles?: () => Promise<{ removed: number; kept: number }>;
+  readonly freeBytes?: () => Promise<number | undefined>;
   private readonly counts = new Map<Fault, number>();
 
   constructor(readonly inner: BlobStore, options: { faults?: Fault[] } = {}) {
@@ -63,6 +64,7 @@ export class FaultyBlobStore implements BlobStore {
     const readInto = inner.readInto?.bind(inner);
     if (readInto) this.readInto = (key, target) => this.run('readInto', key, () => readInto(key, target));
     if (inner.sweepTemporaryFiles) this.sweepTemporaryFiles = () => inner.sweepTemporaryFiles!();
+    if (inner.freeBytes) this.freeBytes = () => inner.freeBytes!();
   }
 
   get location(): string {

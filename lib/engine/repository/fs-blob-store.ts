@@ -122,6 +122,11 @@ export class FsBlobStore implements BlobStore {
     this.unsyncedDirs.add(dir);
   }
 
+  async freeBytes(): Promise<number | undefined> {
+    const stats = await fs.statfs(this.root).catch(() => undefined);
+    return stats ? stats.bavail * stats.bsize : undefined;
+  }
+
   /**
    * Makes `dir` and any missing parents one level at a time, so a failure reports its own cause (Node's
    * recursive mkdir reports ENOENT for an ENOSPC or EROFS), and so each new folder's parent is fsynced by flush().

@@ -88,6 +88,11 @@ export class Repository {
     }
   }
 
+  /** What the store can still take, where it can tell (undefined: no limit known, or it cannot be asked now). */
+  async freeBytes(): Promise<number | undefined> {
+    return this.store.freeBytes?.().catch(() => undefined);
+  }
+
   /** Removes temp files left by killed writers (see the blob store's rule); cheap: run before each backup. */
   async sweepTemporaryFiles(): Promise<{ removed: number; kept: number }> {
     try {

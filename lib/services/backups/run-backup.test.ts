@@ -33,19 +33,26 @@ describe('runBackup under a repository failure', () => {
     const home = await tempDir();
     await addSource(sql, { name: 'a', type: 'libvirt', path: await source(path.join(home, 'a'), ['a1', 'a2', 'a3']) });
     await addSource(sql, { name: 'b', type: 'libvirt', path: await source(path.join(home, 'b'), ['b1', 'b2']) });
-    // a1's two chunks fit; the disk is full from a2's first chunk on.
+    // The disk is full from the third chunk on: a1's two chunks fit. Small disks of later VMs are stored ahead
+    // (backupVms' storeAhead), so the full disk may meet a1's second chunk first; wherever it meets the run, it
+    // stops there, and every VM after it, in this source and the next, is reported not reached.
     const store = new FaultyBlobStore(new FsBlobStore(path.join(home, 'repository')), { faults: [{ op: 'put', keyPrefix: 'chunks/', call: 3, error: 'ENOSPC', persistent: true }] });
     const repo = await Repository.openOrInit(store, { blockSize: MiB });
 
     const report = await runBackup(sql, { repo });
     const cause = `repository ${store.location}: no space left on device (ENOSPC)`;
-    expect(report.backups.map((b) => b.vm)).toEqual(['a1']);
-    expect(report.stopped).toEqual({ vm: 'a2', source: 'a', error: cause });
+    const order = [['a', 'a1'], ['a', 'a2'], ['a', 'a3'], ['b', 'b1'], ['b', 'b2']];
+    const stopAt = order.findIndex(([, vm]) => vm === report.stopped?.vm);
+    expect(stopAt, JSON.stringify(report.stopped)).toBeGreaterThanOrEqual(0);
+    expect(stopAt).toBeLessThanOrEqual(2); // a1, a2 or a3: the full disk is met in source a
+    const [stopSource, stopVm] = order[stopAt];
+    expect(report.backups.map((b) => b.vm)).toEqual(order.slice(0, stopAt).map(([, vm]) => vm));
+    expect(report.stopped).toEqual({ vm: stopVm, source: stopSource, error: cause });
     expect(report.failures.map((f) => [f.source, f.vm, f.attempted, f.error])).toEqual([
-      ['a', 'a2', true, cause],
-      ...[['a', 'a3'], ['b', 'b1'], ['b', 'b2']].map(([src, vm]) => [src, vm, false, `not backed up: the run stopped at a2 (${cause})`]),
+      [stopSource, stopVm, true, cause],
+      ...order.slice(stopAt + 1).map(([src, vm]) => [src, vm, false, `not backed up: the run stopped at ${stopVm} (${cause})`]),
     ]);
     const { rows } = await sql.query<{ name: string }>('SELECT v."name" FROM "BackupImage" i JOIN "Vm" v ON v."id" = i."vmId"');
-    expect(rows.map((row) => row.name)).toEqual(['a1']);
+    expect(rows.map((row) => row.name)).toEqual(report.backups.map((b) => b.vm));
   });
 });
