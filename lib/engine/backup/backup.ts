@@ -7,7 +7,8 @@ import { type Repository, newBackupImageId } from '../repository/repository';
 import type { SourceInventory, VmInventory } from '../sources/inventory';
 import type { VirtualDisk } from '../sources/virtual-disk';
 import { type BackupProgress, ProgressTracker } from './progress';
-import { storeDisk } from './store-disk';
+import type { ChunkId } from '../repository/chunk-id';
+import { newStoreClaims, storeDisk } from './store-disk';
 
 /** What the catalog knows of one stored version of a disk: its content, when that content was last actually read
  *  from the disk, and whether the version token was taken too soon after a change to be trusted (racily clean). */
@@ -77,8 +78,9 @@ export type BackupOptions = {
 
 type DiskOutcome =
   | {
-    ok: true; digest: string; /** True when this run wrote the stored disk (false: fast path, or an identical copy existed). */ storedNow?: boolean;
-    bytesRead: number; bytesWritten: number; /** When the content behind `digest` was last read from the disk. */ readAt: Date; racilyClean: boolean;
+    ok: true; digest: string;
+    /** The stored disk's chunks, when this run read the disk (the fast path's outcomes have none). */ chunks?: ChunkId[];
+    bytesRead: number; /** When the content behind `digest` was last read from the disk. */ readAt: Date; racilyClean: boolean;
   }
   | { ok: false; error: string };
 
@@ -107,17 +109,19 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     // The scan's own flag too: equal tokens mean equal timestamps, unless the clock went back meanwhile.
     const trusted = version && !version.racilyClean && !disk.racilyClean && rereadAfterDays > 0 && version.readAt.getTime() > readSince;
     if (trusted && (await repo.hasStoredDisk(version.digest))) {
-      outcomes.set(disk.path, { ok: true, digest: version.digest, bytesRead: 0, bytesWritten: 0, readAt: version.readAt, racilyClean: false });
+      outcomes.set(disk.path, { ok: true, digest: version.digest, bytesRead: 0, readAt: version.readAt, racilyClean: false });
     } else bytesToRead += disk.logicalBytes;
   }
 
   const progress = new ProgressTracker(bytesToRead, vms.length, options.onProgress);
   const pool = bytesToRead > 0 ? new BlockPool({ zstdLevel: repo.config.compression.level, blockSize: repo.config.blockSize, threads: options.threads }) : undefined;
-  const knownChunks = new Set<string>();
+  const claims = newStoreClaims();
   // A disk's files (names, modes, owners) are read once per run, however many VMs' images name them.
   const fileEntries = new Map<string, Promise<DiskFileEntry[]>>();
   // Disks whose read/written bytes are already counted in some VM's entry: each is counted once per run.
   const accounted = new Set<string>();
+  // Chunk ids and stored-disk digests this run wrote that some VM's image already counts.
+  const credited = new Set<string>();
   const results: VmBackupResult[] = [];
   let recording: Promise<void> = Promise.resolve();
   // Images built but not yet handed to the repository: written and recorded as one batch.
@@ -183,9 +187,10 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     progress.disk = disk.relativePath;
     let outcome: DiskOutcome;
     try {
-      const stored = await storeDisk({ disk, repo, pool: pool!, knownChunks, onBytes: (n) => progress.add(n), signal, now });
+      const stored = await storeDisk({ disk, repo, pool: pool!, claims, onBytes: (n) => progress.add(n), signal, now });
       outcome = {
-        ok: true, digest: stored.manifest.digest, storedNow: stored.isNew, bytesRead: stored.bytesRead, bytesWritten: stored.bytesWritten,
+        ok: true, digest: stored.manifest.digest, chunks: [...new Set(stored.manifest.files.flatMap((file) => file.blocks).filter((id): id is ChunkId => id !== null))],
+        bytesRead: stored.bytesRead,
         readAt: now(), racilyClean: disk.racilyClean, // storeDisk left the token and flag of its last stat here
       };
     } catch (err) {
@@ -229,8 +234,9 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     for (const [index, vm] of vms.entries()) {
       if (pool && storeAheadCount > 0) {
         if (index % storeAheadCount === 0) aheadRoom = await roomToStoreAhead(index);
-        // Each VM once: the window moves on by one VM per turn.
-        if (aheadRoom) for (let ahead = Math.max(index + 1, aheadFrom); ahead <= index + storeAheadCount; ahead++) storeAhead(ahead);
+        // Each VM once, this one first (its stores claim the chunks it shares with the next ones): the window moves
+        // on by one VM per turn.
+        if (aheadRoom) for (let ahead = Math.max(index, aheadFrom); ahead <= index + storeAheadCount; ahead++) storeAhead(ahead);
         aheadFrom = aheadRoom ? index + storeAheadCount + 1 : 0;
       }
       signal?.throwIfAborted();
@@ -248,8 +254,10 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       const toRead = vm.disks.filter((use) => !outcomes.has(use.diskPath)).reduce((sum, use) => sum + inventory.disks.get(use.diskPath)!.logicalBytes, 0);
       if (toRead > IMAGE_BATCH_READ_LIMIT || (batch.length > 0 && Date.now() - batchSince > IMAGE_BATCH_MS)) writeBatch();
       const entries: BackupDiskEntry[] = [];
-      // Counted into `accounted` only if this VM's image is written: a failed VM's reads go to the next user.
+      // Counted into `accounted` only if this VM's image is written: a failed VM's reads go to the next user (of
+      // the disk, for bytes read; of the chunk or stored disk, for what this run wrote).
       const accountedHere = new Set<string>();
+      const creditedHere = new Set<string>();
       let failure: string | undefined;
       for (const use of vm.disks) {
         const disk = inventory.disks.get(use.diskPath)!;
@@ -269,7 +277,16 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           break;
         }
         const usedBy = inventory.usedBy.get(disk.path) ?? [vm.name];
-        const storedHere = firstUse && outcome.storedNow === true;
+        // What this run wrote, credited to the first VM in order whose image names it.
+        const diskKey = `disk:${outcome.digest}`;
+        const storedHere = claims.newDisks.has(outcome.digest) && !credited.has(diskKey) && !creditedHere.has(diskKey);
+        creditedHere.add(diskKey);
+        let writtenHere = 0;
+        for (const id of outcome.chunks ?? []) {
+          if (credited.has(id) || creditedHere.has(id)) continue;
+          creditedHere.add(id);
+          writtenHere += claims.written.get(id) ?? 0;
+        }
         const parent = disk.parent ? inventory.disks.get(disk.parent.path)! : undefined;
         const parentOutcome = parent ? outcomes.get(parent.path) : undefined;
         let files: DiskFileEntry[];
@@ -303,7 +320,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           action: storedHere ? 'stored' : 'referenced',
           logicalBytes: disk.logicalBytes,
           bytesRead: firstUse ? outcome.bytesRead : 0,
-          bytesWritten: firstUse ? outcome.bytesWritten : 0,
+          bytesWritten: writtenHere,
           readAt: outcome.readAt.toISOString(),
           racilyClean: outcome.racilyClean,
         });
@@ -318,6 +335,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         continue;
       }
       for (const diskPath of accountedHere) accounted.add(diskPath);
+      for (const key of creditedHere) credited.add(key);
       const image = buildImage(inventory, vm, entries, now(), options.runId);
       if (batch.length === 0) batchSince = Date.now();
       batch.push({ vm, image, index: results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image }) - 1 });

@@ -15,12 +15,32 @@ export type StoredDiskResult = {
   bytesWritten: number;
 };
 
+/**
+ * A run's chunks and stored disks by id and digest: the check-and-put under way (or done) that the first store to
+ * meet one started. Another store that meets the same chunk or digest waits for it, and fails when it fails:
+ * nothing names a chunk whose put may still fail, and each is written (and its bytes counted) once.
+ */
+export type StoreClaims = {
+  /** chunk id → bytes this claim wrote (0: the repository had it) */
+  chunks: Map<ChunkId, Promise<number>>;
+  /** content digest → the stored disk, and whether this claim wrote it */
+  disks: Map<string, Promise<{ manifest: StoredDiskManifest; isNew: boolean }>>;
+  /** What this run wrote: the bytes of each chunk it put, and the stored disks it put. The backup credits each to
+   *  the first VM, in order, whose image names it (stores of several disks run at once: whichever put it is luck). */
+  written: Map<ChunkId, number>;
+  newDisks: Set<string>;
+};
+
+export function newStoreClaims(): StoreClaims {
+  return { chunks: new Map(), disks: new Map(), written: new Map(), newDisks: new Set() };
+}
+
 export type StoreDiskOptions = {
   disk: VirtualDisk;
   repo: Repository;
   pool: BlockPool;
-  /** Chunk ids known to be in the repository; shared across one run so each id is checked once. */
-  knownChunks: Set<string>;
+  /** What this run stored and is storing (shared by every disk store of the run, which may run at once). */
+  claims: StoreClaims;
   onBytes?: (bytes: number) => void;
   signal?: AbortSignal;
   now: () => Date;
@@ -54,7 +74,7 @@ export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskRe
 }
 
 async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
-  const { disk, repo, pool, knownChunks, signal } = options;
+  const { disk, repo, pool, claims, signal } = options;
   const blockSize = repo.config.blockSize;
   let bytesRead = 0;
   let bytesWritten = 0;
@@ -64,17 +84,26 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   const storeBlock = async (slot: Slot): Promise<{ id: ChunkId; zero: boolean }> => {
     try {
       const block = await pool.hash(slot);
-      if (block.zero || knownChunks.has(block.id) || (await repo.hasChunk(block.id))) {
-        if (!block.zero) knownChunks.add(block.id);
+      if (block.zero) return block;
+      const known = claims.chunks.get(block.id);
+      if (known) {
+        await known; // put by another store of this run, perhaps still: this disk's manifest waits for it
         return block;
       }
-      knownChunks.add(block.id); // claimed: an identical block later in this run is not stored twice
-      try {
+      // Claimed before any await: a store of another disk meeting the same block waits for this one.
+      const claim = (async () => {
+        if (await repo.hasChunk(block.id)) return 0;
         const encoded = await pool.encode(slot);
         await repo.putEncodedChunk(block.id, encoded);
-        bytesWritten += encoded.length;
+        return encoded.length;
+      })();
+      claims.chunks.set(block.id, claim);
+      try {
+        const written = await claim; // then added: `bytesWritten += await claim` would add to the value before the wait
+        bytesWritten += written;
+        if (written > 0) claims.written.set(block.id, written);
       } catch (err) {
-        knownChunks.delete(block.id);
+        claims.chunks.delete(block.id); // not stored: a later store tries again
         throw err;
       }
       return block;
@@ -133,7 +162,19 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   const digest = diskDigest(digestInput);
   // Content only: two disks with the same bytes share this manifest and keep their own names (in their images).
   const manifest: StoredDiskManifest = { formatVersion: MANIFEST_FORMAT_VERSION, digest, blockSize, logicalBytes: bytesRead, files, createdAt: options.now().toISOString() };
-  if (await repo.hasStoredDisk(digest)) return { manifest: await repo.getStoredDisk(digest), isNew: false, bytesRead, bytesWritten };
-  await repo.putStoredDisk(manifest);
-  return { manifest, isNew: true, bytesRead, bytesWritten };
+  const known = claims.disks.get(digest);
+  if (known) return { manifest: (await known).manifest, isNew: false, bytesRead, bytesWritten };
+  const claim = (async () => {
+    if (await repo.hasStoredDisk(digest)) return { manifest: await repo.getStoredDisk(digest), isNew: false };
+    await repo.putStoredDisk(manifest);
+    claims.newDisks.add(digest);
+    return { manifest, isNew: true };
+  })();
+  claims.disks.set(digest, claim);
+  try {
+    return { ...(await claim), bytesRead, bytesWritten };
+  } catch (err) {
+    claims.disks.delete(digest);
+    throw err;
+  }
 }
