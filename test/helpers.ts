@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { expect } from 'vitest';
 import { migrate } from '../lib/catalog/migrate';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../lib/generated/prisma/client';
@@ -28,16 +29,27 @@ export async function qemuImg(...args: string[]): Promise<string> {
   return stdout;
 }
 
-/** Bytes that compress about 2:1 like real VM data: random runs mixed with text-like runs. */
-export function semiCompressible(size: number, seed: number): Buffer {
-  const out = Buffer.alloc(size);
+/** xorshift32: a small seeded generator of 32-bit words, the same sequence on every machine (a failing seed replays). */
+export function xorshift32(seed: number): () => number {
   let state = seed >>> 0 || 1;
-  const next = () => {
+  return () => {
     state ^= state << 13; state >>>= 0;
     state ^= state >>> 17;
     state ^= state << 5; state >>>= 0;
     return state;
   };
+}
+
+/** xorshift32 as numbers in [0, 1), for seeded random choices. */
+export function seededRandom(seed: number): () => number {
+  const next = xorshift32(seed);
+  return () => next() / 2 ** 32;
+}
+
+/** Bytes that compress about 2:1 like real VM data: random runs mixed with text-like runs. */
+export function semiCompressible(size: number, seed: number): Buffer {
+  const out = Buffer.alloc(size);
+  const next = xorshift32(seed);
   for (let offset = 0; offset < size; offset += 4096) {
     const end = Math.min(size, offset + 4096);
     if (next() % 2 === 0) {
@@ -102,6 +114,16 @@ export async function readStoredBlock(repo: Repository, pool: BlockPool, id: Chu
   } finally {
     pool.release(slot);
   }
+}
+
+/** Checks that every chunk each stored disk names is in the repository; returns how many were checked. */
+export async function manifestsAreComplete(repo: Repository): Promise<number> {
+  let checked = 0;
+  for (const digest of await storedDiskDigests(repo)) {
+    const manifest = await repo.getStoredDisk(digest);
+    for (const file of manifest.files) for (const id of file.blocks) if (id) { expect(await repo.hasChunk(id)).toBe(true); checked++; }
+  }
+  return checked;
 }
 
 /** The digests of a repository's stored disks, from its blob store's listing (`disks/<digest>.json`). */

@@ -8,20 +8,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
-import { cli, createTestDatabase, projectRoot, qemuImg, sha256File, snapshotTree, tempDir } from './helpers';
+import { cli, createTestDatabase, projectRoot, qemuImg, seededRandom, sha256File, snapshotTree, tempDir } from './helpers';
 
 const ITERATIONS = Number(process.env.VMDEDUP_CRASH_ITERATIONS ?? 8);
 const SEED = Number(process.env.VMDEDUP_CRASH_SEED ?? 1);
-
-function random(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13; state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5; state >>>= 0;
-    return state / 2 ** 32;
-  };
-}
 
 const sha = sha256File;
 
@@ -58,7 +48,7 @@ describe('restore under kill -9', () => {
   const hasTemp = async (dir: string) => (await fs.readdir(dir).catch(() => [] as string[])).some((name) => name.includes('.vmdedup-'));
 
   it(`leaves nothing half-written and restores on the next run (seed ${SEED}, ${ITERATIONS} iterations)`, async () => {
-    const next = random(SEED);
+    const next = seededRandom(SEED);
     // How long a whole restore takes here: kills are spread over it.
     const started = Date.now();
     expect((await cli(env, 'restore', 'vm01', '--target', path.join(home, 'timing'))).code).toBe(0);

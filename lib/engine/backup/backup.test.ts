@@ -1,12 +1,12 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readStoredBlock, storedDiskDigests, tempDir } from '../../../test/helpers';
+import { manifestsAreComplete, readStoredBlock, storedDiskDigests, tempDir } from '../../../test/helpers';
 import { overwrite, writeData } from '../../demo/fleet';
 import { BlockPool } from '../chunking/block-pool';
 import { RunFault } from '../errors';
 import type { BlobStore } from '../repository/blob-store';
-import { type Fault, FaultyBlobStore } from '../repository/faulty-blob-store';
+import { type Fault, FaultyBlobStore, hookedStore } from '../repository/faulty-blob-store';
 import { FsBlobStore } from '../repository/fs-blob-store';
 import { type ChunkId, chunkKey } from '../repository/chunk-id';
 import type { BackupImageManifest } from '../repository/manifests';
@@ -16,31 +16,11 @@ import { type VmBackupResult, backupVms } from './backup';
 
 const MiB = 1024 * 1024;
 
-/** A store wrapper that runs a hook before each put (fault injection without touching the backend). */
-function hookedStore(inner: BlobStore, beforePut: (key: string) => Promise<void>): BlobStore {
-  return {
-    location: inner.location,
-    put: async (key, data) => { await beforePut(key); return inner.put(key, data); },
-    get: (key) => inner.get(key),
-    has: (key) => inner.has(key),
-    list: (prefix) => inner.list(prefix),
-  };
-}
-
 async function oneVmSource(sizeMiB: number) {
   const root = await tempDir();
   await writeData(path.join(root, 'disk.raw'), sizeMiB * MiB, 7);
   await fs.writeFile(path.join(root, 'vm.xml'), `<domain><name>vm</name><uuid>u</uuid><devices><disk type='file' device='disk'><driver type='raw'/><source file='disk.raw'/><target dev='vda'/></disk></devices></domain>`);
   return { root, source: { name: 's', type: 'libvirt' as const, path: root } };
-}
-
-async function manifestsAreComplete(repo: Repository): Promise<number> {
-  let checked = 0;
-  for (const digest of await storedDiskDigests(repo)) {
-    const manifest = await repo.getStoredDisk(digest);
-    for (const file of manifest.files) for (const id of file.blocks) if (id) { expect(await repo.hasChunk(id)).toBe(true); checked++; }
-  }
-  return checked;
 }
 
 describe('backupVms', () => {

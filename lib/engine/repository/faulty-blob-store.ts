@@ -133,3 +133,19 @@ export class FaultyBlobStore implements BlobStore {
     return fsError(code, SYSCALLS[op], key ? `${this.inner.location}/${key}` : this.inner.location);
   }
 }
+
+/**
+ * A store that runs `beforePut` before each put of `inner` (to delay it, fail it, or change a disk meanwhile) and
+ * is otherwise `inner`, durability barrier and free space included.
+ */
+export function hookedStore(inner: BlobStore, beforePut: (key: string) => Promise<void>): BlobStore {
+  return {
+    location: inner.location,
+    put: async (key, data) => { await beforePut(key); return inner.put(key, data); },
+    get: (key) => inner.get(key),
+    has: (key) => inner.has(key),
+    list: (prefix) => inner.list(prefix),
+    ...(inner.flush && { flush: () => inner.flush!() }),
+    ...(inner.freeBytes && { freeBytes: () => inner.freeBytes!() }),
+  };
+}

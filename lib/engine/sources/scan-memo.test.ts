@@ -9,7 +9,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { buildFleet } from '../../demo/fleet';
-import { qemuImg, tempDir } from '../../../test/helpers';
+import { qemuImg, seededRandom, tempDir } from '../../../test/helpers';
 import { type SourceInventory, scanSource } from './inventory';
 import { ScanMemo } from './scan-memo';
 import type { SourceSpec } from './types';
@@ -30,23 +30,13 @@ function picture(inventory: SourceInventory): unknown {
 /** Timestamps old enough for the memo to trust (version-token.ts: 100 ms on fine-grained filesystems). */
 const settle = () => new Promise((resolve) => setTimeout(resolve, 150));
 
-function random(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13; state >>>= 0;
-    state ^= state >>> 17;
-    state ^= state << 5; state >>>= 0;
-    return state / 2 ** 32;
-  };
-}
-
 describe('scan memo', () => {
   it('a scan with the memo finds what a scan without it finds, after every random edit (seeded)', async () => {
     for (const seed of [1, 2]) {
       const home = await tempDir();
       const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 2, clonesPerBase: 3, baseMiB: 1, configDiskMiB: 1, privateDiskMiB: 1, vmwareVms: 2, vmwareBaseMiB: 1, seed });
       const memoFile = path.join(home, 'memo.json');
-      const rand = random(seed);
+      const rand = seededRandom(seed);
       const pick = <T,>(items: T[]) => items[Math.floor(rand() * items.length)];
       const sources: SourceSpec[] = [
         { name: 'kvm', type: 'libvirt', path: fleet.libvirtDir },
