@@ -41,6 +41,10 @@ describe('backupVms', () => {
     const after = await scanSource(source);
     expect(image.disks[0].versionToken).toBe(after.disks.get(path.join(root, 'disk.raw'))!.versionToken);
     expect(image.disks[0].bytesRead).toBe(16 * MiB); // read twice
+    // Written twice too, where the disk changed: every chunk file in the (fresh) repository is counted.
+    let chunkBytes = 0;
+    for await (const page of store.list('chunks/')) for (const key of page) chunkBytes += (await store.get(key)).length;
+    expect(image.disks[0].bytesWritten).toBe(chunkBytes);
   });
 
   it('reports a disk that keeps changing and backs up nothing for its VM', async () => {

@@ -79,7 +79,8 @@ export type BackupOptions = {
 type DiskOutcome =
   | {
     ok: true; digest: string;
-    /** The stored disk's chunks, when this run read the disk (the fast path's outcomes have none). */ chunks?: ChunkId[];
+    /** The stored disk's chunks (and those earlier attempts wrote), when this run read the disk (the fast path's
+     *  outcomes have none). */ chunks?: ChunkId[];
     bytesRead: number; /** When the content behind `digest` was last read from the disk. */ readAt: Date; racilyClean: boolean;
   }
   | { ok: false; error: string };
@@ -189,7 +190,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     try {
       const stored = await storeDisk({ disk, repo, pool: pool!, claims, onBytes: (n) => progress.add(n), signal, now });
       outcome = {
-        ok: true, digest: stored.manifest.digest, chunks: [...new Set(stored.manifest.files.flatMap((file) => file.blocks).filter((id): id is ChunkId => id !== null))],
+        // The chunks to credit: those the stored disk names, and any an earlier attempt of a changing disk wrote.
+        ok: true, digest: stored.manifest.digest, chunks: [...new Set([...stored.manifest.files.flatMap((file) => file.blocks).filter((id): id is ChunkId => id !== null), ...stored.wrote])],
         bytesRead: stored.bytesRead,
         readAt: now(), racilyClean: disk.racilyClean, // storeDisk left the token and flag of its last stat here
       };

@@ -9,10 +9,9 @@ import type { VirtualDisk } from '../sources/virtual-disk';
 
 export type StoredDiskResult = {
   manifest: StoredDiskManifest;
-  /** False when a stored disk with the same content digest already existed: the new read is only referenced. */
-  isNew: boolean;
   bytesRead: number;
-  bytesWritten: number;
+  /** The chunks this store put (earlier attempts' too: they were really written), for the run to credit. */
+  wrote: ChunkId[];
 };
 
 /**
@@ -23,8 +22,8 @@ export type StoredDiskResult = {
 export type StoreClaims = {
   /** chunk id → bytes this claim wrote (0: the repository had it) */
   chunks: Map<ChunkId, Promise<number>>;
-  /** content digest → the stored disk, and whether this claim wrote it */
-  disks: Map<string, Promise<{ manifest: StoredDiskManifest; isNew: boolean }>>;
+  /** content digest → the stored disk */
+  disks: Map<string, Promise<StoredDiskManifest>>;
   /** What this run wrote: the bytes of each chunk it put, and the stored disks it put. The backup credits each to
    *  the first VM, in order, whose image names it (stores of several disks run at once: whichever put it is luck). */
   written: Map<ChunkId, number>;
@@ -53,7 +52,7 @@ export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskRe
   const { disk } = options;
   // Bytes of earlier attempts were really read and written: they count.
   let earlierRead = 0;
-  let earlierWritten = 0;
+  const earlierWrote: ChunkId[] = [];
   for (let attempt = 1; ; attempt++) {
     const before = await versionOf(disk.files, disk.vmdk?.cid);
     const result = await readOnce(options);
@@ -63,10 +62,10 @@ export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskRe
       disk.logicalBytes = after.logicalBytes;
       disk.racilyClean = after.racilyClean;
       disk.ownership = after.ownership;
-      return { ...result, bytesRead: result.bytesRead + earlierRead, bytesWritten: result.bytesWritten + earlierWritten };
+      return { ...result, bytesRead: result.bytesRead + earlierRead, wrote: [...earlierWrote, ...result.wrote] };
     }
     earlierRead += result.bytesRead;
-    earlierWritten += result.bytesWritten;
+    earlierWrote.push(...result.wrote);
     if (attempt >= MAX_READ_ATTEMPTS) {
       throw new InputError(`disk changed while it was being read (${attempt} attempts); not backed up`, { file: disk.path });
     }
@@ -77,7 +76,7 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   const { disk, repo, pool, claims, signal } = options;
   const blockSize = repo.config.blockSize;
   let bytesRead = 0;
-  let bytesWritten = 0;
+  const wrote: ChunkId[] = [];
   const files: StoredDiskFile[] = [];
   const digestInput: { size: number; blockIds: ChunkId[] }[] = [];
 
@@ -99,9 +98,11 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
       })();
       claims.chunks.set(block.id, claim);
       try {
-        const written = await claim; // then added: `bytesWritten += await claim` would add to the value before the wait
-        bytesWritten += written;
-        if (written > 0) claims.written.set(block.id, written);
+        const written = await claim;
+        if (written > 0) {
+          claims.written.set(block.id, written);
+          wrote.push(block.id);
+        }
       } catch (err) {
         claims.chunks.delete(block.id); // not stored: a later store tries again
         throw err;
@@ -163,16 +164,16 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   // Content only: two disks with the same bytes share this manifest and keep their own names (in their images).
   const manifest: StoredDiskManifest = { formatVersion: MANIFEST_FORMAT_VERSION, digest, blockSize, logicalBytes: bytesRead, files, createdAt: options.now().toISOString() };
   const known = claims.disks.get(digest);
-  if (known) return { manifest: (await known).manifest, isNew: false, bytesRead, bytesWritten };
+  if (known) return { manifest: await known, bytesRead, wrote };
   const claim = (async () => {
-    if (await repo.hasStoredDisk(digest)) return { manifest: await repo.getStoredDisk(digest), isNew: false };
+    if (await repo.hasStoredDisk(digest)) return repo.getStoredDisk(digest);
     await repo.putStoredDisk(manifest);
     claims.newDisks.add(digest);
-    return { manifest, isNew: true };
+    return manifest;
   })();
   claims.disks.set(digest, claim);
   try {
-    return { ...(await claim), bytesRead, bytesWritten };
+    return { manifest: await claim, bytesRead, wrote };
   } catch (err) {
     claims.disks.delete(digest);
     throw err;
