@@ -156,6 +156,8 @@ describe('racily clean disks', () => {
         location: store.location,
         get: (key) => store.get(key),
         has: (key) => store.has(key),
+        size: (key) => store.size(key),
+        delete: (key) => store.delete(key),
         list: (prefix) => store.list(prefix),
         put: async (key, data) => {
           if (key.startsWith('chunks/') && !written) {

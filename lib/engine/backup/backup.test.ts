@@ -213,7 +213,7 @@ describe('backupVms under repository faults', () => {
         await inner.flush();
         for (const key of before) durable.add(key);
       },
-      get: (key) => inner.get(key), has: (key) => inner.has(key), list: (prefix) => inner.list(prefix),
+      get: (key) => inner.get(key), has: (key) => inner.has(key), size: (key) => inner.size(key), delete: (key) => inner.delete(key), list: (prefix) => inner.list(prefix),
     };
     const repo = await Repository.openOrInit(store, { blockSize: MiB });
     let recorded = 0;

@@ -9,6 +9,7 @@ import type { VirtualDisk } from '../sources/virtual-disk';
 import { type BackupProgress, ProgressTracker } from './progress';
 import type { ChunkId } from '../repository/chunk-id';
 import { newStoreClaims, storeDisk } from './store-disk';
+import { REUSE_ANYTHING, type ReuseGuard } from '../gc/reuse-guard';
 
 /** What the catalog knows of one stored version of a disk: its content, when that content was last actually read
  *  from the disk, and whether the version token was taken too soon after a change to be trusted (racily clean). */
@@ -74,6 +75,9 @@ export type BackupOptions = {
   storeAhead?: number;
   /** Names the run that made the images (one run may back up several sources): savings per run group by it. */
   runId?: string;
+  /** Asked before a chunk or stored disk the repository holds is named: a garbage collection may be removing it
+   *  (gc/README.md). Absent: nothing is being collected. */
+  reuse?: ReuseGuard;
 };
 
 type DiskOutcome =
@@ -94,6 +98,7 @@ type DiskOutcome =
  */
 export async function backupVms(options: BackupOptions): Promise<VmBackupResult[]> {
   const { inventory, repo, signal } = options;
+  const reuse = options.reuse ?? REUSE_ANYTHING;
   const now = options.now ?? (() => new Date());
   const vms = selectVms(inventory, options.vmNames);
   for (const warning of inventory.warnings) options.onWarning?.(warning);
@@ -109,7 +114,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     const version = stored[index];
     // The scan's own flag too: equal tokens mean equal timestamps, unless the clock went back meanwhile.
     const trusted = version && !version.racilyClean && !disk.racilyClean && rereadAfterDays > 0 && version.readAt.getTime() > readSince;
-    if (trusted && (await repo.hasStoredDisk(version.digest))) {
+    if (trusted && (await repo.hasStoredDisk(version.digest)) && (await reuse.mayReuseDisk(version.digest))) {
       outcomes.set(disk.path, { ok: true, digest: version.digest, bytesRead: 0, readAt: version.readAt, racilyClean: false });
     } else bytesToRead += disk.logicalBytes;
   }
@@ -188,7 +193,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     progress.disk = disk.relativePath;
     let outcome: DiskOutcome;
     try {
-      const stored = await storeDisk({ disk, repo, pool: pool!, claims, onBytes: (n) => progress.add(n), signal, now });
+      const stored = await storeDisk({ disk, repo, pool: pool!, claims, reuse, onBytes: (n) => progress.add(n), signal, now });
       outcome = {
         // The chunks to credit: those the stored disk names, and any an earlier attempt of a changing disk wrote.
         ok: true, digest: stored.manifest.digest, chunks: [...new Set([...stored.manifest.files.flatMap((file) => file.blocks).filter((id): id is ChunkId => id !== null), ...stored.wrote])],

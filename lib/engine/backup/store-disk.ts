@@ -6,6 +6,7 @@ import { type Repository, diskDigest } from '../repository/repository';
 import { openDiskFile } from '../sources/files';
 import { versionOf } from '../sources/version-token';
 import type { VirtualDisk } from '../sources/virtual-disk';
+import type { ReuseGuard } from '../gc/reuse-guard';
 
 export type StoredDiskResult = {
   manifest: StoredDiskManifest;
@@ -40,6 +41,8 @@ export type StoreDiskOptions = {
   pool: BlockPool;
   /** What this run stored and is storing (shared by every disk store of the run, which may run at once). */
   claims: StoreClaims;
+  /** Whether a chunk or stored disk the repository holds may be named (a collection may be removing it). */
+  reuse: ReuseGuard;
   onBytes?: (bytes: number) => void;
   signal?: AbortSignal;
   now: () => Date;
@@ -73,7 +76,7 @@ export async function storeDisk(options: StoreDiskOptions): Promise<StoredDiskRe
 }
 
 async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
-  const { disk, repo, pool, claims, signal } = options;
+  const { disk, repo, pool, claims, reuse, signal } = options;
   const blockSize = repo.config.blockSize;
   let bytesRead = 0;
   const wrote: ChunkId[] = [];
@@ -91,7 +94,9 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
       }
       // Claimed before any await: a store of another disk meeting the same block waits for this one.
       const claim = (async () => {
-        if (await repo.hasChunk(block.id)) return 0;
+        if (await repo.hasChunk(block.id)) {
+          if (await reuse.mayReuseChunk(block.id)) return 0;
+        } else await reuse.beforePutChunk(block.id);
         const encoded = await pool.encode(slot);
         await repo.putEncodedChunk(block.id, encoded);
         return encoded.length;
@@ -166,7 +171,9 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   const known = claims.disks.get(digest);
   if (known) return { manifest: await known, bytesRead, wrote };
   const claim = (async () => {
-    if (await repo.hasStoredDisk(digest)) return repo.getStoredDisk(digest);
+    if (await repo.hasStoredDisk(digest)) {
+      if (await reuse.mayReuseDisk(digest)) return repo.getStoredDisk(digest);
+    } else await reuse.beforePutDisk(digest);
     await repo.putStoredDisk(manifest);
     claims.newDisks.add(digest);
     return manifest;

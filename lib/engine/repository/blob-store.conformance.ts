@@ -38,6 +38,27 @@ export function blobStoreConformance(name: string, makeStore: () => Promise<Blob
       expect(none).toEqual([]);
     });
 
+    it('tells a blob\'s size, and deletes it (an absent key too) so that nothing sees it after', async () => {
+      const store = await makeStore();
+      await store.put('chunks/aa/1', Buffer.from('12345'));
+      await store.put('chunks/aa/2', Buffer.from('6'));
+      expect(await store.size('chunks/aa/1')).toBe(5);
+      await expect(store.size('chunks/aa/none')).rejects.toBeInstanceOf(BlobNotFoundError);
+      await store.delete('chunks/aa/1');
+      await store.delete('chunks/aa/1');
+      await store.delete('nothing/here');
+      expect(await store.has('chunks/aa/1')).toBe(false);
+      await expect(store.get('chunks/aa/1')).rejects.toBeInstanceOf(BlobNotFoundError);
+      await store.flush?.();
+      const keys: string[] = [];
+      for await (const page of store.list('chunks/')) keys.push(...page);
+      expect(keys).toEqual(['chunks/aa/2']);
+      // Put again after a delete: whole again.
+      await store.put('chunks/aa/1', Buffer.from('12345'));
+      expect((await store.get('chunks/aa/1')).toString()).toBe('12345');
+      await expect(store.delete('../evil')).rejects.toThrow(/invalid blob key/);
+    });
+
     it('rejects keys that could escape the store', async () => {
       const store = await makeStore();
       await expect(store.put('../evil', Buffer.of(1))).rejects.toThrow(/invalid blob key/);

@@ -19,6 +19,13 @@ export type BlobStore = {
   get(key: string): Promise<Buffer>;
   /** False only when the key is absent: a storage failure rejects. */
   has(key: string): Promise<boolean>;
+  /** The blob's stored length in bytes; throws BlobNotFoundError when the key is absent. */
+  size(key: string): Promise<number>;
+  /**
+   * Removes a blob; an absent key is success (a retried delete). After it resolves no get or has sees it; like a put,
+   * it survives a power loss once a flush() that began after it resolves. Only garbage collection and prune delete.
+   */
+  delete(key: string): Promise<void>;
   /** Optional: reads a blob into `target` (which must be large enough) without allocating; returns its length. */
   readInto?(key: string, target: Uint8Array): Promise<number>;
   /** Keys under a prefix ("chunks/"), in no particular order, in pages (as object stores list them): a listing of

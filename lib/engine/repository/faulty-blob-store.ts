@@ -3,7 +3,7 @@ import type { BlobStore } from './blob-store';
 
 /** Errors a storage raises that the layers above must survive. */
 export type FaultCode = 'ENOSPC' | 'EDQUOT' | 'EIO' | 'EROFS' | 'EACCES' | 'ETIMEDOUT';
-export type BlobOperation = 'put' | 'get' | 'has' | 'readInto' | 'list' | 'flush';
+export type BlobOperation = 'put' | 'get' | 'has' | 'size' | 'delete' | 'readInto' | 'list' | 'flush';
 
 export type Fault = {
   op: BlobOperation;
@@ -35,7 +35,7 @@ const DESCRIPTIONS: Record<FaultCode, string> = {
 };
 
 const SYSCALLS: Record<BlobOperation, string> = {
-  put: 'write', get: 'open', has: 'access', readInto: 'read', list: 'scandir', flush: 'fsync',
+  put: 'write', get: 'open', has: 'access', size: 'stat', delete: 'unlink', readInto: 'read', list: 'scandir', flush: 'fsync',
 };
 
 /** An error as node:fs raises it: `ENOSPC: no space left on device, write '/repo/chunks/ab/…'`. */
@@ -93,6 +93,14 @@ export class FaultyBlobStore implements BlobStore {
     return this.run('has', key, () => this.inner.has(key));
   }
 
+  size(key: string): Promise<number> {
+    return this.run('size', key, () => this.inner.size(key));
+  }
+
+  delete(key: string): Promise<void> {
+    return this.run('delete', key, () => this.inner.delete(key));
+  }
+
   flush(): Promise<void> {
     return this.run('flush', '', () => this.inner.flush?.() ?? Promise.resolve());
   }
@@ -144,6 +152,8 @@ export function hookedStore(inner: BlobStore, beforePut: (key: string) => Promis
     put: async (key, data) => { await beforePut(key); return inner.put(key, data); },
     get: (key) => inner.get(key),
     has: (key) => inner.has(key),
+    size: (key) => inner.size(key),
+    delete: (key) => inner.delete(key),
     list: (prefix) => inner.list(prefix),
     ...(inner.flush && { flush: () => inner.flush!() }),
     ...(inner.freeBytes && { freeBytes: () => inner.freeBytes!() }),

@@ -14,6 +14,7 @@ export type FsWriteOps = {
   rename(from: string, to: string): Promise<void>;
   /** Makes one folder (not recursive): EEXIST when it exists, ENOENT when its parent is missing. */
   mkdir(dir: string): Promise<void>;
+  unlink(file: string): Promise<void>;
 };
 
 /** The store holds every disk of the fleet: its files and folders are the owner's only, whatever the umask. */
@@ -21,6 +22,7 @@ const NODE_OPS: FsWriteOps = {
   open: (file, flags) => fs.open(file, flags, 0o600),
   rename: (from, to) => fs.rename(from, to),
   mkdir: async (dir) => { await fs.mkdir(dir, { mode: 0o700 }); },
+  unlink: (file) => fs.unlink(file),
 };
 
 /**
@@ -293,6 +295,28 @@ export class FsBlobStore implements BlobStore {
       if (code === 'ENOENT' || code === 'ENOTDIR') return false;
       throw err;
     }
+  }
+
+  async size(key: string): Promise<number> {
+    try {
+      return (await fs.stat(this.fileOf(key))).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new BlobNotFoundError(key, this.root);
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const file = this.fileOf(key);
+    try {
+      await this.io.unlink(file);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw err;
+    }
+    // The folder lost an entry: the next flush syncs it, so the removal survives a power loss from then on.
+    this.unsyncedDirs.add(path.dirname(file));
   }
 
   async *list(prefix: string): AsyncIterable<string[]> {

@@ -192,6 +192,55 @@ export class Repository {
     return ids.sort();
   }
 
+  /** Every chunk id the store holds, a page at a time (what garbage collection may remove). Other names are skipped. */
+  async *chunkIds(): AsyncIterable<ChunkId[]> {
+    yield* this.listed('chunks/', (key) => (/^chunks\/[0-9a-f]{2}\/[0-9a-f]{64}$/.test(key) && key.slice(7, 9) === key.slice(10, 12) ? key.slice(10) as ChunkId : undefined));
+  }
+
+  /** Every stored disk's digest, a page at a time. */
+  async *storedDiskDigests(): AsyncIterable<string[]> {
+    yield* this.listed('disks/', (key) => (/^disks\/[0-9a-f]{64}\.json$/.test(key) ? key.slice(6, -5) : undefined));
+  }
+
+  private async *listed<T>(prefix: string, pick: (key: string) => T | undefined): AsyncIterable<T[]> {
+    try {
+      for await (const page of this.store.list(prefix)) {
+        const picked: T[] = [];
+        for (const key of page) {
+          const value = pick(key);
+          if (value !== undefined) picked.push(value);
+        }
+        if (picked.length) yield picked;
+      }
+    } catch (err) {
+      throw storageFault(this.store.location, err);
+    }
+  }
+
+  /** The stored size of a blob (a chunk's frame, a manifest), or undefined when it is absent. */
+  async sizeOf(key: string): Promise<number | undefined> {
+    try {
+      return await this.store.size(key);
+    } catch (err) {
+      if (err instanceof BlobNotFoundError) return undefined;
+      throw storageFault(this.store.location, err);
+    }
+  }
+
+  /**
+   * Removes a chunk, a stored disk or a backup image (keys as chunkKey, storedDiskKey, backupImageKey make them).
+   * Only garbage collection removes chunks and stored disks, under its protocol (gc/README.md); only prune removes
+   * images. Durable after the next flush().
+   */
+  async remove(key: string): Promise<void> {
+    if (!/^(chunks\/[0-9a-f]{2}\/[0-9a-f]{64}|disks\/[0-9a-f]{64}\.json|images\/[0-9A-Za-z-]+\.json)$/.test(key)) throw new RepositoryError(`refusing to remove '${key}': not a chunk, stored disk or backup image`);
+    try {
+      await this.store.delete(key);
+    } catch (err) {
+      throw storageFault(this.store.location, err);
+    }
+  }
+
   /** A manifest's JSON, not yet trusted: its shape is checked by the caller (parseBackupImage, parseStoredDisk). */
   private async readManifest(key: string, what: string): Promise<unknown> {
     let parsed: { formatVersion?: unknown } | null;

@@ -16,6 +16,8 @@ import { recordInventory } from '../../catalog/record-inventory';
 import { type SourceRow } from '../sources/list-sources';
 import { selectSources } from '../sources/select-sources';
 import { scanChosenVms } from './scan-chosen-vms';
+import { openBackupSession } from '../../catalog/gc-coordination';
+import { CondemnedReuseGuard } from '../../engine/gc/reuse-guard';
 
 export type BackupDiskReport = {
   path: string; identifier: string; common: boolean; action: 'stored' | 'referenced';
@@ -54,8 +56,21 @@ export type RunBackupOptions = {
   signal?: AbortSignal;
 };
 
-/** Backs up the selected VMs (all VMs of the selected sources by default) and records each in the catalog. */
+/**
+ * Backs up the selected VMs (all VMs of the selected sources by default) and records each in the catalog. The run
+ * is a backup session of garbage collection's protocol (lib/engine/gc/README.md) from before its first decision to
+ * reuse anything until after its last image is written.
+ */
 export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
+  const session = await catalogCall(() => openBackupSession(sql));
+  try {
+    return await runBackupSession(sql, options, new CondemnedReuseGuard(options.repo, session));
+  } finally {
+    await session.close().catch(() => undefined); // a lost connection ends the session too
+  }
+}
+
+async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, reuse: CondemnedReuseGuard): Promise<BackupReport> {
   const report: BackupReport = { backups: [], failures: [], problems: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
   const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
   // First what an earlier run (killed, or cut off from its catalog) stored but never recorded.
@@ -111,6 +126,12 @@ export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Pro
           repo: options.repo,
           rereadAfterDays: options.rereadAfterDays,
           runId,
+          reuse: {
+            mayReuseChunk: (id) => catalogCall(() => reuse.mayReuseChunk(id)),
+            mayReuseDisk: (digest) => catalogCall(() => reuse.mayReuseDisk(digest)),
+            beforePutChunk: (id) => catalogCall(() => reuse.beforePutChunk(id)),
+            beforePutDisk: (digest) => catalogCall(() => reuse.beforePutDisk(digest)),
+          },
           lookupStoredDisks: (disks) => catalogCall(() => findStoredVersions(sql, { sourceId: source.id, disks })),
           onImages: async (images) => {
             const { skipped } = await catalogCall(() => recordBackupImageBatch(sql, images.map((image) => ({ sourceId: source.id, image }))));

@@ -3,6 +3,8 @@ import { AppError } from '../../errors';
 
 export type BackupSummary = {
   backupId: string; vm: string; source: string; createdAt: string;
+  /** Never pruned. */
+  protected: boolean;
   logicalBytes: number; bytesRead: number; bytesWritten: number; bytesReferenced: number;
   disks: { path: string; identifier: string; common: boolean; action: string; digest: string; logicalBytes: number }[];
 };
@@ -18,7 +20,7 @@ export async function listBackups(db: Catalog, options: { vm?: string; limit?: n
     include: { vm: { include: { source: true } }, disks: { include: { disk: true }, orderBy: { path: 'asc' } } },
   });
   return images.map((image) => ({
-    backupId: image.id, vm: image.vm.name, source: image.vm.source.name, createdAt: image.createdAt.toISOString(),
+    backupId: image.id, vm: image.vm.name, source: image.vm.source.name, createdAt: image.createdAt.toISOString(), protected: image.protected,
     logicalBytes: Number(image.logicalBytes), bytesRead: Number(image.bytesRead),
     bytesWritten: Number(image.bytesWritten), bytesReferenced: Number(image.bytesReferenced),
     disks: image.disks.map((ref) => ({

@@ -1,0 +1,97 @@
+/** `vmdedup prune` (retention) and `vmdedup gc` (garbage collection). */
+import { getCatalogSql } from '../../catalog/db';
+import { type RetentionPolicy, isTimeZone } from '../../engine/gc/retention';
+import { formatBytes } from '../../format';
+import { openRepository } from '../../open-repository';
+import { runGarbageCollection } from '../../services/maintenance/collect-garbage';
+import { pruneBackups } from '../../services/maintenance/prune-backups';
+import { type Command, type Flags, EXIT_OK, badInput, parse } from '../command';
+
+const KEEP_COUNTS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
+
+const pruneFlags: Flags = {
+  vm: { type: 'string', multiple: true }, source: { type: 'string' },
+  ...Object.fromEntries(KEEP_COUNTS.map((rule) => [`keep-${rule}`, { type: 'string' }])),
+  'keep-within': { type: 'string' }, 'time-zone': { type: 'string' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' },
+};
+
+/** `30d`, `12h`, `2w`, `1y6m`: y = 365 days, m = 30 days, w = 7 days. */
+export function parseDuration(text: string): number {
+  const match = /^(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?$/.exec(text);
+  if (!text || !match) throw badInput(`--keep-within must be a duration such as 30d, 12h, 2w or 1y6m, not '${text}'`);
+  const [, y, m, w, d, h] = match.map((part) => Number(part ?? 0));
+  return ((((y * 365 + m * 30 + w * 7 + d) * 24) + h) * 3600 * 1000);
+}
+
+export const pruneCommand: Command = {
+  name: 'prune',
+  help: `  prune [--vm <name>]... [--source <name>] [--keep-last N] [--keep-hourly N] [--keep-daily N]
+        [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--keep-within <30d|12h|1y6m>]
+        [--time-zone <IANA zone>] [--dry-run] [--json]
+                                                          remove the backups no rule keeps, per VM (rules as restic's
+                                                          forget: each keeps on its own, a period without a backup
+                                                          does not count; protected backups stay); --dry-run shows
+                                                          what each rule keeps and what would be freed. The space is
+                                                          freed by 'vmdedup gc'`,
+  flags: pruneFlags,
+  async run(args, { out, json, signal, io }) {
+    const { values } = parse(args, pruneFlags);
+    const policy: RetentionPolicy = {};
+    for (const rule of KEEP_COUNTS) {
+      const text = values[`keep-${rule}`] as string | undefined;
+      if (text === undefined) continue;
+      if (!/^\d+$/.test(text) || Number(text) > 1_000_000) throw badInput(`--keep-${rule} must be a whole number (0 or more), not '${text}'`);
+      policy[rule] = Number(text);
+    }
+    if (values['keep-within'] !== undefined) policy.withinMs = parseDuration(values['keep-within'] as string);
+    const timeZone = (values['time-zone'] as string | undefined) ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (!isTimeZone(timeZone)) throw badInput(`unknown time zone '${timeZone}' (an IANA name such as Europe/Berlin, or UTC)`);
+    const report = await pruneBackups(await getCatalogSql(), {
+      repo: await openRepository({ mustExist: true }),
+      policy, timeZone, vms: values.vm as string[] | undefined, source: values.source as string | undefined,
+      dryRun: !!values['dry-run'], signal,
+      onWarning: (message) => { if (!values.json) io.stderr.write(`warning: ${message}\n`); },
+    });
+    if (values.json) {
+      json(report);
+      return EXIT_OK;
+    }
+    for (const kept of report.kept) out(`keep    ${kept.backupId}  ${kept.vm}  (${kept.reasons.join(', ')})`);
+    for (const removed of report.removed) out(`${report.dryRun ? 'would remove' : 'removed'}  ${removed.backupId}  ${removed.vm}`);
+    const vms = new Set([...report.kept, ...report.removed].map((b) => `${b.source}/${b.vm}`)).size;
+    out(`${report.dryRun ? 'dry run: ' : ''}${vms} VMs: ${report.kept.length} backups kept, ${report.removed.length} ${report.dryRun ? 'would be ' : ''}removed; ${formatBytes(report.freedBytes)} ${report.dryRun ? 'would become' : 'became'} free for 'vmdedup gc' to reclaim`);
+    return EXIT_OK;
+  },
+};
+
+const gcFlags: Flags = { 'dry-run': { type: 'boolean' }, json: { type: 'boolean' }, wait: { type: 'string' } };
+
+export const gcCommand: Command = {
+  name: 'gc',
+  help: `  gc [--dry-run] [--wait <seconds>] [--json]             remove the chunks and stored disks no backup image needs;
+                                                          safe while backups run: it waits up to --wait (default
+                                                          600) for backups that started before it, else leaves the
+                                                          rest pending for the next gc`,
+  flags: gcFlags,
+  async run(args, { out, json, signal, io }) {
+    const { values } = parse(args, gcFlags);
+    const waitText = values.wait as string | undefined;
+    if (waitText !== undefined && !/^\d+$/.test(waitText)) throw badInput(`--wait must be a number of seconds, not '${waitText}'`);
+    const showProgress = !values.json && io.stderr.isTTY;
+    const report = await runGarbageCollection(await getCatalogSql(), {
+      repo: await openRepository({ mustExist: true }),
+      dryRun: !!values['dry-run'], waitMs: waitText === undefined ? undefined : Number(waitText) * 1000, signal,
+      onProgress: showProgress ? (p) => io.stderr.write(`\r${p.message}${p.total ? ` ${p.done ?? 0}/${p.total}` : ''}\x1b[K`) : undefined,
+    });
+    if (showProgress) io.stderr.write('\n');
+    if (values.json) {
+      json(report);
+      return EXIT_OK;
+    }
+    const verb = report.dryRun ? 'would remove' : 'removed';
+    out(`${report.dryRun ? 'dry run: ' : ''}${verb} ${report.removedChunks} chunks and ${report.removedDisks} stored disks, ${formatBytes(report.freedBytes)} (of ${report.chunks} chunks and ${report.disks} stored disks, ${report.images} backup images read)`);
+    if (report.pendingBytes > 0) out(`pending: ${report.pendingChunks} chunks, ${formatBytes(report.pendingBytes)}: ${report.pendingReason}`);
+    if (report.missingDisks.length) io.stderr.write(`vmdedup: warning: ${report.missingDisks.length} stored disks that backup images name are missing from the repository (${report.missingDisks.slice(0, 3).map((d) => d.slice(0, 12)).join(', ')}${report.missingDisks.length > 3 ? ', …' : ''})\n`);
+    return EXIT_OK;
+  },
+};
