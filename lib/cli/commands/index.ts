@@ -7,7 +7,7 @@ import { catalogCommand } from './catalog';
 import { commonDisksCommand } from './common-disks';
 import { dbCommand } from './db';
 import { inventoryCommand } from './inventory';
-import { gcCommand, pruneCommand } from './maintenance';
+import { gcCommand, pruneCommand, verifyCommand } from './maintenance';
 import { repositoryCommand } from './repository';
 import { restoreCommand, restorePlanCommand } from './restore';
 import { sourceCommand } from './source';
@@ -16,7 +16,7 @@ import { userCommand } from './user';
 
 export const commands: readonly Command[] = [
   sourceCommand, inventoryCommand, backupCommand, backupsCommand, commonDisksCommand, statsCommand,
-  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, catalogCommand, repositoryCommand, userCommand, auditCommand, dbCommand,
+  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, catalogCommand, repositoryCommand, userCommand, auditCommand, dbCommand,
 ];
 
 export function findCommand(name: string | undefined): Command | undefined {

@@ -1,11 +1,12 @@
-/** `vmdedup prune` (retention) and `vmdedup gc` (garbage collection). */
+/** `vmdedup prune` (retention), `vmdedup gc` (garbage collection) and `vmdedup verify`. */
 import { getCatalogSql } from '../../catalog/db';
 import { type RetentionPolicy, isTimeZone } from '../../engine/gc/retention';
 import { formatBytes } from '../../format';
 import { openRepository } from '../../open-repository';
 import { runGarbageCollection } from '../../services/maintenance/collect-garbage';
 import { pruneBackups } from '../../services/maintenance/prune-backups';
-import { type Command, type Flags, EXIT_OK, badInput, parse } from '../command';
+import { verifyBackups } from '../../services/maintenance/verify-backups';
+import { type Command, type Flags, EXIT_FAILURE, EXIT_OK, badInput, parse } from '../command';
 
 const KEEP_COUNTS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
 
@@ -93,5 +94,42 @@ export const gcCommand: Command = {
     if (report.pendingBytes > 0) out(`pending: ${report.pendingChunks} chunks, ${formatBytes(report.pendingBytes)}: ${report.pendingReason}`);
     if (report.missingDisks.length) io.stderr.write(`vmdedup: warning: ${report.missingDisks.length} stored disks that backup images name are missing from the repository (${report.missingDisks.slice(0, 3).map((d) => d.slice(0, 12)).join(', ')}${report.missingDisks.length > 3 ? ', …' : ''})\n`);
     return EXIT_OK;
+  },
+};
+
+const verifyFlags: Flags = { vm: { type: 'string', multiple: true }, 'outdated-after': { type: 'string' }, json: { type: 'boolean' } };
+
+export const verifyCommand: Command = {
+  name: 'verify',
+  help: `  verify [--vm <name>]... [--outdated-after <days>] [--json]
+                                                          re-read and re-hash what backups need (each chunk once);
+                                                          --outdated-after: only backups not verified for <days>; a
+                                                          damaged chunk is moved aside and stored again by the next
+                                                          backup of that content; exit 1 when something is damaged`,
+  flags: verifyFlags,
+  async run(args, { out, json, signal, io }) {
+    const { values } = parse(args, verifyFlags);
+    const outdated = values['outdated-after'] as string | undefined;
+    if (outdated !== undefined && !/^\d+(\.\d+)?$/.test(outdated)) throw badInput(`--outdated-after must be a number of days, not '${outdated}'`);
+    const showProgress = !values.json && io.stderr.isTTY;
+    const report = await verifyBackups(await getCatalogSql(), {
+      repo: await openRepository({ mustExist: true }),
+      vms: values.vm as string[] | undefined, outdatedAfterDays: outdated === undefined ? undefined : Number(outdated), signal,
+      onWarning: (message) => { if (!values.json) io.stderr.write(`warning: ${message}\n`); },
+      onProgress: showProgress ? (p) => io.stderr.write(`\rverifying: ${p.imagesDone}/${p.imagesTotal} backups, ${p.checkedChunks} chunks, ${formatBytes(p.bytesRead)}\x1b[K`) : undefined,
+    });
+    if (showProgress) io.stderr.write('\n');
+    const failed = report.images.filter((image) => image.status === 'failed');
+    if (values.json) {
+      json({
+        checkedChunks: report.checkedChunks, bytesRead: report.bytesRead,
+        damaged: report.damaged.map(({ chunk, images, problem }) => ({ chunk, images, problem })),
+        images: report.images.map(({ backupId, vm, status, problems }) => ({ backupId, vm, status, ...(problems.length ? { problems } : {}) })),
+      });
+    } else {
+      for (const image of failed) out(`failed  ${image.backupId}  ${image.vm}: ${image.problems.slice(0, 3).join('; ')}${image.problems.length > 3 ? `; and ${image.problems.length - 3} more` : ''}`);
+      out(`verified ${report.images.length} backups: ${report.images.length - failed.length} ok, ${failed.length} failed; ${report.checkedChunks} chunks checked (${formatBytes(report.bytesRead)}), ${report.damaged.length} damaged${report.damaged.length ? ' (moved aside where corrupt: the next backup of that content stores it again)' : ''}`);
+    }
+    return failed.length ? EXIT_FAILURE : EXIT_OK;
   },
 };

@@ -241,6 +241,22 @@ export class Repository {
     }
   }
 
+  /**
+   * Moves a damaged chunk out of chunks/ (to damaged/chunks/<id>-<time>, for inspection; nothing reads it): the next
+   * backup that meets the same content finds it absent and stores it again.
+   */
+  async moveChunkAside(id: ChunkId): Promise<void> {
+    const key = chunkKey(id);
+    try {
+      const bytes = await this.store.get(key).catch((err) => (err instanceof BlobNotFoundError ? undefined : Promise.reject(err)));
+      if (bytes) await this.store.put(`damaged/chunks/${id}-${Date.now()}`, bytes);
+      await this.store.delete(key);
+      await this.flush();
+    } catch (err) {
+      throw storageFault(this.store.location, err);
+    }
+  }
+
   /** A manifest's JSON, not yet trusted: its shape is checked by the caller (parseBackupImage, parseStoredDisk). */
   private async readManifest(key: string, what: string): Promise<unknown> {
     let parsed: { formatVersion?: unknown } | null;

@@ -18,6 +18,7 @@ import { runBackup } from '../backups/run-backup';
 import { addSource } from '../sources/add-source';
 import { runGarbageCollection } from './collect-garbage';
 import { pruneBackups } from './prune-backups';
+import { verifyBackups } from './verify-backups';
 
 const MiB = 1024 * 1024;
 const BLOCKS = 3;
@@ -377,4 +378,59 @@ describe('prune and gc', () => {
     // Nothing unreachable is left once no backup runs: what the last gc did not remove, some image needs.
     expect(await runGarbageCollection(env.sql, { repo: env.repo, dryRun: true })).toMatchObject({ removedChunks: 0, removedDisks: 0 });
   }, 240_000);
+});
+
+describe('verify', () => {
+  const chunkFile = (env: Env, token: number) => {
+    const id = createHash('sha256').update(block(token)).digest('hex');
+    return { id, file: path.join(env.store.root, 'chunks', id.slice(0, 2), id) };
+  };
+
+  it('re-hashes each chunk once, marks the images a damaged chunk hurts, moves it aside, and the next backup heals them', async () => {
+    const env = await setup(['a', 'b']);
+    const first = await backup(env);
+    const second = await backup(env);
+    const all = [...first.backups, ...second.backups].map((b) => b.backupId).sort();
+
+    const clean = await verifyBackups(env.sql, { repo: env.repo });
+    expect(clean.images.map((i) => i.status)).toEqual(all.map(() => 'ok'));
+    // a: 3 blocks, b: 3 blocks, common: 2 blocks; each read once however many of the 4 images name it.
+    expect(clean.checkedChunks).toBe(8);
+    expect(clean.damaged).toEqual([]);
+
+    // A flipped bit in a's block 2 (every image of a reuses it), and b's block 12 lost.
+    const flipped = chunkFile(env, 2);
+    const bytes = await fs.readFile(flipped.file);
+    bytes[bytes.length - 1] ^= 1;
+    await fs.writeFile(flipped.file, bytes);
+    const lost = chunkFile(env, 12);
+    await fs.rm(lost.file);
+    const damaged = await verifyBackups(env.sql, { repo: env.repo });
+    const imagesOf = (vm: string) => [...first.backups, ...second.backups].filter((b) => b.vm === vm).map((b) => b.backupId).sort();
+    expect(damaged.damaged).toEqual([
+      { chunk: flipped.id, images: imagesOf('a'), problem: 'corrupt' },
+      { chunk: lost.id, images: imagesOf('b'), problem: 'missing' },
+    ].sort((x, y) => (x.chunk < y.chunk ? -1 : 1)));
+    expect(damaged.images.every((i) => i.status === 'failed')).toBe(true);
+    expect(damaged.images.find((i) => i.vm === 'a')!.problems).toEqual([`chunk ${flipped.id.slice(0, 12)} is corrupt`]);
+    // Moved aside: out of chunks/, kept under damaged/ for a look.
+    await expect(fs.stat(flipped.file)).rejects.toThrow(/ENOENT/);
+    expect((await fs.readdir(path.join(env.store.root, 'damaged', 'chunks'))).some((name) => name.startsWith(flipped.id))).toBe(true);
+    const { rows } = await env.sql.query<{ verifyStatus: string; n: number }>('SELECT "verifyStatus", count(*)::int AS n FROM "BackupImage" GROUP BY 1');
+    expect(rows).toEqual([{ verifyStatus: 'failed', n: 4 }]);
+
+    // Nothing changed on the disks, yet the next backup reads them (the fast path no longer offers the damaged
+    // stored disks) and stores the two blocks again: every image, old ones too, is whole again.
+    const healed = await backup(env);
+    expect(healed.totals.bytesWritten).toBeGreaterThanOrEqual(2 * 1024);
+    const after = await verifyBackups(env.sql, { repo: env.repo });
+    expect(after.images.filter((i) => i.status !== 'ok')).toEqual([]);
+    expect(after.images).toHaveLength(6);
+    const want: Record<string, string> = { a: sha([1, 2, 3]), b: sha([11, 12, 13]) };
+    for (const b of [...first.backups, ...second.backups]) expect((await restoredDigests(env, b.backupId)).get(b.vm)).toBe(want[b.vm]);
+
+    // Verified just now: nothing is outdated after a day.
+    expect((await verifyBackups(env.sql, { repo: env.repo, outdatedAfterDays: 1 })).images).toEqual([]);
+    expect((await verifyBackups(env.sql, { repo: env.repo, outdatedAfterDays: 1, now: new Date(Date.now() + 2 * 86_400_000) })).images).toHaveLength(6);
+  }, 60_000);
 });
