@@ -38,7 +38,13 @@ async function ensureFleet(): Promise<void> {
   await fs.writeFile(marker, '');
 }
 
-type Result = { tool: string; firstSeconds: number; storedBytes: number; rebackupSeconds: number; peakRssBytes: number; restoreSeconds?: number; restoreBytes?: number };
+type Result = {
+  tool: string; firstSeconds: number; storedBytes: number; rebackupSeconds: number; peakRssBytes: number; restoreSeconds?: number; restoreBytes?: number;
+  /** Re-reading and re-hashing everything stored (vmdedup verify; restic check --read-data). */
+  verify?: { seconds: number; chunks?: number; bytes: number };
+  /** vmdedup prune --keep-last 1 then gc: the seconds of gc, the chunks it looked at, what it removed. */
+  gc?: { seconds: number; chunks: number; removedChunks: number; freedBytes: number; pruneSeconds: number };
+};
 
 /** The VM restored by the restore benchmark: its clone, the base, the configuration disk and its data disk. */
 const RESTORE_VM = 'vm01';
@@ -74,10 +80,28 @@ async function benchVmdedup(): Promise<Result> {
     return once;
   });
   await fs.rm(target, { recursive: true, force: true });
+  // Verify everything (each chunk read and re-hashed once), then prune all but the last backup and collect garbage
+  // after a change to one VM's data disk (what the old version alone needed is freed).
+  const verified = await timed(process.execPath, ['bin/vmdedup.mjs', 'verify', '--json'], env);
+  const verifyReport = JSON.parse(verified.stdout) as { checkedChunks: number; bytesRead: number; damaged: unknown[] };
+  if (verifyReport.damaged.length) throw new Error('verify found damage');
+  const dataDisk = path.join(fleetDir, 'libvirt', 'images', 'vm02-data.raw');
+  const original = await fs.readFile(dataDisk);
+  await fs.writeFile(dataDisk, Buffer.concat([original.subarray(0, original.length / 2), Buffer.alloc(original.length - original.length / 2, 7)]));
+  try {
+    await timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--vm', 'vm02', '--json'], env);
+  } finally {
+    await fs.writeFile(dataDisk, original);
+  }
+  const pruned = await timed(process.execPath, ['bin/vmdedup.mjs', 'prune', '--keep-last', '1', '--json'], env);
+  const collected = await timed(process.execPath, ['bin/vmdedup.mjs', 'gc', '--json'], env);
+  const gcReport = JSON.parse(collected.stdout) as { chunks: number; removedChunks: number; freedBytes: number };
   await run(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, ...env } });
   return {
     tool: 'vmdedup', firstSeconds: first.seconds, storedBytes, rebackupSeconds: again.seconds,
     peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes, restored.peakRssBytes), restoreSeconds: restored.seconds, restoreBytes,
+    verify: { seconds: verified.seconds, chunks: verifyReport.checkedChunks, bytes: verifyReport.bytesRead },
+    gc: { seconds: collected.seconds, chunks: gcReport.chunks, removedChunks: gcReport.removedChunks, freedBytes: gcReport.freedBytes, pruneSeconds: pruned.seconds },
   };
 }
 
@@ -97,9 +121,12 @@ async function benchRestic(): Promise<Result> {
     return once;
   });
   await fs.rm(target, { recursive: true, force: true });
+  const storedBytes = await du(repo);
+  const checked = await timed('restic', ['check', '--read-data'], env);
   return {
-    tool: 'restic', firstSeconds: first.seconds, storedBytes: await du(repo), rebackupSeconds: again.seconds,
+    tool: 'restic', firstSeconds: first.seconds, storedBytes, rebackupSeconds: again.seconds,
     peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes), restoreSeconds: restored.seconds, restoreBytes,
+    verify: { seconds: checked.seconds, bytes: storedBytes },
   };
 }
 
@@ -141,6 +168,11 @@ async function main(): Promise<void> {
   const restoreRate = (r: Result) => r.restoreBytes! / r.restoreSeconds! / MB;
   console.log(`restore of ${RESTORE_VM} (${(ours.restoreBytes! / 1e9).toFixed(2)} GB, every disk into a folder, median of ${RESTORE_RUNS}): vmdedup ${ours.restoreSeconds!.toFixed(2)} s (${restoreRate(ours).toFixed(0)} MB/s), restic ${restic.restoreSeconds!.toFixed(2)} s (${restoreRate(restic).toFixed(0)} MB/s): ${(restoreRate(ours) / restoreRate(restic)).toFixed(2)}x`);
   console.log(`vmdedup peak memory: ${(ours.peakRssBytes / MB).toFixed(0)} MB (target <= 256 MB)`);
+  const v = ours.verify!;
+  const rv = restic.verify!;
+  console.log(`verify (every stored chunk re-read and re-hashed): vmdedup ${v.seconds.toFixed(2)} s, ${(v.chunks! / v.seconds).toFixed(0)} chunks/s, ${(v.bytes / v.seconds / MB).toFixed(0)} MB/s of blocks; restic check --read-data ${rv.seconds.toFixed(2)} s (${(rv.bytes / rv.seconds / MB).toFixed(0)} MB/s of its repository): ${(rv.seconds / v.seconds).toFixed(2)}x faster`);
+  const g = ours.gc!;
+  console.log(`gc after prune --keep-last 1 (prune ${g.pruneSeconds.toFixed(2)} s): ${g.seconds.toFixed(2)} s over ${g.chunks} chunks (${(g.chunks / g.seconds).toFixed(0)} chunks/s), removed ${g.removedChunks} chunks, ${(g.freedBytes / MB).toFixed(0)} MB`);
 }
 
 main().catch((err) => {
