@@ -64,7 +64,7 @@ export function setIdleConnectionLostListener(listener: (err: Error) => void): v
 }
 
 function openPool(url: string): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
+  const pool = new pg.Pool({ connectionString: url, max: 4, keepAlive: true });
   // An idle connection dropped by the server (restart, `vmdedup db stop`) is not fatal: the pool reconnects.
   pool.on('error', (err) => onIdleConnectionLost(err));
   return pool;

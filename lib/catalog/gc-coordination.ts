@@ -8,7 +8,7 @@ import os from 'node:os';
 import type pg from 'pg';
 import type { Condemned, GcCoordinator, RunningSession } from '../engine/gc/collect';
 import type { CondemnedKeys } from '../engine/gc/reuse-guard';
-import { type CatalogSql, inTransaction } from './db';
+import { type CatalogSql, CatalogConnectionLost, inTransaction, retryingDeadlock } from './db';
 
 /** Advisory lock class of backup sessions: (BACKUP_SESSION_LOCK, session id). */
 export const BACKUP_SESSION_LOCK = 0x766d6273; // "vmbs"
@@ -17,17 +17,33 @@ export const GC_RUN_LOCK = 0x766d6763; // "vmgc"
 
 const HOST = os.hostname();
 
-/** A connection held for a whole run (its advisory locks live as long as it). */
-type HeldClient = { client: pg.PoolClient; release: () => void };
+/**
+ * A connection held for a whole run: its advisory locks live exactly as long as it. `confirm` proves, by a round
+ * trip on it, that the connection (so every lock taken on it) has lasted until now; once it failed it always fails.
+ */
+type HeldClient = { client: pg.PoolClient; confirm: (what: string) => Promise<void>; release: () => void };
 
 async function holdClient(sql: CatalogSql): Promise<HeldClient> {
   const client = await sql.connect();
   let lost: Error | undefined;
   client.on('error', (err) => { lost ??= err; });
-  return { client, release: () => client.release(lost ?? true) }; // destroyed: its session locks end with it
+  return {
+    client,
+    async confirm(what) {
+      if (!lost) await client.query('SELECT 1').catch((err: Error) => { lost ??= err; });
+      if (lost) throw new CatalogConnectionLost(new Error(`${what}: its lock ended with its connection (${lost.message})`));
+    },
+    release: () => client.release(lost ?? true), // destroyed: its session locks end with it
+  };
 }
 
-export type BackupSession = CondemnedKeys & { id: number; generation: number; close(): Promise<void> };
+export type BackupSession = CondemnedKeys & {
+  id: number; generation: number;
+  /** Proves the session's lock held from its start until now (a CatalogConnectionLost when it did not: a collection
+   *  may then have taken it for ended, so nothing the run reused is vouched for). */
+  confirmAlive(): Promise<void>;
+  close(): Promise<void>;
+};
 
 /**
  * Registers a backup run: reads the generation (waiting for a condemnation being committed), takes its lock and
@@ -55,6 +71,7 @@ export async function openBackupSession(sql: CatalogSql): Promise<BackupSession>
   let closed = false;
   return {
     id, generation, keys,
+    confirmAlive: () => held.confirm('the backup session'),
     rescue: (asked, exists) => rescue(sql, asked, exists),
     finishRemoval: async (asked, remove) => { await finishRemoval(sql, asked, remove); },
     async close() {
@@ -71,7 +88,7 @@ export async function openBackupSession(sql: CatalogSql): Promise<BackupSession>
 }
 
 async function rescue(sql: CatalogSql, asked: string[], exists: (keys: string[]) => Promise<boolean>): Promise<boolean> {
-  return inTransaction(sql, async (client) => {
+  return retryingDeadlock(() => inTransaction(sql, async (client) => {
     const { rows } = await client.query<{ key: string; deleting: boolean }>(
       'SELECT "key", "deleting" FROM "CondemnedBlob" WHERE "key" = ANY($1) ORDER BY "key" FOR UPDATE', [asked],
     );
@@ -82,14 +99,15 @@ async function rescue(sql: CatalogSql, asked: string[], exists: (keys: string[])
     if (gone.length && !(await exists(gone))) return false;
     if (rows.length) await client.query('DELETE FROM "CondemnedBlob" WHERE "key" = ANY($1)', [[...present]]);
     return true;
-  });
+  }));
 }
 
 /** Removes, under their row locks, the blobs of those keys being removed, with their catalog rows, then the rows. */
-async function finishRemoval(sql: CatalogSql, keys: string[], remove: (keys: string[]) => Promise<void>): Promise<Condemned[]> {
-  return inTransaction(sql, async (client) => {
+async function finishRemoval(sql: CatalogSql, keys: string[], remove: (keys: string[]) => Promise<void>, generation?: number): Promise<Condemned[]> {
+  return retryingDeadlock(() => inTransaction(sql, async (client) => {
     const { rows } = await client.query<{ key: string; bytes: string }>(
-      'SELECT "key", "bytes" FROM "CondemnedBlob" WHERE "key" = ANY($1) AND "deleting" ORDER BY "key" FOR UPDATE', [keys],
+      'SELECT "key", "bytes" FROM "CondemnedBlob" WHERE "key" = ANY($1) AND "deleting" AND ($2::int IS NULL OR "generation" = $2) ORDER BY "key" FOR UPDATE',
+      [keys, generation ?? null],
     );
     if (rows.length === 0) return [];
     const locked = rows.map((row) => row.key);
@@ -102,7 +120,15 @@ async function finishRemoval(sql: CatalogSql, keys: string[], remove: (keys: str
     }
     await client.query('DELETE FROM "CondemnedBlob" WHERE "key" = ANY($1)', [locked]);
     return rows.map((row) => ({ key: row.key, bytes: Number(row.bytes) }));
-  });
+  }));
+}
+
+/** Deletes condemned rows matching `where` ($1, $2… from `params`), locking them in key order first: every
+ *  statement that locks several of these rows locks them in that order, so none deadlocks with another. */
+async function deleteRowsInKeyOrder(sql: CatalogSql, where: string, params: unknown[]): Promise<void> {
+  await retryingDeadlock(() => sql.query(
+    `DELETE FROM "CondemnedBlob" WHERE "key" IN (SELECT "key" FROM "CondemnedBlob" WHERE ${where} ORDER BY "key" FOR UPDATE)`, params,
+  ));
 }
 
 export type GcLease = GcCoordinator & { release(): Promise<void> };
@@ -123,16 +149,21 @@ export async function acquireGcLease(sql: CatalogSql): Promise<GcLease | undefin
       await finishRemoval(sql, rows.map((row) => row.key), remove);
     }
   };
+  // The generation this collection condemned: it sweeps and spares only its own rows (another collection's, after
+  // this one's lock was lost, are not its to touch).
+  let mine: number | undefined;
+  const confirm = () => held.confirm('the garbage collection');
   return {
     async recover(remove) {
       // Condemnations of a collection that stopped are withdrawn (this one decides afresh); removals it began are
       // finished, stored disks first (their chunks only after: a stored disk never outlives its chunks).
-      await sql.query('DELETE FROM "CondemnedBlob" WHERE NOT "deleting"');
+      await deleteRowsInKeyOrder(sql, 'NOT "deleting"', []);
       await batches(`"key" LIKE 'disks/%'`, remove);
       await batches(`"key" LIKE 'chunks/%'`, remove);
     },
     async condemn(keys) {
-      return inTransaction(sql, async (tx) => {
+      await confirm();
+      mine = await inTransaction(sql, async (tx) => {
         const { rows: [{ generation }] } = await tx.query<{ generation: number }>(`UPDATE "GcState" SET "generation" = "generation" + 1 WHERE "id" = 'default' RETURNING "generation"`);
         for (let start = 0; start < keys.length; start += 10_000) {
           const slice = keys.slice(start, start + 10_000);
@@ -143,6 +174,7 @@ export async function acquireGcLease(sql: CatalogSql): Promise<GcLease | undefin
         }
         return generation;
       });
+      return mine;
     },
     async runningBefore(generation) {
       const { rows } = await sql.query<{ id: number; host: string; pid: number; startedAt: Date }>(
@@ -160,15 +192,22 @@ export async function acquireGcLease(sql: CatalogSql): Promise<GcLease | undefin
       return running;
     },
     async spare(keys) {
+      await confirm();
       for (let start = 0; start < keys.length; start += 10_000) {
-        await sql.query('DELETE FROM "CondemnedBlob" WHERE "key" = ANY($1) AND NOT "deleting"', [keys.slice(start, start + 10_000)]);
+        await deleteRowsInKeyOrder(sql, '"key" = ANY($1) AND NOT "deleting" AND "generation" = $2', [keys.slice(start, start + 10_000), mine]);
       }
     },
     async sweep(keys, remove) {
+      // Still this collection's lock: two collections never sweep at once.
+      await confirm();
       // Marked first, committed: from here no backup rescues them; whoever holds a row's lock removes its blob.
-      const { rows } = await sql.query<{ key: string }>('UPDATE "CondemnedBlob" SET "deleting" = true WHERE "key" = ANY($1) AND NOT "deleting" RETURNING "key"', [keys]);
+      const { rows } = await retryingDeadlock(() => sql.query<{ key: string }>(
+        `UPDATE "CondemnedBlob" SET "deleting" = true WHERE "key" IN (
+           SELECT "key" FROM "CondemnedBlob" WHERE "key" = ANY($1) AND NOT "deleting" AND "generation" = $2 ORDER BY "key" FOR UPDATE
+         ) RETURNING "key"`, [keys, mine],
+      ));
       if (rows.length === 0) return [];
-      return finishRemoval(sql, rows.map((row) => row.key), remove);
+      return finishRemoval(sql, rows.map((row) => row.key), remove, mine);
     },
     async catalogDigests() {
       const { rows } = await sql.query<{ digest: string }>('SELECT DISTINCT "digest" FROM "DiskReference"');

@@ -54,3 +54,8 @@ export async function setImageProtected(sql: CatalogSql, id: string, value: bool
   const { rowCount } = await sql.query('UPDATE "BackupImage" SET "protected" = $2 WHERE "id" = $1', [id, value]);
   return (rowCount ?? 0) > 0;
 }
+
+export async function sourceExists(sql: CatalogSql, name: string): Promise<boolean> {
+  const { rows } = await sql.query('SELECT 1 FROM "Source" WHERE "name" = $1', [name]);
+  return rows.length > 0;
+}

@@ -17,9 +17,11 @@ export type SkippedImage = { id: string; error: string };
  * and a rebuild may race to record the same image. Plain set-based SQL (about ten statements, whatever the
  * number of disks): it is on the path of every backup run.
  */
-export async function recordBackupImage(sql: CatalogSql, options: ImageRecord): Promise<boolean> {
+export async function recordBackupImage(sql: CatalogSql, options: ImageRecord, stillInRepository?: (id: string) => Promise<boolean>): Promise<boolean> {
   return retryingDeadlock(() => inTransaction(sql, async (client) => {
     await beginIndexWrite(client);
+    // Read before the lock (reconcile): a prune may have removed it meanwhile, under the lock held exclusive.
+    if (stillInRepository && !(await stillInRepository(options.image.id))) return false;
     return (await recordImagesIn(client, [options])).length > 0;
   }));
 }
@@ -29,11 +31,11 @@ export async function recordBackupImage(sql: CatalogSql, options: ImageRecord): 
  * beside backups and scans locks one VM at a time, as they do. An image whose record the database refuses
  * (a manifest with impossible values) is skipped and reported; the others are recorded.
  */
-export async function recordBackupImages(sql: CatalogSql, items: ImageRecord[]): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
+export async function recordBackupImages(sql: CatalogSql, items: ImageRecord[], options: { stillInRepository?: (id: string) => Promise<boolean> } = {}): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
   const result = { recorded: [] as string[], skipped: [] as SkippedImage[] };
   for (const item of [...items].sort((a, b) => a.image.createdAt.localeCompare(b.image.createdAt) || a.image.id.localeCompare(b.image.id))) {
     try {
-      if (await recordBackupImage(sql, item)) result.recorded.push(item.image.id);
+      if (await recordBackupImage(sql, item, options.stillInRepository)) result.recorded.push(item.image.id);
     } catch (err) {
       if (!isRefusedData(err)) throw err;
       result.skipped.push({ id: item.image.id, error: `refused by the catalog: ${(err as Error).message}` });

@@ -42,6 +42,15 @@ export class RunFault extends Error {
   }
 }
 
+/** `onImages` withdrew the batch's images from the repository instead of recording them (nothing vouches any more for
+ *  what they reuse): the VMs fail, and no image of theirs is left to reconcile. Stops the run. */
+export class ImagesWithdrawn extends RunFault {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, options);
+    this.name = 'ImagesWithdrawn';
+  }
+}
+
 /** The repository's storage refused an operation (no space, I/O error, read-only): nothing stored is damaged. */
 export class RepositoryStorageError extends RunFault {
   readonly code: string;

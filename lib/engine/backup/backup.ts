@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { BlockPool } from '../chunking/block-pool';
-import { InputError, RunFault, fileError } from '../errors';
+import { ImagesWithdrawn, InputError, RunFault, fileError } from '../errors';
 import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION, USED_BY_LISTED } from '../repository/manifests';
 import { type Repository, newBackupImageId } from '../repository/repository';
 import type { SourceInventory, VmInventory } from '../sources/inventory';
@@ -160,7 +160,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       try {
         refused = await options.onImages?.(items.map((item) => item.image));
       } catch (err) {
-        for (const item of items) fail(item, err, { backupId: item.image.id });
+        for (const item of items) fail(item, err, err instanceof ImagesWithdrawn ? {} : { backupId: item.image.id });
         return;
       }
       items.forEach((item, n) => { if (refused?.[n] !== undefined) fail(item, refused[n], { backupId: item.image.id }); });

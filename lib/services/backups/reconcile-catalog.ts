@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { CatalogSql } from '../../catalog/db';
-import type { Repository } from '../../engine/repository/repository';
+import { type Repository, backupImageKey } from '../../engine/repository/repository';
 import { readBackupImages, withSourceIds } from './read-backup-images';
 import { type SkippedImage, recordBackupImages } from '../../catalog/record-backup-image';
 
@@ -40,7 +40,10 @@ export async function reconcileCatalog(sql: CatalogSql, options: { repo: Reposit
     options.signal?.throwIfAborted();
     const read = await readBackupImages(options.repo, rows.slice(start, start + BATCH).map((row) => row.id));
     read.skipped.forEach(skip);
-    const batch = await recordBackupImages(sql, await withSourceIds(sql, read.images, sourceIds));
+    // Each is checked again under the index lock: a prune holds it exclusive while it removes manifests.
+    const batch = await recordBackupImages(sql, await withSourceIds(sql, read.images, sourceIds), {
+      stillInRepository: async (id) => (await options.repo.sizeOf(backupImageKey(id))) !== undefined,
+    });
     batch.skipped.forEach(skip);
     result.recorded.push(...batch.recorded);
   }

@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { type CatalogSql, catalogCall } from '../../catalog/db';
 import { type VmBackupResult, backupVms } from '../../engine/backup/backup';
-import { RunFault } from '../../engine/errors';
+import { ImagesWithdrawn, RunFault } from '../../engine/errors';
 import type { BackupProgress } from '../../engine/backup/progress';
 import type { BackupDiskEntry } from '../../engine/repository/manifests';
 import { InputError } from '../../engine/errors';
-import type { Repository } from '../../engine/repository/repository';
+import { type Repository, backupImageKey } from '../../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../../engine/sources/inventory';
 import { scanWithMemo } from '../sources/scan-with-memo';
 import { AppError } from '../../errors';
@@ -16,7 +16,7 @@ import { recordInventory } from '../../catalog/record-inventory';
 import { type SourceRow } from '../sources/list-sources';
 import { selectSources } from '../sources/select-sources';
 import { scanChosenVms } from './scan-chosen-vms';
-import { openBackupSession } from '../../catalog/gc-coordination';
+import { type BackupSession, openBackupSession } from '../../catalog/gc-coordination';
 import { CondemnedReuseGuard } from '../../engine/gc/reuse-guard';
 
 export type BackupDiskReport = {
@@ -64,13 +64,13 @@ export type RunBackupOptions = {
 export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
   const session = await catalogCall(() => openBackupSession(sql));
   try {
-    return await runBackupSession(sql, options, new CondemnedReuseGuard(options.repo, session));
+    return await runBackupSession(sql, options, session, new CondemnedReuseGuard(options.repo, session));
   } finally {
     await session.close().catch(() => undefined); // a lost connection ends the session too
   }
 }
 
-async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, reuse: CondemnedReuseGuard): Promise<BackupReport> {
+async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, session: BackupSession, reuse: CondemnedReuseGuard): Promise<BackupReport> {
   const report: BackupReport = { backups: [], failures: [], problems: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0 }, warnings: [] };
   const warn = (message: string) => { report.warnings.push(message); options.onWarning?.(message); };
   // First what an earlier run (killed, or cut off from its catalog) stored but never recorded.
@@ -134,6 +134,16 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, reus
           },
           lookupStoredDisks: (disks) => catalogCall(() => findStoredVersions(sql, { sourceId: source.id, disks })),
           onImages: async (images) => {
+            // The images are durable now. Their reuses are safe only if the session's lock held until this moment (a
+            // collection waits for it); if its connection was lost meanwhile, a collection may have taken the run for
+            // ended and removed what they name: they are withdrawn, not recorded, and the run stops.
+            try {
+              await session.confirmAlive();
+            } catch (err) {
+              for (const image of images) await options.repo.remove(backupImageKey(image.id)).catch(() => undefined);
+              await options.repo.flush().catch(() => undefined);
+              throw new ImagesWithdrawn(`not recorded, withdrawn from the repository: ${(err as Error).message}`, { cause: err });
+            }
             const { skipped } = await catalogCall(() => recordBackupImageBatch(sql, images.map((image) => ({ sourceId: source.id, image }))));
             const refused = new Map(skipped.map((image) => [image.id, image.error]));
             return images.map((image) => (refused.has(image.id) ? new Error(refused.get(image.id)) : undefined));

@@ -1,5 +1,5 @@
 import { type CatalogSql, catalogCall } from '../../catalog/db';
-import { digestsOfImages, forgetImages, listRetainableImages } from '../../catalog/prune-images';
+import { digestsOfImages, forgetImages, listRetainableImages, sourceExists } from '../../catalog/prune-images';
 import { Reachable } from '../../engine/gc/collect';
 import { type RetentionPolicy, applyRetention, hasRules } from '../../engine/gc/retention';
 import { chunkKey, type ChunkId } from '../../engine/repository/chunk-id';
@@ -33,6 +33,9 @@ export async function pruneBackups(sql: CatalogSql, options: PruneOptions): Prom
   if (!hasRules(options.policy)) throw new AppError('BAD_INPUT', { message: 'no retention rule given (--keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, --keep-yearly, --keep-within): nothing would be kept, so nothing is removed' });
   const { repo } = options;
   await catalogCall(() => reconcileCatalog(sql, { repo, signal: options.signal, onWarning: options.onWarning }));
+  if (options.source) {
+    if (!(await catalogCall(() => sourceExists(sql, options.source!)))) throw new AppError('BAD_INPUT', { message: `no source named '${options.source}' (see 'vmdedup source list')` });
+  }
   const images = await catalogCall(() => listRetainableImages(sql));
   const chosen = images.filter((image) => (!options.source || image.source === options.source) && (!options.vms?.length || options.vms.includes(image.vm)));
   for (const name of options.vms ?? []) {
