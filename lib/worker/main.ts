@@ -12,6 +12,7 @@ import type { WorkerCallData } from '../jobs/worker-calls';
 import { answerWorkerCall } from './calls';
 import { toAppError } from '../errors';
 import { runJob } from '../services/jobs/run-job';
+import { SCHEDULER_TICK_MS, fireDueBackupJobs } from '../services/jobs/schedules';
 
 /** What a worker serves: the long jobs, the web server's calls, or both (the default). */
 export type WorkerLanes = 'all' | 'jobs' | 'calls';
@@ -40,6 +41,16 @@ export async function runWorker(argv: string[] = []): Promise<number> {
   };
   await sweep();
   const sweeper = setInterval(sweep, Math.min(30_000, (jobStaleSeconds() * 1000) / 2));
+  // Backup jobs: what is due now (a run missed while no worker ran included, once) is queued, then every tick.
+  const schedule = async () => {
+    const fired = await fireDueBackupJobs(db, queue).catch((err) => { log(`scheduler: ${toAppError(err).message}`); return []; });
+    for (const name of fired) log(`scheduler: backup job ${name} queued`);
+  };
+  let scheduler: NodeJS.Timeout | undefined;
+  if (lanes !== 'calls') {
+    await schedule();
+    scheduler = setInterval(schedule, schedulerTickMs());
+  }
 
   let running: Promise<unknown> = Promise.resolve();
   if (lanes !== 'calls') {
@@ -62,11 +73,18 @@ export async function runWorker(argv: string[] = []): Promise<number> {
   });
   log('worker: stopping (a running job is marked failed; the next run reuses what it stored)');
   clearInterval(sweeper);
+  clearInterval(scheduler);
   controller.abort();
   await running.catch(() => undefined);
   await queue.stop({ graceful: true, timeout: 5000 }).catch(() => undefined);
   await closeCatalog();
   return 0;
+}
+
+/** How often the scheduler looks for due backup jobs (VMDEDUP_SCHEDULER_TICK_MS: tests look more often). */
+function schedulerTickMs(): number {
+  const value = Number(process.env.VMDEDUP_SCHEDULER_TICK_MS);
+  return value > 0 ? value : SCHEDULER_TICK_MS;
 }
 
 function log(message: string): void {

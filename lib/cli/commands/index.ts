@@ -7,6 +7,7 @@ import { catalogCommand } from './catalog';
 import { commonDisksCommand } from './common-disks';
 import { dbCommand } from './db';
 import { inventoryCommand } from './inventory';
+import { jobCommand } from './job';
 import { gcCommand, pruneCommand, verifyCommand } from './maintenance';
 import { repositoryCommand } from './repository';
 import { restoreCommand, restorePlanCommand } from './restore';
@@ -15,7 +16,7 @@ import { statsCommand } from './stats';
 import { userCommand } from './user';
 
 export const commands: readonly Command[] = [
-  sourceCommand, inventoryCommand, backupCommand, backupsCommand, commonDisksCommand, statsCommand,
+  sourceCommand, inventoryCommand, backupCommand, backupsCommand, jobCommand, commonDisksCommand, statsCommand,
   restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, catalogCommand, repositoryCommand, userCommand, auditCommand, dbCommand,
 ];
 

@@ -6,14 +6,32 @@ import { openRepository } from '../../open-repository';
 import { runGarbageCollection } from '../../services/maintenance/collect-garbage';
 import { pruneBackups } from '../../services/maintenance/prune-backups';
 import { verifyBackups } from '../../services/maintenance/verify-backups';
-import { type Command, type Flags, EXIT_FAILURE, EXIT_OK, badInput, parse } from '../command';
+import { type Command, type Flags, type Values, EXIT_FAILURE, EXIT_OK, badInput, parse } from '../command';
 
 const KEEP_COUNTS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
 
-const pruneFlags: Flags = {
-  vm: { type: 'string', multiple: true }, source: { type: 'string' },
+/** The --keep-… flags of prune and of backup jobs. */
+export const RETENTION_FLAGS: Flags = {
   ...Object.fromEntries(KEEP_COUNTS.map((rule) => [`keep-${rule}`, { type: 'string' }])),
-  'keep-within': { type: 'string' }, 'time-zone': { type: 'string' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' },
+  'keep-within': { type: 'string' },
+};
+
+/** The retention policy the --keep-… flags give ({} when none is given). */
+export function retentionFrom(values: Values): RetentionPolicy {
+  const policy: RetentionPolicy = {};
+  for (const rule of KEEP_COUNTS) {
+    const text = values[`keep-${rule}`] as string | undefined;
+    if (text === undefined) continue;
+    if (!/^\d+$/.test(text) || Number(text) > 1_000_000) throw badInput(`--keep-${rule} must be a whole number (0 or more), not '${text}'`);
+    policy[rule] = Number(text);
+  }
+  if (values['keep-within'] !== undefined) policy.withinMs = parseDuration(values['keep-within'] as string);
+  return policy;
+}
+
+const pruneFlags: Flags = {
+  vm: { type: 'string', multiple: true }, source: { type: 'string' }, ...RETENTION_FLAGS,
+  'time-zone': { type: 'string' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' },
 };
 
 /** `30d`, `12h`, `2w`, `1y6m`: y = 365 days, m = 30 days, w = 7 days. */
@@ -37,14 +55,7 @@ export const pruneCommand: Command = {
   flags: pruneFlags,
   async run(args, { out, json, signal, io }) {
     const { values } = parse(args, pruneFlags);
-    const policy: RetentionPolicy = {};
-    for (const rule of KEEP_COUNTS) {
-      const text = values[`keep-${rule}`] as string | undefined;
-      if (text === undefined) continue;
-      if (!/^\d+$/.test(text) || Number(text) > 1_000_000) throw badInput(`--keep-${rule} must be a whole number (0 or more), not '${text}'`);
-      policy[rule] = Number(text);
-    }
-    if (values['keep-within'] !== undefined) policy.withinMs = parseDuration(values['keep-within'] as string);
+    const policy = retentionFrom(values);
     const timeZone = (values['time-zone'] as string | undefined) ?? Intl.DateTimeFormat().resolvedOptions().timeZone;
     if (!isTimeZone(timeZone)) throw badInput(`unknown time zone '${timeZone}' (an IANA name such as Europe/Berlin, or UTC)`);
     const report = await pruneBackups(await getCatalogSql(), {

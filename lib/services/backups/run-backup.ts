@@ -48,6 +48,8 @@ export type BackupReport = {
 export type RunBackupOptions = {
   source?: string;
   vms?: string[];
+  /** VMs by name pattern (`*`, `?`; a backup job's): those of the scanned sources whose names match any. */
+  vmPatterns?: string[];
   repo: Repository;
   /** See BackupOptions.rereadAfterDays. */
   rereadAfterDays?: number;
@@ -103,7 +105,7 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
     await catalogCall(() => recordInventory(sql, { sourceId: source.id, inventory }));
     scanned.push({ source, inventory });
   }
-  const plan = assignVms(scanned, options.vms, report.problems);
+  const plan = options.vmPatterns?.length ? matchVms(scanned, options.vmPatterns) : assignVms(scanned, options.vms, report.problems);
 
   // The images of this run share its id (the first image's time-sorted id form, made once here).
   const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
@@ -185,6 +187,21 @@ function notAttempted(inventory: SourceInventory, vmNames: string[] | undefined,
   const vms = vmNames ? inventory.vms.filter((vm) => vmNames.includes(vm.name)) : inventory.vms;
   const where = stopped.vm ? `at ${stopped.vm}` : `before source ${stopped.source}`;
   return vms.map((vm) => ({ vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: `not backed up: the run stopped ${where} (${stopped.error})` }));
+}
+
+/** The VMs whose names match a pattern, per source (a source with none is left out); none at all is bad input. */
+function matchVms(scanned: { source: SourceRow; inventory: SourceInventory }[], patterns: string[]) {
+  const matchers = patterns.map(globMatcher);
+  const plan = scanned.map((s) => ({ ...s, vmNames: [...new Set(s.inventory.vms.map((vm) => vm.name).filter((name) => matchers.some((m) => m(name))))] }))
+    .filter((s) => s.vmNames.length > 0);
+  if (plan.length === 0) throw new AppError('BAD_INPUT', { message: `no VM matches ${patterns.map((p) => `'${p}'`).join(', ')}` });
+  return plan;
+}
+
+/** A glob over a whole name: `*` any run of characters, `?` one character, everything else itself. */
+export function globMatcher(pattern: string): (name: string) => boolean {
+  const regex = new RegExp(`^${pattern.split('').map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[\\^$.|+()[\]{}]/g, '\\$&'))).join('')}$`, 's');
+  return (name) => regex.test(name);
 }
 
 /** Which VMs of which source: every VM, or each `--vm` found in exactly one source. */

@@ -4,7 +4,7 @@ export type JobState = 'queued' | 'running' | 'succeeded' | 'partial' | 'failed'
 
 export type JobKind = 'backup' | 'scan' | 'restore';
 
-export type JobTarget = { vm?: string; source?: string; requestId?: string };
+export type JobTarget = { vm?: string; source?: string; requestId?: string; /** A backup job's name: its source, VMs, options and retention. */ backupJob?: string };
 
 export type JobView = {
   id: string; kind: string; label: string; state: JobState; target: JobTarget; requestedBy: string;

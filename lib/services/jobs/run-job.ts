@@ -3,7 +3,8 @@ import type { JobKind, JobState, JobTarget } from './job-view';
 import { reconcileCatalog } from '../backups/reconcile-catalog';
 import { recordInventory } from '../../catalog/record-inventory';
 import { runRestoreRequest } from '../restores/run-restore-request';
-import { runBackup } from '../backups/run-backup';
+import { type RunBackupOptions, runBackup } from '../backups/run-backup';
+import { type BackupJobRun, runBackupJob } from './backup-jobs';
 import { selectSources } from '../sources/select-sources';
 import { jobStaleSeconds } from '../../config';
 import { type Catalog, getCatalogSql } from '../../catalog/db';
@@ -22,25 +23,32 @@ type JobWork = (context: { db: Catalog; target: JobTarget; signal?: AbortSignal;
 /** Each job opens the repository (checked against the catalog) itself: an unmounted backup disk fails that
  *  job with a line naming the folder, and the worker serves the next one once the disk is back. */
 const WORK: Record<JobKind, JobWork> = {
-  async backup({ target, signal, report }) {
-    const result = await runBackup(await getCatalogSql(), {
-      repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal,
-      onProgress: (p) => report({
-        bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond,
-        message: [`${p.vmsDone}/${p.vmsTotal} VMs`, p.vm, p.disk].filter(Boolean).join(': '),
-      }),
+  async backup({ db, target, signal, report }) {
+    const onProgress: RunBackupOptions['onProgress'] = (p) => report({
+      bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond,
+      message: [`${p.vmsDone}/${p.vmsTotal} VMs`, p.vm, p.disk].filter(Boolean).join(': '),
     });
+    const sql = await getCatalogSql();
+    let pruned: BackupJobRun | undefined;
+    const result = target.backupJob
+      ? (pruned = await runBackupJob(db, sql, { name: target.backupJob, repo: await openRepository(), signal, onProgress })).backup
+      : await runBackup(sql, { repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal, onProgress });
     const { backups, failures, problems } = result;
-    const lines = [...problems.map((p) => `source '${p.source}': ${p.message}`), ...failures.map((f) => `${f.vm}: ${f.error}`)];
+    const lines = [...problems.map((p) => `source '${p.source}': ${p.message}`), ...failures.map((f) => `${f.vm}: ${f.error}`), ...(pruned?.pruneError ? [`retention: ${pruned.pruneError}`] : [])];
     return {
       state: lines.length === 0 ? 'succeeded' : backups.length > 0 ? 'partial' : 'failed',
       message: `${backups.length} VM${backups.length === 1 ? '' : 's'} backed up${failures.length ? `, ${failures.length} failed` : ''}${problems.length ? `, ${problems.length} source problems` : ''}`,
-      result: { backups: backups.map((b) => ({ vm: b.vm, source: b.source, backupId: b.backupId })), failures, problems, totals: result.totals, warnings: result.warnings },
+      result: {
+        backups: backups.map((b) => ({ vm: b.vm, source: b.source, backupId: b.backupId })), failures, problems, totals: result.totals, warnings: result.warnings,
+        ...(pruned?.prune ? { pruned: { removed: pruned.prune.removed, freedBytes: pruned.prune.freedBytes } } : {}),
+        ...(pruned?.pruneError ? { pruneError: pruned.pruneError } : {}),
+      },
       // The VMs a stopped run did not reach are counted, not listed (the result has each).
       error: lines.length ? [
         ...problems.map((p) => `source '${p.source}': ${p.message}`),
         ...failures.filter((f) => f.attempted).map((f) => `${f.vm}: ${f.error}`),
         ...(result.stopped ? [`the run stopped ${result.stopped.vm ? `at ${result.stopped.vm}` : `(${result.stopped.error})`}: ${failures.filter((f) => !f.attempted).length} VMs not backed up`] : []),
+        ...(pruned?.pruneError ? [`retention not applied: ${pruned.pruneError}`] : []),
       ].join('; ') : undefined,
     };
   },

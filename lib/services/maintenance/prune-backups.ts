@@ -13,6 +13,8 @@ export type PruneOptions = {
   /** Only these VMs (by name); all VMs when absent. */
   vms?: string[];
   source?: string;
+  /** Only these VMs of these sources (a backup job's run: the VMs it backed up). */
+  only?: { source: string; vm: string }[];
   timeZone: string;
   dryRun?: boolean;
   signal?: AbortSignal;
@@ -37,7 +39,9 @@ export async function pruneBackups(sql: CatalogSql, options: PruneOptions): Prom
     if (!(await catalogCall(() => sourceExists(sql, options.source!)))) throw new AppError('BAD_INPUT', { message: `no source named '${options.source}' (see 'vmdedup source list')` });
   }
   const images = await catalogCall(() => listRetainableImages(sql));
-  const chosen = images.filter((image) => (!options.source || image.source === options.source) && (!options.vms?.length || options.vms.includes(image.vm)));
+  const only = options.only && new Set(options.only.map((o) => `${o.source}\u0000${o.vm}`));
+  const chosen = images.filter((image) => (!options.source || image.source === options.source) && (!options.vms?.length || options.vms.includes(image.vm))
+    && (!only || only.has(`${image.source}\u0000${image.vm}`)));
   for (const name of options.vms ?? []) {
     if (!chosen.some((image) => image.vm === name)) throw new AppError('BAD_INPUT', { message: `no backups of a VM named '${name}'${options.source ? ` in source '${options.source}'` : ''} (see 'vmdedup backups')` });
   }

@@ -1,0 +1,113 @@
+/** `vmdedup job add|edit|list|remove|run`: backup jobs (what, when, what to keep), run by the worker's scheduler. */
+import { getCatalog, getCatalogSql } from '../../catalog/db';
+import { hasRules } from '../../engine/gc/retention';
+import { formatBytes } from '../../format';
+import { openRepository } from '../../open-repository';
+import { type BackupJobInput, listBackupJobs, removeBackupJob, runBackupJob, saveBackupJob } from '../../services/jobs/backup-jobs';
+import { type Command, type Flags, type Subcommand, type Values, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, badInput, runSubcommand } from '../command';
+import { table } from '../format';
+import { RETENTION_FLAGS, retentionFrom } from './maintenance';
+
+const jobFlags: Flags = {
+  schedule: { type: 'string' }, 'time-zone': { type: 'string' }, source: { type: 'string' }, vm: { type: 'string', multiple: true },
+  ...RETENTION_FLAGS, 'reread-after': { type: 'string' }, 'max-run-minutes': { type: 'string' },
+  enable: { type: 'boolean' }, disable: { type: 'boolean' },
+};
+
+function inputFrom(name: string, values: Values, edit: boolean): Partial<BackupJobInput> & { name: string } {
+  const input: Partial<BackupJobInput> & { name: string } = { name };
+  if (values.schedule !== undefined) input.schedule = values.schedule as string;
+  if (values['time-zone'] !== undefined) input.timeZone = values['time-zone'] as string;
+  else if (!edit) input.timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (values.source !== undefined) input.source = (values.source as string) || null;
+  if (values.vm !== undefined) input.vmPatterns = values.vm as string[];
+  const retention = retentionFrom(values);
+  if (hasRules(retention) || !edit) input.retention = retention;
+  const number = (flag: string, whole: boolean) => {
+    const text = values[flag] as string | undefined;
+    if (text === undefined) return undefined;
+    if (!(whole ? /^\d+$/ : /^\d+(\.\d+)?$/).test(text)) throw badInput(`--${flag} must be a ${whole ? 'whole ' : ''}number, not '${text}'`);
+    return Number(text);
+  };
+  const reread = number('reread-after', false);
+  if (reread !== undefined) input.rereadAfterDays = reread;
+  const minutes = number('max-run-minutes', true);
+  if (minutes !== undefined) input.maxRunMinutes = minutes || null;
+  if (values.enable && values.disable) throw badInput('--enable and --disable together');
+  if (values.enable) input.enabled = true;
+  if (values.disable) input.enabled = false;
+  return input;
+}
+
+const describeRetention = (r: Record<string, number | undefined>) => Object.entries(r).filter(([, v]) => v).map(([k, v]) => (k === 'withinMs' ? `within ${Math.round(v! / 86_400_000)}d` : `${k} ${v}`)).join(', ') || 'keep all';
+
+const subcommands: Record<string, Subcommand> = {
+  add: {
+    flags: jobFlags, positionals: 1,
+    async run({ values, positionals: [name] }, { out }) {
+      if (!values.schedule) throw badInput("job add needs --schedule '<minute> <hour> <day> <month> <weekday>' (e.g. '0 2 * * *': every day at 02:00)");
+      const job = await saveBackupJob(await getCatalog(), inputFrom(name, values, false));
+      out(`added backup job ${job.name}: ${job.schedule} (${job.timeZone}), next run ${job.nextRunAt ?? 'never (disabled)'}; the worker (npm run worker, or npm start) runs it`);
+      return EXIT_OK;
+    },
+  },
+  edit: {
+    flags: jobFlags, positionals: 1,
+    async run({ values, positionals: [name] }, { out }) {
+      const job = await saveBackupJob(await getCatalog(), inputFrom(name, values, true), { edit: true });
+      out(`changed backup job ${job.name}: ${job.schedule} (${job.timeZone}), ${job.enabled ? `next run ${job.nextRunAt}` : 'disabled'}`);
+      return EXIT_OK;
+    },
+  },
+  list: {
+    flags: { json: { type: 'boolean' } },
+    async run({ values }, { out, json }) {
+      const jobs = await listBackupJobs(await getCatalog());
+      if (values.json) json({ jobs });
+      else out(jobs.length ? table([['NAME', 'SCHEDULE', 'TIME ZONE', 'WHAT', 'KEEP', 'NEXT RUN', 'LAST SUCCESS'], ...jobs.map((j) => [
+        j.name, j.schedule, j.timeZone, `${j.source ?? 'all sources'}${j.vmPatterns.length ? `: ${j.vmPatterns.join(' ')}` : ''}`,
+        describeRetention(j.retention), j.enabled ? j.nextRunAt ?? '-' : 'disabled', j.lastSuccessAt ?? 'never',
+      ])]) : "no backup jobs (add one with: vmdedup job add <name> --schedule '0 2 * * *' --keep-daily 7)");
+      return EXIT_OK;
+    },
+  },
+  remove: {
+    flags: {}, positionals: 1,
+    async run({ positionals: [name] }, { out }) {
+      await removeBackupJob(await getCatalog(), name);
+      out(`removed backup job ${name} (its backups stay)`);
+      return EXIT_OK;
+    },
+  },
+  run: {
+    flags: { json: { type: 'boolean' } }, positionals: 1,
+    async run({ values, positionals: [name] }, { out, json, signal }) {
+      const run = await runBackupJob(await getCatalog(), await getCatalogSql(), { name, repo: await openRepository(), signal });
+      const { backup, prune } = run;
+      if (values.json) json({ backups: backup.backups.map(({ vm, source, backupId }) => ({ vm, source, backupId })), failures: backup.failures, problems: backup.problems, totals: backup.totals, ...(prune ? { prune } : {}), ...(run.pruneError ? { pruneError: run.pruneError } : {}) });
+      else {
+        out(`${name}: ${backup.backups.length} VMs backed up, ${backup.failures.length} failed; written ${formatBytes(backup.totals.bytesWritten)}`);
+        for (const failure of backup.failures) out(`  ${failure.vm}: ${failure.error}`);
+        if (prune) out(`retention: ${prune.kept.length} backups kept, ${prune.removed.length} removed (${formatBytes(prune.freedBytes)} for gc to reclaim)`);
+        if (run.pruneError) out(`retention not applied: ${run.pruneError}`);
+      }
+      if (backup.stopped) return EXIT_FAILURE;
+      return backup.failures.length || backup.problems.length || run.pruneError ? EXIT_BAD_INPUT : EXIT_OK;
+    },
+  },
+};
+
+export const jobCommand: Command = {
+  name: 'job',
+  help: `  job add <name> --schedule '<cron>' [--time-zone <zone>] [--source <name>] [--vm <pattern>]... [--keep-… N]...
+          [--reread-after <days>] [--max-run-minutes <m>] [--disable]
+                                                          a backup job: the worker backs up those VMs (names: * and ?)
+                                                          on the schedule (cron: minute hour day month weekday), then
+                                                          applies the --keep-… rules (as prune's); a run missed while
+                                                          no worker ran fires once when one is back
+  job edit <name> [the same flags] [--enable|--disable]   change a backup job
+  job list [--json]                                       backup jobs, their next runs and last successes
+  job remove <name>                                       remove a backup job (its backups stay)
+  job run <name> [--json]                                 run a backup job now, in this process`,
+  run: (args, context) => runSubcommand(subcommands, args, context, (sub) => `unknown 'job' subcommand '${sub}': use add, edit, list, remove or run`),
+};

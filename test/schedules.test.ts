@@ -1,0 +1,102 @@
+/**
+ * Backup jobs on a schedule: which runs fire when (an injected clock against a real catalog and pg-boss queue), and a
+ * real worker process that fires a job missed while no worker ran, once, runs it and applies its retention.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
+import PgBoss from 'pg-boss';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildFleet } from '../lib/demo/fleet';
+import type { PrismaClient } from '../lib/generated/prisma/client';
+import { JOB_QUEUE } from '../lib/jobs/queue';
+import { saveBackupJob } from '../lib/services/jobs/backup-jobs';
+import { fireDueBackupJobs, nextFire, scheduleProblem } from '../lib/services/jobs/schedules';
+import { cli, createMigratedCatalog, projectRoot, tempDir } from './helpers';
+
+describe('backup job schedules', () => {
+  let db: PrismaClient;
+  let queue: PgBoss;
+  let env: Record<string, string>;
+  const workers: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    const home = await tempDir();
+    const catalog = await createMigratedCatalog();
+    db = catalog.db;
+    env = { VMDEDUP_HOME: home, DATABASE_URL: catalog.url };
+    const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 2, baseMiB: 8, configDiskMiB: 1, privateDiskMiB: 4, vmwareVms: 0 });
+    expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
+    queue = new PgBoss({ connectionString: catalog.url, schema: 'pgboss', supervise: false, schedule: false });
+    await queue.start();
+    await queue.createQueue(JOB_QUEUE);
+  });
+
+  afterAll(async () => {
+    for (const worker of workers) worker.kill('SIGKILL');
+    await queue?.stop({ graceful: false });
+    await db?.$disconnect();
+  });
+
+  it('computes fires in the job\'s time zone and refuses bad schedules', () => {
+    // 02:00 in Berlin is 01:00 UTC in winter, 00:00 UTC in summer.
+    expect(nextFire('0 2 * * *', 'Europe/Berlin', new Date('2026-12-01T12:00:00Z')).toISOString()).toBe('2026-12-02T01:00:00.000Z');
+    expect(nextFire('0 2 * * *', 'Europe/Berlin', new Date('2026-07-01T12:00:00Z')).toISOString()).toBe('2026-07-02T00:00:00.000Z');
+    expect(nextFire('30 4 * * 1', 'UTC', new Date('2026-12-01T00:00:00Z')).toISOString()).toBe('2026-12-07T04:30:00.000Z');
+    expect(scheduleProblem('0 2 * * *', 'UTC')).toBeUndefined();
+    expect(scheduleProblem('61 * * * *', 'UTC')).toMatch(/not a cron expression/);
+    expect(scheduleProblem('0 0 2 * * *', 'UTC')).toMatch(/seconds field/);
+    expect(scheduleProblem('0 2 * * *', 'Mars/Olympus')).toMatch(/unknown time zone/);
+  });
+
+  it('fires a job missed for days once, not once per missed fire; again only at its next fire; one worker of two', async () => {
+    await saveBackupJob(db, { name: 'daily', schedule: '0 2 * * *', timeZone: 'UTC', source: 'kvm' });
+    const t0 = new Date('2026-11-20T12:00:00Z');
+    await db.backupJob.update({ where: { name: 'daily' }, data: { scheduledAt: t0 } });
+    const runsOf = async () => db.job.count({ where: { backupJobId: (await db.backupJob.findUniqueOrThrow({ where: { name: 'daily' } })).id } });
+    // Down from Nov 20 to Nov 23 noon: three fires missed (21st, 22nd, 23rd at 02:00); two workers wake at once.
+    const now = new Date('2026-11-23T12:00:00Z');
+    const fired = await Promise.all([fireDueBackupJobs(db, queue, now), fireDueBackupJobs(db, queue, now)]);
+    expect(fired.flat()).toEqual(['daily']);
+    expect(await runsOf()).toBe(1);
+    expect(await fireDueBackupJobs(db, queue, new Date('2026-11-24T01:59:00Z'))).toEqual([]);
+    // Its run is still queued at the next fire: the same run stands, no second one.
+    expect(await fireDueBackupJobs(db, queue, new Date('2026-11-24T02:00:30Z'))).toEqual(['daily']);
+    expect(await runsOf()).toBe(1);
+    await db.job.updateMany({ data: { state: 'succeeded' } });
+    expect(await fireDueBackupJobs(db, queue, new Date('2026-11-25T02:00:30Z'))).toEqual(['daily']);
+    expect(await runsOf()).toBe(2);
+    // Disabled: never.
+    await saveBackupJob(db, { name: 'daily', enabled: false }, { edit: true });
+    expect(await fireDueBackupJobs(db, queue, new Date('2026-12-25T02:00:30Z'))).toEqual([]);
+    await db.job.updateMany({ data: { state: 'succeeded' } });
+    await db.backupJob.deleteMany({});
+  });
+
+  it('a worker fires a run missed while no worker ran, once, backs up the job\'s VMs and applies its retention', async () => {
+    // Two backups of vm01 exist; the job keeps the last one of each VM it backs up (vm0* only: both VMs).
+    for (let i = 0; i < 2; i++) expect((await cli(env, 'backup', '--vm', 'vm01')).code).toBe(0);
+    expect((await cli(env, 'job', 'add', 'every-minute', '--schedule', '* * * * *', '--time-zone', 'UTC', '--vm', 'vm0*', '--keep-last', '1')).code).toBe(0);
+    // Its last fire was 10 minutes ago: ten fires missed.
+    await db.backupJob.update({ where: { name: 'every-minute' }, data: { scheduledAt: new Date(Date.now() - 10 * 60_000) } });
+    const worker = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs')], { env: { ...process.env, ...env, VMDEDUP_SCHEDULER_TICK_MS: '500' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    workers.push(worker);
+    let output = '';
+    worker.stdout!.on('data', (d) => { output += d; });
+    worker.stderr!.on('data', (d) => { output += d; });
+    const job = await db.backupJob.findUniqueOrThrow({ where: { name: 'every-minute' } });
+    let run;
+    for (const end = Date.now() + 90_000; Date.now() < end; await new Promise((r) => setTimeout(r, 300))) {
+      run = await db.job.findFirst({ where: { backupJobId: job.id, state: { in: ['succeeded', 'partial', 'failed'] } } });
+      if (run) break;
+    }
+    expect(run, output).toBeTruthy();
+    expect(run!.state, run!.error ?? '').toBe('succeeded');
+    expect(await db.job.count({ where: { backupJobId: job.id } })).toBe(1);
+    expect(run!.result).toMatchObject({ backups: [expect.objectContaining({ vm: 'vm01' }), expect.objectContaining({ vm: 'vm02' })], pruned: { removed: [expect.objectContaining({ vm: 'vm01' }), expect.objectContaining({ vm: 'vm01' })] } });
+    const backups = JSON.parse((await cli(env, 'backups', '--json')).stdout) as { backups: { vm: string }[] };
+    expect(backups.backups.map((b) => b.vm).sort()).toEqual(['vm01', 'vm02']);
+    expect((await db.backupJob.findUniqueOrThrow({ where: { name: 'every-minute' } })).lastSuccessAt).not.toBeNull();
+    worker.kill('SIGTERM');
+    await new Promise((resolve) => worker.once('exit', resolve));
+  }, 120_000);
+});
