@@ -12,7 +12,7 @@ import type { WorkerCallData } from '../jobs/worker-calls';
 import { answerWorkerCall } from './calls';
 import { toAppError } from '../errors';
 import { runJob } from '../services/jobs/run-job';
-import { SCHEDULER_TICK_MS, fireDueBackupJobs } from '../services/jobs/schedules';
+import { SCHEDULER_TICK_MS, fireDueScheduledJobs } from '../services/jobs/schedules';
 
 /** What a worker serves: the long jobs, the web server's calls, or both (the default). */
 export type WorkerLanes = 'all' | 'jobs' | 'calls';
@@ -43,7 +43,7 @@ export async function runWorker(argv: string[] = []): Promise<number> {
   const sweeper = setInterval(sweep, Math.min(30_000, (jobStaleSeconds() * 1000) / 2));
   // Backup jobs: what is due now (a run missed while no worker ran included, once) is queued, then every tick.
   const schedule = async () => {
-    const fired = await fireDueBackupJobs(db, queue).catch((err) => { log(`scheduler: ${toAppError(err).message}`); return []; });
+    const fired = await fireDueScheduledJobs(db, queue).catch((err) => { log(`scheduler: ${toAppError(err).message}`); return []; });
     for (const name of fired) log(`scheduler: backup job ${name} queued`);
   };
   let scheduler: NodeJS.Timeout | undefined;

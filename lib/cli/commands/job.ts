@@ -1,28 +1,29 @@
-/** `vmdedup job add|edit|list|remove|run`: backup jobs (what, when, what to keep), run by the worker's scheduler. */
+/** `vmdedup job add|edit|list|remove|run`: scheduled jobs (backups with retention, gc, verify), run by the worker's scheduler. */
 import { getCatalog, getCatalogSql } from '../../catalog/db';
 import { hasRules } from '../../engine/gc/retention';
 import { formatBytes } from '../../format';
 import { openRepository } from '../../open-repository';
-import { type BackupJobInput, listBackupJobs, removeBackupJob, runBackupJob, saveBackupJob } from '../../services/jobs/backup-jobs';
+import { type ScheduledJobInput, listScheduledJobs, removeScheduledJob, runScheduledJob, saveScheduledJob } from '../../services/jobs/scheduled-jobs';
 import { type Command, type Flags, type Subcommand, type Values, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, badInput, runSubcommand } from '../command';
 import { table } from '../format';
 import { RETENTION_FLAGS, retentionFrom } from './maintenance';
 
 const jobFlags: Flags = {
-  schedule: { type: 'string' }, 'time-zone': { type: 'string' }, source: { type: 'string' }, vm: { type: 'string', multiple: true },
+  kind: { type: 'string' }, 'outdated-after': { type: 'string' }, schedule: { type: 'string' }, 'time-zone': { type: 'string' }, source: { type: 'string' }, vm: { type: 'string', multiple: true },
   ...RETENTION_FLAGS, 'reread-after': { type: 'string' }, 'max-run-minutes': { type: 'string' },
   enable: { type: 'boolean' }, disable: { type: 'boolean' },
 };
 
-function inputFrom(name: string, values: Values, edit: boolean): Partial<BackupJobInput> & { name: string } {
-  const input: Partial<BackupJobInput> & { name: string } = { name };
+function inputFrom(name: string, values: Values, edit: boolean): Partial<ScheduledJobInput> & { name: string } {
+  const input: Partial<ScheduledJobInput> & { name: string } = { name };
+  if (values.kind !== undefined) input.kind = values.kind as ScheduledJobInput['kind'];
   if (values.schedule !== undefined) input.schedule = values.schedule as string;
   if (values['time-zone'] !== undefined) input.timeZone = values['time-zone'] as string;
   else if (!edit) input.timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   if (values.source !== undefined) input.source = (values.source as string) || null;
   if (values.vm !== undefined) input.vmPatterns = values.vm as string[];
   const retention = retentionFrom(values);
-  if (hasRules(retention) || !edit) input.retention = retention;
+  if (hasRules(retention) || (!edit && (values.kind ?? 'backup') === 'backup')) input.retention = retention;
   const number = (flag: string, whole: boolean) => {
     const text = values[flag] as string | undefined;
     if (text === undefined) return undefined;
@@ -31,6 +32,8 @@ function inputFrom(name: string, values: Values, edit: boolean): Partial<BackupJ
   };
   const reread = number('reread-after', false);
   if (reread !== undefined) input.rereadAfterDays = reread;
+  const outdated = number('outdated-after', false);
+  if (outdated !== undefined) input.verifyOutdatedAfterDays = outdated;
   const minutes = number('max-run-minutes', true);
   if (minutes !== undefined) input.maxRunMinutes = minutes || null;
   if (values.enable && values.disable) throw badInput('--enable and --disable together');
@@ -46,15 +49,15 @@ const subcommands: Record<string, Subcommand> = {
     flags: jobFlags, positionals: 1,
     async run({ values, positionals: [name] }, { out }) {
       if (!values.schedule) throw badInput("job add needs --schedule '<minute> <hour> <day> <month> <weekday>' (e.g. '0 2 * * *': every day at 02:00)");
-      const job = await saveBackupJob(await getCatalog(), inputFrom(name, values, false));
-      out(`added backup job ${job.name}: ${job.schedule} (${job.timeZone}), next run ${job.nextRunAt ?? 'never (disabled)'}; the worker (npm run worker, or npm start) runs it`);
+      const job = await saveScheduledJob(await getCatalog(), inputFrom(name, values, false));
+      out(`added ${job.kind} job ${job.name}: ${job.schedule} (${job.timeZone}), next run ${job.nextRunAt ?? 'never (disabled)'}; the worker (npm run worker, or npm start) runs it`);
       return EXIT_OK;
     },
   },
   edit: {
     flags: jobFlags, positionals: 1,
     async run({ values, positionals: [name] }, { out }) {
-      const job = await saveBackupJob(await getCatalog(), inputFrom(name, values, true), { edit: true });
+      const job = await saveScheduledJob(await getCatalog(), inputFrom(name, values, true), { edit: true });
       out(`changed backup job ${job.name}: ${job.schedule} (${job.timeZone}), ${job.enabled ? `next run ${job.nextRunAt}` : 'disabled'}`);
       return EXIT_OK;
     },
@@ -62,11 +65,11 @@ const subcommands: Record<string, Subcommand> = {
   list: {
     flags: { json: { type: 'boolean' } },
     async run({ values }, { out, json }) {
-      const jobs = await listBackupJobs(await getCatalog());
+      const jobs = await listScheduledJobs(await getCatalog());
       if (values.json) json({ jobs });
-      else out(jobs.length ? table([['NAME', 'SCHEDULE', 'TIME ZONE', 'WHAT', 'KEEP', 'NEXT RUN', 'LAST SUCCESS'], ...jobs.map((j) => [
-        j.name, j.schedule, j.timeZone, `${j.source ?? 'all sources'}${j.vmPatterns.length ? `: ${j.vmPatterns.join(' ')}` : ''}`,
-        describeRetention(j.retention), j.enabled ? j.nextRunAt ?? '-' : 'disabled', j.lastSuccessAt ?? 'never',
+      else out(jobs.length ? table([['NAME', 'KIND', 'SCHEDULE', 'TIME ZONE', 'WHAT', 'KEEP', 'NEXT RUN', 'LAST SUCCESS'], ...jobs.map((j) => [
+        j.name, j.kind, j.schedule, j.timeZone, j.kind === 'gc' ? 'the repository' : `${j.source ?? 'all sources'}${j.vmPatterns.length ? `: ${j.vmPatterns.join(' ')}` : ''}${j.verifyOutdatedAfterDays != null ? `, not verified for ${j.verifyOutdatedAfterDays}d` : ''}`,
+        j.kind === 'backup' ? describeRetention(j.retention) : '-', j.enabled ? j.nextRunAt ?? '-' : 'disabled', j.lastSuccessAt ?? 'never',
       ])]) : "no backup jobs (add one with: vmdedup job add <name> --schedule '0 2 * * *' --keep-daily 7)");
       return EXIT_OK;
     },
@@ -74,7 +77,7 @@ const subcommands: Record<string, Subcommand> = {
   remove: {
     flags: {}, positionals: 1,
     async run({ positionals: [name] }, { out }) {
-      await removeBackupJob(await getCatalog(), name);
+      await removeScheduledJob(await getCatalog(), name);
       out(`removed backup job ${name} (its backups stay)`);
       return EXIT_OK;
     },
@@ -82,7 +85,18 @@ const subcommands: Record<string, Subcommand> = {
   run: {
     flags: { json: { type: 'boolean' } }, positionals: 1,
     async run({ values, positionals: [name] }, { out, json, signal }) {
-      const run = await runBackupJob(await getCatalog(), await getCatalogSql(), { name, repo: await openRepository(), signal });
+      const run = await runScheduledJob(await getCatalog(), await getCatalogSql(), { name, repo: await openRepository({ mustExist: true }), signal });
+      if (run.kind === 'gc') {
+        if (values.json) json({ gc: run.gc });
+        else out(`${name}: removed ${run.gc.removedChunks} chunks and ${run.gc.removedDisks} stored disks, ${formatBytes(run.gc.freedBytes)}${run.gc.pendingBytes ? `; pending ${formatBytes(run.gc.pendingBytes)}: ${run.gc.pendingReason}` : ''}`);
+        return EXIT_OK;
+      }
+      if (run.kind === 'verify') {
+        const failed = run.verify.images.filter((i) => i.status === 'failed');
+        if (values.json) json({ verify: { checkedChunks: run.verify.checkedChunks, damaged: run.verify.damaged, images: run.verify.images } });
+        else out(`${name}: verified ${run.verify.images.length} backups, ${failed.length} failed, ${run.verify.checkedChunks} chunks checked`);
+        return failed.length ? EXIT_FAILURE : EXIT_OK;
+      }
       const { backup, prune } = run;
       if (values.json) json({ backups: backup.backups.map(({ vm, source, backupId }) => ({ vm, source, backupId })), failures: backup.failures, problems: backup.problems, totals: backup.totals, ...(prune ? { prune } : {}), ...(run.pruneError ? { pruneError: run.pruneError } : {}) });
       else {
@@ -99,12 +113,14 @@ const subcommands: Record<string, Subcommand> = {
 
 export const jobCommand: Command = {
   name: 'job',
-  help: `  job add <name> --schedule '<cron>' [--time-zone <zone>] [--source <name>] [--vm <pattern>]... [--keep-… N]...
-          [--reread-after <days>] [--max-run-minutes <m>] [--disable]
-                                                          a backup job: the worker backs up those VMs (names: * and ?)
-                                                          on the schedule (cron: minute hour day month weekday), then
-                                                          applies the --keep-… rules (as prune's); a run missed while
-                                                          no worker ran fires once when one is back
+  help: `  job add <name> --schedule '<cron>' [--kind backup|gc|verify] [--time-zone <zone>] [--source <name>]
+          [--vm <pattern>]... [--keep-… N]... [--reread-after <days>] [--outdated-after <days>]
+          [--max-run-minutes <m>] [--disable]
+                                                          a scheduled job: the worker backs up those VMs (names: * and
+                                                          ?) on the schedule (cron: minute hour day month weekday), then
+                                                          applies the --keep-… rules (as prune's); or collects garbage;
+                                                          or verifies (--outdated-after: what was not verified for that
+                                                          long); a run missed while no worker ran fires once
   job edit <name> [the same flags] [--enable|--disable]   change a backup job
   job list [--json]                                       backup jobs, their next runs and last successes
   job remove <name>                                       remove a backup job (its backups stay)

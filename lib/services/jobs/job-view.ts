@@ -2,9 +2,9 @@ import type { Prisma } from '../../generated/prisma/client';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'partial' | 'failed';
 
-export type JobKind = 'backup' | 'scan' | 'restore';
+export type JobKind = 'backup' | 'scan' | 'restore' | 'gc' | 'verify';
 
-export type JobTarget = { vm?: string; source?: string; requestId?: string; /** A backup job's name: its source, VMs, options and retention. */ backupJob?: string };
+export type JobTarget = { vm?: string; source?: string; requestId?: string; /** A scheduled job's name: what it does, on what, with which options. */ scheduledJob?: string };
 
 export type JobView = {
   id: string; kind: string; label: string; state: JobState; target: JobTarget; requestedBy: string;

@@ -3,8 +3,12 @@ import type { JobKind, JobState, JobTarget } from './job-view';
 import { reconcileCatalog } from '../backups/reconcile-catalog';
 import { recordInventory } from '../../catalog/record-inventory';
 import { runRestoreRequest } from '../restores/run-restore-request';
-import { type RunBackupOptions, runBackup } from '../backups/run-backup';
-import { type BackupJobRun, runBackupJob } from './backup-jobs';
+import { type BackupReport, type RunBackupOptions, runBackup } from '../backups/run-backup';
+import { runGarbageCollection } from '../maintenance/collect-garbage';
+import { verifyBackups } from '../maintenance/verify-backups';
+import type { GcProgress } from '../../engine/gc/collect';
+import { formatBytes } from '../../format';
+import { type ScheduledJobRun, runScheduledJob } from './scheduled-jobs';
 import { selectSources } from '../sources/select-sources';
 import { jobStaleSeconds } from '../../config';
 import { type Catalog, getCatalogSql } from '../../catalog/db';
@@ -29,10 +33,16 @@ const WORK: Record<JobKind, JobWork> = {
       message: [`${p.vmsDone}/${p.vmsTotal} VMs`, p.vm, p.disk].filter(Boolean).join(': '),
     });
     const sql = await getCatalogSql();
-    let pruned: BackupJobRun | undefined;
-    const result = target.backupJob
-      ? (pruned = await runBackupJob(db, sql, { name: target.backupJob, repo: await openRepository(), signal, onProgress })).backup
-      : await runBackup(sql, { repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal, onProgress });
+    let pruned: (ScheduledJobRun & { kind: 'backup' }) | undefined;
+    let result: BackupReport;
+    if (target.scheduledJob) {
+      const run = await runScheduledJob(db, sql, { name: target.scheduledJob, repo: await openRepository(), signal, onProgress });
+      if (run.kind !== 'backup') throw new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`);
+      pruned = run;
+      result = run.backup;
+    } else {
+      result = await runBackup(sql, { repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal, onProgress });
+    }
     const { backups, failures, problems } = result;
     const lines = [...problems.map((p) => `source '${p.source}': ${p.message}`), ...failures.map((f) => `${f.vm}: ${f.error}`), ...(pruned?.pruneError ? [`retention: ${pruned.pruneError}`] : [])];
     return {
@@ -50,6 +60,33 @@ const WORK: Record<JobKind, JobWork> = {
         ...(result.stopped ? [`the run stopped ${result.stopped.vm ? `at ${result.stopped.vm}` : `(${result.stopped.error})`}: ${failures.filter((f) => !f.attempted).length} VMs not backed up`] : []),
         ...(pruned?.pruneError ? [`retention not applied: ${pruned.pruneError}`] : []),
       ].join('; ') : undefined,
+    };
+  },
+  async gc({ db, target, signal, report }) {
+    const sql = await getCatalogSql();
+    const repo = await openRepository({ mustExist: true });
+    const onProgress = (p: GcProgress) => report({ bytesDone: p.done ?? 0, bytesTotal: p.total ?? 0, bytesPerSecond: 0, message: p.message });
+    const gc = target.scheduledJob
+      ? await runScheduledJob(db, sql, { name: target.scheduledJob, repo, signal }).then((run) => (run.kind === 'gc' ? run.gc : Promise.reject(new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`))))
+      : await runGarbageCollection(sql, { repo, signal, onProgress });
+    return {
+      state: gc.pendingBytes > 0 ? 'partial' : 'succeeded',
+      message: `removed ${gc.removedChunks} chunks and ${gc.removedDisks} stored disks (${formatBytes(gc.freedBytes)})${gc.pendingBytes ? `; ${formatBytes(gc.pendingBytes)} pending` : ''}`,
+      result: gc, error: gc.pendingReason,
+    };
+  },
+  async verify({ db, target, signal, report }) {
+    const sql = await getCatalogSql();
+    const repo = await openRepository({ mustExist: true });
+    const verify = target.scheduledJob
+      ? await runScheduledJob(db, sql, { name: target.scheduledJob, repo, signal }).then((run) => (run.kind === 'verify' ? run.verify : Promise.reject(new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`))))
+      : await verifyBackups(sql, { repo, signal, onProgress: (p) => report({ bytesDone: p.imagesDone, bytesTotal: p.imagesTotal, bytesPerSecond: 0, message: `${p.checkedChunks} chunks checked` }) });
+    const failed = verify.images.filter((image) => image.status === 'failed');
+    return {
+      state: failed.length ? 'failed' : 'succeeded',
+      message: `${verify.images.length} backups verified, ${failed.length} failed; ${verify.checkedChunks} chunks checked, ${verify.damaged.length} damaged`,
+      result: { checkedChunks: verify.checkedChunks, bytesRead: verify.bytesRead, damaged: verify.damaged, images: verify.images },
+      error: failed.length ? failed.slice(0, 5).map((image) => `${image.vm} ${image.backupId}: ${image.problems.join('; ')}`).join('; ') : undefined,
     };
   },
   async restore({ db, target, signal, report }) {

@@ -1,5 +1,5 @@
 /**
- * Backup job schedules: cron expressions (minute hour day-of-month month day-of-week, as crontab(5); `@daily` and
+ * Scheduled jobs' schedules: cron expressions (minute hour day-of-month month day-of-week, as crontab(5); `@daily` and
  * friends too) in an IANA time zone. The worker looks every SCHEDULER_TICK_MS: a job is due when the first fire of
  * its schedule after its last fire (`scheduledAt`) has come. Firing sets `scheduledAt` to now, so a run missed while
  * vmdedup was down fires once when it is back, never once per missed fire, and a fire claimed by one worker is not
@@ -12,6 +12,8 @@ import { isTimeZone } from '../../engine/gc/retention';
 import { queueJob } from './queue-job';
 
 export const SCHEDULER_TICK_MS = 30_000;
+
+const LABELS = { backup: 'Backup job', gc: 'Garbage collection', verify: 'Verify job' } as const;
 
 /** Why a schedule is not valid, or undefined. */
 export function scheduleProblem(schedule: string, timeZone: string): string | undefined {
@@ -30,9 +32,9 @@ export function nextFire(schedule: string, timeZone: string, after: Date): Date 
   return cronParser.parseExpression(schedule, { tz: timeZone, currentDate: after }).next().toDate();
 }
 
-/** Queues a run of every enabled backup job that is due at `now`; returns the names fired. */
-export async function fireDueBackupJobs(db: Catalog, queue: PgBoss, now = new Date()): Promise<string[]> {
-  const jobs = await db.backupJob.findMany({ where: { enabled: true }, orderBy: { name: 'asc' } });
+/** Queues a run of every enabled scheduled job that is due at `now`; returns the names fired. */
+export async function fireDueScheduledJobs(db: Catalog, queue: PgBoss, now = new Date()): Promise<string[]> {
+  const jobs = await db.scheduledJob.findMany({ where: { enabled: true }, orderBy: { name: 'asc' } });
   const fired: string[] = [];
   for (const job of jobs) {
     let due: Date;
@@ -42,14 +44,15 @@ export async function fireDueBackupJobs(db: Catalog, queue: PgBoss, now = new Da
       continue; // refused when it was saved; a runtime that no longer knows its zone skips it
     }
     if (due > now) continue;
-    const claimed = await db.backupJob.updateMany({ where: { id: job.id, scheduledAt: job.scheduledAt }, data: { scheduledAt: now } });
+    const claimed = await db.scheduledJob.updateMany({ where: { id: job.id, scheduledAt: job.scheduledAt }, data: { scheduledAt: now } });
     if (claimed.count === 0) continue; // another worker fired it
     // One run of a job at a time: a run still queued or running is returned instead of a second one.
+    const kind = job.kind as 'backup' | 'gc' | 'verify';
     const { job: run } = await queueJob(db, queue, {
-      kind: 'backup', target: { backupJob: job.name }, label: `Backup job ${job.name}`, actor: 'scheduler',
-      audit: { action: 'backup.scheduled', target: job.name }, backupJobId: job.id,
+      kind, target: { scheduledJob: job.name }, label: `${LABELS[kind]} ${job.name}`, actor: 'scheduler',
+      audit: { action: `${kind}.scheduled`, target: job.name }, scheduledJobId: job.id,
     });
-    await db.backupJob.update({ where: { id: job.id }, data: { lastRunJobId: run.id } });
+    await db.scheduledJob.update({ where: { id: job.id }, data: { lastRunJobId: run.id } });
     fired.push(job.name);
   }
   return fired;

@@ -4,10 +4,14 @@ import type { Repository } from '../../engine/repository/repository';
 import { type VerifyProgress, type VerifyReport, verifyImages } from '../../engine/verify/verify';
 import { AppError } from '../../errors';
 import { reconcileCatalog } from '../backups/reconcile-catalog';
+import { globMatcher } from '../backups/run-backup';
 
 export type VerifyBackupsOptions = {
   repo: Repository;
   vms?: string[];
+  /** Or by name pattern (a scheduled verify's), and of one source. */
+  vmPatterns?: string[];
+  source?: string;
   /** Only images not verified within this many days (never verified ones included). */
   outdatedAfterDays?: number;
   now?: Date;
@@ -22,7 +26,9 @@ export async function verifyBackups(sql: CatalogSql, options: VerifyBackupsOptio
   const now = options.now ?? new Date();
   await catalogCall(() => reconcileCatalog(sql, { repo, signal: options.signal, onWarning: options.onWarning }));
   const outdatedBefore = options.outdatedAfterDays === undefined ? undefined : new Date(now.getTime() - options.outdatedAfterDays * 86_400_000);
-  const images = await catalogCall(() => listVerifiableImages(sql, { vms: options.vms, outdatedBefore }));
+  const matchers = options.vmPatterns?.map(globMatcher);
+  const images = (await catalogCall(() => listVerifiableImages(sql, { vms: options.vms, outdatedBefore })))
+    .filter((image) => (!options.source || image.source === options.source) && (!matchers || matchers.some((m) => m(image.vm))));
   for (const name of options.vms ?? []) {
     if (!images.some((image) => image.vm === name) && outdatedBefore === undefined) throw new AppError('BAD_INPUT', { message: `no backups of a VM named '${name}' (see 'vmdedup backups')` });
   }

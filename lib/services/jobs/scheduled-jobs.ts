@@ -1,0 +1,143 @@
+/** Scheduled jobs (backups, garbage collections, verifications): saving, listing, removing, and running one. */
+import type { Catalog, CatalogSql } from '../../catalog/db';
+import { type RetentionPolicy, hasRules } from '../../engine/gc/retention';
+import type { Repository } from '../../engine/repository/repository';
+import { AppError } from '../../errors';
+import { type BackupReport, type RunBackupOptions, runBackup } from '../backups/run-backup';
+import { type PruneReport, pruneBackups } from '../maintenance/prune-backups';
+import { runGarbageCollection } from '../maintenance/collect-garbage';
+import { verifyBackups } from '../maintenance/verify-backups';
+import type { GcReport } from '../../engine/gc/collect';
+import type { VerifyReport } from '../../engine/verify/verify';
+import { nextFire, scheduleProblem } from './schedules';
+
+export const SCHEDULED_KINDS = ['backup', 'gc', 'verify'] as const;
+export type ScheduledKind = (typeof SCHEDULED_KINDS)[number];
+
+export type ScheduledJobInput = {
+  name: string; kind?: ScheduledKind; schedule: string; timeZone: string; source?: string | null; vmPatterns?: string[];
+  /** verify: only backups not verified for this many days. */
+  verifyOutdatedAfterDays?: number | null;
+  retention?: RetentionPolicy; rereadAfterDays?: number | null; maxRunMinutes?: number | null; enabled?: boolean;
+};
+
+export type ScheduledJobView = Required<Omit<ScheduledJobInput, 'source' | 'rereadAfterDays' | 'maxRunMinutes' | 'verifyOutdatedAfterDays'>> & {
+  source: string | null; rereadAfterDays: number | null; maxRunMinutes: number | null; verifyOutdatedAfterDays: number | null;
+  nextRunAt: string | null; lastSuccessAt: string | null; lastRunJobId: string | null;
+};
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/** Creates a job, or with `edit` changes the given fields of an existing one. */
+export async function saveScheduledJob(db: Catalog, input: Partial<ScheduledJobInput> & { name: string }, options: { edit?: boolean } = {}): Promise<ScheduledJobView> {
+  const existing = await db.scheduledJob.findUnique({ where: { name: input.name } });
+  if (options.edit && !existing) throw new AppError('NOT_FOUND', { message: `no backup job named '${input.name}' (see 'vmdedup job list')` });
+  if (!options.edit && existing) throw new AppError('CONFLICT', { message: `a backup job named '${input.name}' exists: change it with 'vmdedup job edit'` });
+  if (!NAME.test(input.name)) throw new AppError('BAD_INPUT', { message: `job name '${input.name}': letters, digits, '.', '_' and '-' only, up to 64` });
+  const schedule = input.schedule ?? existing?.schedule;
+  const timeZone = input.timeZone ?? existing?.timeZone;
+  if (!schedule || !timeZone) throw new AppError('BAD_INPUT', { message: 'a backup job needs --schedule (cron: minute hour day month weekday)' });
+  const problem = scheduleProblem(schedule, timeZone);
+  if (problem) throw new AppError('BAD_INPUT', { message: problem });
+  const kind = input.kind ?? (existing?.kind as ScheduledKind | undefined) ?? 'backup';
+  if (!SCHEDULED_KINDS.includes(kind)) throw new AppError('BAD_INPUT', { message: `job kind '${kind}': backup, gc or verify` });
+  if (existing && input.kind && input.kind !== existing.kind) throw new AppError('BAD_INPUT', { message: `job '${input.name}' is a ${existing.kind} job: its kind cannot change (remove it and add another)` });
+  const source = input.source === undefined ? existing?.source ?? null : input.source;
+  if (kind === 'gc' && (source || input.vmPatterns?.length || (input.retention && hasRules(input.retention)))) throw new AppError('BAD_INPUT', { message: 'a gc job collects the whole repository: it takes no --source, --vm or --keep-…' });
+  if (kind !== 'backup' && input.retention && hasRules(input.retention)) throw new AppError('BAD_INPUT', { message: `--keep-… rules belong to backup jobs, not to ${kind} jobs` });
+  if (kind !== 'verify' && input.verifyOutdatedAfterDays != null) throw new AppError('BAD_INPUT', { message: '--outdated-after belongs to verify jobs' });
+  if (source && !(await db.source.findUnique({ where: { name: source } }))) throw new AppError('BAD_INPUT', { message: `no source named '${source}' (see 'vmdedup source list')` });
+  const data = {
+    schedule, timeZone, source,
+    ...(input.verifyOutdatedAfterDays !== undefined ? { verifyOutdatedAfterDays: input.verifyOutdatedAfterDays } : {}),
+    ...(input.vmPatterns !== undefined ? { vmPatterns: input.vmPatterns } : {}),
+    ...(input.retention !== undefined ? { retention: input.retention } : {}),
+    ...(input.rereadAfterDays !== undefined ? { rereadAfterDays: input.rereadAfterDays } : {}),
+    ...(input.maxRunMinutes !== undefined ? { maxRunMinutes: input.maxRunMinutes } : {}),
+    ...(input.enabled !== undefined ? { enabled: input.enabled } : {}),
+    // A changed schedule counts from now: no run fires for the fires of the old one.
+    ...(existing && (schedule !== existing.schedule || timeZone !== existing.timeZone) ? { scheduledAt: new Date() } : {}),
+  };
+  const row = existing
+    ? await db.scheduledJob.update({ where: { id: existing.id }, data })
+    : await db.scheduledJob.create({ data: { name: input.name, kind, ...data } });
+  return toView(row);
+}
+
+export async function listScheduledJobs(db: Catalog): Promise<ScheduledJobView[]> {
+  return (await db.scheduledJob.findMany({ orderBy: { name: 'asc' } })).map(toView);
+}
+
+export async function removeScheduledJob(db: Catalog, name: string): Promise<void> {
+  const { count } = await db.scheduledJob.deleteMany({ where: { name } });
+  if (count === 0) throw new AppError('NOT_FOUND', { message: `no backup job named '${name}' (see 'vmdedup job list')` });
+}
+
+type Row = Awaited<ReturnType<Catalog["scheduledJob"]['findFirstOrThrow']>>;
+
+function toView(row: Row): ScheduledJobView {
+  let nextRunAt: string | null = null;
+  try {
+    if (row.enabled) nextRunAt = nextFire(row.schedule, row.timeZone, row.scheduledAt).toISOString();
+  } catch { /* a zone this runtime does not know: no next run */ }
+  return {
+    name: row.name, kind: row.kind as ScheduledKind, verifyOutdatedAfterDays: row.verifyOutdatedAfterDays, schedule: row.schedule, timeZone: row.timeZone, source: row.source, vmPatterns: row.vmPatterns as string[],
+    retention: row.retention as RetentionPolicy, rereadAfterDays: row.rereadAfterDays, maxRunMinutes: row.maxRunMinutes, enabled: row.enabled,
+    nextRunAt, lastSuccessAt: row.lastSuccessAt?.toISOString() ?? null, lastRunJobId: row.lastRunJobId,
+  };
+}
+
+export type ScheduledJobRun =
+  | { kind: 'backup'; backup: BackupReport; prune?: PruneReport; pruneError?: string }
+  | { kind: 'gc'; gc: GcReport }
+  | { kind: 'verify'; verify: VerifyReport };
+
+/**
+ * Runs a backup job now: its backup, then, when the backup saved anything, its retention over the VMs it backed up.
+ * A run longer than the job's maxRunMinutes is stopped cleanly (what it stored is kept).
+ */
+export async function runScheduledJob(db: Catalog, sql: CatalogSql, options: {
+  name: string; repo: Repository; signal?: AbortSignal; onProgress?: RunBackupOptions['onProgress']; now?: () => Date;
+}): Promise<ScheduledJobRun> {
+  const job = await db.scheduledJob.findUnique({ where: { name: options.name } });
+  if (!job) throw new AppError('NOT_FOUND', { message: `no scheduled job named '${options.name}' (it was removed)` });
+  const timeout = job.maxRunMinutes ? AbortSignal.timeout(job.maxRunMinutes * 60_000) : undefined;
+  const signal = timeout && options.signal ? AbortSignal.any([options.signal, timeout]) : timeout ?? options.signal;
+  const succeeded = () => db.scheduledJob.update({ where: { id: job.id }, data: { lastSuccessAt: (options.now ?? (() => new Date()))() } });
+  const overran = (err: unknown) => (timeout?.aborted && !options.signal?.aborted
+    ? new AppError('INTERNAL', { message: `stopped: the run took longer than ${job.maxRunMinutes} minutes (what it did is kept)`, cause: err }) : err);
+  if (job.kind === 'gc') {
+    const gc = await runGarbageCollection(sql, { repo: options.repo, signal }).catch((err) => { throw overran(err); });
+    if (gc.pendingBytes === 0) await succeeded();
+    return { kind: 'gc', gc };
+  }
+  if (job.kind === 'verify') {
+    const patterns = job.vmPatterns as string[];
+    const verify = await verifyBackups(sql, { repo: options.repo, vmPatterns: patterns.length ? patterns : undefined, source: job.source ?? undefined, outdatedAfterDays: job.verifyOutdatedAfterDays ?? undefined, signal })
+      .catch((err) => { throw overran(err); });
+    if (verify.images.every((image) => image.status === 'ok')) await succeeded();
+    return { kind: 'verify', verify };
+  }
+  const patterns = job.vmPatterns as string[];
+  let backup: BackupReport;
+  try {
+    backup = await runBackup(sql, {
+      repo: options.repo, source: job.source ?? undefined, vmPatterns: patterns.length ? patterns : undefined,
+      rereadAfterDays: job.rereadAfterDays ?? undefined, signal, onProgress: options.onProgress,
+    });
+  } catch (err) {
+    throw overran(err);
+  }
+  const run: ScheduledJobRun & { kind: 'backup' } = { kind: 'backup', backup };
+  const retention = job.retention as RetentionPolicy;
+  const only = backup.backups.map((b) => ({ source: b.source, vm: b.vm }));
+  if (hasRules(retention) && only.length) {
+    try {
+      run.prune = await pruneBackups(sql, { repo: options.repo, policy: retention, only, timeZone: job.timeZone });
+    } catch (err) {
+      run.pruneError = (err as Error).message;
+    }
+  }
+  if (backup.failures.length === 0 && backup.problems.length === 0 && !run.pruneError) await succeeded();
+  return run;
+}
