@@ -6,13 +6,13 @@
 import { failStaleJobs } from '../services/jobs/fail-stale-jobs';
 import { jobStaleSeconds } from '../config';
 import { prepareHome } from '../home';
-import { closeCatalog, getCatalog } from '../catalog/db';
+import { closeCatalog, getCatalog, getCatalogSql } from '../catalog/db';
 import { JOB_QUEUE, type QueuedJobData, WORKER_CALL_QUEUE, openWorkerQueue } from '../jobs/queue';
 import type { WorkerCallData } from '../jobs/worker-calls';
 import { answerWorkerCall } from './calls';
 import { toAppError } from '../errors';
 import { runJob } from '../services/jobs/run-job';
-import { SCHEDULER_TICK_MS, fireDueScheduledJobs } from '../services/jobs/schedules';
+import { SCHEDULER_TICK_MS, fireDueScheduledJobs, watchRpo } from '../services/jobs/schedules';
 
 /** What a worker serves: the long jobs, the web server's calls, or both (the default). */
 export type WorkerLanes = 'all' | 'jobs' | 'calls';
@@ -44,7 +44,9 @@ export async function runWorker(argv: string[] = []): Promise<number> {
   // Backup jobs: what is due now (a run missed while no worker ran included, once) is queued, then every tick.
   const schedule = async () => {
     const fired = await fireDueScheduledJobs(db, queue).catch((err) => { log(`scheduler: ${toAppError(err).message}`); return []; });
-    for (const name of fired) log(`scheduler: backup job ${name} queued`);
+    for (const name of fired) log(`scheduler: job ${name} queued`);
+    const behind = await watchRpo(db, await getCatalogSql()).catch((err) => { log(`rpo watch: ${toAppError(err).message}`); return []; });
+    for (const { job, behind: vms } of behind) log(`rpo watch: job ${job}: ${vms.length} VMs without a good backup within the RPO (alerted)`);
   };
   let scheduler: NodeJS.Timeout | undefined;
   if (lanes !== 'calls') {

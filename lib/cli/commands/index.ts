@@ -1,5 +1,6 @@
 /** The table of `vmdedup` commands, in the order `vmdedup help` lists them; a new command joins it here. */
 import type { Command } from '../command';
+import { alertCommand } from './alert';
 import { auditCommand } from './audit';
 import { backupCommand } from './backup';
 import { backupsCommand } from './backups';
@@ -17,7 +18,7 @@ import { userCommand } from './user';
 
 export const commands: readonly Command[] = [
   sourceCommand, inventoryCommand, backupCommand, backupsCommand, jobCommand, commonDisksCommand, statsCommand,
-  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, catalogCommand, repositoryCommand, userCommand, auditCommand, dbCommand,
+  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, alertCommand, catalogCommand, repositoryCommand, userCommand, auditCommand, dbCommand,
 ];
 
 export function findCommand(name: string | undefined): Command | undefined {

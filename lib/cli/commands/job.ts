@@ -9,7 +9,7 @@ import { table } from '../format';
 import { RETENTION_FLAGS, retentionFrom } from './maintenance';
 
 const jobFlags: Flags = {
-  kind: { type: 'string' }, 'outdated-after': { type: 'string' }, schedule: { type: 'string' }, 'time-zone': { type: 'string' }, source: { type: 'string' }, vm: { type: 'string', multiple: true },
+  kind: { type: 'string' }, 'outdated-after': { type: 'string' }, 'rpo-hours': { type: 'string' }, schedule: { type: 'string' }, 'time-zone': { type: 'string' }, source: { type: 'string' }, vm: { type: 'string', multiple: true },
   ...RETENTION_FLAGS, 'reread-after': { type: 'string' }, 'max-run-minutes': { type: 'string' },
   enable: { type: 'boolean' }, disable: { type: 'boolean' },
 };
@@ -32,6 +32,8 @@ function inputFrom(name: string, values: Values, edit: boolean): Partial<Schedul
   };
   const reread = number('reread-after', false);
   if (reread !== undefined) input.rereadAfterDays = reread;
+  const rpo = number('rpo-hours', false);
+  if (rpo !== undefined) input.rpoHours = rpo;
   const outdated = number('outdated-after', false);
   if (outdated !== undefined) input.verifyOutdatedAfterDays = outdated;
   const minutes = number('max-run-minutes', true);
@@ -114,8 +116,8 @@ const subcommands: Record<string, Subcommand> = {
 export const jobCommand: Command = {
   name: 'job',
   help: `  job add <name> --schedule '<cron>' [--kind backup|gc|verify] [--time-zone <zone>] [--source <name>]
-          [--vm <pattern>]... [--keep-… N]... [--reread-after <days>] [--outdated-after <days>]
-          [--max-run-minutes <m>] [--disable]
+          [--vm <pattern>]... [--keep-… N]... [--reread-after <days>] [--rpo-hours <h>]
+          [--outdated-after <days>] [--max-run-minutes <m>] [--disable]
                                                           a scheduled job: the worker backs up those VMs (names: * and
                                                           ?) on the schedule (cron: minute hour day month weekday), then
                                                           applies the --keep-… rules (as prune's); or collects garbage;

@@ -1,4 +1,5 @@
 import { recordAudit } from '../../catalog/audit';
+import { sendAlert } from '../alerts/alerts';
 import type { JobKind, JobState, JobTarget } from './job-view';
 import { reconcileCatalog } from '../backups/reconcile-catalog';
 import { recordInventory } from '../../catalog/record-inventory';
@@ -154,5 +155,14 @@ export async function runJob(db: Catalog, options: { jobId: string; signal?: Abo
     },
   });
   await recordAudit(db, { actor: 'worker', action: `${job.kind}.finished`, target: job.label, detail: { jobId, state: outcome.state, message: outcome.message, error: outcome.error ?? null } });
+  if (outcome.state === 'failed' || outcome.state === 'partial') {
+    // Told to every alert channel; a channel that cannot be reached changes nothing about the job.
+    const event = job.kind === 'verify' ? 'verify.failed' : job.kind === 'gc' ? 'gc.pending' : outcome.state === 'failed' ? 'job.failed' : 'job.partial';
+    const deliveries = await sendAlert(db, {
+      event, severity: outcome.state === 'failed' ? 'error' : 'warning', subject: `${job.label}: ${outcome.state}`,
+      message: [outcome.message, outcome.error].filter(Boolean).join(': '), details: { jobId, kind: job.kind, state: outcome.state },
+    }).catch((err: Error) => [{ channel: 'alerts', ok: false, error: err.message }]);
+    for (const d of deliveries) if (!d.ok) process.stderr.write(`vmdedup: alert to ${d.channel} not sent: ${d.error}\n`);
+  }
   return outcome.state;
 }

@@ -18,11 +18,13 @@ export type ScheduledJobInput = {
   name: string; kind?: ScheduledKind; schedule: string; timeZone: string; source?: string | null; vmPatterns?: string[];
   /** verify: only backups not verified for this many days. */
   verifyOutdatedAfterDays?: number | null;
+  /** backup: alert when a VM it covers has no good backup for this many hours. */
+  rpoHours?: number | null;
   retention?: RetentionPolicy; rereadAfterDays?: number | null; maxRunMinutes?: number | null; enabled?: boolean;
 };
 
-export type ScheduledJobView = Required<Omit<ScheduledJobInput, 'source' | 'rereadAfterDays' | 'maxRunMinutes' | 'verifyOutdatedAfterDays'>> & {
-  source: string | null; rereadAfterDays: number | null; maxRunMinutes: number | null; verifyOutdatedAfterDays: number | null;
+export type ScheduledJobView = Required<Omit<ScheduledJobInput, 'source' | 'rereadAfterDays' | 'maxRunMinutes' | 'verifyOutdatedAfterDays' | 'rpoHours'>> & {
+  source: string | null; rereadAfterDays: number | null; maxRunMinutes: number | null; verifyOutdatedAfterDays: number | null; rpoHours: number | null;
   nextRunAt: string | null; lastSuccessAt: string | null; lastRunJobId: string | null;
 };
 
@@ -46,10 +48,13 @@ export async function saveScheduledJob(db: Catalog, input: Partial<ScheduledJobI
   if (kind === 'gc' && (source || input.vmPatterns?.length || (input.retention && hasRules(input.retention)))) throw new AppError('BAD_INPUT', { message: 'a gc job collects the whole repository: it takes no --source, --vm or --keep-…' });
   if (kind !== 'backup' && input.retention && hasRules(input.retention)) throw new AppError('BAD_INPUT', { message: `--keep-… rules belong to backup jobs, not to ${kind} jobs` });
   if (kind !== 'verify' && input.verifyOutdatedAfterDays != null) throw new AppError('BAD_INPUT', { message: '--outdated-after belongs to verify jobs' });
+  if (kind !== 'backup' && input.rpoHours != null) throw new AppError('BAD_INPUT', { message: '--rpo-hours belongs to backup jobs' });
+  if (input.rpoHours != null && !(input.rpoHours > 0)) throw new AppError('BAD_INPUT', { message: '--rpo-hours must be more than 0' });
   if (source && !(await db.source.findUnique({ where: { name: source } }))) throw new AppError('BAD_INPUT', { message: `no source named '${source}' (see 'vmdedup source list')` });
   const data = {
     schedule, timeZone, source,
     ...(input.verifyOutdatedAfterDays !== undefined ? { verifyOutdatedAfterDays: input.verifyOutdatedAfterDays } : {}),
+    ...(input.rpoHours !== undefined ? { rpoHours: input.rpoHours } : {}),
     ...(input.vmPatterns !== undefined ? { vmPatterns: input.vmPatterns } : {}),
     ...(input.retention !== undefined ? { retention: input.retention } : {}),
     ...(input.rereadAfterDays !== undefined ? { rereadAfterDays: input.rereadAfterDays } : {}),
@@ -81,7 +86,7 @@ function toView(row: Row): ScheduledJobView {
     if (row.enabled) nextRunAt = nextFire(row.schedule, row.timeZone, row.scheduledAt).toISOString();
   } catch { /* a zone this runtime does not know: no next run */ }
   return {
-    name: row.name, kind: row.kind as ScheduledKind, verifyOutdatedAfterDays: row.verifyOutdatedAfterDays, schedule: row.schedule, timeZone: row.timeZone, source: row.source, vmPatterns: row.vmPatterns as string[],
+    name: row.name, kind: row.kind as ScheduledKind, verifyOutdatedAfterDays: row.verifyOutdatedAfterDays, rpoHours: row.rpoHours, schedule: row.schedule, timeZone: row.timeZone, source: row.source, vmPatterns: row.vmPatterns as string[],
     retention: row.retention as RetentionPolicy, rereadAfterDays: row.rereadAfterDays, maxRunMinutes: row.maxRunMinutes, enabled: row.enabled,
     nextRunAt, lastSuccessAt: row.lastSuccessAt?.toISOString() ?? null, lastRunJobId: row.lastRunJobId,
   };

@@ -10,8 +10,15 @@ import type PgBoss from 'pg-boss';
 import type { Catalog } from '../../catalog/db';
 import { isTimeZone } from '../../engine/gc/retention';
 import { queueJob } from './queue-job';
+import { type CatalogSql } from '../../catalog/db';
+import { newestGoodBackups, syncRaised } from '../../catalog/rpo-watch';
+import { globMatcher } from '../backups/run-backup';
+import { sendAlert } from '../alerts/alerts';
 
 export const SCHEDULER_TICK_MS = 30_000;
+
+/** A fire this far in the past when it is queued was missed (no worker ran): it runs now, and an alert says so. */
+const MISSED_AFTER_MS = 5 * 60_000;
 
 const LABELS = { backup: 'Backup job', gc: 'Garbage collection', verify: 'Verify job' } as const;
 
@@ -54,6 +61,42 @@ export async function fireDueScheduledJobs(db: Catalog, queue: PgBoss, now = new
     });
     await db.scheduledJob.update({ where: { id: job.id }, data: { lastRunJobId: run.id } });
     fired.push(job.name);
+    if (now.getTime() - due.getTime() > MISSED_AFTER_MS) {
+      await sendAlert(db, {
+        event: 'job.missed', severity: 'warning', subject: `${job.name}: run of ${due.toISOString()} missed`,
+        message: `Scheduled job ${job.name} should have run at ${due.toISOString()}, but no worker was running then; it runs now (once, however many fires were missed).`,
+        details: { job: job.name, due: due.toISOString(), queued: now.toISOString() },
+      }).catch(() => undefined);
+    }
   }
   return fired;
+}
+
+/**
+ * The RPO watch: for each enabled backup job with an RPO, the VMs it covers (by source and pattern, as a scan last saw
+ * them) whose newest good backup (not found damaged by verify) is older than the RPO. Each is told once, in one alert
+ * per job and tick, and told again only after it had a good backup in time and fell behind once more.
+ */
+export async function watchRpo(db: Catalog, sql: CatalogSql, now = new Date()): Promise<{ job: string; behind: string[] }[]> {
+  const jobs = await db.scheduledJob.findMany({ where: { enabled: true, kind: 'backup', rpoHours: { not: null } }, orderBy: { name: 'asc' } });
+  if (jobs.length === 0) return [];
+  const vms = await newestGoodBackups(sql);
+  const told: { job: string; behind: string[] }[] = [];
+  for (const job of jobs) {
+    const matchers = (job.vmPatterns as string[]).map(globMatcher);
+    const since = now.getTime() - job.rpoHours! * 3_600_000;
+    const prefix = `rpo:${job.name}:`;
+    const behind = vms.filter((v) => (!job.source || v.source === job.source) && (matchers.length === 0 || matchers.some((m) => m(v.vm)))
+      && (!v.newestGood || v.newestGood.getTime() < since));
+    const fresh = await syncRaised(sql, prefix, behind.map((v) => `${prefix}${v.source}/${v.vm}`));
+    if (fresh.length === 0) continue;
+    const names = fresh.map((key) => key.slice(prefix.length));
+    await sendAlert(db, {
+      event: 'rpo.exceeded', severity: 'error', subject: `${job.name}: ${names.length} VM${names.length === 1 ? '' : 's'} without a good backup for ${job.rpoHours} h`,
+      message: `No good backup within the RPO of ${job.rpoHours} hours of job ${job.name}: ${names.slice(0, 20).join(', ')}${names.length > 20 ? `, and ${names.length - 20} more` : ''}.`,
+      details: { job: job.name, rpoHours: job.rpoHours, vms: names },
+    }).catch(() => undefined);
+    told.push({ job: job.name, behind: names });
+  }
+  return told;
 }
