@@ -7,7 +7,7 @@ chmod 755 "$home"  # a home open to others, as older vmdedup made it: the first 
 mkdir -p "$(dirname "$0")/../test-results"
 echo "$home" > "$(dirname "$0")/../test-results/e2e-home"  # read by the spec and by global-teardown.ts
 # The admin's password is known to the specs (e2e/fixtures.ts); other users are added by the specs through the CLI.
-export VMDEDUP_HOME=$home VMDEDUP_DEMO=0 PORT=$port VMDEDUP_ADMIN_PASSWORD=e2e-admin-password
+export VMDEDUP_HOME=$home VMDEDUP_DEMO=0 PORT=$port VMDEDUP_ADMIN_PASSWORD=e2e-admin-password VMDEDUP_SCHEDULER_TICK_MS=2000
 unset DATABASE_URL
 node --import tsx -e "import('./lib/demo/fleet.ts').then(m => m.buildFleet({ dir: process.env.VMDEDUP_HOME + '/fleet' }))"
 node bin/vmdedup.mjs source add kvm --type libvirt --path "$home/fleet/libvirt"

@@ -9,6 +9,7 @@ const LINKS: { href: string; label: string; permission: Permission }[] = [
   { href: '/graph', label: 'Graph', permission: 'read' },
   { href: '/savings', label: 'Savings', permission: 'read' },
   { href: '/backups', label: 'Backups & jobs', permission: 'read' },
+  { href: '/schedules', label: 'Schedules', permission: 'read' },
   { href: '/restores', label: 'Restores', permission: 'read' },
   { href: '/sources', label: 'Sources', permission: 'read' },
   { href: '/users', label: 'Users', permission: 'manage' },

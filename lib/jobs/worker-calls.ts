@@ -9,6 +9,8 @@ import { AppError, type AppErrorCode } from '../errors';
 import type { PlanView } from '../services/restores/plan-view';
 import type { TPlanRestore } from '../validation/restores';
 import type { TAddSource, TEditSource } from '../validation/sources';
+import type { TPrune } from '../validation/schedules';
+import type { PruneReport } from '../services/maintenance/prune-backups';
 import { WORKER_CALL_QUEUE, getJobSender } from './queue';
 
 /** What each call takes and answers. */
@@ -16,6 +18,7 @@ export type WorkerCalls = {
   'plan-restore': { input: TPlanRestore; output: PlanView };
   'add-source': { input: { actor: string; source: TAddSource }; output: { id: string; name: string } };
   'edit-source': { input: { actor: string; source: TEditSource }; output: null };
+  'prune-preview': { input: TPrune; output: PruneReport };
 };
 export type WorkerCallName = keyof WorkerCalls;
 
@@ -58,5 +61,5 @@ export async function callWorker<K extends WorkerCallName>(call: K, input: Worke
 }
 
 function describe(call: WorkerCallName): string {
-  return { 'plan-restore': 'plan the restore', 'add-source': 'check the source folder', 'edit-source': 'check the source folder' }[call];
+  return { 'plan-restore': 'plan the restore', 'add-source': 'check the source folder', 'edit-source': 'check the source folder', 'prune-preview': 'preview the prune' }[call];
 }

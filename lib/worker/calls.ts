@@ -11,6 +11,8 @@ import type { WorkerCallAnswer, WorkerCallData, WorkerCallName } from '../jobs/w
 import { openRepository } from '../open-repository';
 import { ZPlanRestore } from '../validation/restores';
 import { ZAddSource, ZEditSource } from '../validation/sources';
+import { ZPrune } from '../validation/schedules';
+import { pruneBackups } from '../services/maintenance/prune-backups';
 import { z } from 'zod';
 
 const ZActor = z.string().min(1);
@@ -22,6 +24,10 @@ const CALLS: Record<WorkerCallName, (db: Catalog, input: unknown) => Promise<unk
   async 'add-source'(db, input) {
     const { actor, source } = z.object({ actor: ZActor, source: ZAddSource }).parse(input);
     return createSource(db, await getCatalogSql(), { actor, source });
+  },
+  async 'prune-preview'(db, input) {
+    const { retention, timeZone, vms } = ZPrune.parse(input);
+    return pruneBackups(await getCatalogSql(), { repo: await openRepository({ mustExist: true }), policy: retention, timeZone, vms, dryRun: true });
   },
   async 'edit-source'(db, input) {
     const { actor, source } = z.object({ actor: ZActor, source: ZEditSource }).parse(input);

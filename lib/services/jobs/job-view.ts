@@ -1,10 +1,14 @@
 import type { Prisma } from '../../generated/prisma/client';
+import type { RetentionPolicy } from '../../engine/gc/retention';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'partial' | 'failed';
 
-export type JobKind = 'backup' | 'scan' | 'restore' | 'gc' | 'verify';
+export type JobKind = 'backup' | 'scan' | 'restore' | 'gc' | 'verify' | 'prune';
 
-export type JobTarget = { vm?: string; source?: string; requestId?: string; /** A scheduled job's name: what it does, on what, with which options. */ scheduledJob?: string };
+export type JobTarget = { vm?: string; source?: string; requestId?: string; /** A scheduled job's name: what it does, on what, with which options. */ scheduledJob?: string;
+  /** prune: the rules, their time zone, and the VMs (all when absent); garbage collection follows. */
+  retention?: RetentionPolicy; timeZone?: string; vms?: string[];
+};
 
 export type JobView = {
   id: string; kind: string; label: string; state: JobState; target: JobTarget; requestedBy: string;

@@ -7,6 +7,7 @@ import { runRestoreRequest } from '../restores/run-restore-request';
 import { type BackupReport, type RunBackupOptions, runBackup } from '../backups/run-backup';
 import { runGarbageCollection } from '../maintenance/collect-garbage';
 import { verifyBackups } from '../maintenance/verify-backups';
+import { pruneBackups } from '../maintenance/prune-backups';
 import type { GcProgress } from '../../engine/gc/collect';
 import { formatBytes } from '../../format';
 import { type ScheduledJobRun, runScheduledJob } from './scheduled-jobs';
@@ -88,6 +89,20 @@ const WORK: Record<JobKind, JobWork> = {
       message: `${verify.images.length} backups verified, ${failed.length} failed; ${verify.checkedChunks} chunks checked, ${verify.damaged.length} damaged`,
       result: { checkedChunks: verify.checkedChunks, bytesRead: verify.bytesRead, damaged: verify.damaged, images: verify.images },
       error: failed.length ? failed.slice(0, 5).map((image) => `${image.vm} ${image.backupId}: ${image.problems.join('; ')}`).join('; ') : undefined,
+    };
+  },
+  async prune({ target, signal, report }) {
+    const sql = await getCatalogSql();
+    const repo = await openRepository({ mustExist: true });
+    report({ bytesDone: 0, bytesTotal: 0, bytesPerSecond: 0, message: 'removing the backups no rule keeps' });
+    const pruned = await pruneBackups(sql, { repo, policy: target.retention ?? {}, timeZone: target.timeZone ?? 'UTC', vms: target.vms, signal });
+    report({ bytesDone: 0, bytesTotal: 0, bytesPerSecond: 0, message: 'collecting garbage' });
+    const gc = await runGarbageCollection(sql, { repo, signal });
+    return {
+      state: gc.pendingBytes > 0 ? 'partial' : 'succeeded',
+      message: `${pruned.removed.length} backups removed, ${pruned.kept.length} kept; ${formatBytes(gc.freedBytes)} freed${gc.pendingBytes ? ` (${formatBytes(gc.pendingBytes)} pending)` : ''}`,
+      result: { kept: pruned.kept.length, removed: pruned.removed, freedBytes: gc.freedBytes, pendingBytes: gc.pendingBytes },
+      error: gc.pendingReason,
     };
   },
   async restore({ db, target, signal, report }) {
