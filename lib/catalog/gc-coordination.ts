@@ -38,6 +38,8 @@ async function holdClient(sql: CatalogSql): Promise<HeldClient> {
 }
 
 export type BackupSession = CondemnedKeys & {
+  /** Clears the damaged keys the run stored again. */
+  healed(keys: string[]): Promise<void>;
   id: number; generation: number;
   /** Proves the session's lock held from its start until now (a CatalogConnectionLost when it did not: a collection
    *  may then have taken it for ended, so nothing the run reused is vouched for). */
@@ -55,6 +57,7 @@ export async function openBackupSession(sql: CatalogSql): Promise<BackupSession>
   let id: number;
   let generation: number;
   const keys = new Set<string>();
+  const damaged = new Set<string>();
   try {
     await client.query('BEGIN');
     ({ rows: [{ generation }] } = await client.query<{ generation: number }>(`SELECT "generation" FROM "GcState" WHERE "id" = 'default' FOR SHARE`));
@@ -62,6 +65,8 @@ export async function openBackupSession(sql: CatalogSql): Promise<BackupSession>
     await client.query('SELECT pg_advisory_lock($1, $2)', [BACKUP_SESSION_LOCK, id]);
     const { rows } = await client.query<{ key: string }>('SELECT "key" FROM "CondemnedBlob"');
     for (const row of rows) keys.add(row.key);
+    const damagedRows = await client.query<{ key: string }>('SELECT "key" FROM "DamagedBlob"');
+    for (const row of damagedRows.rows) damaged.add(row.key);
     await client.query('COMMIT');
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
@@ -70,8 +75,12 @@ export async function openBackupSession(sql: CatalogSql): Promise<BackupSession>
   }
   let closed = false;
   return {
-    id, generation, keys,
+    id, generation, keys, damaged,
     confirmAlive: () => held.confirm('the backup session'),
+    // Stored again by this run (durable: the run's images, written after, are): no longer damaged.
+    healed: async (healedKeys) => {
+      if (healedKeys.length) await sql.query('DELETE FROM "DamagedBlob" WHERE "key" = ANY($1)', [healedKeys]);
+    },
     rescue: (asked, exists) => rescue(sql, asked, exists),
     finishRemoval: async (asked, remove) => { await finishRemoval(sql, asked, remove); },
     async close() {

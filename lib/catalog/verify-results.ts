@@ -31,3 +31,17 @@ export async function recordVerifyResults(sql: CatalogSql, results: { backupId: 
     if (damagedDisks.length) await client.query('DELETE FROM "DiskVersion" WHERE "digest" = ANY($1)', [damagedDisks]);
   });
 }
+
+/** A stored disk found damaged: the fast path forgets its versions and no backup reuses the damaged keys, at once. */
+export async function recordDamage(sql: CatalogSql, digest: string, keys: string[]): Promise<void> {
+  await inTransaction(sql, async (client) => {
+    await client.query('DELETE FROM "DiskVersion" WHERE "digest" = $1', [digest]);
+    if (keys.length) await client.query('INSERT INTO "DamagedBlob" ("key") SELECT unnest($1::text[]) ON CONFLICT DO NOTHING', [keys]);
+  });
+}
+
+/** Whether the catalog knows a VM of that name. */
+export async function vmExists(sql: CatalogSql, name: string): Promise<boolean> {
+  const { rows } = await sql.query('SELECT 1 FROM "Vm" WHERE "name" = $1 LIMIT 1', [name]);
+  return rows.length > 0;
+}

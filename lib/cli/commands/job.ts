@@ -60,7 +60,7 @@ const subcommands: Record<string, Subcommand> = {
     flags: jobFlags, positionals: 1,
     async run({ values, positionals: [name] }, { out }) {
       const job = await saveScheduledJob(await getCatalog(), inputFrom(name, values, true), { edit: true });
-      out(`changed backup job ${job.name}: ${job.schedule} (${job.timeZone}), ${job.enabled ? `next run ${job.nextRunAt}` : 'disabled'}`);
+      out(`changed ${job.kind} job ${job.name}: ${job.schedule} (${job.timeZone}), ${job.enabled ? `next run ${job.nextRunAt}` : 'disabled'}`);
       return EXIT_OK;
     },
   },
@@ -80,7 +80,7 @@ const subcommands: Record<string, Subcommand> = {
     flags: {}, positionals: 1,
     async run({ positionals: [name] }, { out }) {
       await removeScheduledJob(await getCatalog(), name);
-      out(`removed backup job ${name} (its backups stay)`);
+      out(`removed job ${name} (its past runs and the backups it made stay)`);
       return EXIT_OK;
     },
   },

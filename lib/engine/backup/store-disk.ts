@@ -172,7 +172,11 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   if (known) return { manifest: await known, bytesRead, wrote };
   const claim = (async () => {
     if (await repo.hasStoredDisk(digest)) {
-      if (await reuse.mayReuseDisk(digest)) return repo.getStoredDisk(digest);
+      if (await reuse.mayReuseDisk(digest)) {
+        // The one stored must name what was just read: one damaged (edited, torn, unreadable) is replaced by this one.
+        const stored = await repo.getStoredDisk(digest).catch(() => undefined);
+        if (stored && sameContent(stored, manifest)) return stored;
+      }
     } else await reuse.beforePutDisk(digest);
     await repo.putStoredDisk(manifest);
     claims.newDisks.add(digest);
@@ -185,4 +189,13 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
     claims.disks.delete(digest);
     throw err;
   }
+}
+
+/** Whether two stored-disk manifests name the same blocks (compared block by block: a large disk has a million). */
+function sameContent(a: StoredDiskManifest, b: StoredDiskManifest): boolean {
+  if (a.blockSize !== b.blockSize || a.files.length !== b.files.length) return false;
+  return a.files.every((file, i) => {
+    const other = b.files[i];
+    return file.size === other.size && file.blocks.length === other.blocks.length && file.blocks.every((id, j) => id === other.blocks[j]);
+  });
 }

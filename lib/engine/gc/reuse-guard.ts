@@ -26,6 +26,8 @@ export const REUSE_ANYTHING: ReuseGuard = {
 export type CondemnedKeys = {
   /** The keys condemned when the session began (all a backup must ask about: later ones wait for it). */
   readonly keys: ReadonlySet<string>;
+  /** Keys verify found damaged and moved aside: never reused; stored anew, they are reported healed. */
+  readonly damaged?: ReadonlySet<string>;
   /**
    * Withdraws the condemnation of all of `keys` in one step, or of none: none when any is being removed, or when
    * one no longer condemned is absent from the repository (`exists` tells; it was removed). True: all may be named.
@@ -40,8 +42,15 @@ export class CondemnedReuseGuard implements ReuseGuard {
   private readonly rescued = new Set<string>();
   private readonly chunksCondemned: boolean;
 
+  /** Damaged keys this run stored anew. */
+  readonly healed = new Set<string>();
+
   constructor(private readonly repo: Repository, private readonly condemned: CondemnedKeys) {
-    this.chunksCondemned = [...condemned.keys].some((key) => key.startsWith('chunks/'));
+    this.chunksCondemned = [...condemned.keys, ...(condemned.damaged ?? [])].some((key) => key.startsWith('chunks/'));
+  }
+
+  private isDamaged(key: string): boolean {
+    return !!this.condemned.damaged?.has(key) && !this.healed.has(key);
   }
 
   mayReuseChunk(id: ChunkId): Promise<boolean> {
@@ -50,6 +59,7 @@ export class CondemnedReuseGuard implements ReuseGuard {
 
   async mayReuseDisk(digest: string): Promise<boolean> {
     const key = storedDiskKey(digest);
+    if (this.isDamaged(key)) return false;
     const diskCondemned = this.condemned.keys.has(key) && !this.rescued.has(key);
     // Its chunks may be condemned without it (a collection removes every chunk no image reaches).
     if (!diskCondemned && !this.chunksCondemned) return true;
@@ -72,6 +82,8 @@ export class CondemnedReuseGuard implements ReuseGuard {
   }
 
   private async beforePut(key: string): Promise<void> {
+    // Stored anew now (its put follows): the run reports it healed once its images are durable.
+    if (this.condemned.damaged?.has(key)) this.healed.add(key);
     if (!this.condemned.keys.has(key) || this.rescued.has(key)) return;
     await this.finishRemoval([key]);
     // Put next, with no row left: nothing removes it, and a later reuse by this run needs no question.
@@ -87,6 +99,8 @@ export class CondemnedReuseGuard implements ReuseGuard {
 
   /** All of `keys` (a chunk; a stored disk and its chunks) rescued together, or none and not reusable. */
   private async mayReuse(keys: string[]): Promise<boolean> {
+    // Damaged (moved aside by verify, or found so while this run had it): stored anew instead.
+    if (keys.some((k) => this.isDamaged(k))) return false;
     const asked = keys.filter((k) => this.condemned.keys.has(k) && !this.rescued.has(k));
     if (asked.length === 0) return true;
     const exists = async (gone: string[]) => {

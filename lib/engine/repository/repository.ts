@@ -242,14 +242,14 @@ export class Repository {
   }
 
   /**
-   * Moves a damaged chunk out of chunks/ (to damaged/chunks/<id>-<time>, for inspection; nothing reads it): the next
-   * backup that meets the same content finds it absent and stores it again.
+   * Moves a damaged chunk or stored disk out of the way (to damaged/<chunks|disks>/<name>-<time>, for inspection;
+   * nothing reads it): the next backup that meets the same content finds it absent and stores it again.
    */
-  async moveChunkAside(id: ChunkId): Promise<void> {
-    const key = chunkKey(id);
+  async moveAside(key: string): Promise<void> {
+    if (!/^(chunks\/[0-9a-f]{2}\/[0-9a-f]{64}|disks\/[0-9a-f]{64}\.json)$/.test(key)) throw new RepositoryError(`refusing to move '${key}' aside: not a chunk or stored disk`);
     try {
       const bytes = await this.store.get(key).catch((err) => (err instanceof BlobNotFoundError ? undefined : Promise.reject(err)));
-      if (bytes) await this.store.put(`damaged/chunks/${id}-${Date.now()}`, bytes);
+      if (bytes) await this.store.put(`damaged/${key.startsWith('chunks/') ? 'chunks' : 'disks'}/${key.split('/').pop()}-${Date.now()}`, bytes);
       await this.store.delete(key);
       await this.flush();
     } catch (err) {

@@ -7,8 +7,8 @@
 import { createHash } from 'node:crypto';
 import { BlockPool } from '../chunking/block-pool';
 import { RepositoryError } from '../errors';
-import { type ChunkId, shortId } from '../repository/chunk-id';
-import { type Repository, diskDigest } from '../repository/repository';
+import { type ChunkId, chunkKey, shortId } from '../repository/chunk-id';
+import { type Repository, diskDigest, storedDiskKey } from '../repository/repository';
 import { readBlock } from '../restore/read-block';
 
 export type VerifyImage = { backupId: string; vm: string };
@@ -31,6 +31,11 @@ const CHUNKS_AT_ONCE = 16;
 
 export async function verifyImages(options: {
   repo: Repository; images: VerifyImage[]; onProgress?: (p: VerifyProgress) => void; signal?: AbortSignal; threads?: number;
+  /** Called, and awaited, as soon as a stored disk is found damaged (before the run goes on): the keys found damaged
+   *  (its own when its manifest is, and its damaged chunks), so that no backup reuses them from then on. */
+  onDamaged?: (damage: { digest: string; keys: string[] }) => Promise<void>;
+  /** Each image's result as soon as it is known (recorded as the run goes: a run stopped part-way keeps them). */
+  onImage?: (image: VerifiedImage) => Promise<void>;
 }): Promise<VerifyReport> {
   const { repo, signal } = options;
   const report: VerifyReport = { checkedChunks: 0, bytesRead: 0, damaged: [], damagedDisks: [], images: [] };
@@ -41,7 +46,7 @@ export async function verifyImages(options: {
   const pool = new BlockPool({ blockSize: repo.config.blockSize, slots: CHUNKS_AT_ONCE, threads: options.threads, forRestore: true });
   const imagesOfChunk = new Map<string, Set<string>>();
 
-  const checkChunk = (id: ChunkId, length: number) => {
+  const checkChunk = (id: ChunkId, length: number, digest: string) => {
     let result = chunkResults.get(id);
     if (!result) {
       result = (async () => {
@@ -54,7 +59,9 @@ export async function verifyImages(options: {
           const message = (err as Error).message;
           if (/is missing/.test(message)) return 'missing' as const;
           if (err instanceof RepositoryError && /corrupt/.test(message)) {
-            await repo.moveChunkAside(id).catch(() => undefined);
+            // Told before it is moved: no backup that starts from here on reuses it.
+            await options.onDamaged?.({ digest, keys: [chunkKey(id)] });
+            await repo.moveAside(chunkKey(id)).catch(() => undefined);
             return 'corrupt' as const;
           }
           return 'unreadable' as const;
@@ -76,6 +83,10 @@ export async function verifyImages(options: {
         try {
           manifest = await repo.getStoredDisk(digest);
         } catch (err) {
+          const missing = /is missing/.test((err as Error).message);
+          // Unreadable: out of the way, so that the next backup of that content stores a whole one.
+          if (!missing && err instanceof RepositoryError) await repo.moveAside(storedDiskKey(digest)).catch(() => undefined);
+          await options.onDamaged?.({ digest, keys: [storedDiskKey(digest)] });
           return { problems: [`stored disk ${shortId(digest)}: ${(err as Error).message}`], chunks: [] };
         }
         const problems: string[] = [];
@@ -92,7 +103,8 @@ export async function verifyImages(options: {
             return zeroIds.get(length)!;
           }),
         }));
-        if (diskDigest(digestInput) !== digest) problems.push(`stored disk ${shortId(digest)} does not match its digest`);
+        const manifestDamaged = diskDigest(digestInput) !== digest;
+        if (manifestDamaged) problems.push(`stored disk ${shortId(digest)} does not match its digest`);
         const pending: Promise<void>[] = [];
         for (const file of manifest.files) {
           for (const [index, id] of file.blocks.entries()) {
@@ -100,13 +112,19 @@ export async function verifyImages(options: {
             signal?.throwIfAborted();
             ids.push(id);
             const length = Math.min(blockSize, file.size - index * blockSize);
-            pending.push(checkChunk(id as ChunkId, length).then((problem) => {
+            pending.push(checkChunk(id as ChunkId, length, digest).then((problem) => {
               if (problem) problems.push(`chunk ${shortId(id)} is ${problem}`);
             }));
             if (pending.length >= CHUNKS_AT_ONCE * 4) await Promise.all(pending.splice(0));
           }
         }
         await Promise.all(pending);
+        if (manifestDamaged) await repo.moveAside(storedDiskKey(digest)).catch(() => undefined);
+        if (problems.length) {
+          const bad: string[] = [];
+          for (const id of new Set(ids)) if ((await chunkResults.get(id)) !== null) bad.push(chunkKey(id as ChunkId));
+          await options.onDamaged?.({ digest, keys: [...(manifestDamaged ? [storedDiskKey(digest)] : []), ...bad] });
+        }
         return { problems, chunks: ids };
       })();
       diskResults.set(digest, result);
@@ -135,7 +153,9 @@ export async function verifyImages(options: {
         if (signal?.aborted) throw err;
         problems.push((err as Error).message);
       }
-      report.images.push({ ...image, status: problems.length ? 'failed' : 'ok', problems: [...new Set(problems)] });
+      const verified: VerifiedImage = { ...image, status: problems.length ? 'failed' : 'ok', problems: [...new Set(problems)] };
+      report.images.push(verified);
+      await options.onImage?.(verified);
       options.onProgress?.({ imagesDone: index + 1, imagesTotal: options.images.length, checkedChunks: report.checkedChunks, bytesRead: report.bytesRead });
     }
   } finally {

@@ -65,8 +65,12 @@ export type RunBackupOptions = {
  */
 export async function runBackup(sql: CatalogSql, options: RunBackupOptions): Promise<BackupReport> {
   const session = await catalogCall(() => openBackupSession(sql));
+  const guard = new CondemnedReuseGuard(options.repo, session);
   try {
-    return await runBackupSession(sql, options, session, new CondemnedReuseGuard(options.repo, session));
+    const report = await runBackupSession(sql, options, session, guard);
+    // What verify had found damaged and this run stored again is whole now (its images are durable).
+    if (guard.healed.size) await options.repo.flush().then(() => session.healed([...guard.healed])).catch(() => undefined);
+    return report;
   } finally {
     await session.close().catch(() => undefined); // a lost connection ends the session too
   }

@@ -24,12 +24,12 @@ const PROGRESS_EVERY_MS = 500;
 
 type Progress = { bytesDone: number; bytesTotal: number; bytesPerSecond: number; message: string };
 type Outcome = { state: JobState; message: string; result: object; error?: string };
-type JobWork = (context: { db: Catalog; target: JobTarget; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
+type JobWork = (context: { db: Catalog; target: JobTarget; scheduledJobId?: string; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
 
 /** Each job opens the repository (checked against the catalog) itself: an unmounted backup disk fails that
  *  job with a line naming the folder, and the worker serves the next one once the disk is back. */
 const WORK: Record<JobKind, JobWork> = {
-  async backup({ db, target, signal, report }) {
+  async backup({ db, target, scheduledJobId, signal, report }) {
     const onProgress: RunBackupOptions['onProgress'] = (p) => report({
       bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond,
       message: [`${p.vmsDone}/${p.vmsTotal} VMs`, p.vm, p.disk].filter(Boolean).join(': '),
@@ -38,7 +38,7 @@ const WORK: Record<JobKind, JobWork> = {
     let pruned: (ScheduledJobRun & { kind: 'backup' }) | undefined;
     let result: BackupReport;
     if (target.scheduledJob) {
-      const run = await runScheduledJob(db, sql, { name: target.scheduledJob, repo: await openRepository(), signal, onProgress });
+      const run = await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'backup', repo: await openRepository(), signal, onProgress });
       if (run.kind !== 'backup') throw new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`);
       pruned = run;
       result = run.backup;
@@ -64,12 +64,12 @@ const WORK: Record<JobKind, JobWork> = {
       ].join('; ') : undefined,
     };
   },
-  async gc({ db, target, signal, report }) {
+  async gc({ db, target, scheduledJobId, signal, report }) {
     const sql = await getCatalogSql();
     const repo = await openRepository({ mustExist: true });
     const onProgress = (p: GcProgress) => report({ bytesDone: p.done ?? 0, bytesTotal: p.total ?? 0, bytesPerSecond: 0, message: p.message });
     const gc = target.scheduledJob
-      ? await runScheduledJob(db, sql, { name: target.scheduledJob, repo, signal }).then((run) => (run.kind === 'gc' ? run.gc : Promise.reject(new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`))))
+      ? await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'gc', repo, signal }).then((run) => (run.kind === 'gc' ? run.gc : Promise.reject(new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`))))
       : await runGarbageCollection(sql, { repo, signal, onProgress });
     return {
       state: gc.pendingBytes > 0 ? 'partial' : 'succeeded',
@@ -77,11 +77,11 @@ const WORK: Record<JobKind, JobWork> = {
       result: gc, error: gc.pendingReason,
     };
   },
-  async verify({ db, target, signal, report }) {
+  async verify({ db, target, scheduledJobId, signal, report }) {
     const sql = await getCatalogSql();
     const repo = await openRepository({ mustExist: true });
     const verify = target.scheduledJob
-      ? await runScheduledJob(db, sql, { name: target.scheduledJob, repo, signal }).then((run) => (run.kind === 'verify' ? run.verify : Promise.reject(new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`))))
+      ? await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'verify', repo, signal }).then((run) => (run.kind === 'verify' ? run.verify : Promise.reject(new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`))))
       : await verifyBackups(sql, { repo, signal, onProgress: (p) => report({ bytesDone: p.imagesDone, bytesTotal: p.imagesTotal, bytesPerSecond: 0, message: `${p.checkedChunks} chunks checked` }) });
     const failed = verify.images.filter((image) => image.status === 'failed');
     return {
@@ -152,7 +152,7 @@ export async function runJob(db: Catalog, options: { jobId: string; signal?: Abo
   };
   let outcome: Outcome;
   try {
-    outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, signal: options.signal, report });
+    outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, scheduledJobId: job.scheduledJobId ?? undefined, signal: options.signal, report });
   } catch (err) {
     const error = options.signal?.aborted ? 'stopped: the worker was shut down; run it again (what was stored is reused)' : toAppError(err).userMessage;
     outcome = { state: 'failed', message: '', result: {}, error };

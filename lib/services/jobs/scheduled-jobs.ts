@@ -33,8 +33,8 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 /** Creates a job, or with `edit` changes the given fields of an existing one. */
 export async function saveScheduledJob(db: Catalog, input: Partial<ScheduledJobInput> & { name: string }, options: { edit?: boolean } = {}): Promise<ScheduledJobView> {
   const existing = await db.scheduledJob.findUnique({ where: { name: input.name } });
-  if (options.edit && !existing) throw new AppError('NOT_FOUND', { message: `no backup job named '${input.name}' (see 'vmdedup job list')` });
-  if (!options.edit && existing) throw new AppError('CONFLICT', { message: `a backup job named '${input.name}' exists: change it with 'vmdedup job edit'` });
+  if (options.edit && !existing) throw new AppError('NOT_FOUND', { message: `no scheduled job named '${input.name}' (see 'vmdedup job list')` });
+  if (!options.edit && existing) throw new AppError('CONFLICT', { message: `a scheduled job named '${input.name}' exists: change it with 'vmdedup job edit'` });
   if (!NAME.test(input.name)) throw new AppError('BAD_INPUT', { message: `job name '${input.name}': letters, digits, '.', '_' and '-' only, up to 64` });
   const schedule = input.schedule ?? existing?.schedule;
   const timeZone = input.timeZone ?? existing?.timeZone;
@@ -60,8 +60,9 @@ export async function saveScheduledJob(db: Catalog, input: Partial<ScheduledJobI
     ...(input.rereadAfterDays !== undefined ? { rereadAfterDays: input.rereadAfterDays } : {}),
     ...(input.maxRunMinutes !== undefined ? { maxRunMinutes: input.maxRunMinutes } : {}),
     ...(input.enabled !== undefined ? { enabled: input.enabled } : {}),
-    // A changed schedule counts from now: no run fires for the fires of the old one.
-    ...(existing && (schedule !== existing.schedule || timeZone !== existing.timeZone) ? { scheduledAt: new Date() } : {}),
+    // A changed schedule counts from now: no run fires for the fires of the old one; nor does a job enabled again for
+    // the fires it had while disabled.
+    ...(existing && (schedule !== existing.schedule || timeZone !== existing.timeZone || (input.enabled && !existing.enabled)) ? { scheduledAt: new Date() } : {}),
   };
   const row = existing
     ? await db.scheduledJob.update({ where: { id: existing.id }, data })
@@ -75,7 +76,7 @@ export async function listScheduledJobs(db: Catalog): Promise<ScheduledJobView[]
 
 export async function removeScheduledJob(db: Catalog, name: string): Promise<void> {
   const { count } = await db.scheduledJob.deleteMany({ where: { name } });
-  if (count === 0) throw new AppError('NOT_FOUND', { message: `no backup job named '${name}' (see 'vmdedup job list')` });
+  if (count === 0) throw new AppError('NOT_FOUND', { message: `no scheduled job named '${name}' (see 'vmdedup job list')` });
 }
 
 type Row = Awaited<ReturnType<Catalog["scheduledJob"]['findFirstOrThrow']>>;
@@ -103,14 +104,41 @@ export type ScheduledJobRun =
  */
 export async function runScheduledJob(db: Catalog, sql: CatalogSql, options: {
   name: string; repo: Repository; signal?: AbortSignal; onProgress?: RunBackupOptions['onProgress']; now?: () => Date;
+  /** A queued run: the job it was queued for (by id: a job removed and added again under that name is another job),
+   *  and the kind it was queued as. */
+  id?: string; kind?: ScheduledKind;
 }): Promise<ScheduledJobRun> {
-  const job = await db.scheduledJob.findUnique({ where: { name: options.name } });
-  if (!job) throw new AppError('NOT_FOUND', { message: `no scheduled job named '${options.name}' (it was removed)` });
-  const timeout = job.maxRunMinutes ? AbortSignal.timeout(job.maxRunMinutes * 60_000) : undefined;
+  const job = options.id ? await db.scheduledJob.findUnique({ where: { id: options.id } }) : await db.scheduledJob.findUnique({ where: { name: options.name } });
+  if (!job) throw new AppError('NOT_FOUND', { message: `scheduled job '${options.name}' was removed after this run was queued: nothing was done` });
+  if (options.kind && job.kind !== options.kind) throw new AppError('CONFLICT', { message: `scheduled job '${options.name}' is a ${job.kind} job now: nothing was done` });
+  if (options.id && !job.enabled) throw new AppError('CONFLICT', { message: `scheduled job '${options.name}' was disabled after this run was queued: nothing was done` });
+  const limit = job.maxRunMinutes ? timeLimit(job.maxRunMinutes * 60_000) : undefined;
+  try {
+    return await runJobNow(db, sql, job, options, limit?.signal);
+  } finally {
+    limit?.cancel();
+  }
+}
+
+/** An AbortSignal that aborts after `ms` (any length: Node's timers take 32-bit delays), and its cancel. */
+function timeLimit(ms: number): { signal: AbortSignal; cancel: () => void } {
+  const controller = new AbortController();
+  const end = Date.now() + ms;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    const left = end - Date.now();
+    if (left <= 0) controller.abort(new DOMException('time limit', 'TimeoutError'));
+    else timer = setTimeout(arm, Math.min(left, 2 ** 31 - 1));
+  };
+  arm();
+  return { signal: controller.signal, cancel: () => clearTimeout(timer) };
+}
+
+async function runJobNow(db: Catalog, sql: CatalogSql, job: Row, options: Parameters<typeof runScheduledJob>[2], timeout: AbortSignal | undefined): Promise<ScheduledJobRun> {
   const signal = timeout && options.signal ? AbortSignal.any([options.signal, timeout]) : timeout ?? options.signal;
   const succeeded = () => db.scheduledJob.update({ where: { id: job.id }, data: { lastSuccessAt: (options.now ?? (() => new Date()))() } });
   const overran = (err: unknown) => (timeout?.aborted && !options.signal?.aborted
-    ? new AppError('INTERNAL', { message: `stopped: the run took longer than ${job.maxRunMinutes} minutes (what it did is kept)`, cause: err }) : err);
+    ? new AppError('INTERNAL', { message: `stopped: the run took longer than ${job.maxRunMinutes} minutes (${job.kind === 'backup' ? 'what it stored is kept and reused by the next run' : job.kind === 'verify' ? 'what it verified is recorded' : 'what it removed stays removed'})`, cause: err }) : err);
   if (job.kind === 'gc') {
     const gc = await runGarbageCollection(sql, { repo: options.repo, signal }).catch((err) => { throw overran(err); });
     if (gc.pendingBytes === 0) await succeeded();

@@ -30,7 +30,12 @@ export function scheduleProblem(schedule: string, timeZone: string): string | un
   } catch (err) {
     return `schedule '${schedule}' is not a cron expression (minute hour day month weekday, e.g. '0 2 * * *'): ${(err as Error).message}`;
   }
-  if (schedule.trim().split(/\s+/).length === 6) return `schedule '${schedule}' has a seconds field: use five fields (minute hour day month weekday)`;
+  const fields = schedule.trim().split(/\s+/);
+  if (fields.length === 6) return `schedule '${schedule}' has a seconds field: use five fields (minute hour day month weekday)`;
+  // Five fields, or a macro: cron-parser would read '0 2 * *' (a field forgotten) as some other schedule.
+  if (!(fields.length === 5 || (fields.length === 1 && /^@(yearly|annually|monthly|weekly|daily|hourly)$/.test(fields[0])))) {
+    return `schedule '${schedule}' must have five fields (minute hour day month weekday, e.g. '0 2 * * *') or be @hourly, @daily, @weekly, @monthly or @yearly`;
+  }
   return undefined;
 }
 
@@ -44,6 +49,12 @@ export async function fireDueScheduledJobs(db: Catalog, queue: PgBoss, now = new
   const jobs = await db.scheduledJob.findMany({ where: { enabled: true }, orderBy: { name: 'asc' } });
   const fired: string[] = [];
   for (const job of jobs) {
+    if (job.scheduledAt > now) {
+      // A last fire in the future: the clock ran ahead and was set back. From now on count from now, not from then
+      // (which would skip every fire until the clock catches up).
+      await db.scheduledJob.updateMany({ where: { id: job.id, scheduledAt: job.scheduledAt }, data: { scheduledAt: now } });
+      continue;
+    }
     let due: Date;
     try {
       due = nextFire(job.schedule, job.timeZone, job.scheduledAt);

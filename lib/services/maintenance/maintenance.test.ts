@@ -70,6 +70,8 @@ async function setup(vms: string[], options: { wrap?: (store: BlobStore) => Blob
   return { sql, dir, repo, store, pool, wrapped };
 }
 
+let mtimeStep = 0;
+
 async function writeDisk(dir: string, name: string, tokens: number[]): Promise<void> {
   const file = path.join(dir, 'fleet', `${name}.raw`);
   const handle = await fs.open(file, 'w');
@@ -78,8 +80,9 @@ async function writeDisk(dir: string, name: string, tokens: number[]): Promise<v
   } finally {
     await handle.close();
   }
-  // A fresh mtime second: the fast path must not take the new content for the old.
-  const later = new Date(Date.now() + Math.floor(Math.random() * 1e6) * 1000 + 10_000);
+  // A fresh mtime second, in the past (a version token from the future is never trusted, which would keep the fast
+  // path out of every test): the fast path must not take the new content for the old.
+  const later = new Date(Date.now() - 30 * 86_400_000 + ++mtimeStep * 1000);
   await fs.utimes(file, later, later);
 }
 

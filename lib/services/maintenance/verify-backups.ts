@@ -1,7 +1,10 @@
 import { type CatalogSql, catalogCall } from '../../catalog/db';
-import { listVerifiableImages, recordVerifyResults } from '../../catalog/verify-results';
+import { listVerifiableImages, recordDamage, recordVerifyResults, vmExists } from '../../catalog/verify-results';
 import type { Repository } from '../../engine/repository/repository';
-import { type VerifyProgress, type VerifyReport, verifyImages } from '../../engine/verify/verify';
+import { type VerifiedImage, type VerifyProgress, type VerifyReport, verifyImages } from '../../engine/verify/verify';
+
+const RECORD_BATCH = 32;
+const OUTDATED_SLACK_MS = 12 * 3_600_000;
 import { AppError } from '../../errors';
 import { reconcileCatalog } from '../backups/reconcile-catalog';
 import { globMatcher } from '../backups/run-backup';
@@ -25,14 +28,33 @@ export async function verifyBackups(sql: CatalogSql, options: VerifyBackupsOptio
   const { repo } = options;
   const now = options.now ?? new Date();
   await catalogCall(() => reconcileCatalog(sql, { repo, signal: options.signal, onWarning: options.onWarning }));
-  const outdatedBefore = options.outdatedAfterDays === undefined ? undefined : new Date(now.getTime() - options.outdatedAfterDays * 86_400_000);
+  // Half a day of slack: a daily job whose run starts a little earlier than last week's (a tick, a busy worker), or a
+  // week with a daylight-saving change (167 h), still re-reads what it verified 7 days ago.
+  const outdatedBefore = options.outdatedAfterDays === undefined ? undefined : new Date(now.getTime() - options.outdatedAfterDays * 86_400_000 + OUTDATED_SLACK_MS);
   const matchers = options.vmPatterns?.map(globMatcher);
   const images = (await catalogCall(() => listVerifiableImages(sql, { vms: options.vms, outdatedBefore })))
     .filter((image) => (!options.source || image.source === options.source) && (!matchers || matchers.some((m) => m(image.vm))));
   for (const name of options.vms ?? []) {
-    if (!images.some((image) => image.vm === name) && outdatedBefore === undefined) throw new AppError('BAD_INPUT', { message: `no backups of a VM named '${name}' (see 'vmdedup backups')` });
+    const known = images.some((image) => image.vm === name) || (outdatedBefore !== undefined && (await catalogCall(() => vmExists(sql, name))));
+    if (!known) throw new AppError('BAD_INPUT', { message: `no backups of a VM named '${name}' (see 'vmdedup backups')` });
   }
-  const report = await verifyImages({ repo, images, onProgress: options.onProgress, signal: options.signal });
-  await catalogCall(() => recordVerifyResults(sql, report.images, report.damagedDisks, now));
-  return report;
+  // Recorded as the run goes, a batch at a time: a run stopped part-way (Ctrl-C, a job's time limit) keeps what it did.
+  let batch: VerifiedImage[] = [];
+  const flush = async () => {
+    const done = batch;
+    batch = [];
+    if (done.length) await catalogCall(() => recordVerifyResults(sql, done, [], now));
+  };
+  try {
+    return await verifyImages({
+      repo, images, onProgress: options.onProgress, signal: options.signal,
+      onDamaged: ({ digest, keys }) => catalogCall(() => recordDamage(sql, digest, keys)),
+      onImage: async (image) => {
+        batch.push(image);
+        if (batch.length >= RECORD_BATCH) await flush();
+      },
+    });
+  } finally {
+    await flush();
+  }
 }
