@@ -7,6 +7,7 @@
  * BENCH_DIR (default bench/.work) keeps the fleet between runs; BENCH_SCALE=0.25 makes a smaller fleet.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -85,14 +86,17 @@ async function benchVmdedup(): Promise<Result> {
   const verified = await timed(process.execPath, ['bin/vmdedup.mjs', 'verify', '--json'], env);
   const verifyReport = JSON.parse(verified.stdout) as { checkedChunks: number; bytesRead: number; damaged: unknown[] };
   if (verifyReport.damaged.length) throw new Error('verify found damage');
+  // vm02's data disk holds 16 MiB of new random data for one backup, then its content again: prune keeps the last
+  // backup, and gc frees what only the one in between needed.
   const dataDisk = path.join(fleetDir, 'libvirt', 'images', 'vm02-data.raw');
   const original = await fs.readFile(dataDisk);
-  await fs.writeFile(dataDisk, Buffer.concat([original.subarray(0, original.length / 2), Buffer.alloc(original.length - original.length / 2, 7)]));
+  await fs.writeFile(dataDisk, Buffer.concat([randomBytes(16 * 1024 * 1024), original.subarray(16 * 1024 * 1024)]));
   try {
     await timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--vm', 'vm02', '--json'], env);
   } finally {
     await fs.writeFile(dataDisk, original);
   }
+  await timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--vm', 'vm02', '--json'], env);
   const pruned = await timed(process.execPath, ['bin/vmdedup.mjs', 'prune', '--keep-last', '1', '--json'], env);
   const collected = await timed(process.execPath, ['bin/vmdedup.mjs', 'gc', '--json'], env);
   const gcReport = JSON.parse(collected.stdout) as { chunks: number; removedChunks: number; freedBytes: number };

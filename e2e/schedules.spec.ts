@@ -15,10 +15,10 @@ test('a scheduled job runs on its schedule; a prune is previewed, run, and frees
   // A job every minute for vm01, keeping its last 2 backups.
   const name = `minutely-${Date.now() % 100000}`;
   await page.getByLabel('Job name').fill(name);
-  await page.getByLabel('Schedule').fill('61 * * * *');
+  await page.getByLabel('Schedule', { exact: true }).fill('61 * * * *');
   await page.getByRole('button', { name: 'Add job' }).click();
   await expect(page.getByRole('status')).toContainText('not a cron expression');
-  await page.getByLabel('Schedule').fill('* * * * *');
+  await page.getByLabel('Schedule', { exact: true }).fill('* * * * *');
   await page.getByLabel('VM patterns').fill('vm01');
   await page.getByLabel('Job keep last').fill('2');
   await page.getByRole('button', { name: 'Add job' }).click();

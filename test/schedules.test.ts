@@ -10,7 +10,8 @@ import { buildFleet } from '../lib/demo/fleet';
 import type { PrismaClient } from '../lib/generated/prisma/client';
 import { JOB_QUEUE } from '../lib/jobs/queue';
 import { saveScheduledJob } from '../lib/services/jobs/scheduled-jobs';
-import { fireDueScheduledJobs, nextFire, scheduleProblem } from '../lib/services/jobs/schedules';
+import { fireDueScheduledJobs } from '../lib/services/jobs/schedules';
+import { nextFire, scheduleProblem } from '../lib/services/jobs/cron';
 import { cli, createMigratedCatalog, projectRoot, tempDir } from './helpers';
 
 describe('backup job schedules', () => {

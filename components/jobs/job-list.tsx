@@ -35,8 +35,8 @@ export function JobProgress({ job }: { job: JobView }) {
   );
 }
 
-export function JobList({ initialJobs }: { initialJobs: JobView[] }) {
-  const { data: jobs, error } = useJobs(initialJobs);
+export function JobList({ initialJobs, idlePollMs }: { initialJobs: JobView[]; idlePollMs?: number }) {
+  const { data: jobs, error } = useJobs(initialJobs, idlePollMs);
   const router = useRouter();
   // Whether each job was active when last seen; a job first seen already ended (a quick scan that finished
   // between two polls) counts as having ended too.

@@ -5,8 +5,9 @@ import type { JobView } from '@/lib/services/jobs/job-view';
 
 export const isActiveJob = (job: JobView) => job.state === 'queued' || job.state === 'running';
 
-/** The job list with live progress: polled every second while a job is queued or running, then not at all. */
-export function useJobs(initialJobs: JobView[]) {
+/** The job list with live progress: polled every second while a job is queued or running, then not at all, or every
+ *  `idlePollMs` where jobs start without this browser (a page of schedules). */
+export function useJobs(initialJobs: JobView[], idlePollMs?: number) {
   return useQuery({
     queryKey: ['jobs'],
     queryFn: async (): Promise<JobView[]> => {
@@ -15,7 +16,7 @@ export function useJobs(initialJobs: JobView[]) {
       return ((await response.json()) as { jobs: JobView[] }).jobs;
     },
     initialData: initialJobs,
-    refetchInterval: (query) => (query.state.data?.some(isActiveJob) ? 1000 : false),
+    refetchInterval: (query) => (query.state.data?.some(isActiveJob) ? 1000 : idlePollMs ?? false),
   });
 }
 

@@ -206,7 +206,8 @@ export function SchedulesPage({ jobs, runs, sources, canManage, canRun }: { jobs
         )}
       </section>
 
-      <JobList initialJobs={runs} />
+      {/* Scheduled runs start without this browser: the list looks every few seconds. */}
+      <JobList initialJobs={runs} idlePollMs={5000} />
     </div>
   );
 }

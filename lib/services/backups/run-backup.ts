@@ -16,6 +16,7 @@ import { recordInventory } from '../../catalog/record-inventory';
 import { type SourceRow } from '../sources/list-sources';
 import { selectSources } from '../sources/select-sources';
 import { scanChosenVms } from './scan-chosen-vms';
+import { globMatcher } from '../../glob';
 import { type BackupSession, openBackupSession } from '../../catalog/gc-coordination';
 import { CondemnedReuseGuard } from '../../engine/gc/reuse-guard';
 
@@ -200,12 +201,6 @@ function matchVms(scanned: { source: SourceRow; inventory: SourceInventory }[], 
     .filter((s) => s.vmNames.length > 0);
   if (plan.length === 0) throw new AppError('BAD_INPUT', { message: `no VM matches ${patterns.map((p) => `'${p}'`).join(', ')}` });
   return plan;
-}
-
-/** A glob over a whole name: `*` any run of characters, `?` one character, everything else itself. */
-export function globMatcher(pattern: string): (name: string) => boolean {
-  const regex = new RegExp(`^${pattern.split('').map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[\\^$.|+()[\]{}]/g, '\\$&'))).join('')}$`, 's');
-  return (name) => regex.test(name);
 }
 
 /** Which VMs of which source: every VM, or each `--vm` found in exactly one source. */

@@ -10,7 +10,7 @@ import { verifyBackups } from '../maintenance/verify-backups';
 import { pruneBackups } from '../maintenance/prune-backups';
 import type { GcProgress } from '../../engine/gc/collect';
 import { formatBytes } from '../../format';
-import { type ScheduledJobRun, runScheduledJob } from './scheduled-jobs';
+import { type ScheduledJobRun, runScheduledJob } from './run-scheduled-job';
 import { selectSources } from '../sources/select-sources';
 import { jobStaleSeconds } from '../../config';
 import { type Catalog, getCatalogSql } from '../../catalog/db';

@@ -5,14 +5,13 @@
  * vmdedup was down fires once when it is back, never once per missed fire, and a fire claimed by one worker is not
  * claimed by another (the update is conditional on the value it read).
  */
-import cronParser from 'cron-parser';
 import type PgBoss from 'pg-boss';
 import type { Catalog } from '../../catalog/db';
-import { isTimeZone } from '../../engine/gc/retention';
 import { queueJob } from './queue-job';
 import { type CatalogSql } from '../../catalog/db';
 import { newestGoodBackups, syncRaised } from '../../catalog/rpo-watch';
-import { globMatcher } from '../backups/run-backup';
+import { globMatcher } from '../../glob';
+import { nextFire } from './cron';
 import { sendAlert } from '../alerts/alerts';
 
 export const SCHEDULER_TICK_MS = 30_000;
@@ -21,28 +20,6 @@ export const SCHEDULER_TICK_MS = 30_000;
 const MISSED_AFTER_MS = 5 * 60_000;
 
 const LABELS = { backup: 'Backup job', gc: 'Garbage collection', verify: 'Verify job' } as const;
-
-/** Why a schedule is not valid, or undefined. */
-export function scheduleProblem(schedule: string, timeZone: string): string | undefined {
-  if (!isTimeZone(timeZone)) return `unknown time zone '${timeZone}' (an IANA name such as Europe/Berlin, or UTC)`;
-  try {
-    cronParser.parseExpression(schedule, { tz: timeZone });
-  } catch (err) {
-    return `schedule '${schedule}' is not a cron expression (minute hour day month weekday, e.g. '0 2 * * *'): ${(err as Error).message}`;
-  }
-  const fields = schedule.trim().split(/\s+/);
-  if (fields.length === 6) return `schedule '${schedule}' has a seconds field: use five fields (minute hour day month weekday)`;
-  // Five fields, or a macro: cron-parser would read '0 2 * *' (a field forgotten) as some other schedule.
-  if (!(fields.length === 5 || (fields.length === 1 && /^@(yearly|annually|monthly|weekly|daily|hourly)$/.test(fields[0])))) {
-    return `schedule '${schedule}' must have five fields (minute hour day month weekday, e.g. '0 2 * * *') or be @hourly, @daily, @weekly, @monthly or @yearly`;
-  }
-  return undefined;
-}
-
-/** The schedule's first fire strictly after `after`. */
-export function nextFire(schedule: string, timeZone: string, after: Date): Date {
-  return cronParser.parseExpression(schedule, { tz: timeZone, currentDate: after }).next().toDate();
-}
 
 /** Queues a run of every enabled scheduled job that is due at `now`; returns the names fired. */
 export async function fireDueScheduledJobs(db: Catalog, queue: PgBoss, now = new Date()): Promise<string[]> {

@@ -14,7 +14,8 @@ import { FsBlobStore } from '../../engine/repository/fs-blob-store';
 import { Repository } from '../../engine/repository/repository';
 import type { PrismaClient } from '../../generated/prisma/client';
 import { runBackup } from '../backups/run-backup';
-import { runScheduledJob, saveScheduledJob } from '../jobs/scheduled-jobs';
+import { saveScheduledJob } from '../jobs/scheduled-jobs';
+import { runScheduledJob } from '../jobs/run-scheduled-job';
 import { addSource } from '../sources/add-source';
 import { verifyBackups } from './verify-backups';
 

@@ -7,7 +7,7 @@ const RECORD_BATCH = 32;
 const OUTDATED_SLACK_MS = 12 * 3_600_000;
 import { AppError } from '../../errors';
 import { reconcileCatalog } from '../backups/reconcile-catalog';
-import { globMatcher } from '../backups/run-backup';
+import { globMatcher } from '../../glob';
 
 export type VerifyBackupsOptions = {
   repo: Repository;

@@ -1,0 +1,94 @@
+/** Running a scheduled job now (the worker's scheduled runs, `vmdedup job run`): its backup and retention, its gc or its verify. */
+import type { Catalog, CatalogSql } from '../../catalog/db';
+import type { GcReport } from '../../engine/gc/collect';
+import { type RetentionPolicy, hasRules } from '../../engine/gc/retention';
+import type { Repository } from '../../engine/repository/repository';
+import type { VerifyReport } from '../../engine/verify/verify';
+import { AppError } from '../../errors';
+import { type BackupReport, type RunBackupOptions, runBackup } from '../backups/run-backup';
+import { runGarbageCollection } from '../maintenance/collect-garbage';
+import { type PruneReport, pruneBackups } from '../maintenance/prune-backups';
+import { verifyBackups } from '../maintenance/verify-backups';
+import type { ScheduledJobRow, ScheduledKind } from './scheduled-jobs';
+
+export type ScheduledJobRun =
+  | { kind: 'backup'; backup: BackupReport; prune?: PruneReport; pruneError?: string }
+  | { kind: 'gc'; gc: GcReport }
+  | { kind: 'verify'; verify: VerifyReport };
+
+/**
+ * Runs a backup job now: its backup, then, when the backup saved anything, its retention over the VMs it backed up.
+ * A run longer than the job's maxRunMinutes is stopped cleanly (what it stored is kept).
+ */
+export async function runScheduledJob(db: Catalog, sql: CatalogSql, options: {
+  name: string; repo: Repository; signal?: AbortSignal; onProgress?: RunBackupOptions['onProgress']; now?: () => Date;
+  /** A queued run: the job it was queued for (by id: a job removed and added again under that name is another job),
+   *  and the kind it was queued as. */
+  id?: string; kind?: ScheduledKind;
+}): Promise<ScheduledJobRun> {
+  const job = options.id ? await db.scheduledJob.findUnique({ where: { id: options.id } }) : await db.scheduledJob.findUnique({ where: { name: options.name } });
+  if (!job) throw new AppError('NOT_FOUND', { message: `scheduled job '${options.name}' was removed after this run was queued: nothing was done` });
+  if (options.kind && job.kind !== options.kind) throw new AppError('CONFLICT', { message: `scheduled job '${options.name}' is a ${job.kind} job now: nothing was done` });
+  if (options.id && !job.enabled) throw new AppError('CONFLICT', { message: `scheduled job '${options.name}' was disabled after this run was queued: nothing was done` });
+  const limit = job.maxRunMinutes ? timeLimit(job.maxRunMinutes * 60_000) : undefined;
+  try {
+    return await runJobNow(db, sql, job, options, limit?.signal);
+  } finally {
+    limit?.cancel();
+  }
+}
+
+/** An AbortSignal that aborts after `ms` (any length: Node's timers take 32-bit delays), and its cancel. */
+function timeLimit(ms: number): { signal: AbortSignal; cancel: () => void } {
+  const controller = new AbortController();
+  const end = Date.now() + ms;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    const left = end - Date.now();
+    if (left <= 0) controller.abort(new DOMException('time limit', 'TimeoutError'));
+    else timer = setTimeout(arm, Math.min(left, 2 ** 31 - 1));
+  };
+  arm();
+  return { signal: controller.signal, cancel: () => clearTimeout(timer) };
+}
+
+async function runJobNow(db: Catalog, sql: CatalogSql, job: ScheduledJobRow, options: Parameters<typeof runScheduledJob>[2], timeout: AbortSignal | undefined): Promise<ScheduledJobRun> {
+  const signal = timeout && options.signal ? AbortSignal.any([options.signal, timeout]) : timeout ?? options.signal;
+  const succeeded = () => db.scheduledJob.update({ where: { id: job.id }, data: { lastSuccessAt: (options.now ?? (() => new Date()))() } });
+  const overran = (err: unknown) => (timeout?.aborted && !options.signal?.aborted
+    ? new AppError('INTERNAL', { message: `stopped: the run took longer than ${job.maxRunMinutes} minutes (${job.kind === 'backup' ? 'what it stored is kept and reused by the next run' : job.kind === 'verify' ? 'what it verified is recorded' : 'what it removed stays removed'})`, cause: err }) : err);
+  if (job.kind === 'gc') {
+    const gc = await runGarbageCollection(sql, { repo: options.repo, signal }).catch((err) => { throw overran(err); });
+    if (gc.pendingBytes === 0) await succeeded();
+    return { kind: 'gc', gc };
+  }
+  if (job.kind === 'verify') {
+    const patterns = job.vmPatterns as string[];
+    const verify = await verifyBackups(sql, { repo: options.repo, vmPatterns: patterns.length ? patterns : undefined, source: job.source ?? undefined, outdatedAfterDays: job.verifyOutdatedAfterDays ?? undefined, signal })
+      .catch((err) => { throw overran(err); });
+    if (verify.images.every((image) => image.status === 'ok')) await succeeded();
+    return { kind: 'verify', verify };
+  }
+  const patterns = job.vmPatterns as string[];
+  let backup: BackupReport;
+  try {
+    backup = await runBackup(sql, {
+      repo: options.repo, source: job.source ?? undefined, vmPatterns: patterns.length ? patterns : undefined,
+      rereadAfterDays: job.rereadAfterDays ?? undefined, signal, onProgress: options.onProgress,
+    });
+  } catch (err) {
+    throw overran(err);
+  }
+  const run: ScheduledJobRun & { kind: 'backup' } = { kind: 'backup', backup };
+  const retention = job.retention as RetentionPolicy;
+  const only = backup.backups.map((b) => ({ source: b.source, vm: b.vm }));
+  if (hasRules(retention) && only.length) {
+    try {
+      run.prune = await pruneBackups(sql, { repo: options.repo, policy: retention, only, timeZone: job.timeZone });
+    } catch (err) {
+      run.pruneError = (err as Error).message;
+    }
+  }
+  if (backup.failures.length === 0 && backup.problems.length === 0 && !run.pruneError) await succeeded();
+  return run;
+}
