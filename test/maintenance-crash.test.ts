@@ -14,22 +14,11 @@ import type { ChunkId } from '../lib/engine/repository/chunk-id';
 import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
 import { Repository } from '../lib/engine/repository/repository';
 import { cli, createTestDatabase, libvirtDomainXml, projectRoot, readStoredBlock, seededRandom, tempDir } from './helpers';
+import { MiB, block, sha } from './token-fleet';
 
 const SEED = Number(process.env.VMDEDUP_GC_CRASH_SEED ?? 12);
 const ROUNDS = Number(process.env.VMDEDUP_GC_CRASH_ROUNDS ?? 8);
-const MiB = 1024 * 1024;
 const BLOCKS = 4;
-
-function block(token: number): Buffer {
-  const words = new Uint32Array(MiB / 4);
-  let x = (token * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    words[i] = x;
-  }
-  return Buffer.from(words.buffer);
-}
-const sha = (tokens: number[]) => tokens.reduce((hash, token) => hash.update(block(token)), createHash('sha256')).digest('hex');
 
 describe('backups, prune and gc at once, with kill -9', () => {
   const children = new Set<ChildProcess>();

@@ -2,129 +2,20 @@
  * Adversarial tests of retention and garbage collection (lib/engine/gc/README.md): each one states a scenario the
  * protocol must survive and fails where it does not.
  */
-import { createHash } from 'node:crypto';
+import { type Hooks, type TokenFleet, backup, block, chunkKeyOf, closeTokenFleets, hookedRepository, restoredDigests, sha, tokenFleet, writeDisk } from '../../../test/token-fleet';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createMigratedCatalog, libvirtDomainXml, readStoredBlock, tempDir } from '../../../test/helpers';
-import { BlockPool } from '../../engine/chunking/block-pool';
-import type { BlobStore } from '../../engine/repository/blob-store';
-import type { ChunkId } from '../../engine/repository/chunk-id';
-import { FsBlobStore } from '../../engine/repository/fs-blob-store';
-import { Repository } from '../../engine/repository/repository';
 import { CATALOG_INDEX_LOCK } from '../../catalog/locks';
 import { BACKUP_SESSION_LOCK, GC_RUN_LOCK, acquireGcLease, openBackupSession } from '../../catalog/gc-coordination';
 import { reconcileCatalog } from '../backups/reconcile-catalog';
 import { runBackup } from '../backups/run-backup';
-import { addSource } from '../sources/add-source';
 import { runGarbageCollection } from './collect-garbage';
 import { pruneBackups } from './prune-backups';
 
-const MiB = 1024 * 1024;
-
-function block(token: number): Buffer {
-  const words = new Uint32Array(MiB / 4);
-  let x = (token * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    words[i] = x;
-  }
-  return Buffer.from(words.buffer);
-}
-const sha = (tokens: number[]) => {
-  const hash = createHash('sha256');
-  for (const token of tokens) hash.update(block(token));
-  return hash.digest('hex');
-};
-const chunkKeyOf = (token: number) => {
-  const id = createHash('sha256').update(block(token)).digest('hex');
-  return `chunks/${id.slice(0, 2)}/${id}`;
-};
-
-type Hooks = Partial<Record<'has' | 'put' | 'get' | 'size' | 'delete' | 'list', (key: string) => Promise<void> | void>>;
-type Env = { sql: pg.Pool; dir: string; repo: Repository; store: FsBlobStore; pool: BlockPool; hooked: Repository; hooks: Hooks };
-const pools: pg.Pool[] = [];
-const blockPools: BlockPool[] = [];
-afterAll(async () => {
-  await Promise.all(pools.map((p) => p.end()));
-  await Promise.all(blockPools.map((p) => p.close()));
-});
-
-/** A store that forwards everything, calling a hook (which may wait) before the chosen operations. */
-function hookedStore(store: FsBlobStore, hooks: Hooks): BlobStore {
-  const before = async (op: keyof Hooks, key: string) => { await hooks[op]?.(key); };
-  return {
-    location: store.location,
-    has: async (key: string) => { await before('has', key); return store.has(key); },
-    put: async (key: string, data: Uint8Array) => { await before('put', key); return store.put(key, data); },
-    get: async (key: string) => { await before('get', key); return store.get(key); },
-    size: async (key: string) => { await before('size', key); return store.size(key); },
-    delete: async (key: string) => { await before('delete', key); return store.delete(key); },
-    list: (prefix: string) => (async function* () { await before('list', prefix); yield* store.list(prefix); })(),
-    flush: () => store.flush(),
-    freeBytes: () => store.freeBytes(),
-    readInto: (key: string, target: Uint8Array) => store.readInto(key, target),
-    sweepTemporaryFiles: () => store.sweepTemporaryFiles(),
-  } as BlobStore;
-}
-
-async function setup(vms: string[]): Promise<Env> {
-  const { url, db } = await createMigratedCatalog();
-  await db.$disconnect();
-  const sql = new pg.Pool({ connectionString: url, max: 6 });
-  sql.on('error', () => undefined);
-  pools.push(sql);
-  const dir = await tempDir();
-  await fs.mkdir(path.join(dir, 'fleet'));
-  for (const [index, vm] of vms.entries()) {
-    await writeDisk(dir, vm, [index * 10 + 1, index * 10 + 2, index * 10 + 3]);
-    await fs.writeFile(path.join(dir, 'fleet', `${vm}.xml`), libvirtDomainXml(vm, `00000000-0000-4000-8000-${String(index).padStart(12, '0')}`, [{ file: `${vm}.raw` }]));
-  }
-  await addSource(sql, { name: 'fleet', type: 'libvirt', path: path.join(dir, 'fleet') });
-  const store = new FsBlobStore(path.join(dir, 'repository'));
-  const repo = await Repository.openOrInit(store, { blockSize: MiB });
-  const hooks: Hooks = {};
-  const hooked = await Repository.open(hookedStore(store, hooks));
-  const pool = new BlockPool({ zstdLevel: repo.config.compression.level, blockSize: MiB, threads: 1, forRestore: true });
-  blockPools.push(pool);
-  return { sql, dir, repo, store, pool, hooked, hooks };
-}
-
-async function writeDisk(dir: string, name: string, tokens: number[]): Promise<void> {
-  const file = path.join(dir, 'fleet', `${name}.raw`);
-  const handle = await fs.open(file, 'w');
-  try {
-    for (const [i, token] of tokens.entries()) await handle.write(block(token), 0, MiB, i * MiB);
-  } finally {
-    await handle.close();
-  }
-  const later = new Date(Date.now() + Math.floor(Math.random() * 1e6) * 1000 + 10_000);
-  await fs.utimes(file, later, later);
-}
-
-/** Rebuilds every disk of an image from the repository (throws when a stored disk or chunk is missing). */
-async function restoredDigests(env: Env, backupId: string): Promise<Map<string, string>> {
-  const image = await env.repo.getBackupImage(backupId);
-  const result = new Map<string, string>();
-  for (const disk of image.disks) {
-    const stored = await env.repo.getStoredDisk(disk.digest);
-    const hash = createHash('sha256');
-    const [file] = stored.files;
-    for (const [index, id] of file.blocks.entries()) {
-      const length = Math.min(MiB, file.size - index * MiB);
-      hash.update(id ? await readStoredBlock(env.repo, env.pool, id as ChunkId, length) : Buffer.alloc(length));
-    }
-    result.set(path.basename(disk.path, '.raw'), hash.digest('hex'));
-  }
-  return result;
-}
-
-async function backup(env: Env) {
-  const report = await runBackup(env.sql, { repo: env.repo, rereadAfterDays: 30 });
-  expect(report.failures, JSON.stringify(report.failures)).toEqual([]);
-  return report;
-}
+type Env = TokenFleet;
+afterAll(closeTokenFleets);
+const setup = (vms: string[]) => tokenFleet(vms);
 
 const until = async (what: () => Promise<boolean>, ms = 10_000) => {
   const end = Date.now() + ms;
@@ -156,7 +47,7 @@ describe('gc adversarial', () => {
     await reachedHold;
     // The session's own connection drops (a catalog restart, `vmdedup db stop/start`, a firewall idle cut). The
     // pool reconnects for every other query, so the backup goes on; only its session lock is gone.
-    await env.sql.query('SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = $1 AND classid = $2', ['advisory', BACKUP_SESSION_LOCK]);
+    await env.sql.query('SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = $1 AND classid = $2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())', ['advisory', BACKUP_SESSION_LOCK]);
     const collected = await runGarbageCollection(env.sql, { repo: env.repo, waitMs: 10_000, pollMs: 20 });
     release();
     const report = await running;
@@ -248,17 +139,17 @@ describe('gc adversarial', () => {
     };
     // gc A pauses at its re-mark (its second listing of images/).
     const aHooks: Hooks = {};
-    const aRepo = await Repository.open(hookedStore(env.store, aHooks));
+    const aRepo = await hookedRepository(env.store, aHooks);
     const atRemark = gate();
     let imageLists = 0;
     aHooks.list = async (prefix) => { if (prefix === 'images/' && ++imageLists === 2) await atRemark.wait(); };
     const gcA = runGarbageCollection(env.sql, { repo: aRepo, waitMs: 10_000, pollMs: 20 });
     await atRemark.arrived;
     // A's connection drops: its run lock and nothing else (it goes on with the pool's other connections).
-    await env.sql.query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND objsubid = 1`, [GC_RUN_LOCK]);
+    await env.sql.query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [GC_RUN_LOCK]);
     // A backup starts after A condemned: it rescues what it reuses, and pauses before writing its image.
     const sHooks: Hooks = {};
-    const sRepo = await Repository.open(hookedStore(env.store, sHooks));
+    const sRepo = await hookedRepository(env.store, sHooks);
     const beforeImage = gate();
     sHooks.put = async (key) => { if (key.startsWith('images/')) await beforeImage.wait(); };
     const backingUp = runBackup(env.sql, { repo: sRepo, rereadAfterDays: 30 });

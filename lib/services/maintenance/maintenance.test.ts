@@ -5,109 +5,22 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createMigratedCatalog, libvirtDomainXml, readStoredBlock, seededRandom, tempDir } from '../../../test/helpers';
-import { BlockPool } from '../../engine/chunking/block-pool';
+import { seededRandom } from '../../../test/helpers';
+import { type TokenFleet, backup, block, closeTokenFleets, restoredDigests, sha, tokenFleet, writeDisk } from '../../../test/token-fleet';
 import { acquireGcLease, openBackupSession } from '../../catalog/gc-coordination';
 import type { BlobStore } from '../../engine/repository/blob-store';
 import type { ChunkId } from '../../engine/repository/chunk-id';
-import { FsBlobStore } from '../../engine/repository/fs-blob-store';
-import { Repository } from '../../engine/repository/repository';
 import { runBackup } from '../backups/run-backup';
-import { addSource } from '../sources/add-source';
 import { runGarbageCollection } from './collect-garbage';
 import { pruneBackups } from './prune-backups';
 import { verifyBackups } from './verify-backups';
 
-const MiB = 1024 * 1024;
 const BLOCKS = 3;
-
-/** A block's bytes from a token: equal tokens, equal blocks (shared chunks across VMs and backups). */
-function block(token: number): Buffer {
-  const words = new Uint32Array(MiB / 4);
-  let x = (token * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    words[i] = x;
-  }
-  return Buffer.from(words.buffer);
-}
-
-const sha = (tokens: number[]) => {
-  const hash = createHash('sha256');
-  for (const token of tokens) hash.update(block(token));
-  return hash.digest('hex');
-};
-
-type Env = { sql: pg.Pool; dir: string; repo: Repository; store: FsBlobStore; pool: BlockPool };
-const pools: pg.Pool[] = [];
-const blockPools: BlockPool[] = [];
-afterAll(async () => {
-  await Promise.all(pools.map((p) => p.end()));
-  await Promise.all(blockPools.map((p) => p.close()));
-});
-
-async function setup(vms: string[], options: { wrap?: (store: BlobStore) => BlobStore } = {}): Promise<Env & { wrapped: Repository }> {
-  const { url, db } = await createMigratedCatalog();
-  await db.$disconnect();
-  const sql = new pg.Pool({ connectionString: url, max: 6 });
-  pools.push(sql);
-  const dir = await tempDir();
-  await fs.mkdir(path.join(dir, 'fleet'));
-  // One common disk (every VM attaches it) and a private disk per VM.
-  await writeDisk(dir, 'common', [900, 901]);
-  for (const [index, vm] of vms.entries()) {
-    await writeDisk(dir, vm, [index * 10 + 1, index * 10 + 2, index * 10 + 3].slice(0, BLOCKS));
-    await fs.writeFile(path.join(dir, 'fleet', `${vm}.xml`), libvirtDomainXml(vm, `00000000-0000-4000-8000-${String(index).padStart(12, '0')}`, [{ file: `${vm}.raw` }, { file: 'common.raw' }]));
-  }
-  await addSource(sql, { name: 'fleet', type: 'libvirt', path: path.join(dir, 'fleet') });
-  const store = new FsBlobStore(path.join(dir, 'repository'));
-  const repo = await Repository.openOrInit(store, { blockSize: MiB });
-  const wrapped = options.wrap ? await Repository.open(options.wrap(store)) : repo;
-  const pool = new BlockPool({ zstdLevel: repo.config.compression.level, blockSize: MiB, threads: 1, forRestore: true });
-  blockPools.push(pool);
-  return { sql, dir, repo, store, pool, wrapped };
-}
-
-let mtimeStep = 0;
-
-async function writeDisk(dir: string, name: string, tokens: number[]): Promise<void> {
-  const file = path.join(dir, 'fleet', `${name}.raw`);
-  const handle = await fs.open(file, 'w');
-  try {
-    for (const [i, token] of tokens.entries()) await handle.write(block(token), 0, MiB, i * MiB);
-  } finally {
-    await handle.close();
-  }
-  // A fresh mtime second, in the past (a version token from the future is never trusted, which would keep the fast
-  // path out of every test): the fast path must not take the new content for the old.
-  const later = new Date(Date.now() - 30 * 86_400_000 + ++mtimeStep * 1000);
-  await fs.utimes(file, later, later);
-}
-
-/** The bytes of every disk of a retained image, rebuilt from the repository as a restore reads them. */
-async function restoredDigests(env: Env, backupId: string): Promise<Map<string, string>> {
-  const image = await env.repo.getBackupImage(backupId);
-  const result = new Map<string, string>();
-  for (const disk of image.disks) {
-    const stored = await env.repo.getStoredDisk(disk.digest);
-    const hash = createHash('sha256');
-    const [file] = stored.files;
-    for (const [index, id] of file.blocks.entries()) {
-      const length = Math.min(MiB, file.size - index * MiB);
-      hash.update(id ? await readStoredBlock(env.repo, env.pool, id as ChunkId, length) : Buffer.alloc(length));
-    }
-    result.set(path.basename(disk.path, '.raw'), hash.digest('hex'));
-  }
-  return result;
-}
-
-async function backup(env: Env, repo = env.repo, vms?: string[]) {
-  const report = await runBackup(env.sql, { repo, vms, rereadAfterDays: 30 });
-  expect(report.failures, JSON.stringify(report.failures)).toEqual([]);
-  return report;
-}
+type Env = TokenFleet;
+afterAll(closeTokenFleets);
+/** Every fleet here has a common disk (common.raw) beside each VM's own. */
+const setup = (vms: string[], options: { wrap?: (store: BlobStore) => BlobStore } = {}) => tokenFleet(vms, { common: true, ...options });
 
 const chunkFiles = async (env: Env) => {
   let n = 0;
@@ -276,7 +189,7 @@ describe('prune and gc', () => {
     await pruneBackups(env.sql, { repo: env.repo, policy: { last: 1 }, timeZone: 'UTC' });
     const dying = await openBackupSession(env.sql);
     // As kill -9 ends it: the server drops its connection, and with it the session's lock. Its row stays.
-    await env.sql.query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2`, [0x766d6273, dying.id]);
+    await env.sql.query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [0x766d6273, dying.id]);
     const started = Date.now();
     const collected = await runGarbageCollection(env.sql, { repo: env.repo, waitMs: 20_000, pollMs: 50 });
     expect(collected).toMatchObject({ removedChunks: 2, pendingChunks: 0 });

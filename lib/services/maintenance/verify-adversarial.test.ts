@@ -2,96 +2,22 @@
  * Adversarial review of verify and of scheduled verify/gc runs: each test states what should hold and fails while the
  * defect it names is there. In-process: a real catalog, an FsBlobStore repository, a libvirt source of raw disks.
  */
-import { createHash } from 'node:crypto';
+import { type TokenFleet, backup, block, chunkIdOf, closeTokenFleets, restoredDigests, sha, tokenFleet, writeDisk } from '../../../test/token-fleet';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createMigratedCatalog, libvirtDomainXml, readStoredBlock, tempDir } from '../../../test/helpers';
-import { BlockPool } from '../../engine/chunking/block-pool';
-import type { ChunkId } from '../../engine/repository/chunk-id';
-import { FsBlobStore } from '../../engine/repository/fs-blob-store';
 import { Repository } from '../../engine/repository/repository';
-import type { PrismaClient } from '../../generated/prisma/client';
 import { runBackup } from '../backups/run-backup';
 import { saveScheduledJob } from '../jobs/scheduled-jobs';
 import { runScheduledJob } from '../jobs/run-scheduled-job';
-import { addSource } from '../sources/add-source';
 import { verifyBackups } from './verify-backups';
 
-const MiB = 1024 * 1024;
-
-function block(token: number): Buffer {
-  const words = new Uint32Array(MiB / 4);
-  let x = (token * 2654435761) >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
-    words[i] = x;
-  }
-  return Buffer.from(words.buffer);
-}
-const sha = (tokens: number[]) => {
-  const hash = createHash('sha256');
-  for (const token of tokens) hash.update(block(token));
-  return hash.digest('hex');
-};
-const chunkIdOf = (token: number) => createHash('sha256').update(block(token)).digest('hex');
-
-type Env = { sql: pg.Pool; db: PrismaClient; dir: string; repo: Repository; store: FsBlobStore; pool: BlockPool };
-const cleanups: (() => Promise<unknown>)[] = [];
-afterAll(async () => { for (const c of cleanups) await c().catch(() => undefined); });
-
-async function setup(vms: string[]): Promise<Env> {
-  const { url, db } = await createMigratedCatalog();
-  const sql = new pg.Pool({ connectionString: url, max: 6 });
-  cleanups.push(() => sql.end(), () => db.$disconnect());
-  const dir = await tempDir();
-  await fs.mkdir(path.join(dir, 'fleet'));
-  for (const [index, vm] of vms.entries()) {
-    await writeDisk(dir, vm, [index * 10 + 1, index * 10 + 2, index * 10 + 3]);
-    await fs.writeFile(path.join(dir, 'fleet', `${vm}.xml`), libvirtDomainXml(vm, `00000000-0000-4000-8000-${String(index).padStart(12, '0')}`, [{ file: `${vm}.raw` }]));
-  }
-  await addSource(sql, { name: 'fleet', type: 'libvirt', path: path.join(dir, 'fleet') });
-  const store = new FsBlobStore(path.join(dir, 'repository'));
-  const repo = await Repository.openOrInit(store, { blockSize: MiB });
-  const pool = new BlockPool({ zstdLevel: repo.config.compression.level, blockSize: MiB, threads: 1, forRestore: true });
-  cleanups.push(() => pool.close());
-  return { sql, db, dir, repo, store, pool };
-}
-
-async function writeDisk(dir: string, name: string, tokens: number[]): Promise<void> {
-  const file = path.join(dir, 'fleet', `${name}.raw`);
-  const handle = await fs.open(file, 'w');
-  try {
-    for (const [i, token] of tokens.entries()) await handle.write(block(token), 0, MiB, i * MiB);
-  } finally {
-    await handle.close();
-  }
-  // An hour ago, and settled: the fast path trusts this version (a future mtime would be racily clean, never trusted).
-  const earlier = new Date(Date.now() - 3600_000);
-  await fs.utimes(file, earlier, earlier);
-  await new Promise((r) => setTimeout(r, 250));
-}
-
-async function backup(env: Env) {
-  const report = await runBackup(env.sql, { repo: env.repo, rereadAfterDays: 30 });
-  expect(report.failures, JSON.stringify(report.failures)).toEqual([]);
-  return report;
-}
+type Env = TokenFleet;
+afterAll(closeTokenFleets);
+const setup = (vms: string[]) => tokenFleet(vms);
 
 /** SHA-256 of the disk `vm` as a restore of `backupId` would rebuild it. */
-async function restoredDigest(env: Env, backupId: string, vm: string): Promise<string> {
-  const image = await env.repo.getBackupImage(backupId);
-  const disk = image.disks.find((d) => path.basename(d.path, '.raw') === vm)!;
-  const stored = await env.repo.getStoredDisk(disk.digest);
-  const hash = createHash('sha256');
-  const [file] = stored.files;
-  for (const [index, id] of file.blocks.entries()) {
-    const length = Math.min(MiB, file.size - index * MiB);
-    hash.update(id ? await readStoredBlock(env.repo, env.pool, id as ChunkId, length) : Buffer.alloc(length));
-  }
-  return hash.digest('hex');
-}
+const restoredDigest = async (env: Env, backupId: string, vm: string) => (await restoredDigests(env, backupId)).get(vm)!;
 
 const diskDigestOf = async (env: Env, backupId: string) => (await env.repo.getBackupImage(backupId)).disks[0].digest;
 const manifestFile = (env: Env, digest: string) => path.join(env.store.root, 'disks', `${digest}.json`);
