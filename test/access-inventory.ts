@@ -31,6 +31,12 @@ export const ACTION_PERMISSIONS: Record<string, Permission> = {
   'begin-second-factor': 'read',
   'confirm-second-factor': 'read',
   'disable-second-factor': 'read',
+  // Schedules & retention (app/(app)/schedules): a prune preview reads only; running a job is a backup's permission.
+  'save-scheduled-job': 'manage',
+  'remove-scheduled-job': 'manage',
+  'run-scheduled-job': 'backup',
+  'preview-prune': 'read',
+  'prune': 'manage',
 };
 
 /** Server actions open to anyone (`file#export`): signing in and out. They are not made with createAction. */
@@ -50,6 +56,7 @@ export const PAGE_ACCESS: Record<string, Access> = {
   '/graph': 'read',
   '/savings': 'read',
   '/backups': 'read',
+  '/schedules': 'read',
   '/sources': 'read',
   '/restores': 'read',
   '/restores/[id]': 'read',
