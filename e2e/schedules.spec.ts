@@ -43,9 +43,10 @@ test('a scheduled job runs on its schedule; a prune is previewed, run, and frees
   const handle = fs.openSync(disk, 'r+');
   fs.writeSync(handle, Buffer.alloc(1024 * 1024, Date.now() % 251), 0, 1024 * 1024, 0);
   fs.closeSync(handle);
-  vmdedup(['backup', '--vm', 'vm02']);
+  vmdedup(['backup', '--source', 'kvm', '--vm', 'vm02']);
 
   await page.getByLabel('Prune keep last').fill('1');
+  await page.getByLabel('Prune source').selectOption('kvm');
   await page.getByLabel('Prune VMs').fill('vm02');
   await page.getByRole('button', { name: 'Preview' }).click();
   const preview = page.getByTestId('prune-preview');
@@ -58,6 +59,6 @@ test('a scheduled job runs on its schedule; a prune is previewed, run, and frees
   const pruneJob = page.getByTestId('job').filter({ hasText: 'Prune and collect garbage' }).first();
   await expect(pruneJob.getByTestId('job-state')).toHaveText('succeeded', { timeout: 60_000 });
   await expect(pruneJob).toContainText(/backups removed, 1 kept; [1-9][\d.]* (KiB|MiB|GiB) freed/);
-  const backups = JSON.parse(vmdedup(['backups', '--vm', 'vm02', '--json'])) as { backups: unknown[] };
-  expect(backups.backups).toHaveLength(1);
+  const backups = JSON.parse(vmdedup(['backups', '--vm', 'vm02', '--json'])) as { backups: { source: string }[] };
+  expect(backups.backups.filter((b) => b.source === 'kvm')).toHaveLength(1);
 });

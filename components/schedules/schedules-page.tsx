@@ -51,7 +51,7 @@ export function SchedulesPage({ jobs, runs, sources, canManage, canRun }: { jobs
   const [pending, startTransition] = useTransition();
   const [notice, setNotice] = useState<{ ok: boolean; text: string }>();
   const [kind, setKind] = useState<'backup' | 'gc' | 'verify'>('backup');
-  const [preview, setPreview] = useState<{ report: PruneReport; request: { retention: RetentionPolicy; timeZone: string; vms?: string[] } }>();
+  const [preview, setPreview] = useState<{ report: PruneReport; request: { retention: RetentionPolicy; timeZone: string; source?: string; vms?: string[] } }>();
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   const tell = (ok: boolean, text: string) => setNotice({ ok, text });
 
@@ -83,7 +83,8 @@ export function SchedulesPage({ jobs, runs, sources, canManage, canRun }: { jobs
 
   const previewPrune = (form: FormData) => startTransition(async () => {
     const vms = String(form.get('vms') ?? '').split(/[\s,]+/).filter(Boolean);
-    const request = { retention: retentionFrom(form), timeZone: zone, ...(vms.length ? { vms } : {}) };
+    const source = String(form.get('source') ?? '');
+    const request = { retention: retentionFrom(form), timeZone: zone, ...(source ? { source } : {}), ...(vms.length ? { vms } : {}) };
     const result = await previewPruneAction(request);
     if (result.ok) {
       setPreview({ report: result.data, request });
@@ -176,7 +177,12 @@ export function SchedulesPage({ jobs, runs, sources, canManage, canRun }: { jobs
         <p className="mb-3 text-sm text-slate-600">Rules as restic&apos;s: each keeps on its own; a period without a backup does not count; protected backups always stay. A common disk stays while any retained backup of any VM needs it.</p>
         <form onSubmit={(e) => { e.preventDefault(); previewPrune(new FormData(e.currentTarget)); }} className="space-y-3">
           <KeepFields prefix="Prune" />
-          <label className="text-sm">VMs (names, all when empty){' '}<input name="vms" aria-label="Prune VMs" className={input} /></label>
+          <div className="flex flex-wrap gap-3">
+            <label className="text-sm">Source{' '}
+              <select name="source" aria-label="Prune source" className={input}><option value="">all sources</option>{sources.map((s) => <option key={s} value={s}>{s}</option>)}</select>
+            </label>
+            <label className="text-sm">VMs (names, all when empty){' '}<input name="vms" aria-label="Prune VMs" className={input} /></label>
+          </div>
           <div><button type="submit" disabled={pending} className={button}>Preview</button></div>
         </form>
         {preview && (

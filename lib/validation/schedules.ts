@@ -26,5 +26,5 @@ export type TScheduledJobForm = z.infer<typeof ZScheduledJobForm>;
 
 export const ZJobName = z.object({ name: z.string().trim().min(1).max(64) });
 
-export const ZPrune = z.object({ retention: ZRetention, timeZone: ZTimeZone, vms: z.array(z.string().trim().min(1).max(200)).max(1000).optional() });
+export const ZPrune = z.object({ retention: ZRetention, timeZone: ZTimeZone, source: z.string().trim().min(1).max(200).optional(), vms: z.array(z.string().trim().min(1).max(200)).max(1000).optional() });
 export type TPrune = z.infer<typeof ZPrune>;

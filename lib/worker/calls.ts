@@ -26,8 +26,8 @@ const CALLS: Record<WorkerCallName, (db: Catalog, input: unknown) => Promise<unk
     return createSource(db, await getCatalogSql(), { actor, source });
   },
   async 'prune-preview'(db, input) {
-    const { retention, timeZone, vms } = ZPrune.parse(input);
-    return pruneBackups(await getCatalogSql(), { repo: await openRepository({ mustExist: true }), policy: retention, timeZone, vms, dryRun: true });
+    const { retention, timeZone, source, vms } = ZPrune.parse(input);
+    return pruneBackups(await getCatalogSql(), { repo: await openRepository({ mustExist: true }), policy: retention, timeZone, source, vms, dryRun: true });
   },
   async 'edit-source'(db, input) {
     const { actor, source } = z.object({ actor: ZActor, source: ZEditSource }).parse(input);

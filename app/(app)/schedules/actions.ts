@@ -40,7 +40,7 @@ export const previewPruneAction = createAction('preview-prune', ZPrune, 'read', 
 
 export const pruneAction = createAction('prune', ZPrune, 'manage', async (input, { user, db }) => {
   const { job, alreadyQueued } = await queueJob(db, await getJobSender(), {
-    kind: 'prune', target: { retention: input.retention, timeZone: input.timeZone, ...(input.vms?.length ? { vms: input.vms } : {}) },
+    kind: 'prune', target: { retention: input.retention, timeZone: input.timeZone, ...(input.source ? { pruneSource: input.source } : {}), ...(input.vms?.length ? { vms: input.vms } : {}) },
     label: 'Prune and collect garbage', actor: user.username, audit: { action: 'prune.request', target: input.vms?.join(', ') || 'all VMs' },
   });
   return { jobId: job.id, alreadyQueued };

@@ -7,7 +7,7 @@ export type JobKind = 'backup' | 'scan' | 'restore' | 'gc' | 'verify' | 'prune';
 
 export type JobTarget = { vm?: string; source?: string; requestId?: string; /** A scheduled job's name: what it does, on what, with which options. */ scheduledJob?: string;
   /** prune: the rules, their time zone, and the VMs (all when absent); garbage collection follows. */
-  retention?: RetentionPolicy; timeZone?: string; vms?: string[];
+  retention?: RetentionPolicy; timeZone?: string; vms?: string[]; /** prune: of this source only. */ pruneSource?: string;
 };
 
 export type JobView = {

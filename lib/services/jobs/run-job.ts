@@ -95,7 +95,7 @@ const WORK: Record<JobKind, JobWork> = {
     const sql = await getCatalogSql();
     const repo = await openRepository({ mustExist: true });
     report({ bytesDone: 0, bytesTotal: 0, bytesPerSecond: 0, message: 'removing the backups no rule keeps' });
-    const pruned = await pruneBackups(sql, { repo, policy: target.retention ?? {}, timeZone: target.timeZone ?? 'UTC', vms: target.vms, signal });
+    const pruned = await pruneBackups(sql, { repo, policy: target.retention ?? {}, timeZone: target.timeZone ?? 'UTC', source: target.pruneSource, vms: target.vms, signal });
     report({ bytesDone: 0, bytesTotal: 0, bytesPerSecond: 0, message: 'collecting garbage' });
     const gc = await runGarbageCollection(sql, { repo, signal });
     return {
