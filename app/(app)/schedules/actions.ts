@@ -5,6 +5,7 @@ import { createAction } from '@/lib/actions/create-action';
 import { getJobSender } from '@/lib/jobs/queue';
 import { callWorker } from '@/lib/jobs/worker-calls';
 import { queueJob } from '@/lib/services/jobs/queue-job';
+import { queueScheduledRun } from '@/lib/services/jobs/queue-scheduled-run';
 import { removeScheduledJob, saveScheduledJob } from '@/lib/services/jobs/scheduled-jobs';
 import { ZJobName, ZPrune, ZScheduledJobForm } from '@/lib/validation/schedules';
 import { recordAudit } from '@/lib/catalog/audit';
@@ -27,11 +28,7 @@ export const removeScheduledJobAction = createAction('remove-scheduled-job', ZJo
 export const runScheduledJobNowAction = createAction('run-scheduled-job', ZJobName, 'backup', async ({ name }, { user, db }) => {
   const job = await db.scheduledJob.findUnique({ where: { name } });
   if (!job) throw new AppError('NOT_FOUND', { message: `no scheduled job named '${name}'` });
-  const kind = job.kind as 'backup' | 'gc' | 'verify';
-  const { job: run, alreadyQueued } = await queueJob(db, await getJobSender(), {
-    kind, target: { scheduledJob: name }, label: `${kind === 'backup' ? 'Backup job' : kind === 'gc' ? 'Garbage collection' : 'Verify job'} ${name}`,
-    actor: user.username, audit: { action: `${kind}.request`, target: name }, scheduledJobId: job.id,
-  });
+  const { job: run, alreadyQueued } = await queueScheduledRun(db, await getJobSender(), job, { actor: user.username, why: 'request' });
   revalidatePath('/schedules');
   return { jobId: run.id, alreadyQueued };
 });

@@ -7,12 +7,13 @@ import { type ScheduledJobInput, listScheduledJobs, removeScheduledJob, saveSche
 import { runScheduledJob } from '../../services/jobs/run-scheduled-job';
 import { type Command, type Flags, type Subcommand, type Values, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, badInput, runSubcommand } from '../command';
 import { table } from '../format';
-import { RETENTION_FLAGS, retentionFrom } from './maintenance';
+import { RETENTION_FLAGS, retentionFrom, sizeFlag } from './maintenance';
 
 const jobFlags: Flags = {
   kind: { type: 'string' }, 'outdated-after': { type: 'string' }, 'rpo-hours': { type: 'string' }, schedule: { type: 'string' }, 'time-zone': { type: 'string' }, source: { type: 'string' }, vm: { type: 'string', multiple: true },
   ...RETENTION_FLAGS, 'reread-after': { type: 'string' }, 'max-run-minutes': { type: 'string' },
   enable: { type: 'boolean' }, disable: { type: 'boolean' },
+  retries: { type: 'string' }, 'retry-delay': { type: 'string' }, budget: { type: 'string' }, 'max-rate': { type: 'string' }, 'drill-vms': { type: 'string' },
 };
 
 function inputFrom(name: string, values: Values, edit: boolean): Partial<ScheduledJobInput> & { name: string } {
@@ -39,6 +40,15 @@ function inputFrom(name: string, values: Values, edit: boolean): Partial<Schedul
   if (outdated !== undefined) input.verifyOutdatedAfterDays = outdated;
   const minutes = number('max-run-minutes', true);
   if (minutes !== undefined) input.maxRunMinutes = minutes || null;
+  const retries = number('retries', true);
+  if (retries !== undefined) input.retries = retries;
+  const delay = number('retry-delay', false);
+  if (delay !== undefined) input.retryDelayMinutes = delay;
+  const drills = number('drill-vms', true);
+  if (drills !== undefined) input.drillVms = drills;
+  // '0' clears a budget or a rate cap.
+  if (values.budget !== undefined) input.verifyBudgetBytes = values.budget === '0' ? null : sizeFlag(values, 'budget');
+  if (values['max-rate'] !== undefined) input.verifyMaxBytesPerSecond = values['max-rate'] === '0' ? null : sizeFlag(values, 'max-rate');
   if (values.enable && values.disable) throw badInput('--enable and --disable together');
   if (values.enable) input.enabled = true;
   if (values.disable) input.enabled = false;
@@ -96,9 +106,13 @@ const subcommands: Record<string, Subcommand> = {
       }
       if (run.kind === 'verify') {
         const failed = run.verify.images.filter((i) => i.status === 'failed');
-        if (values.json) json({ verify: { checkedChunks: run.verify.checkedChunks, damaged: run.verify.damaged, images: run.verify.images } });
-        else out(`${name}: verified ${run.verify.images.length} backups, ${failed.length} failed, ${run.verify.checkedChunks} chunks checked`);
-        return failed.length ? EXIT_FAILURE : EXIT_OK;
+        const failedDrills = run.drills.filter((d) => d.status === 'failed');
+        if (values.json) json({ verify: { checkedChunks: run.verify.checkedChunks, damaged: run.verify.damaged, images: run.verify.images, deferred: run.verify.deferred, overdue: run.verify.overdue }, drills: run.drills });
+        else {
+          out(`${name}: verified ${run.verify.images.length} backups, ${failed.length} failed, ${run.verify.checkedChunks} chunks checked${run.verify.deferred ? `; ${run.verify.deferred} left for the next run (budget)${run.verify.overdue ? `, ${run.verify.overdue} overdue` : ''}` : ''}`);
+          for (const d of run.drills) out(`  restore drill ${d.vm} ${d.backupId}: ${d.status}${d.problems.length ? `: ${d.problems.join('; ')}` : ''}`);
+        }
+        return failed.length || failedDrills.length ? EXIT_FAILURE : run.verify.overdue ? EXIT_BAD_INPUT : EXIT_OK;
       }
       const { backup, prune } = run;
       if (values.json) json({ backups: backup.backups.map(({ vm, source, backupId }) => ({ vm, source, backupId })), failures: backup.failures, problems: backup.problems, totals: backup.totals, ...(prune ? { prune } : {}), ...(run.pruneError ? { pruneError: run.pruneError } : {}) });
@@ -118,12 +132,17 @@ export const jobCommand: Command = {
   name: 'job',
   help: `  job add <name> --schedule '<cron>' [--kind backup|gc|verify] [--time-zone <zone>] [--source <name>]
           [--vm <pattern>]... [--keep-… N]... [--reread-after <days>] [--rpo-hours <h>]
-          [--outdated-after <days>] [--max-run-minutes <m>] [--disable]
+          [--outdated-after <days>] [--budget <size>] [--max-rate <size>/s] [--drill-vms N]
+          [--max-run-minutes <m>] [--retries N] [--retry-delay <minutes>] [--disable]
                                                           a scheduled job: the worker backs up those VMs (names: * and
                                                           ?) on the schedule (cron: minute hour day month weekday), then
                                                           applies the --keep-… rules (as prune's); or collects garbage;
                                                           or verifies (--outdated-after: what was not verified for that
-                                                          long); a run missed while no worker ran fires once
+                                                          long; --budget, --max-rate: its I/O budget; --drill-vms:
+                                                          restore drills per run); a run missed while no worker ran
+                                                          fires once; a failed run is tried again --retries times
+                                                          (default 2), after --retry-delay minutes (default 10),
+                                                          doubling each time
   job edit <name> [the same flags] [--enable|--disable]   change a backup job
   job list [--json]                                       backup jobs, their next runs and last successes
   job remove <name>                                       remove a backup job (its backups stay)

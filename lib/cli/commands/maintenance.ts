@@ -1,11 +1,12 @@
-/** `vmdedup prune` (retention), `vmdedup gc` (garbage collection) and `vmdedup verify`. */
+/** `vmdedup prune` (retention), `vmdedup gc` (garbage collection), `vmdedup verify` and `vmdedup drill` (restore drills). */
 import { getCatalogSql } from '../../catalog/db';
 import { type RetentionPolicy, isTimeZone } from '../../engine/gc/retention';
-import { formatBytes } from '../../format';
+import { formatBytes, parseByteSize } from '../../format';
 import { openRepository } from '../../open-repository';
 import { runGarbageCollection } from '../../services/maintenance/collect-garbage';
 import { pruneBackups } from '../../services/maintenance/prune-backups';
 import { verifyBackups } from '../../services/maintenance/verify-backups';
+import { drillRestores } from '../../services/maintenance/drill-restores';
 import { type Command, type Flags, type Values, EXIT_FAILURE, EXIT_OK, badInput, parse } from '../command';
 
 const KEEP_COUNTS = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'yearly'] as const;
@@ -108,13 +109,24 @@ export const gcCommand: Command = {
   },
 };
 
-const verifyFlags: Flags = { vm: { type: 'string', multiple: true }, 'outdated-after': { type: 'string' }, json: { type: 'boolean' } };
+const verifyFlags: Flags = { vm: { type: 'string', multiple: true }, 'outdated-after': { type: 'string' }, budget: { type: 'string' }, 'max-rate': { type: 'string' }, json: { type: 'boolean' } };
+
+/** A --budget or --max-rate size (500M, 2G, 1T; per second for a rate), or undefined when not given. */
+export function sizeFlag(values: Values, flag: string): number | undefined {
+  const text = values[flag] as string | undefined;
+  if (text === undefined) return undefined;
+  const bytes = parseByteSize(text.replace(/\/s$/i, ''));
+  if (!bytes) throw badInput(`--${flag} must be a size such as 500M, 20G or 1T${flag === 'max-rate' ? ' (per second)' : ''}, not '${text}'`);
+  return bytes;
+}
 
 export const verifyCommand: Command = {
   name: 'verify',
-  help: `  verify [--vm <name>]... [--outdated-after <days>] [--json]
+  help: `  verify [--vm <name>]... [--outdated-after <days>] [--budget <size>] [--max-rate <size>/s] [--json]
                                                           re-read and re-hash what backups need (each chunk once);
-                                                          --outdated-after: only backups not verified for <days>; a
+                                                          --outdated-after: only backups not verified for <days>;
+                                                          --budget: read at most that much (those waiting longest
+                                                          first); --max-rate: read no faster than that; a
                                                           damaged chunk is moved aside and stored again by the next
                                                           backup of that content; exit 1 when something is damaged`,
   flags: verifyFlags,
@@ -126,6 +138,7 @@ export const verifyCommand: Command = {
     const report = await verifyBackups(await getCatalogSql(), {
       repo: await openRepository({ mustExist: true }),
       vms: values.vm as string[] | undefined, outdatedAfterDays: outdated === undefined ? undefined : Number(outdated), signal,
+      budgetBytes: sizeFlag(values, 'budget'), maxBytesPerSecond: sizeFlag(values, 'max-rate'),
       onWarning: (message) => { if (!values.json) io.stderr.write(`warning: ${message}\n`); },
       onProgress: showProgress ? (p) => io.stderr.write(`\rverifying: ${p.imagesDone}/${p.imagesTotal} backups, ${p.checkedChunks} chunks, ${formatBytes(p.bytesRead)}\x1b[K`) : undefined,
     });
@@ -133,14 +146,44 @@ export const verifyCommand: Command = {
     const failed = report.images.filter((image) => image.status === 'failed');
     if (values.json) {
       json({
-        checkedChunks: report.checkedChunks, bytesRead: report.bytesRead,
+        checkedChunks: report.checkedChunks, bytesRead: report.bytesRead, deferred: report.deferred, overdue: report.overdue,
         damaged: report.damaged.map(({ chunk, images, problem }) => ({ chunk, images, problem })),
         images: report.images.map(({ backupId, vm, status, problems }) => ({ backupId, vm, status, ...(problems.length ? { problems } : {}) })),
       });
     } else {
       for (const image of failed) out(`failed  ${image.backupId}  ${image.vm}: ${image.problems.slice(0, 3).join('; ')}${image.problems.length > 3 ? `; and ${image.problems.length - 3} more` : ''}`);
       out(`verified ${report.images.length} backups: ${report.images.length - failed.length} ok, ${failed.length} failed; ${report.checkedChunks} chunks checked (${formatBytes(report.bytesRead)}), ${report.damaged.length} damaged${report.damaged.length ? ' (moved aside where corrupt: the next backup of that content stores it again)' : ''}`);
+      if (report.deferred) out(`budget spent: ${report.deferred} backups left for the next run${report.overdue ? `, ${report.overdue} of them not verified for more than ${outdated} days` : ''}`);
     }
     return failed.length ? EXIT_FAILURE : EXIT_OK;
+  },
+};
+
+const drillFlags: Flags = { vm: { type: 'string', multiple: true }, count: { type: 'string' }, scratch: { type: 'string' }, json: { type: 'boolean' } };
+
+export const drillCommand: Command = {
+  name: 'drill',
+  help: `  drill [--vm <name>]... [--count N] [--scratch <dir>] [--json]
+                                                          restore drills: restore VMs' newest backups into scratch
+                                                          space (--scratch; default the temp folder), compare every
+                                                          disk with the backup block for block, qemu-img check it,
+                                                          then remove it; --count: that many VMs (default 1), drilled
+                                                          longest ago first; exit 1 when a drill failed`,
+  flags: drillFlags,
+  async run(args, { out, json, signal, io }) {
+    const { values } = parse(args, drillFlags);
+    const count = values.count as string | undefined;
+    if (count !== undefined && !/^[1-9]\d*$/.test(count)) throw badInput(`--count must be a whole number of VMs, not '${count}'`);
+    const drills = await drillRestores(await getCatalogSql(), {
+      repo: await openRepository({ mustExist: true }), vms: values.vm as string[] | undefined, count: count === undefined ? undefined : Number(count),
+      scratchDir: values.scratch as string | undefined, signal,
+      onDrill: values.json || !io.stderr.isTTY ? undefined : ({ vm, index, total }) => io.stderr.write(`drill ${index + 1}/${total}: ${vm}\n`),
+    });
+    if (values.json) json({ drills });
+    else {
+      for (const d of drills) out(`${d.status === 'ok' ? 'ok    ' : 'failed'}  ${d.backupId}  ${d.vm} (${d.source}): ${d.disks} disks restored and checked, ${formatBytes(d.bytesWritten)} in ${d.seconds.toFixed(1)} s${d.problems.length ? `: ${d.problems.join('; ')}` : ''}`);
+      if (drills.length === 0) out('no backups to drill');
+    }
+    return drills.some((d) => d.status === 'failed') ? EXIT_FAILURE : EXIT_OK;
   },
 };

@@ -24,6 +24,8 @@ export type VerifyReport = {
   /** Stored disks some image needs that are missing, damaged, or name a damaged chunk: the fast path must not offer them. */
   damagedDisks: string[];
   images: VerifiedImage[];
+  /** Images not reached because the run's read budget was spent (verified first by the next run: oldest first). */
+  deferred: number;
 };
 
 /** Chunks read at once: the pool's slots (its worker threads decode and re-hash). */
@@ -31,6 +33,10 @@ const CHUNKS_AT_ONCE = 16;
 
 export async function verifyImages(options: {
   repo: Repository; images: VerifyImage[]; onProgress?: (p: VerifyProgress) => void; signal?: AbortSignal; threads?: number;
+  /** An I/O budget: no image is begun once this many bytes of chunks were read (the one under way is finished). */
+  budgetBytes?: number;
+  /** An I/O rate cap: chunks are read at no more than this many bytes per second on average. */
+  maxBytesPerSecond?: number;
   /** Called, and awaited, as soon as a stored disk is found damaged (before the run goes on): the keys found damaged
    *  (its own when its manifest is, and its damaged chunks), so that no backup reuses them from then on. */
   onDamaged?: (damage: { digest: string; keys: string[] }) => Promise<void>;
@@ -38,7 +44,17 @@ export async function verifyImages(options: {
   onImage?: (image: VerifiedImage) => Promise<void>;
 }): Promise<VerifyReport> {
   const { repo, signal } = options;
-  const report: VerifyReport = { checkedChunks: 0, bytesRead: 0, damaged: [], damagedDisks: [], images: [] };
+  const report: VerifyReport = { checkedChunks: 0, bytesRead: 0, damaged: [], damagedDisks: [], images: [], deferred: 0 };
+  const started = Date.now();
+  let reserved = 0;
+  /** Waits until reading `length` more bytes keeps the average since the start at or under the cap. */
+  const throttle = async (length: number) => {
+    const rate = options.maxBytesPerSecond;
+    if (!rate) return;
+    reserved += length;
+    const ahead = (reserved / rate) * 1000 - (Date.now() - started);
+    if (ahead > 0) await new Promise((resolve) => setTimeout(resolve, ahead));
+  };
   /** Each chunk once: its problem, or null when it verified. */
   const chunkResults = new Map<string, Promise<VerifyReport['damaged'][number]['problem'] | null>>();
   /** Each stored disk once: its problems (empty: whole). */
@@ -50,6 +66,7 @@ export async function verifyImages(options: {
     let result = chunkResults.get(id);
     if (!result) {
       result = (async () => {
+        await throttle(length);
         const slot = await pool.acquire(length);
         try {
           await readBlock(repo, pool, slot, id);
@@ -135,6 +152,10 @@ export async function verifyImages(options: {
   try {
     for (const [index, image] of options.images.entries()) {
       signal?.throwIfAborted();
+      if (options.budgetBytes !== undefined && report.bytesRead >= options.budgetBytes) {
+        report.deferred = options.images.length - index;
+        break;
+      }
       const problems: string[] = [];
       try {
         const manifest = await repo.getBackupImage(image.backupId);

@@ -9,7 +9,7 @@ import nodemailer from 'nodemailer';
 import type { Catalog } from '../../catalog/db';
 import { AppError } from '../../errors';
 
-export type AlertEvent = 'job.failed' | 'job.partial' | 'job.missed' | 'verify.failed' | 'gc.pending' | 'rpo.exceeded' | 'test';
+export type AlertEvent = 'job.failed' | 'job.partial' | 'job.missed' | 'verify.failed' | 'verify.coverage' | 'gc.pending' | 'rpo.exceeded' | 'test';
 export type Alert = { event: AlertEvent; severity: 'error' | 'warning' | 'info'; subject: string; message: string; at: string; details?: unknown };
 export type Delivery = { channel: string; ok: boolean; error?: string };
 

@@ -51,6 +51,8 @@ export type RunBackupOptions = {
   vms?: string[];
   /** VMs by name pattern (`*`, `?`; a backup job's): those of the scanned sources whose names match any. */
   vmPatterns?: string[];
+  /** Exactly these VMs of these sources (a retry's: what the failed run did not back up); one gone since is skipped. */
+  onlyVms?: { source: string; vm: string }[];
   repo: Repository;
   /** See BackupOptions.rereadAfterDays. */
   rereadAfterDays?: number;
@@ -110,7 +112,8 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
     await catalogCall(() => recordInventory(sql, { sourceId: source.id, inventory }));
     scanned.push({ source, inventory });
   }
-  const plan = options.vmPatterns?.length ? matchVms(scanned, options.vmPatterns) : assignVms(scanned, options.vms, report.problems);
+  const plan = options.onlyVms ? pickVms(scanned, options.onlyVms, warn)
+    : options.vmPatterns?.length ? matchVms(scanned, options.vmPatterns) : assignVms(scanned, options.vms, report.problems);
 
   // The images of this run share its id (the first image's time-sorted id form, made once here).
   const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
@@ -201,6 +204,18 @@ function matchVms(scanned: { source: SourceRow; inventory: SourceInventory }[], 
     .filter((s) => s.vmNames.length > 0);
   if (plan.length === 0) throw new AppError('BAD_INPUT', { message: `no VM matches ${patterns.map((p) => `'${p}'`).join(', ')}` });
   return plan;
+}
+
+/** Exactly the named VMs of the named sources (by source: two sources may have VMs of one name); those gone are told. */
+function pickVms(scanned: { source: SourceRow; inventory: SourceInventory }[], only: { source: string; vm: string }[], warn: (message: string) => void) {
+  const plan = scanned.map((s) => {
+    const wanted = new Set(only.filter((o) => o.source === s.source.name).map((o) => o.vm));
+    return { ...s, vmNames: s.inventory.vms.map((vm) => vm.name).filter((name) => wanted.delete(name)), gone: [...wanted] };
+  });
+  const scannedNames = new Set(scanned.map((s) => s.source.name));
+  const gone = [...plan.flatMap((p) => p.gone.map((vm) => `${p.source.name}/${vm}`)), ...only.filter((o) => !scannedNames.has(o.source)).map((o) => `${o.source}/${o.vm}`)];
+  if (gone.length) warn(`not in their sources any more, not backed up: ${gone.join(', ')}`);
+  return plan.filter((p) => p.vmNames.length > 0).map(({ gone: _, ...p }) => p);
 }
 
 /** Which VMs of which source: every VM, or each `--vm` found in exactly one source. */

@@ -8,6 +8,8 @@ export type JobKind = 'backup' | 'scan' | 'restore' | 'gc' | 'verify' | 'prune';
 export type JobTarget = { vm?: string; source?: string; requestId?: string; /** A scheduled job's name: what it does, on what, with which options. */ scheduledJob?: string;
   /** prune: the rules, their time zone, and the VMs (all when absent); garbage collection follows. */
   retention?: RetentionPolicy; timeZone?: string; vms?: string[]; /** prune: of this source only. */ pruneSource?: string;
+  /** A scheduled backup's retry: only these VMs (those the failed run did not back up). */
+  onlyVms?: { source: string; vm: string }[];
 };
 
 export type JobView = {

@@ -8,13 +8,13 @@ import { type JobKind, type JobTarget, type JobView, toJobView } from './job-vie
 /** Queues a job of any kind (one of that kind and target already queued or running is returned instead). */
 export async function queueJob(
   db: Catalog, queue: PgBoss,
-  options: { kind: JobKind; target: JobTarget; label: string; actor: string; audit: { action: string; target: string }; scheduledJobId?: string },
+  options: { kind: JobKind; target: JobTarget; label: string; actor: string; audit: { action: string; target: string }; scheduledJobId?: string; attempt?: number },
 ): Promise<{ job: JobView; alreadyQueued: boolean }> {
   const { kind, target, label } = options;
   const active = await db.job.findFirst({ where: { kind, state: { in: ['queued', 'running'] }, target: { equals: target } } });
   if (active) return { job: toJobView(active), alreadyQueued: true };
   const job = await db.$transaction(async (tx) => {
-    const created = await tx.job.create({ data: { kind, target, label, requestedBy: options.actor, scheduledJobId: options.scheduledJobId } });
+    const created = await tx.job.create({ data: { kind, target, label, requestedBy: options.actor, scheduledJobId: options.scheduledJobId, attempt: options.attempt } });
     await recordAudit(tx, { actor: options.actor, action: options.audit.action, target: options.audit.target, detail: { jobId: created.id } });
     return created;
   });

@@ -10,20 +10,22 @@ import { verifyBackups } from '../maintenance/verify-backups';
 import { pruneBackups } from '../maintenance/prune-backups';
 import type { GcProgress } from '../../engine/gc/collect';
 import { formatBytes } from '../../format';
-import { type ScheduledJobRun, runScheduledJob } from './run-scheduled-job';
+import { type ScheduledJobRun, TimeLimitError, runScheduledJob } from './run-scheduled-job';
+import { retryAfter } from './scheduled-jobs';
 import { selectSources } from '../sources/select-sources';
 import { jobStaleSeconds } from '../../config';
 import { type Catalog, getCatalogSql } from '../../catalog/db';
 import { scanSource } from '../../engine/sources/inventory';
 import { scanWithMemo } from '../sources/scan-with-memo';
-import { toAppError } from '../../errors';
+import { isUserError, toAppError } from '../../errors';
 import { openRepository, openRepositoryIfAny } from '../../open-repository';
 
 /** Progress is written at most this often; a silent phase (scanning) still beats the heartbeat (well inside the stale limit). */
 const PROGRESS_EVERY_MS = 500;
 
 type Progress = { bytesDone: number; bytesTotal: number; bytesPerSecond: number; message: string };
-type Outcome = { state: JobState; message: string; result: object; error?: string };
+/** retry: a failed scheduled run worth trying again (what went wrong may pass), and for a backup the VMs to try. */
+type Outcome = { state: JobState; message: string; result: object; error?: string; retry?: { onlyVms?: { source: string; vm: string }[] } };
 type JobWork = (context: { db: Catalog; target: JobTarget; scheduledJobId?: string; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
 
 /** Each job opens the repository (checked against the catalog) itself: an unmounted backup disk fails that
@@ -38,10 +40,9 @@ const WORK: Record<JobKind, JobWork> = {
     let pruned: (ScheduledJobRun & { kind: 'backup' }) | undefined;
     let result: BackupReport;
     if (target.scheduledJob) {
-      const run = await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'backup', repo: await openRepository(), signal, onProgress });
-      if (run.kind !== 'backup') throw new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`);
-      pruned = run;
-      result = run.backup;
+      const run = await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'backup', repo: await openRepository(), signal, onProgress, onlyVms: target.onlyVms });
+      pruned = run as ScheduledJobRun & { kind: 'backup' };
+      result = (run as ScheduledJobRun & { kind: 'backup' }).backup;
     } else {
       result = await runBackup(sql, { repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal, onProgress });
     }
@@ -62,6 +63,9 @@ const WORK: Record<JobKind, JobWork> = {
         ...(result.stopped ? [`the run stopped ${result.stopped.vm ? `at ${result.stopped.vm}` : `(${result.stopped.error})`}: ${failures.filter((f) => !f.attempted).length} VMs not backed up`] : []),
         ...(pruned?.pruneError ? [`retention not applied: ${pruned.pruneError}`] : []),
       ].join('; ') : undefined,
+      // A source that could not be read is tried again whole; else only the VMs that failed (retention is not: it
+      // runs again after the next backup).
+      retry: problems.length ? {} : failures.length ? { onlyVms: failures.map((f) => ({ source: f.source, vm: f.vm })) } : undefined,
     };
   },
   async gc({ db, target, scheduledJobId, signal, report }) {
@@ -69,7 +73,7 @@ const WORK: Record<JobKind, JobWork> = {
     const repo = await openRepository({ mustExist: true });
     const onProgress = (p: GcProgress) => report({ bytesDone: p.done ?? 0, bytesTotal: p.total ?? 0, bytesPerSecond: 0, message: p.message });
     const gc = target.scheduledJob
-      ? await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'gc', repo, signal }).then((run) => (run.kind === 'gc' ? run.gc : Promise.reject(new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`))))
+      ? ((await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'gc', repo, signal })) as ScheduledJobRun & { kind: 'gc' }).gc
       : await runGarbageCollection(sql, { repo, signal, onProgress });
     return {
       state: gc.pendingBytes > 0 ? 'partial' : 'succeeded',
@@ -80,15 +84,23 @@ const WORK: Record<JobKind, JobWork> = {
   async verify({ db, target, scheduledJobId, signal, report }) {
     const sql = await getCatalogSql();
     const repo = await openRepository({ mustExist: true });
-    const verify = target.scheduledJob
-      ? await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'verify', repo, signal }).then((run) => (run.kind === 'verify' ? run.verify : Promise.reject(new Error(`scheduled job ${target.scheduledJob} is a ${run.kind} job`))))
-      : await verifyBackups(sql, { repo, signal, onProgress: (p) => report({ bytesDone: p.imagesDone, bytesTotal: p.imagesTotal, bytesPerSecond: 0, message: `${p.checkedChunks} chunks checked` }) });
+    const run = target.scheduledJob
+      ? (await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'verify', repo, signal })) as ScheduledJobRun & { kind: 'verify' }
+      : { verify: await verifyBackups(sql, { repo, signal, onProgress: (p) => report({ bytesDone: p.imagesDone, bytesTotal: p.imagesTotal, bytesPerSecond: 0, message: `${p.checkedChunks} chunks checked` }) }), drills: [] };
+    const { verify, drills } = run;
     const failed = verify.images.filter((image) => image.status === 'failed');
+    const failedDrills = drills.filter((d) => d.status === 'failed');
+    const errors = [
+      ...failed.slice(0, 5).map((image) => `${image.vm} ${image.backupId}: ${image.problems.join('; ')}`),
+      ...failedDrills.map((d) => `restore drill of ${d.vm} ${d.backupId}: ${d.problems.join('; ')}`),
+      ...(verify.overdue ? [`coverage: ${verify.overdue} backups not verified within the job's --outdated-after: its budget is spent before it reaches them (raise --budget or run it more often)`] : []),
+    ];
     return {
-      state: failed.length ? 'failed' : 'succeeded',
-      message: `${verify.images.length} backups verified, ${failed.length} failed; ${verify.checkedChunks} chunks checked, ${verify.damaged.length} damaged`,
-      result: { checkedChunks: verify.checkedChunks, bytesRead: verify.bytesRead, damaged: verify.damaged, images: verify.images },
-      error: failed.length ? failed.slice(0, 5).map((image) => `${image.vm} ${image.backupId}: ${image.problems.join('; ')}`).join('; ') : undefined,
+      state: failed.length || failedDrills.length ? 'failed' : verify.overdue ? 'partial' : 'succeeded',
+      message: `${verify.images.length} backups verified, ${failed.length} failed; ${verify.checkedChunks} chunks checked, ${verify.damaged.length} damaged`
+        + (verify.deferred ? `; ${verify.deferred} left for the next run (budget)` : '') + (drills.length ? `; ${drills.length} restore drills, ${failedDrills.length} failed` : ''),
+      result: { checkedChunks: verify.checkedChunks, bytesRead: verify.bytesRead, damaged: verify.damaged, images: verify.images, deferred: verify.deferred, overdue: verify.overdue, drills },
+      error: errors.length ? errors.join('; ') : undefined,
     };
   },
   async prune({ target, signal, report }) {
@@ -155,27 +167,38 @@ export async function runJob(db: Catalog, options: { jobId: string; signal?: Abo
     outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, scheduledJobId: job.scheduledJobId ?? undefined, signal: options.signal, report });
   } catch (err) {
     const error = options.signal?.aborted ? 'stopped: the worker was shut down; run it again (what was stored is reused)' : toAppError(err).userMessage;
-    outcome = { state: 'failed', message: '', result: {}, error };
+    // Tried again: what may pass (a repository or catalog that was away, a worker shut down); not bad input, a job
+    // removed or disabled, or a run stopped by its time limit.
+    const retryable = options.signal?.aborted || !(err instanceof TimeLimitError || isUserError(toAppError(err)));
+    outcome = { state: 'failed', message: '', result: {}, error, retry: retryable ? {} : undefined };
   } finally {
     clearInterval(beat);
     await writing;
   }
   const current = await db.job.findUniqueOrThrow({ where: { id: jobId }, select: { bytesTotal: true } });
+  const finishedAt = new Date();
+  const scheduled = job.scheduledJobId && outcome.retry ? await db.scheduledJob.findUnique({ where: { id: job.scheduledJobId } }) : null;
+  const retryAt = scheduled ? retryAfter(scheduled, job.attempt, finishedAt) : null;
   await db.job.update({
     where: { id: jobId },
     data: {
-      state: outcome.state, finishedAt: new Date(), message: outcome.message, result: outcome.result, error: outcome.error ?? null,
+      state: outcome.state, finishedAt, message: outcome.message, error: outcome.error ?? null, retryAt,
+      result: { ...outcome.result, ...(retryAt && outcome.retry?.onlyVms ? { retryVms: outcome.retry.onlyVms } : {}) },
       // A finished job's bar ends full: what the run had to read, it read (the fast path reads nothing).
       ...(outcome.state === 'failed' ? {} : { bytesDone: current.bytesTotal }),
     },
   });
   await recordAudit(db, { actor: 'worker', action: `${job.kind}.finished`, target: job.label, detail: { jobId, state: outcome.state, message: outcome.message, error: outcome.error ?? null } });
-  if (outcome.state === 'failed' || outcome.state === 'partial') {
-    // Told to every alert channel; a channel that cannot be reached changes nothing about the job.
-    const event = job.kind === 'verify' ? 'verify.failed' : job.kind === 'gc' ? 'gc.pending' : outcome.state === 'failed' ? 'job.failed' : 'job.partial';
+  if (retryAt) {
+    await recordAudit(db, { actor: 'worker', action: `${job.kind}.retry-due`, target: job.label, detail: { jobId, attempt: job.attempt, retryAt: retryAt.toISOString() } });
+  } else if (outcome.state === 'failed' || outcome.state === 'partial') {
+    // Told to every alert channel (a run tried again, once its last try went wrong); a channel that cannot be reached
+    // changes nothing about the job.
+    const event = job.kind === 'verify' ? (outcome.state === 'partial' ? 'verify.coverage' : 'verify.failed') : job.kind === 'gc' ? 'gc.pending' : outcome.state === 'failed' ? 'job.failed' : 'job.partial';
     const deliveries = await sendAlert(db, {
       event, severity: outcome.state === 'failed' ? 'error' : 'warning', subject: `${job.label}: ${outcome.state}`,
-      message: [outcome.message, outcome.error].filter(Boolean).join(': '), details: { jobId, kind: job.kind, state: outcome.state },
+      message: [outcome.message, outcome.error].filter(Boolean).join(': ') + (job.attempt > 1 ? ` (attempt ${job.attempt}: the last retry)` : ''),
+      details: { jobId, kind: job.kind, state: outcome.state, attempt: job.attempt },
     }).catch((err: Error) => [{ channel: 'alerts', ok: false, error: err.message }]);
     for (const d of deliveries) if (!d.ok) process.stderr.write(`vmdedup: alert to ${d.channel} not sent: ${d.error}\n`);
   }

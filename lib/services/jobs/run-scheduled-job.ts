@@ -3,18 +3,18 @@ import type { Catalog, CatalogSql } from '../../catalog/db';
 import type { GcReport } from '../../engine/gc/collect';
 import { type RetentionPolicy, hasRules } from '../../engine/gc/retention';
 import type { Repository } from '../../engine/repository/repository';
-import type { VerifyReport } from '../../engine/verify/verify';
+import { type DrillResult, drillRestores } from '../maintenance/drill-restores';
 import { AppError } from '../../errors';
 import { type BackupReport, type RunBackupOptions, runBackup } from '../backups/run-backup';
 import { runGarbageCollection } from '../maintenance/collect-garbage';
 import { type PruneReport, pruneBackups } from '../maintenance/prune-backups';
-import { verifyBackups } from '../maintenance/verify-backups';
+import { type VerifyBackupsReport, verifyBackups } from '../maintenance/verify-backups';
 import type { ScheduledJobRow, ScheduledKind } from './scheduled-jobs';
 
 export type ScheduledJobRun =
   | { kind: 'backup'; backup: BackupReport; prune?: PruneReport; pruneError?: string }
   | { kind: 'gc'; gc: GcReport }
-  | { kind: 'verify'; verify: VerifyReport };
+  | { kind: 'verify'; verify: VerifyBackupsReport; drills: DrillResult[] };
 
 /**
  * Runs a backup job now: its backup, then, when the backup saved anything, its retention over the VMs it backed up.
@@ -25,6 +25,8 @@ export async function runScheduledJob(db: Catalog, sql: CatalogSql, options: {
   /** A queued run: the job it was queued for (by id: a job removed and added again under that name is another job),
    *  and the kind it was queued as. */
   id?: string; kind?: ScheduledKind;
+  /** A retry of a backup job: only these VMs. */
+  onlyVms?: { source: string; vm: string }[];
 }): Promise<ScheduledJobRun> {
   const job = options.id ? await db.scheduledJob.findUnique({ where: { id: options.id } }) : await db.scheduledJob.findUnique({ where: { name: options.name } });
   if (!job) throw new AppError('NOT_FOUND', { message: `scheduled job '${options.name}' was removed after this run was queued: nothing was done` });
@@ -35,6 +37,13 @@ export async function runScheduledJob(db: Catalog, sql: CatalogSql, options: {
     return await runJobNow(db, sql, job, options, limit?.signal);
   } finally {
     limit?.cancel();
+  }
+}
+
+/** A run stopped by its job's time limit (not tried again: it would overrun again; the next fire goes on). */
+export class TimeLimitError extends AppError {
+  constructor(options: { message: string; cause?: unknown }) {
+    super('INTERNAL', options);
   }
 }
 
@@ -56,7 +65,7 @@ async function runJobNow(db: Catalog, sql: CatalogSql, job: ScheduledJobRow, opt
   const signal = timeout && options.signal ? AbortSignal.any([options.signal, timeout]) : timeout ?? options.signal;
   const succeeded = () => db.scheduledJob.update({ where: { id: job.id }, data: { lastSuccessAt: (options.now ?? (() => new Date()))() } });
   const overran = (err: unknown) => (timeout?.aborted && !options.signal?.aborted
-    ? new AppError('INTERNAL', { message: `stopped: the run took longer than ${job.maxRunMinutes} minutes (${job.kind === 'backup' ? 'what it stored is kept and reused by the next run' : job.kind === 'verify' ? 'what it verified is recorded' : 'what it removed stays removed'})`, cause: err }) : err);
+    ? new TimeLimitError({ message: `stopped: the run took longer than ${job.maxRunMinutes} minutes (${job.kind === 'backup' ? 'what it stored is kept and reused by the next run' : job.kind === 'verify' ? 'what it verified is recorded' : 'what it removed stays removed'})`, cause: err }) : err);
   if (job.kind === 'gc') {
     const gc = await runGarbageCollection(sql, { repo: options.repo, signal }).catch((err) => { throw overran(err); });
     if (gc.pendingBytes === 0) await succeeded();
@@ -64,16 +73,21 @@ async function runJobNow(db: Catalog, sql: CatalogSql, job: ScheduledJobRow, opt
   }
   if (job.kind === 'verify') {
     const patterns = job.vmPatterns as string[];
-    const verify = await verifyBackups(sql, { repo: options.repo, vmPatterns: patterns.length ? patterns : undefined, source: job.source ?? undefined, outdatedAfterDays: job.verifyOutdatedAfterDays ?? undefined, signal })
-      .catch((err) => { throw overran(err); });
-    if (verify.images.every((image) => image.status === 'ok')) await succeeded();
-    return { kind: 'verify', verify };
+    const scope = { vmPatterns: patterns.length ? patterns : undefined, source: job.source ?? undefined };
+    const verify = await verifyBackups(sql, {
+      repo: options.repo, ...scope, outdatedAfterDays: job.verifyOutdatedAfterDays ?? undefined, signal,
+      budgetBytes: job.verifyBudgetBytes === null ? undefined : Number(job.verifyBudgetBytes),
+      maxBytesPerSecond: job.verifyMaxBytesPerSecond === null ? undefined : Number(job.verifyMaxBytesPerSecond),
+    }).catch((err) => { throw overran(err); });
+    const drills = job.drillVms > 0 ? await drillRestores(sql, { repo: options.repo, ...scope, count: job.drillVms, signal }).catch((err) => { throw overran(err); }) : [];
+    if (verify.images.every((image) => image.status === 'ok') && verify.overdue === 0 && drills.every((d) => d.status === 'ok')) await succeeded();
+    return { kind: 'verify', verify, drills };
   }
   const patterns = job.vmPatterns as string[];
   let backup: BackupReport;
   try {
     backup = await runBackup(sql, {
-      repo: options.repo, source: job.source ?? undefined, vmPatterns: patterns.length ? patterns : undefined,
+      repo: options.repo, source: job.source ?? undefined, vmPatterns: patterns.length ? patterns : undefined, onlyVms: options.onlyVms,
       rereadAfterDays: job.rereadAfterDays ?? undefined, signal, onProgress: options.onProgress,
     });
   } catch (err) {

@@ -14,10 +14,14 @@ export type ScheduledJobInput = {
   /** backup: alert when a VM it covers has no good backup for this many hours. */
   rpoHours?: number | null;
   retention?: RetentionPolicy; rereadAfterDays?: number | null; maxRunMinutes?: number | null; enabled?: boolean;
+  /** A failed run is tried again this many times, after retryDelayMinutes, then twice as long each time. */
+  retries?: number; retryDelayMinutes?: number;
+  /** verify: an I/O budget per run (bytes of chunks), a read rate cap, and restore drills of that many VMs per run. */
+  verifyBudgetBytes?: number | null; verifyMaxBytesPerSecond?: number | null; drillVms?: number;
 };
 
-export type ScheduledJobView = Required<Omit<ScheduledJobInput, 'source' | 'rereadAfterDays' | 'maxRunMinutes' | 'verifyOutdatedAfterDays' | 'rpoHours'>> & {
-  source: string | null; rereadAfterDays: number | null; maxRunMinutes: number | null; verifyOutdatedAfterDays: number | null; rpoHours: number | null;
+type Nullable = 'source' | 'rereadAfterDays' | 'maxRunMinutes' | 'verifyOutdatedAfterDays' | 'rpoHours' | 'verifyBudgetBytes' | 'verifyMaxBytesPerSecond';
+export type ScheduledJobView = Required<Omit<ScheduledJobInput, Nullable>> & { [K in Nullable]: NonNullable<ScheduledJobInput[K]> | null } & {
   nextRunAt: string | null; lastSuccessAt: string | null; lastRunJobId: string | null;
 };
 
@@ -43,6 +47,10 @@ export async function saveScheduledJob(db: Catalog, input: Partial<ScheduledJobI
   if (kind !== 'verify' && input.verifyOutdatedAfterDays != null) throw new AppError('BAD_INPUT', { message: '--outdated-after belongs to verify jobs' });
   if (kind !== 'backup' && input.rpoHours != null) throw new AppError('BAD_INPUT', { message: '--rpo-hours belongs to backup jobs' });
   if (input.rpoHours != null && !(input.rpoHours > 0)) throw new AppError('BAD_INPUT', { message: '--rpo-hours must be more than 0' });
+  if (kind !== 'verify' && (input.verifyBudgetBytes != null || input.verifyMaxBytesPerSecond != null || input.drillVms)) throw new AppError('BAD_INPUT', { message: '--budget, --max-rate and --drill-vms belong to verify jobs' });
+  if (input.retries !== undefined && !(Number.isInteger(input.retries) && input.retries >= 0 && input.retries <= 10)) throw new AppError('BAD_INPUT', { message: '--retries must be a whole number from 0 to 10' });
+  if (input.retryDelayMinutes !== undefined && !(input.retryDelayMinutes > 0 && input.retryDelayMinutes <= 24 * 60)) throw new AppError('BAD_INPUT', { message: '--retry-delay must be more than 0 and at most 1440 minutes' });
+  if (input.drillVms !== undefined && !(Number.isInteger(input.drillVms) && input.drillVms >= 0 && input.drillVms <= 100)) throw new AppError('BAD_INPUT', { message: '--drill-vms must be a whole number from 0 to 100' });
   if (source && !(await db.source.findUnique({ where: { name: source } }))) throw new AppError('BAD_INPUT', { message: `no source named '${source}' (see 'vmdedup source list')` });
   const data = {
     schedule, timeZone, source,
@@ -53,6 +61,11 @@ export async function saveScheduledJob(db: Catalog, input: Partial<ScheduledJobI
     ...(input.rereadAfterDays !== undefined ? { rereadAfterDays: input.rereadAfterDays } : {}),
     ...(input.maxRunMinutes !== undefined ? { maxRunMinutes: input.maxRunMinutes } : {}),
     ...(input.enabled !== undefined ? { enabled: input.enabled } : {}),
+    ...(input.retries !== undefined ? { retries: input.retries } : {}),
+    ...(input.retryDelayMinutes !== undefined ? { retryDelayMinutes: input.retryDelayMinutes } : {}),
+    ...(input.verifyBudgetBytes !== undefined ? { verifyBudgetBytes: input.verifyBudgetBytes === null ? null : BigInt(input.verifyBudgetBytes) } : {}),
+    ...(input.verifyMaxBytesPerSecond !== undefined ? { verifyMaxBytesPerSecond: input.verifyMaxBytesPerSecond === null ? null : BigInt(input.verifyMaxBytesPerSecond) } : {}),
+    ...(input.drillVms !== undefined ? { drillVms: input.drillVms } : {}),
     // A changed schedule counts from now: no run fires for the fires of the old one; nor does a job enabled again for
     // the fires it had while disabled.
     ...(existing && (schedule !== existing.schedule || timeZone !== existing.timeZone || (input.enabled && !existing.enabled)) ? { scheduledAt: new Date() } : {}),
@@ -72,6 +85,15 @@ export async function removeScheduledJob(db: Catalog, name: string): Promise<voi
   if (count === 0) throw new AppError('NOT_FOUND', { message: `no scheduled job named '${name}' (see 'vmdedup job list')` });
 }
 
+/**
+ * When the retry of a failed run (its `attempt`, 1 for the scheduled run) is due: retryDelayMinutes after the first
+ * attempt, twice as long after each later one; null once the job's retries are used up.
+ */
+export function retryAfter(job: Pick<ScheduledJobRow, 'retries' | 'retryDelayMinutes' | 'enabled'>, attempt: number, finishedAt: Date): Date | null {
+  if (!job.enabled || attempt > job.retries) return null;
+  return new Date(finishedAt.getTime() + job.retryDelayMinutes * 60_000 * 2 ** (attempt - 1));
+}
+
 export type ScheduledJobRow = Awaited<ReturnType<Catalog["scheduledJob"]['findFirstOrThrow']>>;
 
 function toView(row: ScheduledJobRow): ScheduledJobView {
@@ -82,6 +104,9 @@ function toView(row: ScheduledJobRow): ScheduledJobView {
   return {
     name: row.name, kind: row.kind as ScheduledKind, verifyOutdatedAfterDays: row.verifyOutdatedAfterDays, rpoHours: row.rpoHours, schedule: row.schedule, timeZone: row.timeZone, source: row.source, vmPatterns: row.vmPatterns as string[],
     retention: row.retention as RetentionPolicy, rereadAfterDays: row.rereadAfterDays, maxRunMinutes: row.maxRunMinutes, enabled: row.enabled,
+    retries: row.retries, retryDelayMinutes: row.retryDelayMinutes, drillVms: row.drillVms,
+    verifyBudgetBytes: row.verifyBudgetBytes === null ? null : Number(row.verifyBudgetBytes),
+    verifyMaxBytesPerSecond: row.verifyMaxBytesPerSecond === null ? null : Number(row.verifyMaxBytesPerSecond),
     nextRunAt, lastSuccessAt: row.lastSuccessAt?.toISOString() ?? null, lastRunJobId: row.lastRunJobId,
   };
 }

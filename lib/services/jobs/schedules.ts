@@ -7,25 +7,31 @@
  */
 import type PgBoss from 'pg-boss';
 import type { Catalog } from '../../catalog/db';
-import { queueJob } from './queue-job';
+import { queueScheduledRun } from './queue-scheduled-run';
 import { type CatalogSql } from '../../catalog/db';
 import { newestGoodBackups, syncRaised } from '../../catalog/rpo-watch';
 import { globMatcher } from '../../glob';
 import { nextFire } from './cron';
 import { sendAlert } from '../alerts/alerts';
+import type { ScheduledJobRow } from './scheduled-jobs';
 
 export const SCHEDULER_TICK_MS = 30_000;
 
 /** A fire this far in the past when it is queued was missed (no worker ran): it runs now, and an alert says so. */
 const MISSED_AFTER_MS = 5 * 60_000;
 
-const LABELS = { backup: 'Backup job', gc: 'Garbage collection', verify: 'Verify job' } as const;
-
-/** Queues a run of every enabled scheduled job that is due at `now`; returns the names fired. */
+/**
+ * Queues a run of every enabled scheduled job that is due at `now`, and each retry that is due (a failed run's, see
+ * retryAfter); returns the names fired. A fire of the schedule supersedes a retry not yet made.
+ */
 export async function fireDueScheduledJobs(db: Catalog, queue: PgBoss, now = new Date()): Promise<string[]> {
   const jobs = await db.scheduledJob.findMany({ where: { enabled: true }, orderBy: { name: 'asc' } });
   const fired: string[] = [];
   for (const job of jobs) {
+    if (await fireDueRetry(db, queue, job, now)) {
+      fired.push(job.name);
+      continue;
+    }
     if (job.scheduledAt > now) {
       // A last fire in the future: the clock ran ahead and was set back. From now on count from now, not from then
       // (which would skip every fire until the clock catches up).
@@ -42,12 +48,7 @@ export async function fireDueScheduledJobs(db: Catalog, queue: PgBoss, now = new
     const claimed = await db.scheduledJob.updateMany({ where: { id: job.id, scheduledAt: job.scheduledAt }, data: { scheduledAt: now } });
     if (claimed.count === 0) continue; // another worker fired it
     // One run of a job at a time: a run still queued or running is returned instead of a second one.
-    const kind = job.kind as 'backup' | 'gc' | 'verify';
-    const { job: run } = await queueJob(db, queue, {
-      kind, target: { scheduledJob: job.name }, label: `${LABELS[kind]} ${job.name}`, actor: 'scheduler',
-      audit: { action: `${kind}.scheduled`, target: job.name }, scheduledJobId: job.id,
-    });
-    await db.scheduledJob.update({ where: { id: job.id }, data: { lastRunJobId: run.id } });
+    await queueScheduledRun(db, queue, job, { actor: 'scheduler', why: 'scheduled' });
     fired.push(job.name);
     if (now.getTime() - due.getTime() > MISSED_AFTER_MS) {
       await sendAlert(db, {
@@ -58,6 +59,18 @@ export async function fireDueScheduledJobs(db: Catalog, queue: PgBoss, now = new
     }
   }
   return fired;
+}
+
+/** Queues the retry of the job's last run when it is due; true when it did. Claimed by clearing retryAt (once). */
+async function fireDueRetry(db: Catalog, queue: PgBoss, job: ScheduledJobRow, now: Date): Promise<boolean> {
+  if (!job.lastRunJobId) return false;
+  const last = await db.job.findUnique({ where: { id: job.lastRunJobId } });
+  if (!last?.retryAt || last.retryAt > now) return false;
+  const claimed = await db.job.updateMany({ where: { id: last.id, retryAt: last.retryAt }, data: { retryAt: null } });
+  if (claimed.count === 0) return false;
+  const onlyVms = (last.result as { retryVms?: { source: string; vm: string }[] } | null)?.retryVms;
+  await queueScheduledRun(db, queue, job, { actor: 'scheduler', why: 'retry', attempt: last.attempt + 1, retries: job.retries, onlyVms });
+  return true;
 }
 
 /**

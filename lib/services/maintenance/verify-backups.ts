@@ -17,14 +17,24 @@ export type VerifyBackupsOptions = {
   source?: string;
   /** Only images not verified within this many days (never verified ones included). */
   outdatedAfterDays?: number;
+  /** I/O budget: bytes of chunks one run reads at most (images waiting longest first), and a cap on the read rate. */
+  budgetBytes?: number;
+  maxBytesPerSecond?: number;
   now?: Date;
   onProgress?: (progress: VerifyProgress) => void;
   onWarning?: (message: string) => void;
   signal?: AbortSignal;
 };
 
+/**
+ * overdue: with outdatedAfterDays, the images this run left unverified (its budget was spent) that have waited longer
+ * than that: the coverage guarantee (each image, hence each chunk, re-read within N days) is not met; a larger budget
+ * or more frequent runs are needed.
+ */
+export type VerifyBackupsReport = VerifyReport & { overdue: number };
+
 /** Verifies the chosen backup images and records the result of each in the catalog. */
-export async function verifyBackups(sql: CatalogSql, options: VerifyBackupsOptions): Promise<VerifyReport> {
+export async function verifyBackups(sql: CatalogSql, options: VerifyBackupsOptions): Promise<VerifyBackupsReport> {
   const { repo } = options;
   const now = options.now ?? new Date();
   await catalogCall(() => reconcileCatalog(sql, { repo, signal: options.signal, onWarning: options.onWarning }));
@@ -45,9 +55,10 @@ export async function verifyBackups(sql: CatalogSql, options: VerifyBackupsOptio
     batch = [];
     if (done.length) await catalogCall(() => recordVerifyResults(sql, done, [], now));
   };
+  let report: VerifyReport;
   try {
-    return await verifyImages({
-      repo, images, onProgress: options.onProgress, signal: options.signal,
+    report = await verifyImages({
+      repo, images, onProgress: options.onProgress, signal: options.signal, budgetBytes: options.budgetBytes, maxBytesPerSecond: options.maxBytesPerSecond,
       onDamaged: ({ digest, keys }) => catalogCall(() => recordDamage(sql, digest, keys)),
       onImage: async (image) => {
         batch.push(image);
@@ -57,4 +68,7 @@ export async function verifyBackups(sql: CatalogSql, options: VerifyBackupsOptio
   } finally {
     await flush();
   }
+  const lapsedBefore = options.outdatedAfterDays === undefined ? undefined : now.getTime() - options.outdatedAfterDays * 86_400_000;
+  const overdue = lapsedBefore === undefined ? 0 : images.slice(images.length - report.deferred).filter((image) => image.due.getTime() < lapsedBefore).length;
+  return { ...report, overdue };
 }
