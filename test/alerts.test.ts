@@ -1,8 +1,10 @@
 /**
  * Alerts to a real webhook (a local HTTP server) and real e-mail (a local SMTP server, through nodemailer): the test
- * button, a failed scheduled run and a missed one (a real worker process), and the RPO watch.
+ * button, a failed scheduled run and a missed one (a real worker process), retries with back-off told once after the
+ * last try, and the RPO watch.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -118,4 +120,38 @@ describe('alerts', () => {
     const { rows } = await sql.query<{ key: string }>('SELECT "key" FROM "AlertRaised" ORDER BY "key"');
     expect(rows.map((r) => r.key)).toEqual(['rpo:nightly:kvm/vm02']);
   }, 60_000);
+  it('a failed scheduled run is tried again with back-off, and told once, after its last try', async () => {
+    posted.length = 0;
+    const gone = path.join(env.VMDEDUP_HOME, 'unmounted');
+    await fs.mkdir(gone);
+    expect((await cli(env, 'source', 'add', 'nas', '--type', 'libvirt', '--path', gone)).code).toBe(0);
+    await fs.rm(gone, { recursive: true });
+    // Yearly, last fired long ago: it fires once now, and its retries come 0.6 s and then 1.2 s after each failure.
+    expect((await cli(env, 'job', 'add', 'flaky', '--schedule', '0 0 1 1 *', '--time-zone', 'UTC', '--source', 'nas', '--retries', '2', '--retry-delay', '0.01')).code).toBe(0);
+    expect((await cli(env, 'job', 'add', 'bad', '--schedule', '0 0 1 1 *', '--retries', '11')).stderr).toMatch(/--retries must be a whole number from 0 to 10/);
+    const job = await db.scheduledJob.update({ where: { name: 'flaky' }, data: { scheduledAt: new Date('2024-06-01T00:00:00Z') } });
+    const worker = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs')], { env: { ...process.env, ...env, VMDEDUP_SCHEDULER_TICK_MS: '200' }, stdio: 'ignore' });
+    workers.push(worker);
+    const runs = () => db.job.findMany({ where: { scheduledJobId: job.id }, orderBy: { attempt: 'asc' } });
+    for (const end = Date.now() + 60_000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
+      const done = (await runs()).filter((r) => r.finishedAt);
+      if (done.length === 3) break;
+    }
+    await new Promise((r) => setTimeout(r, 1500)); // no fourth try comes
+    worker.kill('SIGTERM');
+    await new Promise((resolve) => worker.once('exit', resolve));
+    const all = await runs();
+    expect(all.map((r) => [r.attempt, r.state, r.label])).toEqual([
+      [1, 'failed', 'Backup job flaky'], [2, 'failed', 'Backup job flaky (retry 1 of 2)'], [3, 'failed', 'Backup job flaky (retry 2 of 2)'],
+    ]);
+    // Each retry came after its delay, doubling: 0.6 s, then 1.2 s after the failure before it.
+    expect(all[1].createdAt.getTime() - all[0].finishedAt!.getTime()).toBeGreaterThanOrEqual(600);
+    expect(all[2].createdAt.getTime() - all[1].finishedAt!.getTime()).toBeGreaterThanOrEqual(1200);
+    expect(all.every((r) => r.retryAt === null)).toBe(true);
+    // (The fire of 2025 it missed is told too, as job.missed.)
+    const told = posted.filter((p) => p.subject.includes('flaky') && p.event !== 'job.missed');
+    expect(told).toHaveLength(1);
+    expect(told[0]).toMatchObject({ event: 'job.failed', subject: 'Backup job flaky (retry 2 of 2): failed', message: expect.stringMatching(/attempt 3: the last retry/) });
+    await cli(env, 'job', 'remove', 'flaky');
+  }, 90_000);
 });

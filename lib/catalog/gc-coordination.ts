@@ -14,6 +14,8 @@ import { type CatalogSql, CatalogConnectionLost, inTransaction, retryingDeadlock
 export const BACKUP_SESSION_LOCK = 0x766d6273; // "vmbs"
 /** One collection at a time (a session lock of its connection). */
 export const GC_RUN_LOCK = 0x766d6763; // "vmgc"
+/** Held by the backup session that backs up a VM (key: hashtext of "<source id>/<vm name>"): one backup per VM at a time. */
+export const VM_BACKUP_LOCK = 0x766d766d; // "vmvm"
 
 const HOST = os.hostname();
 
@@ -44,6 +46,12 @@ export type BackupSession = CondemnedKeys & {
   /** Proves the session's lock held from its start until now (a CatalogConnectionLost when it did not: a collection
    *  may then have taken it for ended, so nothing the run reused is vouched for). */
   confirmAlive(): Promise<void>;
+  /**
+   * Claims the VMs (by "<source id>/<vm name>") for this run until it closes; returns those another run holds now,
+   * which this one must not back up (one backup per VM at a time, across runs, workers and hosts; a process killed
+   * lets go with its connection).
+   */
+  claimVms(keys: string[]): Promise<Set<string>>;
   close(): Promise<void>;
 };
 
@@ -77,6 +85,11 @@ export async function openBackupSession(sql: CatalogSql): Promise<BackupSession>
   return {
     id, generation, keys, damaged,
     confirmAlive: () => held.confirm('the backup session'),
+    async claimVms(vmKeys) {
+      const { rows } = await client.query<{ key: string; claimed: boolean }>(
+        'SELECT k AS "key", pg_try_advisory_lock($1, hashtext(k)) AS "claimed" FROM unnest($2::text[]) AS k', [VM_BACKUP_LOCK, vmKeys]);
+      return new Set(rows.filter((row) => !row.claimed).map((row) => row.key));
+    },
     // Stored again by this run (durable: the run's images, written after, are): no longer damaged.
     healed: async (healedKeys) => {
       if (healedKeys.length) await sql.query('DELETE FROM "DamagedBlob" WHERE "key" = ANY($1)', [healedKeys]);

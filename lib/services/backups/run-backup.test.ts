@@ -8,6 +8,7 @@ import { FaultyBlobStore } from '../../engine/repository/faulty-blob-store';
 import { FsBlobStore } from '../../engine/repository/fs-blob-store';
 import { Repository } from '../../engine/repository/repository';
 import { runBackup } from './run-backup';
+import { openBackupSession } from '../../catalog/gc-coordination';
 import { addSource } from '../sources/add-source';
 
 const MiB = 1024 * 1024;
@@ -55,4 +56,34 @@ describe('runBackup under a repository failure', () => {
     const { rows } = await sql.query<{ name: string }>('SELECT v."name" FROM "BackupImage" i JOIN "Vm" v ON v."id" = i."vmId"');
     expect(rows.map((row) => row.name)).toEqual(report.backups.map((b) => b.vm));
   });
+});
+
+describe('runBackup: which VMs', () => {
+  const pools: pg.Pool[] = [];
+  afterAll(async () => { await Promise.all(pools.map((pool) => pool.end())); });
+
+  it('one backup per VM at a time: a VM another run holds is left to it, and backed up once that run ends; a retry backs up exactly the VMs it names, by source', async () => {
+    const { url, db } = await createMigratedCatalog();
+    const sql = new pg.Pool({ connectionString: url, max: 3 });
+    pools.push(sql);
+    const home = await tempDir();
+    await addSource(sql, { name: 'a', type: 'libvirt', path: await source(path.join(home, 'a'), ['v1', 'v2']) });
+    await addSource(sql, { name: 'b', type: 'libvirt', path: await source(path.join(home, 'b'), ['v1']) });
+    const repo = await Repository.openOrInit(new FsBlobStore(path.join(home, 'repository')), { blockSize: MiB });
+    const a = await db.source.findUniqueOrThrow({ where: { name: 'a' } });
+    await db.$disconnect();
+    // Another run (its session) is backing up a/v1: b's v1, the same name in another source, is not held.
+    const other = await openBackupSession(sql);
+    expect(await other.claimVms([`${a.id}/v1`])).toEqual(new Set());
+    const first = await runBackup(sql, { repo });
+    expect(first.backups.map((b) => `${b.source}/${b.vm}`).sort()).toEqual(['a/v2', 'b/v1']);
+    expect(first.failures).toEqual([expect.objectContaining({ source: 'a', vm: 'v1', attempted: false, error: 'not backed up: another run is backing it up right now' })]);
+    await other.close();
+    const second = await runBackup(sql, { repo, source: 'a', vms: ['v1'] });
+    expect(second.backups.map((b) => `${b.source}/${b.vm}`)).toEqual(['a/v1']);
+
+    const retry = await runBackup(sql, { repo, onlyVms: [{ source: 'b', vm: 'v1' }, { source: 'a', vm: 'removed' }, { source: 'c', vm: 'v2' }] });
+    expect(retry.backups.map((b) => `${b.source}/${b.vm}`)).toEqual(['b/v1']);
+    expect(retry.warnings.join()).toMatch(/not in their sources any more, not backed up: a\/removed, c\/v2/);
+  }, 60_000);
 });

@@ -119,15 +119,24 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
   const runId = `run-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}-${randomBytes(3).toString('hex')}`;
   // Temp files of killed writers (kill -9, power loss): the sweep reads a few small folders.
   await options.repo.sweepTemporaryFiles().catch((err) => warn(`temp files not swept: ${(err as Error).message}`));
-  for (const { source, inventory, vmNames } of plan) {
+  for (const { source, inventory, vmNames: planned } of plan) {
+    let vmNames = planned;
     // A source's problems that concern this run: all of them for a whole source, else those about disks of the chosen VMs.
-    const chosen = vmNames ? new Set(inventory.vms.filter((vm) => vmNames.includes(vm.name)).flatMap((vm) => vm.disks.map((use) => use.diskPath))) : undefined;
+    const chosen = planned ? new Set(inventory.vms.filter((vm) => planned.includes(vm.name)).flatMap((vm) => vm.disks.map((use) => use.diskPath))) : undefined;
     for (const problem of inventory.problems) {
       if (!chosen || problem.disks.some((disk) => chosen.has(disk))) report.problems.push({ source: source.name, message: problem.message });
     }
     let results: VmBackupResult[];
+    // One backup per VM at a time: a VM another run is backing up now is left to it (and to a retry of this run).
+    const names = vmNames ?? inventory.vms.map((vm) => vm.name);
+    const busy = report.stopped ? new Set<string>() : await catalogCall(() => session.claimVms(names.map((name) => `${source.id}/${name}`)));
+    const busyResults: VmBackupResult[] = inventory.vms.filter((vm) => busy.has(`${source.id}/${vm.name}`))
+      .map((vm) => ({ vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: 'not backed up: another run is backing it up right now' }));
+    vmNames = busy.size ? names.filter((name) => !busy.has(`${source.id}/${name}`)) : vmNames;
     if (report.stopped) {
       results = notAttempted(inventory, vmNames, report.stopped);
+    } else if (vmNames?.length === 0) {
+      results = [];
     } else {
       try {
         results = await backupVms({
@@ -169,7 +178,7 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
         results = notAttempted(inventory, vmNames, report.stopped);
       }
     }
-    for (const result of results) {
+    for (const result of [...busyResults, ...results]) {
       if (!result.ok) {
         report.failures.push({
           vm: result.vm, source: source.name, configPath: result.configPath, error: result.error,
