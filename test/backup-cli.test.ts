@@ -119,7 +119,12 @@ describe('vmdedup backup (CLI)', () => {
       common: JSON.parse((await cli(e, 'common-disks', '--json')).stdout),
       stats: JSON.parse((await cli(e, 'stats', '--json')).stdout),
     });
+    // Protection survives the rebuild (it is kept in the repository too); one taken back stays taken back.
+    const ids = (JSON.parse((await cli(env, 'backups', '--json')).stdout) as { backups: { backupId: string }[] }).backups.map((b) => b.backupId);
+    for (const [verb, id] of [['protect', ids[0]], ['protect', ids[1]], ['unprotect', ids[1]]]) expect((await cli(env, 'backups', verb, id)).code).toBe(0);
+    expect((await cli(env, 'backups', 'protect', 'no-such-id')).stderr).toMatch(/no backup image 'no-such-id'/);
     const original = await snapshot(env);
+    expect((original.backups.backups as { backupId: string; protected: boolean }[]).filter((b) => b.protected).map((b) => b.backupId)).toEqual([ids[0]]);
     const fresh = { ...env, DATABASE_URL: await createTestDatabase() };
     const rebuilt = await cli(fresh, 'catalog', 'rebuild');
     expect(rebuilt.code).toBe(0);

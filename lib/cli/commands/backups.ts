@@ -1,8 +1,9 @@
 import { listBackups } from '../../services/reports/list-backups';
 import { getCatalog, getCatalogSql } from '../../catalog/db';
-import { setImageProtected } from '../../catalog/prune-images';
+import { setBackupProtected } from '../../services/backups/protect-backup';
+import { openRepository } from '../../open-repository';
 import { formatBytes } from '../../format';
-import { type Command, type Flags, EXIT_OK, badInput, parse } from '../command';
+import { type Command, type Flags, EXIT_OK, parse } from '../command';
 import { table } from '../format';
 
 const flags: Flags = { vm: { type: 'string' }, json: { type: 'boolean' } };
@@ -15,7 +16,7 @@ export const backupsCommand: Command = {
   async run(args, { out, json }) {
     if (args[0] === 'protect' || args[0] === 'unprotect') {
       const { positionals: [id] } = parse(args.slice(1), {}, 1);
-      if (!(await setImageProtected(await getCatalogSql(), id, args[0] === 'protect'))) throw badInput(`no backup image '${id}' (see 'vmdedup backups')`);
+      await setBackupProtected(await getCatalogSql(), await openRepository({ mustExist: true }), id, args[0] === 'protect');
       out(`${id}: ${args[0] === 'protect' ? 'protected: prune keeps it' : 'no longer protected'}`);
       return EXIT_OK;
     }

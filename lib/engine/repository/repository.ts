@@ -192,6 +192,31 @@ export class Repository {
     return ids.sort();
   }
 
+  /**
+   * Protection kept in the repository (protected/<id>), not only in the catalog: a catalog rebuilt from the
+   * repository keeps it, so no prune after a rebuild removes a backup someone protected.
+   */
+  async setProtected(id: string, value: boolean): Promise<void> {
+    const key = protectedKey(id);
+    if (value) {
+      await this.write(key, new TextEncoder().encode(JSON.stringify({ backupId: id, at: new Date().toISOString() })));
+    } else {
+      try {
+        await this.store.delete(key);
+      } catch (err) {
+        if (!(err instanceof BlobNotFoundError)) throw storageFault(this.store.location, err);
+      }
+    }
+    await this.flush();
+  }
+
+  /** The ids of the protected backup images (protected/). */
+  async protectedIds(): Promise<string[]> {
+    const ids: string[] = [];
+    for await (const page of this.listed('protected/', (key) => (/^protected\/[0-9A-Za-z-]+$/.test(key) ? key.slice(10) : undefined))) ids.push(...page);
+    return ids.sort();
+  }
+
   /** Every chunk id the store holds, a page at a time (what garbage collection may remove). Other names are skipped. */
   async *chunkIds(): AsyncIterable<ChunkId[]> {
     yield* this.listed('chunks/', (key) => (/^chunks\/[0-9a-f]{2}\/[0-9a-f]{64}$/.test(key) && key.slice(7, 9) === key.slice(10, 12) ? key.slice(10) as ChunkId : undefined));
@@ -279,6 +304,11 @@ const IMAGE_WRITES_AT_ONCE = 16;
 export function storedDiskKey(digest: string): string {
   if (!/^[0-9a-f]{64}$/.test(digest)) throw new RepositoryError(`invalid stored disk digest '${digest}'`);
   return `disks/${digest}.json`;
+}
+
+export function protectedKey(id: string): string {
+  if (!/^[0-9A-Za-z-]+$/.test(id)) throw new RepositoryError(`invalid backup image id '${id}'`);
+  return `protected/${id}`;
 }
 
 export function backupImageKey(id: string): string {

@@ -46,6 +46,8 @@ export async function rebuildCatalog(sql: CatalogSql, options: {
       for (const item of items) if (ok.has(item.image.id)) sourcesUsed.add(item.image.source.name);
       options.onProgress?.(Math.min(ids.length, start + BATCH), ids.length);
     }
+    // Protection lives in the repository too (protected/): the rebuilt catalog keeps it.
+    await client.query('UPDATE "BackupImage" SET "protected" = true WHERE "id" = ANY($1)', [await options.repo.protectedIds()]);
     return { backupImages: recorded, sources: sourcesUsed.size, skipped };
   });
 }
