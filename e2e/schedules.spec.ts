@@ -24,11 +24,13 @@ test('a scheduled job runs on its schedule; a prune is previewed, run, and frees
   await page.getByLabel('Source', { exact: true }).selectOption('kvm');
   await page.getByLabel('VM patterns').fill('vm01');
   await page.getByLabel('Job keep last').fill('2');
+  await page.getByLabel('Retries', { exact: true }).fill('1');
   await page.getByRole('button', { name: 'Add job' }).click();
   await expect(page.getByRole('status')).toContainText(`Job ${name} added`);
   const row = page.getByTestId(`schedule-${name}`);
   await expect(row).toContainText('kvm: vm01');
   await expect(row).toContainText('last 2');
+  await expect(row).toContainText('retried 1× from 10 min, doubling');
   // Nobody presses anything: the worker's scheduler runs it at the next minute.
   const run = page.getByTestId('job').filter({ hasText: `Backup job ${name}` }).first();
   await expect(run.getByTestId('job-state')).toHaveText('succeeded', { timeout: 150_000 });

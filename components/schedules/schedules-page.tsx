@@ -6,7 +6,7 @@ import { previewPruneAction, pruneAction, removeScheduledJobAction, runScheduled
 import { JobList } from '@/components/jobs/job-list';
 import { LocalTime } from '@/components/ui/local-time';
 import type { RetentionPolicy } from '@/lib/engine/gc/retention';
-import { formatBytes } from '@/lib/format';
+import { formatBytes, parseByteSize } from '@/lib/format';
 import type { JobView } from '@/lib/services/jobs/job-view';
 import type { ScheduledJobView } from '@/lib/services/jobs/scheduled-jobs';
 import type { PruneReport } from '@/lib/services/maintenance/prune-backups';
@@ -59,10 +59,20 @@ export function SchedulesPage({ jobs, runs, sources, canManage, canRun }: { jobs
     const patterns = String(form.get('vms') ?? '').split(/[\s,]+/).filter(Boolean);
     const rpo = String(form.get('rpo') ?? '').trim();
     const outdated = String(form.get('outdated') ?? '').trim();
+    const text = (name: string) => String(form.get(name) ?? '').trim();
+    const sizes: Record<string, number> = {};
+    for (const [field, key] of [['budget', 'verifyBudgetBytes'], ['rate', 'verifyMaxBytesPerSecond']] as const) {
+      if (!text(field)) continue;
+      const bytes = parseByteSize(text(field).replace(/\/s$/i, ''));
+      if (!bytes) return tell(false, `${field === 'budget' ? 'Budget' : 'Max rate'}: a size such as 500M, 20G or 1T, not '${text(field)}'.`);
+      sizes[key] = bytes;
+    }
     const result = await saveScheduledJobAction({
       name: String(form.get('name')), kind, schedule: String(form.get('schedule')), timeZone: String(form.get('timeZone') || zone),
       source: String(form.get('source') ?? '') || undefined, vmPatterns: patterns, retention: kind === 'backup' ? retentionFrom(form) : {},
       ...(rpo ? { rpoHours: Number(rpo) } : {}), ...(outdated ? { verifyOutdatedAfterDays: Number(outdated) } : {}),
+      ...(text('retries') ? { retries: Number(text('retries')) } : {}), ...(text('retryDelay') ? { retryDelayMinutes: Number(text('retryDelay')) } : {}),
+      ...(kind === 'verify' ? { ...sizes, ...(text('drills') ? { drillVms: Number(text('drills')) } : {}) } : {}),
     });
     if (result.ok) tell(true, `Job ${result.data.name} added; next run ${result.data.nextRunAt ? new Date(result.data.nextRunAt).toLocaleString() : 'never (disabled)'}.`);
     else tell(false, result.error.message);
@@ -126,7 +136,17 @@ export function SchedulesPage({ jobs, runs, sources, canManage, canRun }: { jobs
                   <td className="px-3 py-2 font-medium">{j.name}</td>
                   <td className="px-3 py-2">{j.kind}</td>
                   <td className="px-3 py-2 font-mono text-xs">{j.schedule} <span className="font-sans text-slate-500">({j.timeZone})</span></td>
-                  <td className="px-3 py-2">{j.kind === 'gc' ? 'the repository' : `${j.source ?? 'all sources'}${j.vmPatterns.length ? `: ${j.vmPatterns.join(' ')}` : ''}`}{j.rpoHours ? `, RPO ${j.rpoHours} h` : ''}</td>
+                  <td className="px-3 py-2">{j.kind === 'gc' ? 'the repository' : `${j.source ?? 'all sources'}${j.vmPatterns.length ? `: ${j.vmPatterns.join(' ')}` : ''}`}{j.rpoHours ? `, RPO ${j.rpoHours} h` : ''}
+                    {j.kind === 'verify' && (j.verifyOutdatedAfterDays != null || j.verifyBudgetBytes || j.verifyMaxBytesPerSecond || j.drillVms > 0) && (
+                      <div className="text-xs text-slate-500">{[
+                        j.verifyOutdatedAfterDays != null ? `each backup every ${j.verifyOutdatedAfterDays} days` : '',
+                        j.verifyBudgetBytes ? `budget ${formatBytes(j.verifyBudgetBytes)} per run` : '',
+                        j.verifyMaxBytesPerSecond ? `at most ${formatBytes(j.verifyMaxBytesPerSecond)}/s` : '',
+                        j.drillVms > 0 ? `${j.drillVms} restore drill${j.drillVms === 1 ? '' : 's'} per run` : '',
+                      ].filter(Boolean).join(' · ')}</div>
+                    )}
+                    <div className="text-xs text-slate-500">{j.retries ? `retried ${j.retries}× from ${j.retryDelayMinutes} min, doubling` : 'not retried'}</div>
+                  </td>
                   <td className="px-3 py-2">{j.kind === 'backup' ? describeRetention(j.retention) : '–'}</td>
                   <td className="px-3 py-2">{j.enabled ? (j.nextRunAt ? <LocalTime iso={j.nextRunAt} /> : '–') : 'disabled'}</td>
                   <td className="px-3 py-2">{j.lastSuccessAt ? <LocalTime iso={j.lastSuccessAt} /> : 'never'}</td>
@@ -166,6 +186,17 @@ export function SchedulesPage({ jobs, runs, sources, canManage, canRun }: { jobs
                 {kind === 'verify' && <label className="text-sm">Only backups not verified for (days){' '}<input name="outdated" inputMode="numeric" aria-label="Not verified for days" className={`${input} w-20`} /></label>}
               </div>
             )}
+            {kind === 'verify' && (
+              <div className="flex flex-wrap gap-3">
+                <label className="text-sm">Budget per run{' '}<input name="budget" placeholder="e.g. 500G" aria-label="Budget per run" className={`${input} w-24`} /></label>
+                <label className="text-sm">Max rate{' '}<input name="rate" placeholder="e.g. 200M/s" aria-label="Max rate" className={`${input} w-24`} /></label>
+                <label className="text-sm">Restore drills per run (VMs){' '}<input name="drills" inputMode="numeric" placeholder="0" aria-label="Restore drills per run" className={`${input} w-16`} /></label>
+              </div>
+            )}
+            <div className="flex flex-wrap gap-3">
+              <label className="text-sm">Retries{' '}<input name="retries" inputMode="numeric" placeholder="2" aria-label="Retries" className={`${input} w-16`} /></label>
+              <label className="text-sm">First retry after (minutes, doubling){' '}<input name="retryDelay" inputMode="numeric" placeholder="10" aria-label="Retry delay minutes" className={`${input} w-16`} /></label>
+            </div>
             {kind === 'backup' && <KeepFields prefix="Job" />}
             <button type="submit" disabled={pending} className={button}>Add job</button>
           </form>

@@ -21,6 +21,11 @@ export const ZScheduledJobForm = z.object({
   retention: ZRetention.default({}),
   rpoHours: z.coerce.number().positive().max(100_000).optional(),
   verifyOutdatedAfterDays: z.coerce.number().min(0).max(36_500).optional(),
+  retries: z.coerce.number().int().min(0).max(10).optional(),
+  retryDelayMinutes: z.coerce.number().positive().max(24 * 60).optional(),
+  verifyBudgetBytes: z.coerce.number().int().positive().max(2 ** 53).optional(),
+  verifyMaxBytesPerSecond: z.coerce.number().int().positive().max(2 ** 53).optional(),
+  drillVms: z.coerce.number().int().min(0).max(100).optional(),
 });
 export type TScheduledJobForm = z.infer<typeof ZScheduledJobForm>;
 
