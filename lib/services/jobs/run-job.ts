@@ -41,8 +41,8 @@ const WORK: Record<JobKind, JobWork> = {
     let result: BackupReport;
     if (target.scheduledJob) {
       const run = await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'backup', repo: await openRepository(), signal, onProgress, onlyVms: target.onlyVms });
-      pruned = run as ScheduledJobRun & { kind: 'backup' };
-      result = (run as ScheduledJobRun & { kind: 'backup' }).backup;
+      pruned = run;
+      result = run.backup;
     } else {
       result = await runBackup(sql, { repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal, onProgress });
     }
@@ -73,7 +73,7 @@ const WORK: Record<JobKind, JobWork> = {
     const repo = await openRepository({ mustExist: true });
     const onProgress = (p: GcProgress) => report({ bytesDone: p.done ?? 0, bytesTotal: p.total ?? 0, bytesPerSecond: 0, message: p.message });
     const gc = target.scheduledJob
-      ? ((await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'gc', repo, signal })) as ScheduledJobRun & { kind: 'gc' }).gc
+      ? (await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'gc', repo, signal })).gc
       : await runGarbageCollection(sql, { repo, signal, onProgress });
     return {
       state: gc.pendingBytes > 0 ? 'partial' : 'succeeded',
@@ -85,7 +85,7 @@ const WORK: Record<JobKind, JobWork> = {
     const sql = await getCatalogSql();
     const repo = await openRepository({ mustExist: true });
     const run = target.scheduledJob
-      ? (await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'verify', repo, signal })) as ScheduledJobRun & { kind: 'verify' }
+      ? await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'verify', repo, signal })
       : { verify: await verifyBackups(sql, { repo, signal, onProgress: (p) => report({ bytesDone: p.imagesDone, bytesTotal: p.imagesTotal, bytesPerSecond: 0, message: `${p.checkedChunks} chunks checked` }) }), drills: [] };
     const { verify, drills } = run;
     const failed = verify.images.filter((image) => image.status === 'failed');

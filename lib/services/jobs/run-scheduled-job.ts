@@ -20,14 +20,18 @@ export type ScheduledJobRun =
  * Runs a backup job now: its backup, then, when the backup saved anything, its retention over the VMs it backed up.
  * A run longer than the job's maxRunMinutes is stopped cleanly (what it stored is kept).
  */
-export async function runScheduledJob(db: Catalog, sql: CatalogSql, options: {
+export type RunScheduledJobOptions = {
   name: string; repo: Repository; signal?: AbortSignal; onProgress?: RunBackupOptions['onProgress']; now?: () => Date;
-  /** A queued run: the job it was queued for (by id: a job removed and added again under that name is another job),
-   *  and the kind it was queued as. */
-  id?: string; kind?: ScheduledKind;
+  /** A queued run: the job it was queued for (by id: a job removed and added again under that name is another job). */
+  id?: string;
   /** A retry of a backup job: only these VMs. */
   onlyVms?: { source: string; vm: string }[];
-}): Promise<ScheduledJobRun> {
+};
+
+/** The run of a job queued as `kind`: refused when the job is of another kind now, so its report is of that kind. */
+export async function runScheduledJob<K extends ScheduledKind>(db: Catalog, sql: CatalogSql, options: RunScheduledJobOptions & { kind: K }): Promise<Extract<ScheduledJobRun, { kind: K }>>;
+export async function runScheduledJob(db: Catalog, sql: CatalogSql, options: RunScheduledJobOptions & { kind?: undefined }): Promise<ScheduledJobRun>;
+export async function runScheduledJob(db: Catalog, sql: CatalogSql, options: RunScheduledJobOptions & { kind?: ScheduledKind }): Promise<ScheduledJobRun> {
   const job = options.id ? await db.scheduledJob.findUnique({ where: { id: options.id } }) : await db.scheduledJob.findUnique({ where: { name: options.name } });
   if (!job) throw new AppError('NOT_FOUND', { message: `scheduled job '${options.name}' was removed after this run was queued: nothing was done` });
   if (options.kind && job.kind !== options.kind) throw new AppError('CONFLICT', { message: `scheduled job '${options.name}' is a ${job.kind} job now: nothing was done` });
@@ -61,7 +65,7 @@ function timeLimit(ms: number): { signal: AbortSignal; cancel: () => void } {
   return { signal: controller.signal, cancel: () => clearTimeout(timer) };
 }
 
-async function runJobNow(db: Catalog, sql: CatalogSql, job: ScheduledJobRow, options: Parameters<typeof runScheduledJob>[2], timeout: AbortSignal | undefined): Promise<ScheduledJobRun> {
+async function runJobNow(db: Catalog, sql: CatalogSql, job: ScheduledJobRow, options: RunScheduledJobOptions, timeout: AbortSignal | undefined): Promise<ScheduledJobRun> {
   const signal = timeout && options.signal ? AbortSignal.any([options.signal, timeout]) : timeout ?? options.signal;
   const succeeded = () => db.scheduledJob.update({ where: { id: job.id }, data: { lastSuccessAt: (options.now ?? (() => new Date()))() } });
   const overran = (err: unknown) => (timeout?.aborted && !options.signal?.aborted
