@@ -1,17 +1,14 @@
 /**
  * Adversarial review of scheduled jobs: each test states what should hold and fails while the defect it names is there.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import path from 'node:path';
-import PgBoss from 'pg-boss';
+import type PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildFleet } from '../lib/demo/fleet';
 import type { PrismaClient } from '../lib/generated/prisma/client';
-import { JOB_QUEUE } from '../lib/jobs/queue';
 import { removeScheduledJob, saveScheduledJob } from '../lib/services/jobs/scheduled-jobs';
 import { fireDueScheduledJobs } from '../lib/services/jobs/schedules';
 import { nextFire, scheduleProblem } from '../lib/services/jobs/cron';
-import { cli, createMigratedCatalog, projectRoot, tempDir } from './helpers';
+import { cli } from './helpers';
+import { type QueueFleet, openQueueFleet } from './queue-fleet';
 
 describe('schedules (adversarial, no catalog)', () => {
   it('refuses a schedule that is not five fields, instead of taking it as some other schedule', () => {
@@ -28,28 +25,17 @@ describe('schedules (adversarial, no catalog)', () => {
 });
 
 describe('scheduled jobs (adversarial)', () => {
+  let fixture: QueueFleet;
   let db: PrismaClient;
   let queue: PgBoss;
   let env: Record<string, string>;
-  const workers: ChildProcess[] = [];
 
   beforeAll(async () => {
-    const home = await tempDir();
-    const catalog = await createMigratedCatalog();
-    db = catalog.db;
-    env = { VMDEDUP_HOME: home, DATABASE_URL: catalog.url };
-    const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 1, baseMiB: 4, configDiskMiB: 1, privateDiskMiB: 2, vmwareVms: 0 });
-    expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
-    queue = new PgBoss({ connectionString: catalog.url, schema: 'pgboss', supervise: false, schedule: false });
-    await queue.start();
-    await queue.createQueue(JOB_QUEUE);
+    fixture = await openQueueFleet({ fleet: { bases: 1, clonesPerBase: 1, baseMiB: 4, configDiskMiB: 1, privateDiskMiB: 2, vmwareVms: 0 } });
+    ({ db, queue, env } = fixture);
   });
 
-  afterAll(async () => {
-    for (const worker of workers) worker.kill('SIGKILL');
-    await queue?.stop({ graceful: false });
-    await db?.$disconnect();
-  });
+  afterAll(() => fixture?.close());
 
   it('enabling a job that was disabled for days does not fire it at once (its fires while disabled were not missed)', async () => {
     // Daily, 12 hours away from now: no fire in the last minutes.
@@ -92,17 +78,13 @@ describe('scheduled jobs (adversarial)', () => {
     // As `job edit --kind` tells: remove it and add another. Disabled, even.
     await removeScheduledJob(db, 'nightly');
     await saveScheduledJob(db, { name: 'nightly', kind: 'verify', schedule: '0 5 * * *', timeZone: 'UTC', enabled: false });
-    const worker = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs')], { env: { ...process.env, ...env, VMDEDUP_SCHEDULER_TICK_MS: '500' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    workers.push(worker);
-    let output = '';
-    worker.stdout!.on('data', (d) => { output += d; });
-    worker.stderr!.on('data', (d) => { output += d; });
+    const worker = fixture.startWorker({ VMDEDUP_SCHEDULER_TICK_MS: '500' });
     let run;
     for (const end = Date.now() + 90_000; Date.now() < end; await new Promise((r) => setTimeout(r, 300))) {
       run = await db.job.findFirst({ where: { id: queued.id, state: { in: ['succeeded', 'partial', 'failed'] } } });
       if (run) break;
     }
-    expect(run, output).toBeTruthy();
+    expect(run, worker.output()).toBeTruthy();
     worker.kill('SIGTERM');
     await new Promise((resolve) => worker.once('exit', resolve));
     const verified = await db.backupImage.count({ where: { verifiedAt: { not: null } } });

@@ -2,41 +2,27 @@
  * Backup jobs on a schedule: which runs fire when (an injected clock against a real catalog and pg-boss queue), and a
  * real worker process that fires a job missed while no worker ran, once, runs it and applies its retention.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import path from 'node:path';
-import PgBoss from 'pg-boss';
+import type PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildFleet } from '../lib/demo/fleet';
 import type { PrismaClient } from '../lib/generated/prisma/client';
-import { JOB_QUEUE } from '../lib/jobs/queue';
 import { saveScheduledJob } from '../lib/services/jobs/scheduled-jobs';
 import { fireDueScheduledJobs } from '../lib/services/jobs/schedules';
 import { nextFire, scheduleProblem } from '../lib/services/jobs/cron';
-import { cli, createMigratedCatalog, projectRoot, tempDir } from './helpers';
+import { cli } from './helpers';
+import { type QueueFleet, openQueueFleet } from './queue-fleet';
 
 describe('backup job schedules', () => {
+  let fixture: QueueFleet;
   let db: PrismaClient;
   let queue: PgBoss;
   let env: Record<string, string>;
-  const workers: ChildProcess[] = [];
 
   beforeAll(async () => {
-    const home = await tempDir();
-    const catalog = await createMigratedCatalog();
-    db = catalog.db;
-    env = { VMDEDUP_HOME: home, DATABASE_URL: catalog.url };
-    const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 2, baseMiB: 8, configDiskMiB: 1, privateDiskMiB: 4, vmwareVms: 0 });
-    expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
-    queue = new PgBoss({ connectionString: catalog.url, schema: 'pgboss', supervise: false, schedule: false });
-    await queue.start();
-    await queue.createQueue(JOB_QUEUE);
+    fixture = await openQueueFleet({ fleet: { bases: 1, clonesPerBase: 2, baseMiB: 8, configDiskMiB: 1, privateDiskMiB: 4, vmwareVms: 0 } });
+    ({ db, queue, env } = fixture);
   });
 
-  afterAll(async () => {
-    for (const worker of workers) worker.kill('SIGKILL');
-    await queue?.stop({ graceful: false });
-    await db?.$disconnect();
-  });
+  afterAll(() => fixture?.close());
 
   it('computes fires in the job\'s time zone and refuses bad schedules', () => {
     // 02:00 in Berlin is 01:00 UTC in winter, 00:00 UTC in summer.
@@ -107,18 +93,14 @@ describe('backup job schedules', () => {
     expect((await cli(env, 'job', 'add', 'every-minute', '--schedule', '* * * * *', '--time-zone', 'UTC', '--vm', 'vm0*', '--keep-last', '1')).code).toBe(0);
     // Its last fire was 10 minutes ago: ten fires missed.
     await db.scheduledJob.update({ where: { name: 'every-minute' }, data: { scheduledAt: new Date(Date.now() - 10 * 60_000) } });
-    const worker = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs')], { env: { ...process.env, ...env, VMDEDUP_SCHEDULER_TICK_MS: '500' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    workers.push(worker);
-    let output = '';
-    worker.stdout!.on('data', (d) => { output += d; });
-    worker.stderr!.on('data', (d) => { output += d; });
+    const worker = fixture.startWorker({ VMDEDUP_SCHEDULER_TICK_MS: '500' });
     const job = await db.scheduledJob.findUniqueOrThrow({ where: { name: 'every-minute' } });
     let run;
     for (const end = Date.now() + 90_000; Date.now() < end; await new Promise((r) => setTimeout(r, 300))) {
       run = await db.job.findFirst({ where: { scheduledJobId: job.id, state: { in: ['succeeded', 'partial', 'failed'] } } });
       if (run) break;
     }
-    expect(run, output).toBeTruthy();
+    expect(run, worker.output()).toBeTruthy();
     expect(run!.state, run!.error ?? '').toBe('succeeded');
     expect(await db.job.count({ where: { scheduledJobId: job.id } })).toBe(1);
     expect(run!.result).toMatchObject({ backups: [expect.objectContaining({ vm: 'vm01' }), expect.objectContaining({ vm: 'vm02' })] });

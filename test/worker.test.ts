@@ -2,30 +2,25 @@
  * Backup jobs end to end: queued through pg-boss, run by `bin/worker.mjs` processes, progress and results
  * persisted in the catalog; a job whose worker is killed is failed, never left running.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import PgBoss from 'pg-boss';
+import type PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getJob } from '../lib/services/jobs/get-job';
 import { listJobs } from '../lib/services/jobs/list-jobs';
 import { requestBackup } from '../lib/services/jobs/request-backup';
-import { buildFleet } from '../lib/demo/fleet';
 import type { PrismaClient } from '../lib/generated/prisma/client';
-import { JOB_QUEUE } from '../lib/jobs/queue';
-import { cli, createMigratedCatalog, projectRoot, tempDir } from './helpers';
+import { cli, tempDir } from './helpers';
+import { type QueueFleet, openQueueFleet } from './queue-fleet';
 
 describe('backup jobs (worker)', () => {
+  let fixture: QueueFleet;
   let db: PrismaClient;
   let queue: PgBoss;
   let env: Record<string, string>;
-  const workers: ChildProcess[] = [];
 
-  const startWorker = (extra: Record<string, string> = {}) => {
-    const worker = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs')], { env: { ...process.env, ...env, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
-    workers.push(worker);
-    return worker;
-  };
+  // With this file's env as it is now (a test points it at another repository).
+  const startWorker = (extra: Record<string, string> = {}) => fixture.startWorker({ ...env, ...extra });
   const waitFor = async <T>(what: string, probe: () => Promise<T | undefined>, seconds = 60): Promise<T> => {
     for (const end = Date.now() + seconds * 1000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
       const value = await probe();
@@ -35,24 +30,13 @@ describe('backup jobs (worker)', () => {
   };
 
   beforeAll(async () => {
-    const home = await tempDir();
-    const catalog = await createMigratedCatalog();
-    db = catalog.db;
-    env = { VMDEDUP_HOME: home, DATABASE_URL: catalog.url, VMDEDUP_JOB_STALE_SECONDS: '3' };
     process.env.VMDEDUP_JOB_STALE_SECONDS = '3'; // for listJobs' check in this process
-    const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 2, baseMiB: 64, configDiskMiB: 2, privateDiskMiB: 96, vmwareVms: 0 });
-    expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
+    fixture = await openQueueFleet({ fleet: { bases: 1, clonesPerBase: 2, baseMiB: 64, configDiskMiB: 2, privateDiskMiB: 96, vmwareVms: 0 }, env: { VMDEDUP_JOB_STALE_SECONDS: '3' } });
+    ({ db, queue, env } = fixture);
     expect((await cli(env, 'inventory')).code).toBe(0);
-    queue = new PgBoss({ connectionString: catalog.url, schema: 'pgboss', supervise: false, schedule: false });
-    await queue.start();
-    await queue.createQueue(JOB_QUEUE);
   });
 
-  afterAll(async () => {
-    for (const worker of workers) worker.kill('SIGKILL');
-    await queue?.stop({ graceful: false });
-    await db?.$disconnect();
-  });
+  afterAll(() => fixture?.close());
 
   it('runs a queued backup in a worker process, with persisted progress, result and audit', async () => {
     const worker = startWorker();
