@@ -10,7 +10,7 @@ import type { Catalog } from '../../catalog/db';
 import { queueJob } from './queue-job';
 import { type CatalogSql } from '../../catalog/db';
 import { newestGoodBackups, syncRaised } from '../../catalog/rpo-watch';
-import { globMatcher } from '../../glob';
+import { vmsPastRpo } from './coverage';
 import { nextFire } from './cron';
 import { sendAlert } from '../alerts/alerts';
 
@@ -71,11 +71,8 @@ export async function watchRpo(db: Catalog, sql: CatalogSql, now = new Date()): 
   const vms = await newestGoodBackups(sql);
   const told: { job: string; behind: string[] }[] = [];
   for (const job of jobs) {
-    const matchers = (job.vmPatterns as string[]).map(globMatcher);
-    const since = now.getTime() - job.rpoHours! * 3_600_000;
     const prefix = `rpo:${job.name}:`;
-    const behind = vms.filter((v) => (!job.source || v.source === job.source) && (matchers.length === 0 || matchers.some((m) => m(v.vm)))
-      && (!v.newestGood || v.newestGood.getTime() < since));
+    const behind = vmsPastRpo(job, vms, now);
     const fresh = await syncRaised(sql, prefix, behind.map((v) => `${prefix}${v.source}/${v.vm}`));
     if (fresh.length === 0) continue;
     const names = fresh.map((key) => key.slice(prefix.length));
