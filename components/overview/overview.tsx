@@ -2,6 +2,36 @@ import type { OverviewData } from '@/lib/services/reports/load-overview';
 import { formatBytes } from '@/lib/format';
 import { StorageChart } from './storage-chart';
 import { LocalTime } from '@/components/ui/local-time';
+import Link from 'next/link';
+import type { OverdueItem, OverdueKind } from '@/lib/services/reports/list-overdue';
+import { vmHref } from '@/components/vms/vm-href';
+
+/** Per kind at most this many lines: a fleet whose worker is down has every VM past its RPO. */
+const SHOWN_PER_KIND = 20;
+
+function Overdue({ items }: { items: OverdueItem[] }) {
+  const byKind = new Map<OverdueKind, OverdueItem[]>();
+  for (const item of items) byKind.set(item.kind, [...byKind.get(item.kind) ?? [], item]);
+  return (
+    <section aria-labelledby="overdue">
+      <h2 id="overdue" className="mb-3 text-lg font-semibold">Overdue</h2>
+      {items.length === 0 ? <p className="text-slate-500">Nothing is overdue.</p> : (
+        <ul className="space-y-1 text-sm">
+          {[...byKind.values()].flatMap((group) => [
+            ...group.slice(0, SHOWN_PER_KIND).map((item) => (
+              <li key={`${item.kind}:${item.subject}`} data-testid={`overdue-${item.kind}`}>
+                <span className="font-medium">{item.vm ? <Link href={vmHref(item.vm)} className="text-blue-700 hover:underline">{item.subject}</Link> : item.subject}</span>
+                : <span className={item.kind === 'rpo' || item.kind === 'job-failed' ? 'text-red-700' : 'text-amber-700'}>{item.reason}</span>
+                {item.at && <span className="text-slate-500"> · {item.at.label} <LocalTime iso={item.at.iso} /></span>}
+              </li>
+            )),
+            ...(group.length > SHOWN_PER_KIND ? [<li key={`${group[0].kind}:more`} className="text-slate-500">and {group.length - SHOWN_PER_KIND} more{group[0].vm && <> (see the <Link href="/vms" className="text-blue-700 hover:underline">VMs page</Link>)</>}</li>] : []),
+          ])}
+        </ul>
+      )}
+    </section>
+  );
+}
 
 function Figure({ label, value, testId }: { label: string; value: string; testId: string }) {
   return (
@@ -13,7 +43,7 @@ function Figure({ label, value, testId }: { label: string; value: string; testId
 }
 
 export function Overview({ data }: { data: OverviewData }) {
-  const { stats, commonDisks, sources, history, recentJobs } = data;
+  const { stats, commonDisks, sources, history, recentJobs, overdue } = data;
   return (
     <div className="space-y-8">
       <section aria-label="Totals" className="grid grid-cols-2 gap-4 md:grid-cols-3">
@@ -24,6 +54,8 @@ export function Overview({ data }: { data: OverviewData }) {
         <Figure label="Stored bytes" value={formatBytes(stats.storedBytes)} testId="stored-bytes" />
         <Figure label="Saved by common disks" value={formatBytes(stats.savedByCommonDisks)} testId="saved-common" />
       </section>
+
+      <Overdue items={overdue} />
 
       <section aria-labelledby="growth">
         <h2 id="growth" className="mb-3 text-lg font-semibold">Logical vs stored bytes</h2>

@@ -1,14 +1,18 @@
 /** The RPO watch's queries: each VM's newest good backup, and which RPO alerts were already raised. */
 import type { CatalogSql } from './db';
 
-export type VmNewestGood = { source: string; vm: string; newestGood: Date | null };
+export type VmNewestGood = { vmId: string; source: string; vm: string; newestGood: Date | null };
 
-/** Every VM a scan still sees, with the time of its newest backup that verify did not find damaged. */
-export async function newestGoodBackups(sql: CatalogSql): Promise<VmNewestGood[]> {
+/**
+ * Every VM a scan still sees (with `unseenToo`, every VM the catalog knows), with the time of its newest backup that
+ * verify did not find damaged: its last good backup.
+ */
+export async function newestGoodBackups(sql: CatalogSql, options: { unseenToo?: boolean } = {}): Promise<VmNewestGood[]> {
   const { rows } = await sql.query<VmNewestGood>(
-    `SELECT s."name" AS "source", v."name" AS "vm",
+    `SELECT v."id" AS "vmId", s."name" AS "source", v."name" AS "vm",
             (SELECT max(b."createdAt") FROM "BackupImage" b WHERE b."vmId" = v."id" AND b."verifyStatus" IS DISTINCT FROM 'failed') AS "newestGood"
-       FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId" WHERE v."lastSeenAt" IS NOT NULL`,
+       FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId" WHERE $1::boolean OR v."lastSeenAt" IS NOT NULL`,
+    [options.unseenToo ?? false],
   );
   return rows;
 }

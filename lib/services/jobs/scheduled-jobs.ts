@@ -2,7 +2,8 @@
 import type { Catalog } from '../../catalog/db';
 import { type RetentionPolicy, hasRules } from '../../engine/gc/retention';
 import { AppError } from '../../errors';
-import { nextFire, scheduleProblem } from './cron';
+import { scheduleProblem } from './cron';
+import { nextRunOf } from './coverage';
 
 export const SCHEDULED_KINDS = ['backup', 'gc', 'verify'] as const;
 export type ScheduledKind = (typeof SCHEDULED_KINDS)[number];
@@ -97,10 +98,7 @@ export function retryAfter(job: Pick<ScheduledJobRow, 'retries' | 'retryDelayMin
 export type ScheduledJobRow = Awaited<ReturnType<Catalog["scheduledJob"]['findFirstOrThrow']>>;
 
 function toView(row: ScheduledJobRow): ScheduledJobView {
-  let nextRunAt: string | null = null;
-  try {
-    if (row.enabled) nextRunAt = nextFire(row.schedule, row.timeZone, row.scheduledAt).toISOString();
-  } catch { /* a zone this runtime does not know: no next run */ }
+  const nextRunAt = row.enabled ? nextRunOf(row)?.toISOString() ?? null : null;
   return {
     name: row.name, kind: row.kind as ScheduledKind, verifyOutdatedAfterDays: row.verifyOutdatedAfterDays, rpoHours: row.rpoHours, schedule: row.schedule, timeZone: row.timeZone, source: row.source, vmPatterns: row.vmPatterns as string[],
     retention: row.retention as RetentionPolicy, rereadAfterDays: row.rereadAfterDays, maxRunMinutes: row.maxRunMinutes, enabled: row.enabled,

@@ -10,15 +10,13 @@ import type { Catalog } from '../../catalog/db';
 import { queueScheduledRun } from './queue-scheduled-run';
 import { type CatalogSql } from '../../catalog/db';
 import { newestGoodBackups, syncRaised } from '../../catalog/rpo-watch';
-import { globMatcher } from '../../glob';
+import { MISSED_AFTER_MS, vmsPastRpo } from './coverage';
 import { nextFire } from './cron';
 import { sendAlert } from '../alerts/alerts';
 import type { ScheduledJobRow } from './scheduled-jobs';
 
 export const SCHEDULER_TICK_MS = 30_000;
 
-/** A fire this far in the past when it is queued was missed (no worker ran): it runs now, and an alert says so. */
-const MISSED_AFTER_MS = 5 * 60_000;
 
 /**
  * Queues a run of every enabled scheduled job that is due at `now`, and each retry that is due (a failed run's, see
@@ -84,11 +82,8 @@ export async function watchRpo(db: Catalog, sql: CatalogSql, now = new Date()): 
   const vms = await newestGoodBackups(sql);
   const told: { job: string; behind: string[] }[] = [];
   for (const job of jobs) {
-    const matchers = (job.vmPatterns as string[]).map(globMatcher);
-    const since = now.getTime() - job.rpoHours! * 3_600_000;
     const prefix = `rpo:${job.name}:`;
-    const behind = vms.filter((v) => (!job.source || v.source === job.source) && (matchers.length === 0 || matchers.some((m) => m(v.vm)))
-      && (!v.newestGood || v.newestGood.getTime() < since));
+    const behind = vmsPastRpo(job, vms, now);
     const fresh = await syncRaised(sql, prefix, behind.map((v) => `${prefix}${v.source}/${v.vm}`));
     if (fresh.length === 0) continue;
     const names = fresh.map((key) => key.slice(prefix.length));

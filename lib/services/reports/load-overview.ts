@@ -5,14 +5,15 @@ import { type JobView } from '../jobs/job-view';
 import { listJobs } from '../jobs/list-jobs';
 import { type SourceRow, listSources } from '../sources/list-sources';
 import { type StoragePoint, storageHistory } from './storage-history';
+import { type OverdueItem, listOverdue } from './list-overdue';
 
-export type OverviewData = { stats: CatalogStats; commonDisks: CommonDiskSummary[]; sources: SourceRow[]; history: StoragePoint[]; recentJobs: JobView[] };
+export type OverviewData = { stats: CatalogStats; commonDisks: CommonDiskSummary[]; sources: SourceRow[]; history: StoragePoint[]; recentJobs: JobView[]; overdue: OverdueItem[] };
 
 export async function loadOverview(): Promise<OverviewData> {
   const db = await getCatalog();
   const sql = await getCatalogSql();
-  const [stats, commonDisks, sources, history, recentJobs] = await Promise.all([
-    getStats(sql), listCommonDisks(db), listSources(sql), storageHistory(sql), listJobs(db, { limit: 5 }),
+  const [stats, commonDisks, sources, history, recentJobs, overdue] = await Promise.all([
+    getStats(sql), listCommonDisks(db), listSources(sql), storageHistory(sql), listJobs(db, { limit: 5 }), listOverdue(db, { sql }),
   ]);
-  return { stats, commonDisks, sources, history, recentJobs };
+  return { stats, commonDisks, sources, history, recentJobs, overdue };
 }

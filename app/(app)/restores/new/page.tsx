@@ -6,13 +6,13 @@ import { listVms } from '@/lib/services/reports/list-vms';
 import { listBackups } from '@/lib/services/reports/list-backups';
 import { getApprovalPolicy } from '@/lib/services/restores/get-approval-policy';
 import { restoreRoots } from '@/lib/config';
-import { getCatalog } from '@/lib/catalog/db';
+import { getCatalog, getCatalogSql } from '@/lib/catalog/db';
 
 export default async function NewRestorePage({ searchParams }: { searchParams: Promise<{ vm?: string; source?: string }> }) {
   const user = await requireUser();
   if (!can(user.role, 'request-restore')) forbidden();
   const db = await getCatalog();
-  const [vms, policy] = await Promise.all([listVms(db), getApprovalPolicy(db)]);
+  const [vms, policy] = await Promise.all([listVms(db, { sql: await getCatalogSql() }), getApprovalPolicy(db)]);
   const withBackups = vms.filter((vm) => vm.backups > 0).map((vm) => ({ name: vm.name, source: vm.source }));
   // Coming from a VM's page: that VM is chosen, its backups listed.
   const { vm, source } = await searchParams;
