@@ -17,6 +17,15 @@ export const GC_RUN_LOCK = 0x766d6763; // "vmgc"
 /** Held by the backup session that backs up a VM (key: hashtext of "<source id>/<vm name>"): one backup per VM at a time. */
 export const VM_BACKUP_LOCK = 0x766d766d; // "vmvm"
 
+/**
+ * What a backup of a VM claims: the VM (its source and name) and its config file (canonical path). The config too: two
+ * sources may lead to one folder (registered twice, or one inside the other), and a VM renamed between two runs' scans
+ * is one VM under two names; either way both runs would read the same disks at once.
+ */
+export function vmClaimKeys(sourceId: string, vm: { name: string; configPath: string }): string[] {
+  return [`${sourceId}/${vm.name}`, `config:${vm.configPath}`];
+}
+
 const HOST = os.hostname();
 
 /**
@@ -52,6 +61,8 @@ export type BackupSession = CondemnedKeys & {
    * lets go with its connection).
    */
   claimVms(keys: string[]): Promise<Set<string>>;
+  /** Lets go of claims this session holds (a VM it claimed in part and will not back up). */
+  releaseVms(keys: string[]): Promise<void>;
   close(): Promise<void>;
 };
 
@@ -89,6 +100,9 @@ export async function openBackupSession(sql: CatalogSql): Promise<BackupSession>
       const { rows } = await client.query<{ key: string; claimed: boolean }>(
         'SELECT k AS "key", pg_try_advisory_lock($1, hashtext(k)) AS "claimed" FROM unnest($2::text[]) AS k', [VM_BACKUP_LOCK, vmKeys]);
       return new Set(rows.filter((row) => !row.claimed).map((row) => row.key));
+    },
+    async releaseVms(vmKeys) {
+      if (vmKeys.length) await client.query('SELECT pg_advisory_unlock($1, hashtext(k)) FROM unnest($2::text[]) AS k', [VM_BACKUP_LOCK, vmKeys]);
     },
     // Stored again by this run (durable: the run's images, written after, are): no longer damaged.
     healed: async (healedKeys) => {

@@ -32,7 +32,7 @@ export async function checkRestoredDisk(repo: Repository, options: { entry: Back
     const allowed = entry.parent && index === 0 ? new Set([0]) : new Set<number>();
     problems.push(...(await compareBlocks(file, stored.files[index], stored.blockSize, allowed, options.signal)));
   }
-  if (entry.format !== 'raw') problems.push(...(await qemuCheck(files[0], entry.format, options.root)));
+  if (entry.format !== 'raw') problems.push(...(await qemuCheck(files[0], entry.format, options.root, options.signal)));
   return problems;
 }
 
@@ -66,31 +66,53 @@ function isZero(block: Buffer): boolean {
   return true;
 }
 
-async function qemuCheck(file: string, format: 'qcow2' | 'vmdk', root: string): Promise<string[]> {
+export async function qemuCheck(file: string, format: 'qcow2' | 'vmdk', root: string, signal?: AbortSignal): Promise<string[]> {
   const name = path.basename(file);
+  // The restored chain must resolve, and stay inside the drill's folder (a pointer left at the live parent would
+  // check the live disk, not the backup). Walked link by link with `qemu-img info` (which opens no backing file)
+  // before anything opens the chain: `qemu-img check` opens every file of it, and a link that led out of the folder
+  // had it open another VM's live disk (locking it), or block for ever on a FIFO there.
+  const chain = await chainInside(file, format, root, signal);
+  if (chain.problem) return [`${name}: ${chain.problem}`];
   const problems: string[] = [];
   try {
-    await run('qemu-img', ['check', '-f', format, file], { maxBuffer: 16 << 20 });
+    await run('qemu-img', ['check', '-f', format, file], { maxBuffer: 16 << 20, signal });
   } catch (err) {
+    if (signal?.aborted) throw err;
     const e = err as { code?: number | string; stdout?: string; stderr?: string };
     if (e.code === 'ENOENT') return ['qemu-img is not installed (apt install qemu-utils): the restored disks could not be checked'];
     if (e.code === CHECK_CORRUPT) problems.push(`${name}: qemu-img check found corruption: ${firstLine(e.stdout || e.stderr)}`);
     else if (e.code !== CHECK_LEAKS_ONLY && e.code !== CHECK_UNSUPPORTED) problems.push(`${name}: qemu-img check failed: ${firstLine(e.stderr || e.stdout)}`);
   }
-  // The restored chain must resolve, and stay inside the drill's folder (a pointer left at the live parent would
-  // check the live disk, not the backup).
-  try {
-    const { stdout } = await run('qemu-img', ['info', '--backing-chain', '--output=json', '-f', format, file], { maxBuffer: 16 << 20 });
-    const chain = JSON.parse(stdout) as { filename: string }[];
-    const inside = await realpath(root);
-    for (const image of chain) {
-      const at = await realpath(image.filename).catch(() => image.filename);
-      if (!isInside(inside, at)) problems.push(`${name}: its backing chain leaves the drill's folder: ${image.filename}`);
-    }
-  } catch (err) {
-    problems.push(`${name}: qemu-img info cannot open the restored chain: ${firstLine((err as { stderr?: string }).stderr ?? (err as Error).message)}`);
-  }
   return problems;
+}
+
+/** Follows the backing chain from `file` without opening any backing file: the first link that leaves `root`, or none. */
+async function chainInside(file: string, format: string, root: string, signal?: AbortSignal): Promise<{ problem?: string }> {
+  const inside = await realpath(root);
+  let current = file;
+  let currentFormat: string | undefined = format;
+  for (let depth = 0; depth < 256; depth++) {
+    let info: { 'full-backing-filename'?: string; 'backing-filename'?: string; 'backing-filename-format'?: string };
+    try {
+      const { stdout } = await run('qemu-img', ['info', '--output=json', ...(currentFormat ? ['-f', currentFormat] : []), current], { maxBuffer: 16 << 20, signal });
+      info = JSON.parse(stdout);
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      if ((err as { code?: string }).code === 'ENOENT') return { problem: 'qemu-img is not installed (apt install qemu-utils): the restored disks could not be checked' };
+      return { problem: `qemu-img info cannot open the restored chain at ${path.basename(current)}: ${firstLine((err as { stderr?: string }).stderr ?? (err as Error).message)}` };
+    }
+    const backing = info['full-backing-filename'] ?? info['backing-filename'];
+    if (!backing) return {};
+    // A protocol or json: pseudo-file (nbd:, http:, json:{…}) is no file of the folder.
+    if (!path.isAbsolute(backing) && /^[A-Za-z][A-Za-z0-9+.-]*:/.test(backing)) return { problem: `its backing chain leaves the drill's folder: ${backing}` };
+    const absolute = path.resolve(path.dirname(current), backing);
+    const at = await realpath(absolute).catch(() => absolute);
+    if (!isInside(inside, at) || at === inside) return { problem: `its backing chain leaves the drill's folder: ${backing}` };
+    current = at;
+    currentFormat = info['backing-filename-format'];
+  }
+  return { problem: 'its backing chain is longer than 256 images' };
 }
 
 function firstLine(text: string | undefined): string {

@@ -10,6 +10,7 @@ import { RepositoryError } from '../errors';
 import { type ChunkId, chunkKey, shortId } from '../repository/chunk-id';
 import { type Repository, diskDigest, storedDiskKey } from '../repository/repository';
 import { readBlock } from '../restore/read-block';
+import { rateThrottle } from './throttle';
 
 export type VerifyImage = { backupId: string; vm: string };
 export type VerifiedImage = VerifyImage & { status: 'ok' | 'failed'; problems: string[] };
@@ -45,16 +46,8 @@ export async function verifyImages(options: {
 }): Promise<VerifyReport> {
   const { repo, signal } = options;
   const report: VerifyReport = { checkedChunks: 0, bytesRead: 0, damaged: [], damagedDisks: [], images: [], deferred: 0 };
-  const started = Date.now();
-  let reserved = 0;
-  /** Waits until reading `length` more bytes keeps the average since the start at or under the cap. */
-  const throttle = async (length: number) => {
-    const rate = options.maxBytesPerSecond;
-    if (!rate) return;
-    reserved += length;
-    const ahead = (reserved / rate) * 1000 - (Date.now() - started);
-    if (ahead > 0) await new Promise((resolve) => setTimeout(resolve, ahead));
-  };
+  /** Waits until reading `length` more bytes keeps the average since the start at or under the cap (ends when stopped). */
+  const throttle = rateThrottle(options.maxBytesPerSecond, signal);
   /** Each chunk once: its problem, or null when it verified. */
   const chunkResults = new Map<string, Promise<VerifyReport['damaged'][number]['problem'] | null>>();
   /** Each stored disk once: its problems (empty: whole). */

@@ -8,7 +8,7 @@ import { FaultyBlobStore } from '../../engine/repository/faulty-blob-store';
 import { FsBlobStore } from '../../engine/repository/fs-blob-store';
 import { Repository } from '../../engine/repository/repository';
 import { runBackup } from './run-backup';
-import { openBackupSession } from '../../catalog/gc-coordination';
+import { openBackupSession, vmClaimKeys } from '../../catalog/gc-coordination';
 import { addSource } from '../sources/add-source';
 
 const MiB = 1024 * 1024;
@@ -85,5 +85,35 @@ describe('runBackup: which VMs', () => {
     const retry = await runBackup(sql, { repo, onlyVms: [{ source: 'b', vm: 'v1' }, { source: 'a', vm: 'removed' }, { source: 'c', vm: 'v2' }] });
     expect(retry.backups.map((b) => `${b.source}/${b.vm}`)).toEqual(['b/v1']);
     expect(retry.warnings.join()).toMatch(/not in their sources any more, not backed up: a\/removed, c\/v2/);
+  }, 60_000);
+});
+
+describe('runBackup: one backup per VM at a time, across sources (adversarial)', () => {
+  const pools: pg.Pool[] = [];
+  afterAll(async () => { await Promise.all(pools.map((pool) => pool.end())); });
+
+  it('a VM whose folder two sources lead to is not backed up by two runs at once (one per source)', async () => {
+    const { url, db } = await createMigratedCatalog();
+    const sql = new pg.Pool({ connectionString: url, max: 4 });
+    pools.push(sql);
+    const home = await tempDir();
+    const folder = await source(path.join(home, 'vms'), ['v1', 'v2']);
+    await addSource(sql, { name: 'a', type: 'libvirt', path: folder });
+    // The same folder registered again under another name (nothing refuses it), through a symlink.
+    await fs.symlink(folder, path.join(home, 'again'));
+    await addSource(sql, { name: 'again', type: 'libvirt', path: path.join(home, 'again') });
+    const repo = await Repository.openOrInit(new FsBlobStore(path.join(home, 'repository')), { blockSize: MiB });
+    const a = await db.source.findUniqueOrThrow({ where: { name: 'a' } });
+    await db.$disconnect();
+    // A run of source a is backing up v1 (it holds what such a run holds).
+    const other = await openBackupSession(sql);
+    expect(await other.claimVms(vmClaimKeys(a.id, { name: 'v1', configPath: await fs.realpath(path.join(folder, 'v1.xml')) }))).toEqual(new Set());
+    const second = await runBackup(sql, { repo, source: 'again' });
+    expect(second.backups.map((b) => b.vm), 'v1 is being read by the run of source a').toEqual(['v2']);
+    expect(second.failures).toEqual([expect.objectContaining({ vm: 'v1', attempted: false, error: 'not backed up: another run is backing it up right now' })]);
+    // What the second run took of v1 it let go: once the first run ends, a third takes v1.
+    await other.close();
+    const third = await runBackup(sql, { repo, source: 'a', vms: ['v1'] });
+    expect(third.backups.map((b) => b.vm)).toEqual(['v1']);
   }, 60_000);
 });

@@ -17,7 +17,7 @@ import { type SourceRow } from '../sources/list-sources';
 import { selectSources } from '../sources/select-sources';
 import { scanChosenVms } from './scan-chosen-vms';
 import { globMatcher } from '../../glob';
-import { type BackupSession, openBackupSession } from '../../catalog/gc-coordination';
+import { type BackupSession, openBackupSession, vmClaimKeys } from '../../catalog/gc-coordination';
 import { CondemnedReuseGuard } from '../../engine/gc/reuse-guard';
 
 export type BackupDiskReport = {
@@ -129,10 +129,16 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
     let results: VmBackupResult[];
     // One backup per VM at a time: a VM another run is backing up now is left to it (and to a retry of this run).
     const names = vmNames ?? inventory.vms.map((vm) => vm.name);
-    const busy = report.stopped ? new Set<string>() : await catalogCall(() => session.claimVms(names.map((name) => `${source.id}/${name}`)));
-    const busyResults: VmBackupResult[] = inventory.vms.filter((vm) => busy.has(`${source.id}/${vm.name}`))
-      .map((vm) => ({ vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: 'not backed up: another run is backing it up right now' }));
-    vmNames = busy.size ? names.filter((name) => !busy.has(`${source.id}/${name}`)) : vmNames;
+    const claiming = inventory.vms.filter((vm) => names.includes(vm.name)).map((vm) => ({ vm, keys: vmClaimKeys(source.id, vm) }));
+    const taken = report.stopped ? new Set<string>() : await catalogCall(() => session.claimVms(claiming.flatMap((c) => c.keys)));
+    // A VM is busy when any of its keys is held elsewhere (its name, or its config through another source or name).
+    const busyVms = claiming.filter((c) => c.keys.some((key) => taken.has(key)));
+    const busy = new Set(busyVms.map((c) => c.vm.name));
+    // What this run took of a VM it leaves is let go (it would keep that VM from a third run until this one ends).
+    if (busyVms.length) await catalogCall(() => session.releaseVms(busyVms.flatMap((c) => c.keys.filter((key) => !taken.has(key)))));
+    const busyResults: VmBackupResult[] = busyVms
+      .map(({ vm }) => ({ vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: 'not backed up: another run is backing it up right now' }));
+    vmNames = busy.size ? names.filter((name) => !busy.has(name)) : vmNames;
     if (report.stopped) {
       results = notAttempted(inventory, vmNames, report.stopped);
     } else if (vmNames?.length === 0) {

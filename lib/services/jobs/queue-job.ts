@@ -5,7 +5,8 @@ import { JOB_QUEUE, JOB_SEND_OPTIONS, type QueuedJobData } from '../../jobs/queu
 import { recordAudit } from '../../catalog/audit';
 import { type JobKind, type JobTarget, type JobView, toJobView } from './job-view';
 
-/** Queues a job of any kind (one of that kind and target already queued or running is returned instead). */
+/** Queues a job of any kind (one of that kind and target already queued or running is returned instead; for a
+ *  scheduled job, any run of it). */
 export async function queueJob(
   db: Catalog, queue: PgBoss,
   options: { kind: JobKind; target: JobTarget; label: string; actor: string; audit: { action: string; target: string }; scheduledJobId?: string; attempt?: number },
@@ -13,11 +14,22 @@ export async function queueJob(
   const { kind, target, label } = options;
   const active = await db.job.findFirst({ where: { kind, state: { in: ['queued', 'running'] }, target: { equals: target } } });
   if (active) return { job: toJobView(active), alreadyQueued: true };
-  const job = await db.$transaction(async (tx) => {
+  const made = await db.$transaction(async (tx) => {
+    if (options.scheduledJobId) {
+      // One run of a scheduled job at a time, also when it is queued from two places at once (its schedule on one
+      // worker, its retry on another, someone's Run now): the queuings of one job take turns on its row, and each
+      // looks for a run of it only once it holds it (the check above alone let all three through).
+      await tx.$queryRaw`SELECT 1 FROM "ScheduledJob" WHERE "id" = ${options.scheduledJobId} FOR UPDATE`;
+      const running = await tx.job.findFirst({ where: { scheduledJobId: options.scheduledJobId, state: { in: ['queued', 'running'] } } });
+      if (running) return { running };
+    }
     const created = await tx.job.create({ data: { kind, target, label, requestedBy: options.actor, scheduledJobId: options.scheduledJobId, attempt: options.attempt } });
     await recordAudit(tx, { actor: options.actor, action: options.audit.action, target: options.audit.target, detail: { jobId: created.id } });
-    return created;
+    if (options.scheduledJobId) await tx.scheduledJob.updateMany({ where: { id: options.scheduledJobId }, data: { lastRunJobId: created.id } });
+    return { created };
   });
+  if (made.running) return { job: toJobView(made.running), alreadyQueued: true };
+  const job = made.created!;
   try {
     await queue.send(JOB_QUEUE, { jobId: job.id } satisfies QueuedJobData, { ...JOB_SEND_OPTIONS, id: job.id });
   } catch (err) {

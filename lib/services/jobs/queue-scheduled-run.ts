@@ -29,6 +29,5 @@ export async function queueScheduledRun(db: Catalog, queue: PgBoss, job: Schedul
     kind, target, label: `${LABELS[kind]} ${job.name}${retry}`, actor: request.actor,
     audit: { action: `${kind}.${request.why}`, target: job.name }, scheduledJobId: job.id, attempt,
   });
-  if (!queued.alreadyQueued) await db.scheduledJob.updateMany({ where: { id: job.id }, data: { lastRunJobId: queued.job.id } });
-  return queued;
+  return queued; // (queueJob made it the job's last run, with the run, under the job's row lock)
 }

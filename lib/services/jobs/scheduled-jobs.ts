@@ -74,6 +74,11 @@ export async function saveScheduledJob(db: Catalog, input: Partial<ScheduledJobI
   const row = existing
     ? await db.scheduledJob.update({ where: { id: existing.id }, data })
     : await db.scheduledJob.create({ data: { name: input.name, kind, ...data } });
+  // A job disabled, rescheduled or enabled again drops the retry its last run was waiting for: that retry belongs to
+  // the fires it no longer has (enabled days later, it would fire at once, for a failure of days ago).
+  if (existing && (input.enabled === false || 'scheduledAt' in data)) {
+    await db.job.updateMany({ where: { scheduledJobId: existing.id, retryAt: { not: null } }, data: { retryAt: null } });
+  }
   return toView(row);
 }
 

@@ -66,7 +66,10 @@ async function fireDueRetry(db: Catalog, queue: PgBoss, job: ScheduledJobRow, no
   if (!last?.retryAt || last.retryAt > now) return false;
   const claimed = await db.job.updateMany({ where: { id: last.id, retryAt: last.retryAt }, data: { retryAt: null } });
   if (claimed.count === 0) return false;
-  const onlyVms = (last.result as { retryVms?: { source: string; vm: string }[] } | null)?.retryVms;
+  // The VMs the run left undone; else (it failed whole: its worker died, its catalog was away, a source could not be
+  // read) those it was for: a retry of a retry stays a retry of those VMs, never the whole job.
+  const onlyVms = (last.result as { retryVms?: { source: string; vm: string }[] } | null)?.retryVms
+    ?? (last.target as { onlyVms?: { source: string; vm: string }[] } | null)?.onlyVms;
   await queueScheduledRun(db, queue, job, { actor: 'scheduler', why: 'retry', attempt: last.attempt + 1, retries: job.retries, onlyVms });
   return true;
 }
