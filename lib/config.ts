@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 
 /** Where vmdedup keeps its data: the embedded catalog, the repository and the demo fleet. */
@@ -12,6 +13,11 @@ export function scanMemoFile(sourceId: string): string {
 
 export function repositoryDir(): string {
   return process.env.VMDEDUP_REPOSITORY ? path.resolve(process.env.VMDEDUP_REPOSITORY) : path.join(vmdedupHome(), 'repository');
+}
+
+/** Where restore drills restore to (VMDEDUP_DRILL_DIR; default the system's temp folder): it needs room for a VM. */
+export function drillScratchDir(): string {
+  return path.resolve(/*turbopackIgnore: true*/ process.env.VMDEDUP_DRILL_DIR || os.tmpdir());
 }
 
 /** Restores write with O_DIRECT where the filesystem takes it; VMDEDUP_DIRECT_IO=0 sends writes through the page cache. */

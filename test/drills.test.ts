@@ -5,6 +5,7 @@
  * changed block, a corrupt qcow2 and a chain that reads the live parent.
  */
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { buildFleet } from '../lib/demo/fleet';
@@ -12,7 +13,7 @@ import type { PrismaClient } from '../lib/generated/prisma/client';
 import { checkRestoredDisk } from '../lib/engine/verify/drill-check';
 import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
 import { Repository } from '../lib/engine/repository/repository';
-import { cli, createMigratedCatalog, qemuImg, tempDir } from './helpers';
+import { cli, createMigratedCatalog, deadPid, qemuImg, tempDir } from './helpers';
 
 type Drill = { vm: string; backupId: string; status: string; problems: string[]; disks: number };
 
@@ -49,9 +50,15 @@ describe('restore drills and the verify budget', () => {
     const recorded = await db.backupImage.findMany({ where: { drilledAt: { not: null } }, select: { id: true, drillStatus: true } });
     expect(recorded.map((r) => r.id).sort()).toEqual(drills.map((d) => d.backupId).sort());
     expect(recorded.every((r) => r.drillStatus === 'ok')).toBe(true);
+    // A drill killed before it removed its folder: the next drill on this host removes it; a live process's and
+    // another host's stay.
+    const host = os.hostname().replace(/[^A-Za-z0-9.]/g, '_').slice(0, 40);
+    const left = [`vmdedup-drill-${host}-${await deadPid()}-vm01-x1`, `vmdedup-drill-${host}-${process.pid}-vm01-x2`, 'vmdedup-drill-otherhost-1-vm01-x3'];
+    for (const name of left) await fs.mkdir(path.join(scratch, name, 'images'), { recursive: true });
     // One more drill takes the VM drilled longest ago (the first of the run above).
     const next = JSON.parse((await cli(env, 'drill', '--scratch', scratch, '--json')).stdout) as { drills: Drill[] };
     expect(next.drills.map((d) => d.vm)).toEqual([drills[0].vm]);
+    expect((await fs.readdir(scratch)).sort()).toEqual(left.slice(1).sort());
     expect((await cli(env, 'drill', '--vm', 'nope')).stderr).toMatch(/no backups of a VM named 'nope'/);
     expect((await cli(env, 'drill', '--count', '0')).stderr).toMatch(/--count must be a whole number/);
   }, 180_000);

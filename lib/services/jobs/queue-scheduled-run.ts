@@ -1,7 +1,7 @@
 /** Queuing a run of a scheduled job: by its schedule, by a retry, or by someone's "Run now" (one place for all three). */
 import type PgBoss from 'pg-boss';
 import type { Catalog } from '../../catalog/db';
-import { toJobView, type JobTarget, type JobView } from './job-view';
+import type { JobTarget, JobView } from './job-view';
 import { queueJob } from './queue-job';
 import type { ScheduledJobRow, ScheduledKind } from './scheduled-jobs';
 
@@ -19,15 +19,13 @@ export type ScheduledRunRequest = {
 
 /** Queues one run of `job`; a run of it already queued or running is returned instead (one run of a job at a time). */
 export async function queueScheduledRun(db: Catalog, queue: PgBoss, job: ScheduledJobRow, request: ScheduledRunRequest): Promise<{ job: JobView; alreadyQueued: boolean }> {
-  const active = await db.job.findFirst({ where: { scheduledJobId: job.id, state: { in: ['queued', 'running'] } } });
-  if (active) return { job: toJobView(active), alreadyQueued: true };
   const kind = job.kind as ScheduledKind;
   const attempt = request.attempt ?? 1;
   const target: JobTarget = { scheduledJob: job.name, ...(request.onlyVms?.length ? { onlyVms: request.onlyVms } : {}) };
   const retry = attempt > 1 ? ` (retry ${attempt - 1} of ${request.retries ?? attempt - 1}${request.onlyVms?.length ? `: ${request.onlyVms.length} VM${request.onlyVms.length === 1 ? '' : 's'}` : ''})` : '';
-  const queued = await queueJob(db, queue, {
+  // queueJob looks for a run of the job under its row lock, and makes the new run its last one.
+  return queueJob(db, queue, {
     kind, target, label: `${LABELS[kind]} ${job.name}${retry}`, actor: request.actor,
     audit: { action: `${kind}.${request.why}`, target: job.name }, scheduledJobId: job.id, attempt,
   });
-  return queued; // (queueJob made it the job's last run, with the run, under the job's row lock)
 }

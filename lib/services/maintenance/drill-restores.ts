@@ -3,13 +3,15 @@
  * its shared disks as backed up), every restored disk compared with its stored disk block for block and checked by
  * `qemu-img`, then the scratch space removed. The result is recorded on the image.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { type CatalogSql, catalogCall } from '../../catalog/db';
 import { listDrillCandidates, recordDrillResults } from '../../catalog/verify-results';
 import type { Repository } from '../../engine/repository/repository';
 import { checkRestoredDisk } from '../../engine/verify/drill-check';
+import { processAlive } from '../../engine/process-alive';
+import { drillScratchDir } from '../../config';
 import { AppError, toAppError } from '../../errors';
 import { globMatcher } from '../../glob';
 import { restoreVm } from '../restores/restore-vm';
@@ -23,12 +25,29 @@ export type DrillOptions = {
   count?: number;
   source?: string;
   vmPatterns?: string[];
-  /** Where the scratch folders go (default: the system's temp folder); each drill's is removed when it ends. */
+  /** Where the scratch folders go (default: drillScratchDir()); each drill's is removed when it ends. */
   scratchDir?: string;
   now?: () => Date;
   onDrill?: (drill: { vm: string; index: number; total: number }) => void;
   signal?: AbortSignal;
 };
+
+const DRILL_PREFIX = 'vmdedup-drill-';
+const HOST = os.hostname().replace(/[^A-Za-z0-9.]/g, '_').slice(0, 40);
+
+/**
+ * Removes the folders of drills killed before they could (kill -9, a power cut): those of this host whose process is
+ * gone. Another host's (a shared scratch folder) and a live process's are left alone.
+ */
+async function sweepAbandonedDrills(scratchRoot: string): Promise<void> {
+  const entries = await readdir(scratchRoot, { withFileTypes: true }).catch(() => []);
+  const mine = new RegExp(`^${DRILL_PREFIX}${HOST.replace(/\./g, '\\.')}-(\\d+)-`);
+  for (const entry of entries) {
+    const pid = mine.exec(entry.name)?.[1];
+    if (!pid || !entry.isDirectory() || processAlive(Number(pid))) continue;
+    await rm(path.join(scratchRoot, entry.name), { recursive: true, force: true }).catch(() => undefined);
+  }
+}
 
 export async function drillRestores(sql: CatalogSql, options: DrillOptions): Promise<DrillResult[]> {
   const matchers = options.vmPatterns?.map(globMatcher);
@@ -38,7 +57,8 @@ export async function drillRestores(sql: CatalogSql, options: DrillOptions): Pro
     if (!candidates.some((c) => c.vm === name)) throw new AppError('BAD_INPUT', { message: `no backups of a VM named '${name}' (see 'vmdedup backups')` });
   }
   const chosen = options.vms?.length ? candidates : candidates.slice(0, options.count ?? 1);
-  const scratchRoot = path.resolve(options.scratchDir ?? os.tmpdir());
+  const scratchRoot = path.resolve(options.scratchDir ?? drillScratchDir());
+  await sweepAbandonedDrills(scratchRoot);
   const results: DrillResult[] = [];
   for (const [index, candidate] of chosen.entries()) {
     options.signal?.throwIfAborted();
@@ -57,7 +77,7 @@ async function drillOne(sql: CatalogSql, repo: Repository, candidate: { backupId
   let bytesWritten = 0;
   let dir: string | undefined;
   try {
-    dir = await mkdtemp(path.join(scratchRoot, `vmdedup-drill-${candidate.vm.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40)}-`));
+    dir = await mkdtemp(path.join(scratchRoot, `${DRILL_PREFIX}${HOST}-${process.pid}-${candidate.vm.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 40)}-`));
     // Into a folder, policy overwrite restores the shared disks with the VM, as backed up: the whole chain is checked.
     const { plan, result } = await restoreVm(sql, repo, {
       vm: candidate.vm, backupId: candidate.backupId, target: { kind: 'folder', dir }, policy: 'overwrite', confirmed: true, signal,
