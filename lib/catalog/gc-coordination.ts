@@ -14,9 +14,6 @@ import { type CatalogSql, CatalogConnectionLost, inTransaction, retryingDeadlock
 export const BACKUP_SESSION_LOCK = 0x766d6273; // "vmbs"
 /** One collection at a time (a session lock of its connection). */
 export const GC_RUN_LOCK = 0x766d6763; // "vmgc"
-/** Held by the backup session that backs up a VM (key: hashtext of "<source id>/<vm name>"): one backup per VM at a time. */
-export const VM_BACKUP_LOCK = 0x766d766d; // "vmvm"
-
 /**
  * What a backup of a VM claims: the VM (its source and name) and its config file (canonical path). The config too: two
  * sources may lead to one folder (registered twice, or one inside the other), and a VM renamed between two runs' scans
@@ -56,9 +53,9 @@ export type BackupSession = CondemnedKeys & {
    *  may then have taken it for ended, so nothing the run reused is vouched for). */
   confirmAlive(): Promise<void>;
   /**
-   * Claims the VMs (by "<source id>/<vm name>") for this run until it closes; returns those another run holds now,
-   * which this one must not back up (one backup per VM at a time, across runs, workers and hosts; a process killed
-   * lets go with its connection).
+   * Claims the VMs (their keys: vmClaimKeys) for this run until it closes; returns the keys another live run holds
+   * now, whose VMs this one must not back up (one backup per VM at a time, across runs, workers and hosts; the
+   * claims of a process killed are taken over, since its session's lock ended with its connection).
    */
   claimVms(keys: string[]): Promise<Set<string>>;
   /** Lets go of claims this session holds (a VM it claimed in part and will not back up). */
@@ -97,12 +94,33 @@ export async function openBackupSession(sql: CatalogSql): Promise<BackupSession>
     id, generation, keys, damaged,
     confirmAlive: () => held.confirm('the backup session'),
     async claimVms(vmKeys) {
-      const { rows } = await client.query<{ key: string; claimed: boolean }>(
-        'SELECT k AS "key", pg_try_advisory_lock($1, hashtext(k)) AS "claimed" FROM unnest($2::text[]) AS k', [VM_BACKUP_LOCK, vmKeys]);
-      return new Set(rows.filter((row) => !row.claimed).map((row) => row.key));
+      // Rows, not a lock per VM: a pool of 10,000 VMs would overflow PostgreSQL's lock table (64 per connection).
+      const insert = async (keys: string[]) => new Set((await client.query<{ key: string }>(
+        'INSERT INTO "VmClaim" ("key", "sessionId") SELECT unnest($1::text[]), $2 ON CONFLICT ("key") DO NOTHING RETURNING "key"', [keys, id])).rows.map((row) => row.key));
+      const wanted = [...new Set(vmKeys)];
+      const claimed = await insert(wanted);
+      const rest = wanted.filter((key) => !claimed.has(key));
+      if (rest.length === 0) return new Set();
+      const { rows } = await client.query<{ key: string; sessionId: number }>('SELECT "key", "sessionId" FROM "VmClaim" WHERE "key" = ANY($1)', [rest]);
+      const holders = new Map<number, string[]>();
+      for (const row of rows) {
+        if (row.sessionId === id) claimed.add(row.key);
+        else holders.set(row.sessionId, [...(holders.get(row.sessionId) ?? []), row.key]);
+      }
+      // A holder whose lock is free is dead (killed, its connection lost): its claims are taken over.
+      const orphaned: string[] = [];
+      for (const [holder, keys] of holders) {
+        const { rows: [{ free }] } = await client.query<{ free: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS free', [BACKUP_SESSION_LOCK, holder]);
+        if (!free) continue;
+        await client.query('SELECT pg_advisory_unlock($1, $2)', [BACKUP_SESSION_LOCK, holder]);
+        await client.query('DELETE FROM "VmClaim" WHERE "sessionId" = $1', [holder]);
+        orphaned.push(...keys);
+      }
+      if (orphaned.length) for (const key of await insert(orphaned)) claimed.add(key);
+      return new Set(wanted.filter((key) => !claimed.has(key)));
     },
     async releaseVms(vmKeys) {
-      if (vmKeys.length) await client.query('SELECT pg_advisory_unlock($1, hashtext(k)) FROM unnest($2::text[]) AS k', [VM_BACKUP_LOCK, vmKeys]);
+      if (vmKeys.length) await client.query('DELETE FROM "VmClaim" WHERE "sessionId" = $1 AND "key" = ANY($2)', [id, vmKeys]);
     },
     // Stored again by this run (durable: the run's images, written after, are): no longer damaged.
     healed: async (healedKeys) => {

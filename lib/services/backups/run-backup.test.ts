@@ -8,7 +8,7 @@ import { FaultyBlobStore } from '../../engine/repository/faulty-blob-store';
 import { FsBlobStore } from '../../engine/repository/fs-blob-store';
 import { Repository } from '../../engine/repository/repository';
 import { runBackup } from './run-backup';
-import { openBackupSession, vmClaimKeys } from '../../catalog/gc-coordination';
+import { BACKUP_SESSION_LOCK, openBackupSession, vmClaimKeys } from '../../catalog/gc-coordination';
 import { addSource } from '../sources/add-source';
 
 const MiB = 1024 * 1024;
@@ -81,6 +81,25 @@ describe('runBackup: which VMs', () => {
     await other.close();
     const second = await runBackup(sql, { repo, source: 'a', vms: ['v1'] });
     expect(second.backups.map((b) => `${b.source}/${b.vm}`)).toEqual(['a/v1']);
+
+    // A run killed while it held a/v1 (its connection gone, its row and claims left): the next run takes v1 over.
+    const killed = await openBackupSession(sql);
+    expect(await killed.claimVms([`${a.id}/v1`])).toEqual(new Set());
+    const { rows: ended } = await sql.query<{ ok: boolean }>(
+      `SELECT pg_terminate_backend(pid) AS ok FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [BACKUP_SESSION_LOCK, killed.id]);
+    expect(ended).toEqual([{ ok: true }]);
+    for (let i = 0; i < 50 && (await sql.query('SELECT 1 FROM pg_locks WHERE locktype = $1 AND classid = $2 AND objid = $3', ['advisory', BACKUP_SESSION_LOCK, killed.id])).rows.length; i++) await new Promise((r) => setTimeout(r, 100));
+    expect((await sql.query('SELECT 1 FROM "VmClaim" WHERE "sessionId" = $1', [killed.id])).rows).toHaveLength(1);
+    const afterKill = await runBackup(sql, { repo, source: 'a', vms: ['v1'] });
+    expect(afterKill.backups.map((b) => `${b.source}/${b.vm}`)).toEqual(['a/v1']);
+    await killed.close().catch(() => undefined);
+
+    // A pool's worth of claims (two per VM) in one session: rows, not locks (PostgreSQL's lock table holds 64 per connection).
+    const pool = await openBackupSession(sql);
+    expect((await pool.claimVms(Array.from({ length: 20_000 }, (_, i) => `pool/vm${i}`))).size).toBe(0);
+    await pool.close();
+    expect((await sql.query('SELECT count(*)::int AS n FROM "VmClaim"')).rows).toEqual([{ n: 0 }]);
 
     const retry = await runBackup(sql, { repo, onlyVms: [{ source: 'b', vm: 'v1' }, { source: 'a', vm: 'removed' }, { source: 'c', vm: 'v2' }] });
     expect(retry.backups.map((b) => `${b.source}/${b.vm}`)).toEqual(['b/v1']);

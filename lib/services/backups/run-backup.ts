@@ -129,7 +129,8 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
     let results: VmBackupResult[];
     // One backup per VM at a time: a VM another run is backing up now is left to it (and to a retry of this run).
     const names = vmNames ?? inventory.vms.map((vm) => vm.name);
-    const claiming = inventory.vms.filter((vm) => names.includes(vm.name)).map((vm) => ({ vm, keys: vmClaimKeys(source.id, vm) }));
+    const named = new Set(names);
+    const claiming = inventory.vms.filter((vm) => named.has(vm.name)).map((vm) => ({ vm, keys: vmClaimKeys(source.id, vm) }));
     const taken = report.stopped ? new Set<string>() : await catalogCall(() => session.claimVms(claiming.flatMap((c) => c.keys)));
     // A VM is busy when any of its keys is held elsewhere (its name, or its config through another source or name).
     const busyVms = claiming.filter((c) => c.keys.some((key) => taken.has(key)));

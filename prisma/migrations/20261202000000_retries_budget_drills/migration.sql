@@ -9,3 +9,12 @@ ALTER TABLE "Job" ADD COLUMN "retryAt" TIMESTAMP(3);
 ALTER TABLE "BackupImage" ADD COLUMN "drilledAt" TIMESTAMP(3);
 ALTER TABLE "BackupImage" ADD COLUMN "drillStatus" TEXT;
 ALTER TABLE "BackupImage" ADD COLUMN "drillProblems" JSONB;
+-- One backup per VM at a time: the VMs (and their config files) a backup session is backing up. A claim holds while
+-- its session's advisory lock does; a dead session's claims are taken over by the next run that meets them.
+CREATE TABLE "VmClaim" (
+  "key" TEXT NOT NULL,
+  "sessionId" INTEGER NOT NULL,
+  CONSTRAINT "VmClaim_pkey" PRIMARY KEY ("key"),
+  CONSTRAINT "VmClaim_sessionId_fkey" FOREIGN KEY ("sessionId") REFERENCES "BackupSession"("id") ON DELETE CASCADE
+);
+CREATE INDEX "VmClaim_sessionId_idx" ON "VmClaim"("sessionId");
