@@ -11,7 +11,8 @@ ALTER TABLE "BackupImage" ADD COLUMN "drillStatus" TEXT;
 ALTER TABLE "BackupImage" ADD COLUMN "drillProblems" JSONB;
 -- One backup per VM at a time: the VMs (and their config files) a backup session is backing up. A claim holds while
 -- its session's advisory lock does; a dead session's claims are taken over by the next run that meets them.
-CREATE TABLE "VmClaim" (
+-- Unlogged: claims live no longer than the sessions they belong to (a crash of the database ends those too).
+CREATE UNLOGGED TABLE "VmClaim" (
   "key" TEXT NOT NULL,
   "sessionId" INTEGER NOT NULL,
   CONSTRAINT "VmClaim_pkey" PRIMARY KEY ("key"),
