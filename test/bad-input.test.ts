@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeData } from '../lib/demo/fleet';
-import { cli, createTestDatabase, libvirtDomainXml, qemuImg, tempDir } from './helpers';
+import { cli, createTestDatabase, libvirtDomainXml, qemuImg, repositoryImageIds, tempDir } from './helpers';
 
 const domain = (name: string, disks: { file: string; type?: string }[]) => libvirtDomainXml(name, `00000000-0000-4000-8000-${name.padStart(12, '0').slice(-12)}`, disks);
 
@@ -56,7 +56,7 @@ describe('bad input', () => {
     // nothing recorded for the broken VMs
     const backups = JSON.parse((await cli(env, 'backups', '--json')).stdout) as { backups: { vm: string }[] };
     expect(backups.backups.map((b) => b.vm)).toEqual(['good']);
-    const images = (await fs.readdir(path.join(home, 'repository', 'images'))).filter((name) => name.endsWith('.json'));
+    const images = await repositoryImageIds(path.join(home, 'repository'));
     expect(images).toHaveLength(1);
   });
 

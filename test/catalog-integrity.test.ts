@@ -10,12 +10,11 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFleet, overwrite, type Fleet } from '../lib/demo/fleet';
-import { cli, createTestDatabase, projectRoot, tempDir } from './helpers';
+import { cli, createTestDatabase, projectRoot, repositoryImageIds, storedImage, tempDir } from './helpers';
 
 type BackupsJson = { backups: { backupId: string; vm: string }[] };
 
-const listImages = async (repo: string) => (await fs.readdir(path.join(repo, 'images')).catch(() => [] as string[]))
-  .filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -'.json'.length)).sort();
+const listImages = (repo: string) => repositoryImageIds(repo).catch(() => [] as string[]);
 
 async function catalogImages(url: string): Promise<string[]> {
   const client = new pg.Client({ connectionString: url });
@@ -233,7 +232,7 @@ describe('catalog rebuild: one transaction, serialised with backups', () => {
     expect((await cli(env, 'backup')).code).toBe(0);
     // A repository of a few hundred images (copies of the real ones under new ids): rebuilds that take a while.
     const images = path.join(repo, 'images');
-    const originals = await Promise.all((await fs.readdir(images)).filter((name) => name.endsWith('.json')).map(async (f) => JSON.parse(await fs.readFile(path.join(images, f), 'utf8')) as { id: string; createdAt: string }));
+    const originals = await Promise.all((await listImages(repo)).map(async (id) => (await storedImage(repo, id)).json as { id: string; createdAt: string }));
     let at = Date.parse('2026-01-01T00:00:00Z');
     for (let i = 0; i < 600; i++) {
       const created = new Date((at += 1000));

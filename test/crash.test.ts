@@ -25,7 +25,7 @@ import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
 import type { BackupImageManifest } from '../lib/engine/repository/manifests';
 import { Repository } from '../lib/engine/repository/repository';
 import { parseChunkId } from '../lib/engine/repository/chunk-id';
-import { cli, projectRoot, qemuImg, readStoredBlock, run, storedDiskDigests, tempDir } from './helpers';
+import { cli, projectRoot, qemuImg, readStoredBlock, repositoryImageIds, run, storedDiskDigests, storedImage, tempDir } from './helpers';
 
 const SEED = Number(process.env.VMDEDUP_CRASH_SEED ?? 9);
 const ITERATIONS = Number(process.env.VMDEDUP_CRASH_ITERATIONS ?? 12);
@@ -89,8 +89,7 @@ describe('crash tests (kill -9)', () => {
     return snapshot();
   };
 
-  const listImages = async () => (await fs.readdir(path.join(repoDir, 'images')).catch(() => [] as string[]))
-    .filter((f) => f.endsWith('.json')).map((f) => f.slice(0, -5)).sort();
+  const listImages = () => repositoryImageIds(repoDir).catch(() => [] as string[]);
   const catalogImages = async () => {
     const client = new pg.Client({ connectionString: env.DATABASE_URL });
     await client.connect();
@@ -265,7 +264,7 @@ describe('crash tests (kill -9)', () => {
 
   /** Restores a backup to a fresh folder and compares every file with the source as it was at that backup. */
   const verifyRestore = async (id: string) => {
-    const image = JSON.parse(await fs.readFile(path.join(repoDir, 'images', `${id}.json`), 'utf8')) as BackupImageManifest;
+    const image = (await storedImage(repoDir, id)).json as BackupImageManifest;
     const target = path.join(home, 'restores', id);
     const result = await cli(env, 'restore', image.vm.name, '--backup', id, '--target', target, '--policy', 'overwrite', '--confirm-drift', '--json');
     expect(result.code, `restore ${id}: ${result.stderr}`).toBe(0);

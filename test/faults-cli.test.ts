@@ -12,7 +12,7 @@ import { ensureEmbeddedCatalog, stopEmbeddedCatalog } from '../lib/catalog/embed
 import { buildFleet, overwrite, type Fleet } from '../lib/demo/fleet';
 import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
 import { Repository } from '../lib/engine/repository/repository';
-import { canMountTmpfs, cli, createTestDatabase, mountTmpfs, remountTmpfs, tempDir, unmountTmpfs } from './helpers';
+import { canMountTmpfs, cli, createTestDatabase, mountTmpfs, remountTmpfs, repositoryImageIds, tempDir, unmountTmpfs } from './helpers';
 
 type BackupJson = {
   backups: { vm: string; backupId: string }[];
@@ -168,7 +168,7 @@ describe('vmdedup backup when the catalog database is killed mid-run', () => {
     // (Records committed just before the crash may be gone: they are committed without waiting for the WAL
     // flush, and the repository, where every saved image is, is the truth the catalog is rebuilt from.)
     await catalogMatchesRepository(env, path.join(home, 'repository'));
-    const images = (await fs.readdir(path.join(home, 'repository', 'images'))).map((name) => name.replace(/\.json$/, ''));
+    const images = await repositoryImageIds(path.join(home, 'repository'));
     for (const backupId of [...report.backups.map((b) => b.backupId), ...report.failures.flatMap((f) => f.backupId ?? [])]) expect(images).toContain(backupId);
   });
 });

@@ -144,3 +144,36 @@ export async function deadPid(): Promise<number> {
   await new Promise((resolve) => child.on('exit', resolve));
   return child.pid!;
 }
+
+/** The ids of the backup images a repository folder holds (packed or each a file of its own), as its listing says. */
+export async function repositoryImageIds(repoDir: string): Promise<string[]> {
+  const { FsBlobStore } = await import('../lib/engine/repository/fs-blob-store');
+  const { Repository: Repo } = await import('../lib/engine/repository/repository');
+  return (await Repo.open(new FsBlobStore(repoDir))).backupImageIds();
+}
+
+/**
+ * One backup image as the repository folder stores it, to read and to tamper with as a damaged disk or an attacker
+ * would: `json` is the manifest as stored (not checked), `save` stores another value in its place (in its pack, for a
+ * packed image: the pack is written again), `restore` puts the stored bytes back as they were.
+ */
+export async function storedImage(repoDir: string, id: string): Promise<{ json: Record<string, any>; save(value: unknown): Promise<void>; restore(): Promise<void> }> {
+  const { parsePackedImageId } = await import('../lib/engine/repository/image-pack');
+  const packed = parsePackedImageId(id);
+  const dir = path.join(repoDir, 'images');
+  const file = packed ? path.join(dir, (await fs.readdir(dir)).find((name) => name.startsWith(`${packed.packId}.`) && name.endsWith('.pack'))!) : path.join(dir, `${id}.json`);
+  const original = await fs.readFile(file);
+  const zstd = (await import('zstd-napi')).default;
+  const pack = packed ? JSON.parse(zstd.decompress(original).toString('utf8')) as { images: unknown[] } : undefined;
+  const json = structuredClone((pack ? pack.images[packed!.index] : JSON.parse(original.toString('utf8'))) as Record<string, any>);
+  return {
+    json,
+    save: async (value) => {
+      if (!pack) return fs.writeFile(file, JSON.stringify(value));
+      const images = [...pack.images];
+      images[packed!.index] = value;
+      await fs.writeFile(file, zstd.compress(Buffer.from(JSON.stringify({ ...pack, images }))));
+    },
+    restore: () => fs.writeFile(file, original),
+  };
+}

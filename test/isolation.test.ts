@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { writeData } from '../lib/demo/fleet';
-import { cli, createTestDatabase, libvirtDomainXml, projectRoot, qemuImg, run, tempDir, type CliResult } from './helpers';
+import { cli, type CliResult, createTestDatabase, libvirtDomainXml, projectRoot, qemuImg, repositoryImageIds, run, storedImage, tempDir } from './helpers';
 
 type BackupJson = {
   backups: { vm: string; disks: { path: string; identifier: string; common: boolean; action: string; bytesRead: number }[] }[];
@@ -284,8 +284,8 @@ describe('per-VM isolation', () => {
     const attackerDisks = inventory.sources[0].vms.find((vm) => vm.name === 'attacker')!.disks;
     expect(attackerDisks.map((d) => [d.format, d.parent])).toEqual([['raw', undefined]]);
     // and the backup image stores it as raw, with no parent
-    const images = (await fs.readdir(path.join(home, 'repository', 'images'))).filter((name) => name.endsWith('.json'));
-    const manifests = await Promise.all(images.map(async (name) => JSON.parse(await fs.readFile(path.join(home, 'repository', 'images', name), 'utf8')) as { vm: { name: string }; disks: { format: string; parent?: unknown }[] }));
+    const images = await repositoryImageIds(path.join(home, 'repository'));
+    const manifests = await Promise.all(images.map(async (id) => (await storedImage(path.join(home, 'repository'), id)).json as { vm: { name: string }; disks: { format: string; parent?: unknown }[] }));
     const stored = manifests.filter((m) => m.vm.name === 'attacker');
     expect(stored).toHaveLength(1);
     expect(stored[0].disks).toEqual([expect.objectContaining({ format: 'raw' })]);

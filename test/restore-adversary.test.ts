@@ -14,7 +14,7 @@ import { buildFleet, writeData } from '../lib/demo/fleet';
 import { planRestore } from '../lib/engine/restore/plan';
 import type { BackupImageManifest } from '../lib/engine/repository/manifests';
 import { scanSource } from '../lib/engine/sources/inventory';
-import { cli, createTestDatabase, libvirtDomainXml, projectRoot, qemuImg, run, sha256File, snapshotTree, tempDir } from './helpers';
+import { cli, createTestDatabase, libvirtDomainXml, projectRoot, qemuImg, run, sha256File, snapshotTree, storedImage, tempDir } from './helpers';
 
 type Json = {
   status: string; message: string; cannotExecute?: string; config: string;
@@ -229,9 +229,8 @@ describe('restore under attack', () => {
   it('a tampered or damaged backup image or stored disk gives one clean line and writes nothing', async () => {
     await backup();
     const id = await lastBackup('vm2');
-    const imageFile = path.join(home, 'repository', 'images', `${id}.json`);
-    const text = await fs.readFile(imageFile, 'utf8');
-    const image = JSON.parse(text) as BackupImageManifest;
+    const imageAsStored = await storedImage(path.join(home, 'repository'), id);
+    const image = imageAsStored.json as BackupImageManifest;
     const storedFile = path.join(home, 'repository', 'disks', `${image.disks[0].digest}.json`);
     const stored = await fs.readFile(storedFile, 'utf8');
     type Tamper = [string, (m: Record<string, any>) => void];
@@ -260,24 +259,25 @@ describe('restore under attack', () => {
     const homeEntries = async () => (await fs.readdir(home, { recursive: true })).filter((f) => !/^(repository|catalog)(\/|$)/.test(f)).sort();
     const entriesBefore = await homeEntries();
     try {
-      for (const [what, tamper, file, original] of [
-        ...imageCases.map(([w, t]) => [w, t, imageFile, text] as const),
-        ...storedCases.map(([w, t]) => [`stored disk: ${w}`, t, storedFile, stored] as const),
+      const storedDisk = { json: JSON.parse(stored), save: (value: unknown) => fs.writeFile(storedFile, JSON.stringify(value)), restore: () => fs.writeFile(storedFile, stored) };
+      for (const [what, tamper, asStored] of [
+        ...imageCases.map(([w, t]) => [w, t, imageAsStored] as const),
+        ...storedCases.map(([w, t]) => [`stored disk: ${w}`, t, storedDisk] as const),
       ]) {
-        const manifest = JSON.parse(original) as Record<string, any>;
+        const manifest = structuredClone(asStored.json);
         tamper(manifest);
-        await fs.writeFile(file, JSON.stringify(manifest));
+        await asStored.save(manifest);
         const result = await cli(env, 'restore', 'vm2', '--target', target);
         expect(result.code, `${what}: ${result.stderr}`).toBe(1);
         expect(oneLine(result.stderr), what).toMatch(/damaged|corrupt|unusable|invalid/);
         expect(await exists(target), `${what}: wrote into the target`).toBe(false);
-        await fs.writeFile(file, original);
+        await asStored.restore();
       }
       // nothing in the source changed, and no file appeared anywhere (an escape would have made one)
       expect(await snapshot(kvm)).toEqual(before);
       expect(await homeEntries()).toEqual(entriesBefore);
     } finally {
-      await fs.writeFile(imageFile, text);
+      await imageAsStored.restore();
       await fs.writeFile(storedFile, stored);
     }
   });
@@ -382,7 +382,7 @@ describe('restore under attack', () => {
   it('the fingerprint changes with what would be written: the backed-up content and config', async () => {
     await backup();
     const id = await lastBackup('vm2');
-    const image = JSON.parse(await fs.readFile(path.join(home, 'repository', 'images', `${id}.json`), 'utf8')) as BackupImageManifest;
+    const image = (await storedImage(path.join(home, 'repository'), id)).json as BackupImageManifest;
     const live = { source: await scanSource({ name: 'kvm', type: 'libvirt', path: kvm }), others: [], unreadable: [] };
     const repo = { getStoredDisk: () => Promise.reject(new Error('not needed')) };
     const plan = (img: BackupImageManifest) => planRestore({ image: img, live, target: { kind: 'folder', dir: path.join(out, 'fp') }, repo });

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, createTestDatabase, qemuImg, tempDir } from './helpers';
+import { cli, createTestDatabase, qemuImg, storedImage, tempDir } from './helpers';
 
 type BackupJson = {
   backups: { vm: string; backupId: string; disks: { path: string; common: boolean; action: string; bytesRead: number }[] }[];
@@ -111,7 +111,6 @@ describe('a VDI pool (CLI)', () => {
     const { rows: [newest] } = await sql.query<{ id: string }>(
       'SELECT b."id" FROM "BackupImage" b JOIN "Vm" v ON v."id" = b."vmId" WHERE v."name" = $1 ORDER BY b."createdAt" DESC, b."id" DESC LIMIT 1', [vm],
     );
-    const file = path.join(env.VMDEDUP_HOME, 'repository', 'images', `${newest.id}.json`);
-    return JSON.parse(await fs.readFile(file, 'utf8'));
+    return (await storedImage(path.join(env.VMDEDUP_HOME, 'repository'), newest.id)).json as Awaited<ReturnType<typeof imageOf>>;
   }
 });

@@ -10,7 +10,8 @@ import { type Fault, FaultyBlobStore, hookedStore } from '../repository/faulty-b
 import { FsBlobStore } from '../repository/fs-blob-store';
 import { type ChunkId, chunkKey } from '../repository/chunk-id';
 import type { BackupImageManifest } from '../repository/manifests';
-import { Repository, backupImageKey, storedDiskKey } from '../repository/repository';
+import { REPOSITORY_FORMAT_VERSION, Repository, storedDiskKey } from '../repository/repository';
+import { decodeImagePack, imagePackKey, parseImagesKey, parsePackedImageId } from '../repository/image-pack';
 import { scanSource } from '../sources/inventory';
 import { type VmBackupResult, backupVms } from './backup';
 
@@ -200,9 +201,10 @@ describe('backupVms under repository faults', () => {
           const manifest = JSON.parse(Buffer.from(data).toString()) as { files: { blocks: (string | null)[] }[] };
           for (const id of manifest.files.flatMap((file) => file.blocks)) if (id && !durable.has(chunkKey(id as ChunkId))) violations.push(`${key} names ${id} before it is durable`);
         }
-        if (key.startsWith('images/')) {
-          for (const disk of (JSON.parse(Buffer.from(data).toString()) as BackupImageManifest).disks) {
-            if (!durable.has(storedDiskKey(disk.digest))) violations.push(`${key} names stored disk ${disk.digest} before it is durable`);
+        const pack = parseImagesKey(key);
+        if (pack && 'pack' in pack) {
+          for (const image of decodeImagePack(data, pack.pack.packId, pack.pack.count, key, REPOSITORY_FORMAT_VERSION) as BackupImageManifest[]) {
+            for (const disk of image.disks) if (!durable.has(storedDiskKey(disk.digest))) violations.push(`${key} names stored disk ${disk.digest} before it is durable`);
           }
         }
         await inner.put(key, data);
@@ -219,7 +221,13 @@ describe('backupVms under repository faults', () => {
     let recorded = 0;
     await backupVms({
       inventory: await threeVmSource(), repo, lookupStoredDisks: none, storeAhead: 0,
-      onImages: async (images) => { for (const image of images) { recorded++; if (!durable.has(backupImageKey(image.id))) violations.push(`image ${image.id} recorded before it is durable`); } },
+      onImages: async (images) => {
+        for (const image of images) {
+          recorded++;
+          const packKey = imagePackKey(parsePackedImageId(image.id)!.packId, images.length);
+          if (!durable.has(packKey)) violations.push(`image ${image.id} recorded before ${packKey} is durable`);
+        }
+      },
     });
     expect(recorded).toBe(3);
     expect(violations).toEqual([]);
@@ -300,8 +308,8 @@ describe('backupVms records the images of VMs that read nothing in batches', () 
     expect(await imagesIn(repo)).toEqual([...ids].sort());
   });
 
-  it('an I/O error writing one image of a batch records none of them and stops the run', async () => {
-    const { repo, store } = await faultyRepo([{ op: 'put', keyPrefix: 'images/', call: 3, error: 'EIO' }]);
+  it('an I/O error writing a batch (its pack) records none of its images and stops the run', async () => {
+    const { repo, store } = await faultyRepo([{ op: 'put', keyPrefix: 'images/', call: 1, error: 'EIO' }]);
     let recorded = 0;
     const results = await backupVms({ inventory: await poolSource(4), repo, lookupStoredDisks: none, onImages: async (images) => { recorded += images.length; } });
     expect(recorded).toBe(0);

@@ -4,6 +4,7 @@ import { BlockPool } from '../chunking/block-pool';
 import { ImagesWithdrawn, InputError, RunFault, fileError } from '../errors';
 import { type BackupDiskEntry, type BackupImageManifest, type DiskFileEntry, MANIFEST_FORMAT_VERSION, USED_BY_LISTED } from '../repository/manifests';
 import { type Repository, newBackupImageId } from '../repository/repository';
+import { packedImageId } from '../repository/image-pack';
 import type { SourceInventory, VmInventory } from '../sources/inventory';
 import type { VirtualDisk } from '../sources/virtual-disk';
 import { type BackupProgress, ProgressTracker } from './progress';
@@ -32,6 +33,9 @@ const STORE_AHEAD = 64;
 const STORE_AHEAD_MAX_BYTES = 16 * 1024 * 1024;
 /** Free space the repository must keep beyond four times what is stored ahead, for stores to run ahead at all. */
 const STORE_AHEAD_SPARE_BYTES = 1024 * 1024 * 1024;
+
+/** Disks whose stored copy is checked at once before a run (the repository's has, the collection's guard). */
+const TRUST_CHECKS_AT_ONCE = 32;
 
 /** By default a disk is read in full at least once every 30 days, however often its stored version matches. */
 export const DEFAULT_REREAD_AFTER_DAYS = 30;
@@ -109,15 +113,16 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const stored = await options.lookupStoredDisks(needed);
   const rereadAfterDays = options.rereadAfterDays ?? DEFAULT_REREAD_AFTER_DAYS;
   const readSince = now().getTime() - rereadAfterDays * 24 * 3600 * 1000;
-  let bytesToRead = 0;
-  for (const [index, disk] of needed.entries()) {
+  // The repository is asked about many disks at once (a pool's 10,000 overlays: 0.8 s one after another).
+  await eachAtOnce(needed, TRUST_CHECKS_AT_ONCE, async (disk, index) => {
     const version = stored[index];
     // The scan's own flag too: equal tokens mean equal timestamps, unless the clock went back meanwhile.
     const trusted = version && !version.racilyClean && !disk.racilyClean && rereadAfterDays > 0 && version.readAt.getTime() > readSince;
     if (trusted && (await repo.hasStoredDisk(version.digest)) && (await reuse.mayReuseDisk(version.digest))) {
       outcomes.set(disk.path, { ok: true, digest: version.digest, bytesRead: 0, readAt: version.readAt, racilyClean: false });
-    } else bytesToRead += disk.logicalBytes;
-  }
+    }
+  });
+  const bytesToRead = needed.reduce((sum, disk) => sum + (outcomes.has(disk.path) ? 0 : disk.logicalBytes), 0);
 
   const progress = new ProgressTracker(bytesToRead, vms.length, options.onProgress);
   const pool = bytesToRead > 0 ? new BlockPool({ zstdLevel: repo.config.compression.level, blockSize: repo.config.blockSize, threads: options.threads }) : undefined;
@@ -134,6 +139,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   type PendingImage = { vm: VmInventory; image: BackupImageManifest; index: number };
   let batch: PendingImage[] = [];
   let batchSince = 0;
+  // The batch's images are the members of one pack (one blob, one barrier): their ids are the pack's and a position.
+  let packId = '';
   const fail = (item: PendingImage, err: unknown, extra: { backupId?: string }) => {
     const error = err instanceof Error ? err.message : String(err);
     const fault = err instanceof RunFault;
@@ -343,8 +350,12 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       }
       for (const diskPath of accountedHere) accounted.add(diskPath);
       for (const key of creditedHere) credited.add(key);
-      const image = buildImage(inventory, vm, entries, now(), options.runId);
-      if (batch.length === 0) batchSince = Date.now();
+      const createdAt = now();
+      if (batch.length === 0) {
+        batchSince = Date.now();
+        packId = newBackupImageId(createdAt);
+      }
+      const image = buildImage(inventory, vm, entries, packedImageId(packId, batch.length), createdAt, options.runId);
       batch.push({ vm, image, index: results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image }) - 1 });
       if (batch.length >= IMAGE_BATCH) writeBatch();
     }
@@ -372,6 +383,20 @@ async function fileEntriesOf(disk: VirtualDisk): Promise<DiskFileEntry[]> {
   }));
 }
 
+/** Runs `work` on every item, at most `limit` at a time; rejects with the first failure once none is running. */
+async function eachAtOnce<T>(items: T[], limit: number, work: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const index = next++;
+      await work(items[index], index);
+    }
+  };
+  const settled = await Promise.allSettled(Array.from({ length: Math.min(limit, items.length) }, worker));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 function selectVms(inventory: SourceInventory, names: string[] | undefined): VmInventory[] {
   if (!names || names.length === 0) return inventory.vms;
   return names.flatMap((name) => {
@@ -382,11 +407,11 @@ function selectVms(inventory: SourceInventory, names: string[] | undefined): VmI
   });
 }
 
-function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDiskEntry[], createdAt: Date, runId?: string): BackupImageManifest {
+function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDiskEntry[], id: string, createdAt: Date, runId?: string): BackupImageManifest {
   const sum = (pick: (d: BackupDiskEntry) => number) => disks.reduce((total, d) => total + pick(d), 0);
   return {
     formatVersion: MANIFEST_FORMAT_VERSION,
-    id: newBackupImageId(createdAt),
+    id,
     createdAt: createdAt.toISOString(),
     ...(runId ? { runId } : {}),
     source: { name: inventory.source.name, type: inventory.source.type, path: inventory.root },

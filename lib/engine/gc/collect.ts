@@ -5,7 +5,7 @@
  */
 import { RepositoryError } from '../errors';
 import { type ChunkId, chunkKey } from '../repository/chunk-id';
-import { type Repository, backupImageKey, storedDiskKey } from '../repository/repository';
+import { type Repository, storedDiskKey } from '../repository/repository';
 
 /** A blob garbage collection may remove: `chunks/ab/<id>` or `disks/<digest>.json`, with its stored size. */
 export type Condemned = { key: string; bytes: number };
@@ -190,7 +190,7 @@ export class Reachable {
         image = await this.repo.getBackupImage(id);
       } catch (err) {
         // Removed meanwhile (a prune) names nothing; one that cannot be read might name anything: nothing is removed.
-        if (err instanceof RepositoryError && (await this.repo.sizeOf(backupImageKey(id))) === undefined) continue;
+        if (err instanceof RepositoryError && !(await this.repo.hasBackupImage(id))) continue;
         throw new RepositoryError(`garbage collection stopped, nothing removed: backup image ${id} cannot be read, so what it needs is unknown (${(err as Error).message})`);
       }
       const digests: string[] = [];

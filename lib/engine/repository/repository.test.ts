@@ -20,7 +20,7 @@ describe('Repository', () => {
     expect(reopened.config).toEqual(repo.config);
     expect(reopened.config.blockSize).toBe(65536);
     const onDisk = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8'));
-    expect(onDisk).toMatchObject({ formatVersion: 2, hash: 'sha256', compression: { algorithm: 'zstd' } });
+    expect(onDisk).toMatchObject({ formatVersion: 3, hash: 'sha256', compression: { algorithm: 'zstd' } });
   });
 
   it('compresses what shrinks, keeps raw what does not, and verifies every read', async () => {

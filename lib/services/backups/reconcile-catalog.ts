@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { CatalogSql } from '../../catalog/db';
-import { type Repository, backupImageKey } from '../../engine/repository/repository';
+import type { Repository } from '../../engine/repository/repository';
 import { readBackupImages, withSourceIds } from './read-backup-images';
 import { type SkippedImage, recordBackupImages } from '../../catalog/record-backup-image';
 
@@ -42,7 +42,7 @@ export async function reconcileCatalog(sql: CatalogSql, options: { repo: Reposit
     read.skipped.forEach(skip);
     // Each is checked again under the index lock: a prune holds it exclusive while it removes manifests.
     const batch = await recordBackupImages(sql, await withSourceIds(sql, read.images, sourceIds), {
-      stillInRepository: async (id) => (await options.repo.sizeOf(backupImageKey(id))) !== undefined,
+      stillInRepository: (id) => options.repo.hasBackupImage(id),
     });
     batch.skipped.forEach(skip);
     result.recorded.push(...batch.recorded);

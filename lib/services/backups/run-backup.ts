@@ -6,7 +6,7 @@ import { ImagesWithdrawn, RunFault } from '../../engine/errors';
 import type { BackupProgress } from '../../engine/backup/progress';
 import type { BackupDiskEntry } from '../../engine/repository/manifests';
 import { InputError } from '../../engine/errors';
-import { type Repository, backupImageKey } from '../../engine/repository/repository';
+import type { Repository } from '../../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../../engine/sources/inventory';
 import { scanWithMemo } from '../sources/scan-with-memo';
 import { AppError } from '../../errors';
@@ -166,8 +166,7 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
             try {
               await session.confirmAlive();
             } catch (err) {
-              for (const image of images) await options.repo.remove(backupImageKey(image.id)).catch(() => undefined);
-              await options.repo.flush().catch(() => undefined);
+              await options.repo.removeBackupImages(images.map((image) => image.id)).catch(() => undefined);
               throw new ImagesWithdrawn(`not recorded, withdrawn from the repository: ${(err as Error).message}`, { cause: err });
             }
             const { skipped } = await catalogCall(() => recordBackupImageBatch(sql, images.map((image) => ({ sourceId: source.id, image }))));

@@ -11,6 +11,7 @@ import { type TokenFleet, backup, block, closeTokenFleets, restoredDigests, sha,
 import { acquireGcLease, openBackupSession } from '../../catalog/gc-coordination';
 import type { BlobStore } from '../../engine/repository/blob-store';
 import type { ChunkId } from '../../engine/repository/chunk-id';
+import { parsePackedImageId } from '../../engine/repository/image-pack';
 import { runBackup } from '../backups/run-backup';
 import { runGarbageCollection } from './collect-garbage';
 import { pruneBackups } from './prune-backups';
@@ -47,8 +48,12 @@ describe('prune and gc', () => {
     const dry = await runGarbageCollection(env.sql, { repo: env.repo, dryRun: true });
     expect(dry.removedChunks).toBe(0); // nothing is garbage before the prune
 
+    // The first run's images are one pack, removed whole: its bytes are freed.
+    const removedPacks = new Set(preview.removed.map((r) => parsePackedImageId(r.backupId)!.packId));
+    const firstPacks = (await fs.readdir(path.join(env.repo.store.location, 'images'))).filter((name) => name.endsWith('.pack') && removedPacks.has(name.split('.')[0]));
+    expect(firstPacks).toHaveLength(1);
     let manifestBytes = 0;
-    for (const r of preview.removed) manifestBytes += (await env.repo.sizeOf(`images/${r.backupId}.json`))!;
+    for (const name of firstPacks) manifestBytes += (await env.repo.sizeOf(`images/${name}`))!;
     const pruned = await pruneBackups(env.sql, { repo: env.repo, policy: { last: 1 }, timeZone: 'UTC' });
     expect(pruned.removed).toEqual(preview.removed);
     expect(await env.repo.backupImageIds()).toEqual(second.backups.map((b) => b.backupId).sort());

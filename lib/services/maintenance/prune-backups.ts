@@ -3,7 +3,7 @@ import { digestsOfImages, forgetImages, listRetainableImages, sourceExists } fro
 import { Reachable } from '../../engine/gc/collect';
 import { type RetentionPolicy, applyRetention, hasRules } from '../../engine/gc/retention';
 import { chunkKey, type ChunkId } from '../../engine/repository/chunk-id';
-import { type Repository, backupImageKey, storedDiskKey } from '../../engine/repository/repository';
+import { type Repository, storedDiskKey } from '../../engine/repository/repository';
 import { AppError } from '../../errors';
 import { reconcileCatalog } from '../backups/reconcile-catalog';
 
@@ -61,8 +61,7 @@ export async function pruneBackups(sql: CatalogSql, options: PruneOptions): Prom
   report.freedBytes = await bytesFreedWithout(sql, repo, removedIds, options.signal);
   if (!options.dryRun && removedIds.size) {
     await catalogCall(() => forgetImages(sql, [...removedIds], async (ids) => {
-      for (const id of ids) await repo.remove(backupImageKey(id));
-      await repo.flush();
+      await repo.removeBackupImages(ids);
     }));
   }
   return report;
@@ -81,7 +80,7 @@ async function bytesFreedWithout(sql: CatalogSql, repo: Repository, removed: Set
   const freed = new Reachable(repo);
   await freed.addDisks(freedDisks, signal);
   let bytes = 0;
-  for (const id of removed) bytes += (await repo.sizeOf(backupImageKey(id))) ?? 0;
+  bytes += await repo.backupImageBytes([...removed]);
   for (const digest of freed.disks) bytes += (await repo.sizeOf(storedDiskKey(digest))) ?? 0;
   for (const id of freed.chunks) if (!retained.chunks.has(id)) bytes += (await repo.sizeOf(chunkKey(id as ChunkId))) ?? 0;
   return bytes;
