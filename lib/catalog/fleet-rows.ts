@@ -31,6 +31,7 @@ export async function upsertVms(
 ): Promise<{ id: string; sourceId: string; name: string }[]> {
   if (rows.length === 0) return [];
   rows = inKeyOrder(rows, (r) => [r.sourceId, r.name]);
+  if (options.onConflict === 'lock') return lockVms(client, rows);
   const onConflict = {
     details: `DO UPDATE SET "uuid" = EXCLUDED."uuid", "configPath" = EXCLUDED."configPath", "lastSeenAt" = COALESCE(EXCLUDED."lastSeenAt", "Vm"."lastSeenAt")`,
     lock: 'DO UPDATE SET "name" = EXCLUDED."name"',
@@ -43,6 +44,36 @@ export async function upsertVms(
      ON CONFLICT ("sourceId", "name") ${onConflict}
      RETURNING "id", "sourceId", "name"`,
     [rows.map((r) => r.sourceId), rows.map((r) => r.name), rows.map((r) => r.uuid), rows.map((r) => r.configPath), Boolean(options.seen)],
+  );
+  return written;
+}
+
+/**
+ * `lock`: the VMs that exist are locked with a row lock (FOR UPDATE: no new row version, where the no-op update of
+ * `INSERT … ON CONFLICT` wrote one per VM: 10,000 a run for an unchanged pool); the missing ones are created. Both in
+ * key order (`rows` are in it).
+ */
+async function lockVms(client: pg.ClientBase, rows: VmRow[]): Promise<{ id: string; sourceId: string; name: string }[]> {
+  const { rows: locked } = await client.query<{ id: string; sourceId: string; name: string }>(
+    `SELECT v."id", v."sourceId", v."name" FROM "Vm" v
+     JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(source, name, ord) ON v."sourceId" = w.source AND v."name" = w.name
+     ORDER BY w.ord FOR UPDATE OF v`,
+    [rows.map((r) => r.sourceId), rows.map((r) => r.name)],
+  );
+  if (locked.length === rows.length) return locked;
+  const found = new Set(locked.map((row) => `${row.sourceId}\0${row.name}`));
+  // Created meanwhile by another transaction: the upsert waits for it, then locks and returns the row.
+  const created = await upsertVmsLocking(client, rows.filter((r) => !found.has(`${r.sourceId}\0${r.name}`)));
+  return [...locked, ...created];
+}
+
+async function upsertVmsLocking(client: pg.ClientBase, rows: VmRow[]): Promise<{ id: string; sourceId: string; name: string }[]> {
+  const { rows: written } = await client.query<{ id: string; sourceId: string; name: string }>(
+    `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath")
+     SELECT gen_random_uuid()::text, v.source, v.name, v.uuid, v.config FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(source, name, uuid, config)
+     ON CONFLICT ("sourceId", "name") DO UPDATE SET "name" = EXCLUDED."name"
+     RETURNING "id", "sourceId", "name"`,
+    [rows.map((r) => r.sourceId), rows.map((r) => r.name), rows.map((r) => r.uuid), rows.map((r) => r.configPath)],
   );
   return written;
 }
@@ -75,18 +106,34 @@ export async function upsertDisks(
     layout: `${attributes}, "parentPath" = EXCLUDED."parentPath", "sizeBytes" = EXCLUDED."sizeBytes"`,
     lock: '"identifier" = EXCLUDED."identifier"',
   }[options.onConflict];
+  // A row that would not change is not written (an unchanged pool's 10,000 disks): ON CONFLICT still locks it, and
+  // the second statement returns it.
+  const changes = {
+    attributes: '("Disk"."path", "Disk"."format", "Disk"."common") IS DISTINCT FROM (EXCLUDED."path", EXCLUDED."format", EXCLUDED."common")',
+    layout: `("Disk"."path", "Disk"."format", "Disk"."common", "Disk"."parentPath", "Disk"."sizeBytes")
+      IS DISTINCT FROM (EXCLUDED."path", EXCLUDED."format", EXCLUDED."common", EXCLUDED."parentPath", EXCLUDED."sizeBytes")`,
+    lock: 'true',
+  }[options.onConflict];
   const { rows: written } = await client.query<{ id: string; sourceId: string; identifier: string; path: string }>(
     `INSERT INTO "Disk" ("id", "sourceId", "identifier", "path", "format", "common", "parentPath", "sizeBytes")
      SELECT gen_random_uuid()::text, d.source, d.identifier, d.path, d.format, d.common, d.parent, d.size
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::text[], $7::bigint[]) AS d(source, identifier, path, format, common, parent, size)
-     ON CONFLICT ("sourceId", "identifier") DO UPDATE SET ${set}
+     ON CONFLICT ("sourceId", "identifier") DO UPDATE SET ${set} WHERE ${changes}
      RETURNING "id", "sourceId", "identifier", "path"`,
     [
       rows.map((r) => r.sourceId), rows.map((r) => r.identifier), rows.map((r) => r.path), rows.map((r) => r.format),
       rows.map((r) => r.common), rows.map((r) => r.parentPath), rows.map((r) => r.sizeBytes),
     ],
   );
-  return written;
+  if (written.length === rows.length) return written;
+  const returned = new Set(written.map((row) => `${row.sourceId}\0${row.identifier}`));
+  const rest = rows.filter((r) => !returned.has(`${r.sourceId}\0${r.identifier}`));
+  const { rows: unchanged } = await client.query<{ id: string; sourceId: string; identifier: string; path: string }>(
+    `SELECT d."id", d."sourceId", d."identifier", d."path" FROM "Disk" d
+     JOIN unnest($1::text[], $2::text[]) AS k(source, identifier) ON d."sourceId" = k.source AND d."identifier" = k.identifier`,
+    [rest.map((r) => r.sourceId), rest.map((r) => r.identifier)],
+  );
+  return [...written, ...unchanged];
 }
 
 export type VmDiskLink = { vmId: string; diskId: string; via: string; slot: string | null };
@@ -107,13 +154,21 @@ export async function linkVmDisks(client: pg.ClientBase, links: VmDiskLink[]): P
  */
 export async function setVmDisks(client: pg.ClientBase, vmIds: string[], links: VmDiskLink[]): Promise<void> {
   if (vmIds.length === 0) return;
-  await client.query(
-    `DELETE FROM "VmDisk" vd WHERE vd."vmId" = ANY($1::text[]) AND NOT EXISTS (
-       SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS l(vm, disk, via, slot)
-       WHERE l.vm = vd."vmId" AND l.disk = vd."diskId" AND l.via = vd."via" AND l.slot IS NOT DISTINCT FROM vd."slot")`,
-    [vmIds, links.map((l) => l.vmId), links.map((l) => l.diskId), links.map((l) => l.via), links.map((l) => l.slot)],
-  );
-  await linkVmDisks(client, links);
+  // The difference is computed here and only it is written: an unchanged pool's backup writes no VmDisk row.
+  const { rows: current } = await client.query<VmDiskLink>('SELECT "vmId", "diskId", "via", "slot" FROM "VmDisk" WHERE "vmId" = ANY($1::text[])', [vmIds]);
+  const key = (link: { vmId: string; diskId: string }) => `${link.vmId}\0${link.diskId}`;
+  const wanted = new Map<string, VmDiskLink[]>();
+  for (const link of links) wanted.set(key(link), [...(wanted.get(key(link)) ?? []), link]);
+  // A row stays when it is one of the links for its VM and disk (a VM and disk have one row: the first link is kept).
+  const stale = new Set(current.filter((row) => !(wanted.get(key(row)) ?? []).some((link) => link.via === row.via && link.slot === row.slot)));
+  if (stale.size > 0) {
+    await client.query(
+      'DELETE FROM "VmDisk" vd USING unnest($1::text[], $2::text[]) AS s(vm, disk) WHERE vd."vmId" = s.vm AND vd."diskId" = s.disk',
+      [[...stale].map((row) => row.vmId), [...stale].map((row) => row.diskId)],
+    );
+  }
+  const kept = new Set(current.filter((row) => !stale.has(row)).map(key));
+  await linkVmDisks(client, [...wanted.values()].map((same) => same[0]).filter((link) => !kept.has(key(link))));
 }
 
 /**
