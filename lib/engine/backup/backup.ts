@@ -34,7 +34,7 @@ const STORE_AHEAD_MAX_BYTES = 16 * 1024 * 1024;
 /** Free space the repository must keep beyond four times what is stored ahead, for stores to run ahead at all. */
 const STORE_AHEAD_SPARE_BYTES = 1024 * 1024 * 1024;
 
-/** Disks whose stored copy is checked at once before a run (the repository's has, the collection's guard). */
+/** Disks whose reuse the collection's guard is asked about at once before a run. */
 const TRUST_CHECKS_AT_ONCE = 32;
 
 /** By default a disk is read in full at least once every 30 days, however often its stored version matches. */
@@ -113,12 +113,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const stored = await options.lookupStoredDisks(needed);
   const rereadAfterDays = options.rereadAfterDays ?? DEFAULT_REREAD_AFTER_DAYS;
   const readSince = now().getTime() - rereadAfterDays * 24 * 3600 * 1000;
-  // The repository is asked about many disks at once (a pool's 10,000 overlays: 0.8 s one after another).
+  // The scan's own flag too: equal tokens mean equal timestamps, unless the clock went back meanwhile.
+  const trusted = (disk: VirtualDisk, version: StoredVersion | undefined): version is StoredVersion =>
+    !!version && !version.racilyClean && !disk.racilyClean && rereadAfterDays > 0 && version.readAt.getTime() > readSince;
+  // The repository is asked about all the run's disks at once (a pool's 10,000 overlays: 0.8 s one after another).
+  const held = await repo.storedDisksHeld(needed.flatMap((disk, index) => (trusted(disk, stored[index]) ? [stored[index]!.digest] : [])));
   await eachAtOnce(needed, TRUST_CHECKS_AT_ONCE, async (disk, index) => {
     const version = stored[index];
-    // The scan's own flag too: equal tokens mean equal timestamps, unless the clock went back meanwhile.
-    const trusted = version && !version.racilyClean && !disk.racilyClean && rereadAfterDays > 0 && version.readAt.getTime() > readSince;
-    if (trusted && (await repo.hasStoredDisk(version.digest)) && (await reuse.mayReuseDisk(version.digest))) {
+    if (trusted(disk, version) && held.has(version.digest) && (await reuse.mayReuseDisk(version.digest))) {
       outcomes.set(disk.path, { ok: true, digest: version.digest, bytesRead: 0, readAt: version.readAt, racilyClean: false });
     }
   });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -52,6 +53,16 @@ describe('Repository', () => {
     } finally {
       await pool.close();
     }
+  });
+
+  it('tells which stored disks it holds, asked one by one for a few and from a listing for many', async () => {
+    const repo = await Repository.openOrInit(new FsBlobStore(await tempDir('vmdedup-repo-')));
+    const digests = Array.from({ length: 150 }, (_, i) => createHash('sha256').update(`disk ${i}`).digest('hex'));
+    const held = digests.filter((_, i) => i % 3 !== 0);
+    for (const digest of held) await repo.store.put(`disks/${digest}.json`, Buffer.from('{}'));
+    expect([...(await repo.storedDisksHeld(digests))].sort()).toEqual([...held].sort());
+    expect([...(await repo.storedDisksHeld(digests.slice(0, 10)))].sort()).toEqual(held.filter((d) => digests.slice(0, 10).includes(d)).sort());
+    expect((await repo.storedDisksHeld([])).size).toBe(0);
   });
 
   it('refuses a repository written by a newer format', async () => {

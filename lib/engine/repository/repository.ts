@@ -145,6 +145,19 @@ export class Repository {
     return this.exists(storedDiskKey(digest));
   }
 
+  /** Which of these stored disks the repository holds: asked one by one for a few, from one listing of disks/ for
+   *  many (a pool's 10,000 overlays: 10,000 stats against one listing). */
+  async storedDisksHeld(digests: string[]): Promise<Set<string>> {
+    const wanted = new Set(digests);
+    const held = new Set<string>();
+    if (wanted.size <= STORED_DISKS_ASKED_ALONE) {
+      for (const digest of wanted) if (await this.hasStoredDisk(digest)) held.add(digest);
+      return held;
+    }
+    for await (const page of this.storedDiskDigests()) for (const digest of page) if (wanted.has(digest)) held.add(digest);
+    return held;
+  }
+
   /** Makes the chunks it names durable first (write order: README, Guarantees). */
   async putStoredDisk(manifest: StoredDiskManifest): Promise<void> {
     await this.writableFormat();
@@ -430,6 +443,9 @@ export class Repository {
     return parsed;
   }
 }
+
+/** Up to this many stored disks are asked about one by one (storedDisksHeld); more, from a listing. */
+const STORED_DISKS_ASKED_ALONE = 64;
 
 /** Packs kept decoded by a Repository (a pack of 256 pool images is about 1.3 MB decoded). */
 const PACKS_KEPT = 4;
