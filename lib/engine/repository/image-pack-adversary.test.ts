@@ -104,6 +104,29 @@ describe('image packs, adversarial', () => {
     expect(await fresh.getBackupImage(other[0].id)).toEqual(other[0]);
   });
 
+  it('stray names are ignored: marks beyond the count, count 0, x.pack, nested folders, a .json named like a packed id', async () => {
+    const { dir, repo } = await newRepo();
+    const images = pack(2);
+    await repo.putBackupImages(images);
+    const packId = packIdOf(images);
+    const imagesDir = path.join(dir, 'images');
+    await fs.writeFile(path.join(imagesDir, `${packedImageId(packId, 2)}.gone`), '');
+    await fs.writeFile(path.join(imagesDir, `${packedImageId(packId, 9999)}.gone`), '');
+    await fs.writeFile(path.join(imagesDir, `${packId}.0.pack`), '');
+    await fs.writeFile(path.join(imagesDir, `${packId}.02.pack`), '');
+    await fs.writeFile(path.join(imagesDir, 'x.pack'), '');
+    await fs.writeFile(path.join(imagesDir, `${packedImageId(packId, 1)}.json`), JSON.stringify(images[1]));
+    await fs.mkdir(path.join(imagesDir, 'nested'));
+    await fs.writeFile(path.join(imagesDir, 'nested', `${packId}.5.pack`), '');
+    await fs.writeFile(path.join(imagesDir, 'nested', `${newBackupImageId(new Date())}.json`), '{}');
+    const fresh = await reopen(dir);
+    // Each id once: a file no version writes does not make an id appear twice (or one that cannot be read).
+    expect(await fresh.backupImageIds()).toEqual(images.map((i) => i.id));
+    for (const i of images) expect(await fresh.getBackupImage(i.id)).toEqual(i);
+    await fresh.removeBackupImages(images.map((i) => i.id));
+    expect(await fresh.backupImageIds()).toEqual([]);
+  });
+
   it('another process\'s pack written after this one listed is found (listed again on a miss)', async () => {
     const { dir, repo } = await newRepo();
     const first = pack(1);

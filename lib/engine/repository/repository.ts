@@ -272,7 +272,8 @@ export class Repository {
         const parsed = parseImagesKey(key);
         if (parsed && 'pack' in parsed) packs.set(parsed.pack.packId, parsed.pack.count);
         else if (parsed) gone.add(parsed.gone);
-        else if (key.endsWith('.json') && key.length > 12 && !key.slice(7, -5).includes('/')) single.push(key.slice(7, -5));
+        // A file named like a pack's member is no image: no version writes one, and readers look for it in its pack.
+        else if (key.endsWith('.json') && key.length > 12 && !key.slice(7, -5).includes('/') && !parsePackedImageId(key.slice(7, -5))) single.push(key.slice(7, -5));
       }
     }
     this.packKeys = new Map([...packs].map(([packId, count]) => [packId, imagePackKey(packId, count)]));
