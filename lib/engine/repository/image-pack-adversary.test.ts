@@ -158,6 +158,19 @@ describe('image packs, adversarial', () => {
     expect(await reader.backupImageIds()).toEqual([]);
   });
 
+  it('hasBackupImage of a pack it knows asks the store for that pack, not for a listing of images/ each time', async () => {
+    const dir = await tempDir('vmdedup-pack-adv-');
+    await Repository.openOrInit(new FsBlobStore(dir));
+    const counting = countingLists(new FsBlobStore(dir), 'images/');
+    const repo = await Repository.open(counting.store);
+    const images = pack(50);
+    await repo.putBackupImages(images);
+    await repo.backupImageIds();
+    const before = counting.lists();
+    for (const i of images) expect(await repo.hasBackupImage(i.id)).toBe(true);
+    expect(counting.lists() - before).toBeLessThanOrEqual(1);
+  });
+
   it('removal: duplicates, ids of packs not listed, a member twice in one call, and a kill between the pack and its marks', async () => {
     const { dir, repo } = await newRepo();
     const images = pack(3);

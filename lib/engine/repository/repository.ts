@@ -203,8 +203,10 @@ export class Repository {
   async hasBackupImage(id: string): Promise<boolean> {
     const packed = parsePackedImageId(id);
     if (!packed) return (await this.sizeOf(backupImageKey(id))) !== undefined;
-    const key = await this.packKeyOf(packed.packId, { fresh: true });
-    return !!key && packed.index < Number(key.split('.').at(-2)) && !(await this.exists(goneImageKey(id)));
+    // A pack known from a listing is asked for by its key (a pack's key never changes): reconcile asks once per image
+    // it records, and a listing of images/ each time made a reconcile of n images n listings.
+    const key = await this.packKeyOf(packed.packId);
+    return !!key && packed.index < Number(key.split('.').at(-2)) && (await this.exists(key)) && !(await this.exists(goneImageKey(id)));
   }
 
   /** Every backup image's id, sorted (ids sort by time: oldest first): one listing of images/, no manifest read. */
@@ -287,9 +289,9 @@ export class Repository {
     return { ids: ids.sort(), packs, gone };
   }
 
-  /** The key of a pack, from the last listing of images/ (listed again when it is not there, or when asked). */
-  private async packKeyOf(packId: string, options: { fresh?: boolean } = {}): Promise<string | undefined> {
-    if (options.fresh || !this.packKeys.has(packId)) await this.listImages();
+  /** The key of a pack, from the last listing of images/ (listed again when it is not there). */
+  private async packKeyOf(packId: string): Promise<string | undefined> {
+    if (!this.packKeys.has(packId)) await this.listImages();
     return this.packKeys.get(packId);
   }
 
