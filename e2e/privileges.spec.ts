@@ -43,7 +43,7 @@ test('the web server runs as an unprivileged user that cannot read the repositor
   expect(uid).not.toBe(0);
   const user = execFileSync('id', ['-nu', String(uid)], { encoding: 'utf8' }).trim();
   const repository = path.join(e2eHome(), 'repository');
-  const anImage = fs.readdirSync(path.join(repository, 'images')).find((name) => name.endsWith('.json'))!;
+  const anImage = fs.readdirSync(path.join(repository, 'images')).find((name) => name.endsWith('.pack'))!;
   // What that user can read: nothing of the repository, not even the list of backups.
   for (const file of [path.join(repository, 'config.json'), path.join(repository, 'images', anImage), path.join(e2eHome(), 'auth-secret')]) {
     expect(() => execFileSync('runuser', ['-u', user, '--', 'cat', file], { stdio: 'pipe' }), file).toThrow(/Permission denied/);

@@ -18,6 +18,9 @@ const GONE_KEY = /^images\/(\d{8}T\d{6}Z-[0-9a-f]{6}-\d{4,9})\.gone$/;
 /** A pack decodes to at most this (256 images of a pool are about 1.3 MB): a hostile frame header cannot make a
  *  reader allocate more. */
 const MAX_PACK_BYTES = 256 * 1024 * 1024;
+/** The most members a pack holds (a backup's batch is 256): a name that says more is no pack, so a hostile or damaged
+ *  name cannot make a listing enumerate a billion ids. Every member's index then has the 4 digits of its id. */
+export const MAX_PACK_IMAGES = 10_000;
 const PACK_ZSTD_LEVEL = 3;
 
 export type PackedImageId = { packId: string; index: number };
@@ -50,13 +53,14 @@ export function parseImagesKey(key: string): { pack: { packId: string; count: nu
   const pack = PACK_KEY.exec(key);
   if (pack) {
     const count = Number(pack[2]);
-    return count > 0 && imagePackKey(pack[1], count) === key ? { pack: { packId: pack[1], count } } : undefined;
+    return count > 0 && count <= MAX_PACK_IMAGES && imagePackKey(pack[1], count) === key ? { pack: { packId: pack[1], count } } : undefined;
   }
   const gone = GONE_KEY.exec(key);
   return gone && parsePackedImageId(gone[1]) ? { gone: gone[1] } : undefined;
 }
 
 export function encodeImagePack(packId: string, images: { id: string }[], formatVersion: number): Buffer {
+  if (images.length > MAX_PACK_IMAGES) throw new RepositoryError(`a pack holds no more than ${MAX_PACK_IMAGES} images (${images.length} given)`);
   images.forEach((image, index) => {
     if (image.id !== packedImageId(packId, index)) throw new RepositoryError(`image ${image.id} is not member ${index} of pack ${packId}`);
   });

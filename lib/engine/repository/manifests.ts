@@ -83,7 +83,7 @@ export type BackupDiskEntry = {
   racilyClean?: boolean;
 };
 
-/** images/<id>.json: one backup of one VM. */
+/** One backup of one VM: a member of an image pack (images/<pack id>.<count>.pack), or images/<id>.json before format 3. */
 export type BackupImageManifest = {
   formatVersion: number;
   id: string;

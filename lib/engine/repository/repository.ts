@@ -216,8 +216,10 @@ export class Repository {
   async hasBackupImage(id: string): Promise<boolean> {
     const packed = parsePackedImageId(id);
     if (!packed) return (await this.sizeOf(backupImageKey(id))) !== undefined;
-    const key = await this.packKeyOf(packed.packId, { fresh: true });
-    return !!key && packed.index < Number(key.split('.').at(-2)) && !(await this.exists(goneImageKey(id)));
+    // A pack known from a listing is asked for by its key (a pack's key never changes): reconcile asks once per image
+    // it records, and a listing of images/ each time made a reconcile of n images n listings.
+    const key = await this.packKeyOf(packed.packId);
+    return !!key && packed.index < Number(key.split('.').at(-2)) && (await this.exists(key)) && !(await this.exists(goneImageKey(id)));
   }
 
   /** Every backup image's id, sorted (ids sort by time: oldest first): one listing of images/, no manifest read. */
@@ -285,7 +287,8 @@ export class Repository {
         const parsed = parseImagesKey(key);
         if (parsed && 'pack' in parsed) packs.set(parsed.pack.packId, parsed.pack.count);
         else if (parsed) gone.add(parsed.gone);
-        else if (key.endsWith('.json') && key.length > 12 && !key.slice(7, -5).includes('/')) single.push(key.slice(7, -5));
+        // A file named like a pack's member is no image: no version writes one, and readers look for it in its pack.
+        else if (key.endsWith('.json') && key.length > 12 && !key.slice(7, -5).includes('/') && !parsePackedImageId(key.slice(7, -5))) single.push(key.slice(7, -5));
       }
     }
     this.packKeys = new Map([...packs].map(([packId, count]) => [packId, imagePackKey(packId, count)]));
@@ -299,9 +302,9 @@ export class Repository {
     return { ids: ids.sort(), packs, gone };
   }
 
-  /** The key of a pack, from the last listing of images/ (listed again when it is not there, or when asked). */
-  private async packKeyOf(packId: string, options: { fresh?: boolean } = {}): Promise<string | undefined> {
-    if (options.fresh || !this.packKeys.has(packId)) await this.listImages();
+  /** The key of a pack, from the last listing of images/ (listed again when it is not there). */
+  private async packKeyOf(packId: string): Promise<string | undefined> {
+    if (!this.packKeys.has(packId)) await this.listImages();
     return this.packKeys.get(packId);
   }
 
