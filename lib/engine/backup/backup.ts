@@ -25,6 +25,8 @@ export const IMAGE_BATCH = 256;
 /** A VM that reads more than this (its disks not on the fast path) ends the batch before it: a big VM's image is
  *  written and recorded on its own, as soon as it is done. Fresh clones of a pool read less and are batched. */
 export const IMAGE_BATCH_READ_LIMIT = 1024 * 1024;
+/** Nor is a batch larger than about this (VMs with large configs): a pack decodes to at most 256 MiB (image-pack.ts). */
+const IMAGE_BATCH_BYTES = 64 * 1024 * 1024;
 /** Nor does a batch wait longer than this for more images (the dashboard shows recorded images). */
 const IMAGE_BATCH_MS = 5_000;
 /** VMs whose small disks are stored ahead of the one whose image is being built (see storeAhead). 2,000 VMs of a
@@ -141,6 +143,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   type PendingImage = { vm: VmInventory; image: BackupImageManifest; index: number };
   let batch: PendingImage[] = [];
   let batchSince = 0;
+  let batchBytes = 0;
   // The batch's images are the members of one pack (one blob, one barrier): their ids are the pack's and a position.
   let packId = '';
   const fail = (item: PendingImage, err: unknown, extra: { backupId?: string }) => {
@@ -154,6 +157,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     if (batch.length === 0) return;
     const items = batch;
     batch = [];
+    batchBytes = 0;
     const written = repo.putBackupImages(items.map((item) => item.image));
     written.catch(() => undefined); // handled in the recording step below
     recording = recording.then(async () => {
@@ -359,7 +363,9 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       }
       const image = buildImage(inventory, vm, entries, packedImageId(packId, batch.length), createdAt, options.runId);
       batch.push({ vm, image, index: results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image }) - 1 });
-      if (batch.length >= IMAGE_BATCH) writeBatch();
+      // What an image's JSON holds beyond a few KB: its config, and its disks' entries.
+      batchBytes += image.vm.configBase64.length + 4096 * (1 + image.disks.length);
+      if (batch.length >= IMAGE_BATCH || batchBytes >= IMAGE_BATCH_BYTES) writeBatch();
     }
     writeBatch();
     await recording;

@@ -58,6 +58,17 @@ describe('image packs, adversarial', () => {
     expect(await (await reopen(dir)).hasBackupImage(packedImageId(hostile, 5))).toBe(false);
   }, 20_000);
 
+  it('a small pack that would decode to far more than its members can hold is refused before it is decoded', async () => {
+    const { dir } = await newRepo();
+    const packId = newBackupImageId(new Date());
+    // 40 MiB of JSON (a member padded with spaces) compresses to a few KB: one member may decode to 16 MiB at most.
+    const bomb = zstd.compress(Buffer.from(`{"formatVersion":3,"id":"${packId}","images":[${' '.repeat(40 * 1024 * 1024)}{}]}`));
+    expect(bomb.length).toBeLessThan(64 * 1024);
+    await fs.mkdir(path.join(dir, 'images'), { recursive: true });
+    await fs.writeFile(path.join(dir, 'images', `${packId}.1.pack`), bomb);
+    await expect((await reopen(dir)).getBackupImage(packedImageId(packId, 0))).rejects.toThrow(/decoded size is over 16777216 bytes/);
+  });
+
   it('a pack of more members than a pack may hold is refused on write', async () => {
     const { repo } = await newRepo();
     await expect(repo.putBackupImages(pack(10_001))).rejects.toThrow(/more than 10000/);

@@ -15,13 +15,16 @@ const PACK_ID = /^\d{8}T\d{6}Z-[0-9a-f]{6}$/;
 const PACKED_ID = /^(\d{8}T\d{6}Z-[0-9a-f]{6})-(\d{4,9})$/;
 const PACK_KEY = /^images\/(\d{8}T\d{6}Z-[0-9a-f]{6})\.(\d{1,9})\.pack$/;
 const GONE_KEY = /^images\/(\d{8}T\d{6}Z-[0-9a-f]{6}-\d{4,9})\.gone$/;
-/** A pack decodes to at most this (256 images of a pool are about 1.3 MB): a hostile frame header cannot make a
- *  reader allocate more. */
+/** A pack decodes to at most this per image, and this in all (256 images of a pool are about 1.3 MB; an image is a
+ *  few KB, its VM's config included, and at most its 4 MiB config in base64 and its disks): a hostile frame header
+ *  cannot make a reader allocate more. Backups end a batch well before (IMAGE_BATCH_BYTES). */
+const MAX_IMAGE_BYTES = 16 * 1024 * 1024;
 const MAX_PACK_BYTES = 256 * 1024 * 1024;
 /** The most members a pack holds (a backup's batch is 256): a name that says more is no pack, so a hostile or damaged
  *  name cannot make a listing enumerate a billion ids. Every member's index then has the 4 digits of its id. */
 export const MAX_PACK_IMAGES = 10_000;
 const PACK_ZSTD_LEVEL = 3;
+const decodedLimit = (count: number) => Math.min(MAX_PACK_BYTES, Math.max(1, count) * MAX_IMAGE_BYTES);
 
 export type PackedImageId = { packId: string; index: number };
 
@@ -65,6 +68,7 @@ export function encodeImagePack(packId: string, images: { id: string }[], format
     if (image.id !== packedImageId(packId, index)) throw new RepositoryError(`image ${image.id} is not member ${index} of pack ${packId}`);
   });
   const plain = Buffer.from(JSON.stringify({ formatVersion, id: packId, images }));
+  if (plain.length > decodedLimit(images.length)) throw new RepositoryError(`the images of pack ${packId} are too large (${plain.length} bytes; at most ${MAX_IMAGE_BYTES} an image)`);
   const out = Buffer.alloc(zstd.compressBound(plain.length));
   const cctx = new zstd.CCtx();
   cctx.setParameter(zstd.CParameter.compressionLevel, PACK_ZSTD_LEVEL);
@@ -83,7 +87,8 @@ export function decodeImagePack(bytes: Uint8Array, packId: string, count: number
   } catch {
     throw damaged('not a zstd frame');
   }
-  if (size === null || size > MAX_PACK_BYTES) throw damaged(`its decoded size is ${size === null ? 'not recorded' : `over ${MAX_PACK_BYTES} bytes`}`);
+  const limit = decodedLimit(count);
+  if (size === null || size > limit) throw damaged(`its decoded size is ${size === null ? 'not recorded' : `over ${limit} bytes`}`);
   const plain = Buffer.alloc(size);
   try {
     if (new zstd.DCtx().decompress(plain, bytes) !== size) throw new Error('short');
