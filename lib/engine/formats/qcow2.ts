@@ -1,4 +1,5 @@
-import fs, { type FileHandle } from 'node:fs/promises';
+import fs from 'node:fs/promises';
+import type { HeaderReader } from './detect';
 import { InputError } from '../errors';
 
 const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
@@ -30,7 +31,7 @@ export type Qcow2Header = {
 };
 
 /** Reads the qcow2 header, its backing file name and backing-format extension (qcow2 spec, "Header"). */
-export async function readQcow2Header(fh: FileHandle, file: string): Promise<Qcow2Header> {
+export async function readQcow2Header(fh: HeaderReader, file: string): Promise<Qcow2Header> {
   const { size } = await fh.stat();
   const head = Buffer.alloc(Math.min(size, 64 * 1024));
   await fh.read(head, 0, head.length, 0);

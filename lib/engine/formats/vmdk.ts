@@ -1,4 +1,5 @@
-import fs, { type FileHandle } from 'node:fs/promises';
+import fs from 'node:fs/promises';
+import type { HeaderReader } from './detect';
 import { InputError } from '../errors';
 
 const VMDK_SPARSE_MAGIC = 0x564d444b; // "KDMV" little-endian
@@ -43,7 +44,7 @@ const SPARSE_HEADER_BYTES = SPARSE_AT.descriptorSize + 8;
 const SECTOR_BYTES = 512;
 
 /** The first bytes of a VMDK file (enough for a sparse header) and the file's size. */
-async function readHead(fh: FileHandle): Promise<{ head: Buffer; size: number }> {
+async function readHead(fh: HeaderReader): Promise<{ head: Buffer; size: number }> {
   const { size } = await fh.stat();
   const head = Buffer.alloc(Math.min(size, SECTOR_BYTES));
   await fh.read(head, 0, head.length, 0);
@@ -70,7 +71,7 @@ function embeddedDescriptorRegion(head: Buffer, fileSize: number, file: string):
 }
 
 /** Reads a VMDK: a text descriptor file, or a sparse file with the descriptor embedded after its header. */
-export async function readVmdkDescriptor(fh: FileHandle, file: string): Promise<VmdkDescriptor> {
+export async function readVmdkDescriptor(fh: HeaderReader, file: string): Promise<VmdkDescriptor> {
   const { head, size } = await readHead(fh);
   if (isVmdkSparse(head)) {
     const embedded = embeddedDescriptorRegion(head, size, file);

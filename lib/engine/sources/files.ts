@@ -2,6 +2,7 @@ import type { BigIntStats } from 'node:fs';
 import fsSync, { constants } from 'node:fs';
 import fs from 'node:fs/promises';
 import { InputError, fileError } from '../errors';
+import type { HeaderReader } from '../formats/detect';
 
 /** Domain XMLs and .vmx files are kilobytes; anything past this is not a VM config and is not read. */
 export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
@@ -64,22 +65,59 @@ export async function openDiskFileAndStat(file: string): Promise<{ handle: fs.Fi
  * errors other than InputError name the file.
  */
 function withRegularFileSync<T>(file: string, read: (fd: number, stat: BigIntStats, statAtNs: bigint) => T, check?: (stat: { size: number | bigint }) => void): T {
-  let fd: number | undefined;
+  let opened: { fd: number; stat: BigIntStats; statAtNs: bigint } | undefined;
   try {
-    const before = fsSync.lstatSync(file);
-    if (!before.isFile()) throw notRegularFile(file, before);
-    check?.(before);
-    fd = fsSync.openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
-    const statAtNs = BigInt(Date.now()) * 1_000_000n;
-    const stat = fsSync.fstatSync(fd, { bigint: true });
-    if (!stat.isFile()) throw notRegularFile(file, stat);
-    check?.(stat);
-    return read(fd, stat, statAtNs);
+    opened = openRegularFileSync(file, check);
+    return read(opened.fd, opened.stat, opened.statAtNs);
   } catch (err) {
     if (err instanceof InputError) throw err;
     throw fileError(file, err);
   } finally {
-    if (fd !== undefined) fsSync.closeSync(fd);
+    if (opened) fsSync.closeSync(opened.fd);
+  }
+}
+
+/** withRegularFileSync's checks and open (the caller closes the file; errors other than InputError are Node's). */
+function openRegularFileSync(file: string, check?: (stat: { size: number | bigint }) => void): { fd: number; stat: BigIntStats; statAtNs: bigint } {
+  const before = fsSync.lstatSync(file);
+  if (!before.isFile()) throw notRegularFile(file, before);
+  check?.(before);
+  const fd = fsSync.openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+  try {
+    const statAtNs = BigInt(Date.now()) * 1_000_000n;
+    const stat = fsSync.fstatSync(fd, { bigint: true });
+    if (!stat.isFile()) throw notRegularFile(file, stat);
+    check?.(stat);
+    return { fd, stat, statAtNs };
+  } catch (err) {
+    fsSync.closeSync(fd);
+    throw err;
+  }
+}
+
+/**
+ * A disk file opened as openDiskFileAndStat opens it, for reading its header with synchronous calls: a scan reads
+ * the headers of thousands of small overlays, and through the thread pool the calls were most of it (a pool of
+ * 10,000 VMs, scanned without a memo: 7.5 s with FileHandles, 3.3 s so). `read` runs with the file open; it is
+ * closed after.
+ */
+export async function withDiskHeader<T>(file: string, read: (reader: HeaderReader, stat: BigIntStats, statAtNs: bigint) => Promise<T>): Promise<T> {
+  let opened: { fd: number; stat: BigIntStats; statAtNs: bigint };
+  try {
+    opened = openRegularFileSync(file);
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw fileError(file, err);
+  }
+  const { fd } = opened;
+  const reader: HeaderReader = {
+    stat: async () => ({ size: Number(fsSync.fstatSync(fd).size) }),
+    read: async (buffer, offset, length, position) => ({ bytesRead: fsSync.readSync(fd, buffer, offset, length, position) }),
+  };
+  try {
+    return await read(reader, opened.stat, opened.statAtNs);
+  } finally {
+    fsSync.closeSync(fd);
   }
 }
 

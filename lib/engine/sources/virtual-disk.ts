@@ -6,7 +6,7 @@ import { InputError, fileError } from '../errors';
 import { detectDiskFormat } from '../formats/detect';
 import { readQcow2Header } from '../formats/qcow2';
 import { readVmdkDescriptor } from '../formats/vmdk';
-import { openDiskFileAndStat, statDiskFile } from './files';
+import { statDiskFile, withDiskHeader } from './files';
 import type { DiskHeader, ScanMemo } from './scan-memo';
 import type { DiskFormat, DiskSlot, ScanProblem } from './types';
 import { type FileOwnership, versionOf } from './version-token';
@@ -178,9 +178,8 @@ export class DiskResolver {
       const known = this.memo.header(canonical, hint, probed.stat);
       if (known) return { ...base, ...known, files, ...(await versionOf(files, undefined, { file: canonical, ...probed })) };
     }
-    const { handle: fh, stat, statAtNs } = await openDiskFileAndStat(canonical);
-    const opened = { file: canonical, stat, statAtNs };
-    try {
+    return withDiskHeader(canonical, async (fh, stat, statAtNs) => {
+      const opened = { file: canonical, stat, statAtNs };
       const detected = await detectDiskFormat(fh, canonical);
       // A config that says raw is honoured as raw, whatever the bytes (as the hypervisor reads it: a guest may write
       // anything, a qcow2 header too, into its raw disk); any other claim must match the bytes.
@@ -212,9 +211,7 @@ export class DiskResolver {
         };
       }
       return { ...base, ...remember({ format, virtualSize: Number(stat.size) }), files, ...(await versionOf(files, undefined, opened)) };
-    } finally {
-      await fh.close();
-    }
+    });
   }
 
   private parentLink(pointer: string, child: string): { pointer: string; path: string } {
