@@ -25,6 +25,25 @@ describe('qcow2 header', () => {
     expect(base).toMatchObject({ version: compat === '0.10' ? 2 : 3, virtualSize: 4 * 1024 * 1024, backingFile: undefined });
     expect(child).toMatchObject({ backingFile: 'base.qcow2', backingFormat: 'qcow2' });
   });
+
+  it('refuses a backing file name cut short by a truncation after the stat, or holding NUL bytes, in one line naming the image', async () => {
+    const dir = await tempDir();
+    const child = path.join(dir, 'child.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-u', '-b', 'some-base.qcow2', '-F', 'qcow2', child, '1M');
+    const bytes = await fs.readFile(child);
+    const nameAt = Number(bytes.readBigUInt64BE(8));
+    // The stat still gives the old size; the file now ends four bytes into the name (a writer truncated it meanwhile).
+    const truncated = bytes.subarray(0, nameAt + 4);
+    const staleStat = {
+      stat: async () => ({ size: bytes.length }),
+      read: async (buffer: Buffer, offset: number, length: number, position: number) => ({ bytesRead: truncated.copy(buffer, offset, position, Math.min(truncated.length, position + length)) }),
+    };
+    await expect(readQcow2Header(staleStat, child)).rejects.toThrow(new RegExp(`^${child}: truncated qcow2 backing file name$`));
+    const withNul = Buffer.from(bytes);
+    withNul.fill(0, nameAt + 4, nameAt + 6);
+    await fs.writeFile(child, withNul);
+    await expect(withFile(child, (fh) => readQcow2Header(fh, child))).rejects.toThrow(new RegExp(`^${child}: corrupt qcow2 backing file name$`));
+  });
 });
 
 describe('VMDK descriptor', () => {

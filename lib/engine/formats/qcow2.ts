@@ -33,8 +33,9 @@ export type Qcow2Header = {
 /** Reads the qcow2 header, its backing file name and backing-format extension (qcow2 spec, "Header"). */
 export async function readQcow2Header(fh: HeaderReader, file: string): Promise<Qcow2Header> {
   const { size } = await fh.stat();
-  const head = Buffer.alloc(Math.min(size, 64 * 1024));
-  await fh.read(head, 0, head.length, 0);
+  // What was read, not what the stat said: a file truncated since is read as truncated, not as zeros.
+  const buffer = Buffer.alloc(Math.min(size, 64 * 1024));
+  const head = buffer.subarray(0, (await fh.read(buffer, 0, buffer.length, 0)).bytesRead);
   if (head.length < V2_HEADER_BYTES) throw new InputError('truncated qcow2 header', { file });
   if (!isQcow2(head)) throw new InputError('not a qcow2 image (bad magic)', { file });
   const version = head.readUInt32BE(AT.version);
@@ -72,7 +73,10 @@ export async function readQcow2Header(fh: HeaderReader, file: string): Promise<Q
       throw new InputError('corrupt qcow2 backing file name', { file });
     }
     const name = Buffer.alloc(backingSize);
-    await fh.read(name, 0, backingSize, backingOffset);
+    const { bytesRead } = await fh.read(name, 0, backingSize, backingOffset);
+    if (bytesRead < backingSize) throw new InputError('truncated qcow2 backing file name', { file });
+    // No path holds a NUL: the name would reach the scan's error as a path Node refuses, not as this image's fault.
+    if (name.includes(0)) throw new InputError('corrupt qcow2 backing file name', { file });
     backingFile = name.toString('utf8');
   }
   return { version, virtualSize, clusterBits, backingFile, backingFormat };
