@@ -1,7 +1,9 @@
 import pg from 'pg';
 import { expect, it } from 'vitest';
 import { createMigratedCatalog, seededRandom } from '../../test/helpers';
+import type { BackupImageManifest } from '../engine/repository/manifests';
 import { type VmDiskLink, setVmDisks, upsertDisks, upsertVms } from './fleet-rows';
+import { recordBackupImageBatch } from './record-backup-image';
 
 it('writes only what changed, and ends with exactly the rows a full rewrite would (seeded model)', async () => {
   const catalog = await createMigratedCatalog();
@@ -76,6 +78,50 @@ it('writes only what changed, and ends with exactly the rows a full rewrite woul
       const { rows: diskRows } = await sql.query<{ identifier: string; path: string; format: string; common: boolean }>('SELECT "identifier", "path", "format", "common" FROM "Disk"');
       expect(Object.fromEntries(diskRows.map((d) => [d.identifier, { path: d.path, format: d.format, common: d.common }])), `round ${round}: Disk`).toEqual(Object.fromEntries(disks));
     }
+  } finally {
+    await sql.end();
+  }
+});
+
+const image = (vm: string, id: string, usedBy: string[]): BackupImageManifest => ({
+  formatVersion: 2, id, createdAt: '2026-12-01T10:00:00.000Z',
+  source: { name: 'pool', type: 'libvirt', path: '/pool' },
+  vm: { name: vm, uuid: `u-${vm}`, configPath: `/pool/${vm}.xml`, configBase64: '' },
+  disks: [{
+    identifier: 'path:golden.raw', path: '/pool/golden.raw', relativePath: 'golden.raw', via: 'attached', slot: 'vda', target: 'golden.raw', format: 'raw',
+    versionToken: 'v1', digest: 'a'.repeat(64), common: true, usedBy, usedByCount: usedBy.length,
+    action: 'referenced', logicalBytes: 4096, bytesRead: 0, bytesWritten: 0,
+  }],
+  totals: { logicalBytes: 4096, bytesRead: 0, bytesWritten: 0, bytesReferenced: 4096 },
+});
+
+it('two batches whose images name each other as sharers of a disk wait for each other, not deadlock (the share rows\' key-share locks meet no FOR UPDATE)', async () => {
+  const catalog = await createMigratedCatalog();
+  await catalog.db.$disconnect();
+  const sql = new pg.Pool({ connectionString: catalog.url, max: 4 });
+  let deadlocks = 0;
+  sql.on('connect', (client) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+    (client as { query: unknown }).query = (...args: unknown[]) => {
+      const result = query(...args);
+      return result instanceof Promise ? result.catch((err: { code?: string }) => { if (err.code === '40P01') deadlocks++; throw err; }) : result;
+    };
+  });
+  try {
+    await sql.query(`INSERT INTO "Source" ("id", "name", "type", "path") VALUES ('s1', 'pool', 'libvirt', '/pool')`);
+    await sql.query(`INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath") VALUES ('va', 's1', 'a', 'u-a', '/pool/a.xml'), ('vb', 's1', 'b', 'u-b', '/pool/b.xml')`);
+    await sql.query(`INSERT INTO "Disk" ("id", "sourceId", "identifier", "path", "format", "common", "sizeBytes") VALUES ('g', 's1', 'path:golden.raw', '/pool/golden.raw', 'raw', true, 0)`);
+    const other = await sql.connect();
+    await other.query('BEGIN');
+    await other.query(`SELECT 1 FROM "Disk" FOR UPDATE`);
+    const a = recordBackupImageBatch(sql, [{ sourceId: 's1', image: image('a', '20261201T100000Z-aaaaaa', ['a', 'b']) }]);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const b = recordBackupImageBatch(sql, [{ sourceId: 's1', image: image('b', '20261201T100000Z-bbbbbb', ['a', 'b']) }]);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await other.query('COMMIT');
+    other.release();
+    await expect(Promise.all([a, b])).resolves.toEqual([expect.objectContaining({ recorded: ['20261201T100000Z-aaaaaa'] }), expect.objectContaining({ recorded: ['20261201T100000Z-bbbbbb'] })]);
+    expect(deadlocks).toBe(0);
   } finally {
     await sql.end();
   }

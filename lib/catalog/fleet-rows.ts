@@ -49,15 +49,17 @@ export async function upsertVms(
 }
 
 /**
- * `lock`: the VMs that exist are locked with a row lock (FOR UPDATE: no new row version, where the no-op update of
+ * `lock`: the VMs that exist are locked with a row lock (no new row version, where the no-op update of
  * `INSERT … ON CONFLICT` wrote one per VM: 10,000 a run for an unchanged pool); the missing ones are created. Both in
- * key order (`rows` are in it).
+ * key order (`rows` are in it). FOR NO KEY UPDATE, the lock that no-op update took: recorders of one VM take turns,
+ * but another batch inserting share rows for the VM (whose foreign key takes a key-share lock) does not wait, where
+ * FOR UPDATE made two batches naming each other as sharers deadlock.
  */
 async function lockVms(client: pg.ClientBase, rows: VmRow[]): Promise<{ id: string; sourceId: string; name: string }[]> {
   const { rows: locked } = await client.query<{ id: string; sourceId: string; name: string }>(
     `SELECT v."id", v."sourceId", v."name" FROM "Vm" v
      JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(source, name, ord) ON v."sourceId" = w.source AND v."name" = w.name
-     ORDER BY w.ord FOR UPDATE OF v`,
+     ORDER BY w.ord FOR NO KEY UPDATE OF v`,
     [rows.map((r) => r.sourceId), rows.map((r) => r.name)],
   );
   if (locked.length === rows.length) return locked;
