@@ -9,7 +9,9 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import { PrismaClient } from '../lib/generated/prisma/client';
 import type { BlockPool } from '../lib/engine/chunking/block-pool';
 import type { ChunkId } from '../lib/engine/repository/chunk-id';
-import type { Repository } from '../lib/engine/repository/repository';
+import { type Repository, newBackupImageId } from '../lib/engine/repository/repository';
+import { packedImageId } from '../lib/engine/repository/image-pack';
+import { type BackupImageManifest, MANIFEST_FORMAT_VERSION } from '../lib/engine/repository/manifests';
 import { readBlock } from '../lib/engine/restore/read-block';
 import { createTestDatabase } from './scratch';
 
@@ -176,4 +178,20 @@ export async function storedImage(repoDir: string, id: string): Promise<{ json: 
     },
     restore: () => fs.writeFile(file, original),
   };
+}
+
+/** A backup image with no disks, as the repository's image tests store them. */
+export function bareImage(id: string, vm: string): BackupImageManifest {
+  return {
+    formatVersion: MANIFEST_FORMAT_VERSION, id, createdAt: new Date().toISOString(),
+    source: { name: 'pool', type: 'libvirt', path: '/src' },
+    vm: { name: vm, uuid: '', configPath: `/src/${vm}.xml`, relativeConfigPath: `${vm}.xml`, configBase64: Buffer.from(`<domain>${vm}</domain>`).toString('base64') },
+    disks: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0, bytesReferenced: 0 },
+  };
+}
+
+/** The members of one new image pack: `count` bare images (vm0, vm1, …). */
+export function bareImagePack(count: number, at = new Date()): BackupImageManifest[] {
+  const packId = newBackupImageId(at);
+  return Array.from({ length: count }, (_, index) => bareImage(packedImageId(packId, index), `vm${index}`));
 }

@@ -2,26 +2,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import zstd from 'zstd-napi';
 import { describe, expect, it } from 'vitest';
-import { tempDir } from '../../../test/helpers';
+import { bareImagePack as pack, tempDir } from '../../../test/helpers';
 import type { BlobStore } from './blob-store';
 import { FsBlobStore } from './fs-blob-store';
 import { encodeImagePack, packedImageId, parsePackedImageId } from './image-pack';
 import { type BackupImageManifest, MANIFEST_FORMAT_VERSION } from './manifests';
 import { REPOSITORY_FORMAT_VERSION, Repository, newBackupImageId } from './repository';
-
-function image(id: string, vm: string): BackupImageManifest {
-  return {
-    formatVersion: MANIFEST_FORMAT_VERSION, id, createdAt: new Date().toISOString(),
-    source: { name: 'pool', type: 'libvirt', path: '/src' },
-    vm: { name: vm, uuid: '', configPath: `/src/${vm}.xml`, relativeConfigPath: `${vm}.xml`, configBase64: '' },
-    disks: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0, bytesReferenced: 0 },
-  };
-}
-
-function pack(count: number, at = new Date()): BackupImageManifest[] {
-  const packId = newBackupImageId(at);
-  return Array.from({ length: count }, (_, index) => image(packedImageId(packId, index), `vm${index}`));
-}
 
 async function newRepo() {
   const dir = await tempDir('vmdedup-pack-adv-');

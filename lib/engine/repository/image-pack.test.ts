@@ -1,25 +1,11 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { seededRandom, tempDir } from '../../../test/helpers';
+import { bareImage as image, bareImagePack as pack, seededRandom, tempDir } from '../../../test/helpers';
 import { FsBlobStore } from './fs-blob-store';
 import { encodeImagePack, packedImageId, parsePackedImageId } from './image-pack';
 import { type BackupImageManifest, MANIFEST_FORMAT_VERSION } from './manifests';
 import { REPOSITORY_FORMAT_VERSION, Repository, newBackupImageId } from './repository';
-
-function image(id: string, vm: string): BackupImageManifest {
-  return {
-    formatVersion: MANIFEST_FORMAT_VERSION, id, createdAt: new Date().toISOString(),
-    source: { name: 'pool', type: 'libvirt', path: '/src' },
-    vm: { name: vm, uuid: '', configPath: `/src/${vm}.xml`, relativeConfigPath: `${vm}.xml`, configBase64: Buffer.from(`<domain>${vm}</domain>`).toString('base64') },
-    disks: [], totals: { logicalBytes: 0, bytesRead: 0, bytesWritten: 0, bytesReferenced: 0 },
-  };
-}
-
-function pack(count: number, at = new Date()): BackupImageManifest[] {
-  const packId = newBackupImageId(at);
-  return Array.from({ length: count }, (_, index) => image(packedImageId(packId, index), `vm${index}`));
-}
 
 async function newRepo() {
   const dir = await tempDir('vmdedup-pack-');
