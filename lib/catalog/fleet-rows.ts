@@ -50,8 +50,8 @@ export async function upsertVms(
 
 /**
  * `lock`: the VMs that exist are locked with a row lock (no new row version, where the no-op update of
- * `INSERT … ON CONFLICT` wrote one per VM: 10,000 a run for an unchanged pool); the missing ones are created. Both in
- * key order (`rows` are in it). FOR NO KEY UPDATE, the lock that no-op update took: recorders of one VM take turns,
+ * `INSERT … ON CONFLICT` wrote one per VM: 10,000 a run for an unchanged pool); then the missing ones are created.
+ * Each step in key order (`rows` are in it), not the two together: a deadlock with a writer of both is retried. FOR NO KEY UPDATE, the lock that no-op update took: recorders of one VM take turns,
  * but another batch inserting share rows for the VM (whose foreign key takes a key-share lock) does not wait, where
  * FOR UPDATE made two batches naming each other as sharers deadlock.
  */
