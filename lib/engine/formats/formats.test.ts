@@ -47,6 +47,21 @@ describe('qcow2 header', () => {
 });
 
 describe('VMDK descriptor', () => {
+  it.each([['monolithicFlat', 'header'], ['monolithicSparse', 'embedded descriptor']])('refuses a %s VMDK cut short after the stat (its %s: a descriptor file is read in its first sector), never parses what is left', async (subformat, what) => {
+    const dir = await tempDir();
+    const file = path.join(dir, 'disk.vmdk');
+    await qemuImg('create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, file, '3M');
+    const bytes = await fs.readFile(file);
+    // The stat still gives the old size; the file now ends inside the descriptor (its extent line cut off).
+    const descriptorAt = subformat === 'monolithicSparse' ? Number(bytes.readBigUInt64LE(28)) * 512 : 0;
+    const truncated = bytes.subarray(0, descriptorAt + 40);
+    const staleStat = {
+      stat: async () => ({ size: bytes.length }),
+      read: async (buffer: Buffer, offset: number, length: number, position: number) => ({ bytesRead: Math.max(0, truncated.copy(buffer, offset, Math.min(position, truncated.length), Math.min(truncated.length, position + length))) }),
+    };
+    await expect(readVmdkDescriptor(staleStat, file)).rejects.toThrow(new RegExp(`^${file}: truncated VMDK ${what} `));
+  });
+
   it.each([
     ['monolithicSparse', true, 1],
     ['monolithicFlat', false, 1],

@@ -44,11 +44,19 @@ const SPARSE_HEADER_BYTES = SPARSE_AT.descriptorSize + 8;
 const SECTOR_BYTES = 512;
 
 /** The first bytes of a VMDK file (enough for a sparse header) and the file's size. */
-async function readHead(fh: HeaderReader): Promise<{ head: Buffer; size: number }> {
+async function readHead(fh: HeaderReader, file: string): Promise<{ head: Buffer; size: number }> {
   const { size } = await fh.stat();
-  const head = Buffer.alloc(Math.min(size, SECTOR_BYTES));
-  await fh.read(head, 0, head.length, 0);
+  const head = await readExactly(fh, Math.min(size, SECTOR_BYTES), 0, file, 'header');
   return { head, size };
+}
+
+/** `length` bytes at `position`, all of them: a file cut short since its size was taken is refused, not read as zeros
+ *  (a descriptor cut short could parse, naming fewer extents). */
+async function readExactly(fh: HeaderReader, length: number, position: number, file: string, what: string): Promise<Buffer> {
+  const bytes = Buffer.alloc(length);
+  const { bytesRead } = await fh.read(bytes, 0, length, position);
+  if (bytesRead < length) throw new InputError(`truncated VMDK ${what} (the file is shorter than it was a moment ago)`, { file });
+  return bytes;
 }
 
 /** True when the bytes start a sparse extent (monolithicSparse, streamOptimized, a twoGbMaxExtentSparse extent). */
@@ -72,20 +80,17 @@ function embeddedDescriptorRegion(head: Buffer, fileSize: number, file: string):
 
 /** Reads a VMDK: a text descriptor file, or a sparse file with the descriptor embedded after its header. */
 export async function readVmdkDescriptor(fh: HeaderReader, file: string): Promise<VmdkDescriptor> {
-  const { head, size } = await readHead(fh);
+  const { head, size } = await readHead(fh, file);
   if (isVmdkSparse(head)) {
     const embedded = embeddedDescriptorRegion(head, size, file);
-    const region = Buffer.alloc(embedded.size);
-    await fh.read(region, 0, embedded.size, embedded.offset);
+    const region = await readExactly(fh, embedded.size, embedded.offset, file, 'embedded descriptor');
     return parseVmdkDescriptor(descriptorBytes(region).toString('utf8'), file, true);
   }
   if (head.length >= 4 && head.toString('latin1', 0, 4) === 'COWD') {
     throw new InputError('ESX COWD sparse VMDKs are not supported', { file });
   }
   if (size > MAX_DESCRIPTOR_BYTES) throw new InputError('not a VMDK descriptor (binary data, no sparse header)', { file });
-  const bytes = Buffer.alloc(size);
-  await fh.read(bytes, 0, size, 0);
-  const text = descriptorBytes(bytes);
+  const text = descriptorBytes(await readExactly(fh, size, 0, file, 'descriptor'));
   if (text.some((byte) => byte < 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d)) {
     throw new InputError('not a VMDK descriptor (binary data, no sparse header)', { file });
   }
@@ -104,12 +109,11 @@ function withParent(text: string, parent: { hint: string; cid: string }): string
 export async function setVmdkParent(file: string, parent: { hint: string; cid: string }): Promise<void> {
   const handle = await fs.open(file, 'r+');
   try {
-    const { head, size: fileSize } = await readHead(handle);
+    const { head, size: fileSize } = await readHead(handle, file);
     if (isVmdkSparse(head)) {
       // The embedded descriptor has a fixed region: the new text must fit in it, the rest stays NUL.
       const { offset, size } = embeddedDescriptorRegion(head, fileSize, file);
-      const region = Buffer.alloc(size);
-      await handle.read(region, 0, size, offset);
+      const region = await readExactly(handle, size, offset, file, 'embedded descriptor');
       const text = Buffer.from(withParent(descriptorBytes(region).toString('utf8'), parent), 'utf8');
       if (text.length > size) throw new InputError('no room in the embedded VMDK descriptor for the new parent', { file });
       const out = Buffer.alloc(size);
