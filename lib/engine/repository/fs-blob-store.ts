@@ -162,7 +162,10 @@ export class FsBlobStore implements BlobStore {
     const mine = (async () => {
       try {
         for (let i = 0; i < dirs.length; i += SYNC_PARALLELISM) {
-          await Promise.all(dirs.slice(i, i + SYNC_PARALLELISM).map((dir) => this.syncDir(dir)));
+          // Settled, not raced: when this flush fails, none of its fsyncs is still running (nor racing the next flush).
+          const synced = await Promise.allSettled(dirs.slice(i, i + SYNC_PARALLELISM).map((dir) => this.syncDir(dir)));
+          const failed = synced.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+          if (failed) throw failed.reason;
         }
       } catch (err) {
         for (const dir of dirs) this.unsyncedDirs.add(dir); // not known durable: the next flush tries again
