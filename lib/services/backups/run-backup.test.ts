@@ -22,16 +22,21 @@ async function source(root: string, names: string[]): Promise<string> {
   return root;
 }
 
-describe('runBackup under a repository failure', () => {
-  const pools: pg.Pool[] = [];
-  afterAll(async () => { await Promise.all(pools.map((pool) => pool.end())); });
+const pools: pg.Pool[] = [];
+afterAll(async () => { await Promise.all(pools.map((pool) => pool.end())); });
 
+/** A migrated catalog (its Prisma client for lookups: the caller disconnects it), a pool of `max` on it, a scratch home. */
+async function catalogAndHome(max: number) {
+  const { url, db } = await createMigratedCatalog();
+  const sql = new pg.Pool({ connectionString: url, max });
+  pools.push(sql);
+  return { sql, db, home: await tempDir() };
+}
+
+describe('runBackup under a repository failure', () => {
   it('stops the whole run, across sources, and reports every VM it did not reach', async () => {
-    const { url, db } = await createMigratedCatalog();
+    const { sql, db, home } = await catalogAndHome(2);
     await db.$disconnect();
-    const sql = new pg.Pool({ connectionString: url, max: 2 });
-    pools.push(sql);
-    const home = await tempDir();
     await addSource(sql, { name: 'a', type: 'libvirt', path: await source(path.join(home, 'a'), ['a1', 'a2', 'a3']) });
     await addSource(sql, { name: 'b', type: 'libvirt', path: await source(path.join(home, 'b'), ['b1', 'b2']) });
     // The disk is full from the third chunk on: a1's two chunks fit. Small disks of later VMs are stored ahead
@@ -59,14 +64,8 @@ describe('runBackup under a repository failure', () => {
 });
 
 describe('runBackup: which VMs', () => {
-  const pools: pg.Pool[] = [];
-  afterAll(async () => { await Promise.all(pools.map((pool) => pool.end())); });
-
   it('one backup per VM at a time: a VM another run holds is left to it, and backed up once that run ends; a retry backs up exactly the VMs it names, by source', async () => {
-    const { url, db } = await createMigratedCatalog();
-    const sql = new pg.Pool({ connectionString: url, max: 3 });
-    pools.push(sql);
-    const home = await tempDir();
+    const { sql, db, home } = await catalogAndHome(3);
     await addSource(sql, { name: 'a', type: 'libvirt', path: await source(path.join(home, 'a'), ['v1', 'v2']) });
     await addSource(sql, { name: 'b', type: 'libvirt', path: await source(path.join(home, 'b'), ['v1']) });
     const repo = await Repository.openOrInit(new FsBlobStore(path.join(home, 'repository')), { blockSize: MiB });
@@ -108,14 +107,8 @@ describe('runBackup: which VMs', () => {
 });
 
 describe('runBackup: one backup per VM at a time, across sources (adversarial)', () => {
-  const pools: pg.Pool[] = [];
-  afterAll(async () => { await Promise.all(pools.map((pool) => pool.end())); });
-
   it('a VM whose folder two sources lead to is not backed up by two runs at once (one per source)', async () => {
-    const { url, db } = await createMigratedCatalog();
-    const sql = new pg.Pool({ connectionString: url, max: 4 });
-    pools.push(sql);
-    const home = await tempDir();
+    const { sql, db, home } = await catalogAndHome(4);
     const folder = await source(path.join(home, 'vms'), ['v1', 'v2']);
     await addSource(sql, { name: 'a', type: 'libvirt', path: folder });
     // The same folder registered again under another name (nothing refuses it), through a symlink.
