@@ -33,6 +33,11 @@ export function packedImageId(packId: string, index: number): string {
   return `${packId}-${String(index).padStart(4, '0')}`;
 }
 
+/** The ids of a pack's members, in order. */
+export function packMemberIds(packId: string, count: number): string[] {
+  return Array.from({ length: count }, (_, index) => packedImageId(packId, index));
+}
+
 /** The pack and position an image id names, or undefined for the id of an image stored on its own (images/<id>.json). */
 export function parsePackedImageId(id: string): PackedImageId | undefined {
   const match = PACKED_ID.exec(id);

@@ -3,7 +3,7 @@ import { RepositoryError, storageFault } from '../errors';
 import { type BlobStore, BlobNotFoundError } from './blob-store';
 import { type ChunkId, chunkKey, shortId } from './chunk-id';
 import { type BackupImageManifest, MANIFEST_FORMAT_VERSION, type StoredDiskManifest, parseBackupImage, parseStoredDisk } from './manifests';
-import { decodeImagePack, encodeImagePack, goneImageKey, imagePackKey, packedImageId, parseImagesKey, parsePackedImageId } from './image-pack';
+import { decodeImagePack, encodeImagePack, goneImageKey, imagePackKey, packMemberIds, parseImagesKey, parsePackedImageId } from './image-pack';
 
 /** 3: backup images are stored in packs (image-pack.ts); 2: stored disks hold content only (manifests.ts). An older
  *  repository is read as it is and becomes format 3 when this version first writes a manifest into it (older
@@ -30,8 +30,9 @@ const CONFIG_KEY = 'config.json';
  * Layout and guarantees: README.md beside this file.
  */
 export class Repository {
-  /** Pack id -> key (images/<id>.<count>.pack), as the last listing of images/ showed it and this instance wrote. */
-  private packKeys = new Map<string, string>();
+  /** Pack id -> its member count (its key: images/<id>.<count>.pack), as the last listing of images/ showed it and
+   *  this instance wrote. */
+  private packCounts = new Map<string, number>();
   /** Packs read lately (packs are never rewritten: a key always holds the same bytes). */
   private readonly packsRead = new Map<string, Promise<unknown[]>>();
 
@@ -191,9 +192,8 @@ export class Repository {
     await this.writableFormat();
     await this.flush();
     if (first) {
-      const key = imagePackKey(first.packId, manifests.length);
-      await this.write(key, pack!);
-      this.packKeys.set(first.packId, key);
+      await this.write(imagePackKey(first.packId, manifests.length), pack!);
+      this.packCounts.set(first.packId, manifests.length);
     } else {
       for (const manifest of manifests) await this.write(backupImageKey(manifest.id), Buffer.from(JSON.stringify(manifest, null, 1)));
     }
@@ -204,10 +204,9 @@ export class Repository {
     const what = `backup image ${id}`;
     const packed = parsePackedImageId(id);
     if (!packed) return parseBackupImage(await this.readManifest(backupImageKey(id), what), what, id);
-    const key = await this.packKeyOf(packed.packId);
-    if (!key || (await this.exists(goneImageKey(id)))) throw new RepositoryError(`${what} is missing from ${this.store.location}`);
-    const members = await this.packMembers(key, packed.packId);
-    if (packed.index >= members.length) throw new RepositoryError(`${what} is missing from ${this.store.location}`);
+    const count = await this.packCountOf(packed.packId);
+    if (count === undefined || packed.index >= count || (await this.exists(goneImageKey(id)))) throw new RepositoryError(`${what} is missing from ${this.store.location}`);
+    const members = await this.packMembers(packed.packId, count);
     // A copy: the pack stays as read for the next reader, whatever this one does with its image.
     return parseBackupImage(structuredClone(members[packed.index]), what, id);
   }
@@ -218,8 +217,8 @@ export class Repository {
     if (!packed) return (await this.sizeOf(backupImageKey(id))) !== undefined;
     // A pack known from a listing is asked for by its key (a pack's key never changes): reconcile asks once per image
     // it records, and a listing of images/ each time made a reconcile of n images n listings.
-    const key = await this.packKeyOf(packed.packId);
-    return !!key && packed.index < Number(key.split('.').at(-2)) && (await this.exists(key)) && !(await this.exists(goneImageKey(id)));
+    const count = await this.packCountOf(packed.packId);
+    return count !== undefined && packed.index < count && (await this.exists(imagePackKey(packed.packId, count))) && !(await this.exists(goneImageKey(id)));
   }
 
   /** Every backup image's id, sorted (ids sort by time: oldest first): one listing of images/, no manifest read. */
@@ -243,18 +242,15 @@ export class Repository {
       const count = packs.get(packed.packId);
       if (count === undefined || packed.index >= count || gone.has(id)) continue;
       gone.add(id);
-      if (Array.from({ length: count }, (_, index) => packedImageId(packed.packId, index)).every((member) => gone.has(member))) emptied.add(packed.packId);
+      if (packMemberIds(packed.packId, count).every((member) => gone.has(member))) emptied.add(packed.packId);
       else await this.write(goneImageKey(id), new Uint8Array(0));
     }
     for (const packId of emptied) await this.deleteKey(imagePackKey(packId, packs.get(packId)!));
     await this.flush();
     // A mark outlives its pack only until here; a kill before leaves marks of no pack, which listings ignore.
     for (const packId of emptied) {
-      for (let index = 0; index < packs.get(packId)!; index++) {
-        const id = packedImageId(packId, index);
-        if (gone.has(id)) await this.deleteKey(goneImageKey(id));
-      }
-      this.packKeys.delete(packId);
+      for (const id of packMemberIds(packId, packs.get(packId)!)) if (gone.has(id)) await this.deleteKey(goneImageKey(id));
+      this.packCounts.delete(packId);
     }
     await this.flush();
   }
@@ -271,7 +267,7 @@ export class Repository {
     const touched = new Set([...removed].map((id) => parsePackedImageId(id)?.packId).filter((packId): packId is string => !!packId && packs.has(packId)));
     for (const packId of touched) {
       const count = packs.get(packId)!;
-      const left = Array.from({ length: count }, (_, index) => packedImageId(packId, index)).some((id) => !gone.has(id) && !removed.has(id));
+      const left = packMemberIds(packId, count).some((id) => !gone.has(id) && !removed.has(id));
       if (!left) bytes += (await this.sizeOf(imagePackKey(packId, count))) ?? 0;
     }
     return bytes;
@@ -291,36 +287,32 @@ export class Repository {
         else if (key.endsWith('.json') && key.length > 12 && !key.slice(7, -5).includes('/') && !parsePackedImageId(key.slice(7, -5))) single.push(key.slice(7, -5));
       }
     }
-    this.packKeys = new Map([...packs].map(([packId, count]) => [packId, imagePackKey(packId, count)]));
+    this.packCounts = new Map(packs);
     const ids = [...single];
-    for (const [packId, count] of packs) {
-      for (let index = 0; index < count; index++) {
-        const id = packedImageId(packId, index);
-        if (!gone.has(id)) ids.push(id);
-      }
-    }
+    for (const [packId, count] of packs) for (const id of packMemberIds(packId, count)) if (!gone.has(id)) ids.push(id);
     return { ids: ids.sort(), packs, gone };
   }
 
-  /** The key of a pack, from the last listing of images/ (listed again when it is not there). */
-  private async packKeyOf(packId: string): Promise<string | undefined> {
-    if (!this.packKeys.has(packId)) await this.listImages();
-    return this.packKeys.get(packId);
+  /** A pack's member count, from the last listing of images/ (listed again when it is not there). */
+  private async packCountOf(packId: string): Promise<number | undefined> {
+    if (!this.packCounts.has(packId)) await this.listImages();
+    return this.packCounts.get(packId);
   }
 
   /** A pack's members (untrusted JSON), the last few packs read kept: images of one pack are mostly read together
    *  (and at once: readers of one pack share its read). */
-  private packMembers(key: string, packId: string): Promise<unknown[]> {
+  private packMembers(packId: string, count: number): Promise<unknown[]> {
+    const key = imagePackKey(packId, count);
     const cached = this.packsRead.get(key);
     if (cached) return cached;
-    const reading = this.readPack(key, packId);
+    const reading = this.readPack(key, packId, count);
     this.packsRead.set(key, reading);
     reading.catch(() => this.packsRead.delete(key));
     if (this.packsRead.size > PACKS_KEPT) this.packsRead.delete(this.packsRead.keys().next().value!);
     return reading;
   }
 
-  private async readPack(key: string, packId: string): Promise<unknown[]> {
+  private async readPack(key: string, packId: string, count: number): Promise<unknown[]> {
     const what = `image pack ${key.slice(7)}`;
     let bytes: Buffer;
     try {
@@ -331,7 +323,7 @@ export class Repository {
       if (fault !== err) throw fault;
       throw new RepositoryError(`${what} is unreadable: ${(err as Error).message}`);
     }
-    return decodeImagePack(bytes, packId, Number(key.split('.').at(-2)), what, REPOSITORY_FORMAT_VERSION);
+    return decodeImagePack(bytes, packId, count, what, REPOSITORY_FORMAT_VERSION);
   }
 
   private async deleteKey(key: string): Promise<void> {
@@ -408,11 +400,7 @@ export class Repository {
    */
   async remove(key: string): Promise<void> {
     if (!/^(chunks\/[0-9a-f]{2}\/[0-9a-f]{64}|disks\/[0-9a-f]{64}\.json)$/.test(key)) throw new RepositoryError(`refusing to remove '${key}': not a chunk or stored disk`);
-    try {
-      await this.store.delete(key);
-    } catch (err) {
-      throw storageFault(this.store.location, err);
-    }
+    await this.deleteKey(key);
   }
 
   /**
