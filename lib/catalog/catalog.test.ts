@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
+import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { createMigratedCatalog, createTestDatabase, projectRoot } from '../../test/helpers';
 import { migrate } from './migrate';
@@ -43,23 +45,70 @@ describe('catalog schema and migrations', () => {
     const digest = 'a'.repeat(64);
     await db.storedDisk.create({ data: { digest, format: 'qcow2', logicalBytes: 5n * 2n ** 40n, storedBytes: 123n, createdAt: new Date() } });
     await db.diskVersion.create({ data: { diskId: disk.id, versionToken: 'v1', digest } });
-    await db.backupImage.create({ data: { id: 'b1', vmId: vm.id, createdAt: new Date(), logicalBytes: 1n, bytesRead: 1n, bytesWritten: 1n, bytesReferenced: 0n } });
-    await db.diskReference.create({
-      data: { backupImageId: 'b1', diskId: disk.id, digest, via: 'parent', path: disk.path, versionToken: 'v1', common: true, action: 'stored', logicalBytes: 1n, bytesRead: 1n, bytesWritten: 1n },
+    await db.diskSet.create({ data: { id: 'set1', sourceId: source.id } });
+    await db.diskSetEntry.create({
+      data: { diskSetId: 'set1', position: 0, diskId: disk.id, digest, via: 'parent', path: disk.path, versionToken: 'v1', common: true, logicalBytes: 1n },
     });
+    await db.backupImage.create({ data: { id: 'b1', vmId: vm.id, createdAt: new Date(), logicalBytes: 1n, bytesRead: 1n, bytesWritten: 1n, bytesReferenced: 0n, diskSetId: 'set1' } });
+    await db.imageDiskWork.create({ data: { backupImageId: 'b1', position: 0, action: 'stored', bytesRead: 1n, bytesWritten: 1n } });
     const loaded = await db.vm.findUniqueOrThrow({
       where: { sourceId_name: { sourceId: source.id, name: 'web1' } },
-      include: { disks: { include: { disk: { include: { versions: { include: { storedDisk: true } } } } } }, backups: { include: { disks: true } } },
+      include: { disks: { include: { disk: { include: { versions: { include: { storedDisk: true } } } } } }, backups: { include: { diskSet: { include: { entries: true } }, diskWork: true } } },
     });
     expect(loaded.disks[0].disk.versions[0].storedDisk.logicalBytes).toBe(5n * 2n ** 40n);
-    expect(loaded.backups[0].disks[0].action).toBe('stored');
+    expect(loaded.backups[0].diskSet?.entries[0].digest).toBe(digest);
+    expect(loaded.backups[0].diskWork[0].action).toBe('stored');
+    // the view of references joins the three
+    expect(await db.$queryRawUnsafe('SELECT "backupImageId", "action", "bytesRead"::int AS "bytesRead" FROM "DiskReference"')).toEqual([{ backupImageId: 'b1', action: 'stored', bytesRead: 1 }]);
     await expect(db.source.create({ data: { name: 'lab', type: 'vmware', path: '/x' } })).rejects.toMatchObject({ code: 'P2002' });
-    // a stored disk still referenced cannot be deleted (RESTRICT); removing a source cascades to its index
+    // a stored disk or a disk a set names cannot be deleted alone; removing a source cascades to its index, sets included
     await expect(db.storedDisk.delete({ where: { digest } })).rejects.toBeTruthy();
+    await expect(db.disk.delete({ where: { id: disk.id } })).rejects.toBeTruthy();
     await db.source.delete({ where: { id: source.id } });
     expect(await db.vm.count()).toBe(0);
-    expect(await db.diskReference.count()).toBe(0);
+    expect(await db.diskSet.count()).toBe(0);
+    expect(await db.diskSetEntry.count()).toBe(0);
     await db.storedDisk.delete({ where: { digest } });
+  });
+
+  it('carries the references recorded before disk sets over into sets, read back by the view as they were', async () => {
+    // A catalog at the migration before disk sets, with references as that schema held them.
+    const all = path.join(projectRoot, 'prisma', 'migrations');
+    const before = await fs.mkdtemp(path.join(os.tmpdir(), 'vmdedup-migrations-'));
+    for (const name of await fs.readdir(all)) if (name < '20261202100000') await fs.cp(path.join(all, name), path.join(before, name), { recursive: true });
+    const fresh = await createTestDatabase();
+    await migrate(fresh, before);
+    const client = new pg.Client({ connectionString: fresh });
+    await client.connect();
+    try {
+      await client.query(`
+        INSERT INTO "Source" ("id", "name", "type", "path") VALUES ('s', 'lab', 'libvirt', '/lab');
+        INSERT INTO "Vm" ("id", "sourceId", "name", "configPath") VALUES ('v1', 's', 'web1', '/lab/web1.xml'), ('v2', 's', 'web2', '/lab/web2.xml');
+        INSERT INTO "Disk" ("id", "sourceId", "identifier", "path", "format") VALUES ('gold', 's', 'path:gold', '/lab/gold', 'qcow2'), ('o1', 's', 'path:o1', '/lab/o1', 'qcow2');
+        INSERT INTO "StoredDisk" ("digest", "format", "logicalBytes", "storedBytes", "createdAt") VALUES ('dg', 'qcow2', 10, 5, now()), ('do', 'qcow2', 3, 2, now());
+        INSERT INTO "BackupImage" ("id", "vmId", "createdAt", "logicalBytes", "bytesRead", "bytesWritten", "bytesReferenced")
+          VALUES ('i1', 'v1', now(), 13, 13, 7, 0), ('i2', 'v1', now(), 13, 0, 0, 13), ('i3', 'v2', now(), 10, 0, 0, 10), ('i4', 'v2', now(), 0, 0, 0, 0);
+        INSERT INTO "DiskReference" ("id", "backupImageId", "diskId", "digest", "via", "slot", "target", "path", "versionToken", "parentPointer", "parentPath", "parentVersion", "common", "action", "logicalBytes", "bytesRead", "bytesWritten") VALUES
+          ('r1', 'i1', 'o1', 'do', 'attached', 'vda', 'o1', '/lab/o1', 't1', 'gold', '/lab/gold', 'tg', false, 'stored', 3, 3, 2),
+          ('r2', 'i1', 'gold', 'dg', 'parent', NULL, NULL, '/lab/gold', 'tg', NULL, NULL, NULL, true, 'stored', 10, 10, 5),
+          ('r3', 'i2', 'o1', 'do', 'attached', 'vda', 'o1', '/lab/o1', 't1', 'gold', '/lab/gold', 'tg', false, 'referenced', 3, 0, 0),
+          ('r4', 'i2', 'gold', 'dg', 'parent', NULL, NULL, '/lab/gold', 'tg', NULL, NULL, NULL, true, 'referenced', 10, 0, 0),
+          ('r5', 'i3', 'gold', 'dg', 'attached', 'vda', 'gold', '/lab/gold', 'tg', NULL, NULL, NULL, true, 'referenced', 10, 0, 0);`);
+      const columns = '"backupImageId", "diskId", "digest", "via", "slot", "target", "path", "versionToken", "parentPointer", "parentPath", "parentVersion", "common", "action", "logicalBytes"::int, "bytesRead"::int, "bytesWritten"::int';
+      const order = 'ORDER BY "backupImageId", "via", "path"';
+      const old = (await client.query(`SELECT ${columns} FROM "DiskReference" ${order}`)).rows;
+      await migrate(fresh, all);
+      expect((await client.query(`SELECT ${columns} FROM "DiskReference" ${order}`)).rows).toEqual(old);
+      // i1 and i2 name the same disks: one set; i3 another; i4 none.
+      const sets = (await client.query('SELECT "id", "diskSetId" FROM "BackupImage" ORDER BY "id"')).rows;
+      expect(sets[0].diskSetId).toBe(sets[1].diskSetId);
+      expect(new Set(sets.map((r) => r.diskSetId)).size).toBe(3);
+      expect(sets[3].diskSetId).toBeNull();
+      expect((await client.query('SELECT count(*)::int AS n FROM "ImageDiskWork"')).rows).toEqual([{ n: 2 }]);
+    } finally {
+      await client.end();
+      await fs.rm(before, { recursive: true, force: true });
+    }
   });
 
   it('records the one repository the catalog indexes', async () => {

@@ -23,12 +23,15 @@ export type VmRow = { sourceId: string; name: string; uuid: string; configPath: 
  */
 export type VmConflict = 'details' | 'lock' | 'skip';
 
+/** A VM row written or locked: `diskSetId` (locked rows only) is the disk set its links were written from (see setVmDisks). */
+export type VmRowWritten = { id: string; sourceId: string; name: string; diskSetId?: string | null };
+
 /** Creates missing VMs (seen now when `seen`: a scan found them); returns the rows written or locked. */
 export async function upsertVms(
   client: pg.ClientBase,
   rows: VmRow[],
   options: { onConflict: VmConflict; seen?: boolean },
-): Promise<{ id: string; sourceId: string; name: string }[]> {
+): Promise<VmRowWritten[]> {
   if (rows.length === 0) return [];
   rows = inKeyOrder(rows, (r) => [r.sourceId, r.name]);
   if (options.onConflict === 'lock') return lockVms(client, rows);
@@ -55,9 +58,9 @@ export async function upsertVms(
  * but another batch inserting share rows for the VM (whose foreign key takes a key-share lock) does not wait, where
  * FOR UPDATE made two batches naming each other as sharers deadlock.
  */
-async function lockVms(client: pg.ClientBase, rows: VmRow[]): Promise<{ id: string; sourceId: string; name: string }[]> {
-  const { rows: locked } = await client.query<{ id: string; sourceId: string; name: string }>(
-    `SELECT v."id", v."sourceId", v."name" FROM "Vm" v
+async function lockVms(client: pg.ClientBase, rows: VmRow[]): Promise<VmRowWritten[]> {
+  const { rows: locked } = await client.query<VmRowWritten>(
+    `SELECT v."id", v."sourceId", v."name", v."diskSetId" FROM "Vm" v
      JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(source, name, ord) ON v."sourceId" = w.source AND v."name" = w.name
      ORDER BY w.ord FOR NO KEY UPDATE OF v`,
     [rows.map((r) => r.sourceId), rows.map((r) => r.name)],
@@ -69,12 +72,12 @@ async function lockVms(client: pg.ClientBase, rows: VmRow[]): Promise<{ id: stri
   return [...locked, ...created];
 }
 
-async function upsertVmsLocking(client: pg.ClientBase, rows: VmRow[]): Promise<{ id: string; sourceId: string; name: string }[]> {
-  const { rows: written } = await client.query<{ id: string; sourceId: string; name: string }>(
+async function upsertVmsLocking(client: pg.ClientBase, rows: VmRow[]): Promise<VmRowWritten[]> {
+  const { rows: written } = await client.query<VmRowWritten>(
     `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath")
      SELECT gen_random_uuid()::text, v.source, v.name, v.uuid, v.config FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(source, name, uuid, config)
      ON CONFLICT ("sourceId", "name") DO UPDATE SET "name" = EXCLUDED."name"
-     RETURNING "id", "sourceId", "name"`,
+     RETURNING "id", "sourceId", "name", "diskSetId"`,
     [rows.map((r) => r.sourceId), rows.map((r) => r.name), rows.map((r) => r.uuid), rows.map((r) => r.configPath)],
   );
   return written;
@@ -143,18 +146,28 @@ export type VmDiskLink = { vmId: string; diskId: string; via: string; slot: stri
 /** Which VM uses which disk (attached, or through a parent chain); a link that exists is kept. */
 export async function linkVmDisks(client: pg.ClientBase, links: VmDiskLink[]): Promise<void> {
   if (links.length === 0) return;
-  await client.query(
+  const { rows } = await client.query<{ vmId: string }>(
     `INSERT INTO "VmDisk" ("vmId", "diskId", "via", "slot")
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING`,
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING RETURNING "vmId"`,
     [links.map((l) => l.vmId), links.map((l) => l.diskId), links.map((l) => l.via), links.map((l) => l.slot)],
   );
+  await forgetDiskSets(client, rows.map((row) => row.vmId));
+}
+
+/**
+ * A VM whose links something changed no longer has them as a disk set says (`Vm.diskSetId`): its next backup image
+ * writes them in full. Every writer of VmDisk rows calls this for the VMs whose rows it changed.
+ */
+export async function forgetDiskSets(client: pg.ClientBase, vmIds: string[]): Promise<void> {
+  if (vmIds.length === 0) return;
+  await client.query('UPDATE "Vm" SET "diskSetId" = NULL WHERE "id" = ANY($1::text[]) AND "diskSetId" IS NOT NULL', [[...new Set(vmIds)]]);
 }
 
 /**
  * The VmDisk rows of these VMs become exactly `links` (their own uses): rows that differ are deleted, missing ones
  * inserted; the same rows are left as they are.
  */
-export async function setVmDisks(client: pg.ClientBase, vmIds: string[], links: VmDiskLink[]): Promise<void> {
+export async function setVmDisks(client: pg.ClientBase, vmIds: string[], links: VmDiskLink[], fromSets?: Map<string, string>): Promise<void> {
   if (vmIds.length === 0) return;
   // The difference is computed here and only it is written: an unchanged pool's backup writes no VmDisk row.
   const { rows: current } = await client.query<VmDiskLink>('SELECT "vmId", "diskId", "via", "slot" FROM "VmDisk" WHERE "vmId" = ANY($1::text[])', [vmIds]);
@@ -168,9 +181,19 @@ export async function setVmDisks(client: pg.ClientBase, vmIds: string[], links: 
       'DELETE FROM "VmDisk" vd USING unnest($1::text[], $2::text[]) AS s(vm, disk) WHERE vd."vmId" = s.vm AND vd."diskId" = s.disk',
       [[...stale].map((row) => row.vmId), [...stale].map((row) => row.diskId)],
     );
+    await forgetDiskSets(client, [...stale].map((row) => row.vmId));
   }
   const kept = new Set(current.filter((row) => !stale.has(row)).map(key));
   await linkVmDisks(client, [...wanted.values()].map((same) => same[0]).filter((link) => !kept.has(key(link))));
+  // Written from a backup image's disk set (record-backup-image.ts): the VM's next image naming that set need not
+  // write them again. `''` for an image that names no disk.
+  if (fromSets) {
+    const ids = vmIds.filter((id) => fromSets.has(id));
+    await client.query(
+      `UPDATE "Vm" v SET "diskSetId" = c.set FROM unnest($1::text[], $2::text[]) AS c(id, set) WHERE v."id" = c.id AND v."diskSetId" IS DISTINCT FROM c.set`,
+      [ids, ids.map((id) => fromSets.get(id)!)],
+    );
+  }
 }
 
 /**

@@ -170,7 +170,7 @@ async function finishRemoval(sql: CatalogSql, keys: string[], remove: (keys: str
     if (digests.length) {
       // The fast path must never offer a stored disk that is gone.
       await client.query('DELETE FROM "DiskVersion" WHERE "digest" = ANY($1)', [digests]);
-      await client.query('DELETE FROM "StoredDisk" s WHERE s."digest" = ANY($1) AND NOT EXISTS (SELECT 1 FROM "DiskReference" r WHERE r."digest" = s."digest")', [digests]);
+      await client.query('DELETE FROM "StoredDisk" s WHERE s."digest" = ANY($1) AND NOT EXISTS (SELECT 1 FROM "DiskSetEntry" e WHERE e."digest" = s."digest")', [digests]);
     }
     await client.query('DELETE FROM "CondemnedBlob" WHERE "key" = ANY($1)', [locked]);
     return rows.map((row) => ({ key: row.key, bytes: Number(row.bytes) }));
@@ -264,7 +264,7 @@ export async function acquireGcLease(sql: CatalogSql): Promise<GcLease | undefin
       return finishRemoval(sql, rows.map((row) => row.key), remove, mine);
     },
     async catalogDigests() {
-      const { rows } = await sql.query<{ digest: string }>('SELECT DISTINCT "digest" FROM "DiskReference"');
+      const { rows } = await sql.query<{ digest: string }>('SELECT DISTINCT "digest" FROM "DiskSetEntry"');
       return rows.map((row) => row.digest);
     },
     async release() {

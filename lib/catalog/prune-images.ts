@@ -38,6 +38,9 @@ export async function forgetImages(sql: CatalogSql, ids: string[], remove: (ids:
     for (let start = 0; start < ids.length; start += 5000) {
       await client.query('DELETE FROM "BackupImage" WHERE "id" = ANY($1)', [ids.slice(start, start + 5000)]);
     }
+    // The disk sets no image names any longer (an unchanged VM's images share one). Recorders hold the index lock
+    // shared from before they insert a set until their images naming it commit, so none is reusing one swept here.
+    await client.query('DELETE FROM "DiskSet" s WHERE NOT EXISTS (SELECT 1 FROM "BackupImage" b WHERE b."diskSetId" = s."id")');
     await client.query('COMMIT');
     await remove(ids);
     await client.query('SELECT pg_advisory_unlock($1)', [CATALOG_INDEX_LOCK]);

@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { type CatalogSql, inTransaction, retryingDeadlock } from './db';
 import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
-import { setVmDisks, upsertDisks, upsertVms } from './fleet-rows';
+import { forgetDiskSets, setVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';
 
 /** One backup image to index, with the catalog id of the source it belongs to. */
@@ -106,6 +107,11 @@ function isRefusedData(err: unknown): boolean {
  * Indexes images inside the caller's transaction (which holds the index lock); returns the ids recorded now.
  * Any order gives the same catalog: a VM's details and disk list, and its disks' attributes, come from its
  * newest image, so an older image recorded late (a lost record reconciled) adds its history only.
+ *
+ * An image's disk entries are a DiskSet, written once for every image that names the same entries. A current image
+ * that names the set its VM's last image named, and read and stored nothing, changes nothing the last one did not
+ * already say (disks, links, versions, stored disks): it costs its BackupImage row. That is a VDI pool's unchanged
+ * re-backup, 10,000 VMs a run.
  */
 export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]): Promise<string[]> {
   if (items.length === 0) return [];
@@ -119,12 +125,28 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   const vms = [...newestOfVm.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, item]) => item);
   const vmRows = await upsertVms(client, vms.map((i) => ({ sourceId: i.sourceId, name: i.image.vm.name, uuid: i.image.vm.uuid, configPath: i.image.vm.configPath })), { onConflict: 'lock' });
   const vmId = new Map(vmRows.map((row) => [`${row.sourceId}\0${row.name}`, row.id]));
+  const linksFrom = new Map(vmRows.map((row) => [row.id, row.diskSetId ?? null]));
+
+  // The sets, before the images that name them. A set inserted now gets its entries below, in this transaction,
+  // from the first image naming it (recorded now or not): no set is ever without its entries.
+  const setOf = new Map<ImageRecord, string | null>(ordered.map((item) => [item, diskSetId(item)]));
+  const firstWithSet = new Map<string, ImageRecord>();
+  for (const item of ordered) {
+    const set = setOf.get(item)!;
+    if (set !== null && !firstWithSet.has(set)) firstWithSet.set(set, item);
+  }
+  const sets = [...firstWithSet.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+  const { rows: newSetRows } = await client.query<{ id: string }>(
+    `INSERT INTO "DiskSet" ("id", "sourceId") SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT ("id") DO NOTHING RETURNING "id"`,
+    [col(sets, ([id]) => id), col(sets, ([, item]) => item.sourceId)],
+  );
+  const newSets = new Set(newSetRows.map((row) => row.id));
 
   // The images; one already recorded (by a concurrent backup, a reconcile or a rebuild) is left alone.
   const { rows: inserted } = await client.query<{ id: string; superseded: boolean }>(
     `WITH ins AS (
-       INSERT INTO "BackupImage" ("id", "vmId", "createdAt", "runId", "logicalBytes", "bytesRead", "bytesWritten", "bytesReferenced")
-       SELECT * FROM unnest($1::text[], $2::text[], $3::timestamp(3)[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
+       INSERT INTO "BackupImage" ("id", "vmId", "createdAt", "runId", "logicalBytes", "bytesRead", "bytesWritten", "bytesReferenced", "diskSetId")
+       SELECT * FROM unnest($1::text[], $2::text[], $3::timestamp(3)[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[])
        ON CONFLICT ("id") DO NOTHING
        RETURNING "id", "vmId", "createdAt")
      SELECT ins."id", EXISTS (SELECT 1 FROM "BackupImage" b WHERE b."vmId" = ins."vmId" AND (b."createdAt", b."id") > (ins."createdAt", ins."id")) AS superseded
@@ -132,18 +154,17 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
     [
       col(ordered, (i) => i.image.id), col(ordered, (i) => vmId.get(vmKey(i))!), col(ordered, (i) => i.image.createdAt), col(ordered, (i) => i.image.runId ?? null),
       col(ordered, (i) => i.image.totals.logicalBytes), col(ordered, (i) => i.image.totals.bytesRead), col(ordered, (i) => i.image.totals.bytesWritten), col(ordered, (i) => i.image.totals.bytesReferenced),
+      col(ordered, (i) => setOf.get(i)!),
     ],
   );
-  const insertedNow = new Map(inserted.map((row) => [row.id, row.superseded]));
+  const insertedNow = new Map(inserted.map((row) => [row.id, row]));
   const fresh = ordered.filter((item) => insertedNow.has(item.image.id));
-  if (fresh.length === 0) return [];
   // The newest image of each VM recorded now, unless a newer one was recorded before: it says what the VM is now.
   const currentOfVm = new Map<string, ImageRecord>();
   for (const item of fresh) currentOfVm.set(vmKey(item), item);
-  for (const [key, item] of currentOfVm) if (insertedNow.get(item.image.id)) currentOfVm.delete(key);
+  for (const [key, item] of currentOfVm) if (insertedNow.get(item.image.id)!.superseded) currentOfVm.delete(key);
   const current = new Set(currentOfVm.values());
   const currentVms = [...current];
-
   const currentVmIds = col(currentVms, (i) => vmId.get(vmKey(i))!);
   if (currentVms.length > 0) {
     // Rows change only where the VM did (an unchanged pool rewrites nothing).
@@ -153,11 +174,21 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
       [currentVmIds, col(currentVms, (i) => i.image.vm.uuid), col(currentVms, (i) => i.image.vm.configPath)],
     );
   }
+  const didWork = (item: ImageRecord) => item.image.disks.some(isWork);
+  // A current image naming the set its VM's links were last written from, having read nothing: its links, versions and
+  // stored disks are as that set left them, and so are its disks' attributes (its run's scan recorded them).
+  const unchanged = (item: ImageRecord) => current.has(item) && !didWork(item) && linksFrom.get(vmId.get(vmKey(item))!) === (setOf.get(item) ?? '');
+  const changedVms = currentVms.filter((item) => !unchanged(item));
+  const changedVmIds = col(changedVms, (i) => vmId.get(vmKey(i))!);
+  const linksSetBy = (images: ImageRecord[]) => new Map(images.map((i) => [vmId.get(vmKey(i))!, setOf.get(i) ?? '']));
+  // The images whose disks are written: the first naming a new set, and those recorded now that say something new.
+  const writers = new Set<ImageRecord>([...newSets].map((set) => firstWithSet.get(set)!));
+  for (const item of fresh) if ((current.has(item) && !unchanged(item)) || didWork(item)) writers.add(item);
 
-  type Use = { item: ImageRecord; entry: BackupDiskEntry };
-  const uses: Use[] = fresh.flatMap((item) => item.image.disks.map((entry) => ({ item, entry })));
+  type Use = { item: ImageRecord; entry: BackupDiskEntry; position: number };
+  const uses: Use[] = ordered.filter((item) => writers.has(item)).flatMap((item) => item.image.disks.map((entry, position) => ({ item, entry, position })));
   if (uses.length === 0) {
-    await setVmDisks(client, currentVmIds, []);
+    await setVmDisks(client, changedVmIds, [], linksSetBy(changedVms));
     return fresh.map((item) => item.image.id);
   }
   const diskKey = (use: Use) => `${use.item.sourceId}\0${use.entry.identifier}`;
@@ -199,30 +230,56 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
     [col(stored, (s) => s.use.entry.digest), col(stored, (s) => s.use.entry.format), col(stored, (s) => s.use.entry.logicalBytes), col(stored, (s) => s.storedBytes), col(stored, (s) => s.use.item.image.createdAt)],
   );
 
+  const entries = uses.filter((use) => newSets.has(setOf.get(use.item)!) && firstWithSet.get(setOf.get(use.item)!) === use.item);
+  if (entries.length > 0) {
+    await client.query(
+      `INSERT INTO "DiskSetEntry" ("diskSetId", "position", "diskId", "digest", "via", "slot", "target", "path", "versionToken",
+         "parentPointer", "parentPath", "parentVersion", "common", "logicalBytes")
+       SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+         $10::text[], $11::text[], $12::text[], $13::boolean[], $14::bigint[])`,
+      [
+        col(entries, (u) => setOf.get(u.item)!), col(entries, (u) => u.position), col(entries, idOf), col(entries, (u) => u.entry.digest), col(entries, (u) => u.entry.via),
+        col(entries, (u) => u.entry.slot ?? null), col(entries, (u) => u.entry.target ?? null), col(entries, (u) => u.entry.path), col(entries, (u) => u.entry.versionToken),
+        col(entries, (u) => u.entry.parent?.pointer ?? null), col(entries, (u) => u.entry.parent?.path ?? null), col(entries, (u) => u.entry.parent?.versionToken ?? null),
+        col(entries, (u) => u.entry.common), col(entries, (u) => u.entry.logicalBytes),
+      ],
+    );
+  }
+  const work = uses.filter((use) => insertedNow.has(use.item.image.id) && isWork(use.entry));
+  if (work.length > 0) {
+    await client.query(
+      `INSERT INTO "ImageDiskWork" ("backupImageId", "position", "action", "bytesRead", "bytesWritten")
+       SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::bigint[])`,
+      [col(work, (u) => u.item.image.id), col(work, (u) => u.position), col(work, (u) => u.entry.action), col(work, (u) => u.entry.bytesRead), col(work, (u) => u.entry.bytesWritten)],
+    );
+  }
+
   // The fast path's versions. The newest read of a version decides its content and trust (a rebuild or a
   // reconcile may record images in any order); images from before fast-path trust was recorded say nothing of
   // it: their versions are read once more.
   const versions = new Map<string, Use>();
-  for (const use of uses) versions.set(`${idOf(use)}\0${use.entry.versionToken}`, use);
+  for (const use of uses) if (insertedNow.has(use.item.image.id)) versions.set(`${idOf(use)}\0${use.entry.versionToken}`, use);
   const versionRows = [...versions.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, use]) => use);
-  await client.query(
-    `INSERT INTO "DiskVersion" ("diskId", "versionToken", "digest", "readAt", "racilyClean")
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamp[], $5::boolean[])
-     ON CONFLICT ("diskId", "versionToken") DO UPDATE SET
-       "digest" = CASE WHEN EXCLUDED."readAt" >= "DiskVersion"."readAt" THEN EXCLUDED."digest" ELSE "DiskVersion"."digest" END,
-       "racilyClean" = CASE WHEN EXCLUDED."readAt" >= "DiskVersion"."readAt" THEN EXCLUDED."racilyClean" ELSE "DiskVersion"."racilyClean" END,
-       "readAt" = GREATEST(EXCLUDED."readAt", "DiskVersion"."readAt")
-     WHERE EXCLUDED."readAt" >= "DiskVersion"."readAt"
-       AND (EXCLUDED."digest", EXCLUDED."racilyClean", EXCLUDED."readAt") IS DISTINCT FROM ("DiskVersion"."digest", "DiskVersion"."racilyClean", "DiskVersion"."readAt")`,
-    [
-      col(versionRows, idOf), col(versionRows, (u) => u.entry.versionToken), col(versionRows, (u) => u.entry.digest),
-      col(versionRows, (u) => (u.entry.readAt ? new Date(u.entry.readAt) : new Date(u.item.image.createdAt))), col(versionRows, (u) => u.entry.racilyClean ?? true),
-    ],
-  );
+  if (versionRows.length > 0) {
+    await client.query(
+      `INSERT INTO "DiskVersion" ("diskId", "versionToken", "digest", "readAt", "racilyClean")
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamp[], $5::boolean[])
+       ON CONFLICT ("diskId", "versionToken") DO UPDATE SET
+         "digest" = CASE WHEN EXCLUDED."readAt" >= "DiskVersion"."readAt" THEN EXCLUDED."digest" ELSE "DiskVersion"."digest" END,
+         "racilyClean" = CASE WHEN EXCLUDED."readAt" >= "DiskVersion"."readAt" THEN EXCLUDED."racilyClean" ELSE "DiskVersion"."racilyClean" END,
+         "readAt" = GREATEST(EXCLUDED."readAt", "DiskVersion"."readAt")
+       WHERE EXCLUDED."readAt" >= "DiskVersion"."readAt"
+         AND (EXCLUDED."digest", EXCLUDED."racilyClean", EXCLUDED."readAt") IS DISTINCT FROM ("DiskVersion"."digest", "DiskVersion"."racilyClean", "DiskVersion"."readAt")`,
+      [
+        col(versionRows, idOf), col(versionRows, (u) => u.entry.versionToken), col(versionRows, (u) => u.entry.digest),
+        col(versionRows, (u) => (u.entry.readAt ? new Date(u.entry.readAt) : new Date(u.item.image.createdAt))), col(versionRows, (u) => u.entry.racilyClean ?? true),
+      ],
+    );
+  }
 
-  const currentUses = uses.filter((use) => current.has(use.item));
+  const currentUses = uses.filter((use) => current.has(use.item) && !unchanged(use.item));
   // A VM's own newest backup says exactly which disks it uses now.
-  await setVmDisks(client, currentVmIds, currentUses.map((u) => ({ vmId: vmId.get(vmKey(u.item))!, diskId: idOf(u), via: u.entry.via, slot: u.entry.slot ?? null })));
+  await setVmDisks(client, changedVmIds, currentUses.map((u) => ({ vmId: vmId.get(vmKey(u.item))!, diskId: idOf(u), via: u.entry.via, slot: u.entry.slot ?? null })), linksSetBy(changedVms));
   if (currentUses.length > 0) {
     // The other VMs that share a disk, as the source showed them at backup time.
     // Once per VM and disk: a pool's clones all name the same sharers of its golden image.
@@ -239,28 +296,34 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
     if (shares.length > 0) {
       const named = [...new Map(shares.map((s) => [`${s.sourceId}\0${s.name}`, s])).values()];
       await upsertVms(client, named.map((s) => ({ sourceId: s.sourceId, name: s.name, uuid: '', configPath: '' })), { onConflict: 'skip' });
-      await client.query(
+      const { rows: linked } = await client.query<{ vmId: string }>(
         `INSERT INTO "VmDisk" ("vmId", "diskId", "via")
          SELECT v."id", s.disk, 'shared' FROM unnest($1::text[], $2::text[], $3::text[]) AS s(source, name, disk) JOIN "Vm" v ON v."sourceId" = s.source AND v."name" = s.name
-         ON CONFLICT DO NOTHING`,
+         ON CONFLICT DO NOTHING RETURNING "vmId"`,
         [col(shares, (s) => s.sourceId), col(shares, (s) => s.name), col(shares, (s) => s.diskId)],
       );
+      await forgetDiskSets(client, linked.map((row) => row.vmId));
     }
   }
-
-  await client.query(
-    `INSERT INTO "DiskReference" ("id", "backupImageId", "diskId", "digest", "via", "slot", "target", "path", "versionToken",
-       "parentPointer", "parentPath", "parentVersion", "common", "action", "logicalBytes", "bytesRead", "bytesWritten")
-     SELECT gen_random_uuid()::text, d.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-       $9::text[], $10::text[], $11::text[], $12::boolean[], $13::text[], $14::bigint[], $15::bigint[], $16::bigint[]) AS d`,
-    [
-      col(uses, (u) => u.item.image.id), col(uses, idOf), col(uses, (u) => u.entry.digest), col(uses, (u) => u.entry.via), col(uses, (u) => u.entry.slot ?? null),
-      col(uses, (u) => u.entry.target ?? null), col(uses, (u) => u.entry.path), col(uses, (u) => u.entry.versionToken),
-      col(uses, (u) => u.entry.parent?.pointer ?? null), col(uses, (u) => u.entry.parent?.path ?? null), col(uses, (u) => u.entry.parent?.versionToken ?? null),
-      col(uses, (u) => u.entry.common), col(uses, (u) => u.entry.action), col(uses, (u) => u.entry.logicalBytes), col(uses, (u) => u.entry.bytesRead), col(uses, (u) => u.entry.bytesWritten),
-    ],
-  );
   return fresh.map((item) => item.image.id);
+}
+
+/** An entry for which the run did something: stored the disk, or read it. */
+function isWork(entry: BackupDiskEntry): boolean {
+  return entry.action !== 'referenced' || entry.bytesRead !== 0 || entry.bytesWritten !== 0;
+}
+
+/**
+ * The id of an image's DiskSet (null: it names no disk): a digest of its source and of its entries as the set keeps
+ * them, in order, and of each disk's format (a disk's attributes come from the set of a VM that did not change).
+ */
+export function diskSetId(item: ImageRecord): string | null {
+  if (item.image.disks.length === 0) return null;
+  const named = item.image.disks.map((e) => [
+    e.identifier, e.path, e.format, e.via, e.slot ?? null, e.target ?? null, e.versionToken, e.digest,
+    e.parent?.pointer ?? null, e.parent?.path ?? null, e.parent?.versionToken ?? null, e.common, e.logicalBytes,
+  ]);
+  return createHash('sha256').update(JSON.stringify([item.sourceId, named])).digest('hex');
 }
 
 function col<T, V>(rows: T[], pick: (row: T) => V): V[] {

@@ -36,6 +36,13 @@ const STORE_AHEAD_MAX_BYTES = 16 * 1024 * 1024;
 /** Free space the repository must keep beyond four times what is stored ahead, for stores to run ahead at all. */
 const STORE_AHEAD_SPARE_BYTES = 1024 * 1024 * 1024;
 
+/** Batches written or being recorded at most while later VMs' images are built: what waits in memory is bounded. */
+const BATCHES_IN_FLIGHT = 3;
+/** The loop over VMs yields to the event loop this often, so that batches handed over are written and recorded
+ *  while it builds the next images (on the fast path nothing it awaits does I/O: it would otherwise run to the end
+ *  first, and the catalog's work, on the other core, start only then). */
+const YIELD_EVERY_MS = 10;
+
 /** Disks whose reuse the collection's guard is asked about at once before a run. */
 const TRUST_CHECKS_AT_ONCE = 32;
 
@@ -139,6 +146,9 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const credited = new Set<string>();
   const results: VmBackupResult[] = [];
   let recording: Promise<void> = Promise.resolve();
+  // Each batch's write and record, in order; the first ones are awaited when more than BATCHES_IN_FLIGHT are pending.
+  const inFlight: Promise<void>[] = [];
+  let yieldedAt = Date.now();
   // Images built but not yet handed to the repository: written and recorded as one batch.
   type PendingImage = { vm: VmInventory; image: BackupImageManifest; index: number };
   let batch: PendingImage[] = [];
@@ -179,6 +189,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       items.forEach((item, n) => { if (refused?.[n] !== undefined) fail(item, refused[n], { backupId: item.image.id }); });
     });
     recording.catch(() => undefined); // surfaced by the final await below
+    inFlight.push(recording);
+  };
+  const keepPace = async () => {
+    while (inFlight.length > BATCHES_IN_FLIGHT) await inFlight.shift()!.catch(() => undefined);
+    if (Date.now() - yieldedAt >= YIELD_EVERY_MS) {
+      await new Promise((resolve) => setImmediate(resolve));
+      yieldedAt = Date.now();
+    }
   };
   // Set by the first RunFault: the VM it hit and why. No image is written after it; later VMs are reported.
   let stop: { vm: string; error: string } | undefined;
@@ -259,6 +277,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         if (aheadRoom) for (let ahead = Math.max(index, aheadFrom); ahead <= index + storeAheadCount; ahead++) storeAhead(ahead);
         aheadFrom = aheadRoom ? index + storeAheadCount + 1 : 0;
       }
+      await keepPace();
       signal?.throwIfAborted();
       progress.setVmsDone(results.length);
       if (stop) {

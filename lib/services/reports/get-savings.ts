@@ -22,7 +22,7 @@ export async function getSavings(sql: CatalogSql): Promise<Savings> {
     ),
     sql.query<{ vm: string; source: string; backups: string; copies: string; saved: string }>(
       `SELECT v."name" AS vm, s."name" AS source, count(DISTINCT b."id") AS backups,
-         count(r."id") FILTER (WHERE ${saved}) AS copies, coalesce(sum(r."logicalBytes") FILTER (WHERE ${saved}), 0) AS saved
+         count(r."position") FILTER (WHERE ${saved}) AS copies, coalesce(sum(r."logicalBytes") FILTER (WHERE ${saved}), 0) AS saved
        FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId" JOIN "BackupImage" b ON b."vmId" = v."id" LEFT JOIN "DiskReference" r ON r."backupImageId" = b."id"
        GROUP BY v."id", s."name" ORDER BY saved DESC, v."name"`,
     ),

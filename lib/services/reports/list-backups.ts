@@ -17,15 +17,16 @@ export async function listBackups(db: Catalog, options: { vm?: string; limit?: n
     where: options.vm ? { vm: { name: options.vm } } : {},
     orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
     take: options.limit,
-    include: { vm: { include: { source: true } }, disks: { include: { disk: true }, orderBy: { path: 'asc' } } },
+    include: { vm: { include: { source: true } }, diskSet: { include: { entries: { include: { disk: true }, orderBy: { path: 'asc' } } } }, diskWork: true },
   });
   return images.map((image) => ({
     backupId: image.id, vm: image.vm.name, source: image.vm.source.name, createdAt: image.createdAt.toISOString(), protected: image.protected,
     logicalBytes: Number(image.logicalBytes), bytesRead: Number(image.bytesRead),
     bytesWritten: Number(image.bytesWritten), bytesReferenced: Number(image.bytesReferenced),
-    disks: image.disks.map((ref) => ({
-      path: ref.path, identifier: ref.disk.identifier, common: ref.common, action: ref.action,
-      digest: ref.digest, logicalBytes: Number(ref.logicalBytes),
+    disks: (image.diskSet?.entries ?? []).map((entry) => ({
+      path: entry.path, identifier: entry.disk.identifier, common: entry.common,
+      action: image.diskWork.find((work) => work.position === entry.position)?.action ?? 'referenced',
+      digest: entry.digest, logicalBytes: Number(entry.logicalBytes),
     })),
   }));
 }
