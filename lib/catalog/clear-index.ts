@@ -13,7 +13,7 @@ export async function clearIndex(client: pg.PoolClient): Promise<void> {
   for (const table of ['VmDisk', 'Disk', 'Vm']) await client.query(`DELETE FROM "${table}"`);
 }
 
-/** Forgets every backup record (images and their work, disk sets, stored disks, fast-path versions); the scanned VMs and disks stay. */
+/** Forgets every backup record (images and their work, disk sets, which blobs are recorded, stored disks, fast-path versions); the scanned VMs and disks stay. */
 export async function forgetBackups(client: pg.PoolClient): Promise<void> {
-  for (const table of ['BackupImage', 'DiskSet', 'DiskVersion', 'StoredDisk']) await client.query(`DELETE FROM "${table}"`);
+  for (const table of ['RecordedImageBlob', 'BackupImage', 'DiskSet', 'DiskVersion', 'StoredDisk']) await client.query(`DELETE FROM "${table}"`);
 }

@@ -2,6 +2,7 @@
 import type pg from 'pg';
 import { type CatalogSql } from './db';
 import { CATALOG_INDEX_LOCK } from './locks';
+import { imageBlobOf } from './record-backup-image';
 
 export type RetainableImage = { id: string; createdAt: Date; protected: boolean; vmId: string; vm: string; source: string };
 
@@ -38,6 +39,8 @@ export async function forgetImages(sql: CatalogSql, ids: string[], remove: (ids:
     for (let start = 0; start < ids.length; start += 5000) {
       await client.query('DELETE FROM "BackupImage" WHERE "id" = ANY($1)', [ids.slice(start, start + 5000)]);
     }
+    // Their blobs are looked at again by reconcile: killed before the manifests go, those left are recorded again.
+    await client.query('DELETE FROM "RecordedImageBlob" WHERE "id" = ANY($1)', [[...new Set(ids.map(imageBlobOf))]]);
     // The disk sets no image names any longer (an unchanged VM's images share one). Recorders hold the index lock
     // shared from before they insert a set until their images naming it commit, so none is reusing one swept here.
     await client.query('DELETE FROM "DiskSet" s WHERE NOT EXISTS (SELECT 1 FROM "BackupImage" b WHERE b."diskSetId" = s."id")');

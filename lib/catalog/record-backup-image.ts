@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { type CatalogSql, inTransaction, retryingDeadlock } from './db';
 import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
+import { parsePackedImageId } from '../engine/repository/image-pack';
 import { forgetDiskSets, setVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';
 
@@ -51,11 +52,38 @@ export async function recordBackupImages(sql: CatalogSql, items: ImageRecord[], 
  * so concurrent recorders wait for each other; a deadlock with a statement that locks in another order (PostgreSQL
  * picks a victim) is retried (retryingDeadlock).
  */
-export async function recordBackupImageBatch(sql: CatalogSql, items: ImageRecord[]): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
+export async function recordBackupImageBatch(sql: CatalogSql, items: ImageRecord[], options: { wholeBlob?: string } = {}): Promise<{ recorded: string[]; skipped: SkippedImage[] }> {
   return retryingDeadlock(() => inTransaction(sql, async (client) => {
     await beginIndexWrite(client);
-    return recordBatchIn(client, items);
+    const result = await recordBatchIn(client, items);
+    // `wholeBlob`: these images are every image of that blob (a backup's pack): recorded, it need not be reconciled.
+    if (options.wholeBlob && result.skipped.length === 0) await client.query('INSERT INTO "RecordedImageBlob" ("id") VALUES ($1) ON CONFLICT DO NOTHING', [options.wholeBlob]);
+    return result;
   }));
+}
+
+/**
+ * Marks the blobs of images/ whose every image (as listed) the catalog holds: reconcile then skips them. Checked and
+ * written in one statement under the index lock, so that no prune is between forgetting images and removing them.
+ */
+export async function markBlobsRecorded(sql: CatalogSql, blobs: { blob: string; images: string[] }[]): Promise<void> {
+  const members = blobs.flatMap(({ blob, images }) => images.map((id) => ({ blob, id })));
+  if (members.length === 0) return;
+  await inTransaction(sql, async (client) => {
+    await beginIndexWrite(client);
+    await client.query(
+      `INSERT INTO "RecordedImageBlob" ("id")
+       SELECT m.blob FROM unnest($1::text[], $2::text[]) AS m(blob, id)
+       GROUP BY m.blob HAVING bool_and(EXISTS (SELECT 1 FROM "BackupImage" b WHERE b."id" = m.id))
+       ON CONFLICT DO NOTHING`,
+      [members.map((m) => m.blob), members.map((m) => m.id)],
+    );
+  });
+}
+
+/** The blob of images/ that holds an image: its pack, or the image's own file. */
+export function imageBlobOf(id: string): string {
+  return parsePackedImageId(id)?.packId ?? id;
 }
 
 /**

@@ -227,6 +227,32 @@ export class Repository {
   }
 
   /**
+   * The images by the blob of images/ that holds them: a pack (by its id), or an image stored on its own (by the
+   * image's id). One listing of images/; a pack's members (those not pruned) are made only when asked for, so that a
+   * reconcile of a long history compares blobs, not images.
+   */
+  async backupImageBlobs(): Promise<{ blobs: string[]; images: number; imagesOf(blob: string): string[] }> {
+    const { single, packs, gone } = await this.listImages({ ids: false });
+    const alone = new Set(single);
+    let images = single.length;
+    for (const count of packs.values()) images += count;
+    // A mark counts where it names a member of a pack listed (a kill can leave marks of a pack already gone).
+    for (const id of gone) {
+      const { packId, index } = parsePackedImageId(id)!;
+      if (index < (packs.get(packId) ?? 0)) images--;
+    }
+    return {
+      blobs: [...single, ...packs.keys()].sort(),
+      images,
+      imagesOf: (blob) => {
+        const count = packs.get(blob);
+        if (count !== undefined) return packMemberIds(blob, count).filter((id) => !gone.has(id));
+        return alone.has(blob) ? [blob] : [];
+      },
+    };
+  }
+
+  /**
    * Removes backup images (only prune does, and a backup withdrawing what it could not record). A member of a pack is
    * marked gone; a pack goes once none of its members is left, then its marks. Durable when it resolves.
    */
@@ -274,7 +300,7 @@ export class Repository {
   }
 
   /** images/: single images, packs (with their member counts) and the marks of pruned members. */
-  private async listImages(): Promise<{ ids: string[]; packs: Map<string, number>; gone: Set<string> }> {
+  private async listImages(options = { ids: true }): Promise<{ ids: string[]; single: string[]; packs: Map<string, number>; gone: Set<string> }> {
     const single: string[] = [];
     const packs = new Map<string, number>();
     const gone = new Set<string>();
@@ -288,9 +314,10 @@ export class Repository {
       }
     }
     this.packCounts = new Map(packs);
+    if (!options.ids) return { ids: [], single, packs, gone };
     const ids = [...single];
     for (const [packId, count] of packs) for (const id of packMemberIds(packId, count)) if (!gone.has(id)) ids.push(id);
-    return { ids: ids.sort(), packs, gone };
+    return { ids: ids.sort(), single, packs, gone };
   }
 
   /** A pack's member count, from the last listing of images/ (listed again when it is not there). */
