@@ -143,5 +143,15 @@ export async function readConfigFile(file: string): Promise<Buffer> {
  * that may not need to read the file (scan-memo.ts).
  */
 export async function statDiskFile(file: string): Promise<{ stat: BigIntStats; statAtNs: bigint }> {
-  return withRegularFileSync(file, (_fd, stat, statAtNs) => ({ stat, statAtNs }));
+  // An lstat alone: the memo's question (is this the file whose header was read?) needs no open, and a scan of a
+  // pool asks it of every overlay. Whatever is not a regular file is refused unopened, as openRegularFileSync does.
+  try {
+    const statAtNs = BigInt(Date.now()) * 1_000_000n;
+    const stat = fsSync.lstatSync(file, { bigint: true });
+    if (!stat.isFile()) throw notRegularFile(file, stat);
+    return { stat, statAtNs };
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw fileError(file, err);
+  }
 }

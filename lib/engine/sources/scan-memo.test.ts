@@ -1,3 +1,4 @@
+import fsSync from 'node:fs';
 /**
  * The scan memo changes what a scan reads, never what it finds: after every random edit of a real fleet (configs
  * rewritten, overlays rebased onto another base, disks replaced, symlinked, removed, turned into a FIFO), a scan
@@ -56,6 +57,8 @@ describe('scan memo', () => {
           const overlays = (await fs.readdir(images)).filter((name) => /^vm\d+\.qcow2$/.test(name));
           if (overlays.length === 0) return;
           const overlay = path.join(images, pick(overlays));
+          // Not a FIFO left by removeDisk (qemu-img would wait on it for ever), nor a symlink.
+          if (!(await fs.lstat(overlay)).isFile()) return;
           const info = JSON.parse(await qemuImg('info', '-U', '--output=json', overlay).catch(() => '{}')) as { 'backing-filename'?: string };
           if (!info['backing-filename']) return;
           const other = info['backing-filename'] === 'base-1.qcow2' ? 'base-2.qcow2' : 'base-1.qcow2';
@@ -93,6 +96,14 @@ describe('scan memo', () => {
           const text = await fs.readFile(file, 'latin1').catch(() => '');
           if (/^CID=[0-9a-f]{8}/m.test(text)) await fs.writeFile(file, text.replace(/^CID=[0-9a-f]{8}/m, `CID=${Math.floor(rand() * 0xffffffff).toString(16).padStart(8, '0')}`), 'latin1');
         },
+        // The images folder moved, a symlink left at its old name (or a disk named through a symlinked folder).
+        async moveFolder() {
+          const real = await fs.realpath(images);
+          const moved = `${real}-${Math.floor(rand() * 1e6)}`;
+          await fs.rename(real, moved);
+          await fs.rm(images, { force: true });
+          await fs.symlink(path.basename(moved), images);
+        },
         async nothing() {},
       };
       // Every kind of edit at least twice, in a seeded order, between scans.
@@ -101,7 +112,10 @@ describe('scan memo', () => {
         await edits[edit]();
         await settle();
         for (const source of sources) {
-          const fresh = picture(await scanSource(source));
+          const scanned = await scanSource(source);
+          // Canonical paths as libc's realpath says (the scan resolves a folder once and each name by an lstat).
+          for (const disk of scanned.disks.values()) expect(disk.path, `seed ${seed}, step ${step} (${edit})`).toBe(fsSync.realpathSync.native(disk.path));
+          const fresh = picture(scanned);
           const memo = await ScanMemo.load(memoFile);
           const remembered = picture(await scanSource(source, { memo }));
           await memo.save(memoFile);

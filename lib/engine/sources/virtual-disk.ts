@@ -41,6 +41,8 @@ export class DiskResolver {
   private readonly slotIds = new Map<string, Set<string>>();
   private readonly reads = new Map<string, Promise<VirtualDisk>>();
   private readonly realpaths = new Map<string, Promise<string>>();
+  /** Folders resolved this scan (realpathOf). */
+  private readonly folders = new Map<string, string>();
 
   constructor(private readonly root: string, private readonly memo?: ScanMemo) {}
 
@@ -133,12 +135,30 @@ export class DiskResolver {
   realpath(file: string): Promise<string> {
     let real = this.realpaths.get(file);
     if (!real) {
-      // libc's realpath, synchronously: one per disk of thousands, where the thread pool's round trip is the cost.
-      real = new Promise((resolve) => resolve(fsSync.realpathSync.native(file)));
+      // Synchronously: one per disk of thousands, where the thread pool's round trip is the cost.
+      real = new Promise((resolve) => resolve(this.realpathOf(file)));
       real.catch(() => undefined); // met by the caller that needs it
       this.realpaths.set(file, real);
     }
     return real;
+  }
+
+  /**
+   * A file's canonical path: its folder's (resolved once per scan: a pool's overlays share a few folders) and its
+   * own name, when that name is not a symlink; libc's realpath otherwise. One lstat per disk, where realpath makes
+   * one per component of the path.
+   */
+  private realpathOf(file: string): string {
+    const name = path.basename(file);
+    if (!path.isAbsolute(file) || name === '' || name === '.' || name === '..') return fsSync.realpathSync.native(file);
+    const dir = path.dirname(file);
+    let realDir = this.folders.get(dir);
+    if (realDir === undefined) {
+      realDir = fsSync.realpathSync.native(dir);
+      this.folders.set(dir, realDir);
+    }
+    const candidate = path.join(realDir, name);
+    return fsSync.lstatSync(candidate).isSymbolicLink() ? fsSync.realpathSync.native(file) : candidate;
   }
 
   /** One read per file and format claim, shared by prefetch and resolveChain. */
