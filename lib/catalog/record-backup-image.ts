@@ -205,7 +205,15 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   const didWork = (item: ImageRecord) => item.image.disks.some(isWork);
   // A current image naming the set its VM's links were last written from, having read nothing: its links, versions and
   // stored disks are as that set left them, and so are its disks' attributes (its run's scan recorded them).
-  const unchanged = (item: ImageRecord) => current.has(item) && !didWork(item) && linksFrom.get(vmId.get(vmKey(item))!) === (setOf.get(item) ?? '');
+  const namesItsLinksSet = (item: ImageRecord) => current.has(item) && !didWork(item) && linksFrom.get(vmId.get(vmKey(item))!) === (setOf.get(item) ?? '');
+  // …and that has no share row: links written from a set are the VM's own, never 'shared' (a share row is made only
+  // for a disk the VM has no link to). One inserted by another VM's image that read Vm.diskSetId as null while this
+  // VM's recorder was setting it (so did not null it) is found here: the VM's image then writes its links in full.
+  const candidates = currentVms.filter(namesItsLinksSet).map((item) => vmId.get(vmKey(item))!);
+  const shared = new Set(candidates.length === 0 ? [] : (await client.query<{ vmId: string }>(
+    `SELECT DISTINCT "vmId" FROM "VmDisk" WHERE "vmId" = ANY($1::text[]) AND "via" = 'shared'`, [candidates],
+  )).rows.map((row) => row.vmId));
+  const unchanged = (item: ImageRecord) => namesItsLinksSet(item) && !shared.has(vmId.get(vmKey(item))!);
   const changedVms = currentVms.filter((item) => !unchanged(item));
   const changedVmIds = col(changedVms, (i) => vmId.get(vmKey(i))!);
   const linksSetBy = (images: ImageRecord[]) => new Map(images.map((i) => [vmId.get(vmKey(i))!, setOf.get(i) ?? '']));

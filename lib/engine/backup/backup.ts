@@ -41,7 +41,7 @@ const BATCHES_IN_FLIGHT = 3;
 /** The loop over VMs yields to the event loop this often, so that batches handed over are written and recorded
  *  while it builds the next images (on the fast path nothing it awaits does I/O: it would otherwise run to the end
  *  first, and the catalog's work, on the other core, start only then). */
-const YIELD_EVERY_MS = 2;
+const YIELD_EVERY_MS = 10;
 
 /** Disks whose reuse the collection's guard is asked about at once before a run. */
 const TRUST_CHECKS_AT_ONCE = 32;

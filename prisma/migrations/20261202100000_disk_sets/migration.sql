@@ -61,9 +61,9 @@ CREATE TEMP TABLE "MigratedReference" ON COMMIT DROP AS
     FROM "DiskReference" r JOIN "BackupImage" b ON b."id" = r."backupImageId" JOIN "Vm" v ON v."id" = b."vmId";
 CREATE TEMP TABLE "MigratedSet" ON COMMIT DROP AS
   SELECT "backupImageId", "sourceId",
-         'm' || md5("sourceId" || E'\x1d' || string_agg(concat_ws(E'\x1f', "position", "diskId", "digest", "via",
-           coalesce("slot", E'\x1e'), coalesce("target", E'\x1e'), "path", "versionToken", coalesce("parentPointer", E'\x1e'),
-           coalesce("parentPath", E'\x1e'), coalesce("parentVersion", E'\x1e'), "common", "logicalBytes"), E'\x1d' ORDER BY "position")) AS "diskSetId"
+         -- JSON: every field quoted and escaped, null as null (a separator could occur in a path, a target).
+         'm' || md5(json_build_array("sourceId", json_agg(json_build_array("position", "diskId", "digest", "via", "slot", "target", "path",
+           "versionToken", "parentPointer", "parentPath", "parentVersion", "common", "logicalBytes") ORDER BY "position"))::text) AS "diskSetId"
     FROM "MigratedReference" GROUP BY "backupImageId", "sourceId";
 INSERT INTO "DiskSet" ("id", "sourceId") SELECT DISTINCT "diskSetId", "sourceId" FROM "MigratedSet";
 INSERT INTO "DiskSetEntry" ("diskSetId", "position", "diskId", "digest", "via", "slot", "target", "path", "versionToken",
