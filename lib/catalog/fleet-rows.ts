@@ -23,8 +23,11 @@ export type VmRow = { sourceId: string; name: string; uuid: string; configPath: 
  */
 export type VmConflict = 'details' | 'lock' | 'skip';
 
-/** A VM row written or locked: `diskSetId` (locked rows only) is the disk set its links were written from (see setVmDisks). */
-export type VmRowWritten = { id: string; sourceId: string; name: string; diskSetId?: string | null };
+/**
+ * A VM row written or locked. Locked rows (`lock`) say more, for the recorder of backup images: the VM's details,
+ * the disk set its links were written from (see setVmDisks) and whether it has share rows.
+ */
+export type VmRowWritten = { id: string; sourceId: string; name: string; uuid?: string; configPath?: string; diskSetId?: string | null; hasShares?: boolean };
 
 /** Creates missing VMs (seen now when `seen`: a scan found them); returns the rows written or locked. */
 export async function upsertVms(
@@ -60,7 +63,8 @@ export async function upsertVms(
  */
 async function lockVms(client: pg.ClientBase, rows: VmRow[]): Promise<VmRowWritten[]> {
   const { rows: locked } = await client.query<VmRowWritten>(
-    `SELECT v."id", v."sourceId", v."name", v."diskSetId" FROM "Vm" v
+    `SELECT v."id", v."sourceId", v."name", v."uuid", v."configPath", v."diskSetId",
+       EXISTS (SELECT 1 FROM "VmDisk" vd WHERE vd."vmId" = v."id" AND vd."via" = 'shared') AS "hasShares" FROM "Vm" v
      JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(source, name, ord) ON v."sourceId" = w.source AND v."name" = w.name
      ORDER BY w.ord FOR NO KEY UPDATE OF v`,
     [rows.map((r) => r.sourceId), rows.map((r) => r.name)],
@@ -77,7 +81,8 @@ async function upsertVmsLocking(client: pg.ClientBase, rows: VmRow[]): Promise<V
     `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath")
      SELECT gen_random_uuid()::text, v.source, v.name, v.uuid, v.config FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(source, name, uuid, config)
      ON CONFLICT ("sourceId", "name") DO UPDATE SET "name" = EXCLUDED."name"
-     RETURNING "id", "sourceId", "name", "diskSetId"`,
+     RETURNING "id", "sourceId", "name", "uuid", "configPath", "diskSetId",
+       EXISTS (SELECT 1 FROM "VmDisk" vd WHERE vd."vmId" = "Vm"."id" AND vd."via" = 'shared') AS "hasShares"`,
     [rows.map((r) => r.sourceId), rows.map((r) => r.name), rows.map((r) => r.uuid), rows.map((r) => r.configPath)],
   );
   return written;

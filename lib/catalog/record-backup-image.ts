@@ -153,7 +153,7 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   const vms = [...newestOfVm.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, item]) => item);
   const vmRows = await upsertVms(client, vms.map((i) => ({ sourceId: i.sourceId, name: i.image.vm.name, uuid: i.image.vm.uuid, configPath: i.image.vm.configPath })), { onConflict: 'lock' });
   const vmId = new Map(vmRows.map((row) => [`${row.sourceId}\0${row.name}`, row.id]));
-  const linksFrom = new Map(vmRows.map((row) => [row.id, row.diskSetId ?? null]));
+  const vmRowOf = new Map(vmRows.map((row) => [row.id, row]));
 
   // The sets, before the images that name them. A set inserted now gets its entries below, in this transaction,
   // from the first image naming it (recorded now or not): no set is ever without its entries.
@@ -193,27 +193,25 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   for (const [key, item] of currentOfVm) if (insertedNow.get(item.image.id)!.superseded) currentOfVm.delete(key);
   const current = new Set(currentOfVm.values());
   const currentVms = [...current];
-  const currentVmIds = col(currentVms, (i) => vmId.get(vmKey(i))!);
-  if (currentVms.length > 0) {
-    // Rows change only where the VM did (an unchanged pool rewrites nothing).
+  // Rows change only where the VM did (an unchanged pool rewrites nothing; the locked rows say what they hold).
+  const renamed = currentVms.filter((i) => { const row = vmRowOf.get(vmId.get(vmKey(i))!)!; return row.uuid !== i.image.vm.uuid || row.configPath !== i.image.vm.configPath; });
+  if (renamed.length > 0) {
     await client.query(
       `UPDATE "Vm" v SET "uuid" = c.uuid, "configPath" = c.config FROM unnest($1::text[], $2::text[], $3::text[]) AS c(id, uuid, config)
        WHERE v."id" = c.id AND (v."uuid", v."configPath") IS DISTINCT FROM (c.uuid, c.config)`,
-      [currentVmIds, col(currentVms, (i) => i.image.vm.uuid), col(currentVms, (i) => i.image.vm.configPath)],
+      [col(renamed, (i) => vmId.get(vmKey(i))!), col(renamed, (i) => i.image.vm.uuid), col(renamed, (i) => i.image.vm.configPath)],
     );
   }
   const didWork = (item: ImageRecord) => item.image.disks.some(isWork);
   // A current image naming the set its VM's links were last written from, having read nothing: its links, versions and
   // stored disks are as that set left them, and so are its disks' attributes (its run's scan recorded them).
-  const namesItsLinksSet = (item: ImageRecord) => current.has(item) && !didWork(item) && linksFrom.get(vmId.get(vmKey(item))!) === (setOf.get(item) ?? '');
   // …and that has no share row: links written from a set are the VM's own, never 'shared' (a share row is made only
   // for a disk the VM has no link to). One inserted by another VM's image that read Vm.diskSetId as null while this
   // VM's recorder was setting it (so did not null it) is found here: the VM's image then writes its links in full.
-  const candidates = currentVms.filter(namesItsLinksSet).map((item) => vmId.get(vmKey(item))!);
-  const shared = new Set(candidates.length === 0 ? [] : (await client.query<{ vmId: string }>(
-    `SELECT DISTINCT "vmId" FROM "VmDisk" WHERE "vmId" = ANY($1::text[]) AND "via" = 'shared'`, [candidates],
-  )).rows.map((row) => row.vmId));
-  const unchanged = (item: ImageRecord) => namesItsLinksSet(item) && !shared.has(vmId.get(vmKey(item))!);
+  const unchanged = (item: ImageRecord) => {
+    const row = vmRowOf.get(vmId.get(vmKey(item))!)!;
+    return current.has(item) && !didWork(item) && !row.hasShares && (row.diskSetId ?? null) === (setOf.get(item) ?? '');
+  };
   const changedVms = currentVms.filter((item) => !unchanged(item));
   const changedVmIds = col(changedVms, (i) => vmId.get(vmKey(i))!);
   const linksSetBy = (images: ImageRecord[]) => new Map(images.map((i) => [vmId.get(vmKey(i))!, setOf.get(i) ?? '']));
