@@ -1,45 +1,23 @@
-import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMigratedCatalog } from '../../test/helpers';
-import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
+import { type DiskUse, type DiskWork, addSource, poolImage, referencedWork, storedWork, vmLinks } from '../../test/disk-set-fixtures';
 import { beginIndexWrite, recordBackupImage, recordImagesIn } from './record-backup-image';
 import { inTransaction } from './db';
 import { setVmDisks } from './fleet-rows';
 import { forgetImages } from './prune-images';
 
-const digestOf = (disk: string, version: number) => createHash('sha256').update(`${disk}@${version}`).digest('hex');
-type Work = { action: 'stored' | 'referenced'; bytesRead: number; bytesWritten: number };
-const stored = (): Work => ({ action: 'stored', bytesRead: 100, bytesWritten: 40 });
-const referenced = (): Work => ({ action: 'referenced', bytesRead: 0, bytesWritten: 0 });
-
-function image(id: string, minute: number, vm: string, uses: { disk: string; slot: string }[], work: () => Work, sharers: (disk: string) => string[]): BackupImageManifest {
-  const disks: BackupDiskEntry[] = uses.map(({ disk, slot }) => ({
-    identifier: `path:${disk}`, path: `/pool/${disk}.raw`, relativePath: `${disk}.raw`, via: 'attached', slot, target: `${disk}.raw`, format: 'raw',
-    versionToken: 'v1', digest: digestOf(disk, 1), common: sharers(disk).length > 1, usedBy: sharers(disk), logicalBytes: 1000, ...work(),
-  }));
-  const sum = (pick: (d: BackupDiskEntry) => number) => disks.reduce((t, d) => t + pick(d), 0);
-  return {
-    formatVersion: 3, id, createdAt: new Date(Date.UTC(2026, 11, 1, 12, minute)).toISOString(),
-    source: { name: 'pool', type: 'libvirt', path: '/pool' },
-    vm: { name: vm, uuid: `uuid-${vm}`, configPath: `/pool/${vm}.xml`, configBase64: '' },
-    disks,
-    totals: { logicalBytes: sum((d) => d.logicalBytes), bytesRead: sum((d) => d.bytesRead), bytesWritten: sum((d) => d.bytesWritten), bytesReferenced: 0 },
-  };
-}
+const image = (id: string, minute: number, vm: string, uses: DiskUse[], work: () => DiskWork, sharers: (disk: string) => string[]) =>
+  poolImage(id, new Date(Date.UTC(2026, 11, 1, 12, minute)), vm, uses, { work, sharers });
+const stored = storedWork;
+const referenced = referencedWork;
 
 describe('disk sets, adversarially', () => {
   let sql: pg.Pool;
   const rows = async <T extends object>(text: string, values: unknown[] = []) => (await sql.query<T>(text, values)).rows;
   let n = 0;
-  const newSource = async () => {
-    const id = `adv${++n}`;
-    await sql.query(`INSERT INTO "Source" ("id", "name", "type", "path") VALUES ($1, $1, 'libvirt', '/pool')`, [id]);
-    return id;
-  };
-  const linksOf = async (sourceId: string, vm: string) => (await rows<{ link: string }>(
-    `SELECT d."identifier" || ' ' || vd."via" AS link FROM "VmDisk" vd JOIN "Vm" v ON v."id" = vd."vmId" JOIN "Disk" d ON d."id" = vd."diskId"
-      WHERE v."sourceId" = $1 AND v."name" = $2 ORDER BY 1`, [sourceId, vm])).map((r) => r.link);
+  const newSource = () => addSource(sql, `adv${++n}`);
+  const linksOf = (sourceId: string, vm: string) => vmLinks(sql, sourceId, vm);
   beforeAll(async () => {
     const catalog = await createMigratedCatalog();
     await catalog.db.$disconnect();

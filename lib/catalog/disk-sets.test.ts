@@ -1,36 +1,17 @@
-import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMigratedCatalog, seededRandom } from '../../test/helpers';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
+import { type DiskUse, type DiskWork, addSource, referencedWork, storedWork, diskDigest as digestOf, poolImage, vmLinks } from '../../test/disk-set-fixtures';
 import { inTransaction } from './db';
 import { setVmDisks } from './fleet-rows';
 import { forgetImages } from './prune-images';
 import { beginIndexWrite, recordBackupImage, recordBackupImageBatch, recordBatchIn } from './record-backup-image';
 
-const digestOf = (disk: string, version: number) => createHash('sha256').update(`${disk}@${version}`).digest('hex');
-
-type Use = { disk: string; slot: string };
 type Entry = Pick<BackupDiskEntry, 'digest' | 'via' | 'slot' | 'target' | 'path' | 'versionToken' | 'common' | 'action' | 'logicalBytes' | 'bytesRead' | 'bytesWritten'>;
 
-function image(id: string, createdAt: Date, vm: string, uses: Use[], versions: Map<string, number>, work: (disk: string) => { action: 'stored' | 'referenced'; bytesRead: number; bytesWritten: number }, sharers: (disk: string) => string[]): BackupImageManifest {
-  const disks: BackupDiskEntry[] = uses.map(({ disk, slot }) => {
-    const usedBy = sharers(disk);
-    return {
-      identifier: `path:${disk}`, path: `/pool/${disk}.raw`, relativePath: `${disk}.raw`, via: 'attached', slot, target: `${disk}.raw`, format: 'raw',
-      versionToken: `v${versions.get(disk)}`, digest: digestOf(disk, versions.get(disk)!), common: usedBy.length > 1, usedBy,
-      logicalBytes: 1000 + disk.length, ...work(disk),
-    };
-  });
-  const sum = (pick: (d: BackupDiskEntry) => number) => disks.reduce((total, d) => total + pick(d), 0);
-  return {
-    formatVersion: 3, id, createdAt: createdAt.toISOString(),
-    source: { name: 'pool', type: 'libvirt', path: '/pool' },
-    vm: { name: vm, uuid: `uuid-${vm}`, configPath: `/pool/${vm}.xml`, configBase64: '' },
-    disks,
-    totals: { logicalBytes: sum((d) => d.logicalBytes), bytesRead: sum((d) => d.bytesRead), bytesWritten: sum((d) => d.bytesWritten), bytesReferenced: 0 },
-  };
-}
+const image = (id: string, createdAt: Date, vm: string, uses: DiskUse[], versions: Map<string, number>, work: (disk: string) => DiskWork, sharers: (disk: string) => string[]) =>
+  poolImage(id, createdAt, vm, uses, { versions, work, sharers });
 
 const entryOf = (d: BackupDiskEntry): Entry => ({
   digest: d.digest, via: d.via, slot: d.slot ?? null, target: d.target ?? null, path: d.path, versionToken: d.versionToken, common: d.common,
@@ -151,18 +132,12 @@ describe('disk sets: an image names the set of its entries', () => {
   });
 
   describe('an unchanged VM', () => {
-    const referenced = () => ({ action: 'referenced' as const, bytesRead: 0, bytesWritten: 0 });
-    const stored = () => ({ action: 'stored' as const, bytesRead: 100, bytesWritten: 40 });
+    const referenced = referencedWork;
+    const stored = storedWork;
     const at = (minute: number) => new Date(Date.UTC(2026, 11, 1, 12, minute));
     let source = 0;
-    const newSource = async () => {
-      const id = `u${++source}`;
-      await sql.query(`INSERT INTO "Source" ("id", "name", "type", "path") VALUES ($1, $1, 'libvirt', '/pool')`, [id]);
-      return id;
-    };
-    const linksOf = async (sourceId: string, vm: string) => (await rows<{ link: string }>(
-      `SELECT d."identifier" || ' ' || vd."via" AS link FROM "VmDisk" vd JOIN "Vm" v ON v."id" = vd."vmId" JOIN "Disk" d ON d."id" = vd."diskId"
-        WHERE v."sourceId" = $1 AND v."name" = $2 ORDER BY 1`, [sourceId, vm])).map((r) => r.link);
+    const newSource = () => addSource(sql, `u${++source}`);
+    const linksOf = (sourceId: string, vm: string) => vmLinks(sql, sourceId, vm);
 
     it('costs its BackupImage row alone: no other row of the catalog is written', async () => {
       const sourceId = await newSource();
