@@ -139,19 +139,52 @@ export async function readConfigFile(file: string): Promise<Buffer> {
 }
 
 /**
- * The fstat of a disk file as openDiskFileAndStat takes it (on NFS the open revalidates), closed again: for a scan
- * that may not need to read the file (scan-memo.ts).
+ * A disk file's stat, for a scan that may not need to read the file (scan-memo.ts): an lstat on a local filesystem;
+ * elsewhere the fstat of the file opened as openDiskFileAndStat opens it (on NFS the open revalidates), closed again.
  */
-export async function statDiskFile(file: string): Promise<{ stat: BigIntStats; statAtNs: bigint }> {
+export async function statDiskFile(file: string, localDevices: Map<bigint, boolean> = new Map()): Promise<{ stat: BigIntStats; statAtNs: bigint }> {
   // An lstat alone: the memo's question (is this the file whose header was read?) needs no open, and a scan of a
   // pool asks it of every overlay. Whatever is not a regular file is refused unopened, as openRegularFileSync does.
+  // Only on a filesystem known to be local, though: on NFS (SMB, FUSE, Ceph…) an lstat may answer from the client's
+  // attribute cache (up to a minute), where the open revalidates it (close-to-open). That stat is the disk's version
+  // token, which the backup's fast path trusts to skip reading the disk: a stale one is a changed disk not backed up.
   try {
     const statAtNs = BigInt(Date.now()) * 1_000_000n;
     const stat = fsSync.lstatSync(file, { bigint: true });
     if (!stat.isFile()) throw notRegularFile(file, stat);
-    return { stat, statAtNs };
+    if (isLocalFilesystem(file, stat.dev, localDevices)) return { stat, statAtNs };
   } catch (err) {
     if (err instanceof InputError) throw err;
     throw fileError(file, err);
   }
+  return withRegularFileSync(file, (_fd, stat, statAtNs) => ({ stat, statAtNs }));
+}
+
+/** statfs magic numbers of local filesystems (linux/magic.h), whose lstat is as fresh as an open's fstat. */
+const LOCAL_FILESYSTEMS = new Set([
+  0xef53, // ext2, ext3, ext4
+  0x58465342, // xfs
+  0x9123683e, // btrfs
+  0x2fc12fc1, // zfs
+  0x01021994, // tmpfs
+  0x858458f6, // ramfs
+  0x794c7630, // overlayfs
+  0xf2f52010, // f2fs
+  0x3153464a, // jfs
+  0x52654973, // reiserfs
+  0xca451a4e, // bcachefs
+]);
+
+/** Whether the filesystem a file is on is local, asked once per device (per scan: the caller's map). */
+function isLocalFilesystem(file: string, dev: bigint, known: Map<bigint, boolean>): boolean {
+  let local = known.get(dev);
+  if (local === undefined) {
+    try {
+      local = LOCAL_FILESYSTEMS.has(Number(fsSync.statfsSync(file).type));
+    } catch {
+      local = false;
+    }
+    known.set(dev, local);
+  }
+  return local;
 }

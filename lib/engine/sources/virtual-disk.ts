@@ -43,6 +43,8 @@ export class DiskResolver {
   private readonly realpaths = new Map<string, Promise<string>>();
   /** Folders resolved this scan (realpathOf). */
   private readonly folders = new Map<string, string>();
+  /** Devices whose filesystem is local (statDiskFile trusts their lstat), asked once a scan. */
+  private readonly localDevices = new Map<bigint, boolean>();
 
   constructor(private readonly root: string, private readonly memo?: ScanMemo) {}
 
@@ -150,7 +152,8 @@ export class DiskResolver {
    */
   private realpathOf(file: string): string {
     const name = path.basename(file);
-    if (!path.isAbsolute(file) || name === '' || name === '.' || name === '..') return fsSync.realpathSync.native(file);
+    // A trailing slash asks for a folder (libc: ENOTDIR for a file), which path.basename would drop.
+    if (!path.isAbsolute(file) || file.endsWith('/') || name === '' || name === '.' || name === '..') return fsSync.realpathSync.native(file);
     const dir = path.dirname(file);
     let realDir = this.folders.get(dir);
     if (realDir === undefined) {
@@ -194,7 +197,7 @@ export class DiskResolver {
     const files = [canonical];
     if (this.memo?.knowsHeader(canonical, hint)) {
       // A qcow2 or raw header read last scan under this very fstat (scan-memo.ts): not read again.
-      const probed = await statDiskFile(canonical);
+      const probed = await statDiskFile(canonical, this.localDevices);
       const known = this.memo.header(canonical, hint, probed.stat);
       if (known) return { ...base, ...known, files, ...(await versionOf(files, undefined, { file: canonical, ...probed })) };
     }
