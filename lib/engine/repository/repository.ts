@@ -241,13 +241,14 @@ export class Repository {
       const { packId, index } = parsePackedImageId(id)!;
       if (index < (packs.get(packId) ?? 0)) images--;
     }
+    // An image stored alone and a pack may share an id (both are a time and 6 random digits): one blob, holding both.
     return {
-      blobs: [...single, ...packs.keys()].sort(),
+      blobs: [...new Set([...single, ...packs.keys()])].sort(),
       images,
       imagesOf: (blob) => {
         const count = packs.get(blob);
-        if (count !== undefined) return packMemberIds(blob, count).filter((id) => !gone.has(id));
-        return alone.has(blob) ? [blob] : [];
+        const members = count === undefined ? [] : packMemberIds(blob, count).filter((id) => !gone.has(id));
+        return alone.has(blob) ? [blob, ...members] : members;
       },
     };
   }

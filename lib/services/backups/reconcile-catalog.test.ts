@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bareImage, bareImagePack, createMigratedCatalog, tempDir } from '../../../test/helpers';
 import { forgetImages } from '../../catalog/prune-images';
 import { recordBackupImageBatch } from '../../catalog/record-backup-image';
+import { packedImageId } from '../../engine/repository/image-pack';
 import { FsBlobStore } from '../../engine/repository/fs-blob-store';
 import { Repository } from '../../engine/repository/repository';
 import { reconcileCatalog } from './reconcile-catalog';
@@ -68,5 +69,17 @@ describe('reconcile compares blobs of images/, not every image', () => {
     const marked = (await sql.query<{ id: string }>('SELECT "id" FROM "RecordedImageBlob"')).rows.map((row) => row.id);
     expect(marked).not.toContain(first.slice(0, first.lastIndexOf('-')));
     expect((await reconcileCatalog(sql, { repo: watched() })).recorded.sort()).toEqual([first, second].sort());
+  });
+
+  it('an image stored alone whose id is also a pack\'s id (both are a time and 6 random digits): both blobs are looked at', async () => {
+    const id = '20261105T000000Z-bbbbbb';
+    const alone = bareImage(id, 'old-format');
+    const pack = [0, 1].map((index) => bareImage(packedImageId(id, index), `vm${index}`));
+    await repo.putBackupImages([alone]);
+    await repo.putBackupImages(pack);
+    await recordBackupImageBatch(sql, pack.map((image) => ({ sourceId: 's1', image })), { wholeBlob: id });
+    expect((await reconcileCatalog(sql, { repo })).recorded).toEqual([id]);
+    expect(await ids()).toContain(id);
+    expect((await reconcileCatalog(sql, { repo })).recorded).toEqual([]);
   });
 });
