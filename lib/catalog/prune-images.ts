@@ -2,7 +2,7 @@
 import type pg from 'pg';
 import { type CatalogSql } from './db';
 import { CATALOG_INDEX_LOCK } from './locks';
-import { imageBlobOf } from './record-backup-image';
+import { imageBlobOf } from '../engine/repository/image-pack';
 
 export type RetainableImage = { id: string; createdAt: Date; protected: boolean; vmId: string; vm: string; source: string };
 

@@ -3,7 +3,6 @@ import type pg from 'pg';
 import { type CatalogSql, inTransaction, retryingDeadlock } from './db';
 import type { StoredVersion } from '../engine/backup/backup';
 import type { BackupDiskEntry, BackupImageManifest } from '../engine/repository/manifests';
-import { parsePackedImageId } from '../engine/repository/image-pack';
 import { forgetDiskSets, setVmDisks, upsertDisks, upsertVms } from './fleet-rows';
 import { CATALOG_INDEX_LOCK } from './locks';
 
@@ -79,11 +78,6 @@ export async function markBlobsRecorded(sql: CatalogSql, blobs: { blob: string; 
       [members.map((m) => m.blob), members.map((m) => m.id)],
     );
   });
-}
-
-/** The blob of images/ that holds an image: its pack, or the image's own file. */
-export function imageBlobOf(id: string): string {
-  return parsePackedImageId(id)?.packId ?? id;
 }
 
 /**

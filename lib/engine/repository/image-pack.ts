@@ -47,6 +47,18 @@ export function parsePackedImageId(id: string): PackedImageId | undefined {
   return packedImageId(match[1], index) === id ? { packId: match[1], index } : undefined;
 }
 
+/** The blob of images/ that holds an image (what reconcile compares): its pack's id, or the id of an image stored alone. */
+export function imageBlobOf(id: string): string {
+  return parsePackedImageId(id)?.packId ?? id;
+}
+
+/** The pack these images are when they are all of it, members 0…n-1 in order (a backup's batch, written as one pack). */
+export function wholePackOf(ids: string[]): string | undefined {
+  const packed = ids.map(parsePackedImageId);
+  const packId = packed[0]?.packId;
+  return packId && packed.every((p, index) => p?.packId === packId && p.index === index) ? packId : undefined;
+}
+
 export function imagePackKey(packId: string, count: number): string {
   return `images/${packId}.${count}.pack`;
 }

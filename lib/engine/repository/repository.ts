@@ -223,7 +223,10 @@ export class Repository {
 
   /** Every backup image's id, sorted (ids sort by time: oldest first): one listing of images/, no manifest read. */
   async backupImageIds(): Promise<string[]> {
-    return (await this.listImages()).ids;
+    const { single, packs, gone } = await this.listImages();
+    const ids = [...single];
+    for (const [packId, count] of packs) for (const id of packMemberIds(packId, count)) if (!gone.has(id)) ids.push(id);
+    return ids.sort();
   }
 
   /**
@@ -232,7 +235,7 @@ export class Repository {
    * reconcile of a long history compares blobs, not images.
    */
   async backupImageBlobs(): Promise<{ blobs: string[]; images: number; imagesOf(blob: string): string[] }> {
-    const { single, packs, gone } = await this.listImages({ ids: false });
+    const { single, packs, gone } = await this.listImages();
     const alone = new Set(single);
     let images = single.length;
     for (const count of packs.values()) images += count;
@@ -301,7 +304,7 @@ export class Repository {
   }
 
   /** images/: single images, packs (with their member counts) and the marks of pruned members. */
-  private async listImages(options = { ids: true }): Promise<{ ids: string[]; single: string[]; packs: Map<string, number>; gone: Set<string> }> {
+  private async listImages(): Promise<{ single: string[]; packs: Map<string, number>; gone: Set<string> }> {
     const single: string[] = [];
     const packs = new Map<string, number>();
     const gone = new Set<string>();
@@ -315,10 +318,7 @@ export class Repository {
       }
     }
     this.packCounts = new Map(packs);
-    if (!options.ids) return { ids: [], single, packs, gone };
-    const ids = [...single];
-    for (const [packId, count] of packs) for (const id of packMemberIds(packId, count)) if (!gone.has(id)) ids.push(id);
-    return { ids: ids.sort(), single, packs, gone };
+    return { single, packs, gone };
   }
 
   /** A pack's member count, from the last listing of images/ (listed again when it is not there). */

@@ -5,6 +5,7 @@ import { forgetImages } from '../../catalog/prune-images';
 import { recordBackupImageBatch } from '../../catalog/record-backup-image';
 import { packedImageId } from '../../engine/repository/image-pack';
 import { FsBlobStore } from '../../engine/repository/fs-blob-store';
+import { imageBlobOf } from '../../engine/repository/image-pack';
 import { Repository } from '../../engine/repository/repository';
 import { reconcileCatalog } from './reconcile-catalog';
 
@@ -42,7 +43,7 @@ describe('reconcile compares blobs of images/, not every image', () => {
     await repo.putBackupImages(recorded);
     await repo.putBackupImages(killed);
     await repo.putBackupImages([alone]);
-    const packOf = (image: { id: string }) => image.id.slice(0, image.id.lastIndexOf('-'));
+    const packOf = (image: { id: string }) => imageBlobOf(image.id);
     await recordBackupImageBatch(sql, recorded.map((image) => ({ sourceId: 's1', image })), { wholeBlob: packOf(recorded[0]) });
 
     const first = await reconcileCatalog(sql, { repo: watched() });
@@ -67,7 +68,7 @@ describe('reconcile compares blobs of images/, not every image', () => {
     expect(await ids()).not.toContain(first);
     // Their pack is no longer marked recorded whole: it is looked at again, whatever the counts say.
     const marked = (await sql.query<{ id: string }>('SELECT "id" FROM "RecordedImageBlob"')).rows.map((row) => row.id);
-    expect(marked).not.toContain(first.slice(0, first.lastIndexOf('-')));
+    expect(marked).not.toContain(imageBlobOf(first));
     expect((await reconcileCatalog(sql, { repo: watched() })).recorded.sort()).toEqual([first, second].sort());
   });
 

@@ -11,7 +11,7 @@ import { type SourceInventory, scanSource } from '../../engine/sources/inventory
 import { scanWithMemo } from '../sources/scan-with-memo';
 import { AppError } from '../../errors';
 import { findStoredVersions, recordBackupImageBatch } from '../../catalog/record-backup-image';
-import { parsePackedImageId } from '../../engine/repository/image-pack';
+import { wholePackOf } from '../../engine/repository/image-pack';
 import { reconcileCatalog } from './reconcile-catalog';
 import { recordInventory } from '../../catalog/record-inventory';
 import { type SourceRow } from '../sources/list-sources';
@@ -171,7 +171,7 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
               throw new ImagesWithdrawn(`not recorded, withdrawn from the repository: ${(err as Error).message}`, { cause: err });
             }
             // A batch is one pack, written whole (backupVms): recorded whole, reconcile need not look at it again.
-            const { skipped } = await catalogCall(() => recordBackupImageBatch(sql, images.map((image) => ({ sourceId: source.id, image })), { wholeBlob: wholePackOf(images) }));
+            const { skipped } = await catalogCall(() => recordBackupImageBatch(sql, images.map((image) => ({ sourceId: source.id, image })), { wholeBlob: wholePackOf(images.map((image) => image.id)) }));
             const refused = new Map(skipped.map((image) => [image.id, image.error]));
             return images.map((image) => (refused.has(image.id) ? new Error(refused.get(image.id)) : undefined));
           },
@@ -261,11 +261,4 @@ function diskReport(entry: BackupDiskEntry, configPath: string): BackupDiskRepor
     path: named, identifier: entry.identifier, common: entry.common, action: entry.action,
     logicalBytes: entry.logicalBytes, bytesRead: entry.bytesRead, bytesWritten: entry.bytesWritten,
   };
-}
-
-/** The pack these images are, when they are all of it (members 0…n-1 of one pack, as backupVms writes a batch). */
-function wholePackOf(images: { id: string }[]): string | undefined {
-  const packed = images.map((image) => parsePackedImageId(image.id));
-  const packId = packed[0]?.packId;
-  return packId && packed.every((p, index) => p?.packId === packId && p.index === index) ? packId : undefined;
 }
