@@ -57,14 +57,20 @@ export async function upsertVms(
 /**
  * `lock`: the VMs that exist are locked with a row lock (no new row version, where the no-op update of
  * `INSERT … ON CONFLICT` wrote one per VM: 10,000 a run for an unchanged pool); then the missing ones are created.
- * Each step in key order (`rows` are in it), not the two together: a deadlock with a writer of both is retried. FOR NO KEY UPDATE, the lock that no-op update took: recorders of one VM take turns,
- * but another batch inserting share rows for the VM (whose foreign key takes a key-share lock) does not wait, where
- * FOR UPDATE made two batches naming each other as sharers deadlock.
+ * Each step in key order (`rows` are in it), not the two together: a deadlock with a writer of both is retried.
+ * FOR NO KEY UPDATE, the lock that no-op update took: recorders of one VM take turns, but another batch inserting
+ * share rows for the VM (whose foreign key takes a key-share lock) does not wait, where FOR UPDATE made two batches
+ * naming each other as sharers deadlock.
  */
+/** What a locked VM row says (VmRowWritten), of the row named `vm` in the statement. */
+function lockedVmColumns(vm: string): string {
+  return `${vm}."id", ${vm}."sourceId", ${vm}."name", ${vm}."uuid", ${vm}."configPath", ${vm}."diskSetId",
+    EXISTS (SELECT 1 FROM "VmDisk" vd WHERE vd."vmId" = ${vm}."id" AND vd."via" = 'shared') AS "hasShares"`;
+}
+
 async function lockVms(client: pg.ClientBase, rows: VmRow[]): Promise<VmRowWritten[]> {
   const { rows: locked } = await client.query<VmRowWritten>(
-    `SELECT v."id", v."sourceId", v."name", v."uuid", v."configPath", v."diskSetId",
-       EXISTS (SELECT 1 FROM "VmDisk" vd WHERE vd."vmId" = v."id" AND vd."via" = 'shared') AS "hasShares" FROM "Vm" v
+    `SELECT ${lockedVmColumns('v')} FROM "Vm" v
      JOIN unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(source, name, ord) ON v."sourceId" = w.source AND v."name" = w.name
      ORDER BY w.ord FOR NO KEY UPDATE OF v`,
     [rows.map((r) => r.sourceId), rows.map((r) => r.name)],
@@ -81,8 +87,7 @@ async function upsertVmsLocking(client: pg.ClientBase, rows: VmRow[]): Promise<V
     `INSERT INTO "Vm" ("id", "sourceId", "name", "uuid", "configPath")
      SELECT gen_random_uuid()::text, v.source, v.name, v.uuid, v.config FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(source, name, uuid, config)
      ON CONFLICT ("sourceId", "name") DO UPDATE SET "name" = EXCLUDED."name"
-     RETURNING "id", "sourceId", "name", "uuid", "configPath", "diskSetId",
-       EXISTS (SELECT 1 FROM "VmDisk" vd WHERE vd."vmId" = "Vm"."id" AND vd."via" = 'shared') AS "hasShares"`,
+     RETURNING ${lockedVmColumns('"Vm"')}`,
     [rows.map((r) => r.sourceId), rows.map((r) => r.name), rows.map((r) => r.uuid), rows.map((r) => r.configPath)],
   );
   return written;

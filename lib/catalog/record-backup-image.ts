@@ -197,15 +197,16 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
     );
   }
   const didWork = (item: ImageRecord) => item.image.disks.some(isWork);
-  // A current image naming the set its VM's links were last written from, having read nothing: its links, versions and
-  // stored disks are as that set left them, and so are its disks' attributes (its run's scan recorded them).
-  // …and that has no share row: links written from a set are the VM's own, never 'shared' (a share row is made only
-  // for a disk the VM has no link to). One inserted by another VM's image that read Vm.diskSetId as null while this
-  // VM's recorder was setting it (so did not null it) is found here: the VM's image then writes its links in full.
-  const unchanged = (item: ImageRecord) => {
+  // Unchanged: a current image naming the set its VM's links were last written from, having read nothing, its VM with
+  // no share row. Its links, versions and stored disks are as that set left them, and so are its disks' attributes
+  // (its run's scan recorded them). Links written from a set are the VM's own, never 'shared' (a share row is made
+  // only for a disk the VM has no link to): a share row inserted by another VM's image that read Vm.diskSetId as null
+  // while this VM's recorder was setting it (so did not null it) makes the image write its links in full.
+  const unchangedImages = new Set(currentVms.filter((item) => {
     const row = vmRowOf.get(vmId.get(vmKey(item))!)!;
-    return current.has(item) && !didWork(item) && !row.hasShares && (row.diskSetId ?? null) === (setOf.get(item) ?? '');
-  };
+    return !didWork(item) && !row.hasShares && (row.diskSetId ?? null) === (setOf.get(item) ?? '');
+  }));
+  const unchanged = (item: ImageRecord) => unchangedImages.has(item);
   const changedVms = currentVms.filter((item) => !unchanged(item));
   const changedVmIds = col(changedVms, (i) => vmId.get(vmKey(i))!);
   const linksSetBy = (images: ImageRecord[]) => new Map(images.map((i) => [vmId.get(vmKey(i))!, setOf.get(i) ?? '']));
