@@ -4,6 +4,7 @@ import { closeCatalog, setIdleConnectionLostListener } from '../catalog/db';
 import { isUserError, toAppError } from '../errors';
 import { type Context, type Io, EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, badInput, oneLine } from './command';
 import { USAGE, findCommand } from './commands';
+import { writeJson } from './format';
 
 export { EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_NEEDS_CONFIRMATION, EXIT_OK } from './command';
 
@@ -42,7 +43,7 @@ export async function main(argv: string[], io: Io = { stdout: process.stdout, st
 async function dispatch(argv: string[], io: Io, signal: AbortSignal): Promise<number> {
   const [name, ...args] = argv;
   const out = (text: string) => io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
-  const context: Context = { io, signal, out, json: (value) => out(JSON.stringify(value, null, 2)) };
+  const context: Context = { io, signal, out, json: (value) => writeJson(value, (text) => io.stdout.write(text)) };
   if (HELP.includes(name)) {
     out(USAGE);
     return name === undefined ? EXIT_BAD_INPUT : EXIT_OK;

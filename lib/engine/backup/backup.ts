@@ -49,8 +49,15 @@ const TRUST_CHECKS_AT_ONCE = 32;
 /** By default a disk is read in full at least once every 30 days, however often its stored version matches. */
 export const DEFAULT_REREAD_AFTER_DAYS = 30;
 
+/** What a run's result keeps of an image once it is handed over: its id and what each disk entry says of the run
+ *  (not the config, file lists or users a manifest holds: a pool's 10,000 images would be held to the run's end). */
+export type ImageSummary = {
+  id: string;
+  disks: Pick<BackupDiskEntry, 'identifier' | 'path' | 'via' | 'target' | 'common' | 'action' | 'digest' | 'versionToken' | 'logicalBytes' | 'bytesRead' | 'bytesWritten'>[];
+};
+
 export type VmBackupResult =
-  | { vm: string; configPath: string; ok: true; image: BackupImageManifest }
+  | { vm: string; configPath: string; ok: true; image: ImageSummary }
   | {
     vm: string; configPath: string; ok: false; error: string;
     /** This VM hit a failure of the repository or the catalog (a RunFault) and the run stopped there. */
@@ -381,7 +388,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         packId = newBackupImageId(createdAt);
       }
       const image = buildImage(inventory, vm, entries, packedImageId(packId, batch.length), createdAt, options.runId);
-      batch.push({ vm, image, index: results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image }) - 1 });
+      batch.push({ vm, image, index: results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image: summaryOf(image) }) - 1 });
       // What an image's JSON holds beyond a few KB: its config, and its disks' entries.
       batchBytes += image.vm.configBase64.length + 4096 * (1 + image.disks.length);
       if (batch.length >= IMAGE_BATCH || batchBytes >= IMAGE_BATCH_BYTES) writeBatch();
@@ -397,6 +404,16 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     await recording.catch(() => undefined);
   }
   return results;
+}
+
+function summaryOf(image: BackupImageManifest): ImageSummary {
+  return {
+    id: image.id,
+    disks: image.disks.map((d) => ({
+      identifier: d.identifier, path: d.path, via: d.via, target: d.target, common: d.common, action: d.action, digest: d.digest,
+      versionToken: d.versionToken, logicalBytes: d.logicalBytes, bytesRead: d.bytesRead, bytesWritten: d.bytesWritten,
+    })),
+  };
 }
 
 /** A disk's files as its image names them: relative to the main file's folder, with the mode and owner its last

@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { type CatalogSql, catalogCall } from '../../catalog/db';
-import { type VmBackupResult, backupVms } from '../../engine/backup/backup';
+import { type ImageSummary, type VmBackupResult, backupVms } from '../../engine/backup/backup';
 import { ImagesWithdrawn, RunFault } from '../../engine/errors';
 import type { BackupProgress } from '../../engine/backup/progress';
-import type { BackupDiskEntry } from '../../engine/repository/manifests';
 import { InputError } from '../../engine/errors';
 import type { Repository } from '../../engine/repository/repository';
 import { type SourceInventory, scanSource } from '../../engine/sources/inventory';
@@ -254,7 +253,7 @@ function assignVms(scanned: { source: SourceRow; inventory: SourceInventory }[],
   return scanned.filter((s) => bySource.has(s.source.id)).map((s) => ({ ...s, vmNames: bySource.get(s.source.id) }));
 }
 
-function diskReport(entry: BackupDiskEntry, configPath: string): BackupDiskReport {
+function diskReport(entry: ImageSummary['disks'][number], configPath: string): BackupDiskReport {
   // Attached disks: the path as the VM's config names it, made absolute; parents: the path they resolve to.
   const named = entry.via === 'attached' && entry.target ? path.resolve(path.dirname(configPath), entry.target) : entry.path;
   return {
