@@ -145,12 +145,10 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const progress = new ProgressTracker(bytesToRead, vms.length, options.onProgress);
   const pool = bytesToRead > 0 ? new BlockPool({ zstdLevel: repo.config.compression.level, blockSize: repo.config.blockSize, threads: options.threads }) : undefined;
   const claims = newStoreClaims();
-  // A disk's files (names, modes, owners) are read once per run, however many VMs' images name them.
+  // A common disk's files (names, modes, owners) are read once per run, however many VMs' images name them.
   const fileEntries = new Map<string, Promise<DiskFileEntry[]>>();
   // Disks whose read/written bytes are already counted in some VM's entry: each is counted once per run.
   const accounted = new Set<string>();
-  // Chunk ids and stored-disk digests this run wrote that some VM's image already counts.
-  const credited = new Set<string>();
   const results: VmBackupResult[] = [];
   let recording: Promise<void> = Promise.resolve();
   // Each batch's write and record, in order; the first ones are awaited when more than BATCHES_IN_FLIGHT are pending.
@@ -220,6 +218,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     if (!started) {
       started = storeOnce(disk);
       storing.set(disk.path, started);
+      // Once stored its outcome is kept (outcomes); a failed store stays here, so that every VM waiting meets it.
+      started.then(() => storing.delete(disk.path), () => undefined);
     }
     return started;
   };
@@ -303,7 +303,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       // Counted into `accounted` only if this VM's image is written: a failed VM's reads go to the next user (of
       // the disk, for bytes read; of the chunk or stored disk, for what this run wrote).
       const accountedHere = new Set<string>();
-      const creditedHere = new Set<string>();
+      const chunksCreditedHere = new Set<ChunkId>();
+      const disksCreditedHere = new Set<string>();
       let failure: string | undefined;
       for (const use of vm.disks) {
         const disk = inventory.disks.get(use.diskPath)!;
@@ -323,22 +324,26 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           break;
         }
         const usedBy = inventory.usedBy.get(disk.path) ?? [vm.name];
-        // What this run wrote, credited to the first VM in order whose image names it.
-        const diskKey = `disk:${outcome.digest}`;
-        const storedHere = claims.newDisks.has(outcome.digest) && !credited.has(diskKey) && !creditedHere.has(diskKey);
-        creditedHere.add(diskKey);
+        // What this run wrote, credited to the first VM in order whose image names it (and then taken out of the
+        // claims' record of what was written, below).
+        const storedHere = claims.newDisks.has(outcome.digest) && !disksCreditedHere.has(outcome.digest);
+        disksCreditedHere.add(outcome.digest);
         let writtenHere = 0;
         for (const id of outcome.chunks ?? []) {
-          if (credited.has(id) || creditedHere.has(id)) continue;
-          creditedHere.add(id);
-          writtenHere += claims.written.get(id) ?? 0;
+          const bytes = claims.written.get(id);
+          if (bytes === undefined || chunksCreditedHere.has(id)) continue;
+          chunksCreditedHere.add(id);
+          writtenHere += bytes;
         }
         const parent = disk.parent ? inventory.disks.get(disk.parent.path)! : undefined;
         const parentOutcome = parent ? outcomes.get(parent.path) : undefined;
         let files: DiskFileEntry[];
         try {
-          if (!fileEntries.has(disk.path)) fileEntries.set(disk.path, fileEntriesOf(disk));
-          files = await fileEntries.get(disk.path)!;
+          if (usedBy.length < 2) files = await fileEntriesOf(disk);
+          else {
+            if (!fileEntries.has(disk.path)) fileEntries.set(disk.path, fileEntriesOf(disk));
+            files = await fileEntries.get(disk.path)!;
+          }
         } catch (err) {
           if (!(err instanceof InputError)) throw err;
           failure = err.message;
@@ -381,7 +386,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         continue;
       }
       for (const diskPath of accountedHere) accounted.add(diskPath);
-      for (const key of creditedHere) credited.add(key);
+      for (const id of chunksCreditedHere) claims.written.delete(id);
+      for (const digest of disksCreditedHere) claims.newDisks.delete(digest);
       const createdAt = now();
       if (batch.length === 0) {
         batchSince = Date.now();

@@ -7,7 +7,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { manifestsAreComplete, tempDir } from '../../../test/helpers';
+import { manifestsAreComplete, semiCompressible, tempDir } from '../../../test/helpers';
 import { writeData } from '../../demo/fleet';
 import { fsError, hookedStore } from '../repository/faulty-blob-store';
 import { FsBlobStore } from '../repository/fs-blob-store';
@@ -58,6 +58,25 @@ describe('backupVms storing small disks ahead', () => {
       const inTurn = await run(0);
       expect(await run(undefined), same ? 'identical clones' : 'distinct disks').toEqual(inTurn);
       expect(inTurn.flat().filter((entry) => entry[2] === 'stored')).toHaveLength(same ? 1 : 8);
+    }
+  });
+
+  it('credits a chunk that distinct disks share once: the bytes written over all entries are the chunk bytes the repository holds', async () => {
+    for (const storeAhead of [undefined, 0]) {
+      // Each disk: one block all share (a common template's), one of its own; every stored disk is new.
+      const root = await tempDir();
+      for (let i = 0; i < 6; i++) {
+        await fs.writeFile(path.join(root, `v${i}.raw`), Buffer.concat([semiCompressible(MiB, 7), semiCompressible(MiB, 100 + i)]));
+        await fs.writeFile(path.join(root, `v${i}.xml`), `<domain><name>v${i}</name><uuid>v${i}</uuid><devices><disk type='file' device='disk'><driver type='raw'/><source file='v${i}.raw'/><target dev='vda'/></disk></devices></domain>`);
+      }
+      const repoDir = await tempDir();
+      const repo = await Repository.openOrInit(new FsBlobStore(repoDir), { blockSize: MiB });
+      const results = entries(await backupVms({ inventory: await scanSource({ name: 's', type: 'libvirt', path: root }), repo, lookupStoredDisks: none, storeAhead }));
+      const chunkFiles = (await fs.readdir(path.join(repoDir, 'chunks'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile() && !e.parentPath.includes('.tmp'));
+      const chunkBytes = (await Promise.all(chunkFiles.map((e) => fs.stat(path.join(e.parentPath, e.name))))).reduce((sum, st) => sum + st.size, 0);
+      expect(chunkFiles).toHaveLength(7);
+      expect(results.flat().reduce((sum, entry) => sum + (entry[4] as number), 0), `storeAhead ${storeAhead}`).toBe(chunkBytes);
+      expect(results.flat().map((entry) => entry[2])).toEqual(Array(6).fill('stored'));
     }
   });
 

@@ -21,15 +21,19 @@ export type StoredDiskResult = {
  * nothing names a chunk whose put may still fail, and each is written (and its bytes counted) once.
  */
 export type StoreClaims = {
-  /** chunk id → bytes this claim wrote (0: the repository had it) */
-  chunks: Map<ChunkId, Promise<number>>;
-  /** content digest → the stored disk */
-  disks: Map<string, Promise<StoredDiskManifest>>;
+  /** chunk id → its store, settled when the chunk is in the repository (bytes written: `written`) */
+  chunks: Map<ChunkId, Promise<unknown>>;
+  /** content digest → its store, settled when the stored disk is in the repository. Settled claims hold nothing
+   *  (a pool's run meets 10,000 stored disks): a disk with the same digest has the same content, its own manifest. */
+  disks: Map<string, Promise<unknown>>;
   /** What this run wrote: the bytes of each chunk it put, and the stored disks it put. The backup credits each to
    *  the first VM, in order, whose image names it (stores of several disks run at once: whichever put it is luck). */
   written: Map<ChunkId, number>;
   newDisks: Set<string>;
 };
+
+/** What a claim is once its store succeeded: one settled promise for all. */
+const STORED: Promise<unknown> = Promise.resolve();
 
 export function newStoreClaims(): StoreClaims {
   return { chunks: new Map(), disks: new Map(), written: new Map(), newDisks: new Set() };
@@ -104,6 +108,7 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
       claims.chunks.set(block.id, claim);
       try {
         const written = await claim;
+        claims.chunks.set(block.id, STORED);
         if (written > 0) {
           claims.written.set(block.id, written);
           wrote.push(block.id);
@@ -169,7 +174,10 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   // Content only: two disks with the same bytes share this manifest and keep their own names (in their images).
   const manifest: StoredDiskManifest = { formatVersion: MANIFEST_FORMAT_VERSION, digest, blockSize, logicalBytes: bytesRead, files, createdAt: options.now().toISOString() };
   const known = claims.disks.get(digest);
-  if (known) return { manifest: await known, bytesRead, wrote };
+  if (known) {
+    await known; // stored by another store of this run, perhaps still
+    return { manifest, bytesRead, wrote };
+  }
   const claim = (async () => {
     if (await repo.hasStoredDisk(digest)) {
       if (await reuse.mayReuseDisk(digest)) {
@@ -184,7 +192,9 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   })();
   claims.disks.set(digest, claim);
   try {
-    return { manifest: await claim, bytesRead, wrote };
+    const stored = await claim;
+    claims.disks.set(digest, STORED);
+    return { manifest: stored, bytesRead, wrote };
   } catch (err) {
     claims.disks.delete(digest);
     throw err;

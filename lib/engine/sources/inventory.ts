@@ -192,7 +192,10 @@ async function readConfig(source: SourceSpec, file: ConfigFile, resolver: DiskRe
 
 /** Parses a config (throwing an InputError for a broken one), and remembers the parse. */
 function parseConfig(source: SourceSpec, configPath: string, bytes: Buffer, memo: ScanMemo | undefined): VmConfig | undefined {
-  const config = source.type === 'libvirt' ? parseLibvirtDomain(configPath, bytes) : parseVmx(configPath, bytes);
+  const parsed = source.type === 'libvirt' ? parseLibvirtDomain(configPath, bytes) : parseVmx(configPath, bytes);
+  // A copy: the parser's strings are slices of the config's text, which they would keep in memory for the whole run
+  // (a pool's 10,000 configs held as text beside their bytes).
+  const config = parsed && { ...structuredClone({ name: parsed.name, uuid: parsed.uuid, slots: parsed.slots }), configPath, configBytes: bytes };
   memo?.rememberConfig(configPath, bytes, config ? { name: config.name, uuid: config.uuid, slots: config.slots } : null);
   return config;
 }

@@ -130,15 +130,10 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
     // One backup per VM at a time: a VM another run is backing up now is left to it (and to a retry of this run).
     const names = vmNames ?? inventory.vms.map((vm) => vm.name);
     const named = new Set(names);
-    const claiming = inventory.vms.filter((vm) => named.has(vm.name)).map((vm) => ({ vm, keys: vmClaimKeys(source.id, vm) }));
-    const taken = report.stopped ? new Set<string>() : await catalogCall(() => session.claimVms(claiming.flatMap((c) => c.keys)));
-    // A VM is busy when any of its keys is held elsewhere (its name, or its config through another source or name).
-    const busyVms = claiming.filter((c) => c.keys.some((key) => taken.has(key)));
-    const busy = new Set(busyVms.map((c) => c.vm.name));
-    // What this run took of a VM it leaves is let go (it would keep that VM from a third run until this one ends).
-    if (busyVms.length) await catalogCall(() => session.releaseVms(busyVms.flatMap((c) => c.keys.filter((key) => !taken.has(key)))));
+    const busyVms = report.stopped ? [] : await claimVms(session, source.id, inventory.vms.filter((vm) => named.has(vm.name)));
+    const busy = new Set(busyVms.map((vm) => vm.name));
     const busyResults: VmBackupResult[] = busyVms
-      .map(({ vm }) => ({ vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: 'not backed up: another run is backing it up right now' }));
+      .map((vm) => ({ vm: vm.name, configPath: vm.configPath, ok: false, attempted: false, error: 'not backed up: another run is backing it up right now' }));
     vmNames = busy.size ? names.filter((name) => !busy.has(name)) : vmNames;
     if (report.stopped) {
       results = notAttempted(inventory, vmNames, report.stopped);
@@ -204,6 +199,19 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
     }
   }
   return report;
+}
+
+/**
+ * Claims the VMs for this run; returns those another run holds (any of its keys: its name, or its config through
+ * another source or name), after letting go what this run took of them (it would keep such a VM from a third run
+ * until this one ends). The keys are not kept: a pool's 20,000 would be held to the run's end.
+ */
+async function claimVms(session: BackupSession, sourceId: string, vms: SourceInventory['vms']): Promise<SourceInventory['vms']> {
+  const claiming = vms.map((vm) => ({ vm, keys: vmClaimKeys(sourceId, vm) }));
+  const taken = await catalogCall(() => session.claimVms(claiming.flatMap((c) => c.keys)));
+  const busy = claiming.filter((c) => c.keys.some((key) => taken.has(key)));
+  if (busy.length) await catalogCall(() => session.releaseVms(busy.flatMap((c) => c.keys.filter((key) => !taken.has(key)))));
+  return busy.map((c) => c.vm);
 }
 
 /** The VMs of a source the run did not reach, after a failure of the repository or the catalog stopped it. */
