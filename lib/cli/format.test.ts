@@ -46,6 +46,34 @@ describe('writeJson', () => {
     expect([...kinds].sort()).toEqual(['array', 'boolean', 'function', 'number', 'object', 'string', 'undefined']);
   });
 
+  // Found by an adversarial review: toJSON's key, an array's own toJSON, and kinds JSON.stringify treats apart.
+  const cases: [string, unknown][] = [
+    ['toJSON is given its key', { a: { b: { toJSON: (key: string) => `key=${key}` } }, list: [{ toJSON: (key: string) => `at ${key}` }] }],
+    ["an array's own toJSON", { a: Object.assign([1, 2], { toJSON: () => 'x' }) }],
+    ['numbers', { a: [-0, NaN, Infinity, 1e21, 0.1] }],
+    ['numeric keys first', { b: 1, 2: 'x', 1: 'y', a: [{ 10: 1, 9: 2 }] }],
+    ['odd strings and keys', { 'k\n\u2028': 'a\u2029b\ud800c\u0000', e: '' }],
+    ['class instances, Map, Set', { c: new (class X { y = 1; })(), m: new Map([[1, 2]]), s: new Set([1]) }],
+    ['nested empties', [[[[]]], [[{}]], [[{ a: undefined }]]]],
+    ['symbols, functions, undefined', { s: Symbol('x'), f: () => 1, u: undefined, arr: [Symbol('y'), undefined, () => 2] }],
+    ['boxed primitives', { n: new Number(3), s: new String('q'), b: new Boolean(false) }],
+    ['dates, invalid too', { d: new Date(0), dd: [new Date(NaN)] }],
+    ['toJSON giving undefined', { a: { toJSON: () => undefined }, b: [{ toJSON: () => undefined }] }],
+    ['a null prototype', Object.assign(Object.create(null), { a: 1 })],
+    ['a top-level string', 'x\ny'], ['top-level null', null], ['a top-level empty array', []], ['a top-level toJSON', { toJSON: (key: string) => ({ key }) }],
+  ];
+  it.each(cases)('%s: as JSON.stringify at every walk depth', (_, value) => {
+    for (const depth of [0, 1, 2, 3, 10]) {
+      let written = '';
+      writeJson(value, (text) => { written += text; }, depth);
+      expect(written).toBe(`${JSON.stringify(value, null, 2)}\n`);
+    }
+  });
+
+  it('a BigInt throws the TypeError JSON.stringify throws', () => {
+    expect(() => writeJson({ a: 1, b: [1n] }, () => undefined)).toThrow(TypeError);
+  });
+
   it('writes a large report in pieces, none of them the whole', () => {
     const report = { backups: Array.from({ length: 20_000 }, (_, i) => ({ vm: `vm${i}`, disks: [{ path: `/pool/vm${i}.qcow2`, bytesRead: i }] })) };
     const pieces: string[] = [];

@@ -29,8 +29,9 @@ const JSON_PIECE = 64 * 1024;
 
 /**
  * Writes exactly what `JSON.stringify(value, null, 2)` makes, in pieces: a report of a pool's 10,000 VMs is never
- * one string in memory. Plain objects and arrays are walked; anything else (a Date, a value with `toJSON`) and
- * whatever lies below `walkDepth` is stringified whole.
+ * one string in memory. Plain objects and arrays are walked (after `toJSON`, called with its key as JSON.stringify
+ * does); anything else, and whatever lies below `walkDepth`, is stringified whole. A value JSON.stringify refuses
+ * (a BigInt, a cycle) throws the same error, after the pieces before it were written.
  */
 export function writeJson(value: unknown, write: (text: string) => void, walkDepth = 3): void {
   const pieces: string[] = [];
@@ -49,14 +50,26 @@ export function writeJson(value: unknown, write: (text: string) => void, walkDep
     if (typeof v !== 'object' || v === null) return false;
     if (Array.isArray(v)) return true;
     const proto = Object.getPrototypeOf(v);
-    return (proto === Object.prototype || proto === null) && typeof (v as { toJSON?: unknown }).toJSON !== 'function';
+    return proto === Object.prototype || proto === null;
   };
-  // The text of a value that is not walked, indented at `indent`; undefined where it has no JSON form (a function).
-  const whole = (v: unknown, indent: string): string | undefined => JSON.stringify(v, null, 2)?.replaceAll('\n', `\n${indent}`);
+  // What JSON.stringify serializes in place of a value: its toJSON(key), where it has one.
+  const resolved = (v: unknown, key: string): unknown => {
+    const toJSON = (typeof v === 'object' && v !== null) || typeof v === 'bigint' ? (v as { toJSON?: unknown }).toJSON : undefined;
+    return typeof toJSON === 'function' ? toJSON.call(v, key) : v;
+  };
+  // The text of a value (its toJSON already called) that is not walked, indented at `indent`; undefined where it has
+  // no JSON form (a function). What toJSON gave is not asked for its own toJSON (a Date from toJSON is an object).
+  const whole = (v: unknown, indent: string): string | undefined => {
+    const once = typeof (v as { toJSON?: unknown } | null)?.toJSON === 'function' && typeof v === 'object'
+      ? (Array.isArray(v) ? Array.from(v) : Object.fromEntries(Object.entries(v!).filter(([, x]) => typeof x !== 'function')))
+      : v;
+    return JSON.stringify(once, null, 2)?.replaceAll('\n', `\n${indent}`);
+  };
   // Emits a walkable value at `indent` (its first line is placed by the caller).
   const walk = (v: object, indent: string, depth: number) => {
     const inner = `${indent}  `;
-    const items: [string, unknown][] = Array.isArray(v) ? Array.from(v, (item): [string, unknown] => ['', item]) : Object.entries(v).map(([key, item]) => [`${JSON.stringify(key)}: `, item]);
+    const items: [string, unknown][] = Array.isArray(v) ? Array.from(v, (item, i): [string, unknown] => ['', resolved(item, String(i))])
+      : Object.entries(v).map(([key, item]) => [`${JSON.stringify(key)}: `, resolved(item, key)]);
     let count = 0;
     for (const [key, item] of items) {
       const text = depth + 1 < walkDepth && walkable(item) ? undefined : whole(item, inner);
@@ -69,9 +82,10 @@ export function writeJson(value: unknown, write: (text: string) => void, walkDep
     }
     emit(count === 0 ? (Array.isArray(v) ? '[]' : '{}') : `\n${indent}${Array.isArray(v) ? ']' : '}'}`);
   };
-  if (walkable(value) && walkDepth > 0) walk(value, '', 0);
+  const top = resolved(value, '');
+  if (walkable(top) && walkDepth > 0) walk(top, '', 0);
   else {
-    const text = whole(value, '');
+    const text = whole(top, '');
     if (text === undefined) return;
     emit(text);
   }
