@@ -33,7 +33,7 @@ const JSON_PIECE = 64 * 1024;
  * does); anything else, and whatever lies below `walkDepth`, is stringified whole. A value JSON.stringify refuses
  * (a BigInt, a cycle) throws the same error, after the pieces before it were written.
  */
-export function writeJson(value: unknown, write: (text: string) => void, walkDepth = 3): void {
+export function writeJson(value: unknown, write: (text: string) => void, walkDepth = 2): void {
   const pieces: string[] = [];
   let size = 0;
   const emit = (text: string) => {
