@@ -81,12 +81,13 @@ const YIELD_EVERY = 64;
 async function scanConfigFiles(source: SourceSpec, root: string, configs: ConfigFile[], warnings: string[], problems: ScanProblem[], options: ScanOptions): Promise<SourceInventory> {
   const { signal, memo } = options;
   const resolver = new DiskResolver(root, memo);
+  const paths = new Map<string, string>();
   const vms: VmInventory[] = [];
   // Reading runs up to READ_AHEAD configs ahead; deciding (resolveChain, refusals) goes one VM after another, in
   // order, so the inventory is the same as a sequential scan's.
   const reads: Promise<ConfigRead>[] = [];
   const readAhead = (index: number) => {
-    if (index < configs.length && !reads[index]) reads[index] = readConfig(source, configs[index], resolver, memo);
+    if (index < configs.length && !reads[index]) reads[index] = readConfig(source, configs[index], resolver, memo, paths);
   };
   for (let index = 0; index < Math.min(READ_AHEAD, configs.length); index++) readAhead(index);
   for (const [index, config] of configs.entries()) {
@@ -175,7 +176,7 @@ async function findConfigs(root: string, extension: string, warnings: string[], 
 /** A config as read and parsed (or why not), its disks' reads started. */
 type ConfigRead = { bytes?: Buffer; config?: VmConfig; error?: unknown };
 
-async function readConfig(source: SourceSpec, file: ConfigFile, resolver: DiskResolver, memo: ScanMemo | undefined): Promise<ConfigRead> {
+async function readConfig(source: SourceSpec, file: ConfigFile, resolver: DiskResolver, memo: ScanMemo | undefined, paths: Map<string, string>): Promise<ConfigRead> {
   if (file.error) return { error: file.error };
   let bytes: Buffer | undefined;
   try {
@@ -183,11 +184,24 @@ async function readConfig(source: SourceSpec, file: ConfigFile, resolver: DiskRe
     const known = memo?.config(file.path, bytes);
     // Bytes parsed last time: their parse (null: not a VM), without parsing them again.
     const config = known === undefined ? parseConfig(source, file.path, bytes, memo) : known === null ? undefined : { ...known, configPath: file.path, configBytes: bytes };
+    // One string per path the scan's configs name (a pool's 10,000 configs name one shared disk; a slot's target
+    // and path are mostly the same text), not one per config.
+    for (const slot of config?.slots ?? []) {
+      if (slot.target !== undefined) slot.target = interned(paths, slot.target);
+      if (slot.path !== undefined) slot.path = interned(paths, slot.path);
+    }
     for (const slot of config?.slots ?? []) if (slot.backedUp && slot.path) void resolver.prefetch(slot.path, slot.format);
     return { bytes, config };
   } catch (err) {
     return { bytes, error: err };
   }
+}
+
+function interned(strings: Map<string, string>, text: string): string {
+  const known = strings.get(text);
+  if (known !== undefined) return known;
+  strings.set(text, text);
+  return text;
 }
 
 /** Parses a config (throwing an InputError for a broken one), and remembers the parse. */
