@@ -226,7 +226,10 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const storeOnce = async (disk: VirtualDisk): Promise<DiskOutcome> => {
     if (disk.parent) {
       const parent = await ensureStored(inventory.disks.get(disk.parent.path)!);
-      if (!parent.ok) return parent;
+      if (!parent.ok) {
+        outcomes.set(disk.path, parent); // kept like any outcome: a later VM's turn does not start this store again
+        return parent;
+      }
     }
     progress.disk = disk.relativePath;
     let outcome: DiskOutcome;
