@@ -68,19 +68,20 @@ export function writeJson(value: unknown, write: (text: string) => void, walkDep
   // Emits a walkable value at `indent` (its first line is placed by the caller).
   const walk = (v: object, indent: string, depth: number) => {
     const inner = `${indent}  `;
-    const items: [string, unknown][] = Array.isArray(v) ? Array.from(v, (item, i): [string, unknown] => ['', resolved(item, String(i))])
+    const isArray = Array.isArray(v);
+    const items: [string, unknown][] = isArray ? Array.from(v, (item, i): [string, unknown] => ['', resolved(item, String(i))])
       : Object.entries(v).map(([key, item]) => [`${JSON.stringify(key)}: `, resolved(item, key)]);
     let count = 0;
     for (const [key, item] of items) {
-      const text = depth + 1 < walkDepth && walkable(item) ? undefined : whole(item, inner);
+      const nested = depth + 1 < walkDepth && walkable(item);
+      const text = nested ? undefined : whole(item, inner);
       // As JSON.stringify: what has no JSON form is left out of an object, and null in an array.
-      if (text === undefined && !walkable(item) && !Array.isArray(v)) continue;
-      emit(`${count++ ? ',' : Array.isArray(v) ? '[' : '{'}\n${inner}${key}`);
-      if (text !== undefined) emit(text);
-      else if (walkable(item)) walk(item, inner, depth + 1);
-      else emit('null');
+      if (!nested && text === undefined && !isArray) continue;
+      emit(`${count++ ? ',' : isArray ? '[' : '{'}\n${inner}${key}`);
+      if (nested) walk(item, inner, depth + 1);
+      else emit(text ?? 'null');
     }
-    emit(count === 0 ? (Array.isArray(v) ? '[]' : '{}') : `\n${indent}${Array.isArray(v) ? ']' : '}'}`);
+    emit(count === 0 ? (isArray ? '[]' : '{}') : `\n${indent}${isArray ? ']' : '}'}`);
   };
   const top = resolved(value, '');
   if (walkable(top) && walkDepth > 0) walk(top, '', 0);

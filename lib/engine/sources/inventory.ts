@@ -184,13 +184,13 @@ async function readConfig(source: SourceSpec, file: ConfigFile, resolver: DiskRe
     const known = memo?.config(file.path, bytes);
     // Bytes parsed last time: their parse (null: not a VM), without parsing them again.
     const config = known === undefined ? parseConfig(source, file.path, bytes, memo) : known === null ? undefined : { ...known, configPath: file.path, configBytes: bytes };
-    // One string per path the scan's configs name (a pool's 10,000 configs name one shared disk; a slot's target
-    // and path are mostly the same text), not one per config.
     for (const slot of config?.slots ?? []) {
+      // One string per path the scan's configs name (a pool's 10,000 configs name one shared disk; a slot's target
+      // and path are mostly the same text), not one per config.
       if (slot.target !== undefined) slot.target = interned(paths, slot.target);
       if (slot.path !== undefined) slot.path = interned(paths, slot.path);
+      if (slot.backedUp && slot.path) void resolver.prefetch(slot.path, slot.format);
     }
-    for (const slot of config?.slots ?? []) if (slot.backedUp && slot.path) void resolver.prefetch(slot.path, slot.format);
     return { bytes, config };
   } catch (err) {
     return { bytes, error: err };
