@@ -23,10 +23,16 @@ test('add a source, back it up with live progress, see its common disks and the 
   await form.getByRole('button', { name: 'Add source' }).click();
   await expect(page.getByRole('status')).toContainText('absolute path');
   await form.getByLabel('Folder on the server').fill(fleet.libvirtDir);
+  await form.getByLabel('Storage folders').fill('images');
+  await form.getByRole('button', { name: 'Add source' }).click();
+  await expect(page.getByRole('status')).toContainText('each storage folder as an absolute path');
+  // A storage folder (here the fleet's own images folder) is checked by the worker and shown with the source.
+  await form.getByLabel('Storage folders').fill(path.join(fleet.libvirtDir, 'images'));
   await form.getByRole('button', { name: 'Add source' }).click();
   await expect(page.getByRole('status')).toContainText(`Source ${sourceName} added`);
   // The new source is scanned by the worker: its VMs show up, none protected yet.
   const sourceRow = page.getByRole('listitem', { name: `source ${sourceName}` });
+  await expect(sourceRow.getByTestId('source-storage')).toHaveText(`disks also in ${fs.realpathSync(path.join(fleet.libvirtDir, 'images'))}`);
   await expect(sourceRow.getByTestId('source-vms')).toHaveText('3 VMs, 0 protected', { timeout: 30_000 });
 
   await page.goto('/backups');

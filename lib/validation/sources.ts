@@ -7,6 +7,8 @@ const ZSourceFields = {
   type: z.enum(SOURCE_TYPES),
   // The server's own folder: relative paths would depend on where the server was started.
   path: z.string().trim().refine((p) => path.isAbsolute(p), 'give the folder as an absolute path (starting with /)'),
+  /** Folders the disks may live in besides `path` (libvirt's standard layout: /var/lib/libvirt/images). */
+  storage: z.array(z.string().trim().refine((p) => path.isAbsolute(p), 'give each storage folder as an absolute path (starting with /)')).max(32).optional(),
 };
 
 export const ZAddSource = z.object(ZSourceFields);

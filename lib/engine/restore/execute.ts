@@ -110,7 +110,7 @@ async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<Re
       const manifest = manifests.get(disk.entry.digest)!;
       for (const [index, file] of filesOf.get(disk)!.entries()) {
         // Checked again right before writing: a folder swapped for a symlink since planning is refused.
-        const final = await checkInside(plan.root, disk.files![index].destination, disk.entry.relativePath);
+        const final = await checkInside(plan.areas, disk.files![index].destination, disk.entry.relativePath);
         const dir = path.dirname(final);
         for (const made of await makeFolders(dir)) newFolders.add(path.dirname(made));
         if (!directIo.has(dir)) directIo.set(dir, options.directIo !== false && (await canWriteDirect(dir, pool!)));
@@ -135,7 +135,7 @@ async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<Re
     for (const { temp, final } of [...temps].reverse()) {
       at.file = final;
       // Resolved once more: a folder on the way swapped for a symlink while the file was written is refused.
-      await checkInside(plan.root, final, path.basename(final));
+      await checkInside(plan.areas, final, path.basename(final));
       await fs.rename(temp, final);
       at.renamed++;
     }
@@ -392,7 +392,9 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
   const pointers = new Map<string, string>();
   for (const disk of plan.disks) {
     if (disk.entry.via !== 'attached' || !disk.entry.slot) continue;
-    const insideTree = isInside(plan.root, disk.pointTo);
+    // In place, a pointer keeps the form the config wrote (libvirt wants absolute paths); in a folder, a disk restored
+    // inside it is named relative to the config, so the folder can be moved as a whole.
+    const insideTree = plan.target.kind === 'in-place' ? !path.isAbsolute(disk.entry.target ?? '/') : isInside(plan.root, disk.pointTo);
     pointers.set(disk.entry.slot, insideTree ? path.relative(configDir, disk.pointTo) : disk.pointTo);
   }
   const text = configBytes.toString('utf8');
@@ -405,7 +407,7 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
     await fs.writeFile(temp, rewritten, { flag: CREATE_FLAGS, mode: 0o600 });
     if (replaced?.isFile()) await applyOwnership({ temp, final: plan.configDestination, mode: replaced.mode, uid: replaced.uid, gid: replaced.gid });
     await syncFile(temp);
-    await fs.rename(temp, await checkInside(plan.root, plan.configDestination, 'the config'));
+    await fs.rename(temp, await checkInside(plan.areas, plan.configDestination, 'the config'));
   } catch (err) {
     await fs.rm(temp, { force: true });
     throw err;

@@ -6,7 +6,7 @@ import { type BackupDiskEntry, type BackupImageManifest, diskFilesOf } from '../
 import type { Repository } from '../repository/repository';
 import { isInside, resolvedRoot } from '../containment';
 import type { SourceInventory, VmInventory } from '../sources/inventory';
-import { type VirtualDisk, inspectDisk } from '../sources/virtual-disk';
+import { type DiskAreas, type VirtualDisk, inspectDisk } from '../sources/virtual-disk';
 import { checkInside } from './destinations';
 
 export const RESTORE_POLICIES = ['no-overwrite', 'overwrite'] as const;
@@ -59,8 +59,12 @@ export type RestorePlan = {
   drift: Drift[];
   disks: PlannedDisk[];
   configDestination: string;
-  /** Every file of the restore lands inside this folder (resolved): the target folder, or the live source root in place. */
+  /** The folder the restore's relative names are taken from (resolved): the target folder, or in place the live
+   *  source's root (see SourceInventory.root). */
   root: string;
+  /** Every file of the restore lands inside one of these folders (resolved): the target folder, or in place the
+   *  live source's folders (its config folder and storage folders). */
+  areas: string[];
   /** What the live state could not tell (a source that could not be read): said in the message too. */
   warnings: string[];
   /** Changes whenever anything the user confirmed would change: drift found, actions, destinations, who shares what. */
@@ -104,13 +108,11 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     const targetDir = await resolvedRoot(target.dir);
     const through = targetDir === path.resolve(target.dir) ? '' : ` (it resolves to ${targetDir})`;
     for (const inventory of [source, ...live.others]) {
-      if (inventory && isInside(inventory.root, targetDir)) {
-        throw new InputError(`target folder lies inside the source ${inventory.root}${through}; restore to a folder outside it, or use --in-place`, { file: target.dir });
-      }
+      const area = inventory?.areas.find((dir) => isInside(dir, targetDir));
+      if (area) throw new InputError(`target folder lies inside the source ${area}${through}; restore to a folder outside it, or use --in-place`, { file: target.dir });
     }
   }
-  // Where things are now: the source's root today (a source re-pointed at a moved datastore keeps its layout).
-  const liveRoot = source?.root ?? image.source.path;
+  const liveRoot = liveRootOf(source, image);
   const livePath = (entry: BackupDiskEntry) => path.join(liveRoot, entry.relativePath);
   const liveVm = await ownVmNow(source, image);
   if (target.kind === 'in-place' && liveVm && liveVm.configPath !== (await liveConfigPath(source!, image))) {
@@ -139,7 +141,7 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     }
     let now: VirtualDisk | undefined;
     try {
-      now = source ? source.disks.get(livePath(entry)) ?? (await inspectDisk(liveRoot, livePath(entry), entry.format))?.disk : undefined;
+      now = source ? source.disks.get(livePath(entry)) ?? (await inspectDisk(areasOf(source), livePath(entry), entry.format))?.disk : undefined;
     } catch (err) {
       if (!(err instanceof InputError)) throw err;
       if (common) at('modified', { version: entry.versionToken }, { error: err.message });
@@ -157,7 +159,7 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
       if (now.parent?.path !== recordedParent) {
         at('parent-changed', { parent: entry.parent.path, pointer: entry.parent.pointer }, { parent: now.parent?.path ?? null, pointer: now.parent?.pointer ?? null });
       } else if (now.vmdk) {
-        const parentNow = source!.disks.get(now.parent.path) ?? (await inspectDisk(liveRoot, now.parent.path).catch(() => undefined))?.disk;
+        const parentNow = source!.disks.get(now.parent.path) ?? (await inspectDisk(areasOf(source!), now.parent.path).catch(() => undefined))?.disk;
         if (parentNow?.vmdk && parentNow.vmdk.cid !== now.vmdk.parentCid) {
           at('parent-changed', { parentCid: now.vmdk.parentCid }, { parentCid: now.vmdk.parentCid, parentsCid: parentNow.vmdk.cid });
         }
@@ -200,6 +202,7 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
   }
 
   const root = await resolvedRoot(target.kind === 'folder' ? target.dir : liveRoot);
+  const areas = target.kind === 'folder' ? [root] : await Promise.all(source!.areas.map((area) => resolvedRoot(area)));
   const disks: PlannedDisk[] = [];
   for (const entry of image.disks) {
     const planned = actions.get(entry.path)!;
@@ -209,7 +212,7 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
       disk.files = [];
       for (const [index, name] of names.entries()) {
         const what = `${entry.relativePath}${index ? ` (file ${name})` : ''}`;
-        const destination = await checkInside(root, index === 0 ? planned.destination : path.join(path.dirname(planned.destination), name), what);
+        const destination = await checkInside(areas, index === 0 ? planned.destination : path.join(path.dirname(planned.destination), name), what);
         // Only an explicit overwrite of a common disk may write a file that another VM uses now.
         const user = foreignFiles.get(destination);
         if (user && planned.action !== 'overwritten') throw new InputError(`${what} would be written over a file that ${user} uses now; nothing was written`, { file: destination });
@@ -220,7 +223,7 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     }
     disks.push(disk);
   }
-  const configDestination = await checkInside(root, path.join(target.kind === 'folder' ? copyDir : liveRoot, relativeConfigPath(image)), `the config of ${image.vm.name}`);
+  const configDestination = await checkInside(areas, path.join(target.kind === 'folder' ? copyDir : liveRoot, relativeConfigPath(image)), `the config of ${image.vm.name}`);
   if (foreignFiles.has(configDestination)) throw new InputError(`the config of ${image.vm.name} would be written over a file that ${foreignFiles.get(configDestination)} uses now; nothing was written`, { file: configDestination });
   const written = [configDestination, ...disks.flatMap((d) => d.files?.map((f) => f.destination) ?? [])];
   const twice = written.find((file, index) => written.indexOf(file) !== index);
@@ -233,7 +236,7 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     vm: image.vm.name, backupId: image.id, backupCreatedAt: image.createdAt, policy, choice, target,
     // In place, a source that could not be read may hold VMs that use what is written: the person confirms that.
     status: drift.length > 0 || overwritesCommon || (target.kind === 'in-place' && live.unreadable.length > 0) ? 'needs-confirmation' : 'planned',
-    message: '', drift, disks, configDestination, root, warnings, fingerprint: '', cannotExecute,
+    message: '', drift, disks, configDestination, root, areas, warnings, fingerprint: '', cannotExecute,
   };
   plan.message = describePlan(plan);
   plan.fingerprint = createHash('sha256')
@@ -272,6 +275,22 @@ function whyNotExecutable(image: BackupImageManifest, disks: PlannedDisk[], drif
   return undefined;
 }
 
+/**
+ * The folder that the image's relative paths are taken from now. Where the VM lived at the backup, when that is still
+ * part of the live source (a storage folder added since widens the source's root, and the files stayed where they
+ * were); else the source's root today (a source re-pointed at a moved datastore keeps its layout).
+ */
+function liveRootOf(source: SourceInventory | undefined, image: BackupImageManifest): string {
+  if (!source || source.root === image.source.path) return source?.root ?? image.source.path;
+  const recorded = image.source.path;
+  const stillThere = source.areas.some((area) => isInside(area, recorded)) || isInside(recorded, source.root);
+  return stillThere ? recorded : source.root;
+}
+
+function areasOf(inventory: SourceInventory): DiskAreas {
+  return { base: inventory.root, areas: inventory.areas };
+}
+
 /** The config's path relative to the source root at backup time. */
 function relativeConfigPath(image: BackupImageManifest): string {
   return image.vm.relativeConfigPath ?? path.relative(image.source.path, image.vm.configPath);
@@ -305,7 +324,7 @@ async function usersNow(live: LiveState, own: VmInventory | undefined, vmName: s
         for (let depth = 0; current && !paths.has(current) && depth < 256; depth++) {
           paths.add(current);
           const known = inventory.disks.get(current);
-          current = known ? known.parent?.path : (await inspectDisk(inventory.root, current).catch(() => undefined))?.disk.parent?.path;
+          current = known ? known.parent?.path : (await inspectDisk(areasOf(inventory), current).catch(() => undefined))?.disk.parent?.path;
         }
       }
       foreignFiles.set(vm.configPath, label);
@@ -322,7 +341,7 @@ async function usersNow(live: LiveState, own: VmInventory | undefined, vmName: s
 
 /** Where the VM's config would be now: the backed-up relative path under the source's root today (canonical). */
 async function liveConfigPath(source: SourceInventory, image: BackupImageManifest): Promise<string> {
-  const expected = path.join(source.root, relativeConfigPath(image));
+  const expected = path.join(liveRootOf(source, image), relativeConfigPath(image));
   return fs.realpath(expected).catch(() => expected);
 }
 

@@ -28,7 +28,13 @@ export type VmInventory = {
 
 export type SourceInventory = {
   source: SourceSpec;
+  /** The folder relative names are taken from (backups record disk and config paths relative to it): the config
+   *  folder, or the deepest folder holding it and every storage folder. */
   root: string;
+  /** The config folder (canonical), which the scan walks. */
+  configRoot: string;
+  /** Every folder the source's files may be in, canonical: the config folder, then the storage folders. */
+  areas: string[];
   vms: VmInventory[];
   disks: Map<string, VirtualDisk>;
   /** disk path → names of the VMs (without errors) that use it, directly or through a parent chain. */
@@ -44,11 +50,36 @@ export type ScanOptions = { signal?: AbortSignal; memo?: ScanMemo };
 
 /** Reads every VM of a source and resolves its disks and their parent chains. Reads headers only. */
 export async function scanSource(source: SourceSpec, options: ScanOptions = {}): Promise<SourceInventory> {
-  const root = await sourceRoot(source.path);
+  const layout = await sourceLayout(source);
   const warnings: string[] = [];
   const problems: ScanProblem[] = [];
-  const configs = await findConfigs(root, CONFIG_EXTENSION[source.type], warnings, problems);
-  return scanConfigFiles(source, root, configs, warnings, problems, options);
+  const configs = await findConfigs(layout.configRoot, CONFIG_EXTENSION[source.type], warnings, problems);
+  return scanConfigFiles(source, layout, configs, warnings, problems, options);
+}
+
+/** Where a source's files are: its config folder, every folder its disks may be in, and the folder that relative
+ *  names are taken from (the deepest one holding all of them; the config folder when there is no storage folder
+ *  outside it). Every folder must exist; each is taken canonical. */
+export type SourceLayout = { configRoot: string; areas: string[]; base: string };
+
+export async function sourceLayout(source: SourceSpec): Promise<SourceLayout> {
+  const configRoot = await sourceRoot(source.path);
+  const areas = [configRoot];
+  for (const dir of source.storage ?? []) {
+    const real = await sourceRoot(dir, 'storage folder');
+    // A folder inside another adds nothing (and must not move the base).
+    if (areas.some((area) => isInside(area, real))) continue;
+    for (let i = areas.length - 1; i >= 1; i--) if (isInside(real, areas[i])) areas.splice(i, 1);
+    areas.push(real);
+  }
+  return { configRoot, areas, base: commonFolder(areas) };
+}
+
+/** The deepest folder that holds every one of these absolute canonical folders. */
+function commonFolder(dirs: string[]): string {
+  let common = dirs[0];
+  for (const dir of dirs.slice(1)) while (!isInside(common, dir)) common = path.dirname(common);
+  return common;
 }
 
 /**
@@ -59,7 +90,8 @@ export async function scanSource(source: SourceSpec, options: ScanOptions = {}):
  * then scans the whole source.
  */
 export async function scanSomeConfigs(source: SourceSpec, configPaths: string[], options: ScanOptions = {}): Promise<SourceInventory | undefined> {
-  const root = await sourceRoot(source.path);
+  const layout = await sourceLayout(source);
+  const root = layout.configRoot;
   const extension = CONFIG_EXTENSION[source.type];
   const configs: ConfigFile[] = [];
   for (const configPath of [...new Set(configPaths)].sort()) {
@@ -70,7 +102,7 @@ export async function scanSomeConfigs(source: SourceSpec, configPaths: string[],
     if (!stat?.isFile() || (await fs.realpath(configPath).catch(() => undefined)) !== configPath) return undefined;
     configs.push({ path: configPath });
   }
-  return scanConfigFiles(source, root, configs, [], [], options);
+  return scanConfigFiles(source, layout, configs, [], [], options);
 }
 
 /** Configs read and parsed at once, their disks' headers read ahead: a scan of thousands of small VMs waits on many
@@ -78,9 +110,9 @@ export async function scanSomeConfigs(source: SourceSpec, configPaths: string[],
 const READ_AHEAD = 32;
 const YIELD_EVERY = 64;
 
-async function scanConfigFiles(source: SourceSpec, root: string, configs: ConfigFile[], warnings: string[], problems: ScanProblem[], options: ScanOptions): Promise<SourceInventory> {
+async function scanConfigFiles(source: SourceSpec, layout: SourceLayout, configs: ConfigFile[], warnings: string[], problems: ScanProblem[], options: ScanOptions): Promise<SourceInventory> {
   const { signal, memo } = options;
-  const resolver = new DiskResolver(root, memo);
+  const resolver = new DiskResolver(layout, memo);
   const paths = new Map<string, string>();
   const vms: VmInventory[] = [];
   // Reading runs up to READ_AHEAD configs ahead; deciding (resolveChain, refusals) goes one VM after another, in
@@ -102,18 +134,18 @@ async function scanConfigFiles(source: SourceSpec, root: string, configs: Config
   refuseAmbiguousVms(vms);
   problems.push(...resolver.assignIdentifiers());
   const usedBy = usedByVms(vms);
-  return { source, root, vms, disks: resolver.disks, usedBy, warnings, problems };
+  return { source, root: layout.base, configRoot: layout.configRoot, areas: layout.areas, vms, disks: resolver.disks, usedBy, warnings, problems };
 }
 
-export async function sourceRoot(dir: string): Promise<string> {
+export async function sourceRoot(dir: string, what = 'source folder'): Promise<string> {
   let real: string;
   try {
     real = await fs.realpath(dir);
   } catch (err) {
-    throw new InputError(`source folder does not exist or cannot be read (${fileError(dir, err).message.split(': ').pop()})`, { file: dir });
+    throw new InputError(`${what} does not exist or cannot be read (${fileError(dir, err).message.split(': ').pop()})`, { file: dir });
   }
   const stat = await fs.stat(real);
-  if (!stat.isDirectory()) throw new InputError('source path is not a folder', { file: dir });
+  if (!stat.isDirectory()) throw new InputError(`${what === 'source folder' ? 'source path' : what} is not a folder`, { file: dir });
   return real;
 }
 

@@ -3,7 +3,10 @@ import type { DiskFormat } from '../formats/detect';
 export const SOURCE_TYPES = ['libvirt', 'vmware'] as const;
 export type SourceType = (typeof SOURCE_TYPES)[number];
 
-export type SourceSpec = { name: string; type: SourceType; path: string };
+/** `path`: the folder of VM configs (scanned recursively). `storage`: further folders the configs' disks may live in
+ *  (libvirt's standard layout keeps configs in /etc/libvirt/qemu and disks in /var/lib/libvirt/images). Nothing
+ *  outside these folders is read, and no restore writes outside them. */
+export type SourceSpec = { name: string; type: SourceType; path: string; storage?: string[] };
 
 export type { DiskFormat };
 

@@ -35,7 +35,11 @@ export type VirtualDisk = {
 
 const MAX_CHAIN_DEPTH = 256;
 
-/** Reads the disks of one source root, each once, keyed by its canonical path. */
+/** Where a source's disks may be (`areas`, canonical folders; nothing outside them is read) and the folder their
+ *  relative names are taken from (`base`: the deepest folder that holds every area). */
+export type DiskAreas = { base: string; areas: string[] };
+
+/** Reads the disks of one source, each once, keyed by its canonical path. */
 export class DiskResolver {
   readonly disks = new Map<string, VirtualDisk>();
   private readonly slotIds = new Map<string, Set<string>>();
@@ -46,7 +50,18 @@ export class DiskResolver {
   /** Devices whose filesystem is local (statDiskFile trusts their lstat), asked once a scan. */
   private readonly localDevices = new Map<bigint, boolean>();
 
-  constructor(private readonly root: string, private readonly memo?: ScanMemo) {}
+  private readonly root: string;
+  private readonly areas: string[];
+
+  constructor(layout: DiskAreas, private readonly memo?: ScanMemo) {
+    this.root = layout.base;
+    this.areas = layout.areas;
+  }
+
+  /** Whether a canonical path lies in one of the source's folders. */
+  private allowed(real: string): boolean {
+    return this.areas.some((area) => isInside(area, real));
+  }
 
   /** Resolves a disk and its parents; returns canonical paths, the attached disk first. */
   async resolveChain(diskPath: string, format: DiskFormat | undefined, referrer: string): Promise<string[]> {
@@ -126,7 +141,7 @@ export class DiskResolver {
     const walk = async (file: string, hint: DiskFormat | undefined, depth: number): Promise<void> => {
       if (depth > MAX_CHAIN_DEPTH) return;
       const real = await this.realpath(file).catch(() => undefined);
-      if (!real || !isInside(this.root, real)) return;
+      if (!real || !this.allowed(real)) return;
       const disk = await this.readOnce(real, hint).catch(() => undefined);
       if (disk?.parent) await walk(disk.parent.path, disk.parent.format, depth + 1);
     };
@@ -184,9 +199,10 @@ export class DiskResolver {
       const problem = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'disk file not found' : fileError(diskPath, err).message.split(': ').pop();
       throw new InputError(`${problem} (named by ${path.relative(this.root, referrer) || referrer})`, { file: diskPath });
     }
-    if (!isInside(this.root, real)) {
-      const why = isInside(this.root, path.resolve(diskPath)) ? 'symlink leads outside the source root' : 'disk path is outside the source root';
-      throw new InputError(`${why} ${this.root}`, { file: diskPath });
+    if (!this.allowed(real)) {
+      const lexically = this.areas.some((area) => isInside(area, path.resolve(diskPath)));
+      const where = this.areas.length === 1 ? `the source root ${this.areas[0]}` : `the source's folders (${this.areas.join(', ')})`;
+      throw new InputError(`${lexically ? 'symlink leads outside' : 'disk path is outside'} ${where}`, { file: diskPath });
     }
     return real;
   }
@@ -250,9 +266,9 @@ function knownFormat(format: string | undefined): DiskFormat | undefined {
 }
 
 /** Reads one disk (and its parent chain) as it is now; undefined when its file no longer exists. */
-export async function inspectDisk(root: string, diskPath: string, format?: DiskFormat): Promise<{ disk: VirtualDisk; chain: VirtualDisk[] } | undefined> {
+export async function inspectDisk(layout: DiskAreas, diskPath: string, format?: DiskFormat): Promise<{ disk: VirtualDisk; chain: VirtualDisk[] } | undefined> {
   if (!(await fs.access(diskPath).then(() => true, () => false))) return undefined;
-  const resolver = new DiskResolver(root);
+  const resolver = new DiskResolver(layout);
   const paths = await resolver.resolveChain(diskPath, format, diskPath);
   const chain = paths.map((p) => resolver.disks.get(p)!);
   return { disk: chain[0], chain };

@@ -58,11 +58,11 @@ export async function loadRestoreContext(sql: CatalogSql, repo: Repository, requ
  */
 async function liveState(sql: CatalogSql, image: BackupImageManifest, sourceType: SourceType): Promise<LiveState> {
   const sources = await listSources(sql);
-  const own = sources.find((s) => s.name === image.source.name) ?? { name: image.source.name, type: sourceType, path: image.source.path };
+  const own = sources.find((s) => s.name === image.source.name) ?? { name: image.source.name, type: sourceType, path: image.source.path, storage: [] };
   const state: LiveState = { others: [], unreadable: [] };
   for (const source of [own, ...sources.filter((s) => s.name !== own.name)]) {
     try {
-      const inventory = await scanSource({ name: source.name, type: source.type, path: source.path });
+      const inventory = await scanSource({ name: source.name, type: source.type, path: source.path, storage: source.storage });
       if (source === own) state.source = inventory;
       else state.others.push(inventory);
     } catch (err) {

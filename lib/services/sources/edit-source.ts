@@ -8,6 +8,6 @@ export async function editSource(db: Catalog, sql: CatalogSql, options: { actor:
   const after = await updateSource(sql, options.source);
   await recordAudit(db, {
     actor: options.actor, action: 'source.update', target: after.name,
-    detail: { before: before && { name: before.name, type: before.type, path: before.path }, after: { name: after.name, type: after.type, path: after.path } },
+    detail: { before: before && { name: before.name, type: before.type, path: before.path, storage: before.storage }, after: { name: after.name, type: after.type, path: after.path, storage: after.storage } },
   });
 }
