@@ -90,6 +90,21 @@ describe('a folder source with storage folders (libvirt standard layout)', () =>
     expect((await fs.stat(path.join(outside, 'secret.raw'))).atimeMs).toBe(secretBefore.atimeMs);
   });
 
+  it('backs up one VM of the source without scanning the rest, and a rebuilt catalog keeps the source\'s folders', async () => {
+    const one = await cli(env, 'backup', '--vm', 'web', '--json');
+    expect(one.code, one.stderr).toBe(0);
+    expect((JSON.parse(one.stdout) as BackupJson).backups.map((b) => b.vm)).toEqual(['web']);
+    const fresh = { ...env, DATABASE_URL: await createTestDatabase() };
+    const rebuilt = await cli(fresh, 'catalog', 'rebuild');
+    expect(rebuilt.code, rebuilt.stderr).toBe(0);
+    const listed = JSON.parse((await cli(fresh, 'source', 'list', '--json')).stdout) as { sources: { name: string; path: string; storage: string[] }[] };
+    // Not the folder holding them all (the test's home; on a real host, /): a scan must never walk that.
+    expect(listed.sources).toEqual([{ name: 'std', type: 'libvirt', path: configs, storage: [images, pool2] }]);
+    const inventory = JSON.parse((await cli(fresh, 'inventory', '--json')).stdout) as { sources: { path: string; storage: string[]; vms: { name: string; error?: string }[] }[] };
+    expect(inventory.sources[0]).toMatchObject({ path: configs, storage: [images, pool2] });
+    expect(inventory.sources[0].vms.filter((vm) => !vm.error).map((vm) => vm.name).sort()).toEqual(['db', 'web']);
+  });
+
   it('restores to a folder in the same layout, and refuses a target inside a storage folder', async () => {
     const target = path.join(home, 'restored');
     const done = await cli(env, 'restore', 'db', '--target', target, '--json');

@@ -29,7 +29,7 @@ export const inventoryCommand: Command = {
     for (const problem of unreadable) io.stderr.write(`vmdedup: source '${problem.source}': ${oneLine(problem.error)}\n`);
     const inventoryExit = unreadable.length ? EXIT_BAD_INPUT : EXIT_OK;
     const report = inventories.map((inv) => ({
-      source: inv.source.name, type: inv.source.type, path: inv.root, warnings: inv.warnings, problems: inv.problems.map((p) => p.message),
+      source: inv.source.name, type: inv.source.type, path: inv.configRoot, storage: inv.areas.slice(1), root: inv.root, warnings: inv.warnings, problems: inv.problems.map((p) => p.message),
       vms: inv.vms.map((vm) => ({
         name: vm.name, uuid: vm.uuid, configPath: vm.configPath, error: vm.error,
         slots: vm.slots.map((s) => ({ slot: s.slot, device: s.device, target: s.target, format: s.format, shareable: s.shareable, readonly: s.readonly, serial: s.serial, wwn: s.wwn, mode: s.mode, sharing: s.sharing, backedUp: s.backedUp, note: s.note })),
@@ -50,14 +50,14 @@ export const inventoryCommand: Command = {
       return inventoryExit;
     }
     for (const source of report) {
-      out(`source ${source.source} (${source.type}, ${source.path})`);
+      out(`source ${source.source} (${source.type}, ${source.path}${source.storage.length ? `; disks also in ${source.storage.join(', ')}` : ''})`);
       for (const warning of source.warnings) out(`  warning: ${warning}`);
       for (const problem of source.problems) out(`  problem: ${problem}`);
       for (const vm of source.vms) {
         out(`  vm ${vm.name}${vm.error ? `  ERROR: ${vm.error}` : ''}`);
         for (const disk of vm.disks) {
           const shared = disk.common ? `  common: ${disk.usedBy.join(', ')}` : '';
-          out(`    ${disk.via === 'attached' ? (disk.slot ?? '') : '  parent'} ${path.relative(source.path, disk.path)} [${disk.format}, ${formatBytes(disk.logicalBytes)}]${disk.parent ? ` -> ${disk.parent.pointer}` : ''}${shared}`);
+          out(`    ${disk.via === 'attached' ? (disk.slot ?? '') : '  parent'} ${path.relative(source.root, disk.path)} [${disk.format}, ${formatBytes(disk.logicalBytes)}]${disk.parent ? ` -> ${disk.parent.pointer}` : ''}${shared}`);
         }
         for (const slot of vm.slots.filter((s) => !s.backedUp)) out(`    ${slot.slot} ${slot.target ?? ''} (${slot.note})`);
       }

@@ -467,7 +467,10 @@ function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDi
     id,
     createdAt: createdAt.toISOString(),
     ...(runId ? { runId } : {}),
-    source: { name: inventory.source.name, type: inventory.source.type, path: inventory.root },
+    source: {
+      name: inventory.source.name, type: inventory.source.type, path: inventory.root,
+      ...(inventory.areas.length > 1 ? { configFolder: inventory.configRoot, storage: inventory.areas.slice(1) } : {}),
+    },
     vm: {
       name: vm.name, uuid: vm.uuid, configPath: vm.configPath,
       relativeConfigPath: path.relative(inventory.root, vm.configPath).split(path.sep).join('/'),

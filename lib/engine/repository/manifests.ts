@@ -90,8 +90,10 @@ export type BackupImageManifest = {
   createdAt: string;
   /** The backup run that made this image (absent in images made before runs were named). */
   runId?: string;
-  /** The source as it was at backup time: `path` is its canonical root then. */
-  source: { name: string; type: SourceType; path: string };
+  /** The source as it was at backup time: `path` is its canonical root then (the folder relative paths are taken
+   *  from). A source with storage folders also records its config folder and storage folders (canonical): `path`
+   *  is then the deepest folder holding them all, and a catalog rebuilt from the repository gets them back. */
+  source: { name: string; type: SourceType; path: string; configFolder?: string; storage?: string[] };
   /** `relativeConfigPath`: the config relative to the source root (absent in format-1 images: derive it from
    *  `configPath` and `source.path`). */
   vm: { name: string; uuid: string; configPath: string; relativeConfigPath?: string; configBase64: string };
@@ -148,6 +150,11 @@ export function parseBackupImage(value: unknown, what: string, id: string): Back
   stringOf(source.name, 'source.name', damaged);
   if (source.type !== 'libvirt' && source.type !== 'vmware') throw damaged(`source.type '${String(source.type)}' is unknown`);
   absolutePathOf(source.path, 'source.path', damaged);
+  if (source.configFolder !== undefined) absolutePathOf(source.configFolder, 'source.configFolder', damaged);
+  if (source.storage !== undefined) {
+    if (!Array.isArray(source.storage)) throw damaged('source.storage is not a list');
+    source.storage.forEach((dir, index) => absolutePathOf(dir, `source.storage[${index}]`, damaged));
+  }
   const vm = objectOf(image.vm, 'vm', damaged);
   stringOf(vm.name, 'vm.name', damaged);
   if (typeof vm.uuid !== 'string') throw damaged('vm.uuid is not a string');

@@ -40,11 +40,13 @@ export async function readBackupImages(repo: Repository, ids: string[]): Promise
 export async function withSourceIds(client: pg.PoolClient | pg.Pool, images: BackupImageManifest[], known = new Map<string, string>()): Promise<ImageRecord[]> {
   const missing = [...new Map(images.filter((image) => !known.has(image.source.name)).map((image) => [image.source.name, image.source])).values()];
   if (missing.length > 0) {
+    // A source with storage folders: its config folder and storage folders as recorded (its `path` is then only the
+    // folder holding them all, perhaps /, which must never become a folder that a scan walks).
     await client.query(
-      `INSERT INTO "Source" ("id", "name", "type", "path")
-       SELECT gen_random_uuid()::text, s.name, s.type, s.path FROM unnest($1::text[], $2::text[], $3::text[]) AS s(name, type, path)
+      `INSERT INTO "Source" ("id", "name", "type", "path", "storage")
+       SELECT gen_random_uuid()::text, s.name, s.type, s.path, s.storage::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS s(name, type, path, storage)
        ON CONFLICT ("name") DO NOTHING`,
-      [missing.map((s) => s.name), missing.map((s) => s.type), missing.map((s) => s.path)],
+      [missing.map((s) => s.name), missing.map((s) => s.type), missing.map((s) => s.configFolder ?? s.path), missing.map((s) => JSON.stringify(s.storage ?? []))],
     );
     const { rows } = await client.query<{ id: string; name: string }>('SELECT "id", "name" FROM "Source" WHERE "name" = ANY($1::text[])', [missing.map((s) => s.name)]);
     for (const row of rows) known.set(row.name, row.id);
