@@ -158,5 +158,14 @@ describe('a folder source with storage folders (libvirt standard layout)', () =>
     await expect(fs.access(path.join(home, 'old/images'))).rejects.toThrow();
     await expect(fs.access(path.join(home, 'old/app.xml'))).rejects.toThrow();
     expect(await fs.readFile(path.join(fleet, 'app.xml'), 'utf8')).toContain(`file='images/app.raw'`);
+
+    // Backed up again under the wider root: the disk's relative name changed (read in full once), nothing fails.
+    const again = await cli(env, 'backup', '--source', 'old', '--json');
+    expect(again.code, again.stderr).toBe(0);
+    const report = JSON.parse(again.stdout) as BackupJson & { backups: { disks: { identifier?: string }[] }[] };
+    expect(report.failures).toEqual([]);
+    expect(report.backups[0].disks).toEqual([expect.objectContaining({ path: path.join(fleet, 'images/app.raw'), identifier: 'path:fleet/images/app.raw' })]);
+    const backups = JSON.parse((await cli(env, 'backups', '--vm', 'app', '--json')).stdout) as { backups: unknown[] };
+    expect(backups.backups).toHaveLength(2);
   });
 });
