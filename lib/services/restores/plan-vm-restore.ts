@@ -67,7 +67,7 @@ async function liveState(sql: CatalogSql, image: BackupImageManifest, sourceType
       else state.others.push(inventory);
     } catch (err) {
       if (!(err instanceof InputError)) throw err;
-      state.unreadable.push({ name: source.name, error: err.message });
+      state.unreadable.push({ name: source.name, error: err.message, folders: [source.path, ...(source.storage ?? [])] });
     }
   }
   return state;

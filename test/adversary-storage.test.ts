@@ -1,0 +1,105 @@
+/**
+ * Adversarial checks of storage folders: what a backup may read, and a restore may write, once a source's disks may
+ * live outside its config folder.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { cli, createTestDatabase, libvirtDomainXml, semiCompressible, tempDir } from './helpers';
+
+type BackupJson = { backups: { vm: string }[]; failures: { vm: string; error: string }[] };
+
+const uuid = (i: number) => `7d1c2a3e-0000-4000-8000-${String(i).padStart(12, '0')}`;
+
+async function sql(url: string, text: string, values: unknown[] = []): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(text, values);
+  } finally {
+    await client.end();
+  }
+}
+
+describe('storage folders, adversarially', () => {
+  let home: string;
+  let env: Record<string, string>;
+  let configs: string;
+  let images: string;
+  let outside: string;
+
+  beforeAll(async () => {
+    home = await tempDir();
+    configs = path.join(home, 'etc/libvirt/qemu');
+    images = path.join(home, 'var/lib/libvirt/images');
+    outside = path.join(home, 'elsewhere');
+    for (const dir of [configs, images, outside]) await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(path.join(images, 'web.raw'), semiCompressible(1 << 20, 1));
+    await fs.writeFile(path.join(outside, 'secret.raw'), semiCompressible(1 << 20, 3));
+    await fs.writeFile(path.join(configs, 'web.xml'), libvirtDomainXml('web', uuid(1), [{ file: path.join(images, 'web.raw') }]));
+    env = { VMDEDUP_HOME: path.join(home, 'vmdedup'), DATABASE_URL: await createTestDatabase() };
+    expect((await cli(env, 'source', 'add', 'std', '--type', 'libvirt', '--path', configs, '--storage', images)).code).toBe(0);
+    const backup = await cli(env, 'backup', '--json');
+    expect(backup.code, backup.stderr).toBe(0);
+  });
+
+  it('bad --storage values: one clear line each, never a stack trace', async () => {
+    const file = path.join(home, 'a-file');
+    await fs.writeFile(file, 'x');
+    const fifo = path.join(home, 'a-fifo');
+    execFileSync('mkfifo', [fifo]);
+    const many = Array.from({ length: 1000 }, () => ['--storage', images]).flat();
+    for (const [args, message] of [
+      [['--storage', file], /storage folder is not a folder/],
+      [['--storage', fifo], /storage folder is not a folder/],
+      [['--storage'], /storage/],
+      [['--storage', ''], /absolute path/],
+    ] as const) {
+      const result = await cli(env, 'source', 'add', 'bad', '--type', 'libvirt', '--path', configs, ...args);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stderr, args.join(' ')).toMatch(message);
+      expect(result.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+    }
+    // The same folder 1000 times: stored once.
+    const dup = await cli(env, 'source', 'add', 'dup', '--type', 'libvirt', '--path', outside, ...many);
+    expect(dup.code, dup.stderr).toBe(0);
+    const listed = JSON.parse((await cli(env, 'source', 'list', '--json')).stdout) as { sources: { name: string; storage: string[] }[] };
+    expect(listed.sources.find((s) => s.name === 'dup')!.storage).toEqual([images]);
+    await sql(env.DATABASE_URL, `DELETE FROM "Source" WHERE "name" = 'dup'`);
+  });
+
+  it('a symlink in a storage folder that leads out is never read', async () => {
+    const link = path.join(images, 'link.raw');
+    await fs.symlink(path.join(outside, 'secret.raw'), link);
+    const xml = path.join(configs, 'sneaky.xml');
+    await fs.writeFile(xml, libvirtDomainXml('sneaky', uuid(2), [{ file: link }]));
+    try {
+      const report = JSON.parse((await cli(env, 'backup', '--vm', 'sneaky', '--json')).stdout) as BackupJson;
+      expect(report.backups).toEqual([]);
+      expect(report.failures[0].error).toMatch(/symlink leads outside/);
+    } finally {
+      await fs.rm(xml);
+      await fs.rm(link);
+    }
+  });
+
+  it('a folder restore never lands in the folders of another source, even one that cannot be read now', async () => {
+    const other = path.join(home, 'other/qemu');
+    const otherImages = path.join(home, 'other/images');
+    await fs.mkdir(other, { recursive: true });
+    await fs.mkdir(otherImages, { recursive: true });
+    expect((await cli(env, 'source', 'add', 'other', '--type', 'libvirt', '--path', other, '--storage', otherImages)).code).toBe(0);
+    const readable = await cli(env, 'restore-plan', 'web', '--target', path.join(otherImages, 'here'), '--json');
+    expect(readable.code).toBe(2);
+    expect(readable.stderr).toMatch(/target folder lies inside the source/);
+    // Its storage folder gone (an unmounted share): the source cannot be scanned, its config folder is still its own.
+    await fs.rm(otherImages, { recursive: true });
+    const target = path.join(other, 'here');
+    const result = await cli(env, 'restore-plan', 'web', '--target', target, '--json');
+    expect(result.code, result.stdout).toBe(2);
+    expect(result.stderr).toMatch(/target folder lies inside the source/);
+    await fs.mkdir(otherImages);
+  });
+});
