@@ -102,4 +102,20 @@ describe('storage folders, adversarially', () => {
     expect(result.stderr).toMatch(/target folder lies inside the source/);
     await fs.mkdir(otherImages);
   });
+
+  it('a source renamed since the backup: the restore scans its folders, never the folder holding them all', async () => {
+    // A config outside the source's folders, naming the source's disk: never read as one of the source's VMs.
+    const stray = path.join(outside, 'stray.xml');
+    await fs.writeFile(stray, libvirtDomainXml('stray', uuid(5), [{ file: path.join(images, 'web.raw') }]));
+    await sql(env.DATABASE_URL, `UPDATE "Source" SET "name" = 'renamed' WHERE "name" = 'std'`);
+    try {
+      const result = await cli(env, 'restore-plan', 'web', '--in-place', '--json');
+      const plan = JSON.parse(result.stdout) as { disks: { path: string; sharedWith: string[] }[] };
+      expect(plan.disks.map((d) => d.path)).toEqual([path.join(images, 'web.raw')]);
+      expect(plan.disks[0].sharedWith).not.toContain('stray');
+    } finally {
+      await sql(env.DATABASE_URL, `UPDATE "Source" SET "name" = 'std' WHERE "name" = 'renamed'`);
+      await fs.rm(stray);
+    }
+  });
 });
