@@ -7,7 +7,11 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { cli, createTestDatabase, libvirtDomainXml, semiCompressible, tempDir } from './helpers';
+import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
+import { Repository } from '../lib/engine/repository/repository';
+import { rebuildCatalog } from '../lib/services/backups/rebuild-catalog';
+import { listSources } from '../lib/services/sources/list-sources';
+import { bareImagePack, cli, createMigratedCatalog, createTestDatabase, libvirtDomainXml, semiCompressible, tempDir } from './helpers';
 
 type BackupJson = { backups: { vm: string }[]; failures: { vm: string; error: string }[] };
 
@@ -116,6 +120,72 @@ describe('storage folders, adversarially', () => {
     } finally {
       await sql(env.DATABASE_URL, `UPDATE "Source" SET "name" = 'std' WHERE "name" = 'renamed'`);
       await fs.rm(stray);
+    }
+  });
+  it('two sources sharing a storage folder: an in-place restore never writes over a disk the other source uses', async () => {
+    const shared = path.join(home, 'shared');
+    const a = path.join(home, 'src-a');
+    const b = path.join(home, 'src-b');
+    for (const dir of [shared, a, b]) await fs.mkdir(dir, { recursive: true });
+    const disk = path.join(shared, 'both.raw');
+    await fs.writeFile(disk, semiCompressible(1 << 20, 20));
+    await fs.writeFile(path.join(a, 'va.xml'), libvirtDomainXml('va', uuid(20), [{ file: disk }]));
+    await fs.writeFile(path.join(b, 'vb.xml'), libvirtDomainXml('vb', uuid(21), [{ file: disk }]));
+    expect((await cli(env, 'source', 'add', 'a', '--type', 'libvirt', '--path', a, '--storage', shared)).code).toBe(0);
+    expect((await cli(env, 'source', 'add', 'b', '--type', 'libvirt', '--path', b, '--storage', shared)).code).toBe(0);
+    const backup = await cli(env, 'backup', '--source', 'a', '--json');
+    expect(backup.code, backup.stderr).toBe(0);
+    await fs.writeFile(disk, semiCompressible(1 << 20, 21));
+    const changed = await fs.readFile(disk);
+    // Seen as common (vb of source b uses it): no-overwrite reattaches it as it is now.
+    const result = await cli(env, 'restore', 'va', '--in-place', '--confirm-drift', '--json');
+    expect(result.code, result.stderr).toBe(0);
+    const done = JSON.parse(result.stdout) as { disks: { common: boolean; action: string; sharedWith: string[] }[] };
+    expect(done.disks).toEqual([expect.objectContaining({ common: true, action: 'reattached', sharedWith: ['vb (source b)'] })]);
+    expect((await fs.readFile(disk)).equals(changed)).toBe(true);
+  });
+
+  it('a VM whose disk sat in a storage folder since removed from its source: in place refused, nothing written', async () => {
+    const cfg = path.join(home, 'gone/cfg');
+    const pool = path.join(home, 'gone/pool');
+    for (const dir of [cfg, pool]) await fs.mkdir(dir, { recursive: true });
+    const disk = path.join(pool, 'g.raw');
+    await fs.writeFile(disk, semiCompressible(1 << 20, 30));
+    await fs.writeFile(path.join(cfg, 'g.xml'), libvirtDomainXml('g', uuid(30), [{ file: disk }]));
+    expect((await cli(env, 'source', 'add', 'gone', '--type', 'libvirt', '--path', cfg, '--storage', pool)).code).toBe(0);
+    expect((await cli(env, 'backup', '--source', 'gone', '--json')).code).toBe(0);
+    expect((await cli(env, 'source', 'edit', 'gone', '--no-storage')).code).toBe(0);
+    await fs.writeFile(disk, semiCompressible(1 << 20, 31));
+    const changed = await fs.readFile(disk);
+    const result = await cli(env, 'restore', 'g', '--in-place', '--confirm-drift', '--json');
+    expect(result.code).toBe(2);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    expect(result.stderr).toMatch(/outside/);
+    expect((await fs.readFile(disk)).equals(changed)).toBe(true);
+  });
+});
+
+describe('a rebuilt catalog and storage folders', () => {
+  it('gets back the folders of the newest image of a source, however many images came before', async () => {
+    const { url, db } = await createMigratedCatalog();
+    const pool = new pg.Pool({ connectionString: url });
+    try {
+      const dir = await tempDir();
+      const repo = await Repository.openOrInit(new FsBlobStore(dir));
+      // 300 images made before the source had a storage folder, then 3 after (the source then root /).
+      const before = bareImagePack(300, new Date('2026-01-01T00:00:00Z'));
+      const after = bareImagePack(3, new Date('2026-02-01T00:00:00Z')).map((image) => ({
+        ...image, source: { ...image.source, path: '/', configFolder: '/src', storage: ['/data/images'] },
+        vm: { ...image.vm, configPath: `/src/${image.vm.name}.xml`, relativeConfigPath: `src/${image.vm.name}.xml` },
+      }));
+      await repo.putBackupImages(before);
+      await repo.putBackupImages(after);
+      await rebuildCatalog(pool, { repo, location: dir });
+      const sources = await listSources(pool);
+      expect(sources.map(({ name, path: dir2, storage }) => ({ name, path: dir2, storage }))).toEqual([{ name: 'pool', path: '/src', storage: ['/data/images'] }]);
+    } finally {
+      await pool.end();
+      await db.$disconnect();
     }
   });
 });
