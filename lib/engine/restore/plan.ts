@@ -79,8 +79,9 @@ export type LiveState = {
   source?: SourceInventory;
   /** Every other registered source, scanned now. */
   others: SourceInventory[];
-  /** Sources that could not be read: their VMs cannot be counted, and the plan says so. */
-  unreadable: { name: string; error: string }[];
+  /** Sources that could not be read: their VMs cannot be counted, and the plan says so. `folders`: the folders the
+   *  catalog has for it (config folder, storage folders): still its own, no folder restore lands in them. */
+  unreadable: { name: string; error: string; folders?: string[] }[];
 };
 
 export type PlanOptions = {
@@ -107,8 +108,11 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     // The target as the filesystem resolves it: a symlink into a source is inside that source.
     const targetDir = await resolvedRoot(target.dir);
     const through = targetDir === path.resolve(target.dir) ? '' : ` (it resolves to ${targetDir})`;
-    for (const inventory of [source, ...live.others]) {
-      const area = inventory?.areas.find((dir) => isInside(dir, targetDir));
+    // A source that cannot be read now (a storage folder unmounted) still owns its folders: a VM copied into its
+    // config folder would become one of its VMs.
+    const unreadableFolders = await Promise.all(live.unreadable.flatMap((u) => u.folders ?? []).map((dir) => resolvedRoot(dir)));
+    for (const areas of [...[source, ...live.others].map((inventory) => inventory?.areas ?? []), unreadableFolders]) {
+      const area = areas.find((dir) => isInside(dir, targetDir));
       if (area) throw new InputError(`target folder lies inside the source ${area}${through}; restore to a folder outside it, or use --in-place`, { file: target.dir });
     }
   }

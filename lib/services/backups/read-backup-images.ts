@@ -37,21 +37,34 @@ export async function readBackupImages(repo: Repository, ids: string[]): Promise
  * rebuilt, or a record lost after its source was removed) is created from the image. DO NOTHING, not an
  * upsert: it locks no existing source row (a scan may be updating it while a rebuild waits on that scan).
  */
-export async function withSourceIds(client: pg.PoolClient | pg.Pool, images: BackupImageManifest[], known = new Map<string, string>()): Promise<ImageRecord[]> {
+export async function withSourceIds(
+  client: pg.PoolClient | pg.Pool, images: BackupImageManifest[], known = new Map<string, string>(), created?: Map<string, SourceLayout>,
+): Promise<ImageRecord[]> {
   const missing = [...new Map(images.filter((image) => !known.has(image.source.name)).map((image) => [image.source.name, image.source])).values()];
   if (missing.length > 0) {
     // A source with storage folders: its config folder and storage folders as recorded (its `path` is then only the
     // folder holding them all, perhaps /, which must never become a folder that a scan walks).
-    await client.query(
+    const { rows: inserted } = await client.query<{ name: string }>(
       `INSERT INTO "Source" ("id", "name", "type", "path", "storage")
        SELECT gen_random_uuid()::text, s.name, s.type, s.path, s.storage::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS s(name, type, path, storage)
-       ON CONFLICT ("name") DO NOTHING`,
-      [missing.map((s) => s.name), missing.map((s) => s.type), missing.map((s) => s.configFolder ?? s.path), missing.map((s) => JSON.stringify(s.storage ?? []))],
+       ON CONFLICT ("name") DO NOTHING RETURNING "name"`,
+      [missing.map((s) => s.name), missing.map((s) => s.type), missing.map((s) => layoutOf(s).path), missing.map((s) => JSON.stringify(layoutOf(s).storage))],
     );
+    for (const row of inserted) created?.set(row.name, { path: '', storage: [] });
     const { rows } = await client.query<{ id: string; name: string }>('SELECT "id", "name" FROM "Source" WHERE "name" = ANY($1::text[])', [missing.map((s) => s.name)]);
     for (const row of rows) known.set(row.name, row.id);
   }
+  // Images come oldest first: a source created here ends with the folders of its newest image (see SourceLayout).
+  if (created) for (const image of images) if (created.has(image.source.name)) created.set(image.source.name, layoutOf(image.source));
   return images.map((image) => ({ sourceId: known.get(image.source.name)!, image }));
+}
+
+/** A source's folders as an image recorded them: those of a source created from the images are its newest image's
+ *  (an older one may predate a storage folder, or a datastore that moved); the caller sets them once all are read. */
+export type SourceLayout = { path: string; storage: string[] };
+
+function layoutOf(source: BackupImageManifest['source']): SourceLayout {
+  return { path: source.configFolder ?? source.path, storage: source.storage ?? [] };
 }
 
 /** What makes a parsed manifest unusable for the catalog, in one line; undefined when it is fine. */

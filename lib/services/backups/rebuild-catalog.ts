@@ -1,7 +1,7 @@
 import { type CatalogSql, inTransaction } from '../../catalog/db';
 import type { Repository } from '../../engine/repository/repository';
 import { CATALOG_INDEX_LOCK } from '../../catalog/locks';
-import { readBackupImages, withSourceIds } from './read-backup-images';
+import { type SourceLayout, readBackupImages, withSourceIds } from './read-backup-images';
 import { type SkippedImage, recordBatchIn } from '../../catalog/record-backup-image';
 import { claimRepository } from '../../catalog/repository-identity';
 import { clearIndex } from '../../catalog/clear-index';
@@ -30,6 +30,7 @@ export async function rebuildCatalog(sql: CatalogSql, options: {
     const ids = await options.repo.backupImageIds();
     await clearIndex(client);
     const sourceIds = new Map<string, string>();
+    const created = new Map<string, SourceLayout>();
     const sourcesUsed = new Set<string>();
     const skipped: SkippedImage[] = [];
     const skip = (entry: SkippedImage) => { skipped.push(entry); options.onSkipped?.(entry); };
@@ -38,13 +39,17 @@ export async function rebuildCatalog(sql: CatalogSql, options: {
       options.signal?.throwIfAborted();
       const read = await readBackupImages(options.repo, ids.slice(start, start + BATCH));
       read.skipped.forEach(skip);
-      const items = await withSourceIds(client, read.images, sourceIds);
+      const items = await withSourceIds(client, read.images, sourceIds, created);
       const result = await recordBatchIn(client, items);
       result.skipped.forEach(skip);
       recorded += result.recorded.length;
       const ok = new Set(result.recorded);
       for (const item of items) if (ok.has(item.image.id)) sourcesUsed.add(item.image.source.name);
       options.onProgress?.(Math.min(ids.length, start + BATCH), ids.length);
+    }
+    // A source created from the images takes its newest image's folders (the first batch may predate them).
+    for (const [name, layout] of created) {
+      await client.query('UPDATE "Source" SET "path" = $2, "storage" = $3::jsonb WHERE "name" = $1', [name, layout.path, JSON.stringify(layout.storage)]);
     }
     // Protection lives in the repository too (protected/): the rebuilt catalog keeps it.
     await client.query('UPDATE "BackupImage" SET "protected" = true WHERE "id" = ANY($1)', [await options.repo.protectedIds()]);

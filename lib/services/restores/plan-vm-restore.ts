@@ -58,7 +58,10 @@ export async function loadRestoreContext(sql: CatalogSql, repo: Repository, requ
  */
 async function liveState(sql: CatalogSql, image: BackupImageManifest, sourceType: SourceType): Promise<LiveState> {
   const sources = await listSources(sql);
-  const own = sources.find((s) => s.name === image.source.name) ?? { name: image.source.name, type: sourceType, path: image.source.path, storage: [] };
+  // Not in the catalog by that name (renamed since): the folders the image recorded. Never its `path` alone when it
+  // had storage folders: that is the folder holding them all (perhaps /), which a scan must not walk.
+  const own = sources.find((s) => s.name === image.source.name)
+    ?? { name: image.source.name, type: sourceType, path: image.source.configFolder ?? image.source.path, storage: image.source.storage ?? [] };
   const state: LiveState = { others: [], unreadable: [] };
   for (const source of [own, ...sources.filter((s) => s.name !== own.name)]) {
     try {
@@ -67,7 +70,7 @@ async function liveState(sql: CatalogSql, image: BackupImageManifest, sourceType
       else state.others.push(inventory);
     } catch (err) {
       if (!(err instanceof InputError)) throw err;
-      state.unreadable.push({ name: source.name, error: err.message });
+      state.unreadable.push({ name: source.name, error: err.message, folders: [source.path, ...(source.storage ?? [])] });
     }
   }
   return state;
