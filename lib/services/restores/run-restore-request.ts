@@ -26,19 +26,20 @@ export async function runRestoreRequest(
     });
     if (outcome.changedSincePlan || !outcome.result) {
       const error = `The live state changed since this restore was confirmed; nothing was written. Request it again to review the new plan: ${outcome.plan.message}`;
-      await db.restoreRequest.update({ where: { id: request.id }, data: { status: 'changed', error } });
       await recordAudit(db, { actor: 'worker', action: 'restore.stopped', target: request.vm, detail: { requestId: request.id, reason: 'live state changed', livePlanMessage: outcome.plan.message } });
+      await db.restoreRequest.update({ where: { id: request.id }, data: { status: 'changed', error } });
       return { ok: false, message: 'stopped: the live state changed since confirmation', result: {}, error };
     }
     const result = { disks: outcome.result.disks, configPath: outcome.result.configPath, bytesWritten: outcome.result.bytesWritten };
-    await db.restoreRequest.update({ where: { id: request.id }, data: { status: 'restored', result } });
+    // On record before the request says so: whoever sees it restored (the requester's page, a test) finds the event.
     await recordAudit(db, { actor: 'worker', action: 'restore.finished', target: request.vm, detail: { requestId: request.id, ...result } });
+    await db.restoreRequest.update({ where: { id: request.id }, data: { status: 'restored', result } });
     const written = outcome.result.disks.filter((d) => d.verified).length;
     return { ok: true, message: `${written} disk${written === 1 ? '' : 's'} written and verified; the VM's config is ${result.configPath}`, result };
   } catch (err) {
     const error = toAppError(err).userMessage;
-    await db.restoreRequest.update({ where: { id: request.id }, data: { status: 'failed', error } });
     await recordAudit(db, { actor: 'worker', action: 'restore.finished', target: request.vm, detail: { requestId: request.id, error } });
+    await db.restoreRequest.update({ where: { id: request.id }, data: { status: 'failed', error } });
     throw err;
   }
 }
