@@ -167,8 +167,8 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   // The images; one already recorded (by a concurrent backup, a reconcile or a rebuild) is left alone.
   const { rows: inserted } = await client.query<{ id: string; superseded: boolean }>(
     `WITH ins AS (
-       INSERT INTO "BackupImage" ("id", "vmId", "createdAt", "runId", "logicalBytes", "bytesRead", "bytesWritten", "bytesReferenced", "diskSetId")
-       SELECT * FROM unnest($1::text[], $2::text[], $3::timestamp(3)[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[])
+       INSERT INTO "BackupImage" ("id", "vmId", "createdAt", "runId", "logicalBytes", "bytesRead", "bytesWritten", "bytesReferenced", "diskSetId", "consistency")
+       SELECT * FROM unnest($1::text[], $2::text[], $3::timestamp(3)[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[])
        ON CONFLICT ("id") DO NOTHING
        RETURNING "id", "vmId", "createdAt")
      SELECT ins."id", EXISTS (SELECT 1 FROM "BackupImage" b WHERE b."vmId" = ins."vmId" AND (b."createdAt", b."id") > (ins."createdAt", ins."id")) AS superseded
@@ -176,7 +176,7 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
     [
       col(ordered, (i) => i.image.id), col(ordered, (i) => vmId.get(vmKey(i))!), col(ordered, (i) => i.image.createdAt), col(ordered, (i) => i.image.runId ?? null),
       col(ordered, (i) => i.image.totals.logicalBytes), col(ordered, (i) => i.image.totals.bytesRead), col(ordered, (i) => i.image.totals.bytesWritten), col(ordered, (i) => i.image.totals.bytesReferenced),
-      col(ordered, (i) => setOf.get(i)!),
+      col(ordered, (i) => setOf.get(i)!), col(ordered, (i) => i.image.consistency ?? null),
     ],
   );
   const insertedNow = new Map(inserted.map((row) => [row.id, row]));

@@ -60,7 +60,7 @@ export const backupCommand: Command = {
     }
     if (values.json) {
       json({
-        backups: report.backups.map(({ vm, backupId, disks }) => ({ vm, backupId, disks })),
+        backups: report.backups.map(({ vm, backupId, consistency, disks }) => ({ vm, backupId, ...(consistency ? { consistency } : {}), disks })),
         failures: report.failures.map(({ vm, source, error, attempted, backupId }) => ({ vm, source, error, attempted, ...(backupId ? { backupId } : {}) })),
         problems: report.problems,
         totals: report.totals,
@@ -69,7 +69,7 @@ export const backupCommand: Command = {
     } else {
       for (const backup of report.backups) {
         const stored = backup.disks.filter((d) => d.action === 'stored').length;
-        out(`${backup.vm}: backup ${backup.backupId}, ${backup.disks.length} disks (${stored} stored, ${backup.disks.length - stored} referenced), read ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesRead, 0))}, wrote ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesWritten, 0))}`);
+        out(`${backup.vm}: backup ${backup.backupId}${backup.consistency ? ` (${backup.consistency}-consistent)` : ''}, ${backup.disks.length} disks (${stored} stored, ${backup.disks.length - stored} referenced), read ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesRead, 0))}, wrote ${formatBytes(backup.disks.reduce((s, d) => s + d.bytesWritten, 0))}`);
       }
       out(`total: ${report.backups.length} VMs backed up, ${report.failures.length} failed${report.problems.length ? `, ${report.problems.length} source problems` : ''}; logical ${formatBytes(report.totals.logicalBytes)}, read ${formatBytes(report.totals.bytesRead)}, written ${formatBytes(report.totals.bytesWritten)}`);
     }

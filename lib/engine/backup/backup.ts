@@ -11,6 +11,7 @@ import { type BackupProgress, ProgressTracker } from './progress';
 import type { ChunkId } from '../repository/chunk-id';
 import { newStoreClaims, storeDisk } from './store-disk';
 import { REUSE_ANYTHING, type ReuseGuard } from '../gc/reuse-guard';
+import { type Consistency, type HeldDomain, holdDomain, isLive } from '../sources/libvirt-host';
 
 /** What the catalog knows of one stored version of a disk: its content, when that content was last actually read
  *  from the disk, and whether the version token was taken too soon after a change to be trusted (racily clean). */
@@ -53,6 +54,7 @@ export const DEFAULT_REREAD_AFTER_DAYS = 30;
  *  (not the config, file lists or users a manifest holds: a pool's 10,000 images would be held to the run's end). */
 export type ImageSummary = {
   id: string;
+  consistency?: BackupImageManifest['consistency'];
   disks: Pick<BackupDiskEntry, 'identifier' | 'path' | 'via' | 'target' | 'common' | 'action' | 'digest' | 'versionToken' | 'logicalBytes' | 'bytesRead' | 'bytesWritten'>[];
 };
 
@@ -98,6 +100,9 @@ export type BackupOptions = {
   /** Asked before a chunk or stored disk the repository holds is named: a garbage collection may be removing it
    *  (gc/README.md). Absent: nothing is being collected. */
   reuse?: ReuseGuard;
+  /** Holds a domain of a live libvirt connection still while its disks are read (default: libvirt-host's
+   *  holdDomain); tests replace it. */
+  holdDomain?: (vm: VmInventory) => Promise<HeldDomain>;
 };
 
 type DiskOutcome =
@@ -124,6 +129,18 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   for (const warning of inventory.warnings) options.onWarning?.(warning);
 
   const outcomes = new Map<string, DiskOutcome>();
+  // The disks running domains write: read only while their domain is held still (never ahead, never by the fast
+  // path from the scan's token: every writable disk of a running VM is captured at the same point in time).
+  const liveWritable = new Set<string>();
+  for (const vm of vms) {
+    if (!vm.domain || !isLive(vm.domain.state)) continue;
+    for (const use of vm.disks) {
+      const slot = use.via === 'attached' ? vm.slots.find((candidate) => candidate.slot === use.slot) : undefined;
+      if (slot && !slot.readonly && !slot.shareable) liveWritable.add(use.diskPath);
+    }
+  }
+  const heldDisks = new Set<string>();
+  const hold = options.holdDomain ?? ((vm: VmInventory) => holdDomain(vm.domain!.uri, vm.name));
   const needed = [...new Set(vms.filter((vm) => !vm.error).flatMap((vm) => vm.disks.map((use) => use.diskPath)))]
     .map((diskPath) => inventory.disks.get(diskPath)!);
   const stored = await options.lookupStoredDisks(needed);
@@ -131,7 +148,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const readSince = now().getTime() - rereadAfterDays * 24 * 3600 * 1000;
   // The scan's own flag too: equal tokens mean equal timestamps, unless the clock went back meanwhile.
   const trusted = (disk: VirtualDisk, version: StoredVersion | undefined): version is StoredVersion =>
-    !!version && !version.racilyClean && !disk.racilyClean && rereadAfterDays > 0 && version.readAt.getTime() > readSince;
+    !!version && !liveWritable.has(disk.path) && !version.racilyClean && !disk.racilyClean && rereadAfterDays > 0 && version.readAt.getTime() > readSince;
   // The repository is asked about all the run's disks at once (a pool's 10,000 overlays: 0.8 s one after another).
   const held = await repo.storedDisksHeld(needed.flatMap((disk, index) => (trusted(disk, stored[index]) ? [stored[index]!.digest] : [])));
   await eachAtOnce(needed, TRUST_CHECKS_AT_ONCE, async (disk, index) => {
@@ -214,6 +231,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const ensureStored = (disk: VirtualDisk): Promise<DiskOutcome> => {
     const known = outcomes.get(disk.path);
     if (known) return Promise.resolve(known);
+    // Not remembered: its own VM's turn, with the domain held, reads it.
+    if (liveWritable.has(disk.path) && !heldDisks.has(disk.path)) return Promise.resolve({ ok: false, error: `${disk.path}: written by a running domain; read only while that domain is held still for its own backup` });
     let started = storing.get(disk.path);
     if (!started) {
       started = storeOnce(disk);
@@ -275,7 +294,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     if (!vm || vm.error || stop || signal?.aborted) return;
     for (const use of vm.disks) {
       const disk = inventory.disks.get(use.diskPath)!;
-      if (small(disk)) ensureStored(disk).catch(() => undefined); // met by that VM's turn
+      if (small(disk) && !liveWritable.has(disk.path)) ensureStored(disk).catch(() => undefined); // met by that VM's turn
     }
   };
   try {
@@ -309,75 +328,97 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       const chunksCreditedHere = new Set<ChunkId>();
       const disksCreditedHere = new Set<string>();
       let failure: string | undefined;
-      for (const use of vm.disks) {
-        const disk = inventory.disks.get(use.diskPath)!;
-        let outcome: DiskOutcome;
+      // A domain of a live connection is held still while its disks are read (a running one: at one point in time).
+      let held: HeldDomain | undefined;
+      if (vm.domain) {
         try {
-          outcome = await ensureStored(disk);
-        } catch (err) {
-          if (!(err instanceof RunFault)) throw err;
-          stop ??= { vm: vm.name, error: err.message };
-          failure = err.message;
-          break;
-        }
-        const firstUse = !accounted.has(disk.path) && !accountedHere.has(disk.path);
-        accountedHere.add(disk.path);
-        if (!outcome.ok) {
-          failure = outcome.error;
-          break;
-        }
-        const usedBy = inventory.usedBy.get(disk.path) ?? [vm.name];
-        // What this run wrote, credited to the first VM in order whose image names it (and then taken out of the
-        // claims' record of what was written, below).
-        const storedHere = claims.newDisks.has(outcome.digest) && !disksCreditedHere.has(outcome.digest);
-        disksCreditedHere.add(outcome.digest);
-        let writtenHere = 0;
-        for (const id of outcome.chunks ?? []) {
-          const bytes = claims.written.get(id);
-          if (bytes === undefined || chunksCreditedHere.has(id)) continue;
-          chunksCreditedHere.add(id);
-          writtenHere += bytes;
-        }
-        const parent = disk.parent ? inventory.disks.get(disk.parent.path)! : undefined;
-        const parentOutcome = parent ? outcomes.get(parent.path) : undefined;
-        let files: DiskFileEntry[];
-        try {
-          if (usedBy.length < 2) files = await fileEntriesOf(disk);
-          else {
-            if (!fileEntries.has(disk.path)) fileEntries.set(disk.path, fileEntriesOf(disk));
-            files = await fileEntries.get(disk.path)!;
-          }
+          held = await hold(vm);
         } catch (err) {
           if (!(err instanceof InputError)) throw err;
-          failure = err.message;
-          break;
+          results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: `${vm.name} could not be held still for its backup: ${err.message}` });
+          continue;
         }
-        entries.push({
-          identifier: disk.identifier,
-          path: disk.path,
-          relativePath: disk.relativePath,
-          via: use.via,
-          slot: use.slot,
-          target: use.target,
-          format: disk.format,
-          versionToken: disk.versionToken,
-          digest: outcome.digest,
-          files,
-          vmdk: disk.vmdk ? { cid: disk.vmdk.cid, parentCid: disk.vmdk.parentCid, createType: disk.vmdk.createType } : undefined,
-          common: usedBy.length > 1,
-          usedBy: usedBy.slice(0, USED_BY_LISTED),
-          ...(usedBy.length > USED_BY_LISTED ? { usedByCount: usedBy.length } : {}),
-          parent: disk.parent && parent ? {
-            pointer: disk.parent.pointer, path: parent.path, identifier: parent.identifier, versionToken: parent.versionToken,
-            digest: parentOutcome?.ok ? parentOutcome.digest : undefined,
-          } : undefined,
-          action: storedHere ? 'stored' : 'referenced',
-          logicalBytes: disk.logicalBytes,
-          bytesRead: firstUse ? outcome.bytesRead : 0,
-          bytesWritten: writtenHere,
-          readAt: outcome.readAt.toISOString(),
-          racilyClean: outcome.racilyClean,
-        });
+        for (const use of vm.disks) if (liveWritable.has(use.diskPath)) heldDisks.add(use.diskPath);
+      }
+      try {
+        for (const use of vm.disks) {
+          const disk = inventory.disks.get(use.diskPath)!;
+          let outcome: DiskOutcome;
+          try {
+            outcome = await ensureStored(disk);
+          } catch (err) {
+            if (!(err instanceof RunFault)) throw err;
+            stop ??= { vm: vm.name, error: err.message };
+            failure = err.message;
+            break;
+          }
+          const firstUse = !accounted.has(disk.path) && !accountedHere.has(disk.path);
+          accountedHere.add(disk.path);
+          if (!outcome.ok) {
+            failure = outcome.error;
+            break;
+          }
+          const usedBy = inventory.usedBy.get(disk.path) ?? [vm.name];
+          // What this run wrote, credited to the first VM in order whose image names it (and then taken out of the
+          // claims' record of what was written, below).
+          const storedHere = claims.newDisks.has(outcome.digest) && !disksCreditedHere.has(outcome.digest);
+          disksCreditedHere.add(outcome.digest);
+          let writtenHere = 0;
+          for (const id of outcome.chunks ?? []) {
+            const bytes = claims.written.get(id);
+            if (bytes === undefined || chunksCreditedHere.has(id)) continue;
+            chunksCreditedHere.add(id);
+            writtenHere += bytes;
+          }
+          const parent = disk.parent ? inventory.disks.get(disk.parent.path)! : undefined;
+          const parentOutcome = parent ? outcomes.get(parent.path) : undefined;
+          let files: DiskFileEntry[];
+          try {
+            if (usedBy.length < 2) files = await fileEntriesOf(disk);
+            else {
+              if (!fileEntries.has(disk.path)) fileEntries.set(disk.path, fileEntriesOf(disk));
+              files = await fileEntries.get(disk.path)!;
+            }
+          } catch (err) {
+            if (!(err instanceof InputError)) throw err;
+            failure = err.message;
+            break;
+          }
+          entries.push({
+            identifier: disk.identifier,
+            path: disk.path,
+            relativePath: disk.relativePath,
+            via: use.via,
+            slot: use.slot,
+            target: use.target,
+            format: disk.format,
+            versionToken: disk.versionToken,
+            digest: outcome.digest,
+            files,
+            vmdk: disk.vmdk ? { cid: disk.vmdk.cid, parentCid: disk.vmdk.parentCid, createType: disk.vmdk.createType } : undefined,
+            common: usedBy.length > 1,
+            usedBy: usedBy.slice(0, USED_BY_LISTED),
+            ...(usedBy.length > USED_BY_LISTED ? { usedByCount: usedBy.length } : {}),
+            parent: disk.parent && parent ? {
+              pointer: disk.parent.pointer, path: parent.path, identifier: parent.identifier, versionToken: parent.versionToken,
+              digest: parentOutcome?.ok ? parentOutcome.digest : undefined,
+            } : undefined,
+            action: storedHere ? 'stored' : 'referenced',
+            logicalBytes: disk.logicalBytes,
+            bytesRead: firstUse ? outcome.bytesRead : 0,
+            bytesWritten: writtenHere,
+            readAt: outcome.readAt.toISOString(),
+            racilyClean: outcome.racilyClean,
+          });
+        }
+      } finally {
+        if (held) {
+          for (const use of vm.disks) heldDisks.delete(use.diskPath);
+          // Put back as it was whatever happened above; a domain that started while read is not backed up.
+          const thawed = await held.thaw().catch((err: Error) => ({ warning: `${vm.name}: ${err.message}`, error: undefined }));
+          if (thawed.warning) options.onWarning?.(thawed.warning);
+          if (thawed.error) failure ??= thawed.error;
+        }
       }
       if (failure) {
         results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: failure, ...(stop?.vm === vm.name ? { stoppedRun: true as const } : {}) });
@@ -396,7 +437,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         batchSince = Date.now();
         packId = newBackupImageId(createdAt);
       }
-      const image = buildImage(inventory, vm, entries, packedImageId(packId, batch.length), createdAt, options.runId);
+      const image = buildImage(inventory, vm, entries, packedImageId(packId, batch.length), createdAt, options.runId, held?.consistency);
       batch.push({ vm, image, index: results.push({ vm: vm.name, configPath: vm.configPath, ok: true, image: summaryOf(image) }) - 1 });
       // What an image's JSON holds beyond a few KB: its config, and its disks' entries.
       batchBytes += image.vm.configBase64.length + 4096 * (1 + image.disks.length);
@@ -418,6 +459,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
 function summaryOf(image: BackupImageManifest): ImageSummary {
   return {
     id: image.id,
+    ...(image.consistency ? { consistency: image.consistency } : {}),
     disks: image.disks.map((d) => ({
       identifier: d.identifier, path: d.path, via: d.via, target: d.target, common: d.common, action: d.action, digest: d.digest,
       versionToken: d.versionToken, logicalBytes: d.logicalBytes, bytesRead: d.bytesRead, bytesWritten: d.bytesWritten,
@@ -460,13 +502,14 @@ function selectVms(inventory: SourceInventory, names: string[] | undefined): VmI
   });
 }
 
-function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDiskEntry[], id: string, createdAt: Date, runId?: string): BackupImageManifest {
+function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDiskEntry[], id: string, createdAt: Date, runId?: string, consistency?: Consistency): BackupImageManifest {
   const sum = (pick: (d: BackupDiskEntry) => number) => disks.reduce((total, d) => total + pick(d), 0);
   return {
     formatVersion: MANIFEST_FORMAT_VERSION,
     id,
     createdAt: createdAt.toISOString(),
     ...(runId ? { runId } : {}),
+    ...(consistency ? { consistency } : {}),
     source: {
       name: inventory.source.name, type: inventory.source.type, path: inventory.root,
       ...(inventory.areas.length > 1 ? { configFolder: inventory.configRoot, storage: inventory.areas.slice(1) } : {}),

@@ -5,6 +5,7 @@ import { isInside } from '../containment';
 import { InputError, fileError } from '../errors';
 import { notRegularFile, readConfigFile } from './files';
 import { libvirtNamedFiles, parseLibvirtDomain } from './libvirt';
+import { type DomainState, listDomains, poolFolders, snapshotOverlaysOf, withoutOverlays } from './libvirt-host';
 import type { DiskSlot, ScanProblem, SourceSpec, VmConfig } from './types';
 import { type VmDiskUse, usedByVms, vmDiskUses } from './usage';
 import { DiskResolver, type VirtualDisk } from './virtual-disk';
@@ -24,6 +25,8 @@ export type VmInventory = {
   namedPaths: string[];
   /** Set when the VM cannot be backed up: one line saying what and where. */
   error?: string;
+  /** A domain of a live libvirt connection: its state when scanned (a live one is backed up frozen, see libvirt-host). */
+  domain?: { uri: string; state: DomainState; persistent: boolean };
 };
 
 export type SourceInventory = {
@@ -50,11 +53,40 @@ export type ScanOptions = { signal?: AbortSignal; memo?: ScanMemo };
 
 /** Reads every VM of a source and resolves its disks and their parent chains. Reads headers only. */
 export async function scanSource(source: SourceSpec, options: ScanOptions = {}): Promise<SourceInventory> {
+  if (source.uri) return scanLibvirtHost(source, source.uri, options);
   const layout = await sourceLayout(source);
   const warnings: string[] = [];
   const problems: ScanProblem[] = [];
   const configs = await findConfigs(layout.configRoot, CONFIG_EXTENSION[source.type], warnings, problems);
   return scanConfigFiles(source, layout, configs, warnings, problems, options);
+}
+
+/**
+ * A live libvirt connection: every domain it defines or runs, read through libvirt (the persistent definition is
+ * what a backup keeps; the live XML says which files a running domain uses now). Disks may live in the config
+ * folder, the storage pools' folders and the source's storage folders. A disk a killed backup left a running
+ * domain on (its snapshot overlay, `<disk>.vmdedup-<tag>.qcow2`) is taken for the disk it overlays: the next backup
+ * commits it back before anything else.
+ */
+async function scanLibvirtHost(source: SourceSpec, uri: string, options: ScanOptions): Promise<SourceInventory> {
+  const warnings: string[] = [];
+  const pools: string[] = [];
+  for (const folder of await poolFolders(uri)) {
+    const real = await fs.realpath(folder).catch(() => undefined);
+    if (real) pools.push(real);
+    else warnings.push(`${folder}: the folder of a storage pool does not exist; disks there are not read`);
+  }
+  const layout = await sourceLayout({ ...source, storage: [...pools, ...(source.storage ?? [])] });
+  const configs: ConfigFile[] = [];
+  for (const domain of await listDomains(uri)) {
+    const configPath = path.join(layout.configRoot, `${domain.name}.xml`);
+    const overlays = snapshotOverlaysOf(domain.live);
+    configs.push({
+      path: configPath, bytes: withoutOverlays(domain.definition, overlays), liveBytes: withoutOverlays(domain.live, overlays),
+      domain: { uri, state: domain.state, persistent: domain.persistent },
+    });
+  }
+  return scanConfigFiles(source, layout, configs, warnings, [], options);
 }
 
 /** Where a source's files are: its config folder, every folder its disks may be in, and the folder that relative
@@ -90,6 +122,8 @@ function commonFolder(dirs: string[]): string {
  * then scans the whole source.
  */
 export async function scanSomeConfigs(source: SourceSpec, configPaths: string[], options: ScanOptions = {}): Promise<SourceInventory | undefined> {
+  // A libvirt connection's domains are not files (a running one's disks are in its live XML): asked of libvirt whole.
+  if (source.uri) return undefined;
   const layout = await sourceLayout(source);
   const root = layout.configRoot;
   const extension = CONFIG_EXTENSION[source.type];
@@ -150,7 +184,11 @@ export async function sourceRoot(dir: string, what = 'source folder'): Promise<s
 }
 
 /** A config file to read: its canonical path, the symlink that named it, or why it cannot be read at all. */
-type ConfigFile = { path: string; link?: string; error?: InputError };
+type ConfigFile = {
+  path: string; link?: string; error?: InputError;
+  /** A domain of a live connection: its definition (what is backed up), and its live XML (whose disks are read). */
+  bytes?: Buffer; liveBytes?: Buffer; domain?: VmInventory['domain'];
+};
 
 /**
  * The config files of a source (found recursively; hidden files and folders skipped, symlinked folders not followed). A
@@ -212,10 +250,13 @@ async function readConfig(source: SourceSpec, file: ConfigFile, resolver: DiskRe
   if (file.error) return { error: file.error };
   let bytes: Buffer | undefined;
   try {
-    bytes = await readConfigFile(file.path);
-    const known = memo?.config(file.path, bytes);
+    bytes = file.bytes ?? (await readConfigFile(file.path));
+    // A running domain's disks are those it runs on now (its live XML); its definition is what the backup keeps.
+    const parsed = file.liveBytes ?? bytes;
+    const known = memo?.config(file.path, parsed);
     // Bytes parsed last time: their parse (null: not a VM), without parsing them again.
-    const config = known === undefined ? parseConfig(source, file.path, bytes, memo) : known === null ? undefined : { ...known, configPath: file.path, configBytes: bytes };
+    const config = known === undefined ? parseConfig(source, file.path, parsed, memo) : known === null ? undefined : { ...known, configPath: file.path, configBytes: parsed };
+    if (config) config.configBytes = bytes;
     for (const slot of config?.slots ?? []) {
       // One string per path the scan's configs name (a pool's 10,000 configs name one shared disk; a slot's target
       // and path are mostly the same text), not one per config.
@@ -258,13 +299,14 @@ async function scanVm(source: SourceSpec, file: ConfigFile, read: ConfigRead, re
     if (!config) return undefined;
     const disks = await vmDiskUses(config.slots, configPath, resolver);
     const namedPaths = await canonicalPaths(config.slots.flatMap((slot) => (slot.path ? [slot.path] : [])), resolver);
-    return { name: config.name, uuid: config.uuid, configPath, config, slots: config.slots, disks, namedPaths };
+    return { name: config.name, uuid: config.uuid, configPath, config, slots: config.slots, disks, namedPaths, ...(file.domain ? { domain: file.domain } : {}) };
   } catch (err) {
     if (!(err instanceof InputError)) throw err;
     const named = config ? config.slots.flatMap((slot) => (slot.path ? [slot.path] : []))
       : bytes ? (source.type === 'libvirt' ? libvirtNamedFiles(bytes) : vmxNamedFiles(bytes)).map((named) => path.resolve(path.dirname(configPath), named))
       : [];
     return {
+      ...(file.domain ? { domain: file.domain } : {}),
       name: config?.name ?? fallbackName, uuid: config?.uuid ?? '', configPath, config, slots: config?.slots ?? [], disks: [],
       namedPaths: await canonicalPaths(named, resolver),
       error: file.link ? `${err.message} (named by ${file.link})` : err.message,

@@ -6,7 +6,13 @@ export type SourceType = (typeof SOURCE_TYPES)[number];
 /** `path`: the folder of VM configs (scanned recursively). `storage`: further folders the configs' disks may live in
  *  (libvirt's standard layout keeps configs in /etc/libvirt/qemu and disks in /var/lib/libvirt/images). Nothing
  *  outside these folders is read, and no restore writes outside them. */
-export type SourceSpec = { name: string; type: SourceType; path: string; storage?: string[] };
+export type SourceSpec = {
+  name: string; type: SourceType; path: string; storage?: string[];
+  /** A live libvirt connection (qemu:///system): domains, state and XML come from libvirt, disks may also live in
+   *  its storage pools' folders, and running domains are backed up at one point in time. `path` is then libvirt's
+   *  folder of persistent domain XML for that connection. */
+  uri?: string;
+};
 
 export type { DiskFormat };
 

@@ -32,7 +32,8 @@ export type BackupFailure = {
   backupId?: string;
 };
 export type BackupReport = {
-  backups: { vm: string; source: string; backupId: string; disks: BackupDiskReport[] }[];
+  /** `consistency`: how the VM was held while read (domains of a libvirt connection only; see the manifest). */
+  backups: { vm: string; source: string; backupId: string; consistency?: 'application' | 'crash' | 'offline'; disks: BackupDiskReport[] }[];
   failures: BackupFailure[];
   /** Problems of a source rather than of one VM (it could not be read; an ambiguous disk GUID): each makes the
    *  run exit 2, while every VM they do not stop is backed up. */
@@ -190,7 +191,7 @@ async function runBackupSession(sql: CatalogSql, options: RunBackupOptions, sess
         continue;
       }
       const disks = result.image.disks.map((entry) => diskReport(entry, result.configPath));
-      report.backups.push({ vm: result.vm, source: source.name, backupId: result.image.id, disks });
+      report.backups.push({ vm: result.vm, source: source.name, backupId: result.image.id, ...(result.image.consistency ? { consistency: result.image.consistency } : {}), disks });
       for (const disk of disks) {
         report.totals.logicalBytes += disk.logicalBytes;
         report.totals.bytesRead += disk.bytesRead;

@@ -61,11 +61,11 @@ async function liveState(sql: CatalogSql, image: BackupImageManifest, sourceType
   // Not in the catalog by that name (renamed since): the folders the image recorded. Never its `path` alone when it
   // had storage folders: that is the folder holding them all (perhaps /), which a scan must not walk.
   const own = sources.find((s) => s.name === image.source.name)
-    ?? { name: image.source.name, type: sourceType, path: image.source.configFolder ?? image.source.path, storage: image.source.storage ?? [] };
+    ?? { name: image.source.name, type: sourceType, path: image.source.configFolder ?? image.source.path, storage: image.source.storage ?? [], uri: undefined };
   const state: LiveState = { others: [], unreadable: [] };
   for (const source of [own, ...sources.filter((s) => s.name !== own.name)]) {
     try {
-      const inventory = await scanSource({ name: source.name, type: source.type, path: source.path, storage: source.storage });
+      const inventory = await scanSource({ name: source.name, type: source.type, path: source.path, storage: source.storage, uri: source.uri ?? undefined });
       if (source === own) state.source = inventory;
       else state.others.push(inventory);
     } catch (err) {
@@ -87,6 +87,10 @@ export async function planWithContext(context: RestoreContext, request: RestoreR
     await checkTargetFolder(request.target.dir, { vm: context.image.vm.name, backupId: context.image.id });
   }
   const live = await liveState(context.sql, context.image, context.sourceType);
+  if (request.target.kind === 'in-place' && live.source?.source.uri) {
+    // Writing libvirt's own XML file behind its back is not a restore: the domain must be redefined through libvirt.
+    throw new InputError(`${context.image.vm.name} is a domain of the libvirt connection ${live.source.source.uri}: restoring it in place is not supported yet; restore it to a folder (--target <dir>), then define it with virsh define`);
+  }
   const plan = await planRestore({ image: context.image, live, target: request.target, repo: context.repo, policy: request.policy, choice: request.choice });
   // On the plan that is executed: its root bounds every file written (the executor checks each against it).
   if (request.confined && request.target.kind === 'in-place' && plan.root !== context.image.source.path) {

@@ -2,10 +2,11 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { isInside } from '../../engine/containment';
 import { sourceRoot } from '../../engine/sources/inventory';
+import { libvirtConfigFolder, virsh } from '../../engine/sources/libvirt-host';
 import { SOURCE_TYPES, type SourceType } from '../../engine/sources/types';
 import { AppError } from '../../errors';
 
-export async function checkSource(options: { name: string; type: string; path: string; storage?: string[] }): Promise<{ name: string; type: SourceType; root: string; storage: string[] }> {
+export async function checkSource(options: { name: string; type: string; path?: string; storage?: string[]; uri?: string | null }): Promise<{ name: string; type: SourceType; root: string; storage: string[]; uri: string | null }> {
   const name = options.name.trim();
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) {
     throw new AppError('BAD_INPUT', { message: `source name '${options.name}' is invalid: use letters, digits, '.', '_' or '-' (at most 64)` });
@@ -13,10 +14,28 @@ export async function checkSource(options: { name: string; type: string; path: s
   if (!SOURCE_TYPES.includes(options.type as SourceType)) {
     throw new AppError('BAD_INPUT', { message: `source type '${options.type}' is invalid: use ${SOURCE_TYPES.join(' or ')}` });
   }
-  const root = await readableFolder(options.path, 'source folder');
+  const uri = options.uri?.trim() || null;
+  if (uri && options.type !== 'libvirt') throw new AppError('BAD_INPUT', { message: `a --uri source is a libvirt connection: use --type libvirt` });
+  if (!uri && !options.path) throw new AppError('BAD_INPUT', { message: 'a source needs the folder of its VM configs (--path <dir>) or a libvirt connection (--uri qemu:///system)' });
+  let root: string;
+  if (uri) {
+    // Persistent domains' XML lives there (the catalog's config paths name it); the connection must answer now.
+    const configFolder = (() => {
+      try {
+        return libvirtConfigFolder(uri);
+      } catch (err) {
+        throw new AppError('BAD_INPUT', { message: (err as Error).message });
+      }
+    })();
+    if (options.path && path.resolve(options.path) !== configFolder) throw new AppError('BAD_INPUT', { message: `a --uri source reads its domains from libvirt: leave out --path (its configs are in ${configFolder})` });
+    await virsh(uri, ['uri'], { timeoutMs: 30_000 }).catch((err: Error) => {
+      throw new AppError('BAD_INPUT', { message: `libvirt connection ${uri} does not answer: ${err.message} (is libvirtd running?)` });
+    });
+    root = await readableFolder(configFolder, `libvirt's folder of domain XML`);
+  } else root = await readableFolder(options.path!, 'source folder');
   // A scan walks the whole folder: never the filesystem root or the kernel's pseudo-filesystems.
   if (root === '/' || isSystemFolder(root)) {
-    throw new AppError('BAD_INPUT', { message: `${options.path}: a source cannot be ${root === '/' ? 'the root folder' : 'a system folder'} (${root}); name the folder that holds the VM configs` });
+    throw new AppError('BAD_INPUT', { message: `${options.path ?? root}: a source cannot be ${root === '/' ? 'the root folder' : 'a system folder'} (${root}); name the folder that holds the VM configs` });
   }
   const storage: string[] = [];
   for (const dir of options.storage ?? []) {
@@ -28,7 +47,7 @@ export async function checkSource(options: { name: string; type: string; path: s
     }
     if (!storage.includes(real) && real !== root) storage.push(real);
   }
-  return { name, type: options.type as SourceType, root, storage };
+  return { name, type: options.type as SourceType, root, storage, uri };
 }
 
 function isSystemFolder(dir: string): boolean {

@@ -5,13 +5,14 @@ import { checkSource } from './check-source';
 
 /** Renames a source, points it at another folder (a datastore that moved) or changes its storage folders; its VMs and
  *  backups stay. */
-export async function updateSource(sql: CatalogSql, options: { id: string; name: string; type: string; path: string; storage?: string[] }): Promise<SourceRow> {
-  const { name, type, root, storage } = await checkSource(options);
+export async function updateSource(sql: CatalogSql, options: { id: string; name: string; type: string; path: string; storage?: string[]; uri?: string | null }): Promise<SourceRow> {
+  const { name, type, root, storage, uri } = await checkSource(options);
   try {
     const { rows } = await sql.query<SourceRow>(
       // No storage given: the source keeps its storage folders.
-      `UPDATE "Source" SET "name" = $2, "type" = $3, "path" = $4, "storage" = COALESCE($5::jsonb, "storage") WHERE "id" = $1 RETURNING ${SOURCE_COLUMNS}`,
-      [options.id, name, type, root, options.storage === undefined ? null : JSON.stringify(storage)],
+      `UPDATE "Source" SET "name" = $2, "type" = $3, "path" = $4, "storage" = COALESCE($5::jsonb, "storage"), "uri" = CASE WHEN $7 THEN $6 ELSE "uri" END WHERE "id" = $1 RETURNING ${SOURCE_COLUMNS}`,
+      // No uri given (the dashboard's edit form): a libvirt connection stays one.
+      [options.id, name, type, root, options.storage === undefined ? null : JSON.stringify(storage), uri, options.uri !== undefined],
     );
     if (rows.length === 0) throw new AppError('NOT_FOUND', { message: 'no such source' });
     return rows[0];

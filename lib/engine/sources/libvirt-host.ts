@@ -1,0 +1,225 @@
+/**
+ * A live libvirt connection (`virsh -c <uri>`): the domains a host defines or runs, their XML and state, the folders
+ * of its storage pools, and the moves that back up a running domain at one point in time (an external disk-only
+ * snapshot, then a commit back). Only local QEMU connections: the disks must be files this process can read.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { InputError } from '../errors';
+
+/** The local QEMU connections a source may name, and the folder libvirt keeps their persistent domains' XML in. */
+export function libvirtConfigFolder(uri: string): string {
+  if (uri === 'qemu:///system') return '/etc/libvirt/qemu';
+  if (uri === 'qemu:///session') return path.join(process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'libvirt', 'qemu');
+  throw new InputError(`libvirt URI '${uri}' is not supported: use qemu:///system or qemu:///session (the disks must be files on this host)`);
+}
+
+const VIRSH_TIMEOUT_MS = 120_000;
+
+/** Runs virsh against `uri`; its own error message (one line) when it fails. */
+export function virsh(uri: string, args: string[], options: { timeoutMs?: number } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile('virsh', ['-q', '-c', uri, ...args], { timeout: options.timeoutMs ?? VIRSH_TIMEOUT_MS, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } }, (err, stdout, stderr) => {
+      if (!err) return resolve(stdout);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return reject(new InputError('virsh is not installed (Debian: apt-get install libvirt-clients)'));
+      const said = stderr.split('\n').map((line) => line.replace(/^error:\s*/, '').trim()).filter(Boolean).join('; ');
+      reject(new InputError(`virsh ${args[0]} failed: ${said || err.message}`));
+    });
+  });
+}
+
+export type DomainState = 'running' | 'paused' | 'shut off' | string;
+
+export type LibvirtDomain = {
+  name: string;
+  persistent: boolean;
+  state: DomainState;
+  /** The XML a restore defines: the persistent definition (`dumpxml --inactive`), or a transient domain's live XML. */
+  definition: Buffer;
+  /** What the domain runs on now (`dumpxml`): its disks' current sources. Same as `definition` when shut off. */
+  live: Buffer;
+};
+
+/** Whether a domain in this state has a QEMU process holding its disks (and may write them). */
+export function isLive(state: DomainState): boolean {
+  return state !== 'shut off' && state !== 'crashed';
+}
+
+/** Every domain of the connection, persistent and transient, with its state and XML. */
+export async function listDomains(uri: string): Promise<LibvirtDomain[]> {
+  const names = (await virsh(uri, ['list', '--all', '--name'])).split('\n').map((line) => line.trim()).filter(Boolean);
+  const persistent = new Set((await virsh(uri, ['list', '--all', '--name', '--persistent'])).split('\n').map((line) => line.trim()).filter(Boolean));
+  const domains: LibvirtDomain[] = [];
+  for (const name of names.sort()) {
+    const state = (await virsh(uri, ['domstate', name]).catch(() => 'shut off')).trim();
+    const live = Buffer.from(await virsh(uri, ['dumpxml', name]));
+    const definition = persistent.has(name) && isLive(state) ? Buffer.from(await virsh(uri, ['dumpxml', '--inactive', name])) : live;
+    domains.push({ name, persistent: persistent.has(name), state, definition, live });
+  }
+  return domains;
+}
+
+/** The target folders of the connection's directory-like storage pools (dir, fs, netfs): where its disks live. */
+export async function poolFolders(uri: string): Promise<string[]> {
+  const pools = (await virsh(uri, ['pool-list', '--all', '--name'])).split('\n').map((line) => line.trim()).filter(Boolean);
+  const folders: string[] = [];
+  for (const pool of pools) {
+    const xml = await virsh(uri, ['pool-dumpxml', pool]).catch(() => '');
+    const type = /<pool\b[^>]*\btype=['"]([^'"]+)['"]/.exec(xml)?.[1];
+    const target = /<target>[\s\S]*?<path>([^<]+)<\/path>/.exec(xml)?.[1]?.trim();
+    if (target && path.isAbsolute(target) && (type === 'dir' || type === 'fs' || type === 'netfs')) folders.push(target);
+  }
+  return folders;
+}
+
+/** A snapshot overlay this tool made beside a disk while it was backed up: `<disk>.vmdedup-<tag>.qcow2`. */
+const OVERLAY = /^(.+)\.vmdedup-[0-9a-z]+\.qcow2$/;
+
+type LiveDisk = { dev: string; file?: string; device: string; readonly: boolean; shareable: boolean };
+
+/** A domain XML's disks as libvirt runs them: target, file, device and flags (nested backing stores skipped). */
+function disksOf(xml: string): LiveDisk[] {
+  const disks: LiveDisk[] = [];
+  for (const block of xml.match(/<disk\b[\s\S]*?<\/disk>/g) ?? []) {
+    const head = /<disk\b[^>]*>/.exec(block)![0];
+    // The disk's own source comes before any <backingStore> (whose sources are its parents).
+    const own = block.split('<backingStore')[0];
+    disks.push({
+      dev: /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(block)?.[2] ?? '',
+      file: /<source\b[^>]*\bfile=(['"])(.*?)\1/.exec(own)?.[2]?.replace(/&apos;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&amp;/g, '&'),
+      device: /\bdevice=(['"])(.*?)\1/.exec(head)?.[2] ?? 'disk',
+      readonly: /<readonly\s*\/>/.test(own), shareable: /<shareable\s*\/>/.test(own),
+    });
+  }
+  return disks;
+}
+
+/** The disks a killed backup left a domain on (by target dev), each with the disk its overlay stands for and that
+ *  disk's format (the overlay is qcow2 whatever the disk under it is). */
+export function snapshotOverlaysOf(liveXml: Buffer): Map<string, { original: string; format: string }> {
+  const overlays = new Map<string, { original: string; format: string }>();
+  for (const block of liveXml.toString('utf8').match(/<disk\b[\s\S]*?<\/disk>/g) ?? []) {
+    const [disk] = disksOf(block);
+    const original = disk.file ? OVERLAY.exec(disk.file)?.[1] : undefined;
+    // The disk under the overlay is its first backing store, whose format libvirt names.
+    const under = block.split('<backingStore')[1] ?? '';
+    const format = /<format\b[^>]*\btype=(['"])(.*?)\1/.exec(under)?.[2] ?? 'raw';
+    if (original) overlays.set(disk.dev, { original, format });
+  }
+  return overlays;
+}
+
+/**
+ * A domain XML as it was before a killed backup's snapshot: each overlaid disk's own source and driver type put back,
+ * and the backing store that names the disk under the overlay taken out (libvirt wrote it for the overlay).
+ */
+export function withoutOverlays(xml: Buffer, overlays: Map<string, { original: string; format: string }>): Buffer {
+  if (overlays.size === 0) return xml;
+  const escape = (value: string) => value.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
+  const text = xml.toString('utf8').replace(/<disk\b[\s\S]*?<\/disk>/g, (block) => {
+    const dev = /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(block)?.[2];
+    const left = dev === undefined ? undefined : overlays.get(dev);
+    if (!left) return block;
+    const cut = backingStoreRange(block);
+    const own = cut ? block.slice(0, cut[0]) + block.slice(cut[1]) : block;
+    return own
+      .replace(/(<source\b[^>]*\bfile=)(['"])(.*?)\2/, (_m, start: string) => `${start}'${escape(left.original)}'`)
+      .replace(/(<driver\b[^>]*\btype=)(['"])(.*?)\2/, (_m, start: string) => `${start}'${escape(left.format)}'`);
+  });
+  return Buffer.from(text);
+}
+
+/** Where a disk block's outermost <backingStore> element starts and ends (nested ones inside it), if it has one. */
+function backingStoreRange(block: string): [number, number] | undefined {
+  const start = block.search(/<backingStore\b/);
+  if (start < 0) return undefined;
+  const tags = /<backingStore\b[^>]*?(\/)?>|<\/backingStore>/g;
+  tags.lastIndex = start;
+  let depth = 0;
+  for (let tag = tags.exec(block); tag; tag = tags.exec(block)) {
+    if (tag[0].startsWith('</')) depth--;
+    else if (!tag[1]) depth++;
+    if (depth === 0) return [start, tag.index + tag[0].length];
+  }
+  return undefined;
+}
+
+export type Consistency = 'application' | 'crash' | 'offline';
+
+/** A domain held still for its backup: `consistency` says how; `thaw` puts it back as it was (an error message when
+ *  the backup must not be kept: a shut-off domain that started meanwhile). */
+export type HeldDomain = { consistency: Consistency; thaw(): Promise<{ error?: string; warning?: string }> };
+
+/**
+ * Holds a domain still for its backup. A running (or paused) one: its writable disks get an external disk-only
+ * snapshot (`--atomic --no-metadata`, with the guest agent's freeze when it answers), so the disk files stop changing
+ * at one point in time across all of them; `thaw` commits each overlay back into its disk (`--shallow`: never into a
+ * base) and removes it. A shut-off one is left as it is, and `thaw` checks that it did not start meanwhile.
+ * First, whatever overlay a killed backup left the domain on is committed back.
+ */
+export async function holdDomain(uri: string, name: string): Promise<HeldDomain> {
+  const state = (await virsh(uri, ['domstate', name])).trim();
+  const left = snapshotOverlaysOf(Buffer.from(await virsh(uri, ['dumpxml', name])));
+  if (left.size > 0 && !isLive(state)) {
+    // Its disk now is the overlay and what is under it: reading the disk under it alone would miss the newest writes.
+    throw new InputError(`domain ${name} is ${state} on a snapshot overlay a killed backup left (${[...left.keys()].join(', ')}): start it and back it up again (the backup commits the overlay back), or commit it with qemu-img commit`);
+  }
+  if (left.size > 0) await commitLeftovers(uri, name);
+  if (!isLive(state)) {
+    return {
+      consistency: 'offline',
+      thaw: async () => {
+        const now = (await virsh(uri, ['domstate', name]).catch(() => 'unknown')).trim();
+        return isLive(now) ? { error: `domain ${name} started while its disks were read (now ${now}): not backed up; the next backup holds it still` } : {};
+      },
+    };
+  }
+  const xml = await virsh(uri, ['dumpxml', name]);
+  const tag = `${Date.now().toString(36)}${process.pid.toString(36)}`;
+  const specs: string[] = [];
+  const overlays: { dev: string; overlay: string }[] = [];
+  for (const disk of disksOf(xml)) {
+    // Only a file a guest writes alone gets an overlay: a read-only disk does not change, and a disk shared for
+    // writing (multi-writer) cannot be held still by one of its writers.
+    if (disk.device === 'disk' && disk.file && !disk.readonly && !disk.shareable) {
+      const overlay = `${disk.file}.vmdedup-${tag}.qcow2`;
+      specs.push('--diskspec', `${disk.dev},snapshot=external,file=${overlay}`);
+      overlays.push({ dev: disk.dev, overlay });
+    } else if (disk.dev) specs.push('--diskspec', `${disk.dev},snapshot=no`);
+  }
+  if (overlays.length === 0) return { consistency: 'crash', thaw: async () => ({}) };
+  const snapshot = (quiesce: boolean) => virsh(uri, ['snapshot-create-as', name, '--disk-only', '--atomic', '--no-metadata', ...(quiesce ? ['--quiesce'] : []), ...specs]);
+  let consistency: Consistency = 'crash';
+  if (/org\.qemu\.guest_agent\.0/.test(xml)) {
+    // The agent's freeze makes the file systems inside consistent; without an answering agent, crash-consistent.
+    consistency = await snapshot(true).then(() => 'application' as const, () => 'crash' as const);
+  }
+  if (consistency === 'crash') await snapshot(false);
+  return {
+    consistency,
+    thaw: async () => {
+      const failed: string[] = [];
+      for (const { dev, overlay } of overlays) {
+        try {
+          await virsh(uri, ['blockcommit', name, dev, '--active', '--pivot', '--shallow', '--wait'], { timeoutMs: 3_600_000 });
+          await fs.rm(overlay, { force: true });
+        } catch (err) {
+          failed.push(`${dev} (${(err as Error).message})`);
+        }
+      }
+      return failed.length ? { warning: `domain ${name} still runs on the backup's snapshot overlay of ${failed.join(', ')}: the next backup commits it back` } : {};
+    },
+  };
+}
+
+/** Commits back, and removes, the overlays a killed backup left a running domain on. */
+async function commitLeftovers(uri: string, name: string): Promise<void> {
+  const live = await virsh(uri, ['dumpxml', name]);
+  for (const [dev] of snapshotOverlaysOf(Buffer.from(live))) {
+    const overlay = disksOf(live).find((disk) => disk.dev === dev)!.file!;
+    await virsh(uri, ['blockcommit', name, dev, '--active', '--pivot', '--shallow', '--wait'], { timeoutMs: 3_600_000 });
+    await fs.rm(overlay, { force: true });
+  }
+}

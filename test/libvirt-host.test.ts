@@ -1,0 +1,176 @@
+/**
+ * A libvirt connection source against a real libvirtd and a real QEMU guest (TCG), set up by
+ * scripts/libvirt-host.sh (npm test does it and sets VMDEDUP_TEST_LIBVIRT to the guest's folder): a running guest
+ * that writes sequence-numbered blocks is backed up at one point in time and left on the disk chain it had; the base
+ * it shares with a shut-off linked clone is stored once; a backup killed with SIGKILL while the guest runs on the
+ * snapshot overlay is cleaned up by the next one.
+ */
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, createTestDatabase, projectRoot, qemuImg, semiCompressible, tempDir } from './helpers';
+
+const run = promisify(execFile);
+const guestFiles = process.env.VMDEDUP_TEST_LIBVIRT;
+const URI = 'qemu:///system';
+const SLOT = 65536;
+const SLOTS = 4096;
+
+type BackupJson = {
+  backups: { vm: string; consistency?: string; disks: { path: string; action: string; bytesRead: number }[] }[];
+  failures: { vm: string; error: string }[];
+};
+
+async function virsh(...args: string[]): Promise<string> {
+  return (await run('virsh', ['-q', '-c', URI, ...args])).stdout;
+}
+
+/** The guest's writes as a raw image holds them: for its highest sequence number N, every slot must hold the last
+ *  block ≤ N written there (or none): a backup taken at one point in time. Returns N and the slots that disagree. */
+async function sequenceCheck(raw: string): Promise<{ highest: number; wrong: number[] }> {
+  const handle = await fs.open(raw, 'r');
+  const found: (number | undefined)[] = [];
+  try {
+    const header = Buffer.alloc(40);
+    for (let slot = 0; slot < SLOTS; slot++) {
+      await handle.read(header, 0, header.length, slot * SLOT);
+      const match = /^SEQ (\d+) SLOT (\d+)\n/.exec(header.toString('latin1'));
+      found[slot] = match && Number(match[2]) === slot ? Number(match[1]) : undefined;
+    }
+  } finally {
+    await handle.close();
+  }
+  const highest = Math.max(-1, ...found.filter((n): n is number => n !== undefined));
+  const expected: (number | undefined)[] = new Array(SLOTS).fill(undefined);
+  for (let i = 0; i <= highest; i++) expected[(i * 97) % SLOTS] = i;
+  return { highest, wrong: found.flatMap((n, slot) => (n === expected[slot] ? [] : [slot])) };
+}
+
+function domainXml(name: string, dir: string, disks: { dev: string; file: string; format: string }[], boots: boolean): string {
+  const os = boots
+    ? `<os><type arch='x86_64' machine='pc'>hvm</type><kernel>${guestFiles}/vmlinuz</kernel><initrd>${guestFiles}/initrd.img</initrd><cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>`
+    : `<os><type arch='x86_64' machine='pc'>hvm</type></os>`;
+  return `<domain type='qemu'><name>${name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>${os}
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+${disks.map((d) => `    <disk type='file' device='disk'><driver name='qemu' type='${d.format}'/><source file='${d.file}'/><target dev='${d.dev}' bus='virtio'/></disk>`).join('\n')}
+    <serial type='file'><source path='${dir}/${name}.console'/><target port='0'/></serial>
+    <video><model type='none'/></video><memballoon model='none'/>
+  </devices></domain>\n`;
+}
+
+describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real QEMU guest)', () => {
+  const tag = `vmdt${process.pid}`;
+  const running = `${tag}-web`;
+  const stopped = `${tag}-db`;
+  let home: string;
+  let img: string;
+  let env: Record<string, string>;
+  let chainBefore: string;
+
+  const overlaysIn = async () => (await fs.readdir(img)).filter((name) => name.includes('.vmdedup-'));
+  const backup = async () => {
+    const result = await cli(env, 'backup', '--json');
+    return { ...result, json: result.stdout ? (JSON.parse(result.stdout) as BackupJson) : undefined };
+  };
+
+  beforeAll(async () => {
+    home = await tempDir();
+    img = path.join(home, 'img');
+    await fs.mkdir(img);
+    await fs.chmod(home, 0o755); // QEMU runs as libvirt-qemu
+    await fs.writeFile(path.join(home, 'base.raw'), semiCompressible(32 << 20, 5));
+    await qemuImg('convert', '-q', '-f', 'raw', '-O', 'qcow2', path.join(home, 'base.raw'), path.join(img, 'base.qcow2'));
+    await qemuImg('resize', '-q', path.join(img, 'base.qcow2'), '256M'); // the guest writes its first 256 MiB
+    for (const name of [running, stopped]) {
+      await qemuImg('create', '-q', '-f', 'qcow2', '-b', path.join(img, 'base.qcow2'), '-F', 'qcow2', path.join(img, `${name}.qcow2`));
+      // A private raw data disk the guest may write (snapshotted too, read in full each backup).
+      await fs.writeFile(path.join(img, `${name}-data.raw`), semiCompressible(48 << 20, name.length));
+    }
+    for (const [name, boots] of [[running, true], [stopped, false]] as const) {
+      const xml = path.join(home, `${name}.xml`);
+      await fs.writeFile(xml, domainXml(name, home, [
+        { dev: 'vda', file: path.join(img, `${name}.qcow2`), format: 'qcow2' },
+        { dev: 'vdb', file: path.join(img, `${name}-data.raw`), format: 'raw' },
+      ], boots));
+      await virsh('define', xml);
+    }
+    await virsh('start', running);
+    const console = path.join(home, `${running}.console`);
+    for (let i = 0; i < 600 && !(await fs.readFile(console, 'utf8').catch(() => '')).includes('wrote seq=0'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await fs.readFile(console, 'utf8')).toContain('wrote seq=0');
+    chainBefore = await virsh('domblklist', running);
+    env = { VMDEDUP_HOME: path.join(home, 'vmdedup'), DATABASE_URL: await createTestDatabase() };
+    const added = await cli(env, 'source', 'add', 'host', '--type', 'libvirt', '--uri', URI, '--storage', img);
+    expect(added.code, added.stderr).toBe(0);
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const name of [running, stopped]) {
+      await virsh('destroy', name).catch(() => undefined);
+      await virsh('undefine', name).catch(() => undefined);
+    }
+    await fs.rm(home, { recursive: true, force: true });
+  });
+
+  it('backs up the running guest at one point in time, leaves it running on its chain, and stores the shared base once', async () => {
+    const result = await backup();
+    expect(result.code, result.stderr).toBe(0);
+    const ours = result.json!.backups.filter((b) => b.vm.startsWith(tag)).sort((a, b) => (a.vm < b.vm ? -1 : 1));
+    expect(ours.map((b) => [b.vm, b.consistency])).toEqual([[stopped, 'offline'], [running, 'crash']]);
+    const base = ours.flatMap((b) => b.disks).filter((d) => d.path === path.join(img, 'base.qcow2'));
+    expect(base.map((d) => d.action).sort()).toEqual(['referenced', 'stored']);
+    expect(base.find((d) => d.action === 'referenced')!.bytesRead).toBe(0);
+    // The host as it was: running, on the same files, no overlay left.
+    expect((await virsh('domstate', running)).trim()).toBe('running');
+    expect(await virsh('domblklist', running)).toBe(chainBefore);
+    expect(await overlaysIn()).toEqual([]);
+    expect(await virsh('dumpxml', '--inactive', running)).toContain(`file='${path.join(img, `${running}.qcow2`)}'`);
+
+    const target = path.join(home, 'restored');
+    const restored = await cli(env, 'restore', running, '--target', target, '--json');
+    expect(restored.code, restored.stderr).toBe(0);
+    const vda = path.join(target, path.relative('/', img), `${running}.qcow2`);
+    await qemuImg('check', vda);
+    await qemuImg('convert', '-O', 'raw', vda, path.join(home, 'vda.raw'));
+    const check = await sequenceCheck(path.join(home, 'vda.raw'));
+    expect(check.highest).toBeGreaterThanOrEqual(0);
+    expect(check.wrong).toEqual([]);
+    // The restored definition is the persistent one, not the snapshot's.
+    expect(await fs.readFile(path.join(target, 'etc/libvirt/qemu', `${running}.xml`), 'utf8')).toContain(`<name>${running}</name>`);
+  });
+
+  it('refuses an in-place restore of a domain of the connection, writing nothing', async () => {
+    const before = await fs.stat(path.join(img, `${stopped}.qcow2`));
+    const result = await cli(env, 'restore', stopped, '--in-place', '--json');
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/libvirt connection .*restore it to a folder/);
+    expect((await fs.stat(path.join(img, `${stopped}.qcow2`))).mtimeMs).toBe(before.mtimeMs);
+  });
+
+  it('after a backup killed while the guest ran on the snapshot overlay, the next one commits it back and backs up', async () => {
+    let leftOver: string[] = [];
+    for (let attempt = 0; attempt < 5 && leftOver.length === 0; attempt++) {
+      const child = spawn(process.execPath, [path.join(projectRoot, 'bin', 'vmdedup.mjs'), 'backup', '--json'], { env: { ...process.env, ...env }, stdio: 'ignore' });
+      const exited = new Promise((resolve) => child.on('exit', resolve));
+      let done = false;
+      void exited.then(() => { done = true; });
+      while (!done && (await overlaysIn()).length === 0) await new Promise((r) => setTimeout(r, 5));
+      if (!done) child.kill('SIGKILL');
+      await exited;
+      leftOver = (await virsh('domblklist', running)).includes('.vmdedup-') ? await overlaysIn() : [];
+    }
+    expect(leftOver.length, 'a kill landed while the guest ran on the overlay').toBeGreaterThan(0);
+    expect((await virsh('domstate', running)).trim()).toBe('running');
+
+    const result = await backup();
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.json!.backups.find((b) => b.vm === running)?.consistency).toBe('crash');
+    expect(await virsh('domblklist', running)).toBe(chainBefore);
+    expect(await overlaysIn()).toEqual([]);
+    expect((await virsh('domstate', running)).trim()).toBe('running');
+    await qemuImg('check', '-U', path.join(img, `${running}.qcow2`));
+  });
+});
