@@ -71,8 +71,9 @@ describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real Q
   let chainBefore: string;
 
   const overlaysIn = async () => (await fs.readdir(img)).filter((name) => name.includes('.vmdedup-'));
+  // Only this test's domains: the host may define others (a developer's, another test run's).
   const backup = async () => {
-    const result = await cli(env, 'backup', '--json');
+    const result = await cli(env, 'backup', '--vm', running, '--vm', stopped, '--json');
     return { ...result, json: result.stdout ? (JSON.parse(result.stdout) as BackupJson) : undefined };
   };
 
@@ -153,7 +154,7 @@ describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real Q
   it('after a backup killed while the guest ran on the snapshot overlay, the next one commits it back and backs up', async () => {
     let leftOver: string[] = [];
     for (let attempt = 0; attempt < 5 && leftOver.length === 0; attempt++) {
-      const child = spawn(process.execPath, [path.join(projectRoot, 'bin', 'vmdedup.mjs'), 'backup', '--json'], { env: { ...process.env, ...env }, stdio: 'ignore' });
+      const child = spawn(process.execPath, [path.join(projectRoot, 'bin', 'vmdedup.mjs'), 'backup', '--vm', running, '--json'], { env: { ...process.env, ...env }, stdio: 'ignore' });
       const exited = new Promise((resolve) => child.on('exit', resolve));
       let done = false;
       void exited.then(() => { done = true; });
