@@ -10,7 +10,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, createTestDatabase, projectRoot, qemuImg, semiCompressible, tempDir } from './helpers';
+import { cli, createTestDatabase, projectRoot, qemuImg, semiCompressible, sha256File, tempDir } from './helpers';
 
 const run = promisify(execFile);
 const guestFiles = process.env.VMDEDUP_TEST_LIBVIRT;
@@ -143,12 +143,25 @@ describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real Q
     expect(await fs.readFile(path.join(target, 'etc/libvirt/qemu', `${running}.xml`), 'utf8')).toContain(`<name>${running}</name>`);
   });
 
-  it('refuses an in-place restore of a domain of the connection, writing nothing', async () => {
-    const before = await fs.stat(path.join(img, `${stopped}.qcow2`));
-    const result = await cli(env, 'restore', stopped, '--in-place', '--json');
-    expect(result.code).toBe(2);
-    expect(result.stderr).toMatch(/libvirt connection .*restore it to a folder/);
-    expect((await fs.stat(path.join(img, `${stopped}.qcow2`))).mtimeMs).toBe(before.mtimeMs);
+  it('restores in place only a shut-off domain, through libvirt: its disk bytes back, defined again, not started', async () => {
+    const runningDisk = path.join(img, `${running}.qcow2`);
+    const refused = await cli(env, 'restore', running, '--in-place', '--json');
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/is running on qemu:\/\/\/system: shut it off first/);
+    expect(await virsh('domblklist', running)).toBe(chainBefore);
+
+    const disk = path.join(img, `${stopped}.qcow2`);
+    const backedUp = await sha256File(disk);
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 0 1M', disk]);
+    expect(await sha256File(disk)).not.toBe(backedUp);
+    await virsh('undefine', stopped); // gone from the host: the restore defines it again
+    const done = await cli(env, 'restore', stopped, '--in-place', '--json');
+    expect(done.code, done.stderr).toBe(0);
+    expect(await sha256File(disk)).toBe(backedUp);
+    expect((await virsh('domstate', stopped)).trim()).toBe('shut off');
+    expect(await virsh('dumpxml', '--inactive', stopped)).toContain(`file='${disk}'`);
+    expect((await virsh('domstate', running)).trim()).toBe('running');
+    await qemuImg('check', '-U', runningDisk);
   });
 
   it('after a backup killed while the guest ran on the snapshot overlay, the next one commits it back and backs up', async () => {

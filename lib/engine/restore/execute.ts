@@ -32,6 +32,8 @@ export type ExecuteOptions = {
   signal?: AbortSignal;
   /** Write with O_DIRECT where the filesystem takes it (default true); false always goes through the page cache. */
   directIo?: boolean;
+  /** In place on a libvirt connection: the restored config is defined through libvirt, never written as its file. */
+  defineDomain?: (xml: string) => Promise<void>;
 };
 
 type TempFile = { temp: string; final: string; mode?: number; uid?: number; gid?: number };
@@ -372,7 +374,10 @@ async function repointParent(plan: RestorePlan, disk: PlannedDisk, manifests: Ma
   const sameTree = plan.target.kind === 'folder'
     ? isInside(plan.root, parent.pointTo)
     : path.dirname(parent.pointTo) === path.dirname(disk.destination!) || !path.isAbsolute(parentLink.pointer);
-  const pointer = sameTree ? path.relative(childDir, parent.pointTo) : parent.pointTo;
+  // A pointer as written that still names where the parent is stays as it was (an in-place restore gives back the
+  // backed-up bytes, absolute or relative); else relative inside the restored tree, absolute outside it.
+  const asWritten = path.resolve(childDir, parentLink.pointer) === parent.pointTo;
+  const pointer = asWritten ? parentLink.pointer : sameTree ? path.relative(childDir, parent.pointTo) : parent.pointTo;
   const mainTemp = temps.find((t) => t.final === disk.files![0].destination)!.temp;
   if (disk.entry.format === 'qcow2') {
     if (pointer !== parentLink.pointer) await setQcow2BackingFile(mainTemp, pointer);
@@ -399,6 +404,11 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
   }
   const text = configBytes.toString('utf8');
   const rewritten = sourceType === 'libvirt' ? rewriteLibvirtDisks(text, pointers) : rewriteVmxDisks(text, pointers);
+  if (options.defineDomain && plan.target.kind === 'in-place') {
+    // libvirt owns its XML files: a file written behind its back is overwritten or ignored.
+    await options.defineDomain(rewritten);
+    return;
+  }
   const temp = tempNameFor(plan.configDestination);
   // In place the config replaces the VM's own file: it keeps that file's permission bits and owner (the backup
   // does not record them; 0600 root would lock out a VMware host or a user's hypervisor).

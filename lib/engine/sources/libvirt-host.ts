@@ -223,3 +223,21 @@ async function commitLeftovers(uri: string, name: string): Promise<void> {
     await fs.rm(overlay, { force: true });
   }
 }
+
+/** A domain's state, or undefined when the connection has no domain of that name. */
+export async function domainState(uri: string, name: string): Promise<DomainState | undefined> {
+  const names = (await virsh(uri, ['list', '--all', '--name'])).split('\n').map((line) => line.trim());
+  return names.includes(name) ? (await virsh(uri, ['domstate', name])).trim() : undefined;
+}
+
+/** Defines (or redefines) a domain from its XML through libvirt, as `virsh define` does; it is not started. */
+export async function defineDomain(uri: string, xml: string): Promise<void> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmdedup-define-'));
+  try {
+    const file = path.join(dir, 'domain.xml');
+    await fs.writeFile(file, xml, { mode: 0o600 });
+    await virsh(uri, ['define', file]);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}

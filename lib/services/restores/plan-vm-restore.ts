@@ -1,5 +1,6 @@
 import type { CatalogSql } from '../../catalog/db';
 import { InputError } from '../../engine/errors';
+import { domainState, isLive } from '../../engine/sources/libvirt-host';
 import type { BackupImageManifest } from '../../engine/repository/manifests';
 import type { Repository } from '../../engine/repository/repository';
 import path from 'node:path';
@@ -25,7 +26,8 @@ export type RestoreRequest = {
   confined?: boolean;
 };
 
-export type RestoreContext = { image: BackupImageManifest; sourceType: SourceType; repo: Repository; sql: CatalogSql };
+/** `uri`: the libvirt connection the image's source is read through now (in place, restored through libvirt). */
+export type RestoreContext = { image: BackupImageManifest; sourceType: SourceType; uri?: string; repo: Repository; sql: CatalogSql };
 
 /** The backup image to restore: the given id (which must belong to the VM), else the VM's latest. */
 async function findImageId(sql: CatalogSql, vm: string, backupId?: string): Promise<string> {
@@ -48,8 +50,8 @@ async function findImageId(sql: CatalogSql, vm: string, backupId?: string): Prom
 
 export async function loadRestoreContext(sql: CatalogSql, repo: Repository, request: RestoreRequest): Promise<RestoreContext> {
   const image = await repo.getBackupImage(await findImageId(sql, request.vm, request.backupId));
-  const { rows } = await sql.query<{ type: SourceType }>('SELECT "type" FROM "Source" WHERE "name" = $1', [image.source.name]);
-  return { image, sourceType: rows[0]?.type ?? image.source.type, repo, sql };
+  const { rows } = await sql.query<{ type: SourceType; uri: string | null }>('SELECT "type", "uri" FROM "Source" WHERE "name" = $1', [image.source.name]);
+  return { image, sourceType: rows[0]?.type ?? image.source.type, uri: rows[0]?.uri ?? undefined, repo, sql };
 }
 
 /**
@@ -87,10 +89,7 @@ export async function planWithContext(context: RestoreContext, request: RestoreR
     await checkTargetFolder(request.target.dir, { vm: context.image.vm.name, backupId: context.image.id });
   }
   const live = await liveState(context.sql, context.image, context.sourceType);
-  if (request.target.kind === 'in-place' && live.source?.source.uri) {
-    // Writing libvirt's own XML file behind its back is not a restore: the domain must be redefined through libvirt.
-    throw new InputError(`${context.image.vm.name} is a domain of the libvirt connection ${live.source.source.uri}: restoring it in place is not supported yet; restore it to a folder (--target <dir>), then define it with virsh define`);
-  }
+  if (request.target.kind === 'in-place' && context.uri) await checkDomainShutOff(context.uri, context.image.vm.name);
   const plan = await planRestore({ image: context.image, live, target: request.target, repo: context.repo, policy: request.policy, choice: request.choice });
   // On the plan that is executed: its root bounds every file written (the executor checks each against it).
   if (request.confined && request.target.kind === 'in-place' && plan.root !== context.image.source.path) {
@@ -99,6 +98,15 @@ export async function planWithContext(context: RestoreContext, request: RestoreR
     });
   }
   return plan;
+}
+
+/** In place on a libvirt connection, the domain must be shut off (asked of libvirt): its disks are written under it,
+ *  and its definition replaced through libvirt. A domain that no longer exists is defined anew. */
+export async function checkDomainShutOff(uri: string, name: string): Promise<void> {
+  const state = await domainState(uri, name);
+  if (state !== undefined && isLive(state)) {
+    throw new InputError(`domain ${name} is ${state} on ${uri}: shut it off first (virsh shutdown ${name}), then restore it in place; or restore it to a folder`);
+  }
 }
 
 /** Plans a restore of one VM from the catalog's backup and the live fleet; writes nothing. */

@@ -4,7 +4,8 @@ import type { Repository } from '../../engine/repository/repository';
 import { type RestoreProgress, type RestoreResult, executeRestore } from '../../engine/restore/execute';
 import type { RestorePlan } from '../../engine/restore/plan';
 import { AppError } from '../../errors';
-import { type RestoreRequest, loadRestoreContext, planWithContext } from './plan-vm-restore';
+import { type RestoreRequest, checkDomainShutOff, loadRestoreContext, planWithContext } from './plan-vm-restore';
+import { defineDomain } from '../../engine/sources/libvirt-host';
 
 export type RestoreOutcome = { plan: RestorePlan; result?: RestoreResult; changedSincePlan?: boolean };
 
@@ -31,10 +32,14 @@ export async function restoreVm(
   if (request.expectedFingerprint && plan.fingerprint !== request.expectedFingerprint) {
     return { plan: { ...plan, status: 'needs-confirmation', message: `The live state changed while the restore was being prepared; nothing was written. ${plan.message}` }, changedSincePlan: true };
   }
+  // Asked again right before writing: the domain may have been started since it was planned.
+  const viaLibvirt = request.target.kind === 'in-place' ? context.uri : undefined;
+  if (viaLibvirt) await checkDomainShutOff(viaLibvirt, context.image.vm.name);
   const result = await executeRestore({
     plan, repo, configBytes: Buffer.from(context.image.vm.configBase64, 'base64'),
     sourceType: context.sourceType, onProgress: request.onProgress, signal: request.signal,
     directIo: restoreDirectIo(),
+    ...(viaLibvirt ? { defineDomain: (xml: string) => defineDomain(viaLibvirt, xml) } : {}),
   });
   return { plan, result };
 }
