@@ -22,6 +22,12 @@ test('add a source, back it up with live progress, see its common disks and the 
   await form.getByLabel('Folder on the server').fill('relative/path');
   await form.getByRole('button', { name: 'Add source' }).click();
   await expect(page.getByRole('status')).toContainText('absolute path');
+  // A libvirt connection instead of a folder: only local ones (the disks must be files on this host).
+  await form.getByLabel('Folder on the server').fill('');
+  await form.getByLabel('or libvirt connection').fill('qemu+ssh://elsewhere/system');
+  await form.getByRole('button', { name: 'Add source' }).click();
+  await expect(page.getByRole('status')).toContainText("libvirt URI 'qemu+ssh://elsewhere/system' is not supported");
+  await form.getByLabel('or libvirt connection').fill('');
   await form.getByLabel('Folder on the server').fill(fleet.libvirtDir);
   await form.getByLabel('Storage folders').fill('images');
   await form.getByRole('button', { name: 'Add source' }).click();

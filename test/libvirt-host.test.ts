@@ -130,6 +130,10 @@ describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real Q
     expect(await overlaysIn()).toEqual([]);
     expect(await virsh('dumpxml', '--inactive', running)).toContain(`file='${path.join(img, `${running}.qcow2`)}'`);
 
+    const plan = await cli(env, 'restore-plan', running, '--target', path.join(home, 'planned'), '--json');
+    expect((JSON.parse(plan.stdout) as { consistency: string; message: string })).toMatchObject({ consistency: 'crash', message: expect.stringContaining('crash-consistent') });
+    const listed = JSON.parse((await cli(env, 'backups', '--vm', stopped, '--json')).stdout) as { backups: { consistency?: string }[] };
+    expect(listed.backups.map((b) => b.consistency)).toEqual(['offline']);
     const target = path.join(home, 'restored');
     const restored = await cli(env, 'restore', running, '--target', target, '--json');
     expect(restored.code, restored.stderr).toBe(0);

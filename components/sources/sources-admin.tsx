@@ -30,7 +30,8 @@ export function SourcesAdmin({ sources, jobs, canManage, canScan }: { sources: S
   const fields = (form: HTMLFormElement) => {
     const data = new FormData(form);
     const storage = String(data.get('storage') ?? '').split('\n').map((line) => line.trim()).filter(Boolean);
-    return { name: String(data.get('name')), type: String(data.get('type')) as 'libvirt' | 'vmware', path: String(data.get('path')), storage };
+    const uri = String(data.get('uri') ?? '').trim();
+    return { name: String(data.get('name')), type: String(data.get('type')) as 'libvirt' | 'vmware', path: String(data.get('path') ?? '').trim(), storage, ...(uri ? { uri } : {}) };
   };
 
   return (
@@ -54,7 +55,7 @@ export function SourcesAdmin({ sources, jobs, canManage, canScan }: { sources: S
               <div className="flex flex-wrap items-center gap-x-4 gap-y-2">
                 <span className="font-medium">{source.name}</span>
                 <span className="rounded bg-slate-100 px-2 py-0.5 text-xs">{source.type}</span>
-                <span className="font-mono text-xs text-slate-600">{source.path}</span>
+                <span className="font-mono text-xs text-slate-600">{source.uri ? `${source.uri} (libvirt connection)` : source.path}</span>
                 {source.storage.length > 0 && <span className="font-mono text-xs text-slate-600" data-testid="source-storage">disks also in {source.storage.join(', ')}</span>}
                 <span className="text-sm" data-testid="source-vms">{source.vms} VMs, {source.vmsProtected} protected</span>
                 <span className="text-xs text-slate-500">{source.scannedAt ? <>scanned <LocalTime iso={source.scannedAt} /></> : 'not scanned yet'}</span>
@@ -111,7 +112,8 @@ function SourceFields({ source }: { source?: SourceView }) {
           <option value="vmware">VMware (datastore with .vmx and .vmdk)</option>
         </select>
       </label>
-      <label className="text-sm">Config folder on the server<input name="path" required defaultValue={source?.path} placeholder="e.g. /etc/libvirt/qemu" className={input} /></label>
+      <label className="text-sm">Config folder on the server<input name="path" defaultValue={source?.uri ? '' : source?.path} placeholder="e.g. /srv/vms/configs" className={input} /></label>
+      <label className="text-sm">or libvirt connection<input name="uri" defaultValue={source?.uri ?? ''} placeholder="e.g. qemu:///system" className={input} /></label>
       <label className="text-sm md:col-span-full">Storage folders (one per line; disks outside the config folder are read only from these)
         <textarea name="storage" rows={2} defaultValue={source?.storage.join('\n')} placeholder="e.g. /var/lib/libvirt/images" className={`${input} font-mono text-xs`} />
       </label>

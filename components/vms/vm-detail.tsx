@@ -46,7 +46,7 @@ export function VmDetail({ vm, canRestore }: { vm: VmView; canRestore: boolean }
         {vm.backups.length === 0 ? <p className="text-slate-500">Not backed up yet.</p> : (
           <table className="w-full overflow-hidden rounded-lg border border-slate-200 bg-white text-sm">
             <thead className="bg-slate-100 text-left text-slate-600">
-              <tr><th className="px-3 py-2">When</th><th className="px-3 py-2">Backup id</th><th className="px-3 py-2 text-right">Logical</th><th className="px-3 py-2 text-right">Written</th><th className="px-3 py-2 text-right">Referenced</th><th className="px-3 py-2">Disks</th></tr>
+              <tr><th className="px-3 py-2">When</th><th className="px-3 py-2">Backup id</th><th className="px-3 py-2 text-right">Logical</th><th className="px-3 py-2 text-right">Written</th><th className="px-3 py-2 text-right">Referenced</th><th className="px-3 py-2">Disks</th><th className="px-3 py-2">Consistency</th></tr>
             </thead>
             <tbody>
               {vm.backups.map((b) => (
@@ -57,6 +57,7 @@ export function VmDetail({ vm, canRestore }: { vm: VmView; canRestore: boolean }
                   <td className="px-3 py-2 text-right">{formatBytes(b.bytesWritten)}</td>
                   <td className="px-3 py-2 text-right">{formatBytes(b.bytesReferenced)}</td>
                   <td className="px-3 py-2">{b.disks.length} ({b.disks.filter((d) => d.common).length} common)</td>
+                  <td className="px-3 py-2" data-testid="backup-consistency" title={b.consistency ? CONSISTENCY[b.consistency] : 'a folder source cannot tell whether the VM was running'}>{b.consistency ?? 'not known'}</td>
                 </tr>
               ))}
             </tbody>
@@ -66,3 +67,10 @@ export function VmDetail({ vm, canRestore }: { vm: VmView; canRestore: boolean }
     </div>
   );
 }
+
+/** What each consistency means, in the words an administrator checks a backup by. */
+const CONSISTENCY: Record<string, string> = {
+  application: 'the guest agent froze the file systems: as after a clean shutdown',
+  crash: 'every disk at one point in time, as after a power cut',
+  offline: 'the VM was shut off',
+};

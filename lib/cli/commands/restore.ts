@@ -54,7 +54,7 @@ async function planOrRestore(args: string[], { io, signal, out, json }: Context,
   }));
   if (values.json) {
     json({
-      status, vm: plan.vm, backupId: plan.backupId, message: plan.message, cannotExecute: plan.cannotExecute,
+      status, vm: plan.vm, backupId: plan.backupId, ...(plan.consistency ? { consistency: plan.consistency } : {}), message: plan.message, cannotExecute: plan.cannotExecute,
       drift: plan.drift.map(({ disk, kind, recorded, current, sharedWith, sharedAtBackup }) => ({ disk, kind, recorded, current, sharedWith, sharedAtBackup })),
       disks, config: plan.configDestination,
     });

@@ -67,6 +67,8 @@ export type RestorePlan = {
   areas: string[];
   /** What the live state could not tell (a source that could not be read): said in the message too. */
   warnings: string[];
+  /** How the VM was held when backed up (domains of a libvirt connection); said in the message too. */
+  consistency?: BackupImageManifest['consistency'];
   /** Changes whenever anything the user confirmed would change: drift found, actions, destinations, who shares what. */
   fingerprint: string;
   /** Set when the plan, with the chosen options, cannot be carried out (reattaching a disk that is gone). */
@@ -241,6 +243,7 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     // In place, a source that could not be read may hold VMs that use what is written: the person confirms that.
     status: drift.length > 0 || overwritesCommon || (target.kind === 'in-place' && live.unreadable.length > 0) ? 'needs-confirmation' : 'planned',
     message: '', drift, disks, configDestination, root, areas, warnings, fingerprint: '', cannotExecute,
+    ...(image.consistency ? { consistency: image.consistency } : {}),
   };
   plan.message = describePlan(plan);
   plan.fingerprint = createHash('sha256')
@@ -415,9 +418,16 @@ function describePlan(plan: RestorePlan): string {
     const kept = plan.disks.filter((d) => d.action === 'skipped-common').map((d) => path.basename(d.entry.path));
     sentences.push(`No drift since the backup of ${when}: ${written} disk${written === 1 ? '' : 's'} will be restored${kept.length ? `; the shared disk${kept.length > 1 ? 's' : ''} ${listOf(kept)} stay${kept.length > 1 ? '' : 's'} as ${kept.length > 1 ? 'they are' : 'it is'} and the VM points at ${kept.length > 1 ? 'them' : 'it'}` : ''}.`);
   }
+  if (plan.consistency) sentences.push(CONSISTENCY_SAID[plan.consistency]);
   sentences.push(...plan.warnings);
   return sentences.join(' ');
 }
+
+const CONSISTENCY_SAID: Record<NonNullable<RestorePlan['consistency']>, string> = {
+  application: 'The backup is application-consistent: the guest agent froze its file systems while it was taken.',
+  crash: 'The backup is crash-consistent: every disk as at one moment, as after a power cut (no guest agent froze it).',
+  offline: 'The backup was taken while the VM was shut off.',
+};
 
 function listOf(items: string[]): string {
   if (items.length <= 1) return items.join('');

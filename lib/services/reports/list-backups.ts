@@ -6,6 +6,8 @@ export type BackupSummary = {
   /** Never pruned. */
   protected: boolean;
   logicalBytes: number; bytesRead: number; bytesWritten: number; bytesReferenced: number;
+  /** How the VM was held while read (domains of a libvirt connection); absent where the source cannot tell. */
+  consistency?: string;
   disks: { path: string; identifier: string; common: boolean; action: string; digest: string; logicalBytes: number }[];
 };
 
@@ -23,6 +25,7 @@ export async function listBackups(db: Catalog, options: { vm?: string; limit?: n
     backupId: image.id, vm: image.vm.name, source: image.vm.source.name, createdAt: image.createdAt.toISOString(), protected: image.protected,
     logicalBytes: Number(image.logicalBytes), bytesRead: Number(image.bytesRead),
     bytesWritten: Number(image.bytesWritten), bytesReferenced: Number(image.bytesReferenced),
+    ...(image.consistency ? { consistency: image.consistency } : {}),
     disks: (image.diskSet?.entries ?? []).map((entry) => ({
       path: entry.path, identifier: entry.disk.identifier, common: entry.common,
       action: image.diskWork.find((work) => work.position === entry.position)?.action ?? 'referenced',
