@@ -1,9 +1,11 @@
+import { createHash } from 'node:crypto';
 import type { BlockPool, Slot } from '../chunking/block-pool';
 import { InputError, fileError } from '../errors';
 import type { ChunkId } from '../repository/chunk-id';
 import { MANIFEST_FORMAT_VERSION, type StoredDiskFile, type StoredDiskManifest } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { openDiskFile } from '../sources/files';
+import { holeBlocks } from '../sources/holes';
 import { versionOf } from '../sources/version-token';
 import type { VirtualDisk } from '../sources/virtual-disk';
 import type { ReuseGuard } from '../gc/reuse-guard';
@@ -126,11 +128,14 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
   for (const file of disk.files) {
     const handle = await openDiskFile(file);
     try {
-      const { size } = await handle.stat();
+      const { size, blocks: allocated } = await handle.stat();
       // Results by block index; the promises in flight are bounded by the pool's slots, not by the disk's size.
       const blockCount = Math.ceil(size / blockSize);
       const ids = new Array<ChunkId>(blockCount);
       const zero = new Uint8Array(blockCount);
+      // Blocks wholly in holes of a sparse file read as zeros: neither read nor hashed (the version token taken
+      // around this read catches a write into a hole meanwhile).
+      const holes = await holeBlocks(file, size, allocated * 512, blockSize);
       const inFlight = new Set<Promise<void>>();
       let failure: unknown;
       try {
@@ -138,6 +143,12 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
           signal?.throwIfAborted();
           const offset = index * blockSize;
           const length = Math.min(blockSize, size - offset);
+          if (holes.has(index)) {
+            ids[index] = zeroBlockId(length);
+            zero[index] = 1;
+            options.onBytes?.(length);
+            continue;
+          }
           // Waits for a free slot: the pool's slot count bounds memory and work in flight.
           const slot = await pool.acquire(length);
           let got: number;
@@ -199,6 +210,18 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
     claims.disks.delete(digest);
     throw err;
   }
+}
+
+const zeroIds = new Map<number, ChunkId>();
+
+/** The id of an all-zero block of `length` bytes (what hashing one gives). */
+function zeroBlockId(length: number): ChunkId {
+  let id = zeroIds.get(length);
+  if (!id) {
+    id = createHash('sha256').update(Buffer.alloc(length)).digest('hex') as ChunkId;
+    zeroIds.set(length, id);
+  }
+  return id;
 }
 
 /** Whether two stored-disk manifests name the same blocks (compared block by block: a large disk has a million). */
