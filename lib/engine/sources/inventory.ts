@@ -80,6 +80,10 @@ async function scanLibvirtHost(source: SourceSpec, uri: string, options: ScanOpt
   const configs: ConfigFile[] = [];
   for (const domain of await listDomains(uri)) {
     const configPath = path.join(layout.configRoot, `${domain.name}.xml`);
+    if (domain.error) {
+      configs.push({ path: configPath, error: new InputError(domain.error) });
+      continue;
+    }
     const overlays = snapshotOverlaysOf(domain.live);
     configs.push({
       path: configPath, bytes: withoutOverlays(domain.definition, overlays), liveBytes: withoutOverlays(domain.live, overlays),

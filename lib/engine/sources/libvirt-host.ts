@@ -40,6 +40,8 @@ export type LibvirtDomain = {
   definition: Buffer;
   /** What the domain runs on now (`dumpxml`): its disks' current sources. Same as `definition` when shut off. */
   live: Buffer;
+  /** Set when its state or XML could not be read (then both are empty). */
+  error?: string;
 };
 
 /** Whether a domain in this state has a QEMU process holding its disks (and may write them). */
@@ -47,26 +49,36 @@ export function isLive(state: DomainState): boolean {
   return state !== 'shut off' && state !== 'crashed';
 }
 
-/** Every domain of the connection, persistent and transient, with its state and XML. */
+/** Every domain of the connection, persistent and transient, with its state and XML. A domain gone since the list
+ *  is left out; one that cannot be read has `error` (the others are still read). */
 export async function listDomains(uri: string): Promise<LibvirtDomain[]> {
-  const names = (await virsh(uri, ['list', '--all', '--name'])).split('\n').map((line) => line.trim()).filter(Boolean);
-  const persistent = new Set((await virsh(uri, ['list', '--all', '--name', '--persistent'])).split('\n').map((line) => line.trim()).filter(Boolean));
+  // One name a line, as libvirt has it: a name may begin with '-' or end with a space (never holds a newline).
+  const namesOf = (out: string) => out.split('\n').filter((line) => line !== '');
+  const names = namesOf(await virsh(uri, ['list', '--all', '--name']));
+  const persistent = new Set(namesOf(await virsh(uri, ['list', '--all', '--name', '--persistent'])));
   const domains: LibvirtDomain[] = [];
   for (const name of names.sort()) {
-    const state = (await virsh(uri, ['domstate', name]).catch(() => 'shut off')).trim();
-    const live = Buffer.from(await virsh(uri, ['dumpxml', name]));
-    const definition = persistent.has(name) && isLive(state) ? Buffer.from(await virsh(uri, ['dumpxml', '--inactive', name])) : live;
-    domains.push({ name, persistent: persistent.has(name), state, definition, live });
+    try {
+      const state = (await virsh(uri, ['domstate', '--domain', name])).trim();
+      const live = Buffer.from(await virsh(uri, ['dumpxml', '--domain', name]));
+      const definition = persistent.has(name) && isLive(state) ? Buffer.from(await virsh(uri, ['dumpxml', '--inactive', '--domain', name])) : live;
+      domains.push({ name, persistent: persistent.has(name), state, definition, live });
+    } catch (err) {
+      if (!(err instanceof InputError)) throw err;
+      // A transient domain that shut down, or one undefined, since the list: not a domain of the host any more.
+      if (/domain not found|failed to get domain/i.test(err.message)) continue;
+      domains.push({ name, persistent: persistent.has(name), state: 'unknown', definition: Buffer.alloc(0), live: Buffer.alloc(0), error: `domain ${name} cannot be read: ${err.message}` });
+    }
   }
   return domains;
 }
 
 /** The target folders of the connection's directory-like storage pools (dir, fs, netfs): where its disks live. */
 export async function poolFolders(uri: string): Promise<string[]> {
-  const pools = (await virsh(uri, ['pool-list', '--all', '--name'])).split('\n').map((line) => line.trim()).filter(Boolean);
+  const pools = (await virsh(uri, ['pool-list', '--all', '--name'])).split('\n').filter((line) => line !== '');
   const folders: string[] = [];
   for (const pool of pools) {
-    const xml = await virsh(uri, ['pool-dumpxml', pool]).catch(() => '');
+    const xml = await virsh(uri, ['pool-dumpxml', '--pool', pool]).catch(() => '');
     const type = /<pool\b[^>]*\btype=['"]([^'"]+)['"]/.exec(xml)?.[1];
     const target = /<target>[\s\S]*?<path>([^<]+)<\/path>/.exec(xml)?.[1]?.trim();
     if (target && path.isAbsolute(target) && (type === 'dir' || type === 'fs' || type === 'netfs')) folders.push(target);
@@ -79,6 +91,11 @@ const OVERLAY = /^(.+)\.vmdedup-[0-9a-z]+\.qcow2$/;
 
 type LiveDisk = { dev: string; file?: string; device: string; readonly: boolean; shareable: boolean };
 
+/** An XML attribute's value as text. */
+function decode(value: string | undefined): string | undefined {
+  return value?.replace(/&apos;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+}
+
 /** A domain XML's disks as libvirt runs them: target, file, device and flags (nested backing stores skipped). */
 function disksOf(xml: string): LiveDisk[] {
   const disks: LiveDisk[] = [];
@@ -88,7 +105,7 @@ function disksOf(xml: string): LiveDisk[] {
     const own = block.split('<backingStore')[0];
     disks.push({
       dev: /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(block)?.[2] ?? '',
-      file: /<source\b[^>]*\bfile=(['"])(.*?)\1/.exec(own)?.[2]?.replace(/&apos;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&amp;/g, '&'),
+      file: decode(/<source\b[^>]*\bfile=(['"])(.*?)\1/.exec(own)?.[2]),
       device: /\bdevice=(['"])(.*?)\1/.exec(head)?.[2] ?? 'disk',
       readonly: /<readonly\s*\/>/.test(own), shareable: /<shareable\s*\/>/.test(own),
     });
@@ -103,10 +120,15 @@ export function snapshotOverlaysOf(liveXml: Buffer): Map<string, { original: str
   for (const block of liveXml.toString('utf8').match(/<disk\b[\s\S]*?<\/disk>/g) ?? []) {
     const [disk] = disksOf(block);
     const original = disk.file ? OVERLAY.exec(disk.file)?.[1] : undefined;
-    // The disk under the overlay is its first backing store, whose format libvirt names.
-    const under = block.split('<backingStore')[1] ?? '';
+    // The disk under the overlay is its first backing store, whose format libvirt names. Only a file whose backing
+    // file is the very disk its name stands for is one of ours: a linked clone merely named `x.vmdedup-1.qcow2` (its
+    // backing file a base other VMs share) must never be committed into that base, nor removed. A shut-off domain's
+    // XML names no backing store at all: taken by its name (such a domain is refused, never committed).
+    const chain = block.split('<backingStore');
+    const under = chain[1] ?? '';
+    const underFile = decode(/<source\b[^>]*\bfile=(['"])(.*?)\1/.exec(under)?.[2]);
     const format = /<format\b[^>]*\btype=(['"])(.*?)\1/.exec(under)?.[2] ?? 'raw';
-    if (original) overlays.set(disk.dev, { original, format });
+    if (original && (chain.length === 1 || underFile === original)) overlays.set(disk.dev, { original, format });
   }
   return overlays;
 }
@@ -160,23 +182,26 @@ export type HeldDomain = { consistency: Consistency; thaw(): Promise<{ error?: s
  * First, whatever overlay a killed backup left the domain on is committed back.
  */
 export async function holdDomain(uri: string, name: string): Promise<HeldDomain> {
-  const state = (await virsh(uri, ['domstate', name])).trim();
-  const left = snapshotOverlaysOf(Buffer.from(await virsh(uri, ['dumpxml', name])));
+  const state = (await virsh(uri, ['domstate', '--domain', name])).trim();
+  const left = snapshotOverlaysOf(Buffer.from(await virsh(uri, ['dumpxml', '--domain', name])));
   if (left.size > 0 && !isLive(state)) {
     // Its disk now is the overlay and what is under it: reading the disk under it alone would miss the newest writes.
     throw new InputError(`domain ${name} is ${state} on a snapshot overlay a killed backup left (${[...left.keys()].join(', ')}): start it and back it up again (the backup commits the overlay back), or commit it with qemu-img commit`);
   }
   if (left.size > 0) await commitLeftovers(uri, name);
+  const xml = await virsh(uri, ['dumpxml', '--domain', name]);
+  const stray = await strayOverlays(disksOf(xml));
+  const strayWarning = stray.length ? `domain ${name} no longer runs on ${stray.join(', ')} (an overlay a backup killed after its commit left beside the disk): remove it unless another domain uses it` : undefined;
+  const withStray = (outcome: { error?: string; warning?: string }) => (strayWarning ? { ...outcome, warning: [outcome.warning, strayWarning].filter(Boolean).join('; ') } : outcome);
   if (!isLive(state)) {
     return {
       consistency: 'offline',
       thaw: async () => {
-        const now = (await virsh(uri, ['domstate', name]).catch(() => 'unknown')).trim();
-        return isLive(now) ? { error: `domain ${name} started while its disks were read (now ${now}): not backed up; the next backup holds it still` } : {};
+        const now = (await virsh(uri, ['domstate', '--domain', name]).catch(() => 'unknown')).trim();
+        return withStray(isLive(now) ? { error: `domain ${name} started while its disks were read (now ${now}): not backed up; the next backup holds it still` } : {});
       },
     };
   }
-  const xml = await virsh(uri, ['dumpxml', name]);
   const tag = `${Date.now().toString(36)}${process.pid.toString(36)}`;
   const specs: string[] = [];
   const overlays: { dev: string; overlay: string }[] = [];
@@ -185,12 +210,13 @@ export async function holdDomain(uri: string, name: string): Promise<HeldDomain>
     // writing (multi-writer) cannot be held still by one of its writers.
     if (disk.device === 'disk' && disk.file && !disk.readonly && !disk.shareable) {
       const overlay = `${disk.file}.vmdedup-${tag}.qcow2`;
-      specs.push('--diskspec', `${disk.dev},snapshot=external,file=${overlay}`);
+      // virsh splits a --diskspec on commas: one in the file's name is written twice.
+      specs.push('--diskspec', `${disk.dev},snapshot=external,file=${overlay.replace(/,/g, ',,')}`);
       overlays.push({ dev: disk.dev, overlay });
     } else if (disk.dev) specs.push('--diskspec', `${disk.dev},snapshot=no`);
   }
-  if (overlays.length === 0) return { consistency: 'crash', thaw: async () => ({}) };
-  const snapshot = (quiesce: boolean) => virsh(uri, ['snapshot-create-as', name, '--disk-only', '--atomic', '--no-metadata', ...(quiesce ? ['--quiesce'] : []), ...specs]);
+  if (overlays.length === 0) return { consistency: 'crash', thaw: async () => withStray({}) };
+  const snapshot = (quiesce: boolean) => virsh(uri, ['snapshot-create-as', '--domain', name, '--disk-only', '--atomic', '--no-metadata', ...(quiesce ? ['--quiesce'] : []), ...specs]);
   let consistency: Consistency = 'crash';
   if (/org\.qemu\.guest_agent\.0/.test(xml)) {
     // The agent's freeze makes the file systems inside consistent; without an answering agent, crash-consistent.
@@ -203,23 +229,53 @@ export async function holdDomain(uri: string, name: string): Promise<HeldDomain>
       const failed: string[] = [];
       for (const { dev, overlay } of overlays) {
         try {
-          await virsh(uri, ['blockcommit', name, dev, '--active', '--pivot', '--shallow', '--wait'], { timeoutMs: 3_600_000 });
+          await virsh(uri, ['blockcommit', '--domain', name, '--path', dev, '--active', '--pivot', '--shallow', '--wait'], { timeoutMs: 3_600_000 });
           await fs.rm(overlay, { force: true });
         } catch (err) {
           failed.push(`${dev} (${(err as Error).message})`);
         }
       }
-      return failed.length ? { warning: `domain ${name} still runs on the backup's snapshot overlay of ${failed.join(', ')}: the next backup commits it back` } : {};
+      return withStray(failed.length ? { warning: `domain ${name} still runs on the backup's snapshot overlay of ${failed.join(', ')}: the next backup commits it back` } : {});
     },
   };
 }
 
-/** Commits back, and removes, the overlays a killed backup left a running domain on. */
+/** Files named as this tool's overlays of a domain's disks (`<disk>.vmdedup-<tag>.qcow2`, beside it) that the domain
+ *  does not use: a backup killed between its commit's pivot and the removal left them. Never removed here (another
+ *  domain could use a file so named); the backup warns. */
+async function strayOverlays(disks: LiveDisk[]): Promise<string[]> {
+  const inUse = new Set(disks.flatMap((disk) => (disk.file ? [disk.file] : [])));
+  const stray: string[] = [];
+  for (const file of inUse) {
+    const names = await fs.readdir(path.dirname(file)).catch(() => [] as string[]);
+    for (const name of names) {
+      const candidate = path.join(path.dirname(file), name);
+      if (OVERLAY.exec(candidate)?.[1] === file && !inUse.has(candidate)) stray.push(candidate);
+    }
+  }
+  return stray;
+}
+
+/** Commits back, and removes, the overlays a killed backup left a running domain on. A backup killed while virsh
+ *  waited for its commit may have left that commit's job running (or ready, never pivoted): it is finished first. */
 async function commitLeftovers(uri: string, name: string): Promise<void> {
-  const live = await virsh(uri, ['dumpxml', name]);
+  const live = await virsh(uri, ['dumpxml', '--domain', name]);
   for (const [dev] of snapshotOverlaysOf(Buffer.from(live))) {
     const overlay = disksOf(live).find((disk) => disk.dev === dev)!.file!;
-    await virsh(uri, ['blockcommit', name, dev, '--active', '--pivot', '--shallow', '--wait'], { timeoutMs: 3_600_000 });
+    // The disk's <mirror job='active-commit'>: that commit's job, still there.
+    const block = (live.match(/<disk\b[\s\S]*?<\/disk>/g) ?? []).find((candidate) => disksOf(candidate)[0]?.dev === dev) ?? '';
+    const mirror = /<mirror\b[^>]*\bjob=(['"])active-commit\1[^>]*>/.exec(block)?.[0];
+    if (mirror) {
+      // Ready: pivoted onto the disk. Not yet (or the pivot failed): stopped, and committed again below.
+      const ready = /\bready=(['"])yes\1/.test(mirror);
+      const pivoted = ready && (await virsh(uri, ['blockjob', '--domain', name, '--path', dev, '--pivot'], { timeoutMs: 3_600_000 }).then(() => true, () => false));
+      if (pivoted) {
+        await fs.rm(overlay, { force: true });
+        continue;
+      }
+      await virsh(uri, ['blockjob', '--domain', name, '--path', dev, '--abort', '--wait'], { timeoutMs: 3_600_000 });
+    }
+    await virsh(uri, ['blockcommit', '--domain', name, '--path', dev, '--active', '--pivot', '--shallow', '--wait'], { timeoutMs: 3_600_000 });
     await fs.rm(overlay, { force: true });
   }
 }
