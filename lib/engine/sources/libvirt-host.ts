@@ -49,11 +49,15 @@ export function isLive(state: DomainState): boolean {
   return state !== 'shut off' && state !== 'crashed';
 }
 
+/** virsh's list of names, one a line, as libvirt has them: a name may begin with '-' or end with a space (never
+ *  holds a newline). */
+function namesOf(out: string): string[] {
+  return out.split('\n').filter((line) => line !== '');
+}
+
 /** Every domain of the connection, persistent and transient, with its state and XML. A domain gone since the list
  *  is left out; one that cannot be read has `error` (the others are still read). */
 export async function listDomains(uri: string): Promise<LibvirtDomain[]> {
-  // One name a line, as libvirt has it: a name may begin with '-' or end with a space (never holds a newline).
-  const namesOf = (out: string) => out.split('\n').filter((line) => line !== '');
   const names = namesOf(await virsh(uri, ['list', '--all', '--name']));
   const persistent = new Set(namesOf(await virsh(uri, ['list', '--all', '--name', '--persistent'])));
   const domains: LibvirtDomain[] = [];
@@ -282,8 +286,8 @@ async function commitLeftovers(uri: string, name: string): Promise<void> {
 
 /** A domain's state, or undefined when the connection has no domain of that name. */
 export async function domainState(uri: string, name: string): Promise<DomainState | undefined> {
-  const names = (await virsh(uri, ['list', '--all', '--name'])).split('\n').map((line) => line.trim());
-  return names.includes(name) ? (await virsh(uri, ['domstate', name])).trim() : undefined;
+  const names = namesOf(await virsh(uri, ['list', '--all', '--name']));
+  return names.includes(name) ? (await virsh(uri, ['domstate', '--domain', name])).trim() : undefined;
 }
 
 /** Defines (or redefines) a domain from its XML through libvirt, as `virsh define` does; it is not started. */
