@@ -64,6 +64,7 @@ export const backupCommand: Command = {
         failures: report.failures.map(({ vm, source, error, attempted, backupId }) => ({ vm, source, error, attempted, ...(backupId ? { backupId } : {}) })),
         problems: report.problems,
         totals: report.totals,
+        ...(report.warnings.length ? { warnings: report.warnings } : {}),
         ...(report.stopped ? { stopped: report.stopped } : {}),
       });
     } else {
