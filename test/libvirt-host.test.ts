@@ -109,7 +109,7 @@ describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real Q
   }, 180_000);
 
   afterAll(async () => {
-    for (const name of [running, stopped]) {
+    for (const name of [running, stopped, `${tag}-copy`]) {
       await virsh('destroy', name).catch(() => undefined);
       await virsh('undefine', name).catch(() => undefined);
     }
@@ -166,6 +166,22 @@ describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real Q
     expect(await virsh('dumpxml', '--inactive', stopped)).toContain(`file='${disk}'`);
     expect((await virsh('domstate', running)).trim()).toBe('running');
     await qemuImg('check', '-U', runningDisk);
+  });
+
+  it('restores a running domain as a new VM: another name and UUID, no MAC, its restored files, defined and shut off', async () => {
+    const copy = `${tag}-copy`;
+    const target = path.join(home, 'as-new');
+    const taken = await cli(env, 'restore', running, '--target', path.join(home, 'as-taken'), '--as', stopped, '--json');
+    expect(taken.code).toBe(2);
+    expect(taken.stderr).toMatch(/already exists/);
+    const done = await cli(env, 'restore', running, '--target', target, '--as', copy, '--json');
+    expect(done.code, done.stderr).toBe(0);
+    expect((await virsh('domstate', copy)).trim()).toBe('shut off');
+    const xml = await virsh('dumpxml', '--inactive', copy);
+    const uuid = (await virsh('domuuid', copy)).trim();
+    expect(uuid).not.toBe((await virsh('domuuid', running)).trim());
+    expect(xml).toContain(`file='${path.join(target, path.relative('/', img), `${running}.qcow2`)}'`);
+    expect(await virsh('domblklist', running)).toBe(chainBefore); // the original is untouched
   });
 
   it('after a backup killed while the guest ran on the snapshot overlay, the next one commits it back and backs up', async () => {

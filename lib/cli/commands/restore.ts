@@ -12,7 +12,7 @@ import { progressLine, table } from '../format';
 const planFlags: Flags = {
   backup: { type: 'string' }, target: { type: 'string' }, 'in-place': { type: 'boolean' }, policy: { type: 'string' }, json: { type: 'boolean' },
 };
-const restoreFlags: Flags = { ...planFlags, choice: { type: 'string' }, 'confirm-drift': { type: 'boolean' } };
+const restoreFlags: Flags = { ...planFlags, choice: { type: 'string' }, 'confirm-drift': { type: 'boolean' }, as: { type: 'string' } };
 
 export const restorePlanCommand: Command = {
   name: 'restore-plan',
@@ -25,8 +25,10 @@ export const restorePlanCommand: Command = {
 export const restoreCommand: Command = {
   name: 'restore',
   help: `  restore <vm> [--backup <id>] (--target <dir> | --in-place) [--policy no-overwrite|overwrite]
-               [--choice reattach|copy] [--confirm-drift] [--json]
-                                                          restore a VM (exit 3: drift or overwrite needs --confirm-drift)`,
+               [--choice reattach|copy] [--confirm-drift] [--as <new name>] [--json]
+                                                          restore a VM (exit 3: drift or overwrite needs --confirm-drift);
+                                                          --as: as another VM into --target, with a new name and UUID
+                                                          (defined on its libvirt connection, not started)`,
   flags: restoreFlags,
   run: (args, context) => planOrRestore(args, context, { isRestore: true }),
 };
@@ -80,5 +82,6 @@ function restoreRequest(vm: string, values: Values): RestoreRequest {
     vm, backupId: values.backup as string | undefined,
     target: inPlace ? { kind: 'in-place' } : { kind: 'folder', dir: path.resolve(dir!) },
     policy: policy as RestorePolicy, choice: choice as RestoreChoice,
+    ...(values.as !== undefined ? { asNew: values.as as string } : {}),
   };
 }

@@ -15,7 +15,7 @@ import type { SourceType } from '../sources/types';
 import type { DiskAction, PlannedDisk, RestorePlan } from './plan';
 import { setQcow2BackingFile } from '../formats/qcow2';
 import { setVmdkParent } from '../formats/vmdk';
-import { rewriteLibvirtDisks } from '../sources/libvirt';
+import { renameLibvirtDomain, rewriteLibvirtDisks } from '../sources/libvirt';
 import { rewriteVmxDisks } from '../sources/vmware';
 import { processAlive } from '../process-alive';
 
@@ -34,6 +34,8 @@ export type ExecuteOptions = {
   directIo?: boolean;
   /** In place on a libvirt connection: the restored config is defined through libvirt, never written as its file. */
   defineDomain?: (xml: string) => Promise<void>;
+  /** Restored as another VM: the config gets this name and UUID (libvirt; its MACs are dropped for new ones). */
+  asNew?: { name: string; uuid: string };
 };
 
 type TempFile = { temp: string; final: string; mode?: number; uid?: number; gid?: number };
@@ -399,11 +401,13 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
     if (disk.entry.via !== 'attached' || !disk.entry.slot) continue;
     // In place, a pointer keeps the form the config wrote (libvirt wants absolute paths); in a folder, a disk restored
     // inside it is named relative to the config, so the folder can be moved as a whole.
-    const insideTree = plan.target.kind === 'in-place' ? !path.isAbsolute(disk.entry.target ?? '/') : isInside(plan.root, disk.pointTo);
+    // A VM restored as a new one is defined where it was restored: absolute (libvirt refuses relative sources).
+    const insideTree = options.asNew ? false : plan.target.kind === 'in-place' ? !path.isAbsolute(disk.entry.target ?? '/') : isInside(plan.root, disk.pointTo);
     pointers.set(disk.entry.slot, insideTree ? path.relative(configDir, disk.pointTo) : disk.pointTo);
   }
   const text = configBytes.toString('utf8');
-  const rewritten = sourceType === 'libvirt' ? rewriteLibvirtDisks(text, pointers) : rewriteVmxDisks(text, pointers);
+  const repointed = sourceType === 'libvirt' ? rewriteLibvirtDisks(text, pointers) : rewriteVmxDisks(text, pointers);
+  const rewritten = options.asNew && sourceType === 'libvirt' ? renameLibvirtDomain(repointed, options.asNew.name, options.asNew.uuid) : repointed;
   if (options.defineDomain && plan.target.kind === 'in-place') {
     // libvirt owns its XML files: a file written behind its back is overwritten or ignored.
     await options.defineDomain(rewritten);

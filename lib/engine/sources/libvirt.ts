@@ -115,3 +115,16 @@ export function rewriteLibvirtDisks(xml: string, pointers: Map<string, string>):
     return block.replace(/(<source\b[^>]*\bfile=)(['"])(.*?)\2/, (_m, start: string, quote: string) => `${start}${quote}${escapeXml(to)}${quote}`);
   });
 }
+
+/**
+ * A domain XML made into another VM: its own name and UUID (the first `<name>` and `<uuid>` of the domain), and no
+ * interface MAC address (libvirt makes new ones when it defines it: two VMs with one MAC break the network).
+ */
+export function renameLibvirtDomain(xml: string, name: string, uuid: string): string {
+  const escaped = name.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  let out = xml.replace(/(<domain\b[^>]*>[\s\S]*?)<name>[^<]*<\/name>/, (_m, head: string) => `${head}<name>${escaped}</name>`);
+  out = /<uuid>[^<]*<\/uuid>/.test(out)
+    ? out.replace(/<uuid>[^<]*<\/uuid>/, `<uuid>${uuid}</uuid>`)
+    : out.replace(/(<name>[^<]*<\/name>)/, `$1<uuid>${uuid}</uuid>`);
+  return out.replace(/[ \t]*<mac\s+address=(['"])[^'"]*\1\s*\/>\n?/g, '');
+}

@@ -24,6 +24,9 @@ export type RestoreRequest = {
    * place there, root would write the VM's backed-up files at that folder's paths. The CLI's operator may.
    */
   confined?: boolean;
+  /** Restore as another VM, into a folder: this name and a new UUID in its config; on a libvirt connection it is
+   *  defined there too (not started). */
+  asNew?: string;
 };
 
 /** `uri`: the libvirt connection the image's source is read through now (in place, restored through libvirt). */

@@ -4,8 +4,10 @@ import type { Repository } from '../../engine/repository/repository';
 import { type RestoreProgress, type RestoreResult, executeRestore } from '../../engine/restore/execute';
 import type { RestorePlan } from '../../engine/restore/plan';
 import { AppError } from '../../errors';
-import { type RestoreRequest, checkDomainShutOff, loadRestoreContext, planWithContext } from './plan-vm-restore';
-import { defineDomain } from '../../engine/sources/libvirt-host';
+import { type RestoreContext, type RestoreRequest, checkDomainShutOff, loadRestoreContext, planWithContext } from './plan-vm-restore';
+import { defineDomain, domainState } from '../../engine/sources/libvirt-host';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs/promises';
 
 export type RestoreOutcome = { plan: RestorePlan; result?: RestoreResult; changedSincePlan?: boolean };
 
@@ -35,11 +37,25 @@ export async function restoreVm(
   // Asked again right before writing: the domain may have been started since it was planned.
   const viaLibvirt = request.target.kind === 'in-place' ? context.uri : undefined;
   if (viaLibvirt) await checkDomainShutOff(viaLibvirt, context.image.vm.name);
+  const asNew = request.asNew === undefined ? undefined : await newVmIdentity(request, context);
   const result = await executeRestore({
     plan, repo, configBytes: Buffer.from(context.image.vm.configBase64, 'base64'),
     sourceType: context.sourceType, onProgress: request.onProgress, signal: request.signal,
     directIo: restoreDirectIo(),
     ...(viaLibvirt ? { defineDomain: (xml: string) => defineDomain(viaLibvirt, xml) } : {}),
+    ...(asNew ? { asNew } : {}),
   });
+  // The new VM is defined where the backed-up one lived, pointing at the restored files; it is not started.
+  if (asNew && context.uri) await defineDomain(context.uri, await fs.readFile(result.configPath, 'utf8'));
   return { plan, result };
+}
+
+/** The name (checked: not taken) and a new UUID of a VM restored as another. */
+async function newVmIdentity(request: RestoreRequest, context: RestoreContext): Promise<{ name: string; uuid: string }> {
+  const name = request.asNew!;
+  if (context.sourceType !== 'libvirt') throw new AppError('BAD_INPUT', { message: 'restoring as a new VM is for libvirt domains only (a .vmx keeps several identities: restore to a folder and register it in vSphere)' });
+  if (request.target.kind !== 'folder') throw new AppError('BAD_INPUT', { message: 'a VM restored as a new one goes into a folder: give --target <dir>' });
+  if (!/^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$/.test(name)) throw new AppError('BAD_INPUT', { message: `'${name}' is not a usable VM name: letters, digits, '.', '_', '+' or '-' (at most 100)` });
+  if (context.uri && (await domainState(context.uri, name)) !== undefined) throw new AppError('CONFLICT', { message: `a domain named '${name}' already exists on ${context.uri}: choose another name` });
+  return { name, uuid: randomUUID() };
 }
