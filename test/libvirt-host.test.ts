@@ -147,6 +147,14 @@ describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real Q
     expect(await fs.readFile(path.join(target, 'etc/libvirt/qemu', `${running}.xml`), 'utf8')).toContain(`<name>${running}</name>`);
   });
 
+  it('a catalog rebuilt from the repository keeps the source a libvirt connection (a folder source would read running VMs torn)', async () => {
+    const fresh = { ...env, DATABASE_URL: await createTestDatabase() };
+    const rebuilt = await cli(fresh, 'catalog', 'rebuild');
+    expect(rebuilt.code, rebuilt.stderr).toBe(0);
+    const listed = JSON.parse((await cli(fresh, 'source', 'list', '--json')).stdout) as { sources: { name: string; uri?: string; path: string }[] };
+    expect(listed.sources).toEqual([expect.objectContaining({ name: 'host', uri: URI, path: '/etc/libvirt/qemu' })]);
+  });
+
   it('restores in place only a shut-off domain, through libvirt: its disk bytes back, defined again, not started', async () => {
     const runningDisk = path.join(img, `${running}.qcow2`);
     const refused = await cli(env, 'restore', running, '--in-place', '--json');

@@ -519,7 +519,8 @@ function buildImage(inventory: SourceInventory, vm: VmInventory, disks: BackupDi
     ...(consistency ? { consistency } : {}),
     source: {
       name: inventory.source.name, type: inventory.source.type, path: inventory.root,
-      ...(inventory.areas.length > 1 ? { configFolder: inventory.configRoot, storage: inventory.areas.slice(1) } : {}),
+      ...(inventory.areas.length > 1 || inventory.source.uri ? { configFolder: inventory.configRoot, storage: inventory.areas.slice(1) } : {}),
+      ...(inventory.source.uri ? { uri: inventory.source.uri } : {}),
     },
     vm: {
       name: vm.name, uuid: vm.uuid, configPath: vm.configPath,

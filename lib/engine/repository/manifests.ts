@@ -95,8 +95,9 @@ export type BackupImageManifest = {
   consistency?: 'application' | 'crash' | 'offline';
   /** The source as it was at backup time: `path` is its canonical root then (the folder relative paths are taken
    *  from). A source with storage folders also records its config folder and storage folders (canonical): `path`
-   *  is then the deepest folder holding them all, and a catalog rebuilt from the repository gets them back. */
-  source: { name: string; type: SourceType; path: string; configFolder?: string; storage?: string[] };
+   *  is then the deepest folder holding them all, and a catalog rebuilt from the repository gets them back. `uri`:
+   *  the libvirt connection the source was read through (its `configFolder` is libvirt's folder of domain XML). */
+  source: { name: string; type: SourceType; path: string; configFolder?: string; storage?: string[]; uri?: string };
   /** `relativeConfigPath`: the config relative to the source root (absent in format-1 images: derive it from
    *  `configPath` and `source.path`). */
   vm: { name: string; uuid: string; configPath: string; relativeConfigPath?: string; configBase64: string };
@@ -155,6 +156,7 @@ export function parseBackupImage(value: unknown, what: string, id: string): Back
   if (source.type !== 'libvirt' && source.type !== 'vmware') throw damaged(`source.type '${String(source.type)}' is unknown`);
   absolutePathOf(source.path, 'source.path', damaged);
   if (source.configFolder !== undefined) absolutePathOf(source.configFolder, 'source.configFolder', damaged);
+  if (source.uri !== undefined) stringOf(source.uri, 'source.uri', damaged);
   if (source.storage !== undefined) {
     if (!Array.isArray(source.storage)) throw damaged('source.storage is not a list');
     source.storage.forEach((dir, index) => absolutePathOf(dir, `source.storage[${index}]`, damaged));

@@ -45,12 +45,12 @@ export async function withSourceIds(
     // A source with storage folders: its config folder and storage folders as recorded (its `path` is then only the
     // folder holding them all, perhaps /, which must never become a folder that a scan walks).
     const { rows: inserted } = await client.query<{ name: string }>(
-      `INSERT INTO "Source" ("id", "name", "type", "path", "storage")
-       SELECT gen_random_uuid()::text, s.name, s.type, s.path, s.storage::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS s(name, type, path, storage)
+      `INSERT INTO "Source" ("id", "name", "type", "path", "storage", "uri")
+       SELECT gen_random_uuid()::text, s.name, s.type, s.path, s.storage::jsonb, s.uri FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS s(name, type, path, storage, uri)
        ON CONFLICT ("name") DO NOTHING RETURNING "name"`,
-      [missing.map((s) => s.name), missing.map((s) => s.type), missing.map((s) => layoutOf(s).path), missing.map((s) => JSON.stringify(layoutOf(s).storage))],
+      [missing.map((s) => s.name), missing.map((s) => s.type), missing.map((s) => layoutOf(s).path), missing.map((s) => JSON.stringify(layoutOf(s).storage)), missing.map((s) => layoutOf(s).uri)],
     );
-    for (const row of inserted) created?.set(row.name, { path: '', storage: [] });
+    for (const row of inserted) created?.set(row.name, { path: '', storage: [], uri: null });
     const { rows } = await client.query<{ id: string; name: string }>('SELECT "id", "name" FROM "Source" WHERE "name" = ANY($1::text[])', [missing.map((s) => s.name)]);
     for (const row of rows) known.set(row.name, row.id);
   }
@@ -61,10 +61,11 @@ export async function withSourceIds(
 
 /** A source's folders as an image recorded them: those of a source created from the images are its newest image's
  *  (an older one may predate a storage folder, or a datastore that moved); the caller sets them once all are read. */
-export type SourceLayout = { path: string; storage: string[] };
+export type SourceLayout = { path: string; storage: string[]; uri: string | null };
 
 function layoutOf(source: BackupImageManifest['source']): SourceLayout {
-  return { path: source.configFolder ?? source.path, storage: source.storage ?? [] };
+  // A libvirt connection's source comes back as one: read as a folder, its running domains would be read torn.
+  return { path: source.configFolder ?? source.path, storage: source.storage ?? [], uri: source.uri ?? null };
 }
 
 /** What makes a parsed manifest unusable for the catalog, in one line; undefined when it is fine. */

@@ -49,7 +49,7 @@ export async function rebuildCatalog(sql: CatalogSql, options: {
     }
     // A source created from the images takes its newest image's folders (the first batch may predate them).
     for (const [name, layout] of created) {
-      await client.query('UPDATE "Source" SET "path" = $2, "storage" = $3::jsonb WHERE "name" = $1', [name, layout.path, JSON.stringify(layout.storage)]);
+      await client.query('UPDATE "Source" SET "path" = $2, "storage" = $3::jsonb, "uri" = $4 WHERE "name" = $1', [name, layout.path, JSON.stringify(layout.storage), layout.uri]);
     }
     // Protection lives in the repository too (protected/): the rebuilt catalog keeps it.
     await client.query('UPDATE "BackupImage" SET "protected" = true WHERE "id" = ANY($1)', [await options.repo.protectedIds()]);
