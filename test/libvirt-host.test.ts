@@ -106,6 +106,8 @@ describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real Q
     env = { VMDEDUP_HOME: path.join(home, 'vmdedup'), DATABASE_URL: await createTestDatabase() };
     const added = await cli(env, 'source', 'add', 'host', '--type', 'libvirt', '--uri', URI, '--storage', img);
     expect(added.code, added.stderr).toBe(0);
+    const inventory = JSON.parse((await cli(env, 'inventory', '--json')).stdout) as { sources: { vms: { name: string; state?: string }[] }[] };
+    expect(inventory.sources[0].vms.filter((vm) => vm.name.startsWith(tag)).map((vm) => [vm.name, vm.state])).toEqual([[stopped, 'shut off'], [running, 'running']]);
   }, 180_000);
 
   afterAll(async () => {

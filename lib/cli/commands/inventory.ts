@@ -31,7 +31,7 @@ export const inventoryCommand: Command = {
     const report = inventories.map((inv) => ({
       source: inv.source.name, type: inv.source.type, path: inv.configRoot, storage: inv.areas.slice(1), root: inv.root, warnings: inv.warnings, problems: inv.problems.map((p) => p.message),
       vms: inv.vms.map((vm) => ({
-        name: vm.name, uuid: vm.uuid, configPath: vm.configPath, error: vm.error,
+        name: vm.name, uuid: vm.uuid, configPath: vm.configPath, error: vm.error, ...(vm.domain ? { state: vm.domain.state, persistent: vm.domain.persistent } : {}),
         slots: vm.slots.map((s) => ({ slot: s.slot, device: s.device, target: s.target, format: s.format, shareable: s.shareable, readonly: s.readonly, serial: s.serial, wwn: s.wwn, mode: s.mode, sharing: s.sharing, backedUp: s.backedUp, note: s.note })),
         disks: vm.disks.map((use) => {
           const disk = inv.disks.get(use.diskPath)!;
@@ -54,7 +54,7 @@ export const inventoryCommand: Command = {
       for (const warning of source.warnings) out(`  warning: ${warning}`);
       for (const problem of source.problems) out(`  problem: ${problem}`);
       for (const vm of source.vms) {
-        out(`  vm ${vm.name}${vm.error ? `  ERROR: ${vm.error}` : ''}`);
+        out(`  vm ${vm.name}${vm.state ? ` (${vm.state}${vm.persistent ? '' : ', transient'})` : ''}${vm.error ? `  ERROR: ${vm.error}` : ''}`);
         for (const disk of vm.disks) {
           const shared = disk.common ? `  common: ${disk.usedBy.join(', ')}` : '';
           out(`    ${disk.via === 'attached' ? (disk.slot ?? '') : '  parent'} ${path.relative(source.root, disk.path)} [${disk.format}, ${formatBytes(disk.logicalBytes)}]${disk.parent ? ` -> ${disk.parent.pointer}` : ''}${shared}`);
