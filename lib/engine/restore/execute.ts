@@ -377,8 +377,10 @@ async function repointParent(plan: RestorePlan, disk: PlannedDisk, manifests: Ma
     ? isInside(plan.root, parent.pointTo)
     : path.dirname(parent.pointTo) === path.dirname(disk.destination!) || !path.isAbsolute(parentLink.pointer);
   // A pointer as written that still names where the parent is stays as it was (an in-place restore gives back the
-  // backed-up bytes, absolute or relative); else relative inside the restored tree, absolute outside it.
-  const asWritten = path.resolve(childDir, parentLink.pointer) === parent.pointTo;
+  // backed-up bytes, absolute or relative); else relative inside the restored tree, absolute outside it. Resolved as
+  // QEMU does, by the filesystem: `link/base.qcow2` through a symlink names the parent; `sub/../base.qcow2` does
+  // not when the restored tree has no `sub`.
+  const asWritten = (await physicalPath(childDir, parentLink.pointer)) === parent.pointTo;
   const pointer = asWritten ? parentLink.pointer : sameTree ? path.relative(childDir, parent.pointTo) : parent.pointTo;
   const mainTemp = temps.find((t) => t.final === disk.files![0].destination)!.temp;
   if (disk.entry.format === 'qcow2') {
@@ -390,6 +392,17 @@ async function repointParent(plan: RestorePlan, disk: PlannedDisk, manifests: Ma
     if (!links) throw new RepositoryError(`no parentCID recorded for ${disk.entry.relativePath}`);
     await setVmdkParent(mainTemp, { hint: pointer, cid: links.parentCid });
   }
+}
+
+/** Where a parent pointer leads from `dir` as the filesystem resolves it (symlinks, then `..`), not as a string:
+ *  the file itself may not be there yet (a temp name until the renames), its folder must. */
+async function physicalPath(dir: string, pointer: string): Promise<string | undefined> {
+  // Not path.resolve: it drops `sub/..` lexically, where the kernel needs `sub` to exist.
+  const joined = path.isAbsolute(pointer) ? pointer : `${dir}/${pointer}`;
+  const whole = await fs.realpath(joined).catch(() => undefined);
+  if (whole) return whole;
+  const folder = await fs.realpath(path.dirname(joined)).catch(() => undefined);
+  return folder === undefined ? undefined : path.join(folder, path.basename(joined));
 }
 
 async function writeConfig(options: ExecuteOptions): Promise<void> {
