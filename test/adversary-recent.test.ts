@@ -218,3 +218,103 @@ describe('a restored child\'s parent pointer', () => {
     }
   });
 });
+
+const guestFiles = process.env.VMDEDUP_TEST_LIBVIRT;
+const URI = 'qemu:///system';
+
+describe.skipIf(!guestFiles)('restore --as and in place through a libvirt connection (real libvirtd)', () => {
+  const tag = `adv3${process.pid}`;
+  const names = { sys: `${tag}-sys`, moved: `${tag}-moved` };
+  const created: string[] = [];
+  let home: string;
+  let img: string;
+  let env: Record<string, string>;
+  const virsh = async (...args: string[]) => (await run('virsh', ['-q', '-c', URI, ...args])).stdout;
+  const xmlOf = (name: string, uuid: string, disk: string, extra = '') => `<domain type='qemu'><name>${name}</name><uuid>${uuid}</uuid><memory unit='MiB'>128</memory><vcpu>1</vcpu>
+  ${extra}<os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${disk}'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='network'><mac address='52:54:00:3a:${String(process.pid % 100).padStart(2, '0')}:01'/><source network='default'/><model type='virtio'/></interface>
+    <video><model type='none'/></video><memballoon model='none'/>
+  </devices></domain>\n`;
+  const define = async (xml: string) => {
+    const file = path.join(home, `define-${Date.now()}.xml`);
+    await fs.writeFile(file, xml);
+    await virsh('define', file);
+  };
+  const domains = async () => (await virsh('list', '--all', '--name')).split('\n').filter((n) => n.startsWith(tag));
+
+  beforeAll(async () => {
+    home = await tempDir();
+    await fs.chmod(home, 0o755);
+    img = path.join(home, 'img');
+    await fs.mkdir(img);
+    for (const name of Object.values(names)) {
+      await qemuImg('create', '-q', '-f', 'qcow2', path.join(img, `${name}.qcow2`), '16M');
+      await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 1M', path.join(img, `${name}.qcow2`)]);
+    }
+    const sysUuid = '6a0f3c52-0000-4000-8000-0000000a0001';
+    created.push(names.sys, names.moved);
+    await define(xmlOf(names.sys, sysUuid, path.join(img, `${names.sys}.qcow2`),
+      `<sysinfo type='smbios'><system><entry name='manufacturer'>adv</entry><entry name='uuid'>${sysUuid}</entry></system></sysinfo>`));
+    await define(xmlOf(names.moved, '6a0f3c52-0000-4000-8000-0000000a0002', path.join(img, `${names.moved}.qcow2`)));
+    env = { VMDEDUP_HOME: path.join(home, 'vmdedup'), DATABASE_URL: await createTestDatabase() };
+    const added = await cli(env, 'source', 'add', 'host', '--type', 'libvirt', '--uri', URI, '--storage', img);
+    expect(added.code, added.stderr).toBe(0);
+    const backup = await cli(env, 'backup', '--vm', names.sys, '--vm', names.moved, '--json');
+    expect(backup.code, backup.stderr).toBe(0);
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const name of await domains().catch(() => created)) {
+      await virsh('destroy', name).catch(() => undefined);
+      await virsh('undefine', name).catch(() => undefined);
+    }
+    await fs.rm(home, { recursive: true, force: true });
+  });
+
+  it('refuses bad names and --as with --in-place, defining nothing and leaving the original as it was', async () => {
+    const original = await virsh('dumpxml', '--inactive', names.sys);
+    for (const [args, message] of [
+      [['--as', '../x', '--target', path.join(home, 'bad1')], /not a usable VM name/],
+      [['--as', 'a b', '--target', path.join(home, 'bad2')], /not a usable VM name/],
+      [['--as', `${tag}-x`, '--in-place'], /goes into a folder/],
+      [['--as', names.moved, '--target', path.join(home, 'bad3')], /already exists/],
+    ] as const) {
+      const result = await cli(env, 'restore', names.sys, ...args, '--json');
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stderr, args.join(' ')).toMatch(message);
+    }
+    expect(await domains()).toEqual([names.sys, names.moved].sort());
+    expect(await virsh('dumpxml', '--inactive', names.sys)).toBe(original);
+  });
+
+  it('restores a domain with an SMBIOS uuid and an interface as a new VM', async () => {
+    const copy = `${tag}-sys2`;
+    created.push(copy);
+    const original = await virsh('dumpxml', '--inactive', names.sys);
+    const target = path.join(home, 'as-new');
+    const done = await cli(env, 'restore', names.sys, '--target', target, '--as', copy, '--json');
+    expect(done.code, done.stderr).toBe(0);
+    const xml = await virsh('dumpxml', '--inactive', copy);
+    const uuid = (await virsh('domuuid', copy)).trim();
+    expect(uuid).not.toBe((await virsh('domuuid', names.sys)).trim());
+    expect(xml).toContain(`<entry name='uuid'>${uuid}</entry>`);
+    expect(xml).not.toContain(original.match(/<mac address='([^']+)'/)![1]);
+    expect(await virsh('dumpxml', '--inactive', names.sys)).toBe(original);
+  });
+
+  it('in place, a domain of that name with another UUID now is another VM: refused before anything is written', async () => {
+    const disk = path.join(img, `${names.moved}.qcow2`);
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x22 0 1M', disk]);
+    const changed = await sha256File(disk);
+    await virsh('undefine', names.moved);
+    const other = '6a0f3c52-0000-4000-8000-0000000a00ff';
+    await define(xmlOf(names.moved, other, disk));
+    const result = await cli(env, 'restore', names.moved, '--in-place', '--policy', 'overwrite', '--confirm-drift', '--json');
+    expect(result.code, result.stdout).toBe(2);
+    expect(result.stderr).toMatch(/another UUID|UUID/);
+    expect(await sha256File(disk)).toBe(changed);
+    expect((await virsh('domuuid', names.moved)).trim()).toBe(other);
+  });
+});

@@ -117,8 +117,9 @@ export function rewriteLibvirtDisks(xml: string, pointers: Map<string, string>):
 }
 
 /**
- * A domain XML made into another VM: its own name and UUID (the first `<name>` and `<uuid>` of the domain), and no
- * interface MAC address (libvirt makes new ones when it defines it: two VMs with one MAC break the network).
+ * A domain XML made into another VM: its own name and UUID (the first `<name>` and `<uuid>` of the domain, and the
+ * SMBIOS system UUID of its `<sysinfo>`, which libvirt requires to match), and no interface MAC address (libvirt
+ * makes new ones when it defines it: two VMs with one MAC break the network).
  */
 export function renameLibvirtDomain(xml: string, name: string, uuid: string): string {
   const escaped = name.replace(/&/g, '&amp;').replace(/</g, '&lt;');
@@ -126,5 +127,7 @@ export function renameLibvirtDomain(xml: string, name: string, uuid: string): st
   out = /<uuid>[^<]*<\/uuid>/.test(out)
     ? out.replace(/<uuid>[^<]*<\/uuid>/, `<uuid>${uuid}</uuid>`)
     : out.replace(/(<name>[^<]*<\/name>)/, `$1<uuid>${uuid}</uuid>`);
+  // An SMBIOS system UUID must be the domain's (libvirt refuses the XML otherwise: "UUID mismatch").
+  out = out.replace(/<sysinfo\b[\s\S]*?<\/sysinfo>/g, (block) => block.replace(/(<entry\s+name=(['"])uuid\2\s*>)[^<]*(<\/entry>)/g, `$1${uuid}$3`));
   return out.replace(/[ \t]*<mac\s+address=(['"])[^'"]*\1\s*\/>\n?/g, '');
 }

@@ -29,4 +29,9 @@ describe('renameLibvirtDomain', () => {
     const out = renameLibvirtDomain("<domain><name>a</name><devices/></domain>", 'b', '11111111-2222-4333-8444-555555555555');
     expect(parseLibvirtDomain('/x.xml', Buffer.from(out))).toMatchObject({ name: 'b', uuid: '11111111-2222-4333-8444-555555555555' });
   });
+
+  it('gives an SMBIOS system UUID the new UUID too (libvirt refuses a mismatch)', () => {
+    const out = renameLibvirtDomain("<domain><name>a</name><uuid>old</uuid><sysinfo type='smbios'><system><entry name='serial'>old</entry><entry name='uuid'>old</entry></system></sysinfo></domain>", 'b', 'new');
+    expect(out).toBe("<domain><name>b</name><uuid>new</uuid><sysinfo type='smbios'><system><entry name='serial'>old</entry><entry name='uuid'>new</entry></system></sysinfo></domain>");
+  });
 });
