@@ -313,7 +313,7 @@ describe.skipIf(!guestFiles)('restore --as and in place through a libvirt connec
     await define(xmlOf(names.moved, other, disk));
     const result = await cli(env, 'restore', names.moved, '--in-place', '--policy', 'overwrite', '--confirm-drift', '--json');
     expect(result.code, result.stdout).toBe(2);
-    expect(result.stderr).toMatch(/another UUID|UUID/);
+    expect(result.stderr).toMatch(/is another VM now \(UUID 6a0f3c52-0000-4000-8000-0000000a00ff.*nothing was written/);
     expect(await sha256File(disk)).toBe(changed);
     expect((await virsh('domuuid', names.moved)).trim()).toBe(other);
   });

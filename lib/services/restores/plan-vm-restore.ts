@@ -1,6 +1,6 @@
 import type { CatalogSql } from '../../catalog/db';
 import { InputError } from '../../engine/errors';
-import { domainState, isLive } from '../../engine/sources/libvirt-host';
+import { domainState, isLive, virsh } from '../../engine/sources/libvirt-host';
 import type { BackupImageManifest } from '../../engine/repository/manifests';
 import type { Repository } from '../../engine/repository/repository';
 import path from 'node:path';
@@ -92,7 +92,7 @@ export async function planWithContext(context: RestoreContext, request: RestoreR
     await checkTargetFolder(request.target.dir, { vm: context.image.vm.name, backupId: context.image.id });
   }
   const live = await liveState(context.sql, context.image, context.sourceType);
-  if (request.target.kind === 'in-place' && context.uri) await checkDomainShutOff(context.uri, context.image.vm.name);
+  if (request.target.kind === 'in-place' && context.uri) await checkDomainShutOff(context.uri, context.image.vm.name, context.image.vm.uuid);
   const plan = await planRestore({ image: context.image, live, target: request.target, repo: context.repo, policy: request.policy, choice: request.choice });
   // On the plan that is executed: its root bounds every file written (the executor checks each against it).
   if (request.confined && request.target.kind === 'in-place' && plan.root !== context.image.source.path) {
@@ -105,8 +105,14 @@ export async function planWithContext(context: RestoreContext, request: RestoreR
 
 /** In place on a libvirt connection, the domain must be shut off (asked of libvirt): its disks are written under it,
  *  and its definition replaced through libvirt. A domain that no longer exists is defined anew. */
-export async function checkDomainShutOff(uri: string, name: string): Promise<void> {
+export async function checkDomainShutOff(uri: string, name: string, uuid: string): Promise<void> {
   const state = await domainState(uri, name);
+  // A domain of that name with another UUID is another VM: libvirt would refuse to define the backed-up one over it,
+  // after its disks had been written with the backed-up VM's.
+  const uuidNow = state === undefined ? undefined : (await virsh(uri, ['domuuid', '--domain', name])).trim();
+  if (uuidNow !== undefined && uuidNow.toLowerCase() !== uuid.toLowerCase()) {
+    throw new InputError(`domain ${name} on ${uri} is another VM now (UUID ${uuidNow}, the backup's is ${uuid}): nothing was written; restore it to a folder (--target <dir>, with --as <new name> to define it as another VM), or undefine the domain that has the name now`);
+  }
   if (state !== undefined && isLive(state)) {
     throw new InputError(`domain ${name} is ${state} on ${uri}: shut it off first (virsh shutdown ${name}), then restore it in place; or restore it to a folder`);
   }

@@ -36,7 +36,7 @@ export async function restoreVm(
   }
   // Asked again right before writing: the domain may have been started since it was planned.
   const viaLibvirt = request.target.kind === 'in-place' ? context.uri : undefined;
-  if (viaLibvirt) await checkDomainShutOff(viaLibvirt, context.image.vm.name);
+  if (viaLibvirt) await checkDomainShutOff(viaLibvirt, context.image.vm.name, context.image.vm.uuid);
   const asNew = request.asNew === undefined ? undefined : await newVmIdentity(request, context);
   const result = await executeRestore({
     plan, repo, configBytes: Buffer.from(context.image.vm.configBase64, 'base64'),
