@@ -318,3 +318,55 @@ describe.skipIf(!guestFiles)('restore --as and in place through a libvirt connec
     expect((await virsh('domuuid', names.moved)).trim()).toBe(other);
   });
 });
+
+describe.skipIf(!guestFiles)('virsh define failing after the files are written (real libvirtd, a virsh that fails to define)', () => {
+  const tag = `adv3${process.pid}`;
+  const name = `${tag}-deffail`;
+  let home: string;
+  let img: string;
+  let env: Record<string, string>;
+  let failing: Record<string, string>;
+  const virsh = async (...args: string[]) => (await run('virsh', ['-q', '-c', URI, ...args])).stdout;
+
+  beforeAll(async () => {
+    home = await tempDir();
+    await fs.chmod(home, 0o755);
+    img = path.join(home, 'img');
+    await fs.mkdir(img);
+    const disk = path.join(img, `${name}.qcow2`);
+    await qemuImg('create', '-q', '-f', 'qcow2', disk, '16M');
+    const xml = path.join(home, 'd.xml');
+    await fs.writeFile(xml, `<domain type='qemu'><name>${name}</name><uuid>6a0f3c52-0000-4000-8000-0000000b0001</uuid><memory unit='MiB'>128</memory><os><type arch='x86_64' machine='pc'>hvm</type></os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${disk}'/><target dev='vda' bus='virtio'/></disk></devices></domain>\n`);
+    await virsh('define', xml);
+    env = { VMDEDUP_HOME: path.join(home, 'vmdedup'), DATABASE_URL: await createTestDatabase() };
+    expect((await cli(env, 'source', 'add', 'host', '--type', 'libvirt', '--uri', URI, '--storage', img)).code).toBe(0);
+    expect((await cli(env, 'backup', '--vm', name, '--json')).code).toBe(0);
+    const bin = path.join(home, 'bin');
+    await fs.mkdir(bin);
+    await fs.writeFile(path.join(bin, 'virsh'), '#!/bin/sh\nfor a in "$@"; do [ "$a" = define ] && { echo "error: refused by the test" >&2; exit 1; }; done\nexec /usr/bin/virsh "$@"\n', { mode: 0o755 });
+    failing = { ...env, PATH: `${bin}:${process.env.PATH}` };
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const n of [name, `${name}2`]) await virsh('undefine', n).catch(() => undefined);
+    await fs.rm(home, { recursive: true, force: true });
+  });
+
+  it('in place: says the disks were restored and the definition was not', async () => {
+    const disk = path.join(img, `${name}.qcow2`);
+    const backedUp = await sha256File(disk);
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x44 0 1M', disk]);
+    const result = await cli(failing, 'restore', name, '--in-place', '--policy', 'overwrite', '--confirm-drift', '--json');
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/disks were restored in place, but libvirt did not take its definition \(virsh define failed: .*refused by the test\)/);
+    expect(await sha256File(disk)).toBe(backedUp);
+  });
+
+  it('--as: says where the files are and how to define it; nothing is defined', async () => {
+    const target = path.join(home, 'as');
+    const result = await cli(failing, 'restore', name, '--target', target, '--as', `${name}2`, '--json');
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(new RegExp(`restored into ${target} as ${name}2, but libvirt did not define it .*virsh -c qemu:///system define ${target}/`));
+    expect((await virsh('list', '--all', '--name')).split('\n')).not.toContain(`${name}2`);
+  });
+});

@@ -423,7 +423,10 @@ async function writeConfig(options: ExecuteOptions): Promise<void> {
   const rewritten = options.asNew && sourceType === 'libvirt' ? renameLibvirtDomain(repointed, options.asNew.name, options.asNew.uuid) : repointed;
   if (options.defineDomain && plan.target.kind === 'in-place') {
     // libvirt owns its XML files: a file written behind its back is overwritten or ignored.
-    await options.defineDomain(rewritten);
+    await options.defineDomain(rewritten).catch((err: unknown) => {
+      // The disks are in place already: say so, and that the domain's definition is as it was.
+      throw new InputError(`${plan.vm}: its disks were restored in place, but libvirt did not take its definition (${(err as Error).message}); the domain is defined as it was before the restore`);
+    });
     return;
   }
   const temp = tempNameFor(plan.configDestination);

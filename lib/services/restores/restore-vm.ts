@@ -4,6 +4,7 @@ import type { Repository } from '../../engine/repository/repository';
 import { type RestoreProgress, type RestoreResult, executeRestore } from '../../engine/restore/execute';
 import type { RestorePlan } from '../../engine/restore/plan';
 import { AppError } from '../../errors';
+import { InputError } from '../../engine/errors';
 import { type RestoreContext, type RestoreRequest, checkDomainShutOff, loadRestoreContext, planWithContext } from './plan-vm-restore';
 import { defineDomain, domainState } from '../../engine/sources/libvirt-host';
 import { randomUUID } from 'node:crypto';
@@ -46,7 +47,11 @@ export async function restoreVm(
     ...(asNew ? { asNew } : {}),
   });
   // The new VM is defined where the backed-up one lived, pointing at the restored files; it is not started.
-  if (asNew && context.uri) await defineDomain(context.uri, await fs.readFile(result.configPath, 'utf8'));
+  if (asNew && context.uri) {
+    await defineDomain(context.uri, await fs.readFile(result.configPath, 'utf8')).catch((err: unknown) => {
+      throw new InputError(`${context.image.vm.name} was restored into ${request.target.kind === 'folder' ? request.target.dir : 'its folder'} as ${asNew.name}, but libvirt did not define it (${(err as Error).message}); define it with: virsh -c ${context.uri} define ${result.configPath}`);
+    });
+  }
   return { plan, result };
 }
 
