@@ -11,46 +11,20 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, createTestDatabase, qemuImg, semiCompressible, tempDir } from './helpers';
+import { URI, guestFiles, sequenceCheck, virsh } from './libvirt-guest';
 
 const run = promisify(execFile);
-const guestFiles = process.env.VMDEDUP_TEST_LIBVIRT;
-const URI = 'qemu:///system';
-const SLOT = 65536;
-const SLOTS = 4096;
 
 type BackupJson = {
   backups: { vm: string; consistency?: string; disks: { path: string; action: string; bytesRead: number }[] }[];
   failures: { vm: string; error: string }[];
 };
 
-async function virsh(...args: string[]): Promise<string> {
-  return (await run('virsh', ['-q', '-c', URI, ...args])).stdout;
-}
 
 const xmlEscape = (value: string) => value.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
 
 async function sha(file: string): Promise<string> {
   return createHash('sha256').update(await fs.readFile(file)).digest('hex');
-}
-
-/** Highest sequence number on a raw image, and the slots that disagree with a point-in-time image of it. */
-async function sequenceCheck(raw: string): Promise<{ highest: number; wrong: number[] }> {
-  const handle = await fs.open(raw, 'r');
-  const found: (number | undefined)[] = [];
-  try {
-    const header = Buffer.alloc(40);
-    for (let slot = 0; slot < SLOTS; slot++) {
-      await handle.read(header, 0, header.length, slot * SLOT);
-      const match = /^SEQ (\d+) SLOT (\d+)\n/.exec(header.toString('latin1'));
-      found[slot] = match && Number(match[2]) === slot ? Number(match[1]) : undefined;
-    }
-  } finally {
-    await handle.close();
-  }
-  const highest = Math.max(-1, ...found.filter((n): n is number => n !== undefined));
-  const expected: (number | undefined)[] = new Array(SLOTS).fill(undefined);
-  for (let i = 0; i <= highest; i++) expected[(i * 97) % SLOTS] = i;
-  return { highest, wrong: found.flatMap((n, slot) => (n === expected[slot] ? [] : [slot])) };
 }
 
 function fileDisk(dev: string, file: string, format: string, extra = '', device = 'disk', bus = 'virtio'): string {

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, createTestDatabase, libvirtDomainXml, qemuImg, semiCompressible, sha256File, tempDir } from './helpers';
+import { URI, guestFiles, virsh } from './libvirt-guest';
 
 const run = promisify(execFile);
 const MiB = 1024 ** 2;
@@ -219,8 +220,6 @@ describe('a restored child\'s parent pointer', () => {
   });
 });
 
-const guestFiles = process.env.VMDEDUP_TEST_LIBVIRT;
-const URI = 'qemu:///system';
 
 describe.skipIf(!guestFiles)('restore --as and in place through a libvirt connection (real libvirtd)', () => {
   const tag = `adv3${process.pid}`;
@@ -229,7 +228,6 @@ describe.skipIf(!guestFiles)('restore --as and in place through a libvirt connec
   let home: string;
   let img: string;
   let env: Record<string, string>;
-  const virsh = async (...args: string[]) => (await run('virsh', ['-q', '-c', URI, ...args])).stdout;
   const xmlOf = (name: string, uuid: string, disk: string, extra = '') => `<domain type='qemu'><name>${name}</name><uuid>${uuid}</uuid><memory unit='MiB'>128</memory><vcpu>1</vcpu>
   ${extra}<os><type arch='x86_64' machine='pc'>hvm</type></os>
   <devices>
@@ -326,7 +324,6 @@ describe.skipIf(!guestFiles)('virsh define failing after the files are written (
   let img: string;
   let env: Record<string, string>;
   let failing: Record<string, string>;
-  const virsh = async (...args: string[]) => (await run('virsh', ['-q', '-c', URI, ...args])).stdout;
 
   beforeAll(async () => {
     home = await tempDir();
