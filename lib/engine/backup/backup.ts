@@ -338,17 +338,12 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: `${vm.name} could not be held still for its backup: ${err.message}` });
           continue;
         }
-        if (held.consistency !== 'offline' && !isLive(vm.domain.state)) {
-          // Shut off at the scan, running now: its disks may have been read ahead, unheld. Not backed up this run.
-          const thawed = await held.thaw().catch((err: Error) => ({ warning: `${vm.name}: ${err.message}` }));
-          if (thawed.warning) options.onWarning?.(thawed.warning);
-          results.push({ vm: vm.name, configPath: vm.configPath, ok: false, error: `domain ${vm.name} was started after the scan: not backed up this run (the next run holds it still)` });
-          continue;
-        }
-        for (const use of vm.disks) if (liveWritable.has(use.diskPath)) heldDisks.add(use.diskPath);
+        // Shut off at the scan, running now: its disks may have been read ahead, unheld. Not backed up this run.
+        if (held.consistency !== 'offline' && !isLive(vm.domain.state)) failure = `domain ${vm.name} was started after the scan: not backed up this run (the next run holds it still)`;
+        else for (const use of vm.disks) if (liveWritable.has(use.diskPath)) heldDisks.add(use.diskPath);
       }
       try {
-        for (const use of vm.disks) {
+        for (const use of failure ? [] : vm.disks) {
           const disk = inventory.disks.get(use.diskPath)!;
           let outcome: DiskOutcome;
           try {

@@ -8,6 +8,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { InputError } from '../errors';
+import { decodeXmlText, editLibvirtDisks, escapeXml, libvirtDiskBlocks, targetDevOf } from './libvirt';
 
 /** The local QEMU connections a source may name, and the folder libvirt keeps their persistent domains' XML in. */
 export function libvirtConfigFolder(uri: string): string {
@@ -79,7 +80,7 @@ export async function listDomains(uri: string): Promise<LibvirtDomain[]> {
 
 /** The target folders of the connection's directory-like storage pools (dir, fs, netfs): where its disks live. */
 export async function poolFolders(uri: string): Promise<string[]> {
-  const pools = (await virsh(uri, ['pool-list', '--all', '--name'])).split('\n').filter((line) => line !== '');
+  const pools = namesOf(await virsh(uri, ['pool-list', '--all', '--name']));
   const folders: string[] = [];
   for (const pool of pools) {
     const xml = await virsh(uri, ['pool-dumpxml', '--pool', pool]).catch(() => '');
@@ -96,19 +97,17 @@ const OVERLAY = /^(.+)\.vmdedup-[0-9a-z]+\.qcow2$/;
 type LiveDisk = { dev: string; file?: string; device: string; readonly: boolean; shareable: boolean };
 
 /** An XML attribute's value as text. */
-function decode(value: string | undefined): string | undefined {
-  return value?.replace(/&apos;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-}
+const decode = (value: string | undefined) => (value === undefined ? undefined : decodeXmlText(value));
 
 /** A domain XML's disks as libvirt runs them: target, file, device and flags (nested backing stores skipped). */
 function disksOf(xml: string): LiveDisk[] {
   const disks: LiveDisk[] = [];
-  for (const block of xml.match(/<disk\b[\s\S]*?<\/disk>/g) ?? []) {
+  for (const block of libvirtDiskBlocks(xml)) {
     const head = /<disk\b[^>]*>/.exec(block)![0];
     // The disk's own source comes before any <backingStore> (whose sources are its parents).
     const own = block.split('<backingStore')[0];
     disks.push({
-      dev: /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(block)?.[2] ?? '',
+      dev: targetDevOf(block) ?? '',
       file: decode(/<source\b[^>]*\bfile=(['"])(.*?)\1/.exec(own)?.[2]),
       device: /\bdevice=(['"])(.*?)\1/.exec(head)?.[2] ?? 'disk',
       readonly: /<readonly\s*\/>/.test(own), shareable: /<shareable\s*\/>/.test(own),
@@ -121,7 +120,7 @@ function disksOf(xml: string): LiveDisk[] {
  *  disk's format (the overlay is qcow2 whatever the disk under it is). */
 export function snapshotOverlaysOf(liveXml: Buffer): Map<string, { original: string; format: string }> {
   const overlays = new Map<string, { original: string; format: string }>();
-  for (const block of liveXml.toString('utf8').match(/<disk\b[\s\S]*?<\/disk>/g) ?? []) {
+  for (const block of libvirtDiskBlocks(liveXml.toString('utf8'))) {
     const [disk] = disksOf(block);
     const original = disk.file ? OVERLAY.exec(disk.file)?.[1] : undefined;
     // The disk under the overlay is its first backing store, whose format libvirt names. Only a file whose backing
@@ -143,16 +142,14 @@ export function snapshotOverlaysOf(liveXml: Buffer): Map<string, { original: str
  */
 export function withoutOverlays(xml: Buffer, overlays: Map<string, { original: string; format: string }>): Buffer {
   if (overlays.size === 0) return xml;
-  const escape = (value: string) => value.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
-  const text = xml.toString('utf8').replace(/<disk\b[\s\S]*?<\/disk>/g, (block) => {
-    const dev = /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(block)?.[2];
+  const text = editLibvirtDisks(xml.toString('utf8'), (block, dev) => {
     const left = dev === undefined ? undefined : overlays.get(dev);
     if (!left) return block;
     const cut = backingStoreRange(block);
     const own = cut ? block.slice(0, cut[0]) + block.slice(cut[1]) : block;
     return own
-      .replace(/(<source\b[^>]*\bfile=)(['"])(.*?)\2/, (_m, start: string) => `${start}'${escape(left.original)}'`)
-      .replace(/(<driver\b[^>]*\btype=)(['"])(.*?)\2/, (_m, start: string) => `${start}'${escape(left.format)}'`);
+      .replace(/(<source\b[^>]*\bfile=)(['"])(.*?)\2/, (_m, start: string) => `${start}'${escapeXml(left.original)}'`)
+      .replace(/(<driver\b[^>]*\btype=)(['"])(.*?)\2/, (_m, start: string) => `${start}'${escapeXml(left.format)}'`);
   });
   return Buffer.from(text);
 }
@@ -267,7 +264,7 @@ async function commitLeftovers(uri: string, name: string): Promise<void> {
   for (const [dev] of snapshotOverlaysOf(Buffer.from(live))) {
     const overlay = disksOf(live).find((disk) => disk.dev === dev)!.file!;
     // The disk's <mirror job='active-commit'>: that commit's job, still there.
-    const block = (live.match(/<disk\b[\s\S]*?<\/disk>/g) ?? []).find((candidate) => disksOf(candidate)[0]?.dev === dev) ?? '';
+    const block = libvirtDiskBlocks(live).find((candidate) => targetDevOf(candidate) === dev) ?? '';
     const mirror = /<mirror\b[^>]*\bjob=(['"])active-commit\1[^>]*>/.exec(block)?.[0];
     if (mirror) {
       // Ready: pivoted onto the disk. Not yet (or the pivot failed): stopped, and committed again below.

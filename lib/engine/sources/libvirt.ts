@@ -96,7 +96,7 @@ export function libvirtNamedFiles(configBytes: Buffer): string[] {
 
 const XML_ENTITIES: Record<string, string> = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
 
-function decodeXmlText(value: string): string {
+export function decodeXmlText(value: string): string {
   return value.replace(/&(#x[0-9a-f]+|#\d+|amp|lt|gt|quot|apos);/gi, (whole, ref: string) => {
     if (ref[0] !== '#') return XML_ENTITIES[ref.toLowerCase()] ?? whole;
     const code = ref[1] === 'x' || ref[1] === 'X' ? parseInt(ref.slice(2), 16) : parseInt(ref.slice(1), 10);
@@ -104,12 +104,28 @@ function decodeXmlText(value: string): string {
   });
 }
 
-const escapeXml = (value: string) => value.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+export const escapeXml = (value: string) => value.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+
+/** A domain XML's `<disk>…</disk>` elements as text (their backing stores, nested in them, included). */
+export function libvirtDiskBlocks(xml: string): string[] {
+  return xml.match(DISK_ELEMENT) ?? [];
+}
+
+/** A domain XML with each `<disk>` element replaced by what `edit` makes of it (its target dev given). */
+export function editLibvirtDisks(xml: string, edit: (block: string, dev: string | undefined) => string): string {
+  return xml.replace(DISK_ELEMENT, (block) => edit(block, targetDevOf(block)));
+}
+
+/** A `<disk>` element's target dev (vda). */
+export function targetDevOf(block: string): string | undefined {
+  return /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(block)?.[2];
+}
+
+const DISK_ELEMENT = /<disk\b[\s\S]*?<\/disk>/g;
 
 /** A libvirt domain with the `<source file=…>` of the given target devs replaced. */
 export function rewriteLibvirtDisks(xml: string, pointers: Map<string, string>): string {
-  return xml.replace(/<disk\b[\s\S]*?<\/disk>/g, (block) => {
-    const dev = /<target\b[^>]*\bdev=(['"])(.*?)\1/.exec(block)?.[2];
+  return editLibvirtDisks(xml, (block, dev) => {
     const to = dev === undefined ? undefined : pointers.get(dev);
     if (to === undefined) return block;
     return block.replace(/(<source\b[^>]*\bfile=)(['"])(.*?)\2/, (_m, start: string, quote: string) => `${start}${quote}${escapeXml(to)}${quote}`);
