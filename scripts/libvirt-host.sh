@@ -8,7 +8,7 @@
 set -euo pipefail
 dir=${2:?usage: libvirt-host.sh setup <dir>}
 [[ ${1:-} == setup ]] || { echo "usage: libvirt-host.sh setup <dir>" >&2; exit 2; }
-packages=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils busybox-static)
+packages=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils busybox-static libnbd-bin)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

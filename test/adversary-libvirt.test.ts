@@ -126,7 +126,7 @@ describe.skipIf(!guestFiles)('adversary: a libvirt connection source', () => {
   afterAll(async () => {
     for (const name of [...mine, `--${tag}-odd`, `${tag}-sp `]) {
       await virsh('destroy', '--domain', name).catch(() => undefined);
-      await virsh('undefine', '--domain', name).catch(() => undefined);
+      await virsh('undefine', '--domain', name, '--checkpoints-metadata').catch(() => undefined);
     }
     if (home) await fs.rm(home, { recursive: true, force: true });
   });
@@ -236,7 +236,7 @@ describe.skipIf(!guestFiles)('adversary: a libvirt connection source', () => {
       expect(result.code, result.stderr + result.stdout).toBe(0);
       expect(result.json!.backups.map((b) => b.vm)).toEqual([clone]);
     } finally {
-      for (const name of odd) await virsh('undefine', '--domain', name).catch(() => undefined);
+      for (const name of odd) await virsh('undefine', '--domain', name, '--checkpoints-metadata').catch(() => undefined);
     }
   });
 

@@ -266,7 +266,7 @@ describe.skipIf(!guestFiles)('restore --as and in place through a libvirt connec
   afterAll(async () => {
     for (const name of await domains().catch(() => created)) {
       await virsh('destroy', name).catch(() => undefined);
-      await virsh('undefine', name).catch(() => undefined);
+      await virsh('undefine', name, '--checkpoints-metadata').catch(() => undefined);
     }
     await fs.rm(home, { recursive: true, force: true });
   });
@@ -306,7 +306,7 @@ describe.skipIf(!guestFiles)('restore --as and in place through a libvirt connec
     const disk = path.join(img, `${names.moved}.qcow2`);
     await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x22 0 1M', disk]);
     const changed = await sha256File(disk);
-    await virsh('undefine', names.moved);
+    await virsh('undefine', names.moved, '--checkpoints-metadata');
     const other = '6a0f3c52-0000-4000-8000-0000000a00ff';
     await define(xmlOf(names.moved, other, disk));
     const result = await cli(env, 'restore', names.moved, '--in-place', '--policy', 'overwrite', '--confirm-drift', '--json');
@@ -345,7 +345,7 @@ describe.skipIf(!guestFiles)('virsh define failing after the files are written (
   }, 60_000);
 
   afterAll(async () => {
-    for (const n of [name, `${name}2`]) await virsh('undefine', n).catch(() => undefined);
+    for (const n of [name, `${name}2`]) await virsh('undefine', n, '--checkpoints-metadata').catch(() => undefined);
     await fs.rm(home, { recursive: true, force: true });
   });
 

@@ -286,9 +286,16 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
   // The fast path's versions. The newest read of a version decides its content and trust (a rebuild or a
   // reconcile may record images in any order); images from before fast-path trust was recorded say nothing of
   // it: their versions are read once more.
-  const versions = new Map<string, Use>();
-  for (const use of uses) if (insertedNow.has(use.item.image.id)) versions.set(`${idOf(use)}\0${use.entry.versionToken}`, use);
-  const versionRows = [...versions.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, use]) => use);
+  // A running domain's disk is filed under its checkpoint's token too (the next backup's baseline): a checkpoint is
+  // taken before the point in time, so nothing it names is racily clean.
+  type VersionRow = { use: Use; token: string; racilyClean: boolean };
+  const versions = new Map<string, VersionRow>();
+  for (const use of uses) {
+    if (!insertedNow.has(use.item.image.id)) continue;
+    versions.set(`${idOf(use)}\0${use.entry.versionToken}`, { use, token: use.entry.versionToken, racilyClean: use.entry.racilyClean ?? true });
+    if (use.entry.changeToken) versions.set(`${idOf(use)}\0${use.entry.changeToken}`, { use, token: use.entry.changeToken, racilyClean: false });
+  }
+  const versionRows = [...versions.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, row]) => row);
   if (versionRows.length > 0) {
     await client.query(
       `INSERT INTO "DiskVersion" ("diskId", "versionToken", "digest", "readAt", "racilyClean")
@@ -300,8 +307,8 @@ export async function recordImagesIn(client: pg.PoolClient, items: ImageRecord[]
        WHERE EXCLUDED."readAt" >= "DiskVersion"."readAt"
          AND (EXCLUDED."digest", EXCLUDED."racilyClean", EXCLUDED."readAt") IS DISTINCT FROM ("DiskVersion"."digest", "DiskVersion"."racilyClean", "DiskVersion"."readAt")`,
       [
-        col(versionRows, idOf), col(versionRows, (u) => u.entry.versionToken), col(versionRows, (u) => u.entry.digest),
-        col(versionRows, (u) => (u.entry.readAt ? new Date(u.entry.readAt) : new Date(u.item.image.createdAt))), col(versionRows, (u) => u.entry.racilyClean ?? true),
+        col(versionRows, (r) => idOf(r.use)), col(versionRows, (r) => r.token), col(versionRows, (r) => r.use.entry.digest),
+        col(versionRows, (r) => (r.use.entry.readAt ? new Date(r.use.entry.readAt) : new Date(r.use.item.image.createdAt))), col(versionRows, (r) => r.racilyClean),
       ],
     );
   }

@@ -9,9 +9,10 @@ import type { SourceInventory, VmInventory } from '../sources/inventory';
 import type { VirtualDisk } from '../sources/virtual-disk';
 import { type BackupProgress, ProgressTracker } from './progress';
 import type { ChunkId } from '../repository/chunk-id';
-import { newStoreClaims, storeDisk } from './store-disk';
+import { type Baseline, newStoreClaims, storeDisk } from './store-disk';
 import { REUSE_ANYTHING, type ReuseGuard } from '../gc/reuse-guard';
-import { type Consistency, type HeldDomain, holdDomain, isLive } from '../sources/libvirt-host';
+import { type ChangeTracking, type Consistency, type HeldDomain, holdDomain, isLive } from '../sources/libvirt-host';
+import { unchangedHostRanges } from '../sources/unchanged-ranges';
 
 /** What the catalog knows of one stored version of a disk: its content, when that content was last actually read
  *  from the disk, and whether the version token was taken too soon after a change to be trusted (racily clean). */
@@ -140,6 +141,10 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     }
   }
   const heldDisks = new Set<string>();
+  // The held disks of the VM whose turn it is that are read only where they changed since a previous backup.
+  const baselines = new Map<string, { baseline: Baseline; readAt: Date }>();
+  // The catalog's token for what each held disk of that VM holds at its checkpoint (see checkpointToken).
+  const changeTokens = new Map<string, string>();
   const hold = options.holdDomain ?? ((vm: VmInventory) => holdDomain(vm.domain!.uri, vm.name));
   const needed = [...new Set(vms.filter((vm) => !vm.error).flatMap((vm) => vm.disks.map((use) => use.diskPath)))]
     .map((diskPath) => inventory.disks.get(diskPath)!);
@@ -253,12 +258,15 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     progress.disk = disk.relativePath;
     let outcome: DiskOutcome;
     try {
-      const stored = await storeDisk({ disk, repo, pool: pool!, claims, reuse, onBytes: (n) => progress.add(n), signal, now });
+      const baseline = baselines.get(disk.path);
+      const stored = await storeDisk({ disk, repo, pool: pool!, claims, reuse, onBytes: (n) => progress.add(n), signal, now, baseline: baseline?.baseline });
       outcome = {
         // The chunks to credit: those the stored disk names, and any an earlier attempt of a changing disk wrote.
         ok: true, digest: stored.manifest.digest, chunks: [...new Set([...stored.manifest.files.flatMap((file) => file.blocks).filter((id): id is ChunkId => id !== null), ...stored.wrote])],
         bytesRead: stored.bytesRead,
-        readAt: now(), racilyClean: disk.racilyClean, // storeDisk left the token and flag of its last stat here
+        // Taken in part from a previous backup: its content was last read in full when that backup's was.
+        readAt: baseline && stored.bytesReused > 0 ? baseline.readAt : now(),
+        racilyClean: disk.racilyClean, // storeDisk left the token and flag of its last stat here
       };
     } catch (err) {
       if (!(err instanceof InputError)) throw err;
@@ -266,6 +274,54 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     }
     outcomes.set(disk.path, outcome);
     return outcome;
+  };
+  /**
+   * For a held running VM: the checkpoint-token each of its tracked qcow2 disks is recorded under, and for those whose
+   * previous backup was recorded under a checkpoint the domain still has, what they may take from it (every range
+   * the guest did not write since). Any doubt leaves a disk to be read whole. Answers the checkpoints to keep.
+   */
+  const prepareChangedReads = async (vm: VmInventory, changes: ChangeTracking): Promise<string[]> => {
+    const tracked = new Map<string, string>();
+    for (const [file, dev] of changes.tracked) tracked.set(await fs.realpath(file).catch(() => file), dev);
+    const candidates: { disk: VirtualDisk; dev: string; file: { dev: number; ino: number } }[] = [];
+    for (const use of vm.disks) {
+      const disk = inventory.disks.get(use.diskPath)!;
+      const dev = tracked.get(disk.path);
+      if (!dev || !liveWritable.has(disk.path) || disk.format !== 'qcow2' || disk.files.length !== 1 || candidates.some((c) => c.disk === disk)) continue;
+      const stat = await fs.stat(disk.files[0]).catch(() => undefined);
+      if (!stat) continue;
+      candidates.push({ disk, dev, file: stat });
+      changeTokens.set(disk.path, checkpointToken(changes.checkpoint, dev, stat));
+    }
+    if (candidates.length === 0 || changes.earlier.length === 0 || rereadAfterDays <= 0) return [changes.checkpoint];
+    const asked = changes.earlier.flatMap((checkpoint) => candidates.map((c) => ({ checkpoint, c, identifier: c.disk.identifier, versionToken: checkpointToken(checkpoint, c.dev, c.file) })));
+    const found = await options.lookupStoredDisks(asked);
+    // The newest checkpoint some disk's previous backup was recorded under (one bitmap job per VM).
+    const hit = asked.findIndex((_, n) => found[n] && !found[n]!.racilyClean && found[n]!.readAt.getTime() > readSince);
+    if (hit < 0) return [changes.checkpoint];
+    const from = asked[hit].checkpoint;
+    const usable: { c: (typeof candidates)[number]; version: StoredVersion }[] = [];
+    for (const [n, question] of asked.entries()) {
+      const version = found[n];
+      if (question.checkpoint !== from || !version || version.racilyClean || version.readAt.getTime() <= readSince) continue;
+      if ((await repo.storedDisksHeld([version.digest])).has(version.digest) && (await reuse.mayReuseDisk(version.digest))) usable.push({ c: question.c, version });
+    }
+    if (usable.length === 0) return [changes.checkpoint, from];
+    const dirty = await changes.changedSince(from, usable.map((u) => u.c.dev));
+    for (const { c, version } of usable) {
+      const written = dirty.get(c.dev);
+      if (!written) continue;
+      try {
+        const previous = await repo.getStoredDisk(version.digest);
+        if (previous.blockSize !== repo.config.blockSize || previous.files.length !== 1) continue;
+        const unchanged = await unchangedHostRanges(c.disk.files[0], written);
+        baselines.set(c.disk.path, { baseline: { previous: previous.files[0], unchanged }, readAt: version.readAt });
+      } catch (err) {
+        if (err instanceof RunFault) throw err;
+        options.onWarning?.(`${vm.name}: ${c.disk.path} is read whole: ${(err as Error).message}`);
+      }
+    }
+    return [changes.checkpoint, from];
   };
   // The disks of the next VMs are stored while this one's image is built: a pool of small VMs waits on each disk's
   // durability barriers (chunk, stored disk), which overlap and share the file system's journal commits. Only the
@@ -342,6 +398,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         if (held.consistency !== 'offline' && !isLive(vm.domain.state)) failure = `domain ${vm.name} was started after the scan: not backed up this run (the next run holds it still)`;
         else for (const use of vm.disks) if (liveWritable.has(use.diskPath)) heldDisks.add(use.diskPath);
       }
+      let keepCheckpoints: string[] = [];
+      if (held?.changes && !failure) {
+        keepCheckpoints = await prepareChangedReads(vm, held.changes).catch((err: Error) => {
+          if (!(err instanceof InputError) && !(err instanceof RunFault)) throw err;
+          options.onWarning?.(`${vm.name}: its disks are read whole: ${err.message}`);
+          return [held!.changes!.checkpoint];
+        });
+      }
       try {
         for (const use of failure ? [] : vm.disks) {
           const disk = inventory.disks.get(use.diskPath)!;
@@ -411,6 +475,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
             bytesWritten: writtenHere,
             readAt: outcome.readAt.toISOString(),
             racilyClean: outcome.racilyClean,
+            ...(changeTokens.has(disk.path) ? { changeToken: changeTokens.get(disk.path) } : {}),
           });
         }
       } finally {
@@ -420,6 +485,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           const thawed = await held.thaw().catch((err: Error) => ({ warning: `${vm.name}: ${err.message}`, error: undefined }));
           if (thawed.warning) options.onWarning?.(thawed.warning);
           if (thawed.error) failure ??= thawed.error;
+          // The checkpoint this backup took, and the one it read from (the next one, should this image not be
+          // recorded); older ones, and those of killed or failed backups, go.
+          if (held.changes) {
+            const kept = await held.changes.keepOnly(keepCheckpoints).catch((err: Error) => `${vm.name}: ${err.message}`);
+            if (kept) options.onWarning?.(kept);
+          }
+          baselines.clear();
+          changeTokens.clear();
         }
       }
       if (failure) {
@@ -456,6 +529,15 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     await recording.catch(() => undefined);
   }
   return results;
+}
+
+/**
+ * The version token the catalog files a held disk's stored content under, besides its file's: the checkpoint taken
+ * just before its point in time, its target, and the file itself (device and inode: a file put in its place — a
+ * restore writes a new one — was never tracked by that checkpoint). A later backup finds its baseline by it.
+ */
+export function checkpointToken(checkpoint: string, dev: string, file: { dev: number; ino: number }): string {
+  return `libvirt-checkpoint:${checkpoint}:${dev}:${file.dev}:${file.ino}`;
 }
 
 function summaryOf(image: BackupImageManifest): ImageSummary {

@@ -81,6 +81,9 @@ export type BackupDiskEntry = {
    *  to be trusted by a later run (racily clean). The catalog's fast path is rebuilt from these. */
   readAt?: string;
   racilyClean?: boolean;
+  /** A disk of a running domain: the version token its content is also filed under, naming the libvirt checkpoint
+   *  taken just before its point in time (backup.ts checkpointToken); the next backup reads only what changed since. */
+  changeToken?: string;
 };
 
 /** One backup of one VM: a member of an image pack (images/<pack id>.<count>.pack), or images/<id>.json before format 3. */

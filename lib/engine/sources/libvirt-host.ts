@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { InputError } from '../errors';
 import { decodeXmlText, editLibvirtDisks, escapeXml, libvirtDiskBlocks, targetDevOf } from './libvirt';
+import type { ByteRange } from './unchanged-ranges';
 
 /** The local QEMU connections a source may name, and the folder libvirt keeps their persistent domains' XML in. */
 export function libvirtConfigFolder(uri: string): string {
@@ -94,7 +95,7 @@ export async function poolFolders(uri: string): Promise<string[]> {
 /** A snapshot overlay this tool made beside a disk while it was backed up: `<disk>.vmdedup-<tag>.qcow2`. */
 const OVERLAY = /^(.+)\.vmdedup-[0-9a-z]+\.qcow2$/;
 
-type LiveDisk = { dev: string; file?: string; device: string; readonly: boolean; shareable: boolean };
+type LiveDisk = { dev: string; file?: string; format: string; device: string; readonly: boolean; shareable: boolean };
 
 /** An XML attribute's value as text. */
 const decode = (value: string | undefined) => (value === undefined ? undefined : decodeXmlText(value));
@@ -109,6 +110,7 @@ function disksOf(xml: string): LiveDisk[] {
     disks.push({
       dev: targetDevOf(block) ?? '',
       file: decode(/<source\b[^>]*\bfile=(['"])(.*?)\1/.exec(own)?.[2]),
+      format: /<driver\b[^>]*\btype=(['"])(.*?)\1/.exec(own)?.[2] ?? 'raw',
       device: /\bdevice=(['"])(.*?)\1/.exec(head)?.[2] ?? 'disk',
       readonly: /<readonly\s*\/>/.test(own), shareable: /<shareable\s*\/>/.test(own),
     });
@@ -172,8 +174,23 @@ function backingStoreRange(block: string): [number, number] | undefined {
 export type Consistency = 'application' | 'crash' | 'offline';
 
 /** A domain held still for its backup: `consistency` says how; `thaw` puts it back as it was (an error message when
- *  the backup must not be kept: a shut-off domain that started meanwhile). */
-export type HeldDomain = { consistency: Consistency; thaw(): Promise<{ error?: string; warning?: string }> };
+ *  the backup must not be kept: a shut-off domain that started meanwhile). A running one's qcow2 disks are tracked
+ *  by a checkpoint taken just before the hold (`changes`), so that its next backup reads only what changed. */
+export type HeldDomain = { consistency: Consistency; thaw(): Promise<{ error?: string; warning?: string }>; changes?: ChangeTracking };
+
+export type ChangeTracking = {
+  /** The checkpoint taken just before this hold's point in time: a later backup asks what changed since it. */
+  checkpoint: string;
+  /** The disk files it tracks (as the domain names them) and their target devs. */
+  tracked: Map<string, string>;
+  /** This tool's checkpoints the domain had before this one, newest first. */
+  earlier: string[];
+  /** The guest ranges of each disk (by target dev) written since checkpoint `from` was taken; rejects (an
+   *  InputError) on any doubt: a checkpoint missing or inconsistent, a bitmap that cannot be read. */
+  changedSince(from: string, devs: string[]): Promise<Map<string, ByteRange[]>>;
+  /** Deletes this tool's checkpoints of the domain but `keep`; a warning naming those it could not delete. */
+  keepOnly(keep: string[]): Promise<string | undefined>;
+};
 
 /**
  * Holds a domain still for its backup. A running (or paused) one: its writable disks get an external disk-only
@@ -189,6 +206,7 @@ export async function holdDomain(uri: string, name: string): Promise<HeldDomain>
     // Its disk now is the overlay and what is under it: reading the disk under it alone would miss the newest writes.
     throw new InputError(`domain ${name} is ${state} on a snapshot overlay a killed backup left (${[...left.keys()].join(', ')}): start it and back it up again (the backup commits the overlay back), or commit it with qemu-img commit`);
   }
+  if (isLive(state)) await abortLeftoverJob(uri, name);
   if (left.size > 0) await commitLeftovers(uri, name);
   const xml = await virsh(uri, ['dumpxml', '--domain', name]);
   const stray = await strayOverlays(disksOf(xml));
@@ -217,6 +235,8 @@ export async function holdDomain(uri: string, name: string): Promise<HeldDomain>
     } else if (disk.dev) specs.push('--diskspec', `${disk.dev},snapshot=no`);
   }
   if (overlays.length === 0) return { consistency: 'crash', thaw: async () => withStray({}) };
+  // Before the point in time, so that it misses no write after it (what it marks more costs a read, never a miss).
+  const changes = await takeCheckpoint(uri, name, disksOf(xml));
   const snapshot = (quiesce: boolean) => virsh(uri, ['snapshot-create-as', '--domain', name, '--disk-only', '--atomic', '--no-metadata', ...(quiesce ? ['--quiesce'] : []), ...specs]);
   let consistency: Consistency = 'crash';
   if (/org\.qemu\.guest_agent\.0/.test(xml)) {
@@ -226,6 +246,7 @@ export async function holdDomain(uri: string, name: string): Promise<HeldDomain>
   if (consistency === 'crash') await snapshot(false);
   return {
     consistency,
+    ...(changes.tracking ? { changes: changes.tracking } : {}),
     thaw: async () => {
       const failed: string[] = [];
       for (const { dev, overlay } of overlays) {
@@ -236,7 +257,11 @@ export async function holdDomain(uri: string, name: string): Promise<HeldDomain>
           failed.push(`${dev} (${(err as Error).message})`);
         }
       }
-      return withStray(failed.length ? { warning: `domain ${name} still runs on the backup's snapshot overlay of ${failed.join(', ')}: the next backup commits it back` } : {});
+      const warning = [
+        failed.length ? `domain ${name} still runs on the backup's snapshot overlay of ${failed.join(', ')}: the next backup commits it back` : undefined,
+        changes.warning,
+      ].filter(Boolean).join('; ');
+      return withStray(warning ? { warning } : {});
     },
   };
 }
@@ -296,5 +321,121 @@ export async function defineDomain(uri: string, xml: string): Promise<void> {
     await virsh(uri, ['define', file]);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The checkpoints this tool takes: `vmdedup-<time><pid>`, the time fixed-width so that names sort by age. */
+const CHECKPOINT = /^vmdedup-[0-9a-z]{9,}$/;
+/** The export a pull backup job serves its bitmaps on: a socket in a folder of this name (a killed backup's job is
+ *  known by it). */
+const NBD_FOLDER = 'vmdedup-nbd-';
+
+/** A disk a checkpoint can track: a qcow2 file the guest writes alone (raw files cannot carry a bitmap). */
+const trackable = (disk: LiveDisk) => disk.device === 'disk' && !!disk.file && disk.format === 'qcow2' && !disk.readonly && !disk.shareable && /^[a-z0-9]+$/.test(disk.dev);
+
+/**
+ * Takes a checkpoint of the domain's qcow2 disks (every other disk named `checkpoint=no`: one left unnamed would
+ * silently get no bitmap either). Nothing to track, or a libvirt that refuses: no tracking (every disk is read
+ * whole), and a warning for the refusal.
+ */
+async function takeCheckpoint(uri: string, name: string, disks: LiveDisk[]): Promise<{ tracking?: ChangeTracking; warning?: string }> {
+  const tracked = new Map(disks.filter(trackable).map((disk) => [disk.file!, disk.dev]));
+  if (tracked.size === 0) return {};
+  let earlier: string[];
+  try {
+    earlier = namesOf(await virsh(uri, ['checkpoint-list', '--domain', name, '--name'])).filter((n) => CHECKPOINT.test(n)).sort().reverse();
+  } catch (err) {
+    return { warning: `${name}: changes are not tracked, its disks are read whole (${(err as Error).message})` };
+  }
+  const checkpoint = `vmdedup-${Date.now().toString(36).padStart(9, '0')}${process.pid.toString(36)}`;
+  const specs = disks.filter((disk) => disk.dev).flatMap((disk) => ['--diskspec', `${disk.dev},checkpoint=${tracked.has(disk.file ?? '') && disk.dev === tracked.get(disk.file!) ? 'bitmap' : 'no'}`]);
+  try {
+    await virsh(uri, ['checkpoint-create-as', '--domain', name, '--name', checkpoint, ...specs]);
+  } catch (err) {
+    return { warning: `${name}: changes are not tracked, its disks are read whole (${(err as Error).message})` };
+  }
+  return {
+    tracking: {
+      checkpoint, tracked, earlier,
+      changedSince: (from, devs) => changedSince(uri, name, disks, from, devs),
+      keepOnly: async (keep) => {
+        const all = namesOf(await virsh(uri, ['checkpoint-list', '--domain', name, '--name']).catch(() => '')).filter((n) => CHECKPOINT.test(n));
+        const failed: string[] = [];
+        // Oldest first: each deleted one's bitmap merges into nothing older (what it marked, newer ones mark too).
+        for (const old of all.filter((n) => !keep.includes(n)).sort()) {
+          await virsh(uri, ['checkpoint-delete', '--domain', name, '--checkpointname', old])
+            // A broken one (QEMU killed, host crash) cannot merge its bitmap: its metadata goes, its bitmap stays unused.
+            .catch(() => virsh(uri, ['checkpoint-delete', '--domain', name, '--checkpointname', old, '--metadata']))
+            .catch((err: Error) => failed.push(`${old} (${err.message})`));
+        }
+        return failed.length ? `${name}: checkpoints not deleted: ${failed.join(', ')}` : undefined;
+      },
+    },
+  };
+}
+
+/**
+ * What the guest wrote on these disks since checkpoint `from`: a pull backup job (`virsh backup-begin`, incremental
+ * from it, no new checkpoint) serves each disk's dirty bitmap over a unix socket, nbdinfo reads it, and the job is
+ * aborted (no data is copied; the checkpoints stay).
+ */
+async function changedSince(uri: string, name: string, disks: LiveDisk[], from: string, devs: string[]): Promise<Map<string, ByteRange[]>> {
+  if (!CHECKPOINT.test(from) || devs.some((dev) => !/^[a-z0-9]+$/.test(dev))) throw new InputError(`checkpoint ${from}: not one this tool took`);
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), NBD_FOLDER));
+  try {
+    await shareWithQemu(dir);
+    const socket = path.join(dir, 'nbd.sock');
+    const entries = disks.filter((disk) => disk.dev).map((disk) => (devs.includes(disk.dev)
+      ? `<disk name='${escapeXml(disk.dev)}' backup='yes' type='file'><scratch file='${escapeXml(path.join(dir, `${disk.dev}.scratch.qcow2`))}'/></disk>`
+      : `<disk name='${escapeXml(disk.dev)}' backup='no'/>`));
+    const xml = path.join(dir, 'backup.xml');
+    await fs.writeFile(xml, `<domainbackup mode='pull'><incremental>${escapeXml(from)}</incremental><server transport='unix' socket='${escapeXml(socket)}'/><disks>${entries.join('')}</disks></domainbackup>\n`);
+    await virsh(uri, ['backup-begin', '--domain', name, '--backupxml', xml]);
+    try {
+      const changed = new Map<string, ByteRange[]>();
+      for (const dev of devs) changed.set(dev, await dirtyRanges(`nbd+unix:///${dev}?socket=${encodeURIComponent(socket)}`, `qemu:dirty-bitmap:backup-${dev}`));
+      return changed;
+    } finally {
+      await virsh(uri, ['domjobabort', '--domain', name]).catch(() => undefined);
+    }
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** The dirty ranges of an NBD export's bitmap context (nbdinfo --map --json: extents whose type has bit 0 set). */
+function dirtyRanges(url: string, context: string): Promise<ByteRange[]> {
+  return new Promise((resolve, reject) => {
+    execFile('nbdinfo', ['--json', `--map=${context}`, url], { timeout: VIRSH_TIMEOUT_MS, maxBuffer: 1024 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return reject(new InputError('nbdinfo is not installed (Debian: apt-get install libnbd-bin)'));
+        return reject(new InputError(`nbdinfo failed: ${stderr.trim().split('\n')[0] || err.message}`));
+      }
+      try {
+        const extents = JSON.parse(stdout) as { offset: number; length: number; type: number }[];
+        if (!Array.isArray(extents) || extents.some((e) => !Number.isSafeInteger(e.offset) || !Number.isSafeInteger(e.length) || !Number.isSafeInteger(e.type))) throw new Error('not a list of extents');
+        resolve(extents.filter((e) => (e.type & 1) === 1).map((e) => ({ start: e.offset, end: e.offset + e.length })));
+      } catch (parseError) {
+        reject(new InputError(`nbdinfo --map: ${(parseError as Error).message}`));
+      }
+    });
+  });
+}
+
+/** QEMU (the system connection runs it as libvirt-qemu) makes its socket and scratch files in this folder. */
+async function shareWithQemu(dir: string): Promise<void> {
+  if (process.getuid?.() !== 0) return;
+  const passwd = await fs.readFile('/etc/passwd', 'utf8').catch(() => '');
+  const entry = passwd.split('\n').map((line) => line.split(':')).find((fields) => fields[0] === 'libvirt-qemu');
+  if (entry) await fs.chown(dir, Number(entry[2]), Number(entry[3]));
+}
+
+/** A pull backup job a killed backup left (its socket in a folder of ours) is aborted; anyone else's is left. */
+async function abortLeftoverJob(uri: string, name: string): Promise<void> {
+  const xml = await virsh(uri, ['backup-dumpxml', '--domain', name]).catch(() => '');
+  const socket = decode(/<server\b[^>]*\bsocket=(['"])(.*?)\1/.exec(xml)?.[2]);
+  if (socket && path.basename(path.dirname(socket)).startsWith(NBD_FOLDER)) {
+    await virsh(uri, ['domjobabort', '--domain', name]).catch(() => undefined);
+    await fs.rm(path.dirname(socket), { recursive: true, force: true });
   }
 }

@@ -1,0 +1,173 @@
+/**
+ * Incremental reads of a running domain's qcow2 disk, against a real libvirtd and a real QEMU guest (TCG) that writes
+ * sequence-numbered 64 KiB blocks (scripts/libvirt-host.sh; VMDEDUP_TEST_LIBVIRT names its folder). The disk holds
+ * 128 MiB of its own data besides what the guest writes; each backup after the first reads only what changed since
+ * the checkpoint the previous one took, and every backup restores to exactly the guest's disk at its point in time.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, createTestDatabase, qemuImg, semiCompressible, tempDir } from './helpers';
+import { URI, guestFiles, sequenceCheck, virsh } from './libvirt-guest';
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+const SLOT = 65536;
+
+type BackupJson = { backups: { vm: string; disks: { path: string; bytesRead: number }[] }[] };
+
+describe.skipIf(!guestFiles)('incremental reads of a running domain (real libvirtd, real QEMU guest)', () => {
+  const name = `vmdi${process.pid}`;
+  let home: string;
+  let img: string;
+  let disk: string;
+  let env: Record<string, string>;
+  let chainBefore: string;
+  let restores = 0;
+
+  const backup = async (...flags: string[]) => {
+    const result = await cli(env, 'backup', '--vm', name, '--json', ...flags);
+    expect(result.code, result.stderr).toBe(0);
+    const json = JSON.parse(result.stdout) as BackupJson;
+    return { bytesRead: json.backups[0].disks.find((d) => d.path === disk)!.bytesRead, stderr: result.stderr };
+  };
+  /** The newest backup restored, checked by qemu-img, as the guest's raw disk. */
+  const restoredRaw = async (): Promise<string> => {
+    const target = path.join(home, `restored-${++restores}`);
+    const restored = await cli(env, 'restore', name, '--target', target, '--json');
+    expect(restored.code, restored.stderr).toBe(0);
+    const file = path.join(target, path.relative('/', img), `${name}.qcow2`);
+    await qemuImg('check', '-q', file);
+    const raw = path.join(home, `restored-${restores}.raw`);
+    await qemuImg('convert', '-O', 'raw', file, raw);
+    await fs.rm(target, { recursive: true, force: true });
+    return raw;
+  };
+  /** The guest's disk now (the domain paused: QEMU flushed it), as a raw image. */
+  const liveRaw = async (label: string): Promise<string> => {
+    const raw = path.join(home, `live-${label}.raw`);
+    await qemuImg('convert', '-U', '-O', 'raw', disk, raw);
+    return raw;
+  };
+  const same = async (a: string, b: string) => run('cmp', ['-s', a, b]).then(() => true, () => false);
+  /** Bytes of the guest's writer area (its 4096 slots) that differ between two raw images. */
+  const changedBytes = async (a: string, b: string): Promise<number> => {
+    const [x, y] = await Promise.all([fs.open(a), fs.open(b)]);
+    try {
+      let changed = 0;
+      const bx = Buffer.alloc(SLOT);
+      const by = Buffer.alloc(SLOT);
+      for (let slot = 0; slot < 4096; slot++) {
+        await x.read(bx, 0, SLOT, slot * SLOT);
+        await y.read(by, 0, SLOT, slot * SLOT);
+        if (!bx.equals(by)) changed += SLOT;
+      }
+      return changed;
+    } finally {
+      await x.close();
+      await y.close();
+    }
+  };
+  const ourCheckpoints = async () => (await virsh('checkpoint-list', '--domain', name, '--name')).split('\n').filter(Boolean);
+
+  beforeAll(async () => {
+    home = await tempDir();
+    img = path.join(home, 'img');
+    await fs.mkdir(img);
+    await fs.chmod(home, 0o755); // QEMU runs as libvirt-qemu
+    // 128 MiB of the disk's own data beyond the 256 MiB the guest writes.
+    const raw = path.join(home, 'seed.raw');
+    const handle = await fs.open(raw, 'w');
+    await handle.truncate(512 * MiB);
+    for (let i = 0; i < 8; i++) await handle.write(semiCompressible(16 * MiB, 40 + i), 0, 16 * MiB, 256 * MiB + i * 16 * MiB);
+    await handle.close();
+    disk = path.join(img, `${name}.qcow2`);
+    await qemuImg('convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, disk);
+    await fs.rm(raw);
+    const xml = path.join(home, `${name}.xml`);
+    await fs.writeFile(xml, `<domain type='qemu'><name>${name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>${guestFiles}/vmlinuz</kernel><initrd>${guestFiles}/initrd.img</initrd><cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
+  <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${disk}'/><target dev='vda' bus='virtio'/></disk>
+  <serial type='file'><source path='${home}/${name}.console'/><target port='0'/></serial><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`);
+    await virsh('define', xml);
+    await virsh('start', name);
+    const console = path.join(home, `${name}.console`);
+    for (let i = 0; i < 600 && !(await fs.readFile(console, 'utf8').catch(() => '')).includes('wrote seq=0'); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await fs.readFile(console, 'utf8')).toContain('wrote seq=0');
+    chainBefore = await virsh('domblklist', name);
+    env = { VMDEDUP_HOME: path.join(home, 'vmdedup'), DATABASE_URL: await createTestDatabase() };
+    const added = await cli(env, 'source', 'add', 'host', '--type', 'libvirt', '--uri', URI, '--storage', img);
+    expect(added.code, added.stderr).toBe(0);
+  }, 180_000);
+
+  afterAll(async () => {
+    await virsh('destroy', name).catch(() => undefined);
+    await virsh('undefine', name, '--checkpoints-metadata').catch(() => undefined);
+    await fs.rm(home, { recursive: true, force: true });
+  });
+
+  it('reads only what the guest changed since the last backup, and each backup restores to the guest disk at its point in time', async () => {
+    const size = (await fs.stat(disk)).size;
+    const first = await backup();
+    expect(first.bytesRead).toBeGreaterThan(128 * MiB);
+    let before = await restoredRaw();
+    expect((await sequenceCheck(before)).wrong).toEqual([]);
+    for (let round = 0; round < 3; round++) {
+      await new Promise((r) => setTimeout(r, 1500 + round * 700)); // the guest writes ~1 MiB
+      await virsh('suspend', name);
+      try {
+        const { bytesRead } = await backup();
+        const live = await liveRaw(String(round));
+        const restored = await restoredRaw();
+        const changed = await changedBytes(before, live);
+        console.log(`incremental ${round + 1}: the guest changed ${(changed / MiB).toFixed(2)} MiB of a ${(size / MiB).toFixed(0)} MiB file; the backup read ${(bytesRead / MiB).toFixed(2)} MiB`);
+        expect(changed).toBeGreaterThan(0);
+        expect(bytesRead).toBeLessThanOrEqual(changed + 4 * MiB);
+        // Exactly the guest's disk, not merely consistent.
+        expect(await same(restored, live)).toBe(true);
+        await fs.rm(before);
+        await fs.rm(live);
+        before = restored;
+      } finally {
+        await virsh('resume', name);
+      }
+      expect(await virsh('domblklist', name)).toBe(chainBefore);
+      // The checkpoint this backup took and the one it read from; no more.
+      const checkpoints = await ourCheckpoints();
+      expect(checkpoints.length).toBeLessThanOrEqual(2);
+      expect(checkpoints.every((c) => /^vmdedup-/.test(c))).toBe(true);
+    }
+    // While the guest writes: point-in-time consistent, read incrementally too.
+    const running = await backup();
+    expect(running.bytesRead).toBeLessThan(size / 8);
+    const raw = await restoredRaw();
+    const check = await sequenceCheck(raw);
+    expect(check.wrong).toEqual([]);
+    expect(check.highest).toBeGreaterThan((await sequenceCheck(before)).highest);
+    await fs.rm(raw);
+    await fs.rm(before);
+    expect((await fs.readdir(img)).filter((f) => f.includes('.vmdedup-'))).toEqual([]);
+  }, 300_000);
+
+  it('reads the disk whole when its checkpoint is gone, or when a full read is asked for, then incrementally again', async () => {
+    const size = (await fs.stat(disk)).size;
+    for (const checkpoint of await ourCheckpoints()) await virsh('checkpoint-delete', '--domain', name, '--checkpointname', checkpoint, '--metadata');
+    const whole = await backup();
+    expect(whole.bytesRead).toBeGreaterThan(size / 2);
+    const again = await backup();
+    expect(again.bytesRead).toBeLessThan(size / 8);
+    const full = await backup('--reread-after', '0');
+    expect(full.bytesRead).toBeGreaterThan(size / 2);
+    await virsh('suspend', name);
+    try {
+      const next = await backup();
+      expect(next.bytesRead).toBeLessThan(size / 8);
+      expect(await same(await restoredRaw(), await liveRaw('last'))).toBe(true);
+    } finally {
+      await virsh('resume', name);
+    }
+  }, 300_000);
+});
