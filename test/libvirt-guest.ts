@@ -48,3 +48,24 @@ export async function checkRunningDisk(domain: string, file: string): Promise<vo
     await virsh('resume', domain);
   }
 }
+
+/** The test guest's domain XML (TCG; `boots`: the guest kernel that writes sequence blocks, else no OS). */
+export function domainXml(name: string, dir: string, disks: { dev: string; file: string; format: string }[], boots: boolean): string {
+  const os = boots
+    ? `<os><type arch='x86_64' machine='pc'>hvm</type><kernel>${guestFiles}/vmlinuz</kernel><initrd>${guestFiles}/initrd.img</initrd><cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>`
+    : `<os><type arch='x86_64' machine='pc'>hvm</type></os>`;
+  return `<domain type='qemu'><name>${name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>${os}
+  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
+  <devices>
+${disks.map((d) => `    <disk type='file' device='disk'><driver name='qemu' type='${d.format}'/><source file='${d.file}'/><target dev='${d.dev}' bus='virtio'/></disk>`).join('\n')}
+    <serial type='file'><source path='${dir}/${name}.console'/><target port='0'/></serial>
+    <video><model type='none'/></video><memballoon model='none'/>
+  </devices></domain>\n`;
+}
+
+/** Starts a defined test guest and waits until its writer has begun (its console says so). */
+export async function startGuest(name: string, consoleFile: string): Promise<void> {
+  await virsh('start', name);
+  for (let i = 0; i < 600 && !(await fs.readFile(consoleFile, 'utf8').catch(() => '')).includes('wrote seq=0'); i++) await new Promise((r) => setTimeout(r, 100));
+  if (!(await fs.readFile(consoleFile, 'utf8').catch(() => '')).includes('wrote seq=0')) throw new Error(`guest ${name} did not start writing`);
+}

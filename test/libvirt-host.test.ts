@@ -11,7 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, createTestDatabase, projectRoot, qemuImg, semiCompressible, sha256File, tempDir } from './helpers';
-import { URI, checkRunningDisk, guestFiles, sequenceCheck, virsh } from './libvirt-guest';
+import { URI, checkRunningDisk, domainXml, guestFiles, sequenceCheck, startGuest, virsh } from './libvirt-guest';
 
 const run = promisify(execFile);
 
@@ -20,19 +20,6 @@ type BackupJson = {
   failures: { vm: string; error: string }[];
 };
 
-
-function domainXml(name: string, dir: string, disks: { dev: string; file: string; format: string }[], boots: boolean): string {
-  const os = boots
-    ? `<os><type arch='x86_64' machine='pc'>hvm</type><kernel>${guestFiles}/vmlinuz</kernel><initrd>${guestFiles}/initrd.img</initrd><cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>`
-    : `<os><type arch='x86_64' machine='pc'>hvm</type></os>`;
-  return `<domain type='qemu'><name>${name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>${os}
-  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
-  <devices>
-${disks.map((d) => `    <disk type='file' device='disk'><driver name='qemu' type='${d.format}'/><source file='${d.file}'/><target dev='${d.dev}' bus='virtio'/></disk>`).join('\n')}
-    <serial type='file'><source path='${dir}/${name}.console'/><target port='0'/></serial>
-    <video><model type='none'/></video><memballoon model='none'/>
-  </devices></domain>\n`;
-}
 
 describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real QEMU guest)', () => {
   const tag = `vmdt${process.pid}`;
@@ -71,10 +58,7 @@ describe.skipIf(!guestFiles)('a libvirt connection source (real libvirtd, real Q
       ], boots));
       await virsh('define', xml);
     }
-    await virsh('start', running);
-    const console = path.join(home, `${running}.console`);
-    for (let i = 0; i < 600 && !(await fs.readFile(console, 'utf8').catch(() => '')).includes('wrote seq=0'); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(await fs.readFile(console, 'utf8')).toContain('wrote seq=0');
+    await startGuest(running, path.join(home, `${running}.console`));
     chainBefore = await virsh('domblklist', running);
     env = { VMDEDUP_HOME: path.join(home, 'vmdedup'), DATABASE_URL: await createTestDatabase() };
     const added = await cli(env, 'source', 'add', 'host', '--type', 'libvirt', '--uri', URI, '--storage', img);

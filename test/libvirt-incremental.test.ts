@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, createTestDatabase, qemuImg, semiCompressible, tempDir } from './helpers';
-import { URI, guestFiles, sequenceCheck, virsh } from './libvirt-guest';
+import { URI, domainXml, guestFiles, sequenceCheck, startGuest, virsh } from './libvirt-guest';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -87,16 +87,9 @@ describe.skipIf(!guestFiles)('incremental reads of a running domain (real libvir
     await qemuImg('convert', '-q', '-f', 'raw', '-O', 'qcow2', raw, disk);
     await fs.rm(raw);
     const xml = path.join(home, `${name}.xml`);
-    await fs.writeFile(xml, `<domain type='qemu'><name>${name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>${guestFiles}/vmlinuz</kernel><initrd>${guestFiles}/initrd.img</initrd><cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>
-  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
-  <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${disk}'/><target dev='vda' bus='virtio'/></disk>
-  <serial type='file'><source path='${home}/${name}.console'/><target port='0'/></serial><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`);
+    await fs.writeFile(xml, domainXml(name, home, [{ dev: 'vda', file: disk, format: 'qcow2' }], true));
     await virsh('define', xml);
-    await virsh('start', name);
-    const console = path.join(home, `${name}.console`);
-    for (let i = 0; i < 600 && !(await fs.readFile(console, 'utf8').catch(() => '')).includes('wrote seq=0'); i++) await new Promise((r) => setTimeout(r, 100));
-    expect(await fs.readFile(console, 'utf8')).toContain('wrote seq=0');
+    await startGuest(name, path.join(home, `${name}.console`));
     chainBefore = await virsh('domblklist', name);
     env = { VMDEDUP_HOME: path.join(home, 'vmdedup'), DATABASE_URL: await createTestDatabase() };
     const added = await cli(env, 'source', 'add', 'host', '--type', 'libvirt', '--uri', URI, '--storage', img);
