@@ -2,7 +2,8 @@
  * Incremental reads of a running domain's qcow2 disk, against a real libvirtd and a real QEMU guest (TCG) that writes
  * sequence-numbered 64 KiB blocks (scripts/libvirt-host.sh; VMDEDUP_TEST_LIBVIRT names its folder). The disk holds
  * 128 MiB of its own data besides what the guest writes; each backup after the first reads only what changed since
- * the checkpoint the previous one took, and every backup restores to exactly the guest's disk at its point in time.
+ * the checkpoint the previous one took, and every backup restores to exactly the guest's disk at its point in time; a
+ * checkpoint gone or broken (QEMU killed) means one full read, then incremental again.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -16,7 +17,7 @@ const run = promisify(execFile);
 const MiB = 1024 * 1024;
 const SLOT = 65536;
 
-type BackupJson = { backups: { vm: string; disks: { path: string; bytesRead: number }[] }[] };
+type BackupJson = { backups: { vm: string; disks: { path: string; bytesRead: number }[] }[]; warnings?: string[] };
 
 describe.skipIf(!guestFiles)('incremental reads of a running domain (real libvirtd, real QEMU guest)', () => {
   const name = `vmdi${process.pid}`;
@@ -31,7 +32,7 @@ describe.skipIf(!guestFiles)('incremental reads of a running domain (real libvir
     const result = await cli(env, 'backup', '--vm', name, '--json', ...flags);
     expect(result.code, result.stderr).toBe(0);
     const json = JSON.parse(result.stdout) as BackupJson;
-    return { bytesRead: json.backups[0].disks.find((d) => d.path === disk)!.bytesRead, stderr: result.stderr };
+    return { bytesRead: json.backups[0].disks.find((d) => d.path === disk)!.bytesRead, warnings: (json.warnings ?? []).join('\n') };
   };
   /** The newest backup restored, checked by qemu-img, as the guest's raw disk. */
   const restoredRaw = async (): Promise<string> => {
@@ -159,6 +160,29 @@ describe.skipIf(!guestFiles)('incremental reads of a running domain (real libvir
       const next = await backup();
       expect(next.bytesRead).toBeLessThan(size / 8);
       expect(await same(await restoredRaw(), await liveRaw('last'))).toBe(true);
+    } finally {
+      await virsh('resume', name);
+    }
+  }, 300_000);
+
+  it('after QEMU is killed (its bitmaps broken), reads the disk whole once, drops the broken checkpoint, then reads incrementally again', async () => {
+    const size = (await fs.stat(disk)).size;
+    const pid = (await fs.readFile(`/run/libvirt/qemu/${name}.pid`, 'utf8')).trim();
+    process.kill(Number(pid), 'SIGKILL');
+    for (let i = 0; i < 100 && (await virsh('domstate', name)).trim() !== 'shut off'; i++) await new Promise((r) => setTimeout(r, 100));
+    await startGuest(name, path.join(home, `${name}.console`));
+    const whole = await backup();
+    expect(whole.bytesRead).toBeGreaterThan(size / 2);
+    expect(whole.warnings).toMatch(/read whole: .*inconsistent/);
+    console.log(`after QEMU was killed: ${whole.warnings}`);
+    const checkpoints = await ourCheckpoints();
+    expect(checkpoints.length).toBe(1);
+    await new Promise((r) => setTimeout(r, 1000));
+    await virsh('suspend', name);
+    try {
+      const next = await backup();
+      expect(next.bytesRead).toBeLessThan(size / 8);
+      expect(await same(await restoredRaw(), await liveRaw('after-kill'))).toBe(true);
     } finally {
       await virsh('resume', name);
     }
