@@ -7,6 +7,7 @@
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -186,5 +187,36 @@ describe.skipIf(!guestFiles)('incremental reads of a running domain (real libvir
     } finally {
       await virsh('resume', name);
     }
+  }, 300_000);
+
+  it('aborts the pull backup job a killed backup left (and no one else\'s), then reads incrementally', async () => {
+    const size = (await fs.stat(disk)).size;
+    const [newest] = (await ourCheckpoints()).sort().reverse();
+    // What a backup killed between backup-begin and its abort leaves: the job, its socket in a folder of ours.
+    const left = await fs.mkdtemp(path.join(os.tmpdir(), 'vmdedup-nbd-'));
+    await fs.chmod(left, 0o777);
+    const xml = path.join(left, 'backup.xml');
+    await fs.writeFile(xml, `<domainbackup mode='pull'><incremental>${newest}</incremental><server transport='unix' socket='${left}/nbd.sock'/><disks><disk name='vda' backup='yes' type='file'><scratch file='${left}/vda.scratch.qcow2'/></disk></disks></domainbackup>`);
+    await virsh('backup-begin', '--domain', name, '--backupxml', xml);
+    expect(await virsh('domjobinfo', '--domain', name)).toMatch(/Backup/);
+    const next = await backup();
+    expect(next.bytesRead).toBeLessThan(size / 8);
+    expect(await virsh('domjobinfo', '--domain', name)).not.toMatch(/Backup/);
+    expect(await fs.access(left).then(() => true, () => false)).toBe(false);
+    // Someone else's job (virtnbdbackup's, a user's) is left alone: that backup fails, saying why, and the job runs on.
+    const theirs = await tempDir();
+    await fs.chmod(theirs, 0o777);
+    await fs.writeFile(path.join(theirs, 'backup.xml'), `<domainbackup mode='pull'><server transport='unix' socket='${theirs}/nbd.sock'/><disks><disk name='vda' backup='yes' type='file'><scratch file='${theirs}/vda.scratch.qcow2'/></disk></disks></domainbackup>`);
+    await virsh('backup-begin', '--domain', name, '--backupxml', path.join(theirs, 'backup.xml'));
+    try {
+      const refused = await cli(env, 'backup', '--vm', name, '--json');
+      expect(refused.code).not.toBe(0);
+      expect(await virsh('domjobinfo', '--domain', name)).toMatch(/Backup/);
+    } finally {
+      await virsh('domjobabort', '--domain', name).catch(() => undefined);
+      await fs.rm(theirs, { recursive: true, force: true });
+    }
+    expect(await virsh('domblklist', name)).toBe(chainBefore);
+    expect((await fs.readdir(img)).filter((f) => f.includes('.vmdedup-'))).toEqual([]);
   }, 300_000);
 });
