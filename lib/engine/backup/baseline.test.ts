@@ -236,6 +236,12 @@ describe('unchangedRangesOf', () => {
     expect(unchangedRangesOf(map, [{ start: 450, end: 460 }, { start: 0, end: 350 }])).toEqual([{ start: 750, end: 850 }, { start: 860, end: 900 }]);
   });
 
+  it('a dirty range counts for the whole clusters it touches (a write allocating a cluster writes all of it)', () => {
+    const map = [extent(0, 4 * 64, 1024)];
+    expect(unchangedRangesOf(map, [{ start: 70, end: 80 }, { start: 200, end: 200 }], 64)).toEqual([{ start: 1024, end: 1088 }, { start: 1152, end: 1280 }]);
+    expect(unchangedRangesOf(map, [{ start: 64, end: 128 }], 64)).toEqual([{ start: 1024, end: 1088 }, { start: 1152, end: 1280 }]);
+  });
+
   it('host ranges out of guest order are sorted and merged', () => {
     const map = [extent(0, 10, 500), extent(10, 10, 100), extent(20, 10, 490)];
     expect(unchangedRangesOf(map, [{ start: 5, end: 6 }])).toEqual([{ start: 100, end: 110 }, { start: 490, end: 505 }, { start: 506, end: 510 }]);
