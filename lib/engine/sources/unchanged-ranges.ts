@@ -6,6 +6,8 @@
  * host cluster (QEMU moves a cluster only by writing, discarding or copying it on write, each of which the dirty
  * bitmap records), so its bytes there are the ones the previous backup stored at the same offsets.
  */
+import fs from 'node:fs/promises';
+import { readQcow2Header } from '../formats/qcow2';
 import { qemuImgMap } from './qemu-img-map';
 
 /** Bytes `[start, end)`. */
@@ -14,11 +16,16 @@ export type ByteRange = { start: number; end: number };
 /** The host ranges of `file` (qcow2, held still) that hold guest data the guest did not write outside `dirty` (guest
  *  ranges, any order): sorted, merged. */
 export async function unchangedHostRanges(file: string, dirty: ByteRange[]): Promise<ByteRange[]> {
-  return unchangedRangesOf(await qemuImgMap(file, 'qcow2'), dirty);
+  const handle = await fs.open(file, 'r');
+  const { clusterBits } = await readQcow2Header(handle, file).finally(() => handle.close());
+  return unchangedRangesOf(await qemuImgMap(file, 'qcow2'), dirty, 2 ** clusterBits);
 }
 
-export function unchangedRangesOf(map: Awaited<ReturnType<typeof qemuImgMap>>, dirty: ByteRange[]): ByteRange[] {
-  const sortedDirty = merge(dirty);
+/** `clusterSize`: the file's. A guest write into a cluster QEMU allocates writes the whole host cluster (the rest
+ *  copied or zeroed), while a dirty bitmap's granularity may be finer (QEMU's default is at most 64 KiB; clusters
+ *  reach 2 MiB): each dirty range counts for the whole clusters it touches. */
+export function unchangedRangesOf(map: Awaited<ReturnType<typeof qemuImgMap>>, dirty: ByteRange[], clusterSize = 1): ByteRange[] {
+  const sortedDirty = merge(dirty.filter((r) => r.end > r.start).map((r) => ({ start: Math.floor(r.start / clusterSize) * clusterSize, end: Math.ceil(r.end / clusterSize) * clusterSize })));
   const ranges: ByteRange[] = [];
   let d = 0;
   for (const extent of [...map].sort((a, b) => a.start - b.start)) {
