@@ -95,7 +95,7 @@ export async function poolFolders(uri: string): Promise<string[]> {
 /** A snapshot overlay this tool made beside a disk while it was backed up: `<disk>.vmdedup-<tag>.qcow2`. */
 const OVERLAY = /^(.+)\.vmdedup-[0-9a-z]+\.qcow2$/;
 
-type LiveDisk = { dev: string; file?: string; format: string; device: string; readonly: boolean; shareable: boolean };
+type LiveDisk = { dev: string; file?: string; format: string; device: string; readonly: boolean; shareable: boolean; copyOnRead: boolean };
 
 /** An XML attribute's value as text. */
 const decode = (value: string | undefined) => (value === undefined ? undefined : decodeXmlText(value));
@@ -113,6 +113,7 @@ function disksOf(xml: string): LiveDisk[] {
       format: /<driver\b[^>]*\btype=(['"])(.*?)\1/.exec(own)?.[2] ?? 'raw',
       device: /\bdevice=(['"])(.*?)\1/.exec(head)?.[2] ?? 'disk',
       readonly: /<readonly\s*\/>/.test(own), shareable: /<shareable\s*\/>/.test(own),
+      copyOnRead: /<driver\b[^>]*\bcopy_on_read=(['"])on\1/.test(own),
     });
   }
   return disks;
@@ -330,8 +331,9 @@ const CHECKPOINT = /^vmdedup-[0-9a-z]{9,}$/;
  *  known by it). */
 const NBD_FOLDER = 'vmdedup-nbd-';
 
-/** A disk a checkpoint can track: a qcow2 file the guest writes alone (raw files cannot carry a bitmap). */
-const trackable = (disk: LiveDisk) => disk.device === 'disk' && !!disk.file && disk.format === 'qcow2' && !disk.readonly && !disk.shareable && /^[a-z0-9]+$/.test(disk.dev);
+/** A disk a checkpoint can track: a qcow2 file the guest writes alone (raw files cannot carry a bitmap). Not one
+ *  with copy-on-read: QEMU then fills clusters from the backing file without a guest write, which no bitmap marks. */
+const trackable = (disk: LiveDisk) => disk.device === 'disk' && !!disk.file && disk.format === 'qcow2' && !disk.readonly && !disk.shareable && !disk.copyOnRead && /^[a-z0-9]+$/.test(disk.dev);
 
 /**
  * Takes a checkpoint of the domain's qcow2 disks (every other disk named `checkpoint=no`: one left unnamed would
