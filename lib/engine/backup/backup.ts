@@ -296,14 +296,15 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     if (candidates.length === 0 || changes.earlier.length === 0 || rereadAfterDays <= 0) return [changes.checkpoint];
     const asked = changes.earlier.flatMap((checkpoint) => candidates.map((c) => ({ checkpoint, c, identifier: c.disk.identifier, versionToken: checkpointToken(checkpoint, c.dev, c.file) })));
     const found = await options.lookupStoredDisks(asked);
+    const fresh = (version: StoredVersion | undefined): version is StoredVersion => !!version && !version.racilyClean && version.readAt.getTime() > readSince;
     // The newest checkpoint some disk's previous backup was recorded under (one bitmap job per VM).
-    const hit = asked.findIndex((_, n) => found[n] && !found[n]!.racilyClean && found[n]!.readAt.getTime() > readSince);
+    const hit = asked.findIndex((_, n) => fresh(found[n]));
     if (hit < 0) return [changes.checkpoint];
     const from = asked[hit].checkpoint;
     const usable: { c: (typeof candidates)[number]; version: StoredVersion }[] = [];
     for (const [n, question] of asked.entries()) {
       const version = found[n];
-      if (question.checkpoint !== from || !version || version.racilyClean || version.readAt.getTime() <= readSince) continue;
+      if (question.checkpoint !== from || !fresh(version)) continue;
       if ((await repo.storedDisksHeld([version.digest])).has(version.digest) && (await reuse.mayReuseDisk(version.digest))) usable.push({ c: question.c, version });
     }
     if (usable.length === 0) return [changes.checkpoint, from];
@@ -398,15 +399,24 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         if (held.consistency !== 'offline' && !isLive(vm.domain.state)) failure = `domain ${vm.name} was started after the scan: not backed up this run (the next run holds it still)`;
         else for (const use of vm.disks) if (liveWritable.has(use.diskPath)) heldDisks.add(use.diskPath);
       }
-      let keepCheckpoints: string[] = [];
-      if (held?.changes && !failure) {
-        keepCheckpoints = await prepareChangedReads(vm, held.changes).catch((err: Error) => {
-          if (!(err instanceof InputError) && !(err instanceof RunFault)) throw err;
-          options.onWarning?.(`${vm.name}: its disks are read whole: ${err.message}`);
-          return [held!.changes!.checkpoint];
-        });
-      }
+      // Set once the changed reads were prepared: the checkpoints to keep after the thaw (unset: none is deleted).
+      let keepCheckpoints: string[] | undefined;
       try {
+        if (held?.changes && !failure) {
+          // Inside the hold's try: whatever fails here, the domain is thawed below.
+          try {
+            keepCheckpoints = await prepareChangedReads(vm, held.changes);
+          } catch (err) {
+            if (err instanceof RunFault) {
+              // The catalog or repository failed: this VM fails and the run stops, as for a disk's store.
+              stop ??= { vm: vm.name, error: err.message };
+              failure = err.message;
+            } else {
+              options.onWarning?.(`${vm.name}: its disks are read whole: ${(err as Error).message}`);
+              keepCheckpoints = [held.changes.checkpoint];
+            }
+          }
+        }
         for (const use of failure ? [] : vm.disks) {
           const disk = inventory.disks.get(use.diskPath)!;
           let outcome: DiskOutcome;
@@ -487,7 +497,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
           if (thawed.error) failure ??= thawed.error;
           // The checkpoint this backup took, and the one it read from (the next one, should this image not be
           // recorded); older ones, and those of killed or failed backups, go.
-          if (held.changes) {
+          if (held.changes && keepCheckpoints) {
             const kept = await held.changes.keepOnly(keepCheckpoints).catch((err: Error) => `${vm.name}: ${err.message}`);
             if (kept) options.onWarning?.(kept);
           }

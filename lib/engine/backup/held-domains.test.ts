@@ -95,4 +95,27 @@ describe('held domains', () => {
     ]);
     expect(warnings).toEqual(['domain v2 still runs on the overlay']);
   });
+
+  it('a failure while preparing changed reads reads the disks whole, says why, and still thaws the domain', async () => {
+    const { inventory } = await pool(2);
+    const repo = await Repository.openOrInit(new FsBlobStore(await tempDir()), { blockSize: MiB });
+    const warnings: string[] = [];
+    const events: string[] = [];
+    const results = await backupVms({
+      inventory: asDomain(await inventory(), { v0: 'running' }), repo, lookupStoredDisks: none, onWarning: (w) => warnings.push(w),
+      holdDomain: async () => ({
+        consistency: 'crash',
+        thaw: async () => { events.push('thaw'); return {}; },
+        changes: {
+          checkpoint: 'vmdedup-000000001a', earlier: [],
+          get tracked(): Map<string, string> { throw new Error('EMFILE: too many open files'); },
+          changedSince: async () => new Map(),
+          keepOnly: async (keep) => { events.push(`keep ${keep.join(',')}`); return undefined; },
+        },
+      }),
+    });
+    expect(results.map((r) => r.ok && r.image.disks[0].bytesRead)).toEqual([MiB, MiB]);
+    expect(warnings).toEqual(['v0: its disks are read whole: EMFILE: too many open files']);
+    expect(events).toEqual(['thaw', 'keep vmdedup-000000001a']);
+  });
 });
