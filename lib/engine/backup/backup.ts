@@ -12,7 +12,7 @@ import type { ChunkId } from '../repository/chunk-id';
 import { type Baseline, newStoreClaims, storeDisk } from './store-disk';
 import { REUSE_ANYTHING, type ReuseGuard } from '../gc/reuse-guard';
 import { type ChangeTracking, type Consistency, type HeldDomain, holdDomain, isLive } from '../sources/libvirt-host';
-import { unchangedHostRanges } from '../sources/unchanged-ranges';
+import { type ByteRange, unchangedHostRanges } from '../sources/unchanged-ranges';
 
 /** What the catalog knows of one stored version of a disk: its content, when that content was last actually read
  *  from the disk, and whether the version token was taken too soon after a change to be trusted (racily clean). */
@@ -276,30 +276,49 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     return outcome;
   };
   /**
-   * For a held running VM: the checkpoint-token each of its tracked qcow2 disks is recorded under, and for those whose
+   * For a held VM: the checkpoint-token each of its tracked qcow2 disks is recorded under, and for those whose
    * previous backup was recorded under a checkpoint the domain still has, what they may take from it (every range
-   * the guest did not write since). Any doubt leaves a disk to be read whole. Answers the checkpoints to keep.
+   * the guest did not write since). Any doubt leaves a disk to be read whole. Answers the checkpoints to keep once
+   * the domain is thawed (undefined: delete none then).
    */
-  const prepareChangedReads = async (vm: VmInventory, changes: ChangeTracking): Promise<string[]> => {
+  const prepareChangedReads = async (vm: VmInventory, held: HeldDomain, changes: ChangeTracking): Promise<string[] | undefined> => {
+    const offline = held.consistency === 'offline';
     const tracked = new Map<string, string>();
     for (const [file, dev] of changes.tracked) tracked.set(await fs.realpath(file).catch(() => file), dev);
     const candidates: { disk: VirtualDisk; dev: string; file: { dev: number; ino: number } }[] = [];
     for (const use of vm.disks) {
       const disk = inventory.disks.get(use.diskPath)!;
       const dev = tracked.get(disk.path);
-      if (!dev || !liveWritable.has(disk.path) || disk.format !== 'qcow2' || disk.files.length !== 1 || candidates.some((c) => c.disk === disk)) continue;
+      // A shut-off domain's disk found unchanged, or stored ahead (read before the checkpoint): not read after it.
+      // Nor one another VM uses (a base it was left writable on): its checkpoint would write that VM's disk.
+      const readLater = offline
+        ? !outcomes.has(disk.path) && !storing.has(disk.path) && (inventory.usedBy.get(disk.path) ?? [vm.name]).length < 2
+        : liveWritable.has(disk.path);
+      if (!dev || !readLater || disk.format !== 'qcow2' || disk.files.length !== 1 || candidates.some((c) => c.disk === disk)) continue;
       const stat = await fs.stat(disk.files[0]).catch(() => undefined);
       if (!stat) continue;
       candidates.push({ disk, dev, file: stat });
-      changeTokens.set(disk.path, checkpointToken(changes.checkpoint, dev, stat));
     }
-    if (candidates.length === 0 || changes.earlier.length === 0 || rereadAfterDays <= 0) return [changes.checkpoint];
+    if (candidates.length === 0) return offline ? undefined : [changes.checkpoint];
+    await changes.take(candidates.map((c) => c.dev));
+    for (const c of candidates) changeTokens.set(c.disk.path, checkpointToken(changes.checkpoint, c.dev, c.file));
+    // A shut-off domain's checkpoint tracks only the disks read now: the others' older checkpoints stay.
+    // A shut-off domain's checkpoint tracks only the disks read now: the others' older checkpoints stay. Its others
+    // go now, before the read: deleting a bitmap writes the file, which is recorded as read.
+    const keep = async (from?: string) => {
+      const list = offline && candidates.length < changes.tracked.size ? undefined : [changes.checkpoint, ...(from ? [from] : [])];
+      if (!offline || !list) return list;
+      const warning = await changes.keepOnly(list).catch((err: Error) => `${vm.name}: ${err.message}`);
+      if (warning) options.onWarning?.(warning);
+      return undefined;
+    };
+    if (changes.earlier.length === 0 || rereadAfterDays <= 0) return keep();
     const asked = changes.earlier.flatMap((checkpoint) => candidates.map((c) => ({ checkpoint, c, identifier: c.disk.identifier, versionToken: checkpointToken(checkpoint, c.dev, c.file) })));
     const found = await options.lookupStoredDisks(asked);
     const fresh = (version: StoredVersion | undefined): version is StoredVersion => !!version && !version.racilyClean && version.readAt.getTime() > readSince;
     // The newest checkpoint some disk's previous backup was recorded under (one bitmap job per VM).
     const hit = asked.findIndex((_, n) => fresh(found[n]));
-    if (hit < 0) return [changes.checkpoint];
+    if (hit < 0) return keep();
     const from = asked[hit].checkpoint;
     const usable: { c: (typeof candidates)[number]; version: StoredVersion }[] = [];
     for (const [n, question] of asked.entries()) {
@@ -307,8 +326,16 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       if (question.checkpoint !== from || !fresh(version)) continue;
       if ((await repo.storedDisksHeld([version.digest])).has(version.digest) && (await reuse.mayReuseDisk(version.digest))) usable.push({ c: question.c, version });
     }
-    if (usable.length === 0) return [changes.checkpoint, from];
-    const dirty = await changes.changedSince(from, usable.map((u) => u.c.dev));
+    if (usable.length === 0) return keep(from);
+    let dirty: Map<string, ByteRange[]>;
+    try {
+      dirty = await changes.changedSince(from, usable.map((u) => u.c.dev));
+    } catch (err) {
+      // Read whole, and recorded under the checkpoint just taken: the one that failed goes.
+      if (err instanceof RunFault) throw err;
+      options.onWarning?.(`${vm.name}: its disks are read whole: ${(err as Error).message}`);
+      return keep();
+    }
     for (const { c, version } of usable) {
       const written = dirty.get(c.dev);
       if (!written) continue;
@@ -322,7 +349,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         options.onWarning?.(`${vm.name}: ${c.disk.path} is read whole: ${(err as Error).message}`);
       }
     }
-    return [changes.checkpoint, from];
+    return keep(from);
   };
   // The disks of the next VMs are stored while this one's image is built: a pool of small VMs waits on each disk's
   // durability barriers (chunk, stored disk), which overlap and share the file system's journal commits. Only the
@@ -405,7 +432,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
         if (held?.changes && !failure) {
           // Inside the hold's try: whatever fails here, the domain is thawed below.
           try {
-            keepCheckpoints = await prepareChangedReads(vm, held.changes);
+            keepCheckpoints = await prepareChangedReads(vm, held, held.changes);
           } catch (err) {
             if (err instanceof RunFault) {
               // The catalog or repository failed: this VM fails and the run stops, as for a disk's store.
@@ -413,7 +440,8 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
               failure = err.message;
             } else {
               options.onWarning?.(`${vm.name}: its disks are read whole: ${(err as Error).message}`);
-              keepCheckpoints = [held.changes.checkpoint];
+              // A running domain's checkpoint was taken; a shut-off one's may not have been.
+              if (held.consistency !== 'offline') keepCheckpoints = [held.changes.checkpoint];
             }
           }
         }

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { libvirtDomainXml, semiCompressible, tempDir } from '../../../test/helpers';
+import { libvirtDomainXml, qemuImg, semiCompressible, tempDir } from '../../../test/helpers';
 import { FsBlobStore } from '../repository/fs-blob-store';
 import { Repository } from '../repository/repository';
 import { InputError } from '../errors';
@@ -109,6 +109,7 @@ describe('held domains', () => {
         changes: {
           checkpoint: 'vmdedup-000000001a', earlier: [],
           get tracked(): Map<string, string> { throw new Error('EMFILE: too many open files'); },
+          take: async () => undefined,
           changedSince: async () => new Map(),
           keepOnly: async (keep) => { events.push(`keep ${keep.join(',')}`); return undefined; },
         },
@@ -117,5 +118,42 @@ describe('held domains', () => {
     expect(results.map((r) => r.ok && r.image.disks[0].bytesRead)).toEqual([MiB, MiB]);
     expect(warnings).toEqual(['v0: its disks are read whole: EMFILE: too many open files']);
     expect(events).toEqual(['thaw', 'keep vmdedup-000000001a']);
+  });
+  it('a shut-off domain takes its checkpoint only on the disks it reads, and deletes older ones before reading, only when it took it on all', async () => {
+    const root = await tempDir();
+    for (const name of ['a', 'b']) await qemuImg('create', '-q', '-f', 'qcow2', path.join(root, `${name}.qcow2`), '1M');
+    await fs.writeFile(path.join(root, 'v0.xml'), libvirtDomainXml('v0', 'u0', [{ file: 'a.qcow2', type: 'qcow2' }, { file: 'b.qcow2', type: 'qcow2' }]));
+    const inventory = async () => asDomain(await scanSource({ name: 's', type: 'libvirt', path: root }), { v0: 'shut off' });
+    const repo = await Repository.openOrInit(new FsBlobStore(await tempDir()), { blockSize: MiB });
+    const events: string[] = [];
+    let runs = 0;
+    const holdDomain = async (): Promise<HeldDomain> => {
+      const checkpoint = `vmdedup-00000000${++runs}`;
+      return {
+        consistency: 'offline',
+        thaw: async () => { events.push('thaw'); return {}; },
+        changes: {
+          checkpoint, earlier: runs > 1 ? ['vmdedup-000000001'] : [],
+          tracked: new Map([[path.join(root, 'a.qcow2'), 'vda'], [path.join(root, 'b.qcow2'), 'vdb']]),
+          take: async (devs) => { events.push(`take ${checkpoint} ${devs.join(',')}`); },
+          changedSince: async () => new Map(),
+          keepOnly: async (keep) => { events.push(`keep ${keep.join(',')}`); return undefined; },
+        },
+      };
+    };
+    const first = await backupVms({ inventory: await inventory(), repo, lookupStoredDisks: none, holdDomain });
+    expect(first.map((r) => r.ok)).toEqual([true]);
+    expect(events.splice(0)).toEqual(['take vmdedup-000000001 vda,vdb', 'keep vmdedup-000000001', 'thaw']);
+    // a.qcow2 known by its file's token (the fast path), b.qcow2 not: the checkpoint goes on vdb alone, and the one
+    // a's content is recorded under stays.
+    const image = (first[0] as { image: { disks: { path: string; digest: string }[] } }).image;
+    const aDigest = image.disks.find((d) => d.path.endsWith('a.qcow2'))!.digest;
+    await new Promise((resolve) => setTimeout(resolve, 150)); // the files no longer racily clean
+    const second = await backupVms({
+      inventory: await inventory(), repo, holdDomain,
+      lookupStoredDisks: async (disks) => disks.map((d) => (d.versionToken.startsWith('libvirt-checkpoint:') || !d.identifier.endsWith('a.qcow2') ? undefined : { digest: aDigest, readAt: new Date(), racilyClean: false })),
+    });
+    expect(second.map((r) => r.ok)).toEqual([true]);
+    expect(events).toEqual(['take vmdedup-000000002 vdb', 'thaw']);
   });
 });

@@ -9,7 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { InputError } from '../errors';
 import { decodeXmlText, editLibvirtDisks, escapeXml, libvirtDiskBlocks, targetDevOf } from './libvirt';
+import { addBitmap, bitmapsOf, dirtyRanges, dirtyRangesOfFile, removeBitmap } from './dirty-bitmaps';
 import type { ByteRange } from './unchanged-ranges';
+import { untilTrustable } from './version-token';
 
 /** The local QEMU connections a source may name, and the folder libvirt keeps their persistent domains' XML in. */
 export function libvirtConfigFolder(uri: string): string {
@@ -175,17 +177,22 @@ function backingStoreRange(block: string): [number, number] | undefined {
 export type Consistency = 'application' | 'crash' | 'offline';
 
 /** A domain held still for its backup: `consistency` says how; `thaw` puts it back as it was (an error message when
- *  the backup must not be kept: a shut-off domain that started meanwhile). A running one's qcow2 disks are tracked
- *  by a checkpoint taken just before the hold (`changes`), so that its next backup reads only what changed. */
+ *  the backup must not be kept: a shut-off domain that started meanwhile). Its qcow2 disks are tracked by a
+ *  checkpoint (`changes`), so that its next backup reads only what changed. */
 export type HeldDomain = { consistency: Consistency; thaw(): Promise<{ error?: string; warning?: string }>; changes?: ChangeTracking };
 
 export type ChangeTracking = {
-  /** The checkpoint taken just before this hold's point in time: a later backup asks what changed since it. */
+  /** The checkpoint a later backup asks what changed since: a running domain's is taken just before the hold's
+   *  point in time; a shut-off one's by `take`. */
   checkpoint: string;
   /** The disk files it tracks (as the domain names them) and their target devs. */
   tracked: Map<string, string>;
   /** This tool's checkpoints the domain had before this one, newest first. */
   earlier: string[];
+  /** Makes sure the checkpoint tracks these disks (by target dev) before they are read. A running domain's tracks
+   *  them all already. A shut-off domain's is taken here, on these disks only: it adds a bitmap to each file, so
+   *  an unchanged disk, not read again, is left as it is. Rejects (an InputError) when it cannot. */
+  take(devs: string[]): Promise<void>;
   /** The guest ranges of each disk (by target dev) written since checkpoint `from` was taken; rejects (an
    *  InputError) on any doubt: a checkpoint missing or inconsistent, a bitmap that cannot be read. */
   changedSince(from: string, devs: string[]): Promise<Map<string, ByteRange[]>>;
@@ -214,8 +221,10 @@ export async function holdDomain(uri: string, name: string): Promise<HeldDomain>
   const strayWarning = stray.length ? `domain ${name} no longer runs on ${stray.join(', ')} (an overlay a backup killed after its commit left beside the disk): remove it unless another domain uses it` : undefined;
   const withStray = (outcome: { error?: string; warning?: string }) => (strayWarning ? { ...outcome, warning: [outcome.warning, strayWarning].filter(Boolean).join('; ') } : outcome);
   if (!isLive(state)) {
+    const changes = await offlineTracking(uri, name, disksOf(xml));
     return {
       consistency: 'offline',
+      ...(changes ? { changes } : {}),
       thaw: async () => {
         const now = (await virsh(uri, ['domstate', '--domain', name]).catch(() => 'unknown')).trim();
         return withStray(isLive(now) ? { error: `domain ${name} started while its disks were read (now ${now}): not backed up; the next backup holds it still` } : {});
@@ -335,22 +344,32 @@ const NBD_FOLDER = 'vmdedup-nbd-';
  *  with copy-on-read: QEMU then fills clusters from the backing file without a guest write, which no bitmap marks. */
 const trackable = (disk: LiveDisk) => disk.device === 'disk' && !!disk.file && disk.format === 'qcow2' && !disk.readonly && !disk.shareable && !disk.copyOnRead && /^[a-z0-9]+$/.test(disk.dev);
 
+/** The disks a checkpoint tracks: file → target dev. */
+const trackedOf = (disks: LiveDisk[]) => new Map(disks.filter(trackable).map((disk) => [disk.file!, disk.dev]));
+
+/** This tool's checkpoints of a domain, newest first. */
+async function ourCheckpoints(uri: string, name: string): Promise<string[]> {
+  return namesOf(await virsh(uri, ['checkpoint-list', '--domain', name, '--name'])).filter((n) => CHECKPOINT.test(n)).sort().reverse();
+}
+
+const newCheckpointName = () => `vmdedup-${Date.now().toString(36).padStart(9, '0')}${process.pid.toString(36)}`;
+
 /**
- * Takes a checkpoint of the domain's qcow2 disks (every other disk named `checkpoint=no`: one left unnamed would
- * silently get no bitmap either). Nothing to track, or a libvirt that refuses: no tracking (every disk is read
+ * Takes a checkpoint of a running domain's qcow2 disks (every other disk named `checkpoint=no`: one left unnamed
+ * would silently get no bitmap either). Nothing to track, or a libvirt that refuses: no tracking (every disk is read
  * whole), and a warning for the refusal.
  */
 async function takeCheckpoint(uri: string, name: string, disks: LiveDisk[]): Promise<{ tracking?: ChangeTracking; warning?: string }> {
-  const tracked = new Map(disks.filter(trackable).map((disk) => [disk.file!, disk.dev]));
+  const tracked = trackedOf(disks);
   if (tracked.size === 0) return {};
   let earlier: string[];
   try {
-    earlier = namesOf(await virsh(uri, ['checkpoint-list', '--domain', name, '--name'])).filter((n) => CHECKPOINT.test(n)).sort().reverse();
+    earlier = await ourCheckpoints(uri, name);
   } catch (err) {
     return { warning: `${name}: changes are not tracked, its disks are read whole (${(err as Error).message})` };
   }
-  const checkpoint = `vmdedup-${Date.now().toString(36).padStart(9, '0')}${process.pid.toString(36)}`;
-  const specs = disks.filter((disk) => disk.dev).flatMap((disk) => ['--diskspec', `${disk.dev},checkpoint=${tracked.has(disk.file ?? '') && disk.dev === tracked.get(disk.file!) ? 'bitmap' : 'no'}`]);
+  const checkpoint = newCheckpointName();
+  const specs = disks.filter((disk) => disk.dev).flatMap((disk) => ['--diskspec', `${disk.dev},checkpoint=${tracked.get(disk.file ?? '') === disk.dev ? 'bitmap' : 'no'}`]);
   try {
     await virsh(uri, ['checkpoint-create-as', '--domain', name, '--name', checkpoint, ...specs]);
   } catch (err) {
@@ -359,12 +378,12 @@ async function takeCheckpoint(uri: string, name: string, disks: LiveDisk[]): Pro
   return {
     tracking: {
       checkpoint, tracked, earlier,
+      take: async () => undefined,
       changedSince: (from, devs) => changedSince(uri, name, disks, from, devs),
       keepOnly: async (keep) => {
-        const all = namesOf(await virsh(uri, ['checkpoint-list', '--domain', name, '--name']).catch(() => '')).filter((n) => CHECKPOINT.test(n));
         const failed: string[] = [];
         // Oldest first: each deleted one's bitmap merges into nothing older (what it marked, newer ones mark too).
-        for (const old of all.filter((n) => !keep.includes(n)).sort()) {
+        for (const old of (await ourCheckpoints(uri, name).catch(() => [])).filter((n) => !keep.includes(n)).reverse()) {
           await virsh(uri, ['checkpoint-delete', '--domain', name, '--checkpointname', old])
             // A broken one (QEMU killed, host crash) cannot merge its bitmap: its metadata goes, its bitmap stays unused.
             .catch(() => virsh(uri, ['checkpoint-delete', '--domain', name, '--checkpointname', old, '--metadata']))
@@ -372,6 +391,85 @@ async function takeCheckpoint(uri: string, name: string, disks: LiveDisk[]): Pro
         }
         return failed.length ? `${name}: checkpoints not deleted: ${failed.join(', ')}` : undefined;
       },
+    },
+  };
+}
+
+/**
+ * The change tracking of a shut-off domain's qcow2 disks. libvirt takes and deletes no checkpoint of a shut-off
+ * domain: its bitmaps are kept in the files with qemu-img (persistent bitmaps, which any QEMU that opens the file
+ * then updates) and libvirt is told of each checkpoint (`--redefine`), so that a backup of the domain running again
+ * reads from it as from one taken while it ran. What changed is read from the file by qemu-nbd (`--bitmap`).
+ * Undefined when nothing is tracked or libvirt cannot list checkpoints (every disk is read whole).
+ */
+async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Promise<ChangeTracking | undefined> {
+  const tracked = trackedOf(disks);
+  if (tracked.size === 0) return undefined;
+  const earlier = await ourCheckpoints(uri, name).catch(() => undefined);
+  if (!earlier) return undefined;
+  const fileOf = new Map([...tracked].map(([file, dev]) => [dev, file]));
+  const checkpoint = newCheckpointName();
+  return {
+    checkpoint, tracked, earlier,
+    take: async (devs) => {
+      const added: string[] = [];
+      const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vmdedup-checkpoint-'));
+      try {
+        // Fails while a QEMU has the file open (the domain started since): its lock is taken for writing.
+        for (const dev of devs) {
+          await addBitmap(fileOf.get(dev)!, checkpoint);
+          added.push(dev);
+        }
+        const entries = disks.filter((disk) => disk.dev).map((disk) => (devs.includes(disk.dev)
+          ? `<disk name='${escapeXml(disk.dev)}' checkpoint='bitmap' bitmap='${checkpoint}'/>`
+          : `<disk name='${escapeXml(disk.dev)}' checkpoint='no'/>`));
+        const xml = path.join(dir, 'checkpoint.xml');
+        await fs.writeFile(xml, `<domaincheckpoint><name>${checkpoint}</name><creationTime>${Math.floor(Date.now() / 1000)}</creationTime><disks>${entries.join('')}</disks></domaincheckpoint>\n`);
+        await virsh(uri, ['checkpoint-create', '--domain', name, '--xmlfile', xml, '--redefine']);
+      } catch (err) {
+        for (const dev of added) await removeBitmap(fileOf.get(dev)!, checkpoint).catch(() => undefined);
+        throw err instanceof InputError ? err : new InputError(`${name}: no checkpoint taken (${(err as Error).message})`);
+      } finally {
+        await fs.rm(dir, { recursive: true, force: true });
+      }
+      // Written just now: the disk is then recorded with a version a later backup trusts.
+      await untilTrustable(added.map((dev) => fileOf.get(dev)!));
+    },
+    changedSince: async (from, devs) => {
+      if (!CHECKPOINT.test(from)) throw new InputError(`checkpoint ${from}: not one this tool took`);
+      const changed = new Map<string, ByteRange[]>();
+      for (const dev of devs) {
+        const file = fileOf.get(dev);
+        if (!file) throw new InputError(`${name}: ${dev} is not tracked`);
+        changed.set(dev, await dirtyRangesOfFile(file, from));
+      }
+      return changed;
+    },
+    keepOnly: async (keep) => {
+      // Started since: its QEMU has the files; the next backup deletes what this one leaves.
+      if (isLive((await virsh(uri, ['domstate', '--domain', name]).catch(() => 'unknown')).trim())) return undefined;
+      const failed = new Map<string, string>();
+      // Bitmaps first, then the checkpoints whose bitmaps are all gone (none when a file's could not be listed).
+      // Ours without a checkpoint (its redefine failed; the domain was undefined and defined again) go too.
+      let listed = true;
+      const written = new Set<string>();
+      for (const file of tracked.keys()) {
+        const names = await bitmapsOf(file).then((all) => all.map((b) => b.name), (err: Error) => {
+          listed = false;
+          failed.set(file, err.message);
+          return [] as string[];
+        });
+        for (const old of names.filter((n) => CHECKPOINT.test(n) && !keep.includes(n))) {
+          written.add(file);
+          await removeBitmap(file, old).catch((err: Error) => failed.set(old, err.message));
+        }
+      }
+      await untilTrustable([...written]);
+      const deletable = listed ? (await ourCheckpoints(uri, name).catch(() => [])).filter((n) => !keep.includes(n) && !failed.has(n)) : [];
+      for (const old of deletable) {
+        await virsh(uri, ['checkpoint-delete', '--domain', name, '--checkpointname', old, '--metadata']).catch((err: Error) => failed.set(old, err.message));
+      }
+      return failed.size ? `${name}: checkpoints not deleted: ${[...failed].map(([what, why]) => `${what} (${why})`).join(', ')}` : undefined;
     },
   };
 }
@@ -395,7 +493,7 @@ async function changedSince(uri: string, name: string, disks: LiveDisk[], from: 
     await virsh(uri, ['backup-begin', '--domain', name, '--backupxml', xml]);
     try {
       const changed = new Map<string, ByteRange[]>();
-      for (const dev of devs) changed.set(dev, await dirtyRanges(`nbd+unix:///${dev}?socket=${encodeURIComponent(socket)}`, `qemu:dirty-bitmap:backup-${dev}`));
+      for (const dev of devs) changed.set(dev, await dirtyRanges([`nbd+unix:///${dev}?socket=${encodeURIComponent(socket)}`], `qemu:dirty-bitmap:backup-${dev}`));
       return changed;
     } finally {
       await virsh(uri, ['domjobabort', '--domain', name]).catch(() => undefined);
@@ -403,25 +501,6 @@ async function changedSince(uri: string, name: string, disks: LiveDisk[], from: 
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
-}
-
-/** The dirty ranges of an NBD export's bitmap context (nbdinfo --map --json: extents whose type has bit 0 set). */
-function dirtyRanges(url: string, context: string): Promise<ByteRange[]> {
-  return new Promise((resolve, reject) => {
-    execFile('nbdinfo', ['--json', `--map=${context}`, url], { timeout: VIRSH_TIMEOUT_MS, maxBuffer: 1024 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return reject(new InputError('nbdinfo is not installed (Debian: apt-get install libnbd-bin)'));
-        return reject(new InputError(`nbdinfo failed: ${stderr.trim().split('\n')[0] || err.message}`));
-      }
-      try {
-        const extents = JSON.parse(stdout) as { offset: number; length: number; type: number }[];
-        if (!Array.isArray(extents) || extents.some((e) => !Number.isSafeInteger(e.offset) || !Number.isSafeInteger(e.length) || !Number.isSafeInteger(e.type))) throw new Error('not a list of extents');
-        resolve(extents.filter((e) => (e.type & 1) === 1).map((e) => ({ start: e.offset, end: e.offset + e.length })));
-      } catch (parseError) {
-        reject(new InputError(`nbdinfo --map: ${(parseError as Error).message}`));
-      }
-    });
-  });
 }
 
 /** QEMU (the system connection runs it as libvirt-qemu) makes its socket and scratch files in this folder. */

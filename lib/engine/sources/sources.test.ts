@@ -3,7 +3,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { qemuImg, tempDir } from '../../../test/helpers';
 import { scanSource } from './inventory';
-import { tooRecentToTrust, versionOf } from './version-token';
+import { tooRecentToTrust, untilTrustable, versionOf } from './version-token';
 import { parseLibvirtDomain } from './libvirt';
 import { parseVmx } from './vmware';
 
@@ -142,6 +142,20 @@ describe('version tokens', () => {
     await fs.utimes(file, past, past);
     await new Promise((resolve) => setTimeout(resolve, 150)); // ctime, set by utimes, must age past the margin too
     expect((await versionOf([file])).racilyClean).toBe(false);
+  });
+
+  it('waits until a file just written can be trusted, and no longer than the margin for a timestamp in the future', async () => {
+    const root = await tempDir();
+    const file = path.join(root, 'disk.qcow2');
+    await fs.writeFile(file, Buffer.alloc(4096));
+    expect((await versionOf([file])).racilyClean).toBe(true);
+    await untilTrustable([file]);
+    expect((await versionOf([file])).racilyClean).toBe(false);
+    const future = new Date(Date.now() + 3_600_000);
+    await fs.utimes(file, future, future);
+    const started = Date.now();
+    await untilTrustable([file]);
+    expect(Date.now() - started).toBeLessThan(2_000);
   });
 
   it('gives whole-second timestamps a wider margin than fine ones', () => {

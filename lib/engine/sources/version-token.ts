@@ -17,11 +17,16 @@ export type DiskVersion = { versionToken: string; logicalBytes: number; racilyCl
  */
 export const RACY_MARGIN_NS = { fineTimestamps: 100_000_000n, wholeSecondTimestamps: 3_000_000_000n } as const;
 
-/** True when a file's timestamps are too recent, at the moment `statAtNs` (ns since the epoch), to trust later. */
-export function tooRecentToTrust(stat: Pick<BigIntStats, 'mtimeNs' | 'ctimeNs'>, statAtNs: bigint): boolean {
+/** The moment (ns since the epoch) from which a file's timestamps are old enough to trust (see RACY_MARGIN_NS). */
+function trustableFromNs(stat: Pick<BigIntStats, 'mtimeNs' | 'ctimeNs'>): bigint {
   const newest = stat.mtimeNs > stat.ctimeNs ? stat.mtimeNs : stat.ctimeNs;
   const wholeSeconds = stat.mtimeNs % 1_000_000_000n === 0n && stat.ctimeNs % 1_000_000_000n === 0n;
-  return newest + (wholeSeconds ? RACY_MARGIN_NS.wholeSecondTimestamps : RACY_MARGIN_NS.fineTimestamps) > statAtNs;
+  return newest + (wholeSeconds ? RACY_MARGIN_NS.wholeSecondTimestamps : RACY_MARGIN_NS.fineTimestamps);
+}
+
+/** True when a file's timestamps are too recent, at the moment `statAtNs` (ns since the epoch), to trust later. */
+export function tooRecentToTrust(stat: Pick<BigIntStats, 'mtimeNs' | 'ctimeNs'>, statAtNs: bigint): boolean {
+  return trustableFromNs(stat) > statAtNs;
 }
 
 /**
@@ -50,4 +55,20 @@ async function statOfOpened(file: string): Promise<{ stat: BigIntStats; statAtNs
   const { handle, stat, statAtNs } = await openDiskFileAndStat(file);
   await handle.close();
   return { stat, statAtNs };
+}
+
+/** Waits until none of these files is too recently changed to trust (tooRecentToTrust): one this process just wrote
+ *  (a bitmap added to a shut-off domain's disk) is then recorded with a token a later backup can trust. */
+export async function untilTrustable(files: string[]): Promise<void> {
+  for (const file of files) {
+    // Twice at most: a timestamp in the future (a clock set back) is waited for once, no longer than the margin.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const { stat, statAtNs } = await statOfOpened(file);
+      const from = trustableFromNs(stat);
+      if (from <= statAtNs) break;
+      const margin = from - (stat.mtimeNs > stat.ctimeNs ? stat.mtimeNs : stat.ctimeNs);
+      const waitNs = from - statAtNs < margin ? from - statAtNs : margin;
+      await new Promise((resolve) => setTimeout(resolve, Number(waitNs / 1_000_000n) + 1));
+    }
+  }
 }
