@@ -134,8 +134,10 @@ export function rewriteLibvirtDisks(xml: string, pointers: Map<string, string>):
 
 /**
  * A domain XML made into another VM: its own name and UUID (the first `<name>` and `<uuid>` of the domain, and the
- * SMBIOS system UUID of its `<sysinfo>`, which libvirt requires to match), and no interface MAC address (libvirt
- * makes new ones when it defines it: two VMs with one MAC break the network).
+ * SMBIOS system UUID of its `<sysinfo>`, which libvirt requires to match), no interface MAC address (libvirt
+ * makes new ones when it defines it: two VMs with one MAC break the network), and no UEFI variables file: libvirt
+ * names one after the new domain and fills it from the template at its first start (the original's file, shared,
+ * would have its boot entries and secure-boot keys rewritten by the copy).
  */
 export function renameLibvirtDomain(xml: string, name: string, uuid: string): string {
   const escaped = name.replace(/&/g, '&amp;').replace(/</g, '&lt;');
@@ -145,5 +147,6 @@ export function renameLibvirtDomain(xml: string, name: string, uuid: string): st
     : out.replace(/(<name>[^<]*<\/name>)/, `$1<uuid>${uuid}</uuid>`);
   // An SMBIOS system UUID must be the domain's (libvirt refuses the XML otherwise: "UUID mismatch").
   out = out.replace(/<sysinfo\b[\s\S]*?<\/sysinfo>/g, (block) => block.replace(/(<entry\s+name=(['"])uuid\2\s*>)[^<]*(<\/entry>)/g, `$1${uuid}$3`));
+  out = out.replace(/<nvram\b([^>]*?)(?:\/>|>[\s\S]*?<\/nvram>)/g, (_m, attrs: string) => `<nvram${[...attrs.matchAll(/\s(?:template|templateFormat|format)=(['"]).*?\1/g)].map((a) => a[0]).join('')}/>`);
   return out.replace(/[ \t]*<mac\s+address=(['"])[^'"]*\1\s*\/>\n?/g, '');
 }

@@ -34,4 +34,14 @@ describe('renameLibvirtDomain', () => {
     const out = renameLibvirtDomain("<domain><name>a</name><uuid>old</uuid><sysinfo type='smbios'><system><entry name='serial'>old</entry><entry name='uuid'>old</entry></system></sysinfo></domain>", 'b', 'new');
     expect(out).toBe("<domain><name>b</name><uuid>new</uuid><sysinfo type='smbios'><system><entry name='serial'>old</entry><entry name='uuid'>new</entry></system></sysinfo></domain>");
   });
+  it('gives the copy no UEFI variables file of the original (libvirt makes its own from the template)', () => {
+    const os = (nvram: string) => `<domain><name>a</name><uuid>old</uuid><os><type>hvm</type><loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader>${nvram}</os></domain>`;
+    const copy = (nvram: string) => renameLibvirtDomain(os(nvram), 'b', 'new');
+    expect(copy("<nvram template='/usr/share/OVMF/OVMF_VARS.fd'>/var/lib/libvirt/qemu/nvram/a_VARS.fd</nvram>")).toBe(os("<nvram template='/usr/share/OVMF/OVMF_VARS.fd'/>").replace('<name>a</name><uuid>old</uuid>', '<name>b</name><uuid>new</uuid>'));
+    expect(copy('<nvram>/var/lib/libvirt/qemu/nvram/a_VARS.fd</nvram>')).toContain('<nvram/>');
+    // libvirt 8.5's form: the file in a <source>
+    const sourced = copy("<nvram type='file' template=\"/t.fd\" templateFormat='raw'><source file='/var/lib/libvirt/qemu/nvram/a_VARS.fd'/></nvram>");
+    expect(sourced).toContain("<nvram template=\"/t.fd\" templateFormat='raw'/>");
+    expect(sourced).not.toContain('a_VARS');
+  });
 });
