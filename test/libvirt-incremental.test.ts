@@ -228,8 +228,11 @@ describe.skipIf(!guestFiles)('incremental reads of a running domain (real libvir
     await fs.writeFile(path.join(theirs, 'backup.xml'), `<domainbackup mode='pull'><server transport='unix' socket='${theirs}/nbd.sock'/><disks><disk name='vda' backup='yes' type='file'><scratch file='${theirs}/vda.scratch.qcow2'/></disk></disks></domainbackup>`);
     await virsh('backup-begin', '--domain', name, '--backupxml', path.join(theirs, 'backup.xml'));
     try {
+      const started = Date.now();
       const refused = await cli(env, 'backup', '--vm', name, '--json');
       expect(refused.code).not.toBe(0);
+      expect(refused.stdout + refused.stderr).toMatch(/busy with a job that is not vmdedup's \(backup\)/);
+      expect(Date.now() - started).toBeLessThan(20_000); // not libvirt's 30 s lock timeout
       expect(await virsh('domjobinfo', '--domain', name)).toMatch(/Backup/);
     } finally {
       await virsh('domjobabort', '--domain', name).catch(() => undefined);

@@ -214,7 +214,17 @@ export async function holdDomain(uri: string, name: string): Promise<HeldDomain>
     // Its disk now is the overlay and what is under it: reading the disk under it alone would miss the newest writes.
     throw new InputError(`domain ${name} is ${state} on a snapshot overlay a killed backup left (${[...left.keys()].join(', ')}): start it and back it up again (the backup commits the overlay back), or commit it with qemu-img commit`);
   }
-  if (isLive(state)) await abortLeftoverJob(uri, name);
+  if (isLive(state)) {
+    await abortLeftoverJob(uri, name);
+    // Someone else's job (a backup by another tool, a migration): libvirt would refuse the snapshot only after its
+    // state-change lock times out, in its own words.
+    const job = await virsh(uri, ['domjobinfo', '--domain', name]).catch(() => '');
+    const type = /^Job type:\s*(\S+)/m.exec(job)?.[1];
+    if (type && type !== 'None') {
+      const operation = /^Operation:\s*(.+)$/m.exec(job)?.[1]?.trim().toLowerCase() ?? 'unknown';
+      throw new InputError(`domain ${name} is busy with a job that is not vmdedup's (${operation}): not backed up; the next backup once it ends (virsh domjobabort ${name} ends it)`);
+    }
+  }
   if (left.size > 0) await commitLeftovers(uri, name);
   const xml = await virsh(uri, ['dumpxml', '--domain', name]);
   const stray = await strayOverlays(disksOf(xml));
