@@ -209,7 +209,8 @@ export type ChangeTracking = {
  */
 export async function holdDomain(uri: string, name: string): Promise<HeldDomain> {
   const state = (await virsh(uri, ['domstate', '--domain', name])).trim();
-  const left = snapshotOverlaysOf(Buffer.from(await virsh(uri, ['dumpxml', '--domain', name])));
+  const first = await virsh(uri, ['dumpxml', '--domain', name]);
+  const left = snapshotOverlaysOf(Buffer.from(first));
   if (left.size > 0 && !isLive(state)) {
     // Its disk now is the overlay and what is under it: reading the disk under it alone would miss the newest writes.
     throw new InputError(`domain ${name} is ${state} on a snapshot overlay a killed backup left (${[...left.keys()].join(', ')}): start it and back it up again (the backup commits the overlay back), or commit it with qemu-img commit`);
@@ -226,7 +227,7 @@ export async function holdDomain(uri: string, name: string): Promise<HeldDomain>
     }
   }
   if (left.size > 0) await commitLeftovers(uri, name);
-  const xml = await virsh(uri, ['dumpxml', '--domain', name]);
+  const xml = left.size > 0 ? await virsh(uri, ['dumpxml', '--domain', name]) : first;
   const stray = await strayOverlays(disksOf(xml));
   const strayWarning = stray.length ? `domain ${name} no longer runs on ${stray.join(', ')} (an overlay a backup killed after its commit left beside the disk): remove it unless another domain uses it` : undefined;
   const withStray = (outcome: { error?: string; warning?: string }) => (strayWarning ? { ...outcome, warning: [outcome.warning, strayWarning].filter(Boolean).join('; ') } : outcome);
@@ -451,7 +452,7 @@ async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Pr
       for (const dev of devs) {
         const file = fileOf.get(dev);
         if (!file) throw new InputError(`${name}: ${dev} is not tracked`);
-        changed.set(dev, await dirtyRangesOfFile(file, from));
+        changed.set(dev, await dirtyRangesOfFile(file, from).catch((err: Error) => { throw inconsistent(from, err); }));
       }
       return changed;
     },
@@ -500,7 +501,7 @@ async function changedSince(uri: string, name: string, disks: LiveDisk[], from: 
       : `<disk name='${escapeXml(disk.dev)}' backup='no'/>`));
     const xml = path.join(dir, 'backup.xml');
     await fs.writeFile(xml, `<domainbackup mode='pull'><incremental>${escapeXml(from)}</incremental><server transport='unix' socket='${escapeXml(socket)}'/><disks>${entries.join('')}</disks></domainbackup>\n`);
-    await virsh(uri, ['backup-begin', '--domain', name, '--backupxml', xml]);
+    await virsh(uri, ['backup-begin', '--domain', name, '--backupxml', xml]).catch((err: Error) => { throw inconsistent(from, err); });
     try {
       const changed = new Map<string, ByteRange[]>();
       for (const dev of devs) changed.set(dev, await dirtyRanges([`nbd+unix:///${dev}?socket=${encodeURIComponent(socket)}`], `qemu:dirty-bitmap:backup-${dev}`));
@@ -511,6 +512,14 @@ async function changedSince(uri: string, name: string, disks: LiveDisk[], from: 
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A checkpoint's bitmap that QEMU did not store cleanly (libvirt and qemu-nbd call it inconsistent) said in plain
+ *  words; any other failure as it came. */
+function inconsistent(checkpoint: string, err: Error): Error {
+  return /inconsistent/i.test(err.message)
+    ? new InputError(`checkpoint ${checkpoint} is inconsistent: its QEMU was killed, or the host crashed, after it was taken`)
+    : err;
 }
 
 /** QEMU (the system connection runs it as libvirt-qemu) makes its socket and scratch files in this folder. */
