@@ -1,182 +1,277 @@
 /**
- * `npm run bench`: builds a reference fleet (12 VMs on 2 qcow2 bases with linked clones, one configuration
- * disk attached to every VM, private raw disks; semi-compressible data, ~4.6 GB of files) and backs it up
- * with vmdedup, restic and borg (Debian packages) in the same run. Prints throughput, stored bytes,
- * unchanged re-backup time, peak memory, and the ratios to each peer.
+ * `npm run bench`: backs up two fleets with vmdedup, restic and borg (Debian packages) in the same run and prints
+ * every figure with its ratio to each peer:
+ * - the reference fleet: 12 VMs on 2 qcow2 bases with linked clones, one configuration disk attached to every VM,
+ *   private raw disks (~4.6 GB of files);
+ * - the host fleet (bench/host-fleet.ts): 3 qcow2 bases, linked clones with scattered writes, a full raw clone of a
+ *   base, a shared configuration disk, private data disks of different sizes.
+ * Figures: first backup, stored bytes, unchanged re-backup, a 16 MiB change in each of three VMs, restore of one VM
+ * (each the median of three runs), peak memory; then, on the reference fleet, verify and garbage collection.
  *
- * BENCH_DIR (default bench/.work) keeps the fleet between runs; BENCH_SCALE=0.25 makes a smaller fleet.
+ * BENCH_DIR (default bench/.work) keeps the fleets between runs; BENCH_SCALE=0.25 makes them smaller;
+ * BENCH_FLEETS=reference or =hosts runs one.
  */
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { buildFleet } from '../lib/demo/fleet';
-import { du, medianOf, timed } from './timing';
+import { buildFleet, overwrite } from '../lib/demo/fleet';
+import { buildHostFleet } from './host-fleet';
+import { type Timed, du, medianOf, timed } from './timing';
 
 const run = promisify(execFile);
 const root = path.resolve(process.env.BENCH_DIR ?? 'bench/.work');
 const scale = Number(process.env.BENCH_SCALE ?? 1);
-const fleetDir = path.join(root, `fleet-x${scale}`);
 const MB = 1e6;
+const MiB = 1024 * 1024;
+const RUNS = 3;
+const CHANGE_BYTES = 16 * MiB;
 
-async function fleetBytes(): Promise<number> {
-  return du(path.join(fleetDir, 'libvirt'));
+type Fleet = { label: string; libvirtDir: string; vms: number; restoreVm: string; restoreFiles: string[]; changedFiles: string[] };
+
+/** Built once per BENCH_DIR and scale (a marker says it is complete). */
+async function ensure(dir: string, build: () => Promise<Omit<Fleet, 'label'>>, label: string): Promise<Fleet> {
+  const marker = path.join(dir, '.complete.json');
+  const done = await fs.readFile(marker, 'utf8').then((text) => JSON.parse(text) as Omit<Fleet, 'label'>, () => undefined);
+  if (done) return { label, ...done };
+  await fs.rm(dir, { recursive: true, force: true });
+  process.stderr.write(`building the ${label} in ${dir} ...\n`);
+  const fleet = await build();
+  await fs.writeFile(marker, JSON.stringify(fleet));
+  return { label, ...fleet };
 }
 
-async function ensureFleet(): Promise<void> {
-  const marker = path.join(fleetDir, '.complete');
-  if (await fs.access(marker).then(() => true, () => false)) return;
-  await fs.rm(fleetDir, { recursive: true, force: true });
-  process.stderr.write(`building the reference fleet in ${fleetDir} ...\n`);
-  await buildFleet({
-    dir: fleetDir, bases: 2, clonesPerBase: 6,
-    baseMiB: Math.round(1024 * scale), cloneDeltaMiB: Math.max(1, Math.round(48 * scale)),
-    configDiskMiB: Math.max(1, Math.round(64 * scale)), privateDiskMiB: Math.max(1, Math.round(160 * scale)),
-    vmwareVms: 0, seed: 2026,
-  });
-  await fs.writeFile(marker, '');
-}
-
-type Result = {
-  tool: string; firstSeconds: number; storedBytes: number; rebackupSeconds: number; peakRssBytes: number; restoreSeconds?: number; restoreBytes?: number;
-  /** Re-reading and re-hashing everything stored (vmdedup verify; restic check --read-data). */
-  verify?: { seconds: number; chunks?: number; bytes: number };
-  /** vmdedup prune --keep-last 1 then gc: the seconds of gc, the chunks it looked at, what it removed. */
-  gc?: { seconds: number; chunks: number; removedChunks: number; freedBytes: number; pruneSeconds: number };
+const referenceFleet = () => {
+  const dir = path.join(root, `fleet-x${scale}`);
+  return ensure(dir, async () => {
+    const built = await buildFleet({
+      dir, bases: 2, clonesPerBase: 6,
+      baseMiB: Math.round(1024 * scale), cloneDeltaMiB: Math.max(1, Math.round(48 * scale)),
+      configDiskMiB: Math.max(1, Math.round(64 * scale)), privateDiskMiB: Math.max(1, Math.round(160 * scale)),
+      vmwareVms: 0, seed: 2026,
+    });
+    const images = path.join(built.libvirtDir, 'images');
+    return {
+      libvirtDir: built.libvirtDir, vms: built.libvirtVms.length, restoreVm: 'vm01',
+      restoreFiles: ['vm01.qcow2', 'base-1.qcow2', 'site-config.raw', 'vm01-data.raw'].map((name) => path.join(images, name)),
+      changedFiles: ['vm02-data.raw', 'vm05-data.raw', 'vm09-data.raw'].map((name) => path.join(images, name)),
+    };
+  }, 'reference fleet');
 };
 
-/** The VM restored by the restore benchmark: its clone, the base, the configuration disk and its data disk. */
-const RESTORE_VM = 'vm01';
-const restoreFiles = () => ['vm01.qcow2', 'base-1.qcow2', 'site-config.raw', 'vm01-data.raw'].map((name) => path.join(fleetDir, 'libvirt', 'images', name));
+const hostFleet = () => {
+  const dir = path.join(root, `hosts-x${scale}`);
+  return ensure(dir, async () => {
+    const built = await buildHostFleet(dir, scale);
+    return { libvirtDir: built.libvirtDir, vms: built.vms.length, restoreVm: built.restoreVm, restoreFiles: built.restoreFiles, changedFiles: built.changedFiles };
+  }, 'host fleet');
+};
 
-const REBACKUP_RUNS = 5;
-/** Restores write a gigabyte of new page cache: the first touch of fresh memory on this VM costs seconds of
- *  system time for whichever tool runs first, so every tool's restore is the median of 3. */
-const RESTORE_RUNS = 3;
+/** One tool as the benchmark drives it: each step on the whole fleet (restore: the fleet's restore VM's disks). */
+type Tool = {
+  name: string;
+  /** An empty repository. */
+  fresh(): Promise<void>;
+  backup(): Promise<Timed>;
+  storedBytes(): Promise<number>;
+  /** Restores the restore VM's disks into `target`; the bytes restored. */
+  restore(target: string): Promise<Timed & { bytes: number }>;
+};
 
-async function benchVmdedup(): Promise<Result> {
+type Figures = {
+  tool: string; first: Timed; storedBytes: number; rebackup: Timed; change: Timed; changeStoredBytes: number;
+  restore: Timed; restoreBytes: number; peakRssBytes: number;
+};
+
+function vmdedup(fleet: Fleet): Tool & { home: string; env: Record<string, string> } {
   const home = path.join(root, 'vmdedup-home');
-  await run(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, VMDEDUP_HOME: home } }).catch(() => undefined);
-  await fs.rm(home, { recursive: true, force: true });
-  await fs.mkdir(home, { recursive: true });
-  await fs.chmod(home, 0o755);
   const env = { VMDEDUP_HOME: home, DATABASE_URL: '' };
-  await timed(process.execPath, ['bin/vmdedup.mjs', 'source', 'add', 'bench', '--type', 'libvirt', '--path', path.join(fleetDir, 'libvirt')], env);
-  const first = await timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--json'], env);
-  const report = JSON.parse(first.stdout) as { backups: unknown[]; totals: { bytesRead: number } };
-  if (report.backups.length !== 12) throw new Error(`vmdedup backed up ${report.backups.length} VMs, expected 12`);
-  const again = await medianOf(REBACKUP_RUNS, () => timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--json'], env));
-  const rebackup = JSON.parse(again.stdout) as { totals: { bytesRead: number } };
-  if (rebackup.totals.bytesRead !== 0) throw new Error('unchanged re-backup read data');
-  const storedBytes = await du(path.join(home, 'repository'));
-  // Restore every disk of one VM into a folder (policy overwrite: shared disks are written there too).
-  const target = path.join(root, 'vmdedup-restore');
-  let restoreBytes = 0;
-  const restored = await medianOf(RESTORE_RUNS, async () => {
-    await fs.rm(target, { recursive: true, force: true });
-    const once = await timed(process.execPath, ['bin/vmdedup.mjs', 'restore', RESTORE_VM, '--target', target, '--policy', 'overwrite', '--json'], env);
-    restoreBytes = await du(path.join(target, 'images'));
-    return once;
-  });
-  await fs.rm(target, { recursive: true, force: true });
-  // Verify everything (each chunk read and re-hashed once), then prune all but the last backup and collect garbage
-  // after a change to one VM's data disk (what the old version alone needed is freed).
-  const verified = await timed(process.execPath, ['bin/vmdedup.mjs', 'verify', '--json'], env);
-  const verifyReport = JSON.parse(verified.stdout) as { checkedChunks: number; bytesRead: number; damaged: unknown[] };
-  if (verifyReport.damaged.length) throw new Error('verify found damage');
-  // vm02's data disk holds 16 MiB of new random data for one backup, then its content again: prune keeps the last
-  // backup, and gc frees what only the one in between needed.
-  const dataDisk = path.join(fleetDir, 'libvirt', 'images', 'vm02-data.raw');
-  const original = await fs.readFile(dataDisk);
-  await fs.writeFile(dataDisk, Buffer.concat([randomBytes(16 * 1024 * 1024), original.subarray(16 * 1024 * 1024)]));
-  try {
-    await timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--vm', 'vm02', '--json'], env);
-  } finally {
-    await fs.writeFile(dataDisk, original);
-  }
-  await timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--vm', 'vm02', '--json'], env);
-  const pruned = await timed(process.execPath, ['bin/vmdedup.mjs', 'prune', '--keep-last', '1', '--json'], env);
-  const collected = await timed(process.execPath, ['bin/vmdedup.mjs', 'gc', '--json'], env);
-  const gcReport = JSON.parse(collected.stdout) as { chunks: number; removedChunks: number; freedBytes: number };
-  await run(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, ...env } });
+  const cli = (...args: string[]) => timed(process.execPath, ['bin/vmdedup.mjs', ...args], env);
   return {
-    tool: 'vmdedup', firstSeconds: first.seconds, storedBytes, rebackupSeconds: again.seconds,
-    peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes, restored.peakRssBytes), restoreSeconds: restored.seconds, restoreBytes,
-    verify: { seconds: verified.seconds, chunks: verifyReport.checkedChunks, bytes: verifyReport.bytesRead },
-    gc: { seconds: collected.seconds, chunks: gcReport.chunks, removedChunks: gcReport.removedChunks, freedBytes: gcReport.freedBytes, pruneSeconds: pruned.seconds },
+    name: 'vmdedup', home, env,
+    fresh: async () => {
+      await run(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, ...env } }).catch(() => undefined);
+      await fs.rm(home, { recursive: true, force: true });
+      await fs.mkdir(home, { recursive: true });
+      await fs.chmod(home, 0o755);
+      await cli('source', 'add', 'bench', '--type', 'libvirt', '--path', fleet.libvirtDir);
+    },
+    backup: async () => {
+      const done = await cli('backup', '--json');
+      const report = JSON.parse(done.stdout) as { backups: unknown[] };
+      if (report.backups.length !== fleet.vms) throw new Error(`vmdedup backed up ${report.backups.length} VMs, expected ${fleet.vms}`);
+      return done;
+    },
+    storedBytes: () => du(path.join(home, 'repository')),
+    // Every disk of the VM into a folder (policy overwrite: its shared disks are written there too).
+    restore: async (target) => {
+      const done = await cli('restore', fleet.restoreVm, '--target', target, '--policy', 'overwrite', '--json');
+      return { ...done, bytes: await du(target) };
+    },
   };
 }
 
-async function benchRestic(): Promise<Result> {
+function restic(fleet: Fleet): Tool {
   const repo = path.join(root, 'restic-repo');
-  await fs.rm(repo, { recursive: true, force: true });
   const env = { RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: repo, RESTIC_CACHE_DIR: path.join(root, 'restic-cache') };
-  await timed('restic', ['init', '--repository-version', '2'], env);
-  const first = await timed('restic', ['backup', '--quiet', path.join(fleetDir, 'libvirt')], env);
-  const again = await medianOf(REBACKUP_RUNS, () => timed('restic', ['backup', '--quiet', path.join(fleetDir, 'libvirt')], env));
-  const target = path.join(root, 'restic-restore');
-  let restoreBytes = 0;
-  const restored = await medianOf(RESTORE_RUNS, async () => {
-    await fs.rm(target, { recursive: true, force: true });
-    const once = await timed('restic', ['restore', 'latest', '--target', target, ...restoreFiles().flatMap((file) => ['--include', file])], env);
-    restoreBytes = await du(target);
-    return once;
-  });
-  await fs.rm(target, { recursive: true, force: true });
-  const storedBytes = await du(repo);
-  const checked = await timed('restic', ['check', '--read-data'], env);
   return {
-    tool: 'restic', firstSeconds: first.seconds, storedBytes, rebackupSeconds: again.seconds,
-    peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes), restoreSeconds: restored.seconds, restoreBytes,
-    verify: { seconds: checked.seconds, bytes: storedBytes },
+    name: 'restic',
+    fresh: async () => {
+      await fs.rm(repo, { recursive: true, force: true });
+      await timed('restic', ['init', '--repository-version', '2'], env);
+    },
+    backup: () => timed('restic', ['backup', '--quiet', fleet.libvirtDir], env),
+    storedBytes: () => du(repo),
+    restore: async (target) => {
+      const done = await timed('restic', ['restore', 'latest', '--target', target, ...fleet.restoreFiles.flatMap((file) => ['--include', file])], env);
+      return { ...done, bytes: await du(target) };
+    },
   };
 }
 
-async function benchBorg(): Promise<Result> {
+function borg(fleet: Fleet): Tool {
   const repo = path.join(root, 'borg-repo');
-  await fs.rm(repo, { recursive: true, force: true });
   const env = { BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK: 'yes', BORG_BASE_DIR: path.join(root, 'borg-base') };
-  await timed('borg', ['init', '--encryption', 'none', repo], env);
-  const first = await timed('borg', ['create', '--compression', 'zstd,1', `${repo}::first`, path.join(fleetDir, 'libvirt')], env);
-  let archive = 0;
-  const again = await medianOf(REBACKUP_RUNS, () => timed('borg', ['create', '--compression', 'zstd,1', `${repo}::again-${++archive}`, path.join(fleetDir, 'libvirt')], env));
-  return { tool: 'borg', firstSeconds: first.seconds, storedBytes: await du(repo), rebackupSeconds: again.seconds, peakRssBytes: Math.max(first.peakRssBytes, again.peakRssBytes) };
+  let archives = 0;
+  return {
+    name: 'borg',
+    fresh: async () => {
+      await fs.rm(repo, { recursive: true, force: true });
+      await timed('borg', ['init', '--encryption', 'none', repo], env);
+    },
+    backup: () => timed('borg', ['create', '--compression', 'zstd,1', `${repo}::a${++archives}`, fleet.libvirtDir], env),
+    storedBytes: () => du(repo),
+    // borg extract writes into the working folder, the paths without their leading slash.
+    restore: async (target) => {
+      await fs.mkdir(target, { recursive: true });
+      const done = await timedIn(target, 'borg', ['extract', `${repo}::a${archives}`, ...fleet.restoreFiles.map((file) => file.slice(1))], env);
+      return { ...done, bytes: await du(target) };
+    },
+  };
+}
+
+/** `timed` in another working folder. */
+async function timedIn(cwd: string, command: string, args: string[], env: Record<string, string>): Promise<Timed> {
+  const here = process.cwd();
+  process.chdir(cwd);
+  try {
+    return await timed(command, args, env);
+  } finally {
+    process.chdir(here);
+  }
+}
+
+/** The regions the change rounds overwrite, and how to put them back (every tool sees the same fleet). */
+async function changeRegions(fleet: Fleet) {
+  const regions = await Promise.all(fleet.changedFiles.map(async (file) => {
+    const size = (await fs.stat(file)).size;
+    const offset = Math.max(0, Math.floor((size - CHANGE_BYTES) / 2 / MiB)) * MiB;
+    const handle = await fs.open(file, 'r');
+    const original = Buffer.alloc(Math.min(CHANGE_BYTES, size));
+    await handle.read(original, 0, original.length, offset);
+    await handle.close();
+    return { file, offset, original };
+  }));
+  return {
+    change: (round: number) => Promise.all(regions.map((r, i) => overwrite(r.file, r.offset, r.original.length, 7000 + round * 10 + i))),
+    restore: () => Promise.all(regions.map(async (r) => {
+      const handle = await fs.open(r.file, 'r+');
+      await handle.write(r.original, 0, r.original.length, r.offset);
+      await handle.close();
+    })),
+  };
+}
+
+async function measure(fleet: Fleet, tool: Tool): Promise<Figures> {
+  process.stderr.write(`${fleet.label}: ${tool.name} ...\n`);
+  // First backup: each of the three into an empty repository; the last one's repository goes on.
+  const first = await medianOf(RUNS, async () => {
+    await tool.fresh();
+    return tool.backup();
+  });
+  const storedBytes = await tool.storedBytes();
+  const rebackup = await medianOf(RUNS, () => tool.backup());
+  const regions = await changeRegions(fleet);
+  let round = 0;
+  let change: Timed;
+  try {
+    change = await medianOf(RUNS, async () => {
+      await regions.change(++round);
+      return tool.backup();
+    });
+  } finally {
+    await regions.restore();
+  }
+  const changeStoredBytes = (await tool.storedBytes() - storedBytes) / RUNS;
+  const target = path.join(root, `${tool.name}-restore`);
+  let restoreBytes = 0;
+  // Restores write a gigabyte of new page cache: the first touch of fresh memory costs seconds of system time for
+  // whichever tool runs first, hence the median of three for every tool.
+  const restore = await medianOf(RUNS, async () => {
+    await fs.rm(target, { recursive: true, force: true });
+    const once = await tool.restore(target);
+    restoreBytes = once.bytes;
+    return once;
+  });
+  await fs.rm(target, { recursive: true, force: true });
+  return {
+    tool: tool.name, first, storedBytes, rebackup, change, changeStoredBytes, restore, restoreBytes,
+    peakRssBytes: Math.max(first.peakRssBytes, rebackup.peakRssBytes, change.peakRssBytes, restore.peakRssBytes),
+  };
+}
+
+function report(fleet: Fleet, logical: number, results: Figures[]): void {
+  const [ours, ...peers] = results;
+  const rate = (bytes: number, t: Timed) => `${(bytes / t.seconds / MB).toFixed(0).padStart(5)} MB/s`;
+  console.log(`\n${fleet.label}: ${fleet.vms} VMs, ${(logical / 1e9).toFixed(2)} GB of image files; restore: ${fleet.restoreVm} (${(ours.restoreBytes / 1e9).toFixed(2)} GB); each time the median of ${RUNS}`);
+  console.log('tool      first backup          stored     unchanged   16 MiB in 3 VMs        restore               peak RSS');
+  for (const r of results) {
+    console.log(`${r.tool.padEnd(9)} ${r.first.seconds.toFixed(2).padStart(6)} s ${rate(logical, r.first)}  ${(r.storedBytes / MB).toFixed(0).padStart(6)} MB  ${r.rebackup.seconds.toFixed(2).padStart(6)} s  ${r.change.seconds.toFixed(2).padStart(6)} s (+${(r.changeStoredBytes / MB).toFixed(0).padStart(3)} MB)   ${r.restore.seconds.toFixed(2).padStart(6)} s ${rate(r.restoreBytes, r.restore)}  ${(r.peakRssBytes / MB).toFixed(0).padStart(5)} MB`);
+  }
+  const faster = (peer: Timed, own: Timed) => `${(peer.seconds / own.seconds).toFixed(2)}x`;
+  for (const peer of peers) {
+    console.log(`vmdedup vs ${peer.tool}: first backup ${faster(peer.first, ours.first)} as fast, stored bytes ${(ours.storedBytes / peer.storedBytes).toFixed(3)}x, unchanged re-backup ${faster(peer.rebackup, ours.rebackup)}, change ${faster(peer.change, ours.change)} (stored ${(ours.changeStoredBytes / peer.changeStoredBytes).toFixed(2)}x), restore ${(ours.restoreBytes / ours.restore.seconds / (peer.restoreBytes / peer.restore.seconds)).toFixed(2)}x the throughput`);
+  }
+}
+
+/** Verify, then prune all but the last backup and collect garbage (after the change rounds: what only they needed). */
+async function maintenance(tool: ReturnType<typeof vmdedup>, fleet: Fleet): Promise<void> {
+  const cli = (...args: string[]) => timed(process.execPath, ['bin/vmdedup.mjs', ...args], tool.env);
+  await tool.backup(); // the fleet as it was before the change rounds
+  const verified = await cli('verify', '--json');
+  const v = JSON.parse(verified.stdout) as { checkedChunks: number; bytesRead: number; damaged: unknown[] };
+  if (v.damaged.length) throw new Error('verify found damage');
+  const peer = restic(fleet);
+  const checked = await timed('restic', ['check', '--read-data'], { RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: path.join(root, 'restic-repo'), RESTIC_CACHE_DIR: path.join(root, 'restic-cache') });
+  const resticBytes = await peer.storedBytes();
+  const pruned = await cli('prune', '--keep-last', '1', '--json');
+  const collected = await cli('gc', '--json');
+  const g = JSON.parse(collected.stdout) as { chunks: number; removedChunks: number; freedBytes: number };
+  console.log(`verify (every stored chunk re-read and re-hashed): vmdedup ${verified.seconds.toFixed(2)} s, ${(v.checkedChunks / verified.seconds).toFixed(0)} chunks/s, ${(v.bytesRead / verified.seconds / MB).toFixed(0)} MB/s of blocks; restic check --read-data ${checked.seconds.toFixed(2)} s (${(resticBytes / checked.seconds / MB).toFixed(0)} MB/s of its repository): ${(checked.seconds / verified.seconds).toFixed(2)}x faster`);
+  console.log(`gc after prune --keep-last 1 (prune ${pruned.seconds.toFixed(2)} s): ${collected.seconds.toFixed(2)} s over ${g.chunks} chunks (${(g.chunks / collected.seconds).toFixed(0)} chunks/s), removed ${g.removedChunks} chunks, ${(g.freedBytes / MB).toFixed(0)} MB`);
 }
 
 async function main(): Promise<void> {
   await fs.mkdir(root, { recursive: true });
-  await ensureFleet();
-  const logical = await fleetBytes();
-  // Warm the page cache once so every tool reads the fleet from memory alike.
-  await run('bash', ['-c', `cat $(find ${JSON.stringify(path.join(fleetDir, 'libvirt'))} -type f) > /dev/null`]);
-  const results: Result[] = [];
-  for (const bench of [benchVmdedup, benchRestic, benchBorg]) {
-    process.stderr.write(`running ${bench.name.replace('bench', '').toLowerCase()} ...\n`);
-    results.push(await bench());
-  }
-  const [ours, ...peers] = results;
-  const gbps = (r: Result) => logical / r.firstSeconds / MB;
+  const wanted = (process.env.BENCH_FLEETS ?? 'reference,hosts').split(',');
   console.log(`vmdedup benchmark — ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}`);
-  console.log(`reference fleet: 12 VMs, ${(logical / 1e9).toFixed(2)} GB of image files (${fleetDir})\n`);
-  console.log(`tool      first backup      stored        unchanged re-backup   peak RSS   (re-backup: median of ${REBACKUP_RUNS})`);
-  for (const r of results) {
-    console.log(`${r.tool.padEnd(9)} ${r.firstSeconds.toFixed(2).padStart(6)} s ${gbps(r).toFixed(0).padStart(5)} MB/s  ${(r.storedBytes / MB).toFixed(0).padStart(6)} MB   ${r.rebackupSeconds.toFixed(2).padStart(8)} s            ${(r.peakRssBytes / MB).toFixed(0).padStart(5)} MB`);
+  let peak = 0;
+  for (const [name, make] of [['reference', referenceFleet], ['hosts', hostFleet]] as const) {
+    if (!wanted.includes(name)) continue;
+    const fleet = await make();
+    const logical = await du(fleet.libvirtDir);
+    // Warm the page cache once so every tool reads the fleet from memory alike.
+    await run('bash', ['-c', `cat $(find ${JSON.stringify(fleet.libvirtDir)} -type f) > /dev/null`]);
+    const ours = vmdedup(fleet);
+    const results: Figures[] = [];
+    for (const tool of [ours, restic(fleet), borg(fleet)]) results.push(await measure(fleet, tool));
+    report(fleet, logical, results);
+    peak = Math.max(peak, results[0].peakRssBytes);
+    if (name === 'reference') await maintenance(ours, fleet);
+    await run(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, ...ours.env } }).catch(() => undefined);
   }
-  console.log('');
-  for (const peer of peers) {
-    console.log(`vs ${peer.tool}: throughput ${(gbps(ours) / gbps(peer)).toFixed(2)}x, stored bytes ${(ours.storedBytes / peer.storedBytes).toFixed(3)}x, re-backup ${(peer.rebackupSeconds / ours.rebackupSeconds).toFixed(2)}x faster`);
-  }
-  const restic = results.find((r) => r.tool === 'restic')!;
-  const restoreRate = (r: Result) => r.restoreBytes! / r.restoreSeconds! / MB;
-  console.log(`restore of ${RESTORE_VM} (${(ours.restoreBytes! / 1e9).toFixed(2)} GB, every disk into a folder, median of ${RESTORE_RUNS}): vmdedup ${ours.restoreSeconds!.toFixed(2)} s (${restoreRate(ours).toFixed(0)} MB/s), restic ${restic.restoreSeconds!.toFixed(2)} s (${restoreRate(restic).toFixed(0)} MB/s): ${(restoreRate(ours) / restoreRate(restic)).toFixed(2)}x`);
-  console.log(`vmdedup peak memory: ${(ours.peakRssBytes / MB).toFixed(0)} MB (target <= 256 MB)`);
-  const v = ours.verify!;
-  const rv = restic.verify!;
-  console.log(`verify (every stored chunk re-read and re-hashed): vmdedup ${v.seconds.toFixed(2)} s, ${(v.chunks! / v.seconds).toFixed(0)} chunks/s, ${(v.bytes / v.seconds / MB).toFixed(0)} MB/s of blocks; restic check --read-data ${rv.seconds.toFixed(2)} s (${(rv.bytes / rv.seconds / MB).toFixed(0)} MB/s of its repository): ${(rv.seconds / v.seconds).toFixed(2)}x faster`);
-  const g = ours.gc!;
-  console.log(`gc after prune --keep-last 1 (prune ${g.pruneSeconds.toFixed(2)} s): ${g.seconds.toFixed(2)} s over ${g.chunks} chunks (${(g.chunks / g.seconds).toFixed(0)} chunks/s), removed ${g.removedChunks} chunks, ${(g.freedBytes / MB).toFixed(0)} MB`);
+  console.log(`\nvmdedup peak memory: ${(peak / MB).toFixed(0)} MB (target <= 256 MB)`);
 }
 
 main().catch((err) => {

@@ -91,30 +91,25 @@ export async function buildFleet(options: FleetOptions): Promise<Fleet> {
   return { libvirtDir, vmwareDir, libvirtVms, vmwareVms };
 }
 
-function libvirtDomain(name: string, index: number): string {
+/** A fleet VM's disk: a file under images/, its format, and whether every VM shares it read-only. */
+export type FleetDisk = { file: string; format: 'qcow2' | 'raw'; shared?: boolean };
+
+/** The domain XML of a fleet VM: its disks on vda, vdb, …, then an empty CD-ROM drive. */
+export function libvirtDomain(name: string, index: number, disks: FleetDisk[] = [
+  { file: `${name}.qcow2`, format: 'qcow2' }, { file: 'site-config.raw', format: 'raw', shared: true }, { file: `${name}-data.raw`, format: 'raw' },
+]): string {
+  const slots = disks.map((disk, i) => `    <disk type='file' device='disk'>
+      <driver name='qemu' type='${disk.format}'/>
+      <source file='images/${disk.file}'/>
+      <target dev='vd${String.fromCharCode(97 + i)}' bus='virtio'/>${disk.shared ? '\n      <readonly/>\n      <shareable/>' : ''}
+    </disk>
+`);
   return `<domain type='kvm'>
   <name>${name}</name>
   <uuid>6f1c2a3e-0000-4000-8000-${String(index).padStart(12, '0')}</uuid>
   <memory unit='KiB'>1048576</memory>
   <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='images/${name}.qcow2'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='images/site-config.raw'/>
-      <target dev='vdb' bus='virtio'/>
-      <readonly/>
-      <shareable/>
-    </disk>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='images/${name}-data.raw'/>
-      <target dev='vdc' bus='virtio'/>
-    </disk>
-    <disk type='file' device='cdrom'>
+${slots.join('')}    <disk type='file' device='cdrom'>
       <driver name='qemu' type='raw'/>
       <target dev='sda' bus='sata'/>
       <readonly/>
@@ -143,11 +138,11 @@ async function addDdbUuid(descriptor: string, uuid: string): Promise<void> {
   await fs.writeFile(descriptor, `${text.trimEnd()}\nddb.uuid = "${uuid}"\n`);
 }
 
-function qemuImg(...args: string[]): Promise<void> {
+export function qemuImg(...args: string[]): Promise<void> {
   return tool('qemu-img', ...args);
 }
 
-async function tool(command: string, ...args: string[]): Promise<void> {
+export async function tool(command: string, ...args: string[]): Promise<void> {
   try {
     await run(command, args);
   } catch (err) {
