@@ -97,13 +97,13 @@ export async function poolFolders(uri: string): Promise<string[]> {
 /** A snapshot overlay this tool made beside a disk while it was backed up: `<disk>.vmdedup-<tag>.qcow2`. */
 const OVERLAY = /^(.+)\.vmdedup-[0-9a-z]+\.qcow2$/;
 
-type LiveDisk = { dev: string; file?: string; format: string; device: string; readonly: boolean; shareable: boolean; copyOnRead: boolean };
+export type LiveDisk = { dev: string; file?: string; format: string; device: string; readonly: boolean; shareable: boolean; copyOnRead: boolean };
 
 /** An XML attribute's value as text. */
 const decode = (value: string | undefined) => (value === undefined ? undefined : decodeXmlText(value));
 
 /** A domain XML's disks as libvirt runs them: target, file, device and flags (nested backing stores skipped). */
-function disksOf(xml: string): LiveDisk[] {
+export function disksOf(xml: string): LiveDisk[] {
   const disks: LiveDisk[] = [];
   for (const block of libvirtDiskBlocks(xml)) {
     const head = /<disk\b[^>]*>/.exec(block)![0];
@@ -402,7 +402,7 @@ async function takeCheckpoint(uri: string, name: string, disks: LiveDisk[]): Pro
  * reads from it as from one taken while it ran. What changed is read from the file by qemu-nbd (`--bitmap`).
  * Undefined when nothing is tracked or libvirt cannot list checkpoints (every disk is read whole).
  */
-async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Promise<ChangeTracking | undefined> {
+export async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Promise<ChangeTracking | undefined> {
   const tracked = trackedOf(disks);
   if (tracked.size === 0) return undefined;
   const earlier = await ourCheckpoints(uri, name).catch(() => undefined);
