@@ -138,4 +138,35 @@ describe.skipIf(!hasNbdinfo)('shut-off domains: incremental reads from persisten
       await s.close();
     }
   }, 60_000);
+
+  it('a bitmap someone disabled (it marks no write since) is not read from: the disk is read whole', async () => {
+    const s = await setup('advoff-disabled', ['a.qcow2']);
+    try {
+      await io(s.files[0], `write -P 1 0 ${4 * MiB}`);
+      expect((await s.backup()).ok).toBe(true);
+      const [checkpoint] = (await fs.readdir(path.join(virshDir, 'advoff-disabled'))).filter((n) => !n.startsWith('.'));
+      await run('qemu-img', ['bitmap', '-f', 'qcow2', '--disable', s.files[0], checkpoint]);
+      await io(s.files[0], 'write -P 7 65536 4096');
+      await settle();
+      expect((await s.backup()).ok).toBe(true);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+
+  it('a disk copied over another of the same domain (cp: the same inode, the other one\'s bitmaps) is read whole', async () => {
+    const s = await setup('advoff-copied', ['a.qcow2', 'b.qcow2']);
+    try {
+      await io(s.files[0], `write -P 1 0 ${4 * MiB}`);
+      await io(s.files[1], `write -P 2 0 ${2 * MiB}`, `write -P 5 ${5 * MiB} ${MiB}`);
+      expect((await s.backup()).ok).toBe(true);
+      await settle();
+      await io(s.files[0], 'write -P 3 65536 4096');
+      await run('cp', [s.files[0], s.files[1]]);
+      await settle();
+      expect((await s.backup()).ok).toBe(true);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
 });
