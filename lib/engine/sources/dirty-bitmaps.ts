@@ -63,6 +63,11 @@ export async function addBitmap(file: string, bitmap: string): Promise<void> {
   await tool('qemu-img', ['bitmap', '-f', 'qcow2', '--add', '--enable', file, bitmap], 'qemu-utils');
 }
 
+/** Adds a disabled persistent bitmap that marks nothing (the coarsest granularity: a few bytes): a name in the file. */
+export async function addMarker(file: string, bitmap: string): Promise<void> {
+  await tool('qemu-img', ['bitmap', '-f', 'qcow2', '--add', '--disable', '-g', String(2 ** 31), file, bitmap], 'qemu-utils');
+}
+
 export async function removeBitmap(file: string, bitmap: string): Promise<void> {
   await tool('qemu-img', ['bitmap', '-f', 'qcow2', '--remove', file, bitmap], 'qemu-utils');
 }

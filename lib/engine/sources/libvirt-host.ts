@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { InputError } from '../errors';
 import { decodeXmlText, editLibvirtDisks, escapeXml, libvirtDiskBlocks, targetDevOf } from './libvirt';
-import { addBitmap, bitmapsOf, dirtyRanges, dirtyRangesOfFile, removeBitmap } from './dirty-bitmaps';
+import { addBitmap, addMarker, bitmapsOf, dirtyRanges, dirtyRangesOfFile, removeBitmap } from './dirty-bitmaps';
 import type { ByteRange } from './unchanged-ranges';
 import { untilTrustable } from './version-token';
 
@@ -352,6 +352,10 @@ async function ourCheckpoints(uri: string, name: string): Promise<string[]> {
   return namesOf(await virsh(uri, ['checkpoint-list', '--domain', name, '--name'])).filter((n) => CHECKPOINT.test(n)).sort().reverse();
 }
 
+/** The disabled bitmap that names, in a shut-off domain's disk file, the disk (target dev) a checkpoint took it as. */
+const markerOf = (checkpoint: string, dev: string) => `${checkpoint}-${dev}`;
+const MARKER = /^(vmdedup-[0-9a-z]{9,})-([a-z0-9]+)$/;
+
 const newCheckpointName = () => `vmdedup-${Date.now().toString(36).padStart(9, '0')}${process.pid.toString(36)}`;
 
 /**
@@ -417,8 +421,9 @@ export async function offlineTracking(uri: string, name: string, disks: LiveDisk
       try {
         // Fails while a QEMU has the file open (the domain started since): its lock is taken for writing.
         for (const dev of devs) {
-          await addBitmap(fileOf.get(dev)!, checkpoint);
           added.push(dev);
+          await addBitmap(fileOf.get(dev)!, checkpoint);
+          await addMarker(fileOf.get(dev)!, markerOf(checkpoint, dev));
         }
         const entries = disks.filter((disk) => disk.dev).map((disk) => (devs.includes(disk.dev)
           ? `<disk name='${escapeXml(disk.dev)}' checkpoint='bitmap' bitmap='${checkpoint}'/>`
@@ -427,7 +432,9 @@ export async function offlineTracking(uri: string, name: string, disks: LiveDisk
         await fs.writeFile(xml, `<domaincheckpoint><name>${checkpoint}</name><creationTime>${Math.floor(Date.now() / 1000)}</creationTime><disks>${entries.join('')}</disks></domaincheckpoint>\n`);
         await virsh(uri, ['checkpoint-create', '--domain', name, '--xmlfile', xml, '--redefine']);
       } catch (err) {
-        for (const dev of added) await removeBitmap(fileOf.get(dev)!, checkpoint).catch(() => undefined);
+        for (const dev of added) {
+          for (const bitmap of [checkpoint, markerOf(checkpoint, dev)]) await removeBitmap(fileOf.get(dev)!, bitmap).catch(() => undefined);
+        }
         throw err instanceof InputError ? err : new InputError(`${name}: no checkpoint taken (${(err as Error).message})`);
       } finally {
         await fs.rm(dir, { recursive: true, force: true });
@@ -441,6 +448,10 @@ export async function offlineTracking(uri: string, name: string, disks: LiveDisk
       for (const dev of devs) {
         const file = fileOf.get(dev);
         if (!file) throw new InputError(`${name}: ${dev} is not tracked`);
+        // Another disk's file copied over this one (cp: the same inode) brings that disk's bitmaps, whose marks
+        // are not this disk's changes: a checkpoint taken here names its disk in each file (a libvirt one does not).
+        const markers = (await bitmapsOf(file)).map((b) => MARKER.exec(b.name)).filter((m) => m?.[1] === from);
+        if (markers.length && !markers.some((m) => m![2] === dev)) throw new InputError(`${file}: bitmap ${from} is another disk's (${markers.map((m) => m![2]).join(', ')}): copied over it?`);
         changed.set(dev, await dirtyRangesOfFile(file, from));
       }
       return changed;
@@ -459,7 +470,7 @@ export async function offlineTracking(uri: string, name: string, disks: LiveDisk
           failed.set(file, err.message);
           return [] as string[];
         });
-        for (const old of names.filter((n) => CHECKPOINT.test(n) && !keep.includes(n))) {
+        for (const old of names.filter((n) => (CHECKPOINT.test(n) && !keep.includes(n)) || (MARKER.test(n) && !keep.includes(MARKER.exec(n)![1])))) {
           written.add(file);
           await removeBitmap(file, old).catch((err: Error) => failed.set(old, err.message));
         }
