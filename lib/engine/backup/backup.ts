@@ -302,13 +302,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     if (candidates.length === 0) return offline ? undefined : [changes.checkpoint];
     await changes.take(candidates.map((c) => c.dev));
     for (const c of candidates) changeTokens.set(c.disk.path, checkpointToken(changes.checkpoint, c.dev, c.file));
-    // A shut-off domain's checkpoint tracks only the disks read now: the others' older checkpoints stay.
-    // A shut-off domain's checkpoint tracks only the disks read now: the others' older checkpoints stay. Its others
-    // go now, before the read: deleting a bitmap writes the file, which is recorded as read.
+    // A shut-off domain's checkpoint tracks only the disks read now: the others' older checkpoints stay (and their
+    // bitmaps in the others' files). Its others go now, before the read: deleting a bitmap writes the file, which is
+    // recorded as read.
     const keep = async (from?: string) => {
-      const list = offline && candidates.length < changes.tracked.size ? undefined : [changes.checkpoint, ...(from ? [from] : [])];
-      if (!offline || !list) return list;
-      const warning = await changes.keepOnly(list).catch((err: Error) => `${vm.name}: ${err.message}`);
+      const list = [changes.checkpoint, ...(from ? [from] : [])];
+      if (!offline) return list;
+      const some = candidates.length < changes.tracked.size ? candidates.map((c) => c.dev) : undefined;
+      const warning = await changes.keepOnly(list, some).catch((err: Error) => `${vm.name}: ${err.message}`);
       if (warning) options.onWarning?.(warning);
       return undefined;
     };

@@ -196,8 +196,10 @@ export type ChangeTracking = {
   /** The guest ranges of each disk (by target dev) written since checkpoint `from` was taken; rejects (an
    *  InputError) on any doubt: a checkpoint missing or inconsistent, a bitmap that cannot be read. */
   changedSince(from: string, devs: string[]): Promise<Map<string, ByteRange[]>>;
-  /** Deletes this tool's checkpoints of the domain but `keep`; a warning naming those it could not delete. */
-  keepOnly(keep: string[]): Promise<string | undefined>;
+  /** Deletes this tool's checkpoints of the domain but `keep`; a warning naming those it could not delete. `devs`
+   *  (a shut-off domain's): only these disks' older bitmaps go (the others' content is recorded under older
+   *  checkpoints), and a checkpoint once no disk has its bitmap. */
+  keepOnly(keep: string[], devs?: string[]): Promise<string | undefined>;
 };
 
 /**
@@ -456,7 +458,7 @@ export async function offlineTracking(uri: string, name: string, disks: LiveDisk
       }
       return changed;
     },
-    keepOnly: async (keep) => {
+    keepOnly: async (keep, devs) => {
       // Started since: its QEMU has the files; the next backup deletes what this one leaves.
       if (isLive((await virsh(uri, ['domstate', '--domain', name]).catch(() => 'unknown')).trim())) return undefined;
       const failed = new Map<string, string>();
@@ -464,19 +466,25 @@ export async function offlineTracking(uri: string, name: string, disks: LiveDisk
       // Ours without a checkpoint (its redefine failed; the domain was undefined and defined again) go too.
       let listed = true;
       const written = new Set<string>();
-      for (const file of tracked.keys()) {
+      // The checkpoints some disk left out of `devs` still has a bitmap of.
+      const stillUsed = new Set<string>();
+      for (const [file, dev] of tracked) {
         const names = await bitmapsOf(file).then((all) => all.map((b) => b.name), (err: Error) => {
           listed = false;
           failed.set(file, err.message);
           return [] as string[];
         });
+        if (devs && !devs.includes(dev)) {
+          for (const n of names) if (CHECKPOINT.test(n)) stillUsed.add(n);
+          continue;
+        }
         for (const old of names.filter((n) => (CHECKPOINT.test(n) && !keep.includes(n)) || (MARKER.test(n) && !keep.includes(MARKER.exec(n)![1])))) {
           written.add(file);
           await removeBitmap(file, old).catch((err: Error) => failed.set(old, err.message));
         }
       }
       await untilTrustable([...written]);
-      const deletable = listed ? (await ourCheckpoints(uri, name).catch(() => [])).filter((n) => !keep.includes(n) && !failed.has(n)) : [];
+      const deletable = listed ? (await ourCheckpoints(uri, name).catch(() => [])).filter((n) => !keep.includes(n) && !failed.has(n) && !stillUsed.has(n)) : [];
       for (const old of deletable) {
         await virsh(uri, ['checkpoint-delete', '--domain', name, '--checkpointname', old, '--metadata']).catch((err: Error) => failed.set(old, err.message));
       }
