@@ -250,4 +250,34 @@ describe.skipIf(!hasNbdinfo)('shut-off domains: incremental reads from persisten
       await s.close();
     }
   }, 120_000);
+
+  it('what a backup killed midway leaves (a bitmap without its checkpoint, a checkpoint without its bitmaps) is cleaned up, and read past', async () => {
+    const s = await setup('advoff-killed', ['a.qcow2', 'b.qcow2']);
+    const dir = path.join(virshDir, 'advoff-killed');
+    const checkpoints = async () => (await fs.readdir(dir)).filter((n) => !n.startsWith('.')).sort();
+    try {
+      await io(s.files[0], `write -P 1 0 ${4 * MiB}`);
+      await io(s.files[1], `write -P 2 0 ${4 * MiB}`);
+      expect((await s.backup()).ok).toBe(true);
+      const [first] = await checkpoints();
+      // Killed between the bitmaps and the redefine: a bitmap (newer than any checkpoint) no checkpoint names.
+      await run('qemu-img', ['bitmap', '-f', 'qcow2', '--add', '--enable', s.files[0], 'vmdedup-zzzzzzzzz1']);
+      // Killed between removing a checkpoint's bitmaps and its metadata: the newest checkpoint has no bitmap left.
+      await fs.writeFile(path.join(dir, 'vmdedup-zzzzzzzzz0'), '');
+      await settle();
+      await io(s.files[0], 'write -P 3 65536 4096');
+      await io(s.files[1], `write -P 4 ${3 * MiB} 4096`);
+      const second = await s.backup();
+      expect(second.ok).toBe(true);
+      expect(second.read['a.qcow2']).toBeLessThan(2 * MiB); // read from the first checkpoint's bitmap
+      expect((await checkpoints()).includes('vmdedup-zzzzzzzzz0')).toBe(false);
+      expect((await checkpoints()).includes(first)).toBe(true);
+      expect((await bitmapsOf(s.files[0])).map((b) => b.name)).not.toContain('vmdedup-zzzzzzzzz1');
+      await settle();
+      await io(s.files[1], `write -P 5 ${5 * MiB} 4096`);
+      expect((await s.backup()).ok).toBe(true);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
 });
