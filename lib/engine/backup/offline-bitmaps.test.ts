@@ -280,4 +280,19 @@ describe.skipIf(!hasNbdinfo)('shut-off domains: incremental reads from persisten
       await s.close();
     }
   }, 60_000);
+
+  it('a disk compacted (qemu-img convert --bitmaps: its bitmaps, another layout) and copied back over itself (cp: the same inode) is read whole', async () => {
+    const s = await setup('advoff-converted', ['a.qcow2']);
+    try {
+      await io(s.files[0], `write -P 1 ${4 * MiB} ${MiB}`, `write -P 2 0 ${MiB}`);
+      expect((await s.backup()).ok).toBe(true);
+      const copy = path.join(s.root, 'compact.qcow2');
+      await run('qemu-img', ['convert', '--bitmaps', '-f', 'qcow2', '-O', 'qcow2', s.files[0], copy]);
+      await run('cp', [copy, s.files[0]]);
+      await settle();
+      expect((await s.backup()).ok).toBe(true);
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
 });
