@@ -12,7 +12,8 @@ import type { ChunkId } from '../repository/chunk-id';
 import { type Baseline, newStoreClaims, storeDisk } from './store-disk';
 import { REUSE_ANYTHING, type ReuseGuard } from '../gc/reuse-guard';
 import { type ChangeTracking, type Consistency, type HeldDomain, holdDomain, isLive } from '../sources/libvirt-host';
-import { type ByteRange, unchangedHostRanges } from '../sources/unchanged-ranges';
+import { type ByteRange, hostRangesOf, unchangedPieces } from '../sources/unchanged-ranges';
+import { movedSincePrevious } from './previous-layout';
 
 /** What the catalog knows of one stored version of a disk: its content, when that content was last actually read
  *  from the disk, and whether the version token was taken too soon after a change to be trusted (racily clean). */
@@ -343,8 +344,10 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       try {
         const previous = await repo.getStoredDisk(version.digest);
         if (previous.blockSize !== repo.config.blockSize || previous.files.length !== 1) continue;
-        const unchanged = await unchangedHostRanges(c.disk.files[0], written);
-        baselines.set(c.disk.path, { baseline: { previous: previous.files[0], unchanged }, readAt: version.readAt });
+        const { clusterSize, pieces } = await unchangedPieces(c.disk.files[0], written);
+        const moved = await movedSincePrevious(repo, previous.files[0], previous.blockSize, pieces, clusterSize);
+        if (moved) throw new InputError(moved);
+        baselines.set(c.disk.path, { baseline: { previous: previous.files[0], unchanged: hostRangesOf(pieces) }, readAt: version.readAt });
       } catch (err) {
         if (err instanceof RunFault) throw err;
         options.onWarning?.(`${vm.name}: ${c.disk.path} is read whole: ${(err as Error).message}`);
