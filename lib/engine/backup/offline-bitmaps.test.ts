@@ -171,7 +171,7 @@ describe.skipIf(!hasNbdinfo)('shut-off domains: incremental reads from persisten
     }
   }, 60_000);
 
-  it('a seeded random model: writes, zero writes, discards, resizes, internal snapshots, commits and copies between backups; every backup restores to the files', async () => {
+  it('a seeded random model: writes, zero writes, discards, resizes, internal snapshots, commits, copies and conversions between backups; every backup restores to the files', async () => {
     const seed = Number(process.env.VMDEDUP_TEST_SEED ?? 7);
     const random = seededRandom(seed);
     const pick = <T>(list: T[]) => list[Math.floor(random() * list.length)];
@@ -186,7 +186,7 @@ describe.skipIf(!hasNbdinfo)('shut-off domains: incremental reads from persisten
           const size = sizes.get(file)!;
           const at = () => Math.floor(random() * (size / 512)) * 512;
           const kind = random();
-          if (kind < 0.5) {
+          if (kind < 0.45) {
             const commands = Array.from({ length: 1 + Math.floor(random() * 6) }, () => {
               const start = at();
               const length = Math.min(size - start, 512 * (1 + Math.floor(random() * 400)));
@@ -195,18 +195,18 @@ describe.skipIf(!hasNbdinfo)('shut-off domains: incremental reads from persisten
             });
             await io(file, ...commands);
             done.push(`${round} ${path.basename(file)}: ${commands.join('; ')}`);
-          } else if (kind < 0.62) {
+          } else if (kind < 0.55) {
             const grown = size + MiB * (1 + Math.floor(random() * 3));
             const shrunk = Math.max(2 * MiB, size - MiB * (1 + Math.floor(random() * 3)));
             const to = random() < 0.6 ? grown : shrunk;
             await run('qemu-img', ['resize', '-q', '-f', 'qcow2', ...(to < size ? ['--shrink'] : []), file, String(to)]);
             sizes.set(file, to);
             done.push(`${round} ${path.basename(file)}: resize ${to}`);
-          } else if (kind < 0.74) {
+          } else if (kind < 0.65) {
             const op = pick(['-c', '-d', '-a']);
             await run('qemu-img', ['snapshot', op, 's1', file]).catch(() => undefined);
             done.push(`${round} ${path.basename(file)}: snapshot ${op}`);
-          } else if (kind < 0.86) {
+          } else if (kind < 0.75) {
             const overlay = `${file}.overlay`;
             await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', file, '-F', 'qcow2', overlay]);
             const start = at();
@@ -214,7 +214,7 @@ describe.skipIf(!hasNbdinfo)('shut-off domains: incremental reads from persisten
             await run('qemu-img', ['commit', '-q', '-f', 'qcow2', '-d', overlay]);
             await fs.rm(overlay);
             done.push(`${round} ${path.basename(file)}: commit at ${start}`);
-          } else if (kind < 0.92) {
+          } else if (kind < 0.83) {
             // An older copy of the same disk put back over it (cp: the same inode).
             const copy = `${file}.copy`;
             if (await fs.stat(copy).then(() => true, () => false)) {
@@ -225,6 +225,15 @@ describe.skipIf(!hasNbdinfo)('shut-off domains: incremental reads from persisten
               await run('cp', [file, copy]);
               done.push(`${round} ${path.basename(file)}: copied aside`);
             }
+          } else if (kind < 0.95) {
+            // Compacted with its bitmaps, or another disk of the domain, copied over it (the same inode).
+            const other = pick(s.files);
+            const compact = `${file}.compact`;
+            await run('qemu-img', ['convert', '--bitmaps', '-f', 'qcow2', '-O', 'qcow2', other, compact]);
+            await run('cp', [compact, file]);
+            await fs.rm(compact);
+            sizes.set(file, sizes.get(other)!);
+            done.push(`${round} ${path.basename(file)}: ${path.basename(other)} converted over it`);
           } else {
             await run('qemu-img', ['bitmap', '-f', 'qcow2', '--add', '--enable', file, `other-${round}`]);
             done.push(`${round} ${path.basename(file)}: a bitmap of another tool`);
