@@ -12,7 +12,8 @@ import type { ChunkId } from '../repository/chunk-id';
 import { type Baseline, newStoreClaims, storeDisk } from './store-disk';
 import { REUSE_ANYTHING, type ReuseGuard } from '../gc/reuse-guard';
 import { type ChangeTracking, type Consistency, type HeldDomain, holdDomain, isLive } from '../sources/libvirt-host';
-import { type ByteRange, unchangedHostRanges } from '../sources/unchanged-ranges';
+import { type ByteRange, hostRangesOf, unchangedPieces } from '../sources/unchanged-ranges';
+import { movedSincePrevious } from './previous-layout';
 
 /** What the catalog knows of one stored version of a disk: its content, when that content was last actually read
  *  from the disk, and whether the version token was taken too soon after a change to be trusted (racily clean). */
@@ -302,13 +303,14 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
     if (candidates.length === 0) return offline ? undefined : [changes.checkpoint];
     await changes.take(candidates.map((c) => c.dev));
     for (const c of candidates) changeTokens.set(c.disk.path, checkpointToken(changes.checkpoint, c.dev, c.file));
-    // A shut-off domain's checkpoint tracks only the disks read now: the others' older checkpoints stay.
-    // A shut-off domain's checkpoint tracks only the disks read now: the others' older checkpoints stay. Its others
-    // go now, before the read: deleting a bitmap writes the file, which is recorded as read.
+    // A shut-off domain's checkpoint tracks only the disks read now: the others' older checkpoints stay (and their
+    // bitmaps in the others' files). Its others go now, before the read: deleting a bitmap writes the file, which is
+    // recorded as read.
     const keep = async (from?: string) => {
-      const list = offline && candidates.length < changes.tracked.size ? undefined : [changes.checkpoint, ...(from ? [from] : [])];
-      if (!offline || !list) return list;
-      const warning = await changes.keepOnly(list).catch((err: Error) => `${vm.name}: ${err.message}`);
+      const list = [changes.checkpoint, ...(from ? [from] : [])];
+      if (!offline) return list;
+      const some = candidates.length < changes.tracked.size ? candidates.map((c) => c.dev) : undefined;
+      const warning = await changes.keepOnly(list, some).catch((err: Error) => `${vm.name}: ${err.message}`);
       if (warning) options.onWarning?.(warning);
       return undefined;
     };
@@ -342,8 +344,10 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
       try {
         const previous = await repo.getStoredDisk(version.digest);
         if (previous.blockSize !== repo.config.blockSize || previous.files.length !== 1) continue;
-        const unchanged = await unchangedHostRanges(c.disk.files[0], written);
-        baselines.set(c.disk.path, { baseline: { previous: previous.files[0], unchanged }, readAt: version.readAt });
+        const { clusterSize, pieces } = await unchangedPieces(c.disk.files[0], written);
+        const moved = await movedSincePrevious(repo, previous.files[0], previous.blockSize, pieces, clusterSize);
+        if (moved) throw new InputError(moved);
+        baselines.set(c.disk.path, { baseline: { previous: previous.files[0], unchanged: hostRangesOf(pieces) }, readAt: version.readAt });
       } catch (err) {
         if (err instanceof RunFault) throw err;
         options.onWarning?.(`${vm.name}: ${c.disk.path} is read whole: ${(err as Error).message}`);

@@ -24,7 +24,7 @@ describe.skipIf(!hasNbdinfo)('qcow2 dirty bitmaps', () => {
     ]);
     await addBitmap(file, 'vmdedup-b');
     expect(await dirtyRangesOfFile(file, 'vmdedup-b')).toEqual([]);
-    expect(await bitmapsOf(file)).toEqual([{ name: 'vmdedup-a', inUse: false }, { name: 'vmdedup-b', inUse: false }]);
+    expect(await bitmapsOf(file)).toEqual([{ name: 'vmdedup-a', inUse: false, enabled: true }, { name: 'vmdedup-b', inUse: false, enabled: true }]);
     await removeBitmap(file, 'vmdedup-a');
     expect((await bitmapsOf(file)).map((b) => b.name)).toEqual(['vmdedup-b']);
     await expect(dirtyRangesOfFile(file, 'vmdedup-a')).rejects.toThrow(/qemu-nbd.*not found|Bitmap 'vmdedup-a' is not found/);
@@ -36,7 +36,7 @@ describe.skipIf(!hasNbdinfo)('qcow2 dirty bitmaps', () => {
     await addBitmap(file, 'vmdedup-a');
     // qemu-io's abort: the process dies with the file open for writing, as QEMU does under kill -9.
     await run('sh', ['-c', 'ulimit -c 0; exec qemu-io -f qcow2 -c "write -P 4 0 65536" -c abort "$0"', file]).catch(() => undefined);
-    expect(await bitmapsOf(file)).toEqual([{ name: 'vmdedup-a', inUse: true }]);
+    expect(await bitmapsOf(file)).toEqual([{ name: 'vmdedup-a', inUse: true, enabled: true }]);
     await expect(dirtyRangesOfFile(file, 'vmdedup-a')).rejects.toThrow(/inconsistent/);
     // It can still be removed (the next backup's housekeeping).
     await removeBitmap(file, 'vmdedup-a');

@@ -43,20 +43,29 @@ const optionValue = (value: string) => value.replace(/,/g, ',,');
  * meanwhile is not kept from starting (its backup is then refused by the hold). Rejects when the bitmap is missing or
  * inconsistent (its QEMU was killed, the host crashed).
  */
-export function dirtyRangesOfFile(file: string, bitmap: string): Promise<ByteRange[]> {
+export async function dirtyRangesOfFile(file: string, bitmap: string): Promise<ByteRange[]> {
+  // A disabled bitmap (qemu-img bitmap --disable, another tool's) marks no write since: qemu-nbd serves it all the same.
+  const found = (await bitmapsOf(file)).find((b) => b.name === bitmap);
+  if (found && !found.enabled) throw new InputError(`${file}: bitmap ${bitmap} is disabled (it does not mark every write since)`);
   const opts = `driver=qcow2,file.driver=file,file.filename=${optionValue(file)},file.locking=off`;
   return dirtyRanges(['--', '[', 'qemu-nbd', '--read-only', '--image-opts', '--bitmap', bitmap, opts, ']'], `qemu:dirty-bitmap:${bitmap}`);
 }
 
-/** The persistent bitmaps of a qcow2 file, by name (`inUse`: written by a QEMU that did not close the file). */
-export async function bitmapsOf(file: string): Promise<{ name: string; inUse: boolean }[]> {
+/** The persistent bitmaps of a qcow2 file, by name (`inUse`: written by a QEMU that did not close the file;
+ *  `enabled`: marks writes, qcow2's `auto` flag). */
+export async function bitmapsOf(file: string): Promise<{ name: string; inUse: boolean; enabled: boolean }[]> {
   const info = JSON.parse(await tool('qemu-img', ['info', '-U', '--output=json', '-f', 'qcow2', file], 'qemu-utils')) as { 'format-specific'?: { data?: { bitmaps?: { name: string; flags?: string[] }[] } } };
-  return (info['format-specific']?.data?.bitmaps ?? []).map((b) => ({ name: b.name, inUse: (b.flags ?? []).includes('in-use') }));
+  return (info['format-specific']?.data?.bitmaps ?? []).map((b) => ({ name: b.name, inUse: (b.flags ?? []).includes('in-use'), enabled: (b.flags ?? []).includes('auto') }));
 }
 
 /** Adds an enabled persistent bitmap to a qcow2 file: every later write by any QEMU that opens it is marked. */
 export async function addBitmap(file: string, bitmap: string): Promise<void> {
   await tool('qemu-img', ['bitmap', '-f', 'qcow2', '--add', '--enable', file, bitmap], 'qemu-utils');
+}
+
+/** Adds a disabled persistent bitmap that marks nothing (the coarsest granularity: a few bytes): a name in the file. */
+export async function addMarker(file: string, bitmap: string): Promise<void> {
+  await tool('qemu-img', ['bitmap', '-f', 'qcow2', '--add', '--disable', '-g', String(2 ** 31), file, bitmap], 'qemu-utils');
 }
 
 export async function removeBitmap(file: string, bitmap: string): Promise<void> {

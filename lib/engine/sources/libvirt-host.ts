@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { InputError } from '../errors';
 import { decodeXmlText, editLibvirtDisks, escapeXml, libvirtDiskBlocks, targetDevOf } from './libvirt';
-import { addBitmap, bitmapsOf, dirtyRanges, dirtyRangesOfFile, removeBitmap } from './dirty-bitmaps';
+import { addBitmap, addMarker, bitmapsOf, dirtyRanges, dirtyRangesOfFile, removeBitmap } from './dirty-bitmaps';
 import type { ByteRange } from './unchanged-ranges';
 import { untilTrustable } from './version-token';
 
@@ -97,13 +97,13 @@ export async function poolFolders(uri: string): Promise<string[]> {
 /** A snapshot overlay this tool made beside a disk while it was backed up: `<disk>.vmdedup-<tag>.qcow2`. */
 const OVERLAY = /^(.+)\.vmdedup-[0-9a-z]+\.qcow2$/;
 
-type LiveDisk = { dev: string; file?: string; format: string; device: string; readonly: boolean; shareable: boolean; copyOnRead: boolean };
+export type LiveDisk = { dev: string; file?: string; format: string; device: string; readonly: boolean; shareable: boolean; copyOnRead: boolean };
 
 /** An XML attribute's value as text. */
 const decode = (value: string | undefined) => (value === undefined ? undefined : decodeXmlText(value));
 
 /** A domain XML's disks as libvirt runs them: target, file, device and flags (nested backing stores skipped). */
-function disksOf(xml: string): LiveDisk[] {
+export function disksOf(xml: string): LiveDisk[] {
   const disks: LiveDisk[] = [];
   for (const block of libvirtDiskBlocks(xml)) {
     const head = /<disk\b[^>]*>/.exec(block)![0];
@@ -196,8 +196,10 @@ export type ChangeTracking = {
   /** The guest ranges of each disk (by target dev) written since checkpoint `from` was taken; rejects (an
    *  InputError) on any doubt: a checkpoint missing or inconsistent, a bitmap that cannot be read. */
   changedSince(from: string, devs: string[]): Promise<Map<string, ByteRange[]>>;
-  /** Deletes this tool's checkpoints of the domain but `keep`; a warning naming those it could not delete. */
-  keepOnly(keep: string[]): Promise<string | undefined>;
+  /** Deletes this tool's checkpoints of the domain but `keep`; a warning naming those it could not delete. `devs`
+   *  (a shut-off domain's): only these disks' older bitmaps go (the others' content is recorded under older
+   *  checkpoints), and a checkpoint once no disk has its bitmap. */
+  keepOnly(keep: string[], devs?: string[]): Promise<string | undefined>;
 };
 
 /**
@@ -363,6 +365,10 @@ async function ourCheckpoints(uri: string, name: string): Promise<string[]> {
   return namesOf(await virsh(uri, ['checkpoint-list', '--domain', name, '--name'])).filter((n) => CHECKPOINT.test(n)).sort().reverse();
 }
 
+/** The disabled bitmap that names, in a shut-off domain's disk file, the disk (target dev) a checkpoint took it as. */
+const markerOf = (checkpoint: string, dev: string) => `${checkpoint}-${dev}`;
+const MARKER = /^(vmdedup-[0-9a-z]{9,})-([a-z0-9]+)$/;
+
 const newCheckpointName = () => `vmdedup-${Date.now().toString(36).padStart(9, '0')}${process.pid.toString(36)}`;
 
 /**
@@ -413,7 +419,7 @@ async function takeCheckpoint(uri: string, name: string, disks: LiveDisk[]): Pro
  * reads from it as from one taken while it ran. What changed is read from the file by qemu-nbd (`--bitmap`).
  * Undefined when nothing is tracked or libvirt cannot list checkpoints (every disk is read whole).
  */
-async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Promise<ChangeTracking | undefined> {
+export async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Promise<ChangeTracking | undefined> {
   const tracked = trackedOf(disks);
   if (tracked.size === 0) return undefined;
   const earlier = await ourCheckpoints(uri, name).catch(() => undefined);
@@ -428,8 +434,9 @@ async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Pr
       try {
         // Fails while a QEMU has the file open (the domain started since): its lock is taken for writing.
         for (const dev of devs) {
-          await addBitmap(fileOf.get(dev)!, checkpoint);
           added.push(dev);
+          await addBitmap(fileOf.get(dev)!, checkpoint);
+          await addMarker(fileOf.get(dev)!, markerOf(checkpoint, dev));
         }
         const entries = disks.filter((disk) => disk.dev).map((disk) => (devs.includes(disk.dev)
           ? `<disk name='${escapeXml(disk.dev)}' checkpoint='bitmap' bitmap='${checkpoint}'/>`
@@ -438,7 +445,9 @@ async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Pr
         await fs.writeFile(xml, `<domaincheckpoint><name>${checkpoint}</name><creationTime>${Math.floor(Date.now() / 1000)}</creationTime><disks>${entries.join('')}</disks></domaincheckpoint>\n`);
         await virsh(uri, ['checkpoint-create', '--domain', name, '--xmlfile', xml, '--redefine']);
       } catch (err) {
-        for (const dev of added) await removeBitmap(fileOf.get(dev)!, checkpoint).catch(() => undefined);
+        for (const dev of added) {
+          for (const bitmap of [checkpoint, markerOf(checkpoint, dev)]) await removeBitmap(fileOf.get(dev)!, bitmap).catch(() => undefined);
+        }
         throw err instanceof InputError ? err : new InputError(`${name}: no checkpoint taken (${(err as Error).message})`);
       } finally {
         await fs.rm(dir, { recursive: true, force: true });
@@ -452,11 +461,15 @@ async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Pr
       for (const dev of devs) {
         const file = fileOf.get(dev);
         if (!file) throw new InputError(`${name}: ${dev} is not tracked`);
+        // Another disk's file copied over this one (cp: the same inode) brings that disk's bitmaps, whose marks
+        // are not this disk's changes: a checkpoint taken here names its disk in each file (a libvirt one does not).
+        const markers = (await bitmapsOf(file)).map((b) => MARKER.exec(b.name)).filter((m) => m?.[1] === from);
+        if (markers.length && !markers.some((m) => m![2] === dev)) throw new InputError(`${file}: bitmap ${from} is another disk's (${markers.map((m) => m![2]).join(', ')}): copied over it?`);
         changed.set(dev, await dirtyRangesOfFile(file, from).catch((err: Error) => { throw inconsistent(from, err); }));
       }
       return changed;
     },
-    keepOnly: async (keep) => {
+    keepOnly: async (keep, devs) => {
       // Started since: its QEMU has the files; the next backup deletes what this one leaves.
       if (isLive((await virsh(uri, ['domstate', '--domain', name]).catch(() => 'unknown')).trim())) return undefined;
       const failed = new Map<string, string>();
@@ -464,19 +477,25 @@ async function offlineTracking(uri: string, name: string, disks: LiveDisk[]): Pr
       // Ours without a checkpoint (its redefine failed; the domain was undefined and defined again) go too.
       let listed = true;
       const written = new Set<string>();
-      for (const file of tracked.keys()) {
+      // The checkpoints some disk left out of `devs` still has a bitmap of.
+      const stillUsed = new Set<string>();
+      for (const [file, dev] of tracked) {
         const names = await bitmapsOf(file).then((all) => all.map((b) => b.name), (err: Error) => {
           listed = false;
           failed.set(file, err.message);
           return [] as string[];
         });
-        for (const old of names.filter((n) => CHECKPOINT.test(n) && !keep.includes(n))) {
+        if (devs && !devs.includes(dev)) {
+          for (const n of names) if (CHECKPOINT.test(n)) stillUsed.add(n);
+          continue;
+        }
+        for (const old of names.filter((n) => (CHECKPOINT.test(n) && !keep.includes(n)) || (MARKER.test(n) && !keep.includes(MARKER.exec(n)![1])))) {
           written.add(file);
           await removeBitmap(file, old).catch((err: Error) => failed.set(old, err.message));
         }
       }
       await untilTrustable([...written]);
-      const deletable = listed ? (await ourCheckpoints(uri, name).catch(() => [])).filter((n) => !keep.includes(n) && !failed.has(n)) : [];
+      const deletable = listed ? (await ourCheckpoints(uri, name).catch(() => [])).filter((n) => !keep.includes(n) && !failed.has(n) && !stillUsed.has(n)) : [];
       for (const old of deletable) {
         await virsh(uri, ['checkpoint-delete', '--domain', name, '--checkpointname', old, '--metadata']).catch((err: Error) => failed.set(old, err.message));
       }

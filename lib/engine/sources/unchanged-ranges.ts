@@ -16,31 +16,48 @@ export type ByteRange = { start: number; end: number };
 /** The host ranges of `file` (qcow2, held still) that hold guest data the guest did not write outside `dirty` (guest
  *  ranges, any order): sorted, merged. */
 export async function unchangedHostRanges(file: string, dirty: ByteRange[]): Promise<ByteRange[]> {
+  return hostRangesOf((await unchangedPieces(file, dirty)).pieces);
+}
+
+/** A clean piece of guest data: `length` bytes at guest offset `guest`, held at host offset `host`. */
+export type CleanPiece = { guest: number; host: number; length: number };
+
+/** The clean pieces of `file` (see unchangedHostRanges) and its cluster size. */
+export async function unchangedPieces(file: string, dirty: ByteRange[]): Promise<{ clusterSize: number; pieces: CleanPiece[] }> {
   const handle = await fs.open(file, 'r');
   const { clusterBits } = await readQcow2Header(handle, file).finally(() => handle.close());
-  return unchangedRangesOf(await qemuImgMap(file, 'qcow2'), dirty, 2 ** clusterBits);
+  return { clusterSize: 2 ** clusterBits, pieces: cleanPiecesOf(await qemuImgMap(file, 'qcow2'), dirty, 2 ** clusterBits) };
 }
+
+/** The host ranges of clean pieces: sorted, merged. */
+export const hostRangesOf = (pieces: CleanPiece[]): ByteRange[] => merge(pieces.map((p) => ({ start: p.host, end: p.host + p.length })));
 
 /** `clusterSize`: the file's. A guest write into a cluster QEMU allocates writes the whole host cluster (the rest
  *  copied or zeroed), while a dirty bitmap's granularity may be finer (QEMU's default is at most 64 KiB; clusters
  *  reach 2 MiB): each dirty range counts for the whole clusters it touches. */
 export function unchangedRangesOf(map: Awaited<ReturnType<typeof qemuImgMap>>, dirty: ByteRange[], clusterSize = 1): ByteRange[] {
+  return hostRangesOf(cleanPiecesOf(map, dirty, clusterSize));
+}
+
+function cleanPiecesOf(map: Awaited<ReturnType<typeof qemuImgMap>>, dirty: ByteRange[], clusterSize: number): CleanPiece[] {
   const sortedDirty = merge(dirty.filter((r) => r.end > r.start).map((r) => ({ start: Math.floor(r.start / clusterSize) * clusterSize, end: Math.ceil(r.end / clusterSize) * clusterSize })));
-  const ranges: ByteRange[] = [];
+  const pieces: CleanPiece[] = [];
+  const add = (extent: { start: number; offset: number }, from: number, to: number) => pieces.push({ guest: from, host: extent.offset + (from - extent.start), length: to - from });
   let d = 0;
   for (const extent of [...map].sort((a, b) => a.start - b.start)) {
     if (extent.depth !== 0 || !extent.data || extent.offset === undefined || extent.compressed || extent.length === 0) continue;
+    const at0 = { start: extent.start, offset: extent.offset };
     const end = extent.start + extent.length;
     // The clean pieces of [extent.start, end): between the dirty ranges that overlap it.
     while (d < sortedDirty.length && sortedDirty[d].end <= extent.start) d++;
     let at = extent.start;
     for (let k = d; k < sortedDirty.length && sortedDirty[k].start < end; k++) {
-      if (sortedDirty[k].start > at) ranges.push({ start: extent.offset + (at - extent.start), end: extent.offset + (sortedDirty[k].start - extent.start) });
+      if (sortedDirty[k].start > at) add(at0, at, sortedDirty[k].start);
       at = Math.max(at, sortedDirty[k].end);
     }
-    if (at < end) ranges.push({ start: extent.offset + (at - extent.start), end: extent.offset + extent.length });
+    if (at < end) add(at0, at, end);
   }
-  return merge(ranges);
+  return pieces;
 }
 
 /** Ranges sorted by start, overlapping and touching ones joined, empty ones left out. */
