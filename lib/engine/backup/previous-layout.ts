@@ -10,11 +10,8 @@ import type { StoredDiskFile } from '../repository/manifests';
 import type { Repository } from '../repository/repository';
 import { readBlock } from '../restore/read-block';
 import type { CleanPiece } from '../sources/unchanged-ranges';
-
-const OFFSET_MASK = 0x00ff_ffff_ffff_fe00n;
-const COMPRESSED = 1n << 62n;
-const INCOMPAT_EXTENDED_L2 = 1n << 4n;
-const INCOMPAT_DATA_FILE = 1n << 2n;
+import { InputError } from '../errors';
+import { QCOW2_ENTRY, readQcow2Header } from '../formats/qcow2';
 
 /** Why the previous backup (`file`, stored with `blockSize`) does not map these clean pieces as the file does now;
  *  undefined when it maps every one of their clusters to the same host cluster. */
@@ -55,13 +52,22 @@ export async function movedSincePrevious(repo: Repository, file: StoredDiskFile,
     return out;
   };
   try {
-    const head = await read(0, 104);
-    if (head.readUInt32BE(0) !== 0x514649fb) return 'its previous backup is not a qcow2 file';
-    const version = head.readUInt32BE(4);
-    if (2 ** head.readUInt32BE(20) !== clusterSize) return 'its cluster size changed since its previous backup';
-    if (version >= 3 && (head.readBigUInt64BE(72) & (INCOMPAT_EXTENDED_L2 | INCOMPAT_DATA_FILE)) !== 0n) return 'its previous backup has extended L2 entries or a data file';
-    const l1Size = head.readUInt32BE(36);
-    const l1Offset = Number(head.readBigUInt64BE(40));
+    // The previous backup's file read as a file (its header parsed as any qcow2's).
+    const header = await readQcow2Header({
+      stat: async () => ({ size: file.size }),
+      read: async (buffer, offset, length, position) => {
+        const bytes = await read(position, Math.max(0, Math.min(length, file.size - position)));
+        bytes.copy(buffer, offset);
+        return { bytesRead: bytes.length };
+      },
+    }, 'its previous backup').catch((err: Error) => {
+      if (err instanceof InputError) return err;
+      throw err;
+    });
+    if (header instanceof InputError) return `its previous backup is not a qcow2 file this tool reads (${header.message})`;
+    if (2 ** header.clusterBits !== clusterSize) return 'its cluster size changed since its previous backup';
+    if (header.extendedL2) return 'its previous backup has extended L2 entries';
+    const { l1Size, l1TableOffset: l1Offset } = header;
     const entriesPerL2 = clusterSize / 8;
     const l1 = await read(l1Offset, 8 * l1Size);
     const l2Tables = new Map<number, Buffer>();
@@ -71,7 +77,7 @@ export async function movedSincePrevious(repo: Repository, file: StoredDiskFile,
         const host = Math.floor((piece.host + (guestAt - piece.guest)) / clusterSize) * clusterSize;
         const l1Index = Math.floor(cluster / entriesPerL2);
         if (l1Index >= l1Size) return `guest cluster ${cluster} was past the end of its previous backup`;
-        const l2Offset = Number(l1.readBigUInt64BE(8 * l1Index) & OFFSET_MASK);
+        const l2Offset = Number(l1.readBigUInt64BE(8 * l1Index) & QCOW2_ENTRY.offsetMask);
         if (l2Offset === 0) return `guest cluster ${cluster} was not allocated at its previous backup`;
         let l2 = l2Tables.get(l2Offset);
         if (!l2) {
@@ -79,7 +85,7 @@ export async function movedSincePrevious(repo: Repository, file: StoredDiskFile,
           l2Tables.set(l2Offset, (l2 = await read(l2Offset, clusterSize)));
         }
         const entry = l2.readBigUInt64BE(8 * (cluster % entriesPerL2));
-        if ((entry & COMPRESSED) !== 0n || Number(entry & OFFSET_MASK) !== host) return `guest cluster ${cluster} moved since its previous backup (the file was rewritten)`;
+        if ((entry & QCOW2_ENTRY.compressed) !== 0n || Number(entry & QCOW2_ENTRY.offsetMask) !== host) return `guest cluster ${cluster} moved since its previous backup (the file was rewritten)`;
       }
     }
     return undefined;

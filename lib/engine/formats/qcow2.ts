@@ -11,9 +11,13 @@ const MAX_BACKING_NAME_BYTES = 1023;
 
 /** Byte offsets of the header fields this file reads or rewrites (qcow2 spec, "Header"), big-endian. */
 const AT = {
-  magic: 0, version: 4, backingFileOffset: 8, backingFileSize: 16, clusterBits: 20, size: 24,
+  magic: 0, version: 4, backingFileOffset: 8, backingFileSize: 16, clusterBits: 20, size: 24, l1Size: 36, l1TableOffset: 40,
   incompatibleFeatures: 72, headerLength: 100,
 } as const;
+const INCOMPAT_EXTENDED_L2 = 1n << 4n;
+/** An L1 or L2 entry's host offset bits, and an L2 entry's flag for a compressed cluster (qcow2 spec, "Cluster
+ *  mapping"). */
+export const QCOW2_ENTRY = { offsetMask: 0x00ff_ffff_ffff_fe00n, compressed: 1n << 62n } as const;
 const V2_HEADER_BYTES = 72;
 const V3_HEADER_BYTES = 104;
 
@@ -26,6 +30,11 @@ export type Qcow2Header = {
   version: 2 | 3;
   virtualSize: number;
   clusterBits: number;
+  /** The L1 table: where it lies in the file and how many entries it has. */
+  l1TableOffset: number;
+  l1Size: number;
+  /** Extended L2 entries (subclusters): 16 bytes an entry instead of 8. */
+  extendedL2: boolean;
   backingFile?: string;
   backingFormat?: string;
 };
@@ -47,9 +56,11 @@ export async function readQcow2Header(fh: HeaderReader, file: string): Promise<Q
   if (clusterBits < 9 || clusterBits > 21) throw new InputError(`corrupt qcow2 header (cluster_bits ${clusterBits})`, { file });
 
   let headerLength = V2_HEADER_BYTES;
+  let extendedL2 = false;
   if (version === 3) {
     if (head.length < V3_HEADER_BYTES) throw new InputError('truncated qcow2 v3 header', { file });
     const incompatible = head.readBigUInt64BE(AT.incompatibleFeatures);
+    extendedL2 = (incompatible & INCOMPAT_EXTENDED_L2) !== 0n;
     if (incompatible & INCOMPAT_EXTERNAL_DATA_FILE) {
       throw new InputError('qcow2 images with an external data file are not supported', { file });
     }
@@ -79,7 +90,9 @@ export async function readQcow2Header(fh: HeaderReader, file: string): Promise<Q
     if (name.includes(0)) throw new InputError('corrupt qcow2 backing file name', { file });
     backingFile = name.toString('utf8');
   }
-  return { version, virtualSize, clusterBits, backingFile, backingFormat };
+  const l1Size = head.readUInt32BE(AT.l1Size);
+  const l1TableOffset = Number(head.readBigUInt64BE(AT.l1TableOffset));
+  return { version, virtualSize, clusterBits, l1TableOffset, l1Size, extendedL2, backingFile, backingFormat };
 }
 
 /** Points a qcow2 image at another backing file (same format). The name must fit in the header cluster. */
