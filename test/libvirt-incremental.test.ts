@@ -83,10 +83,14 @@ describe.skipIf(!guestFiles)('incremental reads of a running domain (real libvir
     }
   };
   const ourCheckpoints = async () => (await virsh('checkpoint-list', '--domain', name, '--name')).split('\n').filter(Boolean);
-  /** The persistent bitmaps of the disk file (the domain shut off). */
+  /** The checkpoints' bitmaps in the disk file (the domain shut off); each marker bitmap (`<checkpoint>-vda`, which
+   *  a checkpoint taken shut off adds) must belong to one of them. */
   const bitmaps = async () => {
     const { stdout } = await run('qemu-img', ['info', '-U', '--output=json', disk]);
-    return ((JSON.parse(stdout) as { 'format-specific': { data: { bitmaps?: { name: string }[] } } })['format-specific'].data.bitmaps ?? []).map((b) => b.name).sort();
+    const names = ((JSON.parse(stdout) as { 'format-specific': { data: { bitmaps?: { name: string }[] } } })['format-specific'].data.bitmaps ?? []).map((b) => b.name).sort();
+    const checkpoints = names.filter((n) => !n.endsWith('-vda'));
+    expect(names.filter((n) => n.endsWith('-vda')).every((marker) => checkpoints.includes(marker.slice(0, -'-vda'.length)))).toBe(true);
+    return checkpoints;
   };
   const shutOff = async () => {
     await virsh('destroy', name); // SIGTERM: QEMU stores the bitmaps in the file
