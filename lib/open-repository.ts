@@ -3,10 +3,13 @@ import type pg from 'pg';
 import { forgetBackups } from './catalog/clear-index';
 import { CATALOG_INDEX_LOCK } from './catalog/locks';
 import { type RecordedRepository, catalogBackups, checkSameRepository, lockRepositoryIdentity, recordRepository, recordedRepository } from './catalog/repository-identity';
-import { repositoryDir } from './config';
+import { repositoryLocation } from './config';
 import { type CatalogSql, getCatalogSql, inTransaction } from './catalog/db';
+import type { BlobStore } from './engine/repository/blob-store';
 import { FsBlobStore } from './engine/repository/fs-blob-store';
 import { Repository } from './engine/repository/repository';
+import { parseS3Url } from './engine/repository/s3-location';
+import { storageFault } from './engine/errors';
 import { AppError } from './errors';
 
 const CONFIG_KEY = 'config.json';
@@ -39,11 +42,11 @@ export async function openRepositoryIfAny(options: { sql?: CatalogSql } = {}): P
 }
 
 async function open(mode: 'create' | 'must-exist' | 'if-any', catalogSql: CatalogSql | undefined): Promise<Repository | undefined> {
-  const dir = repositoryDir();
-  const store = new FsBlobStore(dir);
+  const dir = repositoryLocation();
+  const store = await blobStoreAt(dir);
   const sql = catalogSql ?? (await getCatalogSql());
   // The common case: two reads, no lock, no write.
-  const [recorded, exists] = await Promise.all([recordedRepository(sql), store.has(CONFIG_KEY)]);
+  const [recorded, exists] = await Promise.all([recordedRepository(sql), hasConfig(store)]);
   if (recorded && exists) {
     const repo = await Repository.open(store);
     checkSameRepository(recorded, repo, dir);
@@ -54,13 +57,13 @@ async function open(mode: 'create' | 'must-exist' | 'if-any', catalogSql: Catalo
     await lockRepositoryIdentity(client);
     const current = await recordedRepository(client);
     let repo: Repository;
-    if (await store.has(CONFIG_KEY)) {
+    if (await hasConfig(store)) {
       repo = await Repository.open(store);
       checkSameRepository(current, repo, dir);
       if (!current) await checkHoldsCatalog(client, repo, dir);
     } else {
       const backups = await catalogBackups(client);
-      const empty = await folderIsEmpty(dir);
+      const empty = await storeIsEmpty(store);
       const firstRun = !current && backups.count === 0 && empty;
       if (firstRun && mode === 'if-any') return undefined;
       if (!firstRun || mode === 'must-exist') throw missingRepository(dir, current, backups.count, empty);
@@ -73,9 +76,9 @@ async function open(mode: 'create' | 'must-exist' | 'if-any', catalogSql: Catalo
 
 /** The repository folder as it is, unchecked against the catalog (for `catalog rebuild`, which records it itself). */
 export async function openRepositoryFolder(): Promise<{ repo: Repository; location: string }> {
-  const location = repositoryDir();
-  const store = new FsBlobStore(location);
-  if (!(await store.has(CONFIG_KEY))) throw new AppError('REPOSITORY', { message: `no repository at ${location} (config.json is missing): is its disk mounted?` });
+  const location = repositoryLocation();
+  const store = await blobStoreAt(location);
+  if (!(await hasConfig(store))) throw new AppError('REPOSITORY', { message: `no repository at ${location} (config.json is missing): is its disk mounted?` });
   return { repo: await Repository.open(store), location };
 }
 
@@ -89,22 +92,22 @@ export type InitResult = { repo: Repository; location: string; created: boolean;
  * `catalog rebuild --adopt` with it mounted brings its backups back). An existing repository is kept.
  */
 export async function initRepository(options: { sql?: CatalogSql; replace?: boolean } = {}): Promise<InitResult> {
-  const location = repositoryDir();
-  const store = new FsBlobStore(location);
+  const location = repositoryLocation();
+  const store = await blobStoreAt(location);
   const sql = options.sql ?? (await getCatalogSql());
   return inTransaction(sql, async (client) => {
     // Both locks, the index one first (the order a rebuild takes them in): a replace empties the index.
     if (options.replace) await client.query('SELECT pg_advisory_xact_lock($1)', [CATALOG_INDEX_LOCK]);
     await lockRepositoryIdentity(client);
     const current = await recordedRepository(client);
-    if (await store.has(CONFIG_KEY)) {
+    if (await hasConfig(store)) {
       const repo = await Repository.open(store);
       checkSameRepository(current, repo, location);
       if (!current) await checkHoldsCatalog(client, repo, location);
       if (current?.repositoryId !== repo.config.id || current.location !== location) await recordRepository(client, { repositoryId: repo.config.id, location });
       return { repo, location, created: false };
     }
-    if (!(await folderIsEmpty(location))) {
+    if (!(await storeIsEmpty(store))) {
       throw new AppError('BAD_INPUT', { message: `${location} is not empty and holds no repository (no config.json): give an empty or new folder (VMDEDUP_REPOSITORY)` });
     }
     const backups = await catalogBackups(client);
@@ -144,7 +147,36 @@ function missingRepository(dir: string, recorded: RecordedRepository | undefined
   return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing): nothing has been backed up yet` });
 }
 
-/** Missing, or empty but for the lost+found of a freshly made filesystem. */
+/** Whether the store holds a repository's config; a storage failure (a bucket missing or refused) names the store. */
+async function hasConfig(store: BlobStore): Promise<boolean> {
+  return store.has(CONFIG_KEY).catch((err) => { throw storageFault(store.location, err); });
+}
+
+/** The store behind a repository location: a folder, or `s3://bucket/prefix` with the standard AWS configuration. */
+export async function blobStoreAt(location: string): Promise<BlobStore> {
+  let s3;
+  try {
+    s3 = parseS3Url(location);
+  } catch (err) {
+    throw new AppError('BAD_INPUT', { message: `VMDEDUP_REPOSITORY: ${(err as Error).message}` });
+  }
+  if (!s3) return new FsBlobStore(location);
+  // Loaded only for a bucket: the SDK is a few MB of code every CLI run would parse otherwise.
+  const { S3BlobStore, s3ClientFromEnvironment } = await import('./engine/repository/s3-blob-store');
+  return new S3BlobStore(s3, s3ClientFromEnvironment());
+}
+
+/** A folder missing or empty but for the lost+found of a freshly made filesystem; a bucket prefix with no object. */
+async function storeIsEmpty(store: BlobStore): Promise<boolean> {
+  if (store instanceof FsBlobStore) return folderIsEmpty(store.root);
+  try {
+    for await (const page of store.list('')) if (page.length) return false;
+  } catch (err) {
+    throw storageFault(store.location, err);
+  }
+  return true;
+}
+
 async function folderIsEmpty(dir: string): Promise<boolean> {
   try {
     return (await fs.readdir(dir)).every((name) => name === 'lost+found');

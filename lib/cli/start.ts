@@ -13,7 +13,7 @@ import path from 'node:path';
 import { runBackup } from '../services/backups/run-backup';
 import { addSource } from '../services/sources/add-source';
 import { listSources } from '../services/sources/list-sources';
-import { repositoryDir, restoreRoots, vmdedupHome } from '../config';
+import { repositoryLocation, restoreRoots, vmdedupHome } from '../config';
 import { ensureFirstAdmin } from '../services/users/ensure-first-admin';
 import { appCatalogUrl, catalogUrl, getCatalog, getCatalogSql } from '../catalog/db';
 import { buildFleet } from '../demo/fleet';
@@ -53,13 +53,13 @@ export async function start(): Promise<number> {
     // Paths as this process resolves them: the web server runs in its build folder, where './data' means another place.
     env: webServerEnv({
       VMDEDUP_APP_DATABASE_URL: await appCatalogUrl(), AUTH_SECRET: authSecret, HOME: path.join(web, '.next', 'cache'),
-      VMDEDUP_HOME: home, VMDEDUP_REPOSITORY: repositoryDir(), VMDEDUP_RESTORE_ROOTS: restoreRoots().join(':'),
+      VMDEDUP_HOME: home, VMDEDUP_REPOSITORY: repositoryLocation(), VMDEDUP_RESTORE_ROOTS: restoreRoots().join(':'),
     }),
   });
   // The job worker runs beside the web server (more can run elsewhere with `npm run worker`).
   const worker = process.env.VMDEDUP_WORKER === '0'
     ? undefined
-    : spawn(process.execPath, [path.join(appDir, 'bin', 'worker.mjs')], { cwd: appDir, stdio: 'inherit', env: { ...process.env, DATABASE_URL: url, VMDEDUP_HOME: home, VMDEDUP_REPOSITORY: repositoryDir() } });
+    : spawn(process.execPath, [path.join(appDir, 'bin', 'worker.mjs')], { cwd: appDir, stdio: 'inherit', env: { ...process.env, DATABASE_URL: url, VMDEDUP_HOME: home, VMDEDUP_REPOSITORY: repositoryLocation() } });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => { server.kill(signal); worker?.kill(signal); });
   worker?.on('exit', (code, signal) => { if (!server.killed && (code || signal)) log(`the job worker stopped (${signal ?? `exit ${code}`}); start another with: npm run worker`); });
   const code = await new Promise<number>((resolve) => server.on('exit', (c) => resolve(c ?? 0)));

@@ -76,6 +76,11 @@ const STORAGE_FAULTS: Record<string, string> = {
   ESTALE: 'stale network file handle',
   ETIMEDOUT: 'timed out',
   EAGAIN: 'resource temporarily unavailable',
+  // Object stores (s3-blob-store.ts)
+  ENOBUCKET: 'the bucket does not exist',
+  ECONNREFUSED: 'connection refused',
+  ENOTFOUND: 'host name not found',
+  ECONNRESET: 'connection reset',
 };
 
 /**

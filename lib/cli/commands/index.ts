@@ -31,6 +31,7 @@ ${commands.map((command) => command.help).join('\n')}
 
 Data lives under VMDEDUP_HOME (default ./data); DATABASE_URL selects an external PostgreSQL (its role owns the
 catalog; work runs as the app role, see README "Catalog database roles"). The repository
-(VMDEDUP_REPOSITORY, default $VMDEDUP_HOME/repository) is created by the first backup of a new catalog, else only
+(VMDEDUP_REPOSITORY: a folder, default $VMDEDUP_HOME/repository, or s3://bucket/prefix with the standard AWS_*
+settings) is created by the first backup of a new catalog, else only
 by 'repository init': a missing one (an unmounted disk) or another one than the catalog's is an error (exit 1).
 Backups, scans, stats and restores first record any backup image the repository holds and the catalog lacks.`;

@@ -16,7 +16,8 @@ const subcommands: Record<string, Subcommand> = {
 
 export const repositoryCommand: Command = {
   name: 'repository',
-  help: `  repository init [--replace]                             create the repository (VMDEDUP_REPOSITORY) in an empty folder;
+  help: `  repository init [--replace]                             create the repository (VMDEDUP_REPOSITORY) in an empty folder
+                                                          or bucket prefix (s3://bucket/prefix);
                                                           --replace: the catalog's repository is lost for good: start anew
                                                           and forget the records of its backups`,
   run: (args, context) => runSubcommand(subcommands, args, context, (sub) => `unknown 'repository' subcommand '${sub}': use 'repository init'`),
