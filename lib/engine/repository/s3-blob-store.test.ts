@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { S3Client } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { startS3Server } from '../../../test/s3-server';
 import { BlobNotFoundError } from './blob-store';
 import { blobStoreConformance, blobStoreFaultConformance } from './blob-store.conformance';
 import { FaultyBlobStore } from './faulty-blob-store';
-import { S3BlobStore } from './s3-blob-store';
+import { S3BlobStore, s3ClientFromEnvironment } from './s3-blob-store';
 import { parseS3Url } from './s3-location';
 
 const s3 = await startS3Server();
@@ -66,6 +67,19 @@ describe('S3BlobStore', () => {
     const nowhere = new S3Client({ endpoint: 'http://127.0.0.1:9', forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId: 'a', secretAccessKey: 'b' }, maxAttempts: 1 });
     await expect(new S3BlobStore({ bucket, prefix: 'x' }, nowhere).has('k')).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     nowhere.destroy();
+  });
+
+  it('gives up on a server that accepts and never answers (a timeout, not a hang)', async () => {
+    const silent = net.createServer(() => undefined).listen(0, '127.0.0.1');
+    await new Promise((resolve) => silent.once('listening', resolve));
+    const { port } = silent.address() as net.AddressInfo;
+    const client = s3ClientFromEnvironment({ ...s3.env, AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}` }, { requestTimeoutMs: 500, maxAttempts: 2 });
+    try {
+      await expect(new S3BlobStore({ bucket, prefix: 'x' }, client).get('k')).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    } finally {
+      client.destroy();
+      silent.close();
+    }
   });
 
   it('parses s3:// locations and refuses what names no bucket', () => {

@@ -166,7 +166,7 @@ function storageError(err: unknown, key: string, location = ''): Error {
  * AWS_ENDPOINT_URL) for S3-compatible servers, which then get path-style addressing. Request checksums only where
  * S3 requires them: several S3-compatible servers reject the SDK's default ones.
  */
-export function s3ClientFromEnvironment(env: Record<string, string | undefined> = process.env): S3Client {
+export function s3ClientFromEnvironment(env: Record<string, string | undefined> = process.env, options: { requestTimeoutMs?: number; maxAttempts?: number } = {}): S3Client {
   const endpoint = env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined;
   // The SDK warns on every start under Node 20 that its releases after January 2027 will need Node 22: not the
   // backup administrator's concern at run time (the README says which Node the stack wants).
@@ -177,8 +177,11 @@ export function s3ClientFromEnvironment(env: Record<string, string | undefined> 
     // Keys given are used as given; otherwise the SDK's own chain (a profile, SSO, instance roles).
     ...(accessKeyId && secretAccessKey ? { credentials: { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}) } } : {}),
     ...(endpoint ? { endpoint, forcePathStyle: true } : {}),
-    maxAttempts: 8,
+    maxAttempts: options.maxAttempts ?? 8,
     retryMode: 'standard',
+    // Without timeouts a server that accepts and never answers hangs the run forever (the SDK has none by default).
+    // The request timeout is of inactivity on the socket, not of the whole transfer.
+    requestHandler: { connectionTimeout: 10_000, requestTimeout: options.requestTimeoutMs ?? 60_000, throwOnRequestTimeout: true },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });
