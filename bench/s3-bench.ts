@@ -8,14 +8,14 @@
  *
  * BENCH_DIR (default bench/.work) keeps the fleet; BENCH_S3_SCALE (default 0.25) sizes it.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { buildFleet } from '../lib/demo/fleet';
 import { s3ClientFromEnvironment } from '../lib/engine/repository/s3-blob-store';
+import { type S3ServerProcess, launchS3Server } from '../test/s3-server-process';
 import { type Timed, du, timed } from './timing';
 
 const run = promisify(execFile);
@@ -23,19 +23,15 @@ const root = path.resolve(process.env.BENCH_DIR ?? 'bench/.work');
 const scale = Number(process.env.BENCH_S3_SCALE ?? 0.25);
 const MB = 1e6;
 
-async function startServer(dir: string): Promise<{ child: ChildProcess; env: Record<string, string> }> {
+/** The tests' S3 server in a fresh folder, with the benchmark's bucket. */
+async function startServer(dir: string): Promise<S3ServerProcess> {
   await fs.rm(dir, { recursive: true, force: true });
   await fs.mkdir(dir, { recursive: true });
-  const child = spawn(process.execPath, ['--openssl-legacy-provider', 'test/s3-server-main.mjs', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`s3rver exited (${code})`)));
-    createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { port: number }).port));
-  });
-  const env = { AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`, AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER', AWS_REGION: 'us-east-1' };
-  const client = s3ClientFromEnvironment(env);
-  for (const bucket of ['vmdedup-bench']) await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  const server = await launchS3Server(dir);
+  const client = s3ClientFromEnvironment(server.env);
+  await client.send(new CreateBucketCommand({ Bucket: 'vmdedup-bench' }));
   client.destroy();
-  return { child, env };
+  return server;
 }
 
 type Run = { backup: Timed; restore: Timed };
@@ -100,7 +96,7 @@ async function main(): Promise<void> {
     console.log(`vmdedup S3 / restic local (encrypted): backup ${(theirLocal.backup.seconds / ourS3.backup.seconds).toFixed(2)}x restic's throughput, restore ${(theirLocal.restore.seconds / ourS3.restore.seconds).toFixed(2)}x`);
     console.log(`vmdedup local / restic local: backup ${(theirLocal.backup.seconds / ourLocal.backup.seconds).toFixed(2)}x, restore ${(theirLocal.restore.seconds / ourLocal.restore.seconds).toFixed(2)}x`);
   } finally {
-    server.child.kill('SIGTERM');
+    await server.stop();
   }
 }
 

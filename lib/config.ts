@@ -1,5 +1,6 @@
 import os from 'node:os';
 import path from 'node:path';
+import { isS3Location } from './engine/repository/s3-location';
 
 /** Where vmdedup keeps its data: the embedded catalog, the repository and the demo fleet. */
 export function vmdedupHome(): string {
@@ -18,7 +19,7 @@ export function scanMemoFile(sourceId: string): string {
 export function repositoryLocation(): string {
   const given = process.env.VMDEDUP_REPOSITORY;
   if (!given) return path.join(vmdedupHome(), 'repository');
-  return given.startsWith('s3://') ? given : path.resolve(given);
+  return isS3Location(given) ? given : path.resolve(given);
 }
 
 /** Where restore drills restore to (VMDEDUP_DRILL_DIR; default the system's temp folder): it needs room for a VM. */

@@ -5,6 +5,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { repositoryLocation, vmdedupHome } from './config';
+import { isS3Location } from './engine/repository/s3-location';
 
 /**
  * Run by root, vmdedup has two other users reach into VMDEDUP_HOME: the embedded catalog's PostgreSQL (its data in
@@ -34,7 +35,7 @@ export async function prepareHome(): Promise<string[]> {
   if (((await fs.stat(home)).mode & 0o777) !== homeMode) await fs.chmod(home, homeMode);
   const repository = repositoryLocation();
   // A bucket's access is the object store's (its policies), not file modes.
-  const tightenedRepository = repository.startsWith('s3://') ? 0 : await tighten(repository, 0o700);
+  const tightenedRepository = isS3Location(repository) ? 0 : await tighten(repository, 0o700);
   if (tightenedRepository) notices.push(`tightened permissions of the repository ${repository}: ${tightenedRepository} files and folders were open to other users (now owner only)`);
   // The embedded catalog's folder (made by lib/catalog/embedded-postgres.ts when used) lets its PostgreSQL through.
   if (through) await fs.chmod(path.join(home, 'catalog'), 0o711).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'ENOENT') throw err; });

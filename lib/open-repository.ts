@@ -153,7 +153,7 @@ async function hasConfig(store: BlobStore): Promise<boolean> {
 }
 
 /** The store behind a repository location: a folder, or `s3://bucket/prefix` with the standard AWS configuration. */
-export async function blobStoreAt(location: string): Promise<BlobStore> {
+async function blobStoreAt(location: string): Promise<BlobStore> {
   let s3;
   try {
     s3 = parseS3Url(location);

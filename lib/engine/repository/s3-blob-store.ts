@@ -12,7 +12,6 @@ import type { Readable } from 'node:stream';
 import { type BlobStore, BlobNotFoundError, assertValidKey } from './blob-store';
 import type { S3Location } from './s3-location';
 
-
 /** S3 refuses parts under 5 MiB (but the last). */
 const MIN_PART_BYTES = 5 * 1024 * 1024;
 const LIST_PAGE = 1000;
@@ -66,8 +65,11 @@ export class S3BlobStore implements BlobStore {
   }
 
   async get(key: string): Promise<Buffer> {
-    const response = await this.call(key, () => this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key: this.objectKey(key) })));
-    return Buffer.from(await response.Body!.transformToByteArray());
+    // The body too: a connection cut mid-object is a storage failure, as in readInto.
+    return this.call(key, async () => {
+      const response = await this.client.send(new GetObjectCommand({ Bucket: this.where.bucket, Key: this.objectKey(key) }));
+      return Buffer.from(await response.Body!.transformToByteArray());
+    });
   }
 
   async readInto(key: string, target: Uint8Array): Promise<number> {
