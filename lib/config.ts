@@ -1,6 +1,8 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isS3Location } from './engine/repository/s3-location';
+import { AppError } from './errors';
 
 /** Where vmdedup keeps its data: the embedded catalog, the repository and the demo fleet. */
 export function vmdedupHome(): string {
@@ -46,4 +48,36 @@ export function jobStaleSeconds(): number {
 export function restoreRoots(): string[] {
   const roots = (process.env.VMDEDUP_RESTORE_ROOTS ?? '').split(':').filter(Boolean).map((dir) => path.resolve(dir));
   return roots.length ? roots : [path.join(vmdedupHome(), 'restores')];
+}
+
+/**
+ * The passphrase (or recovery key) of an encrypted repository: the contents of VMDEDUP_PASSWORD_FILE (one trailing
+ * newline dropped), else VMDEDUP_PASSWORD. Never from the catalog. Undefined when neither is set; a file that cannot be
+ * read is an error naming it.
+ */
+export function repositorySecret(): string | undefined {
+  return secretFrom('VMDEDUP_PASSWORD_FILE', 'VMDEDUP_PASSWORD');
+}
+
+/** A new passphrase for `vmdedup key add` (VMDEDUP_NEW_PASSWORD_FILE, else VMDEDUP_NEW_PASSWORD), or `file` when given. */
+export function newRepositorySecret(file?: string): string | undefined {
+  return file ? readSecretFile(file, '--password-file') : secretFrom('VMDEDUP_NEW_PASSWORD_FILE', 'VMDEDUP_NEW_PASSWORD');
+}
+
+function secretFrom(fileVariable: string, valueVariable: string): string | undefined {
+  const file = process.env[fileVariable];
+  if (file) return readSecretFile(file, fileVariable);
+  return process.env[valueVariable] || undefined;
+}
+
+function readSecretFile(file: string, what: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new AppError('BAD_INPUT', { message: `${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` });
+  }
+  const secret = text.replace(/\r?\n$/, '');
+  if (!secret) throw new AppError('BAD_INPUT', { message: `${what}: ${file} is empty` });
+  return secret;
 }

@@ -3,11 +3,11 @@ import type pg from 'pg';
 import { forgetBackups } from './catalog/clear-index';
 import { CATALOG_INDEX_LOCK } from './catalog/locks';
 import { type RecordedRepository, catalogBackups, checkSameRepository, lockRepositoryIdentity, recordRepository, recordedRepository } from './catalog/repository-identity';
-import { repositoryLocation } from './config';
+import { repositoryLocation, repositorySecret } from './config';
 import { type CatalogSql, getCatalogSql, inTransaction } from './catalog/db';
 import type { BlobStore } from './engine/repository/blob-store';
 import { FsBlobStore } from './engine/repository/fs-blob-store';
-import { Repository } from './engine/repository/repository';
+import { Repository, RepositoryLockedError } from './engine/repository/repository';
 import { parseS3Url } from './engine/repository/s3-location';
 import { storageFault } from './engine/errors';
 import { AppError } from './errors';
@@ -48,7 +48,7 @@ async function open(mode: 'create' | 'must-exist' | 'if-any', catalogSql: Catalo
   // The common case: two reads, no lock, no write.
   const [recorded, exists] = await Promise.all([recordedRepository(sql), hasConfig(store)]);
   if (recorded && exists) {
-    const repo = await Repository.open(store);
+    const repo = await openIn(store);
     checkSameRepository(recorded, repo, dir);
     if (recorded.location !== dir) await recordRepository(sql, { repositoryId: repo.config.id, location: dir });
     return repo;
@@ -58,7 +58,7 @@ async function open(mode: 'create' | 'must-exist' | 'if-any', catalogSql: Catalo
     const current = await recordedRepository(client);
     let repo: Repository;
     if (await hasConfig(store)) {
-      repo = await Repository.open(store);
+      repo = await openIn(store);
       checkSameRepository(current, repo, dir);
       if (!current) await checkHoldsCatalog(client, repo, dir);
     } else {
@@ -79,11 +79,14 @@ export async function openRepositoryFolder(): Promise<{ repo: Repository; locati
   const location = repositoryLocation();
   const store = await blobStoreAt(location);
   if (!(await hasConfig(store))) throw new AppError('REPOSITORY', { message: `no repository at ${location} (config.json is missing): is its disk mounted?` });
-  return { repo: await Repository.open(store), location };
+  return { repo: await openIn(store), location };
 }
 
-/** `forgotten`: with replace, how many backup records the catalog dropped, and the repository it indexed before. */
-export type InitResult = { repo: Repository; location: string; created: boolean; forgotten?: { backups: number; previous?: RecordedRepository } };
+/**
+ * `forgotten`: with replace, how many backup records the catalog dropped, and the repository it indexed before.
+ * `recoveryKey`: of a repository created encrypted, to be shown once.
+ */
+export type InitResult = { repo: Repository; location: string; created: boolean; recoveryKey?: string; forgotten?: { backups: number; previous?: RecordedRepository } };
 
 /**
  * `vmdedup repository init`: creates the repository in an empty (or missing) folder and makes the catalog
@@ -91,8 +94,10 @@ export type InitResult = { repo: Repository; location: string; created: boolean;
  * catalog forget its backup records (sources and VMs stay; the old repository is not touched, and
  * `catalog rebuild --adopt` with it mounted brings its backups back). An existing repository is kept.
  */
-export async function initRepository(options: { sql?: CatalogSql; replace?: boolean } = {}): Promise<InitResult> {
+export async function initRepository(options: { sql?: CatalogSql; replace?: boolean; encrypt?: boolean } = {}): Promise<InitResult> {
   const location = repositoryLocation();
+  const passphrase = options.encrypt ? repositorySecret() : undefined;
+  if (options.encrypt && !passphrase) throw new AppError('BAD_INPUT', { message: `an encrypted repository needs a passphrase: put it in a file readable only by vmdedup's user and set VMDEDUP_PASSWORD_FILE to it (or set VMDEDUP_PASSWORD)` });
   const store = await blobStoreAt(location);
   const sql = options.sql ?? (await getCatalogSql());
   return inTransaction(sql, async (client) => {
@@ -101,7 +106,8 @@ export async function initRepository(options: { sql?: CatalogSql; replace?: bool
     await lockRepositoryIdentity(client);
     const current = await recordedRepository(client);
     if (await hasConfig(store)) {
-      const repo = await Repository.open(store);
+      const repo = await openIn(store);
+      if (options.encrypt && !repo.encrypted) throw new AppError('CONFLICT', { message: `${location} already holds repository ${repo.config.id}, which is not encrypted: an existing repository cannot be encrypted in place; create an encrypted one in an empty folder` });
       checkSameRepository(current, repo, location);
       if (!current) await checkHoldsCatalog(client, repo, location);
       if (current?.repositoryId !== repo.config.id || current.location !== location) await recordRepository(client, { repositoryId: repo.config.id, location });
@@ -118,10 +124,10 @@ export async function initRepository(options: { sql?: CatalogSql; replace?: bool
           + "'vmdedup repository init --replace' creates a new one here and empties the catalog's index of backups (the old repository is not touched)",
       });
     }
-    const repo = await Repository.openOrInit(store);
+    const { repo, recoveryKey } = await Repository.create(store, passphrase ? { encrypt: { passphrase } } : {});
     if (options.replace) await forgetBackups(client);
     await recordRepository(client, { repositoryId: repo.config.id, location });
-    return { repo, location, created: true, forgotten: options.replace && (current || backups.count > 0) ? { backups: backups.count, previous: current } : undefined };
+    return { repo, location, created: true, recoveryKey, forgotten: options.replace && (current || backups.count > 0) ? { backups: backups.count, previous: current } : undefined };
   });
 }
 
@@ -145,6 +151,21 @@ function missingRepository(dir: string, recorded: RecordedRepository | undefined
   if (why) return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing), but ${why}: is its disk mounted? If it is lost for good, 'vmdedup repository init --replace' starts a new one` });
   if (!empty) return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing) and the folder is not empty: is it the right folder (VMDEDUP_REPOSITORY)?` });
   return new AppError('REPOSITORY', { message: `no repository at ${dir} (config.json is missing): nothing has been backed up yet` });
+}
+
+/**
+ * Opens the repository in a store, an encrypted one with the secret of VMDEDUP_PASSWORD_FILE or VMDEDUP_PASSWORD (held
+ * in memory only); a missing or wrong secret is one line saying what to set.
+ */
+async function openIn(store: BlobStore): Promise<Repository> {
+  try {
+    return await Repository.open(store, { secret: repositorySecret() });
+  } catch (err) {
+    if (!(err instanceof RepositoryLockedError)) throw err;
+    const hint = err.reason === 'no-secret' ? ': set VMDEDUP_PASSWORD_FILE to a file holding its passphrase (or VMDEDUP_PASSWORD), or give a recovery key the same way'
+      : err.reason === 'wrong-secret' ? ' (VMDEDUP_PASSWORD_FILE or VMDEDUP_PASSWORD): check it, or give a recovery key instead' : '';
+    throw new AppError('REPOSITORY', { message: `${err.message}${hint}`, cause: err });
+  }
 }
 
 /** Whether the store holds a repository's config; a storage failure (a bucket missing or refused) names the store. */

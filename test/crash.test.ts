@@ -341,7 +341,7 @@ describe('crash tests (kill -9)', () => {
     const first = await snapshot();
     await timed(['backup']);
     repo = await Repository.open(new FsBlobStore(repoDir));
-    pool = new BlockPool({ blockSize: repo.config.blockSize, forRestore: true, threads: 1 });
+    pool = new BlockPool({ ids: repo.ids, blockSize: repo.config.blockSize, forRestore: true, threads: 1 });
     // Copies of the first images under new ids: a repository of a few hundred backups, so that a rebuild
     // takes long enough to be killed inside its transaction. They restore like their originals.
     const originals = await newImages(first);

@@ -105,7 +105,7 @@ describe('backups, prune and gc at once, with kill -9', () => {
     expect((await cli(env, 'gc', '--json')).code).toBe(0);
 
     const repo = await Repository.open(new FsBlobStore(path.join(env.VMDEDUP_HOME, 'repository')));
-    const pool = new BlockPool({ blockSize: repo.config.blockSize, threads: 1, forRestore: true });
+    const pool = new BlockPool({ ids: repo.ids, blockSize: repo.config.blockSize, threads: 1, forRestore: true });
     let checked = 0;
     try {
       for (const id of await repo.backupImageIds()) {

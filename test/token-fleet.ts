@@ -74,7 +74,7 @@ export async function tokenFleet(vms: string[], options: { common?: boolean; wra
   const hooks: Hooks = {};
   const hooked = await Repository.open(hookedStore(store, hooks));
   const wrapped = options.wrap ? await Repository.open(options.wrap(store)) : hooked;
-  const pool = new BlockPool({ zstdLevel: repo.config.compression.level, blockSize: MiB, threads: 1, forRestore: true });
+  const pool = new BlockPool({ ids: repo.ids, zstdLevel: repo.config.compression.level, blockSize: MiB, threads: 1, forRestore: true });
   cleanups.push(() => pool.close());
   return { sql, db, dir, repo, store, pool, hooked, hooks, wrapped };
 }

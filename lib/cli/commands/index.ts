@@ -9,6 +9,7 @@ import { commonDisksCommand } from './common-disks';
 import { dbCommand } from './db';
 import { inventoryCommand } from './inventory';
 import { jobCommand } from './job';
+import { keyCommand } from './key';
 import { drillCommand, gcCommand, pruneCommand, verifyCommand } from './maintenance';
 import { repositoryCommand } from './repository';
 import { restoreCommand, restorePlanCommand } from './restore';
@@ -18,7 +19,7 @@ import { userCommand } from './user';
 
 export const commands: readonly Command[] = [
   sourceCommand, inventoryCommand, backupCommand, backupsCommand, jobCommand, commonDisksCommand, statsCommand,
-  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, drillCommand, alertCommand, catalogCommand, repositoryCommand, userCommand, auditCommand, dbCommand,
+  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, drillCommand, alertCommand, catalogCommand, repositoryCommand, keyCommand, userCommand, auditCommand, dbCommand,
 ];
 
 export function findCommand(name: string | undefined): Command | undefined {

@@ -10,7 +10,7 @@ import { type Fault, FaultyBlobStore, hookedStore } from '../repository/faulty-b
 import { FsBlobStore } from '../repository/fs-blob-store';
 import { type ChunkId, chunkKey } from '../repository/chunk-id';
 import type { BackupImageManifest } from '../repository/manifests';
-import { REPOSITORY_FORMAT_VERSION, Repository, storedDiskKey } from '../repository/repository';
+import { PACK_FORMAT_VERSION, Repository, storedDiskKey } from '../repository/repository';
 import { decodeImagePack, imagePackKey, parseImagesKey, parsePackedImageId } from '../repository/image-pack';
 import { scanSource } from '../sources/inventory';
 import { type VmBackupResult, backupVms } from './backup';
@@ -203,7 +203,7 @@ describe('backupVms under repository faults', () => {
         }
         const pack = parseImagesKey(key);
         if (pack && 'pack' in pack) {
-          for (const image of decodeImagePack(data, pack.pack.packId, pack.pack.count, key, REPOSITORY_FORMAT_VERSION) as BackupImageManifest[]) {
+          for (const image of decodeImagePack(data, pack.pack.packId, pack.pack.count, key, PACK_FORMAT_VERSION) as BackupImageManifest[]) {
             for (const disk of image.disks) if (!durable.has(storedDiskKey(disk.digest))) violations.push(`${key} names stored disk ${disk.digest} before it is durable`);
           }
         }
@@ -240,7 +240,7 @@ describe('backupVms under repository faults', () => {
     const digest = (results[0] as Extract<VmBackupResult, { ok: true }>).image.disks[0].digest;
     const manifest = await repo.getStoredDisk(digest);
     const { blockSize, files: [file] } = manifest;
-    const pool = new BlockPool({ blockSize, forRestore: true, threads: 1 });
+    const pool = new BlockPool({ ids: repo.ids, blockSize, forRestore: true, threads: 1 });
     const reads = await Promise.allSettled(file.blocks.map((id, i) => readStoredBlock(repo, pool, id!, Math.min(blockSize, file.size - i * blockSize))))
       .finally(() => pool.close());
     expect(reads.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([expect.stringMatching(/chunk [0-9a-f]{12} is corrupt/)]);

@@ -5,6 +5,7 @@
  * discards at random guest offsets: clusters allocated, freed and reused, L2 and refcount tables grown.
  */
 import { execFile } from 'node:child_process';
+import { SHA256_IDS } from '../repository/chunk-id';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -52,7 +53,7 @@ const rounded = (ranges: ByteRange[], granularity: number) =>
 describe('incremental reads of a qcow2 file (qemu-io)', () => {
   it('unchanged host ranges from dirty guest ranges (QEMU\'s default granularity) store what a full read stores', async () => {
     for (const [blockSize, CLUSTER] of [[4096, 64 * KiB], [65536, 64 * KiB], [65536, 2048 * KiB], [4096, 4 * KiB]]) {
-      const pool = new BlockPool({ blockSize, threads: 1, slots: 4 });
+      const pool = new BlockPool({ ids: SHA256_IDS, blockSize, threads: 1, slots: 4 });
       try {
         for (let seed = 1; seed <= 5; seed++) {
           const random = seededRandom(seed * 31 + blockSize);

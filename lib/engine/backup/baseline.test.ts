@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { readStoredBlock, seededRandom, tempDir } from '../../../test/helpers';
 import { BlockPool } from '../chunking/block-pool';
 import { REUSE_ANYTHING } from '../gc/reuse-guard';
-import { chunkKey, type ChunkId } from '../repository/chunk-id';
+import { SHA256_IDS, chunkKey, type ChunkId } from '../repository/chunk-id';
 import { FsBlobStore } from '../repository/fs-blob-store';
 import type { StoredDiskFile } from '../repository/manifests';
 import { Repository } from '../repository/repository';
@@ -123,8 +123,8 @@ async function damage(random: () => number, repoDir: string, previous: StoredDis
 describe('storeDisk with a baseline', () => {
   for (const blockSize of [4096, 65536]) {
     it(`stores what a full read stores (block size ${blockSize}, random files and changes)`, async () => {
-      const pool = new BlockPool({ blockSize, threads: 1, slots: 4 });
-      const restorePool = new BlockPool({ blockSize, forRestore: true, threads: 1, slots: 2 });
+      const pool = new BlockPool({ ids: SHA256_IDS, blockSize, threads: 1, slots: 4 });
+      const restorePool = new BlockPool({ ids: SHA256_IDS, blockSize, forRestore: true, threads: 1, slots: 2 });
       const work = await tempDir();
       const trials = blockSize === 4096 ? 60 : 30;
       // That the model reaches each path: blocks reused whole, kept in part, sparse files with holes skipped.
@@ -183,7 +183,7 @@ describe('storeDisk with a baseline', () => {
 
   it('a block kept in part whose previous chunk is lost or corrupt is read whole from the file and stored', async () => {
     const blockSize = 4096;
-    const pool = new BlockPool({ blockSize, threads: 1, slots: 4 });
+    const pool = new BlockPool({ ids: SHA256_IDS, blockSize, threads: 1, slots: 4 });
     try {
       for (const harm of ['lose', 'corrupt'] as const) {
         const repoDir = await tempDir();

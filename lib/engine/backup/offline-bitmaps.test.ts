@@ -95,7 +95,7 @@ async function setup(name: string, names: string[], blockSize = 64 * KiB): Promi
   const xml = libvirtDomainXml(name, '11111111-2222-3333-4444-555555555555', files.map((file) => ({ file, type: 'qcow2' })));
   await fs.writeFile(path.join(root, `${name}.xml`), xml);
   const repo = await Repository.openOrInit(new FsBlobStore(await tempDir()), { blockSize });
-  const pool = new BlockPool({ blockSize, threads: 1, slots: 4, forRestore: true });
+  const pool = new BlockPool({ ids: repo.ids, blockSize, threads: 1, slots: 4, forRestore: true });
   const catalog = fakeCatalog();
   const backup = async () => {
     const inventory = await scanSource({ name: 's', type: 'libvirt', path: root });

@@ -17,7 +17,7 @@ import { QCOW2_ENTRY, readQcow2Header } from '../formats/qcow2';
  *  undefined when it maps every one of their clusters to the same host cluster. */
 export async function movedSincePrevious(repo: Repository, file: StoredDiskFile, blockSize: number, pieces: CleanPiece[], clusterSize: number): Promise<string | undefined> {
   if (pieces.length === 0) return undefined;
-  const pool = new BlockPool({ blockSize, threads: 1, slots: 2, forRestore: true });
+  const pool = new BlockPool({ ids: repo.ids, blockSize, threads: 1, slots: 2, forRestore: true });
   const blocks = new Map<number, Buffer>();
   const block = async (n: number): Promise<Buffer> => {
     let bytes = blocks.get(n);

@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto';
 import { BlockPool, type Slot } from '../chunking/block-pool';
 import { InputError, fileError } from '../errors';
-import type { ChunkId } from '../repository/chunk-id';
+import { type ChunkId, zeroBlockId } from '../repository/chunk-id';
 import { MANIFEST_FORMAT_VERSION, type StoredDiskFile, type StoredDiskManifest } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { openDiskFile } from '../sources/files';
@@ -165,7 +164,7 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
             for (const part of parts) target.fill(0, part.start - offset, part.end - offset);
             return true;
           }
-          previousPool ??= new BlockPool({ blockSize, forRestore: true, threads: 1, slots: 2 });
+          previousPool ??= new BlockPool({ ids: repo.ids, blockSize, forRestore: true, threads: 1, slots: 2 });
           const decoded = await previousPool.acquire(target.length);
           try {
             await readBlock(repo, previousPool, decoded, id);
@@ -181,7 +180,7 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
             const offset = index * blockSize;
             const length = Math.min(blockSize, size - offset);
             if (holes.has(index)) {
-              ids[index] = zeroBlockId(length);
+              ids[index] = zeroBlockId(repo.ids, length);
               zero[index] = 1;
               options.onBytes?.(length);
               continue;
@@ -197,7 +196,7 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
             }
             const keptBytes = kept.reduce((sum, piece) => sum + piece.end - piece.start, 0);
             if (keptBytes === length) {
-              ids[index] = previous ?? zeroBlockId(length);
+              ids[index] = previous ?? zeroBlockId(repo.ids, length);
               zero[index] = previous === null ? 1 : 0;
               bytesReused += length;
               options.onBytes?.(length);
@@ -296,18 +295,6 @@ function complement(ranges: ByteRange[], start: number, end: number): ByteRange[
   }
   if (at < end) out.push({ start: at, end });
   return out;
-}
-
-const zeroIds = new Map<number, ChunkId>();
-
-/** The id of an all-zero block of `length` bytes (what hashing one gives). */
-function zeroBlockId(length: number): ChunkId {
-  let id = zeroIds.get(length);
-  if (!id) {
-    id = createHash('sha256').update(Buffer.alloc(length)).digest('hex') as ChunkId;
-    zeroIds.set(length, id);
-  }
-  return id;
 }
 
 /** Whether two stored-disk manifests name the same blocks (compared block by block: a large disk has a million). */

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
-import type { ChunkId } from '../repository/chunk-id';
+import type { ChunkId, ChunkIdScheme } from '../repository/chunk-id';
 import type { BlockReply, BlockRequest, BlockWorkerData } from './block-worker';
 
 /** A block held in one slot of the pool's shared memory until `release`: `bytes` is the block, `frame` the
@@ -33,7 +33,8 @@ export class BlockPool {
   private restoreShift = 0;
   private directIoAligned = false;
 
-  constructor(readonly options: { zstdLevel?: number; blockSize: number; threads?: number; slots?: number; forRestore?: boolean }) {
+  /** `ids`: how the repository names blocks (Repository.ids): hashing and the check after decoding use it. */
+  constructor(readonly options: { ids: ChunkIdScheme; zstdLevel?: number; blockSize: number; threads?: number; slots?: number; forRestore?: boolean }) {
     const threads = options.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
     const slotCount = (this.slotCount = options.slots ?? threads * 8);
     this.slotSize = options.forRestore
@@ -43,7 +44,7 @@ export class BlockPool {
     this.free = Array.from({ length: slotCount }, (_, i) => i);
     // Bundled (dist/), the worker is a sibling file; from sources (tests), a bootstrap loads it through tsx.
     const url = import.meta.url.endsWith('.ts') ? new URL('./block-worker-entry.mjs', import.meta.url) : new URL('./block-worker.js', import.meta.url);
-    const workerData: BlockWorkerData = { zstdLevel: options.zstdLevel ?? 1, slots: this.shared, slotSize: this.slotSize };
+    const workerData: BlockWorkerData = { zstdLevel: options.zstdLevel ?? 1, slots: this.shared, slotSize: this.slotSize, ids: options.ids };
     this.workers = Array.from({ length: threads }, () => {
       const worker = new Worker(url, { workerData, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
       worker.on('message', (reply: BlockReply) => {

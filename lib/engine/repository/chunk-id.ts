@@ -1,10 +1,39 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 
-/** Hex SHA-256 of a block's plain bytes. */
+/** Hex id of a block's plain bytes: its SHA-256, or in an encrypted repository its HMAC-SHA256 (see ChunkIdScheme). */
 export type ChunkId = string & { readonly __brand: 'ChunkId' };
 
+/**
+ * How a repository names blocks. A plain repository by their SHA-256; an encrypted one by HMAC-SHA256 under a key
+ * derived from its master key, so that dedup works inside the repository while an id tells nothing about the bytes
+ * (no one can test whether a repository holds a block they know). Worker threads get the scheme as data.
+ */
+export type ChunkIdScheme = { algorithm: 'sha256' } | { algorithm: 'hmac-sha256'; key: Uint8Array };
+
+export const SHA256_IDS: ChunkIdScheme = { algorithm: 'sha256' };
+
+export function chunkIdOf(scheme: ChunkIdScheme, data: Uint8Array): ChunkId {
+  const hash = scheme.algorithm === 'sha256' ? createHash('sha256') : createHmac('sha256', scheme.key);
+  return hash.update(data).digest('hex') as ChunkId;
+}
+
+/** Hex SHA-256 of a block's plain bytes (a plain repository's id). */
 export function hashChunk(data: Uint8Array): ChunkId {
-  return createHash('sha256').update(data).digest('hex') as ChunkId;
+  return chunkIdOf(SHA256_IDS, data);
+}
+
+const zeroIds = new WeakMap<ChunkIdScheme, Map<number, ChunkId>>();
+
+/** The id an all-zero block of `length` bytes would have (a stored disk's digest counts zero blocks by it). */
+export function zeroBlockId(scheme: ChunkIdScheme, length: number): ChunkId {
+  let byLength = zeroIds.get(scheme);
+  if (!byLength) zeroIds.set(scheme, (byLength = new Map()));
+  let id = byLength.get(length);
+  if (!id) {
+    id = chunkIdOf(scheme, Buffer.alloc(length));
+    byLength.set(length, id);
+  }
+  return id;
 }
 
 export function parseChunkId(value: string): ChunkId {

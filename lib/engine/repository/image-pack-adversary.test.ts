@@ -7,7 +7,7 @@ import type { BlobStore } from './blob-store';
 import { FsBlobStore } from './fs-blob-store';
 import { encodeImagePack, packedImageId, parsePackedImageId } from './image-pack';
 import { type BackupImageManifest, MANIFEST_FORMAT_VERSION } from './manifests';
-import { REPOSITORY_FORMAT_VERSION, Repository, newBackupImageId } from './repository';
+import { PACK_FORMAT_VERSION, Repository, newBackupImageId } from './repository';
 
 async function newRepo() {
   const dir = await tempDir('vmdedup-pack-adv-');
@@ -36,7 +36,7 @@ describe('image packs, adversarial', () => {
     const images = pack(2);
     await repo.putBackupImages(images);
     const hostile = newBackupImageId(new Date());
-    await fs.writeFile(path.join(dir, 'images', `${hostile}.999999999.pack`), encodeImagePack(hostile, [], REPOSITORY_FORMAT_VERSION));
+    await fs.writeFile(path.join(dir, 'images', `${hostile}.999999999.pack`), encodeImagePack(hostile, [], PACK_FORMAT_VERSION));
     const started = Date.now();
     const ids = await (await reopen(dir)).backupImageIds();
     expect(Date.now() - started).toBeLessThan(2000);

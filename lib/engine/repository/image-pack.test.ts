@@ -5,7 +5,7 @@ import { bareImage as image, bareImagePack as pack, seededRandom, tempDir } from
 import { FsBlobStore } from './fs-blob-store';
 import { encodeImagePack, packedImageId, parsePackedImageId } from './image-pack';
 import { type BackupImageManifest, MANIFEST_FORMAT_VERSION } from './manifests';
-import { REPOSITORY_FORMAT_VERSION, Repository, newBackupImageId } from './repository';
+import { PACK_FORMAT_VERSION, PLAIN_FORMAT_VERSION, Repository, newBackupImageId } from './repository';
 
 async function newRepo() {
   const dir = await tempDir('vmdedup-pack-');
@@ -24,7 +24,7 @@ describe('image packs', () => {
     // Another process (a fresh Repository) finds the pack by its listing.
     const reopened = await Repository.open(new FsBlobStore(dir));
     for (const expected of images) expect(await reopened.getBackupImage(expected.id)).toEqual(expected);
-    expect(reopened.config.formatVersion).toBe(REPOSITORY_FORMAT_VERSION);
+    expect(reopened.config.formatVersion).toBe(PLAIN_FORMAT_VERSION);
     expect(await reopened.hasBackupImage(packedImageId(parsePackedImageId(images[0].id)!.packId, 3))).toBe(false);
   });
 
@@ -80,12 +80,12 @@ describe('image packs', () => {
     // A pack whose name says another count than it holds.
     await fs.rm(file);
     const packId = parsePackedImageId(images[0].id)!.packId;
-    await fs.writeFile(path.join(dir, 'images', `${packId}.3.pack`), encodeImagePack(packId, images, REPOSITORY_FORMAT_VERSION));
+    await fs.writeFile(path.join(dir, 'images', `${packId}.3.pack`), encodeImagePack(packId, images, PACK_FORMAT_VERSION));
     await expect((await Repository.open(new FsBlobStore(dir))).getBackupImage(images[0].id)).rejects.toThrow(/holds 2 images, its name says 3/);
     // One member of the wrong shape: that one is refused, the other read.
     await fs.rm(path.join(dir, 'images', `${packId}.3.pack`));
     const broken = [{ ...images[0], disks: 'none' } as unknown as BackupImageManifest, images[1]];
-    await fs.writeFile(path.join(dir, 'images', `${packId}.2.pack`), encodeImagePack(packId, broken, REPOSITORY_FORMAT_VERSION));
+    await fs.writeFile(path.join(dir, 'images', `${packId}.2.pack`), encodeImagePack(packId, broken, PACK_FORMAT_VERSION));
     const third = await Repository.open(new FsBlobStore(dir));
     await expect(third.getBackupImage(images[0].id)).rejects.toThrow(/is damaged/);
     expect(await third.getBackupImage(images[1].id)).toEqual(images[1]);

@@ -35,7 +35,7 @@ describe('Repository', () => {
     expect((await fs.stat(textFile)).size).toBeLessThan(text.length / 10);
     expect((await fs.readFile(path.join(dir, ...chunkKey(hashChunk(random)).split('/'))))[0]).toBe(0); // raw
     // Read as a restore reads: the stored frame, decoded and checked against its id by the pool's worker.
-    const pool = new BlockPool({ blockSize: text.length, forRestore: true, threads: 1 });
+    const pool = new BlockPool({ ids: repo.ids, blockSize: text.length, forRestore: true, threads: 1 });
     try {
       const read = (data: Buffer) => readStoredBlock(repo, pool, hashChunk(data), data.length);
       expect((await read(text)).equals(text)).toBe(true);

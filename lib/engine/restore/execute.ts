@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { InputError, RepositoryError } from '../errors';
 import { BlockPool } from '../chunking/block-pool';
-import type { ChunkId } from '../repository/chunk-id';
+import { type ChunkId, type ChunkIdScheme, zeroBlockId } from '../repository/chunk-id';
 import { type RestoreFile, type StoredDiskManifest, diskFilesOf, vmdkLinksOf } from '../repository/manifests';
 import { type Repository, diskDigest } from '../repository/repository';
 import { isInside } from '../containment';
@@ -91,7 +91,7 @@ async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<Re
   const filesOf = new Map<PlannedDisk, RestoreFile[]>();
   for (const disk of toWrite) {
     const manifest = manifests.get(disk.entry.digest)!;
-    verifyDigest(manifest);
+    verifyDigest(manifest, repo.ids);
     const files = diskFilesOf(disk.entry, manifest);
     if (files.length !== disk.files!.length) throw new RepositoryError(`${disk.entry.relativePath}: the stored disk has ${files.length} files, the plan ${disk.files!.length}; nothing was restored`);
     filesOf.set(disk, files);
@@ -107,7 +107,7 @@ async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<Re
   const newFolders = new Set<string>();
   const syncs: Promise<void>[] = [];
   let bytesDone = 0;
-  const pool = toWrite.length ? new BlockPool({ blockSize: Math.max(...[...manifests.values()].map((m) => m.blockSize)), slots: 32, forRestore: true }) : undefined;
+  const pool = toWrite.length ? new BlockPool({ ids: repo.ids, blockSize: Math.max(...[...manifests.values()].map((m) => m.blockSize)), slots: 32, forRestore: true }) : undefined;
   const directIo = new Map<string, boolean>();
   try {
     for (const disk of toWrite) {
@@ -348,22 +348,12 @@ async function writeFile(
 }
 
 /** The manifest's digest must match its block ids: a damaged manifest is refused before anything is written. */
-function verifyDigest(manifest: StoredDiskManifest): void {
-  const zero = new Map<number, ChunkId>();
+function verifyDigest(manifest: StoredDiskManifest, ids: ChunkIdScheme): void {
   const files = manifest.files.map((file) => ({
     size: file.size,
-    blockIds: file.blocks.map((id, i) => id ?? zeroId(Math.min(manifest.blockSize, file.size - i * manifest.blockSize), zero)),
+    blockIds: file.blocks.map((id, i) => id as ChunkId | null ?? zeroBlockId(ids, Math.min(manifest.blockSize, file.size - i * manifest.blockSize))),
   }));
   if (diskDigest(files) !== manifest.digest) throw new RepositoryError(`stored disk ${manifest.digest.slice(0, 12)} is damaged: its blocks do not match its digest`);
-}
-
-function zeroId(length: number, cache: Map<number, ChunkId>): ChunkId {
-  let id = cache.get(length);
-  if (!id) {
-    id = createHash('sha256').update(Buffer.alloc(length)).digest('hex') as ChunkId;
-    cache.set(length, id);
-  }
-  return id;
 }
 
 /** Points a restored child at where its parent is now: restored beside it (relative), or the live parent. */

@@ -7,7 +7,7 @@
  * stored disk there, and only there; every other block, and every block of a disk without a parent, must match.
  */
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { type ChunkIdScheme, chunkIdOf } from '../repository/chunk-id';
 import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -30,13 +30,13 @@ export async function checkRestoredDisk(repo: Repository, options: { entry: Back
   if (files.length !== stored.files.length) return [`${entry.relativePath}: ${files.length} files restored, the backup has ${stored.files.length}`];
   for (const [index, file] of files.entries()) {
     const allowed = entry.parent && index === 0 ? new Set([0]) : new Set<number>();
-    problems.push(...(await compareBlocks(file, stored.files[index], stored.blockSize, allowed, options.signal)));
+    problems.push(...(await compareBlocks(file, stored.files[index], stored.blockSize, repo.ids, allowed, options.signal)));
   }
   if (entry.format !== 'raw') problems.push(...(await qemuCheck(files[0], entry.format, options.root, options.signal)));
   return problems;
 }
 
-async function compareBlocks(file: string, stored: { size: number; blocks: (string | null)[] }, blockSize: number, mayDiffer: Set<number>, signal?: AbortSignal): Promise<string[]> {
+async function compareBlocks(file: string, stored: { size: number; blocks: (string | null)[] }, blockSize: number, ids: ChunkIdScheme, mayDiffer: Set<number>, signal?: AbortSignal): Promise<string[]> {
   const name = path.basename(file);
   const handle = await open(file, 'r');
   try {
@@ -51,7 +51,7 @@ async function compareBlocks(file: string, stored: { size: number; blocks: (stri
       if (bytesRead !== length) return [`${name}: short read at block ${index}`];
       const block = buffer.subarray(0, length);
       const id = stored.blocks[index];
-      const same = id ? createHash('sha256').update(block).digest('hex') === id : isZero(block);
+      const same = id ? chunkIdOf(ids, block) === id : isZero(block);
       if (!same && !mayDiffer.has(index)) differing.push(index);
     }
     if (differing.length === 0) return [];

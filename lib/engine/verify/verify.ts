@@ -4,10 +4,9 @@
  * for inspection, out of chunks/), so that the next backup that meets the same content finds it absent and
  * stores it again, which heals every image that names it.
  */
-import { createHash } from 'node:crypto';
 import { BlockPool } from '../chunking/block-pool';
 import { RepositoryError } from '../errors';
-import { type ChunkId, chunkKey, shortId } from '../repository/chunk-id';
+import { type ChunkId, chunkKey, shortId, zeroBlockId } from '../repository/chunk-id';
 import { type Repository, diskDigest, storedDiskKey } from '../repository/repository';
 import { readBlock } from '../restore/read-block';
 import { rateThrottle } from './throttle';
@@ -52,7 +51,7 @@ export async function verifyImages(options: {
   const chunkResults = new Map<string, Promise<VerifyReport['damaged'][number]['problem'] | null>>();
   /** Each stored disk once: its problems (empty: whole). */
   const diskResults = new Map<string, Promise<{ problems: string[]; chunks: string[] }>>();
-  const pool = new BlockPool({ blockSize: repo.config.blockSize, slots: CHUNKS_AT_ONCE, threads: options.threads, forRestore: true });
+  const pool = new BlockPool({ ids: repo.ids, blockSize: repo.config.blockSize, slots: CHUNKS_AT_ONCE, threads: options.threads, forRestore: true });
   const imagesOfChunk = new Map<string, Set<string>>();
 
   const checkChunk = (id: ChunkId, length: number, digest: string) => {
@@ -109,7 +108,7 @@ export async function verifyImages(options: {
           blockIds: file.blocks.map((id, index) => {
             if (id) return id as ChunkId;
             const length = Math.min(blockSize, file.size - index * blockSize);
-            if (!zeroIds.has(length)) zeroIds.set(length, zeroBlockId(length));
+            if (!zeroIds.has(length)) zeroIds.set(length, zeroBlockId(repo.ids, length));
             return zeroIds.get(length)!;
           }),
         }));
@@ -182,7 +181,3 @@ export async function verifyImages(options: {
   return report;
 }
 
-function zeroBlockId(length: number): ChunkId {
-  // The digest counts an all-zero block by the SHA-256 of that many zero bytes.
-  return createHash('sha256').update(Buffer.alloc(length)).digest('hex') as ChunkId;
-}
