@@ -36,14 +36,16 @@ async function startServer(dir: string): Promise<S3ServerProcess> {
 
 type Run = { backup: Timed; restore: Timed };
 
-async function vmdedup(libvirtDir: string, repository: string, extra: Record<string, string>): Promise<Run> {
+/** `encrypt`: the repository is created with `repository init --encrypt` (each command then pays one scrypt, ~0.2 s). */
+async function vmdedup(libvirtDir: string, repository: string, extra: Record<string, string>, encrypt = false): Promise<Run> {
   const home = path.join(root, 's3-vmdedup-home');
-  const env = { ...extra, VMDEDUP_HOME: home, DATABASE_URL: '', VMDEDUP_REPOSITORY: repository };
+  const env = { ...extra, VMDEDUP_HOME: home, DATABASE_URL: '', VMDEDUP_REPOSITORY: repository, ...(encrypt ? { VMDEDUP_PASSWORD: 'bench' } : {}) };
   await run(process.execPath, ['bin/vmdedup.mjs', 'db', 'stop'], { env: { ...process.env, ...env } }).catch(() => undefined);
   await fs.rm(home, { recursive: true, force: true });
   await fs.mkdir(home, { recursive: true });
   await fs.chmod(home, 0o755);
   await timed(process.execPath, ['bin/vmdedup.mjs', 'source', 'add', 'bench', '--type', 'libvirt', '--path', libvirtDir], env);
+  if (encrypt) await timed(process.execPath, ['bin/vmdedup.mjs', 'repository', 'init', '--encrypt'], env);
   const backup = await timed(process.execPath, ['bin/vmdedup.mjs', 'backup', '--json'], env);
   const target = path.join(root, 's3-restore');
   await fs.rm(target, { recursive: true, force: true });
@@ -86,15 +88,19 @@ async function main(): Promise<void> {
       ['vmdedup local', await vmdedup(libvirtDir, path.join(local, 'vmdedup'), {})],
       ['vmdedup S3', await vmdedup(libvirtDir, 's3://vmdedup-bench/repo', server.env)],
       ['restic local', await restic(libvirtDir, path.join(local, 'restic'), restoreFiles)],
+      ['vmdedup local, encrypted', await vmdedup(libvirtDir, path.join(local, 'vmdedup-encrypted'), {}, true)],
+      ['vmdedup S3, encrypted', await vmdedup(libvirtDir, 's3://vmdedup-bench/encrypted', server.env, true)],
     ];
     const rate = (bytes: number, t: Timed) => bytes / MB / t.seconds;
-    const [ourLocal, ourS3, theirLocal] = results.map(([, r]) => r);
+    const [ourLocal, ourS3, theirLocal, ourLocalSealed, ourS3Sealed] = results.map(([, r]) => r);
     console.log(`\nS3 benchmark — fleet of ${(fleetBytes / MB).toFixed(0)} MB (5 VMs on one qcow2 base), restore of vm01 (${(vmBytes / MB).toFixed(0)} MB); server: s3rver on this machine`);
-    console.log('                 first backup        restore of one VM');
-    for (const [name, r] of results) console.log(`${name.padEnd(16)} ${r.backup.seconds.toFixed(2).padStart(6)} s ${rate(fleetBytes, r.backup).toFixed(0).padStart(5)} MB/s   ${r.restore.seconds.toFixed(2).padStart(6)} s ${rate(vmBytes, r.restore).toFixed(0).padStart(5)} MB/s`);
+    console.log('                          first backup        restore of one VM');
+    for (const [name, r] of results) console.log(`${name.padEnd(25)} ${r.backup.seconds.toFixed(2).padStart(6)} s ${rate(fleetBytes, r.backup).toFixed(0).padStart(5)} MB/s   ${r.restore.seconds.toFixed(2).padStart(6)} s ${rate(vmBytes, r.restore).toFixed(0).padStart(5)} MB/s`);
     console.log(`vmdedup S3/local throughput: backup ${(ourLocal.backup.seconds / ourS3.backup.seconds).toFixed(2)}x, restore ${(ourLocal.restore.seconds / ourS3.restore.seconds).toFixed(2)}x`);
     console.log(`vmdedup S3 / restic local (encrypted): backup ${(theirLocal.backup.seconds / ourS3.backup.seconds).toFixed(2)}x restic's throughput, restore ${(theirLocal.restore.seconds / ourS3.restore.seconds).toFixed(2)}x`);
     console.log(`vmdedup local / restic local: backup ${(theirLocal.backup.seconds / ourLocal.backup.seconds).toFixed(2)}x, restore ${(theirLocal.restore.seconds / ourLocal.restore.seconds).toFixed(2)}x`);
+    console.log(`encrypted / plain throughput: local backup ${(ourLocal.backup.seconds / ourLocalSealed.backup.seconds).toFixed(2)}x, restore ${(ourLocal.restore.seconds / ourLocalSealed.restore.seconds).toFixed(2)}x; S3 backup ${(ourS3.backup.seconds / ourS3Sealed.backup.seconds).toFixed(2)}x, restore ${(ourS3.restore.seconds / ourS3Sealed.restore.seconds).toFixed(2)}x`);
+    console.log(`vmdedup local encrypted / restic local (both encrypted): backup ${(theirLocal.backup.seconds / ourLocalSealed.backup.seconds).toFixed(2)}x restic's throughput, restore ${(theirLocal.restore.seconds / ourLocalSealed.restore.seconds).toFixed(2)}x`);
   } finally {
     await server.stop();
   }

@@ -50,7 +50,7 @@ async function open(mode: 'create' | 'must-exist' | 'if-any', catalogSql: Catalo
   if (recorded && exists) {
     const repo = await openIn(store);
     checkSameRepository(recorded, repo, dir);
-    if (recorded.location !== dir) await recordRepository(sql, { repositoryId: repo.config.id, location: dir });
+    if (recorded.location !== dir || (repo.encrypted && !recorded.encrypted)) await recordRepository(sql, { repositoryId: repo.config.id, location: dir, encrypted: repo.encrypted });
     return repo;
   }
   return inTransaction(sql, async (client) => {
@@ -69,7 +69,7 @@ async function open(mode: 'create' | 'must-exist' | 'if-any', catalogSql: Catalo
       if (!firstRun || mode === 'must-exist') throw missingRepository(dir, current, backups.count, empty);
       repo = await Repository.openOrInit(store);
     }
-    if (current?.repositoryId !== repo.config.id || current.location !== dir) await recordRepository(client, { repositoryId: repo.config.id, location: dir });
+    if (current?.repositoryId !== repo.config.id || current.location !== dir || (repo.encrypted && !current.encrypted)) await recordRepository(client, { repositoryId: repo.config.id, location: dir, encrypted: repo.encrypted });
     return repo;
   });
 }
@@ -110,7 +110,7 @@ export async function initRepository(options: { sql?: CatalogSql; replace?: bool
       if (options.encrypt && !repo.encrypted) throw new AppError('CONFLICT', { message: `${location} already holds repository ${repo.config.id}, which is not encrypted: an existing repository cannot be encrypted in place; create an encrypted one in an empty folder` });
       checkSameRepository(current, repo, location);
       if (!current) await checkHoldsCatalog(client, repo, location);
-      if (current?.repositoryId !== repo.config.id || current.location !== location) await recordRepository(client, { repositoryId: repo.config.id, location });
+      if (current?.repositoryId !== repo.config.id || current.location !== location || (repo.encrypted && !current.encrypted)) await recordRepository(client, { repositoryId: repo.config.id, location, encrypted: repo.encrypted });
       return { repo, location, created: false };
     }
     if (!(await storeIsEmpty(store))) {
@@ -126,7 +126,7 @@ export async function initRepository(options: { sql?: CatalogSql; replace?: bool
     }
     const { repo, recoveryKey } = await Repository.create(store, passphrase ? { encrypt: { passphrase } } : {});
     if (options.replace) await forgetBackups(client);
-    await recordRepository(client, { repositoryId: repo.config.id, location });
+    await recordRepository(client, { repositoryId: repo.config.id, location, encrypted: repo.encrypted });
     return { repo, location, created: true, recoveryKey, forgotten: options.replace && (current || backups.count > 0) ? { backups: backups.count, previous: current } : undefined };
   });
 }

@@ -106,3 +106,37 @@ describe('a repository in an S3 bucket', () => {
     expect(bad.stderr).toMatch(/does not name an S3 bucket/);
   });
 });
+
+describe('an encrypted repository in an S3 bucket', () => {
+  it('seals every object but the config and key slots, and restores byte for byte', async () => {
+    const home = await tempDir();
+    const bucket = await s3.newBucket();
+    const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 1, baseMiB: 2, configDiskMiB: 1, privateDiskMiB: 1, vmwareVms: 0 });
+    const env = { ...s3.env, VMDEDUP_HOME: path.join(home, 'home'), VMDEDUP_REPOSITORY: `s3://${bucket}/sealed`, DATABASE_URL: await createTestDatabase(), VMDEDUP_PASSWORD: 'bucket passphrase' };
+    const init = await cli(env, 'repository', 'init', '--encrypt');
+    expect(init.code, init.stderr).toBe(0);
+    expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
+    const backup = await cli(env, 'backup');
+    expect(backup.code, backup.stderr).toBe(0);
+    const keys: string[] = [];
+    let ContinuationToken: string | undefined;
+    do {
+      const page = await s3.client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: 'sealed/', ContinuationToken }));
+      keys.push(...(page.Contents ?? []).map((object) => object.Key!));
+      ContinuationToken = page.NextContinuationToken;
+    } while (ContinuationToken);
+    const sealed = keys.filter((key) => key !== 'sealed/config.json' && !key.startsWith('sealed/keys/'));
+    expect(sealed.some((key) => key.startsWith('sealed/chunks/'))).toBe(true);
+    for (const key of sealed) {
+      const object = await s3.client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      const bytes = Buffer.from(await object.Body!.transformToByteArray());
+      expect(bytes.subarray(0, 4).toString(), key).toBe('VMDS');
+      expect(bytes.includes(Buffer.from('vm01')), key).toBe(false);
+    }
+    const target = path.join(home, 'restored');
+    const restore = await cli(env, 'restore', 'vm01', '--target', target);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(await sha(path.join(target, 'images', 'vm01-data.raw'))).toBe(await sha(path.join(fleet.libvirtDir, 'images', 'vm01-data.raw')));
+    await qemuImg('compare', path.join(target, 'images', 'vm01.qcow2'), path.join(fleet.libvirtDir, 'images', 'vm01.qcow2'));
+  });
+});
