@@ -81,3 +81,13 @@ function readSecretFile(file: string, what: string): string {
   if (!secret) throw new AppError('BAD_INPUT', { message: `${what}: ${file} is empty` });
   return secret;
 }
+
+/** The passphrase of a `sync` target (VMDEDUP_SYNC_PASSWORD_FILE, else VMDEDUP_SYNC_PASSWORD), else the repository's own. */
+export function syncTargetSecret(): string | undefined {
+  return secretFrom('VMDEDUP_SYNC_PASSWORD_FILE', 'VMDEDUP_SYNC_PASSWORD') ?? repositorySecret();
+}
+
+/** What earlier syncs from one repository to another copied (engine/sync/sync.ts SyncState): a cache. */
+export function syncStateFile(sourceId: string, targetId: string): string {
+  return path.join(vmdedupHome(), 'cache', `sync-${sourceId.replace(/[^A-Za-z0-9-]/g, '_')}-${targetId.replace(/[^A-Za-z0-9-]/g, '_')}.json`);
+}

@@ -1,4 +1,5 @@
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import type pg from 'pg';
 import { forgetBackups } from './catalog/clear-index';
 import { CATALOG_INDEX_LOCK } from './catalog/locks';
@@ -8,7 +9,7 @@ import { type CatalogSql, getCatalogSql, inTransaction } from './catalog/db';
 import type { BlobStore } from './engine/repository/blob-store';
 import { FsBlobStore } from './engine/repository/fs-blob-store';
 import { Repository, RepositoryLockedError } from './engine/repository/repository';
-import { parseS3Url } from './engine/repository/s3-location';
+import { isS3Location, parseS3Url } from './engine/repository/s3-location';
 import { storageFault } from './engine/errors';
 import { AppError } from './errors';
 
@@ -205,4 +206,34 @@ async function folderIsEmpty(dir: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
     throw err;
   }
+}
+
+/**
+ * The repository a `sync` copies into (`location`: a folder or s3://bucket/prefix), opened with `secret`; created when
+ * the location is empty, like `source` (block size, compression) and encrypted when `encrypt` (required when the source
+ * is encrypted). Not the catalog's: the catalog is not told of it.
+ */
+export async function openCopyTarget(options: { location: string; source: Repository; encrypt: boolean; secret?: string }): Promise<{ repo: Repository; created: boolean; recoveryKey?: string }> {
+  const store = await blobStoreAt(options.location);
+  if (await hasConfig(store)) {
+    try {
+      return { repo: await Repository.open(store, { secret: options.secret }), created: false };
+    } catch (err) {
+      if (!(err instanceof RepositoryLockedError)) throw err;
+      throw new AppError('REPOSITORY', { message: `${err.message}: set VMDEDUP_SYNC_PASSWORD_FILE (or VMDEDUP_SYNC_PASSWORD) to the copy's passphrase; without them the source's is tried`, cause: err });
+    }
+  }
+  if (!(await storeIsEmpty(store))) throw new AppError('BAD_INPUT', { message: `${options.location} is not empty and holds no repository (no config.json): give an empty or new folder or prefix for the copy` });
+  const encrypt = options.encrypt || options.source.encrypted;
+  if (encrypt && !options.secret) throw new AppError('BAD_INPUT', { message: 'an encrypted copy needs a passphrase: set VMDEDUP_SYNC_PASSWORD_FILE (or VMDEDUP_SYNC_PASSWORD), or VMDEDUP_PASSWORD_FILE for the same passphrase as the source' });
+  const { repo, recoveryKey } = await Repository.create(store, {
+    blockSize: options.source.config.blockSize, zstdLevel: options.source.config.compression.level,
+    ...(encrypt ? { encrypt: { passphrase: options.secret! } } : {}),
+  });
+  return { repo, created: true, recoveryKey };
+}
+
+/** A repository location as configured: s3://… as given, a folder made absolute. */
+export function normalizedLocation(location: string): string {
+  return isS3Location(location) ? location : path.resolve(location);
 }

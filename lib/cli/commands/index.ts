@@ -15,11 +15,12 @@ import { repositoryCommand } from './repository';
 import { restoreCommand, restorePlanCommand } from './restore';
 import { sourceCommand } from './source';
 import { statsCommand } from './stats';
+import { syncCommand } from './sync';
 import { userCommand } from './user';
 
 export const commands: readonly Command[] = [
   sourceCommand, inventoryCommand, backupCommand, backupsCommand, jobCommand, commonDisksCommand, statsCommand,
-  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, drillCommand, alertCommand, catalogCommand, repositoryCommand, keyCommand, userCommand, auditCommand, dbCommand,
+  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, drillCommand, syncCommand, alertCommand, catalogCommand, repositoryCommand, keyCommand, userCommand, auditCommand, dbCommand,
 ];
 
 export function findCommand(name: string | undefined): Command | undefined {

@@ -96,6 +96,9 @@ export type BackupImageManifest = {
   /** How the VM was held while read (a domain of a live libvirt connection; absent for folder sources, which cannot
    *  tell): `application` (guest agent froze it), `crash` (point in time, no freeze), `offline` (shut off). */
   consistency?: 'application' | 'crash' | 'offline';
+  /** A copy made by `vmdedup sync` (sync/README.md): the repository and image it copies. Its disks name this
+   *  repository's stored disks (their digests differ where the block ids do). */
+  origin?: { repositoryId: string; imageId: string };
   /** The source as it was at backup time: `path` is its canonical root then (the folder relative paths are taken
    *  from). A source with storage folders also records its config folder and storage folders (canonical): `path`
    *  is then the deepest folder holding them all, and a catalog rebuilt from the repository gets them back. `uri`:
@@ -154,6 +157,11 @@ export function parseBackupImage(value: unknown, what: string, id: string): Back
   if (image.id !== id) throw damaged(`it holds the manifest of ${JSON.stringify(image.id)}`);
   if (Number.isNaN(Date.parse(stringOf(image.createdAt, 'createdAt', damaged)))) throw damaged('createdAt is not a time');
   if (image.consistency !== undefined && !['application', 'crash', 'offline'].includes(image.consistency as string)) throw damaged(`consistency '${String(image.consistency)}' is unknown`);
+  if (image.origin !== undefined) {
+    const origin = objectOf(image.origin, 'origin', damaged);
+    stringOf(origin.repositoryId, 'origin.repositoryId', damaged);
+    stringOf(origin.imageId, 'origin.imageId', damaged);
+  }
   const source = objectOf(image.source, 'source', damaged);
   stringOf(source.name, 'source.name', damaged);
   if (source.type !== 'libvirt' && source.type !== 'vmware') throw damaged(`source.type '${String(source.type)}' is unknown`);

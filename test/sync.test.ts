@@ -1,0 +1,176 @@
+/**
+ * Off-site copies (issue 14): `vmdedup sync --to` through the real CLI. A seeded model edits a fleet, backs it up and
+ * syncs after each round into a plain and an encrypted copy; every backup of the source must then be in each copy with
+ * the same bytes, block for block, and each sync must write only what the copy lacked. A copy alone (a fresh catalog
+ * rebuilt from it) restores byte for byte.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { BlockPool } from '../lib/engine/chunking/block-pool';
+import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
+import { Repository } from '../lib/engine/repository/repository';
+import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
+import { chunkKey } from '../lib/engine/repository/chunk-id';
+import { cli, createTestDatabase, qemuImg, readStoredBlock, seededRandom, sha256File, tempDir } from './helpers';
+
+type SyncJson = { target: { encrypted: boolean; created: boolean }; images: { copied: number; alreadyCopied: number; failed: { id: string }[] }; chunks: { copied: number; reused: number } };
+
+/** The bytes of every disk of every image, by the source image's id (a copy's by its origin). */
+async function contentByImage(repo: Repository): Promise<Map<string, string[]>> {
+  const pool = new BlockPool({ ids: repo.ids, blockSize: repo.config.blockSize, forRestore: true, threads: 1 });
+  const out = new Map<string, string[]>();
+  try {
+    for (const id of await repo.backupImageIds()) {
+      const image = await repo.getBackupImage(id);
+      const disks: string[] = [];
+      for (const entry of image.disks) {
+        const stored = await repo.getStoredDisk(entry.digest);
+        const hash = createHash('sha256');
+        for (const file of stored.files) {
+          for (const [index, block] of file.blocks.entries()) {
+            const length = Math.min(stored.blockSize, file.size - index * stored.blockSize);
+            hash.update(block ? await readStoredBlock(repo, pool, block, length) : Buffer.alloc(length));
+          }
+          hash.update(`|${file.size}|`);
+        }
+        disks.push(`${entry.relativePath}:${hash.digest('hex')}`);
+      }
+      out.set(image.origin?.imageId ?? id, disks);
+    }
+  } finally {
+    await pool.close();
+  }
+  return out;
+}
+
+describe('sync --to: off-site copies', () => {
+  let home: string;
+  let fleet: Fleet;
+  let env: Record<string, string>;
+  const plainCopy = () => path.join(home, 'copy-plain');
+  const sealedCopy = () => path.join(home, 'copy-encrypted');
+  const images = () => path.join(fleet.libvirtDir, 'images');
+  const sync = async (to: string, ...flags: string[]) => {
+    const result = await cli(env, 'sync', '--to', to, '--json', ...flags);
+    expect(result.code, result.stderr).toBe(0);
+    return JSON.parse(result.stdout) as SyncJson;
+  };
+
+  beforeAll(async () => {
+    home = await tempDir();
+    fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 3, baseMiB: 4, configDiskMiB: 1, privateDiskMiB: 3, vmwareVms: 0 });
+    const syncPassword = path.join(home, 'copy-passphrase');
+    await fs.writeFile(syncPassword, 'the copy has its own passphrase');
+    env = { VMDEDUP_HOME: path.join(home, 'home'), DATABASE_URL: await createTestDatabase(), VMDEDUP_SYNC_PASSWORD_FILE: syncPassword };
+    expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
+  });
+
+  it('copies every backup, then only what is new, into a plain and an encrypted copy (seeded random edits)', async () => {
+    const random = seededRandom(2026);
+    const disks = ['vm01-data.raw', 'vm02-data.raw', 'vm03-data.raw', 'site-config.raw'];
+    for (let round = 0; round < 4; round++) {
+      if (round > 0) {
+        // A few writes of random size at random places, sometimes the same bytes into two disks.
+        for (let edit = 0; edit < 3; edit++) {
+          const disk = disks[Math.floor(random() * disks.length)];
+          const size = (await fs.stat(path.join(images(), disk))).size;
+          const length = 4096 * (1 + Math.floor(random() * 300));
+          const offset = Math.floor(random() * Math.max(1, size - length) / 4096) * 4096;
+          const seed = Math.floor(random() * 1e6);
+          await overwrite(path.join(images(), disk), offset, length, seed);
+          if (random() < 0.3) await overwrite(path.join(images(), disks[(disks.indexOf(disk) + 1) % disks.length]), offset, length, seed);
+        }
+      }
+      const backup = await cli(env, 'backup');
+      expect(backup.code, backup.stderr).toBe(0);
+      if (round === 2) expect((await cli(env, 'prune', '--keep-last', '2')).code).toBe(0);
+      const first = await sync(plainCopy());
+      const sealed = await sync(sealedCopy(), '--encrypt');
+      expect(sealed.target.encrypted).toBe(true);
+      expect(first.target.encrypted).toBe(false);
+      for (const report of [first, sealed]) {
+        expect(report.images.failed).toEqual([]);
+        expect(report.images.copied).toBeGreaterThan(0);
+      }
+      // Nothing new: nothing written.
+      for (const to of [plainCopy(), sealedCopy()]) {
+        const again = await sync(to);
+        expect(again.images.copied).toBe(0);
+        expect(again.chunks.copied).toBe(0);
+      }
+    }
+    const source = await Repository.open(new FsBlobStore(path.join(env.VMDEDUP_HOME, 'repository')));
+    const expected = await contentByImage(source);
+    for (const [copy, secret] of [[plainCopy(), undefined], [sealedCopy(), 'the copy has its own passphrase']] as const) {
+      const repo = await Repository.open(new FsBlobStore(copy), { secret });
+      const got = await contentByImage(repo);
+      // Every backup the source still holds is in the copy with the same bytes (the copy keeps what prune removed since).
+      for (const [id, content] of expected) expect(got.get(id), `${copy}: ${id}`).toEqual(content);
+      expect(got.size).toBeGreaterThan(expected.size);
+    }
+    // The encrypted copy's blocks are named by its own key: no block name is shared with the source.
+    const sourceChunks = new Set((await fs.readdir(path.join(env.VMDEDUP_HOME, 'repository', 'chunks'), { recursive: true })).map((name) => path.basename(name)));
+    const sealedChunks = (await fs.readdir(path.join(sealedCopy(), 'chunks'), { recursive: true })).map((name) => path.basename(name)).filter((name) => /^[0-9a-f]{64}$/.test(name));
+    expect(sealedChunks.length).toBeGreaterThan(0);
+    expect(sealedChunks.filter((name) => sourceChunks.has(name))).toEqual([]);
+  });
+
+  it('writes only the changed blocks of one changed disk, and finds its copies again when its cache is lost', async () => {
+    await overwrite(path.join(images(), 'vm02-data.raw'), 1024 * 1024, 64 * 1024, 99);
+    expect((await cli(env, 'backup')).code).toBe(0);
+    await fs.rm(path.join(env.VMDEDUP_HOME, 'cache'), { recursive: true, force: true });
+    const report = await sync(sealedCopy());
+    expect(report.images.copied).toBe(3); // one image per VM of the run
+    expect(report.chunks.copied).toBe(1); // the one 1 MiB block the write touched
+  });
+
+  it('a copy alone restores byte for byte (a fresh catalog rebuilt from it)', async () => {
+    const alone = { VMDEDUP_HOME: path.join(home, 'restore-home'), DATABASE_URL: await createTestDatabase(), VMDEDUP_REPOSITORY: sealedCopy(), VMDEDUP_PASSWORD: 'the copy has its own passphrase' };
+    const rebuild = await cli(alone, 'catalog', 'rebuild');
+    expect(rebuild.code, rebuild.stderr).toBe(0);
+    const target = path.join(home, 'restored');
+    const restore = await cli(alone, 'restore', 'vm02', '--target', target);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(await sha256File(path.join(target, 'images', 'vm02-data.raw'))).toBe(await sha256File(path.join(images(), 'vm02-data.raw')));
+    await qemuImg('compare', path.join(target, 'images', 'vm02.qcow2'), path.join(images(), 'vm02.qcow2'));
+  });
+
+  it('refuses a plain copy of an encrypted repository, the repository itself, and a non-empty folder', async () => {
+    const sealedEnv = { ...env, VMDEDUP_HOME: path.join(home, 'sealed-home'), DATABASE_URL: await createTestDatabase(), VMDEDUP_PASSWORD: 'source passphrase' };
+    expect((await cli(sealedEnv, 'repository', 'init', '--encrypt')).code).toBe(0);
+    const refused = await cli(sealedEnv, 'sync', '--to', plainCopy());
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/is encrypted and .* is not: a copy would hold its backups in the clear/);
+    const itself = await cli(env, 'sync', '--to', path.join(env.VMDEDUP_HOME, 'repository'));
+    expect(itself.code).toBe(2);
+    const busy = path.join(home, 'busy');
+    await fs.mkdir(busy);
+    await fs.writeFile(path.join(busy, 'notes.txt'), 'mine');
+    const notEmpty = await cli(env, 'sync', '--to', busy);
+    expect(notEmpty.code).toBe(2);
+    expect(await fs.readdir(busy)).toEqual(['notes.txt']);
+  });
+
+  it('a block damaged in the source is not copied: its backups are told, the others copied', async () => {
+    await sync(plainCopy());
+    await overwrite(path.join(images(), 'vm03-data.raw'), 0, 4096, 1234);
+    const backup = await cli(env, 'backup', '--json');
+    expect(backup.code).toBe(0);
+    const repo = await Repository.open(new FsBlobStore(path.join(env.VMDEDUP_HOME, 'repository')));
+    const vm03 = JSON.parse(backup.stdout).backups.find((b: { vm: string }) => b.vm === 'vm03');
+    const image = await repo.getBackupImage(vm03.backupId);
+    const entry = image.disks.find((d) => d.relativePath.endsWith('vm03-data.raw'))!;
+    const block = (await repo.getStoredDisk(entry.digest)).files[0].blocks[0]!;
+    const file = path.join(env.VMDEDUP_HOME, 'repository', chunkKey(block));
+    const bytes = await fs.readFile(file);
+    bytes[bytes.length - 1] ^= 0xff;
+    await fs.writeFile(file, bytes);
+    const result = await cli(env, 'sync', '--to', plainCopy(), '--json');
+    expect(result.code).toBe(1);
+    const report = JSON.parse(result.stdout) as SyncJson;
+    expect(report.images.failed.map((f) => f.id)).toEqual([vm03.backupId]);
+    expect(report.images.copied).toBe(2);
+  });
+});
