@@ -140,3 +140,27 @@ describe('an encrypted repository in an S3 bucket', () => {
     await qemuImg('compare', path.join(target, 'images', 'vm01.qcow2'), path.join(fleet.libvirtDir, 'images', 'vm01.qcow2'));
   });
 });
+
+describe('sync --to an S3 bucket', () => {
+  it('copies a folder repository into an encrypted bucket prefix, from which a fresh catalog restores', async () => {
+    const home = await tempDir();
+    const bucket = await s3.newBucket();
+    const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 1, baseMiB: 2, configDiskMiB: 1, privateDiskMiB: 1, vmwareVms: 0 });
+    const env = { ...s3.env, VMDEDUP_HOME: path.join(home, 'home'), DATABASE_URL: await createTestDatabase(), VMDEDUP_SYNC_PASSWORD: 'offsite passphrase' };
+    expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleet.libvirtDir)).code).toBe(0);
+    expect((await cli(env, 'backup')).code).toBe(0);
+    const to = `s3://${bucket}/offsite`;
+    const first = await cli(env, 'sync', '--to', to, '--encrypt', '--json');
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ target: { encrypted: true, created: true }, images: { copied: 1, failed: [] } });
+    const again = await cli(env, 'sync', '--to', to, '--json');
+    expect(JSON.parse(again.stdout)).toMatchObject({ images: { copied: 0, alreadyCopied: 1 }, chunks: { copied: 0 } });
+
+    const alone = { ...s3.env, VMDEDUP_HOME: path.join(home, 'elsewhere'), DATABASE_URL: await createTestDatabase(), VMDEDUP_REPOSITORY: to, VMDEDUP_PASSWORD: 'offsite passphrase' };
+    expect((await cli(alone, 'catalog', 'rebuild')).code).toBe(0);
+    const target = path.join(home, 'restored');
+    const restore = await cli(alone, 'restore', 'vm01', '--target', target);
+    expect(restore.code, restore.stderr).toBe(0);
+    expect(await sha(path.join(target, 'images', 'vm01-data.raw'))).toBe(await sha(path.join(fleet.libvirtDir, 'images', 'vm01-data.raw')));
+  });
+});
