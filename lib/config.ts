@@ -21,7 +21,12 @@ export function scanMemoFile(sourceId: string): string {
 export function repositoryLocation(): string {
   const given = process.env.VMDEDUP_REPOSITORY;
   if (!given) return path.join(vmdedupHome(), 'repository');
-  return isS3Location(given) ? given : path.resolve(given);
+  return normalizedLocation(given);
+}
+
+/** A repository location as given (VMDEDUP_REPOSITORY, sync --to): s3://… as it is, a folder made absolute. */
+export function normalizedLocation(location: string): string {
+  return isS3Location(location) ? location : path.resolve(location);
 }
 
 /** Where restore drills restore to (VMDEDUP_DRILL_DIR; default the system's temp folder): it needs room for a VM. */

@@ -1,5 +1,4 @@
 import fs from 'node:fs/promises';
-import path from 'node:path';
 import type pg from 'pg';
 import { forgetBackups } from './catalog/clear-index';
 import { CATALOG_INDEX_LOCK } from './catalog/locks';
@@ -9,7 +8,7 @@ import { type CatalogSql, getCatalogSql, inTransaction } from './catalog/db';
 import type { BlobStore } from './engine/repository/blob-store';
 import { FsBlobStore } from './engine/repository/fs-blob-store';
 import { Repository, RepositoryLockedError } from './engine/repository/repository';
-import { isS3Location, parseS3Url } from './engine/repository/s3-location';
+import { parseS3Url } from './engine/repository/s3-location';
 import { storageFault } from './engine/errors';
 import { AppError } from './errors';
 
@@ -231,9 +230,4 @@ export async function openCopyTarget(options: { location: string; source: Reposi
     ...(encrypt ? { encrypt: { passphrase: options.secret! } } : {}),
   });
   return { repo, created: true, recoveryKey };
-}
-
-/** A repository location as configured: s3://… as given, a folder made absolute. */
-export function normalizedLocation(location: string): string {
-  return isS3Location(location) ? location : path.resolve(location);
 }

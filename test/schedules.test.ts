@@ -62,7 +62,7 @@ describe('backup job schedules', () => {
   it('gc and verify jobs: scheduled like backups, verify covering what was not verified for N days', async () => {
     expect((await cli(env, 'backup')).code).toBe(0);
     expect((await cli(env, 'job', 'add', 'bad-gc', '--kind', 'gc', '--schedule', '0 4 * * 0', '--keep-last', '1')).stderr).toMatch(/a gc job collects the whole repository/);
-    expect((await cli(env, 'job', 'add', 'bad-kind', '--kind', 'defrag', '--schedule', '0 4 * * 0')).stderr).toMatch(/job kind 'defrag': backup, gc or verify/);
+    expect((await cli(env, 'job', 'add', 'bad-kind', '--kind', 'defrag', '--schedule', '0 4 * * 0')).stderr).toMatch(/job kind 'defrag': backup, gc, verify or sync/);
     expect((await cli(env, 'job', 'add', 'weekly-gc', '--kind', 'gc', '--schedule', '0 4 * * 0', '--time-zone', 'UTC')).code).toBe(0);
     expect((await cli(env, 'job', 'add', 'check', '--kind', 'verify', '--schedule', '0 5 * * *', '--time-zone', 'UTC', '--outdated-after', '7')).code).toBe(0);
     const gc = await cli(env, 'job', 'run', 'weekly-gc', '--json');

@@ -4,16 +4,18 @@
  * the same bytes, block for block, and each sync must write only what the copy lacked. A copy alone (a fresh catalog
  * rebuilt from it) restores byte for byte.
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BlockPool } from '../lib/engine/chunking/block-pool';
 import { FsBlobStore } from '../lib/engine/repository/fs-blob-store';
 import { Repository } from '../lib/engine/repository/repository';
 import { type Fleet, buildFleet, overwrite } from '../lib/demo/fleet';
 import { chunkKey } from '../lib/engine/repository/chunk-id';
-import { cli, createTestDatabase, qemuImg, readStoredBlock, seededRandom, sha256File, tempDir } from './helpers';
+import { cli, createTestDatabase, projectRoot, qemuImg, readStoredBlock, seededRandom, sha256File, tempDir } from './helpers';
 
 type SyncJson = { target: { encrypted: boolean; created: boolean }; images: { copied: number; alreadyCopied: number; failed: { id: string }[] }; chunks: { copied: number; reused: number } };
 
@@ -173,4 +175,45 @@ describe('sync --to: off-site copies', () => {
     expect(report.images.failed.map((f) => f.id)).toEqual([vm03.backupId]);
     expect(report.images.copied).toBe(2);
   });
+
+  it('a sync job: refused without --to or with a source, run by job run and by the worker on its schedule', async () => {
+    const scheduled = path.join(home, 'copy-scheduled');
+    const noTarget = await cli(env, 'job', 'add', 'offsite', '--kind', 'sync', '--schedule', '0 3 * * *');
+    expect(noTarget.code).toBe(2);
+    expect(noTarget.stderr).toMatch(/needs --to/);
+    expect((await cli(env, 'job', 'add', 'offsite', '--kind', 'sync', '--to', scheduled, '--source', 'kvm', '--schedule', '0 3 * * *')).code).toBe(2);
+    expect((await cli(env, 'job', 'add', 'nightly', '--schedule', '0 3 * * *', '--to', scheduled)).stderr).toMatch(/--to belongs to sync jobs/);
+    const added = await cli(env, 'job', 'add', 'offsite', '--kind', 'sync', '--to', scheduled, '--schedule', '0 3 * * *', '--time-zone', 'UTC');
+    expect(added.code, added.stderr).toBe(0);
+    const list = JSON.parse((await cli(env, 'job', 'list', '--json')).stdout) as { jobs: { name: string; kind: string; syncTo: string }[] };
+    expect(list.jobs.find((j) => j.name === 'offsite')).toMatchObject({ kind: 'sync', syncTo: scheduled });
+
+    const run = await cli(env, 'job', 'run', 'offsite', '--json');
+    const copied = JSON.parse(run.stdout) as { sync: SyncJson };
+    expect(copied.sync.images.copied).toBeGreaterThan(0);
+    expect(copied.sync.images.failed.length).toBeGreaterThan(0); // the image whose block the test above damaged
+    expect(run.code).toBe(1);
+
+    // The worker runs it once its schedule is due (its last fire long ago: one missed run fires now).
+    const before = (await fs.readdir(path.join(scheduled, 'images'))).length;
+    await overwrite(path.join(images(), 'vm01-data.raw'), 0, 4096, 4321);
+    expect((await cli(env, 'backup')).code).not.toBe(1);
+    const client = new pg.Client({ connectionString: env.DATABASE_URL });
+    await client.connect();
+    try {
+      await client.query(`UPDATE "ScheduledJob" SET "scheduledAt" = now() - interval '2 days' WHERE "name" = 'offsite'`);
+    } finally {
+      await client.end();
+    }
+    const worker = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs')], { env: { ...process.env, ...env, VMDEDUP_SCHEDULER_TICK_MS: '300' }, stdio: 'ignore' });
+    try {
+      for (const end = Date.now() + 60_000; Date.now() < end; await new Promise((r) => setTimeout(r, 300))) {
+        if ((await fs.readdir(path.join(scheduled, 'images'))).length > before) break;
+      }
+    } finally {
+      worker.kill('SIGTERM');
+      await new Promise((resolve) => worker.once('exit', resolve));
+    }
+    expect((await fs.readdir(path.join(scheduled, 'images'))).length).toBeGreaterThan(before);
+  }, 120_000);
 });

@@ -136,7 +136,7 @@ export function SchedulesPage({ jobs, runs, sources, canManage, canRun }: { jobs
                   <td className="px-3 py-2 font-medium">{j.name}</td>
                   <td className="px-3 py-2">{j.kind}</td>
                   <td className="px-3 py-2 font-mono text-xs">{j.schedule} <span className="font-sans text-slate-500">({j.timeZone})</span></td>
-                  <td className="px-3 py-2">{j.kind === 'gc' ? 'the repository' : `${j.source ?? 'all sources'}${j.vmPatterns.length ? `: ${j.vmPatterns.join(' ')}` : ''}`}{j.rpoHours ? `, RPO ${j.rpoHours} h` : ''}
+                  <td className="px-3 py-2">{j.kind === 'gc' ? 'the repository' : j.kind === 'sync' ? `copy to ${j.syncTo}` : `${j.source ?? 'all sources'}${j.vmPatterns.length ? `: ${j.vmPatterns.join(' ')}` : ''}`}{j.rpoHours ? `, RPO ${j.rpoHours} h` : ''}
                     {j.kind === 'verify' && (j.verifyOutdatedAfterDays != null || j.verifyBudgetBytes || j.verifyMaxBytesPerSecond || j.drillVms > 0) && (
                       <div className="text-xs text-slate-500">{[
                         j.verifyOutdatedAfterDays != null ? `each backup every ${j.verifyOutdatedAfterDays} days` : '',

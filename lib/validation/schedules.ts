@@ -13,6 +13,7 @@ export const ZTimeZone = z.string().trim().min(1).max(100);
 
 export const ZScheduledJobForm = z.object({
   name: z.string().trim().min(1).max(64),
+  // Sync jobs are made from the CLI only: where a copy is written is the host's administrator's decision, not the browser's.
   kind: z.enum(['backup', 'gc', 'verify']),
   schedule: z.string().trim().min(1).max(200),
   timeZone: ZTimeZone,

@@ -1,4 +1,4 @@
-/** `vmdedup job add|edit|list|remove|run`: scheduled jobs (backups with retention, gc, verify), run by the worker's scheduler. */
+/** `vmdedup job add|edit|list|remove|run`: scheduled jobs (backups with retention, gc, verify, sync), run by the worker's scheduler. */
 import { getCatalog, getCatalogSql } from '../../catalog/db';
 import { hasRules } from '../../engine/gc/retention';
 import { formatBytes } from '../../format';
@@ -10,7 +10,7 @@ import { table } from '../format';
 import { RETENTION_FLAGS, retentionFrom, sizeFlag } from './maintenance';
 
 const jobFlags: Flags = {
-  kind: { type: 'string' }, 'outdated-after': { type: 'string' }, 'rpo-hours': { type: 'string' }, schedule: { type: 'string' }, 'time-zone': { type: 'string' }, source: { type: 'string' }, vm: { type: 'string', multiple: true },
+  kind: { type: 'string' }, to: { type: 'string' }, 'outdated-after': { type: 'string' }, 'rpo-hours': { type: 'string' }, schedule: { type: 'string' }, 'time-zone': { type: 'string' }, source: { type: 'string' }, vm: { type: 'string', multiple: true },
   ...RETENTION_FLAGS, 'reread-after': { type: 'string' }, 'max-run-minutes': { type: 'string' },
   enable: { type: 'boolean' }, disable: { type: 'boolean' },
   retries: { type: 'string' }, 'retry-delay': { type: 'string' }, budget: { type: 'string' }, 'max-rate': { type: 'string' }, 'drill-vms': { type: 'string' },
@@ -23,6 +23,7 @@ function inputFrom(name: string, values: Values, edit: boolean): Partial<Schedul
   if (values['time-zone'] !== undefined) input.timeZone = values['time-zone'] as string;
   else if (!edit) input.timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
   if (values.source !== undefined) input.source = (values.source as string) || null;
+  if (values.to !== undefined) input.syncTo = (values.to as string) || null;
   if (values.vm !== undefined) input.vmPatterns = values.vm as string[];
   const retention = retentionFrom(values);
   if (hasRules(retention) || (!edit && (values.kind ?? 'backup') === 'backup')) input.retention = retention;
@@ -81,7 +82,7 @@ const subcommands: Record<string, Subcommand> = {
       const jobs = await listScheduledJobs(await getCatalog());
       if (values.json) json({ jobs });
       else out(jobs.length ? table([['NAME', 'KIND', 'SCHEDULE', 'TIME ZONE', 'WHAT', 'KEEP', 'NEXT RUN', 'LAST SUCCESS'], ...jobs.map((j) => [
-        j.name, j.kind, j.schedule, j.timeZone, j.kind === 'gc' ? 'the repository' : `${j.source ?? 'all sources'}${j.vmPatterns.length ? `: ${j.vmPatterns.join(' ')}` : ''}${j.verifyOutdatedAfterDays != null ? `, not verified for ${j.verifyOutdatedAfterDays}d` : ''}`,
+        j.name, j.kind, j.schedule, j.timeZone, j.kind === 'gc' ? 'the repository' : j.kind === 'sync' ? `copy to ${j.syncTo}` : `${j.source ?? 'all sources'}${j.vmPatterns.length ? `: ${j.vmPatterns.join(' ')}` : ''}${j.verifyOutdatedAfterDays != null ? `, not verified for ${j.verifyOutdatedAfterDays}d` : ''}`,
         j.kind === 'backup' ? describeRetention(j.retention) : '-', j.enabled ? j.nextRunAt ?? '-' : 'disabled', j.lastSuccessAt ?? 'never',
       ])]) : "no backup jobs (add one with: vmdedup job add <name> --schedule '0 2 * * *' --keep-daily 7)");
       return EXIT_OK;
@@ -114,6 +115,15 @@ const subcommands: Record<string, Subcommand> = {
         }
         return failed.length || failedDrills.length ? EXIT_FAILURE : run.verify.overdue ? EXIT_BAD_INPUT : EXIT_OK;
       }
+      if (run.kind === 'sync') {
+        const { report, target } = run.sync;
+        if (values.json) json({ sync: { target: { location: target.location, id: target.id, encrypted: target.encrypted, created: target.created }, ...report } });
+        else {
+          out(`${name}: copied ${report.images.copied} backups to ${target.location} (${report.images.alreadyCopied} were there), ${report.chunks.copied} blocks (${formatBytes(report.chunks.bytes)}) written`);
+          for (const failed of report.images.failed) out(`  not copied: ${failed.id}${failed.vm ? ` (${failed.vm})` : ''}: ${failed.error}`);
+        }
+        return report.images.failed.length ? EXIT_FAILURE : EXIT_OK;
+      }
       const { backup, prune } = run;
       if (values.json) json({ backups: backup.backups.map(({ vm, source, backupId }) => ({ vm, source, backupId })), failures: backup.failures, problems: backup.problems, totals: backup.totals, ...(prune ? { prune } : {}), ...(run.pruneError ? { pruneError: run.pruneError } : {}) });
       else {
@@ -130,7 +140,7 @@ const subcommands: Record<string, Subcommand> = {
 
 export const jobCommand: Command = {
   name: 'job',
-  help: `  job add <name> --schedule '<cron>' [--kind backup|gc|verify] [--time-zone <zone>] [--source <name>]
+  help: `  job add <name> --schedule '<cron>' [--kind backup|gc|verify|sync] [--to <repository>] [--time-zone <zone>] [--source <name>]
           [--vm <pattern>]... [--keep-… N]... [--reread-after <days>] [--rpo-hours <h>]
           [--outdated-after <days>] [--budget <size>] [--max-rate <size>/s] [--drill-vms N]
           [--max-run-minutes <m>] [--retries N] [--retry-delay <minutes>] [--disable]
@@ -139,7 +149,8 @@ export const jobCommand: Command = {
                                                           applies the --keep-… rules (as prune's); or collects garbage;
                                                           or verifies (--outdated-after: what was not verified for that
                                                           long; --budget, --max-rate: its I/O budget; --drill-vms:
-                                                          restore drills per run); a run missed while no worker ran
+                                                          restore drills per run); or copies the backups into --to
+                                                          (as sync --to); a run missed while no worker ran
                                                           fires once; a failed run is tried again --retries times
                                                           (default 2), after --retry-delay minutes (default 10),
                                                           doubling each time

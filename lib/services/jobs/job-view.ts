@@ -3,7 +3,7 @@ import type { RetentionPolicy } from '../../engine/gc/retention';
 
 export type JobState = 'queued' | 'running' | 'succeeded' | 'partial' | 'failed';
 
-export type JobKind = 'backup' | 'scan' | 'restore' | 'gc' | 'verify' | 'prune';
+export type JobKind = 'backup' | 'scan' | 'restore' | 'gc' | 'verify' | 'prune' | 'sync';
 
 export type JobTarget = { vm?: string; source?: string; requestId?: string; /** A scheduled job's name: what it does, on what, with which options. */ scheduledJob?: string;
   /** prune: the rules, their time zone, and the VMs (all when absent); garbage collection follows. */

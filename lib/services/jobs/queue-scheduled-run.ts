@@ -5,7 +5,7 @@ import type { JobTarget, JobView } from './job-view';
 import { queueJob } from './queue-job';
 import type { ScheduledJobRow, ScheduledKind } from './scheduled-jobs';
 
-const LABELS: Record<ScheduledKind, string> = { backup: 'Backup job', gc: 'Garbage collection', verify: 'Verify job' };
+const LABELS: Record<ScheduledKind, string> = { backup: 'Backup job', gc: 'Garbage collection', verify: 'Verify job', sync: 'Sync job' };
 
 export type ScheduledRunRequest = {
   actor: string;

@@ -17,7 +17,7 @@ import { jobStaleSeconds } from '../../config';
 import { type Catalog, getCatalogSql } from '../../catalog/db';
 import { scanSource } from '../../engine/sources/inventory';
 import { scanWithMemo } from '../sources/scan-with-memo';
-import { isUserError, toAppError } from '../../errors';
+import { AppError, isUserError, toAppError } from '../../errors';
 import { openRepository, openRepositoryIfAny } from '../../open-repository';
 
 /** Progress is written at most this often; a silent phase (scanning) still beats the heartbeat (well inside the stale limit). */
@@ -101,6 +101,21 @@ const WORK: Record<JobKind, JobWork> = {
         + (verify.deferred ? `; ${verify.deferred} left for the next run (budget)` : '') + (drills.length ? `; ${drills.length} restore drills, ${failedDrills.length} failed` : ''),
       result: { checkedChunks: verify.checkedChunks, bytesRead: verify.bytesRead, damaged: verify.damaged, images: verify.images, deferred: verify.deferred, overdue: verify.overdue, drills },
       error: errors.length ? errors.join('; ') : undefined,
+    };
+  },
+  async sync({ db, target, scheduledJobId, signal, report }) {
+    if (!target.scheduledJob) throw new AppError('BAD_INPUT', { message: 'a sync run belongs to a sync job' });
+    const sql = await getCatalogSql();
+    const repo = await openRepository({ mustExist: true });
+    report({ bytesDone: 0, bytesTotal: 0, bytesPerSecond: 0, message: 'copying the backups the copy lacks' });
+    const { sync } = await runScheduledJob(db, sql, { name: target.scheduledJob, id: scheduledJobId, kind: 'sync', repo, signal });
+    const { report: copied, target: copy } = sync;
+    const failed = copied.images.failed;
+    return {
+      state: failed.length ? 'failed' : 'succeeded',
+      message: `copied ${copied.images.copied} backups to ${copy.location} (${copied.images.alreadyCopied} were there); ${copied.chunks.copied} blocks (${formatBytes(copied.chunks.bytes)}) written`,
+      result: { target: { location: copy.location, id: copy.id, encrypted: copy.encrypted, created: copy.created }, ...copied },
+      error: failed.length ? failed.slice(0, 5).map((f) => `${f.vm ?? f.id}: ${f.error}`).join('; ') : undefined,
     };
   },
   async prune({ target, signal, report }) {

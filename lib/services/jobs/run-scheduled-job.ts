@@ -9,12 +9,14 @@ import { type BackupReport, type RunBackupOptions, runBackup } from '../backups/
 import { runGarbageCollection } from '../maintenance/collect-garbage';
 import { type PruneReport, pruneBackups } from '../maintenance/prune-backups';
 import { type VerifyBackupsReport, verifyBackups } from '../maintenance/verify-backups';
+import { type SyncResult, syncToRepository } from '../maintenance/sync-repository';
 import type { ScheduledJobRow, ScheduledKind } from './scheduled-jobs';
 
 export type ScheduledJobRun =
   | { kind: 'backup'; backup: BackupReport; prune?: PruneReport; pruneError?: string }
   | { kind: 'gc'; gc: GcReport }
-  | { kind: 'verify'; verify: VerifyBackupsReport; drills: DrillResult[] };
+  | { kind: 'verify'; verify: VerifyBackupsReport; drills: DrillResult[] }
+  | { kind: 'sync'; sync: SyncResult };
 
 /**
  * Runs a backup job now: its backup, then, when the backup saved anything, its retention over the VMs it backed up.
@@ -69,11 +71,17 @@ async function runJobNow(db: Catalog, sql: CatalogSql, job: ScheduledJobRow, opt
   const signal = timeout && options.signal ? AbortSignal.any([options.signal, timeout]) : timeout ?? options.signal;
   const succeeded = () => db.scheduledJob.update({ where: { id: job.id }, data: { lastSuccessAt: (options.now ?? (() => new Date()))() } });
   const overran = (err: unknown) => (timeout?.aborted && !options.signal?.aborted
-    ? new TimeLimitError({ message: `stopped: the run took longer than ${job.maxRunMinutes} minutes (${job.kind === 'backup' ? 'what it stored is kept and reused by the next run' : job.kind === 'verify' ? 'what it verified is recorded' : 'what it removed stays removed'})`, cause: err }) : err);
+    ? new TimeLimitError({ message: `stopped: the run took longer than ${job.maxRunMinutes} minutes (${job.kind === 'backup' ? 'what it stored is kept and reused by the next run' : job.kind === 'verify' ? 'what it verified is recorded' : job.kind === 'sync' ? 'what it copied is kept and the next run goes on from there' : 'what it removed stays removed'})`, cause: err }) : err);
   if (job.kind === 'gc') {
     const gc = await runGarbageCollection(sql, { repo: options.repo, signal }).catch((err) => { throw overran(err); });
     if (gc.pendingBytes === 0) await succeeded();
     return { kind: 'gc', gc };
+  }
+  if (job.kind === 'sync') {
+    if (!job.syncTo) throw new AppError('BAD_INPUT', { message: `sync job '${job.name}' names no repository to copy to: set it with 'vmdedup job edit ${job.name} --to <folder or s3://bucket/prefix>'` });
+    const sync = await syncToRepository({ to: job.syncTo, source: options.repo, signal }).catch((err) => { throw overran(err); });
+    if (sync.report.images.failed.length === 0) await succeeded();
+    return { kind: 'sync', sync };
   }
   if (job.kind === 'verify') {
     const patterns = job.vmPatterns as string[];

@@ -1,11 +1,12 @@
-/** Scheduled jobs (backups, garbage collections, verifications): saving, listing, removing, and running one. */
+/** Scheduled jobs (backups, garbage collections, verifications, off-site copies): saving, listing, removing, and running one. */
 import type { Catalog } from '../../catalog/db';
 import { type RetentionPolicy, hasRules } from '../../engine/gc/retention';
 import { AppError } from '../../errors';
 import { scheduleProblem } from './cron';
 import { nextRunOf } from './coverage';
+import { normalizedLocation } from '../../config';
 
-export const SCHEDULED_KINDS = ['backup', 'gc', 'verify'] as const;
+export const SCHEDULED_KINDS = ['backup', 'gc', 'verify', 'sync'] as const;
 export type ScheduledKind = (typeof SCHEDULED_KINDS)[number];
 
 export type ScheduledJobInput = {
@@ -19,9 +20,11 @@ export type ScheduledJobInput = {
   retries?: number; retryDelayMinutes?: number;
   /** verify: an I/O budget per run (bytes of chunks), a read rate cap, and restore drills of that many VMs per run. */
   verifyBudgetBytes?: number | null; verifyMaxBytesPerSecond?: number | null; drillVms?: number;
+  /** sync: the repository the backups are copied into (`vmdedup sync --to`). */
+  syncTo?: string | null;
 };
 
-type Nullable = 'source' | 'rereadAfterDays' | 'maxRunMinutes' | 'verifyOutdatedAfterDays' | 'rpoHours' | 'verifyBudgetBytes' | 'verifyMaxBytesPerSecond';
+type Nullable = 'syncTo' | 'source' | 'rereadAfterDays' | 'maxRunMinutes' | 'verifyOutdatedAfterDays' | 'rpoHours' | 'verifyBudgetBytes' | 'verifyMaxBytesPerSecond';
 export type ScheduledJobView = Required<Omit<ScheduledJobInput, Nullable>> & { [K in Nullable]: NonNullable<ScheduledJobInput[K]> | null } & {
   nextRunAt: string | null; lastSuccessAt: string | null; lastRunJobId: string | null;
 };
@@ -40,9 +43,13 @@ export async function saveScheduledJob(db: Catalog, input: Partial<ScheduledJobI
   const problem = scheduleProblem(schedule, timeZone);
   if (problem) throw new AppError('BAD_INPUT', { message: problem });
   const kind = input.kind ?? (existing?.kind as ScheduledKind | undefined) ?? 'backup';
-  if (!SCHEDULED_KINDS.includes(kind)) throw new AppError('BAD_INPUT', { message: `job kind '${kind}': backup, gc or verify` });
+  if (!SCHEDULED_KINDS.includes(kind)) throw new AppError('BAD_INPUT', { message: `job kind '${kind}': backup, gc, verify or sync` });
   if (existing && input.kind && input.kind !== existing.kind) throw new AppError('BAD_INPUT', { message: `job '${input.name}' is a ${existing.kind} job: its kind cannot change (remove it and add another)` });
   const source = input.source === undefined ? existing?.source ?? null : input.source;
+  const syncTo = input.syncTo === undefined ? existing?.syncTo ?? null : input.syncTo;
+  if (kind === 'sync' && !syncTo) throw new AppError('BAD_INPUT', { message: 'a sync job needs --to <folder or s3://bucket/prefix>: where the copy is' });
+  if (kind !== 'sync' && syncTo) throw new AppError('BAD_INPUT', { message: '--to belongs to sync jobs' });
+  if (kind === 'sync' && (source || input.vmPatterns?.length)) throw new AppError('BAD_INPUT', { message: 'a sync job copies the whole repository: it takes no --source or --vm' });
   if (kind === 'gc' && (source || input.vmPatterns?.length || (input.retention && hasRules(input.retention)))) throw new AppError('BAD_INPUT', { message: 'a gc job collects the whole repository: it takes no --source, --vm or --keep-…' });
   if (kind !== 'backup' && input.retention && hasRules(input.retention)) throw new AppError('BAD_INPUT', { message: `--keep-… rules belong to backup jobs, not to ${kind} jobs` });
   if (kind !== 'verify' && input.verifyOutdatedAfterDays != null) throw new AppError('BAD_INPUT', { message: '--outdated-after belongs to verify jobs' });
@@ -55,6 +62,7 @@ export async function saveScheduledJob(db: Catalog, input: Partial<ScheduledJobI
   if (source && !(await db.source.findUnique({ where: { name: source } }))) throw new AppError('BAD_INPUT', { message: `no source named '${source}' (see 'vmdedup source list')` });
   const data = {
     schedule, timeZone, source,
+    ...(input.syncTo !== undefined ? { syncTo: input.syncTo ? normalizedLocation(input.syncTo) : null } : {}),
     ...(input.verifyOutdatedAfterDays !== undefined ? { verifyOutdatedAfterDays: input.verifyOutdatedAfterDays } : {}),
     ...(input.rpoHours !== undefined ? { rpoHours: input.rpoHours } : {}),
     ...(input.vmPatterns !== undefined ? { vmPatterns: input.vmPatterns } : {}),
@@ -107,7 +115,7 @@ function toView(row: ScheduledJobRow): ScheduledJobView {
   return {
     name: row.name, kind: row.kind as ScheduledKind, verifyOutdatedAfterDays: row.verifyOutdatedAfterDays, rpoHours: row.rpoHours, schedule: row.schedule, timeZone: row.timeZone, source: row.source, vmPatterns: row.vmPatterns as string[],
     retention: row.retention as RetentionPolicy, rereadAfterDays: row.rereadAfterDays, maxRunMinutes: row.maxRunMinutes, enabled: row.enabled,
-    retries: row.retries, retryDelayMinutes: row.retryDelayMinutes, drillVms: row.drillVms,
+    retries: row.retries, retryDelayMinutes: row.retryDelayMinutes, drillVms: row.drillVms, syncTo: row.syncTo,
     verifyBudgetBytes: row.verifyBudgetBytes === null ? null : Number(row.verifyBudgetBytes),
     verifyMaxBytesPerSecond: row.verifyMaxBytesPerSecond === null ? null : Number(row.verifyMaxBytesPerSecond),
     nextRunAt, lastSuccessAt: row.lastSuccessAt?.toISOString() ?? null, lastRunJobId: row.lastRunJobId,

@@ -1,9 +1,10 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { repositoryLocation, syncStateFile, syncTargetSecret } from '../../config';
+import { normalizedLocation, repositoryLocation, syncStateFile, syncTargetSecret } from '../../config';
 import { type SyncProgress, type SyncReport, type SyncState, syncRepository } from '../../engine/sync/sync';
 import { AppError } from '../../errors';
-import { normalizedLocation, openCopyTarget, openRepository } from '../../open-repository';
+import type { Repository } from '../../engine/repository/repository';
+import { openCopyTarget, openRepository } from '../../open-repository';
 
 export type SyncResult = { report: SyncReport; target: { location: string; id: string; encrypted: boolean; created: boolean; recoveryKey?: string } };
 
@@ -12,10 +13,10 @@ export type SyncResult = { report: SyncReport; target: { location: string; id: s
  * The copy is created on first use (encrypted when the source is, or with `encrypt`); what was copied is kept in a
  * cache under VMDEDUP_HOME, rebuilt from the copy when lost.
  */
-export async function syncToRepository(options: { to: string; encrypt?: boolean; onProgress?: (progress: SyncProgress) => void; signal?: AbortSignal }): Promise<SyncResult> {
+export async function syncToRepository(options: { to: string; encrypt?: boolean; source?: Repository; onProgress?: (progress: SyncProgress) => void; signal?: AbortSignal }): Promise<SyncResult> {
   const location = normalizedLocation(options.to);
   if (location === repositoryLocation()) throw new AppError('BAD_INPUT', { message: `--to ${location} is the repository itself (VMDEDUP_REPOSITORY): give another folder or bucket prefix` });
-  const source = await openRepository({ mustExist: true });
+  const source = options.source ?? (await openRepository({ mustExist: true }));
   const { repo: target, created, recoveryKey } = await openCopyTarget({ location, source, encrypt: Boolean(options.encrypt), secret: syncTargetSecret() });
   const stateFile = syncStateFile(source.config.id, target.config.id);
   const { report } = await syncRepository({
