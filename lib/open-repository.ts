@@ -1,11 +1,13 @@
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import type pg from 'pg';
 import { forgetBackups } from './catalog/clear-index';
 import { CATALOG_INDEX_LOCK } from './catalog/locks';
 import { type RecordedRepository, catalogBackups, checkSameRepository, lockRepositoryIdentity, recordRepository, recordedRepository } from './catalog/repository-identity';
-import { repositoryLocation, repositorySecret } from './config';
+import { repositoryLocation, repositorySecret, vmdedupHome } from './config';
 import { type CatalogSql, getCatalogSql, inTransaction } from './catalog/db';
 import type { BlobStore } from './engine/repository/blob-store';
+import { CachedBlobStore } from './engine/repository/cached-blob-store';
 import { FsBlobStore } from './engine/repository/fs-blob-store';
 import { Repository, RepositoryLockedError } from './engine/repository/repository';
 import { parseS3Url } from './engine/repository/s3-location';
@@ -184,7 +186,8 @@ async function blobStoreAt(location: string): Promise<BlobStore> {
   if (!s3) return new FsBlobStore(location);
   // Loaded only for a bucket: the SDK is a few MB of code every CLI run would parse otherwise.
   const { S3BlobStore, s3ClientFromEnvironment } = await import('./engine/repository/s3-blob-store');
-  return new S3BlobStore(s3, s3ClientFromEnvironment());
+  // Image packs are read again and again (listings, plans, reconciles) and never change: kept on the local disk.
+  return new CachedBlobStore(new S3BlobStore(s3, s3ClientFromEnvironment()), path.join(vmdedupHome(), 'cache', 'image-packs'));
 }
 
 /** A folder missing or empty but for the lost+found of a freshly made filesystem; a bucket prefix with no object. */

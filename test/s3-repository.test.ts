@@ -80,6 +80,9 @@ describe('a repository in an S3 bucket', () => {
     expect(await sha(path.join(target, 'images', 'vm01-data.raw'))).toBe(changed);
     // The restored overlay names the shared base where it lives (its header differs): the same guest data.
     await qemuImg('compare', path.join(target, 'images', 'vm01.qcow2'), path.join(images(), 'vm01.qcow2'));
+    // The image pack it read is kept on the local disk (packs never change): the next reader does not fetch it.
+    const kept = await fs.readdir(path.join(env.VMDEDUP_HOME, 'cache', 'image-packs'), { recursive: true });
+    expect(kept.some((name) => name.endsWith('.pack'))).toBe(true);
   });
 
   it('verifies the bucket, and finds a chunk damaged in it', async () => {
