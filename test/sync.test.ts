@@ -176,6 +176,24 @@ describe('sync --to: off-site copies', () => {
     expect(report.images.copied).toBe(2);
   });
 
+  it('one sync into a copy at a time: a second, while the first holds it, is refused and writes nothing', async () => {
+    const { id } = JSON.parse(await fs.readFile(path.join(plainCopy(), 'config.json'), 'utf8')) as { id: string };
+    const holder = new pg.Client({ connectionString: env.DATABASE_URL });
+    await holder.connect();
+    try {
+      const { rows: [{ locked }] } = await holder.query('SELECT pg_try_advisory_lock($1, hashtext($2)) AS locked', [0x766d7379, id]);
+      expect(locked).toBe(true);
+      const before = await fs.readdir(path.join(plainCopy(), 'images'));
+      const refused = await cli(env, 'sync', '--to', plainCopy());
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toMatch(/another sync into .* is running/);
+      expect(await fs.readdir(path.join(plainCopy(), 'images'))).toEqual(before);
+    } finally {
+      await holder.end();
+    }
+    expect((await cli(env, 'sync', '--to', plainCopy())).stderr).not.toMatch(/another sync/);
+  });
+
   it('a sync job: refused without --to or with a source, run by job run and by the worker on its schedule', async () => {
     const scheduled = path.join(home, 'copy-scheduled');
     const noTarget = await cli(env, 'job', 'add', 'offsite', '--kind', 'sync', '--schedule', '0 3 * * *');

@@ -3,13 +3,16 @@ import path from 'node:path';
 import { normalizedLocation, repositoryLocation, syncStateFile, syncTargetSecret } from '../../config';
 import { type SyncProgress, type SyncReport, type SyncState, syncRepository } from '../../engine/sync/sync';
 import { AppError } from '../../errors';
+import { catalogCall, getCatalogSql } from '../../catalog/db';
+import { acquireSyncLease } from '../../catalog/sync-lease';
 import type { Repository } from '../../engine/repository/repository';
 import { openCopyTarget, openRepository } from '../../open-repository';
 
 export type SyncResult = { report: SyncReport; target: { location: string; id: string; encrypted: boolean; created: boolean; recoveryKey?: string } };
 
 /**
- * `vmdedup sync --to <location>`: copies the backups of the catalog's repository that the copy lacks (engine/sync).
+ * `vmdedup sync --to <location>`: copies the backups of the catalog's repository that the copy lacks (engine/sync), one
+ * sync per copy at a time (a second one, from any host of this catalog, is refused).
  * The copy is created on first use (encrypted when the source is, or with `encrypt`); what was copied is kept in a
  * cache under VMDEDUP_HOME, rebuilt from the copy when lost.
  */
@@ -19,10 +22,17 @@ export async function syncToRepository(options: { to: string; encrypt?: boolean;
   const source = options.source ?? (await openRepository({ mustExist: true }));
   const { repo: target, created, recoveryKey } = await openCopyTarget({ location, source, encrypt: Boolean(options.encrypt), secret: syncTargetSecret() });
   const stateFile = syncStateFile(source.config.id, target.config.id);
-  const { report } = await syncRepository({
-    source, target, state: await readState(stateFile), onState: (state) => writeState(stateFile, state),
-    onProgress: options.onProgress, signal: options.signal,
-  });
+  const release = await catalogCall(async () => acquireSyncLease(await getCatalogSql(), target.config.id));
+  if (!release) throw new AppError('CONFLICT', { message: `another sync into ${location} (repository ${target.config.id}) is running; try again when it has finished` });
+  let report: SyncReport;
+  try {
+    ({ report } = await syncRepository({
+      source, target, state: await readState(stateFile), onState: (state) => writeState(stateFile, state),
+      onProgress: options.onProgress, signal: options.signal,
+    }));
+  } finally {
+    release();
+  }
   return { report, target: { location, id: target.config.id, encrypted: target.encrypted, created, recoveryKey } };
 }
 
