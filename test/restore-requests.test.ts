@@ -175,7 +175,7 @@ describe('restore requests (approval, execution)', () => {
     // What a worker killed mid-restore leaves: the request running, its job running without a heartbeat.
     await db.restoreRequest.update({ where: { id: request.id }, data: { status: 'running' } });
     await db.job.update({ where: { id: request.jobId! }, data: { state: 'running', startedAt: new Date(), heartbeatAt: new Date(Date.now() - 3_600_000) } });
-    expect(await failStaleJobs(db)).toContain(request.jobId);
+    expect((await failStaleJobs(db)).map((job) => job.id)).toContain(request.jobId);
     const ended = await getRestoreRequest(db, request.id);
     expect(ended.status).toBe('failed');
     expect(ended.error).toMatch(/the worker stopped during the job/);

@@ -8,7 +8,7 @@ import PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFleet } from '../lib/demo/fleet';
 import { AppError } from '../lib/errors';
-import { JOB_QUEUE, WORKER_CALL_QUEUE } from '../lib/jobs/queue';
+import { JOB_QUEUE, WORKER_CALL_QUEUE, callQueueOf, sourceLane } from '../lib/jobs/queue';
 import { callWorker } from '../lib/jobs/worker-calls';
 import { cli, createMigratedCatalog, projectRoot, tempDir } from './helpers';
 
@@ -31,6 +31,7 @@ describe('worker calls', () => {
     home = await tempDir();
     const catalog = await createMigratedCatalog();
     env = { VMDEDUP_HOME: home, DATABASE_URL: catalog.url };
+    process.env.DATABASE_URL = catalog.url; // callWorker finds in the catalog which source a call is about
     const fleet = await buildFleet({ dir: path.join(home, 'fleet'), bases: 1, clonesPerBase: 2, baseMiB: 4, configDiskMiB: 1, privateDiskMiB: 1, vmwareVms: 0 });
     fleetDir = fleet.libvirtDir;
     expect((await cli(env, 'source', 'add', 'kvm', '--type', 'libvirt', '--path', fleetDir)).code).toBe(0);
@@ -54,8 +55,9 @@ describe('worker calls', () => {
     process.env.VMDEDUP_WORKER_CALL_TIMEOUT_MS = '1500';
     const err = await refusal(callWorker('plan-restore', plan(path.join(home, 'restores', 'vm01')), { queue }));
     expect(err.code).toBe('UNAVAILABLE');
-    expect(err.message).toMatch(/no job worker answered within 2 s, so the server could not plan the restore: is a worker running/);
-    expect(await queue.getQueueSize(WORKER_CALL_QUEUE)).toBe(0); // a worker started later does not run it
+    expect(err.message).toMatch(/no job worker serving source 'kvm' answered within 2 s, so the server could not plan the restore: is one running .*--sources kvm/);
+    expect(await queue.getQueueSize(callQueueOf(sourceLane('kvm')))).toBe(0); // a worker started later does not run it
+    expect(await queue.getQueueSize(WORKER_CALL_QUEUE)).toBe(0);
     delete process.env.VMDEDUP_WORKER_CALL_TIMEOUT_MS;
   });
 

@@ -1,7 +1,13 @@
 /**
  * The job queue: pg-boss over the catalog database (SELECT … FOR UPDATE SKIP LOCKED underneath), so any
- * number of worker processes can take jobs. The web server only sends; workers also supervise (expiry,
- * maintenance).
+ * number of worker processes, on any number of hosts, can take jobs. The web server only sends; workers also
+ * supervise (expiry, maintenance).
+ *
+ * Jobs and calls are routed by **lane**: what a worker must reach to do them. Work on one source's disks (its
+ * backups, scans, restores, restore plans, folder checks) goes to that source's own queue, taken only by workers
+ * that serve the source (`npm run worker -- --sources a,b`, or every source when none are named); a backup of every
+ * source goes to a queue only workers serving every source take; work on the repository alone (gc, verify, prune,
+ * sync) goes to a queue every worker takes.
  */
 import PgBoss from 'pg-boss';
 import { getCatalogUrl } from '../catalog/db';
@@ -9,8 +15,67 @@ import { getCatalogUrl } from '../catalog/db';
 /** Calls the web server makes to a worker (lib/jobs/worker-calls.ts): their own queue, served beside the long jobs. */
 export const WORKER_CALL_QUEUE = 'vmdedup-calls';
 
-/** One queue for every kind of job; the Job row (catalog) says what to do. */
+/** The jobs any worker can do (they need the repository alone); the Job row (catalog) says what to do. */
 export const JOB_QUEUE = 'vmdedup-jobs';
+
+/** Where a job or call can run: on any worker, on a worker serving every source, or on one serving this source. */
+export type Lane = { kind: 'any' } | { kind: 'all-sources' } | { kind: 'source'; source: string };
+
+export const ANY_LANE: Lane = { kind: 'any' };
+export const ALL_SOURCES_LANE: Lane = { kind: 'all-sources' };
+export const sourceLane = (source: string): Lane => ({ kind: 'source', source });
+
+const JOB_SOURCE_QUEUE_PREFIX = 'vmdedup-jobs-source-';
+const CALL_SOURCE_QUEUE_PREFIX = 'vmdedup-calls-source-';
+
+/** The pg-boss queue of a lane's jobs (source names are letters, digits, `.`, `-`, `_`: safe in a queue name). */
+export function jobQueueOf(lane: Lane): string {
+  return lane.kind === 'any' ? JOB_QUEUE : lane.kind === 'all-sources' ? 'vmdedup-jobs-all-sources' : JOB_SOURCE_QUEUE_PREFIX + lane.source;
+}
+
+/** The pg-boss queue of a lane's calls (no call needs every source). */
+export function callQueueOf(lane: Lane): string {
+  return lane.kind === 'source' ? CALL_SOURCE_QUEUE_PREFIX + lane.source : WORKER_CALL_QUEUE;
+}
+
+/** A lane as the Job row keeps it: 'any', 'all-sources' or 'source:<name>'. */
+export function laneText(lane: Lane): string {
+  return lane.kind === 'source' ? `source:${lane.source}` : lane.kind;
+}
+
+export function parseLane(text: string | null | undefined): Lane {
+  if (text === 'all-sources') return ALL_SOURCES_LANE;
+  if (text?.startsWith('source:')) return sourceLane(text.slice('source:'.length));
+  return ANY_LANE; // also a job queued before lanes existed: it went to the one queue there was
+}
+
+/** What a worker serves: every source, or only the named ones. */
+export type ServedSources = { every: true } | { every: false; names: string[] };
+
+export function servesLane(served: ServedSources, lane: Lane): boolean {
+  return lane.kind === 'any' || served.every || (lane.kind === 'source' && served.names.includes(lane.source));
+}
+
+/**
+ * The queues a worker takes jobs (or calls) from, its sources' first: a worker serving every source takes every
+ * source's queue there is (`existing`: pg-boss's queue names, looked up again as sources are added).
+ */
+export function queuesServed(served: ServedSources, what: 'jobs' | 'calls', existing: string[]): string[] {
+  const prefix = what === 'jobs' ? JOB_SOURCE_QUEUE_PREFIX : CALL_SOURCE_QUEUE_PREFIX;
+  const sourceQueues = served.every ? existing.filter((name) => name.startsWith(prefix)).sort() : served.names.map((name) => prefix + name);
+  if (what === 'calls') return [...sourceQueues, WORKER_CALL_QUEUE];
+  return [...sourceQueues, ...(served.every ? [jobQueueOf(ALL_SOURCES_LANE)] : []), JOB_QUEUE];
+}
+
+/** pg-boss 10 sends only to a queue that exists: a source's queues are made the first time work is sent to them. */
+const madeQueues = new WeakMap<PgBoss, Set<string>>();
+export async function ensureQueue(boss: PgBoss, name: string): Promise<void> {
+  let made = madeQueues.get(boss);
+  if (!made) madeQueues.set(boss, (made = new Set()));
+  if (made.has(name)) return;
+  await boss.createQueue(name); // does nothing for a queue that exists
+  made.add(name);
+}
 
 export type QueuedJobData = { jobId: string };
 

@@ -2,7 +2,8 @@
  * Calls from the web server to a worker, for the few things the web needs answered at once that read disks or
  * the repository (planning a restore, checking a source folder). The web server runs as an unprivileged user
  * with no access to either: it sends a short-lived job on its own queue and waits for the answer a worker
- * returns. Workers serve these beside their long jobs, so a plan is not stuck behind a backup.
+ * returns. Workers serve these beside their long jobs, so a plan is not stuck behind a backup. A call about one
+ * source's disks goes to the workers serving that source.
  */
 import type PgBoss from 'pg-boss';
 import { AppError, type AppErrorCode } from '../errors';
@@ -11,7 +12,8 @@ import type { TPlanRestore } from '../validation/restores';
 import type { TAddSource, TEditSource } from '../validation/sources';
 import type { TPrune } from '../validation/schedules';
 import type { PruneReport } from '../services/maintenance/prune-backups';
-import { WORKER_CALL_QUEUE, getJobSender } from './queue';
+import { getCatalog } from '../catalog/db';
+import { ANY_LANE, type Lane, callQueueOf, ensureQueue, getJobSender, sourceLane } from './queue';
 
 /** What each call takes and answers. */
 export type WorkerCalls = {
@@ -36,11 +38,14 @@ const POLL_MS = 50;
 export async function callWorker<K extends WorkerCallName>(call: K, input: WorkerCalls[K]['input'], options: { queue?: PgBoss } = {}): Promise<WorkerCalls[K]['output']> {
   const queue = options.queue ?? (await getJobSender());
   const timeout = answerTimeoutMs();
-  const id = await queue.send(WORKER_CALL_QUEUE, { call, input } satisfies WorkerCallData, { retryLimit: 0, expireInSeconds: Math.ceil(timeout / 1000) + 30 });
+  const lane = await laneOf(call, input);
+  const name = callQueueOf(lane);
+  await ensureQueue(queue, name);
+  const id = await queue.send(name, { call, input } satisfies WorkerCallData, { retryLimit: 0, expireInSeconds: Math.ceil(timeout / 1000) + 30 });
   if (!id) throw new AppError('INTERNAL', { message: `the job queue refused the ${call} call` });
   const deadline = Date.now() + timeout;
   for (let wait = POLL_MS; ; wait = Math.min(wait * 2, 400)) {
-    const job = await queue.getJobById(WORKER_CALL_QUEUE, id, { includeArchive: true });
+    const job = await queue.getJobById(name, id, { includeArchive: true });
     if (job?.state === 'completed') {
       const answer = job.output as WorkerCallAnswer;
       if (answer.ok) return answer.output as WorkerCalls[K]['output'];
@@ -51,9 +56,11 @@ export async function callWorker<K extends WorkerCallName>(call: K, input: Worke
       throw new AppError('UNAVAILABLE', { message: `the worker could not ${describe(call)}: ${message}` });
     }
     if (Date.now() > deadline) {
-      await queue.cancel(WORKER_CALL_QUEUE, id).catch(() => undefined);
+      await queue.cancel(name, id).catch(() => undefined);
       throw new AppError('UNAVAILABLE', {
-        message: `no job worker answered within ${Math.round(timeout / 1000)} s, so the server could not ${describe(call)}: is a worker running ('npm run worker')?`,
+        message: lane.kind === 'source'
+          ? `no job worker serving source '${lane.source}' answered within ${Math.round(timeout / 1000)} s, so the server could not ${describe(call)}: is one running ('npm run worker', or 'npm run worker -- --sources ${lane.source}' on the host that reaches it)?`
+          : `no job worker answered within ${Math.round(timeout / 1000)} s, so the server could not ${describe(call)}: is a worker running ('npm run worker')?`,
       });
     }
     await new Promise((resolve) => setTimeout(resolve, wait));
@@ -62,4 +69,15 @@ export async function callWorker<K extends WorkerCallName>(call: K, input: Worke
 
 function describe(call: WorkerCallName): string {
   return { 'plan-restore': 'plan the restore', 'add-source': 'check the source folder', 'edit-source': 'check the source folder', 'prune-preview': 'preview the prune' }[call];
+}
+
+/** Which workers can answer: those serving the source whose disks or folder the call reads. */
+async function laneOf(call: WorkerCallName, input: unknown): Promise<Lane> {
+  if (call === 'add-source' || call === 'edit-source') return sourceLane((input as WorkerCalls['add-source']['input']).source.name);
+  if (call === 'plan-restore') {
+    const { backupId } = input as TPlanRestore;
+    const image = await (await getCatalog()).backupImage.findUnique({ where: { id: backupId }, select: { vm: { select: { source: { select: { name: true } } } } } });
+    return image ? sourceLane(image.vm.source.name) : ANY_LANE; // an unknown backup: any worker says so
+  }
+  return ANY_LANE;
 }

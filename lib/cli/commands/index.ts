@@ -17,9 +17,10 @@ import { sourceCommand } from './source';
 import { statsCommand } from './stats';
 import { syncCommand } from './sync';
 import { userCommand } from './user';
+import { workersCommand } from './workers';
 
 export const commands: readonly Command[] = [
-  sourceCommand, inventoryCommand, backupCommand, backupsCommand, jobCommand, commonDisksCommand, statsCommand,
+  sourceCommand, inventoryCommand, backupCommand, backupsCommand, jobCommand, workersCommand, commonDisksCommand, statsCommand,
   restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, drillCommand, syncCommand, alertCommand, catalogCommand, repositoryCommand, keyCommand, userCommand, auditCommand, dbCommand,
 ];
 

@@ -3,12 +3,12 @@ import type { Catalog } from '../../catalog/db';
 import { recordAudit } from '../../catalog/audit';
 import { retryAfter } from './scheduled-jobs';
 
-/** Marks running jobs whose worker stopped reporting as failed; returns their ids. */
-export async function failStaleJobs(db: Catalog): Promise<string[]> {
+/** Marks running jobs whose worker stopped reporting as failed; returns them (their id, and the lane they were queued in). */
+export async function failStaleJobs(db: Catalog): Promise<{ id: string; lane: string }[]> {
   const staleSeconds = jobStaleSeconds();
   const stale = await db.job.findMany({
     where: { state: 'running', heartbeatAt: { lt: new Date(Date.now() - staleSeconds * 1000) } },
-    select: { id: true, label: true, scheduledJobId: true, attempt: true },
+    select: { id: true, label: true, scheduledJobId: true, attempt: true, lane: true },
   });
   for (const job of stale) {
     const error = `the worker stopped during the job (no sign of life for ${staleSeconds} s); run it again: what was stored is reused`;
@@ -22,5 +22,5 @@ export async function failStaleJobs(db: Catalog): Promise<string[]> {
     await db.restoreRequest.updateMany({ where: { jobId: job.id, status: { in: ['approved', 'running'] } }, data: { status: 'failed', error } });
     await recordAudit(db, { actor: 'system', action: 'job.failed', target: job.label, detail: { jobId: job.id, reason: 'worker stopped' } });
   }
-  return stale.map((job) => job.id);
+  return stale.map((job) => ({ id: job.id, lane: job.lane }));
 }

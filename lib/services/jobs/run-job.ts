@@ -160,9 +160,9 @@ const WORK: Record<JobKind, JobWork> = {
  * Runs one queued job: marks it running, persists its progress (bytes, rate, what is at work) and a
  * heartbeat, then its outcome. A job that is not queued any more (failed as stale, say) is skipped.
  */
-export async function runJob(db: Catalog, options: { jobId: string; signal?: AbortSignal }): Promise<JobState | undefined> {
+export async function runJob(db: Catalog, options: { jobId: string; signal?: AbortSignal; /** Who runs it (recorded on the job). */ worker?: string }): Promise<JobState | undefined> {
   const { jobId } = options;
-  const claimed = await db.job.updateMany({ where: { id: jobId, state: 'queued' }, data: { state: 'running', startedAt: new Date(), heartbeatAt: new Date() } });
+  const claimed = await db.job.updateMany({ where: { id: jobId, state: 'queued' }, data: { state: 'running', startedAt: new Date(), heartbeatAt: new Date(), worker: options.worker, message: '' } });
   if (claimed.count === 0) return undefined;
   const job = await db.job.findUniqueOrThrow({ where: { id: jobId } });
 
