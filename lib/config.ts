@@ -75,12 +75,24 @@ function secretFrom(fileVariable: string, valueVariable: string): string | undef
   return process.env[valueVariable] || undefined;
 }
 
+/** A passphrase file is small: a bigger one is not one (and is not read into memory whole). */
+const SECRET_FILE_MAX_BYTES = 64 * 1024;
+
 function readSecretFile(file: string, what: string): string {
   let text: string;
+  let fd: number | undefined;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    // Non-blocking, then checked: a FIFO or a device named here is refused instead of waited on forever.
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) throw new AppError('BAD_INPUT', { message: `${what}: ${file} is not a regular file` });
+    if (stat.size > SECRET_FILE_MAX_BYTES) throw new AppError('BAD_INPUT', { message: `${what}: ${file} is ${stat.size} bytes, more than a passphrase file holds (${SECRET_FILE_MAX_BYTES})` });
+    text = fs.readFileSync(fd, 'utf8');
   } catch (err) {
+    if (err instanceof AppError) throw err;
     throw new AppError('BAD_INPUT', { message: `${what}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` });
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
   const secret = text.replace(/\r?\n$/, '');
   if (!secret) throw new AppError('BAD_INPUT', { message: `${what}: ${file} is empty` });

@@ -218,12 +218,19 @@ async function folderIsEmpty(dir: string): Promise<boolean> {
 export async function openCopyTarget(options: { location: string; source: Repository; encrypt: boolean; secret?: string }): Promise<{ repo: Repository; created: boolean; recoveryKey?: string }> {
   const store = await blobStoreAt(options.location);
   if (await hasConfig(store)) {
+    let repo: Repository;
     try {
-      return { repo: await Repository.open(store, { secret: options.secret }), created: false };
+      repo = await Repository.open(store, { secret: options.secret });
     } catch (err) {
       if (!(err instanceof RepositoryLockedError)) throw err;
       throw new AppError('REPOSITORY', { message: `${err.message}: set VMDEDUP_SYNC_PASSWORD_FILE (or VMDEDUP_SYNC_PASSWORD) to the copy's passphrase; without them the source's is tried`, cause: err });
     }
+    if (!repo.encrypted) {
+      if (options.encrypt) throw new AppError('CONFLICT', { message: `${options.location} holds repository ${repo.config.id}, which is not encrypted: --encrypt cannot encrypt it in place; give an empty folder or prefix for an encrypted copy` });
+      // Key slots beside a config.json that says plain: the config was altered, and the next blocks would go in the clear.
+      if (await hasKeySlots(store)) throw new AppError('REPOSITORY', { message: `${options.location} holds key slots (keys/) but its config.json says it is not encrypted: it was altered; nothing is copied into it` });
+    }
+    return { repo, created: false };
   }
   if (!(await storeIsEmpty(store))) throw new AppError('BAD_INPUT', { message: `${options.location} is not empty and holds no repository (no config.json): give an empty or new folder or prefix for the copy` });
   const encrypt = options.encrypt || options.source.encrypted;
@@ -233,4 +240,9 @@ export async function openCopyTarget(options: { location: string; source: Reposi
     ...(encrypt ? { encrypt: { passphrase: options.secret! } } : {}),
   });
   return { repo, created: true, recoveryKey };
+}
+
+async function hasKeySlots(store: BlobStore): Promise<boolean> {
+  for await (const page of store.list('keys/')) if (page.length) return true;
+  return false;
 }

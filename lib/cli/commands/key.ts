@@ -53,7 +53,7 @@ const subcommands: Record<string, Subcommand> = {
       if (!/^k-[0-9a-f]{8}$/.test(id)) throw badInput(`'${id}' is not a key slot id (k- and 8 hex digits: see 'vmdedup key list')`);
       const repo = await encryptedRepository();
       await repo.removeKeySlot(id);
-      out(`removed key slot ${id} from repository ${repo.store.location}: its passphrase or recovery key opens it no more`);
+      out(`removed key slot ${id} from repository ${repo.store.location}: its passphrase or recovery key no longer opens it (a copy of the slot's file kept elsewhere still would: the master key is not changed)`);
       return EXIT_OK;
     },
   },

@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -13,6 +15,7 @@ import {
 import { FaultyBlobStore } from './faulty-blob-store';
 import { FsBlobStore } from './fs-blob-store';
 import { Repository, RepositoryLockedError } from './repository';
+import { repositorySecret } from '../../config';
 
 /** Cheap scrypt for tests (the default costs 0.2 s a slot). */
 const CHEAP = { N: 1024, r: 8, p: 1 };
@@ -88,6 +91,10 @@ describe('key slots', () => {
     for (const hostile of [
       { ...slot, kdf: { ...slot.kdf, N: 2 ** 30 } }, { ...slot, kdf: { ...slot.kdf, N: 1000 } }, { ...slot, kdf: { ...slot.kdf, r: 1e6 } },
       { ...slot, id: 'k-ffffffff' }, { ...slot, kind: 'admin' }, { ...slot, kind: 'recovery' }, { ...slot, formatVersion: 2 }, null,
+      // Each within its own bound, together gigabytes and minutes: memory 128·N·r and work N·r·p are bounded too.
+      { ...slot, kdf: { ...slot.kdf, N: 2 ** 20, r: 32, p: 16 } }, { ...slot, kdf: { ...slot.kdf, N: 2 ** 20, r: 8, p: 16 } },
+      // A passphrase slot derives by scrypt (hkdf would make unlocking with a passphrase fail outright).
+      { ...slot, kdf: { algorithm: 'hkdf-sha256', salt: slot.kdf.salt } },
     ]) {
       expect(() => parseKeySlot(hostile, key)).toThrow(/damaged/);
     }
@@ -96,6 +103,61 @@ describe('key slots', () => {
 
 describe('an encrypted repository', () => {
   const encrypted = async (dir: string, passphrase = 'pass phrase') => Repository.create(new FsBlobStore(dir), { encrypt: { passphrase, scryptCost: CHEAP } });
+
+  it('two removals of its two slots at once leave one (none is never left), however they interleave', async () => {
+    for (let round = 0; round < 6; round++) {
+      const dir = await tempDir();
+      const { repo } = await encrypted(dir, 'first');
+      const { slots } = await repo.keySlots();
+      expect(slots).toHaveLength(2);
+      const other = await Repository.open(new FsBlobStore(dir), { secret: 'first' });
+      const results = await Promise.allSettled([repo.removeKeySlot(slots[0].id), other.removeKeySlot(slots[1].id)]);
+      const left = (await repo.keySlots()).slots;
+      expect(left.length, `round ${round}: ${results.map((r) => r.status).join(', ')}`).toBeGreaterThan(0);
+      expect(results.filter((r) => r.status === 'fulfilled').length).toBe(2 - left.length);
+      for (const r of results) if (r.status === 'rejected') expect(String(r.reason)).toMatch(/at the same time|last/);
+    }
+  });
+
+  it('a damaged or bogus slot before the right one does not lock it out, and is named when nothing opens', async () => {
+    const dir = await tempDir();
+    await encrypted(dir, 'right');
+    const bogus = { formatVersion: 1, id: 'k-00000000', kind: 'passphrase', createdAt: '2000-01-01T00:00:00.000Z', kdf: { algorithm: 'hkdf-sha256', salt: 'AAAA' }, wrappedKey: 'AAAA' };
+    await fs.writeFile(path.join(dir, 'keys', 'k-00000000.json'), JSON.stringify(bogus));
+    expect((await Repository.open(new FsBlobStore(dir), { secret: 'right' })).encrypted).toBe(true);
+    await expect(Repository.open(new FsBlobStore(dir), { secret: 'wrong' })).rejects.toThrow(/skipped as damaged: keys\/k-00000000.json is damaged/);
+  });
+
+  it('is not created over an existing repository, and a config.json with impossible numbers is refused', async () => {
+    const dir = await tempDir();
+    await encrypted(dir);
+    await expect(encrypted(dir)).rejects.toThrow(/already holds a repository/);
+    const config = JSON.parse(await fs.readFile(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    for (const [field, value] of [['blockSize', 3], ['blockSize', 0], ['blockSize', 3 * 2 ** 20], ['formatVersion', 'x'], ['id', 7]] as const) {
+      const altered = path.join(await tempDir(), 'repo');
+      await fs.cp(dir, altered, { recursive: true });
+      await fs.writeFile(path.join(altered, 'config.json'), JSON.stringify({ ...config, [field]: value }));
+      await expect(Repository.open(new FsBlobStore(altered), { secret: 'pass phrase' }), `${field} ${value}`).rejects.toThrow(/config.json is damaged/);
+    }
+  });
+
+  it('a FIFO where a blob or a passphrase file should be is refused, not waited on', async () => {
+    const dir = await tempDir();
+    await encrypted(dir);
+    await fs.rm(path.join(dir, 'config.json'));
+    await promisify(execFile)('mkfifo', [path.join(dir, 'config.json')]);
+    await expect(Repository.open(new FsBlobStore(dir), { secret: 'pass phrase' })).rejects.toThrow(/not a regular file/);
+    const fifo = path.join(dir, 'passphrase');
+    await promisify(execFile)('mkfifo', [fifo]);
+    const saved = process.env.VMDEDUP_PASSWORD_FILE;
+    process.env.VMDEDUP_PASSWORD_FILE = fifo;
+    try {
+      expect(() => repositorySecret()).toThrow(/is not a regular file/);
+    } finally {
+      if (saved === undefined) delete process.env.VMDEDUP_PASSWORD_FILE;
+      else process.env.VMDEDUP_PASSWORD_FILE = saved;
+    }
+  });
 
   it('names blocks by a keyed id, so the same bytes get other ids in another repository and no id is their SHA-256', async () => {
     const [a, b] = [await encrypted(await tempDir()), await encrypted(await tempDir())];

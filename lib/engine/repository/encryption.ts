@@ -25,6 +25,9 @@ export const SEAL_OVERHEAD = SEAL_HEADER.length + NONCE_BYTES + TAG_BYTES;
  * Each slot records its own, so a later default does not lock older slots out.
  */
 export const SCRYPT_DEFAULTS = { N: 2 ** 16, r: 8, p: 1 };
+/** The most a slot may ask of an unlock: memory (128·N·r bytes; 64 MiB by default) and work (N·r·p: 16 times the default's). */
+const SCRYPT_MAX_MEMORY = 256 * 2 ** 20;
+const SCRYPT_MAX_WORK = 16 * SCRYPT_DEFAULTS.N * SCRYPT_DEFAULTS.r * SCRYPT_DEFAULTS.p;
 
 /** A blob whose tag does not verify under its name's key: damaged, tampered with, or another blob put in its place. */
 export class SealBrokenError extends Error {
@@ -199,7 +202,10 @@ export async function unlockMasterKey(slots: KeySlot[], secret: string, reposito
     if ((slot.kind === 'recovery') !== recovery) continue;
     const wrapped = Buffer.from(slot.wrappedKey, 'base64');
     if (wrapped.length !== NONCE_BYTES + 32 + TAG_BYTES) continue;
-    const decipher = createDecipheriv('aes-256-gcm', await wrappingKey(slot.kdf, secret), wrapped.subarray(0, NONCE_BYTES));
+    // A slot that cannot be tried (parameters a forged slot got past its check) opens nothing; the next may.
+    const wrapping = await wrappingKey(slot.kdf, secret).catch(() => undefined);
+    if (!wrapping) continue;
+    const decipher = createDecipheriv('aes-256-gcm', wrapping, wrapped.subarray(0, NONCE_BYTES));
     decipher.setAAD(slotAad(repositoryId, slot.id));
     decipher.setAuthTag(wrapped.subarray(NONCE_BYTES + 32));
     try {
@@ -224,11 +230,12 @@ export function parseKeySlot(value: unknown, key: string): KeySlot {
   if (!kdf || typeof kdf.salt !== 'string') throw fail('kdf');
   if (kdf.algorithm === 'scrypt') {
     // Bounds: a hostile slot must not make an unlock allocate gigabytes or run for hours.
-    if (![kdf.N, kdf.r, kdf.p].every(Number.isInteger) || kdf.N < 2 || kdf.N > 2 ** 20 || (kdf.N & (kdf.N - 1)) !== 0 || kdf.r < 1 || kdf.r > 32 || kdf.p < 1 || kdf.p > 16) throw fail('scrypt parameters out of bounds');
+    if (![kdf.N, kdf.r, kdf.p].every(Number.isInteger) || kdf.N < 2 || kdf.N > 2 ** 20 || (kdf.N & (kdf.N - 1)) !== 0 || kdf.r < 1 || kdf.r > 32 || kdf.p < 1 || kdf.p > 16
+      || 128 * kdf.N * kdf.r > SCRYPT_MAX_MEMORY || kdf.N * kdf.r * kdf.p > SCRYPT_MAX_WORK) throw fail('scrypt parameters out of bounds');
   } else if (kdf.algorithm !== 'hkdf-sha256') {
     throw fail('kdf algorithm');
   }
-  if (slot.kind === 'recovery' && kdf.algorithm !== 'hkdf-sha256') throw fail('a recovery slot derives by hkdf-sha256');
+  if ((slot.kind === 'recovery') !== (kdf.algorithm === 'hkdf-sha256')) throw fail('a recovery slot derives by hkdf-sha256, a passphrase slot by scrypt');
   return slot as KeySlot;
 }
 

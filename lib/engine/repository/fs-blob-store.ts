@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { type BlobStore, BlobNotFoundError, assertValidKey } from './blob-store';
@@ -252,23 +253,33 @@ export class FsBlobStore implements BlobStore {
     result.removed++;
   }
 
-  async get(key: string): Promise<Buffer> {
+  /** A blob's file opened for reading: a FIFO or device put in its place is refused, never waited on. */
+  private async openBlob(key: string): Promise<fs.FileHandle> {
+    let handle: fs.FileHandle;
     try {
-      return await fs.readFile(this.fileOf(key));
+      handle = await fs.open(this.fileOf(key), fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new BlobNotFoundError(key, this.root);
       throw err;
+    }
+    if (!(await handle.stat()).isFile()) {
+      await handle.close();
+      throw new Error(`blob ${key} in ${this.root} is not a regular file`);
+    }
+    return handle;
+  }
+
+  async get(key: string): Promise<Buffer> {
+    const handle = await this.openBlob(key);
+    try {
+      return await handle.readFile();
+    } finally {
+      await handle.close();
     }
   }
 
   async readInto(key: string, target: Uint8Array): Promise<number> {
-    let handle: fs.FileHandle;
-    try {
-      handle = await fs.open(this.fileOf(key), 'r');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new BlobNotFoundError(key, this.root);
-      throw err;
-    }
+    const handle = await this.openBlob(key);
     try {
       let length = 0;
       for (;;) {

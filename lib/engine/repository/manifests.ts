@@ -222,6 +222,11 @@ export function parseBackupImage(value: unknown, what: string, id: string): Back
   return value as BackupImageManifest;
 }
 
+/** A block size vmdedup works with: a power of two from 512 B to 16 MiB, of which a restore can hold 32 blocks in memory (the default is 1 MiB). */
+export function isBlockSize(value: unknown): value is number {
+  return Number.isInteger(value) && (value as number) >= 512 && (value as number) <= 16 * 2 ** 20 && ((value as number) & ((value as number) - 1)) === 0;
+}
+
 /** A stored-disk manifest as read: the shape restores rely on, block lists that cover each file, the digest asked for. */
 export function parseStoredDisk(value: unknown, what: string, digest: string): StoredDiskManifest {
   const damaged = (why: string) => new RepositoryError(`${what} is damaged: ${why}`);
@@ -229,8 +234,7 @@ export function parseStoredDisk(value: unknown, what: string, digest: string): S
   if (typeof stored.formatVersion !== 'number') throw damaged('no formatVersion');
   if (stored.digest !== digest) throw damaged(`it holds the manifest of ${String(stored.digest).slice(0, 12)}`);
   const blockSize = stored.blockSize as number;
-  // A power of two a restore can hold 32 blocks of in memory (the default is 1 MiB).
-  if (!Number.isInteger(blockSize) || blockSize < 512 || blockSize > 16 * 2 ** 20 || (blockSize & (blockSize - 1)) !== 0) throw damaged(`block size ${String(stored.blockSize)} is not one`);
+  if (!isBlockSize(blockSize)) throw damaged(`block size ${String(stored.blockSize)} is not one`);
   countOf(stored.logicalBytes, 'logicalBytes', damaged);
   if (!Array.isArray(stored.files) || stored.files.length === 0) throw damaged('files is not a list of files');
   stored.files.forEach((value, index) => {

@@ -6,7 +6,7 @@ import {
   ENCRYPTION_CONFIG, type EncryptionConfig, type KeySlot, RepositoryKeys, SealBrokenError, SealedBlobStore, SCRYPT_DEFAULTS,
   keySlotKey, makeKeySlot, newMasterKey, newRecoveryKey, readKeySlots, unlockMasterKey,
 } from './encryption';
-import { type BackupImageManifest, MANIFEST_FORMAT_VERSION, type StoredDiskManifest, parseBackupImage, parseStoredDisk } from './manifests';
+import { type BackupImageManifest, MANIFEST_FORMAT_VERSION, type StoredDiskManifest, isBlockSize, parseBackupImage, parseStoredDisk } from './manifests';
 import { decodeImagePack, encodeImagePack, goneImageKey, imagePackKey, packMemberIds, parseImagesKey, parsePackedImageId } from './image-pack';
 
 /** 4: encrypted (encryption.ts; a plain repository stays format 3, which older versions read); 3: backup images are
@@ -98,21 +98,38 @@ export class Repository {
       compression: { algorithm: 'zstd', level: init.zstdLevel ?? DEFAULT_ZSTD_LEVEL },
       ...(init.encrypt ? { encryption: ENCRYPTION_CONFIG } : {}),
     };
+    if (!isBlockSize(config.blockSize)) throw new RepositoryError(`block size ${config.blockSize}: a power of two from 512 B to 16 MiB`);
+    if (await store.has(CONFIG_KEY).catch((err) => { throw storageFault(store.location, err); })) {
+      throw new RepositoryError(`${store.location} already holds a repository (config.json): not creating another over it`);
+    }
     let repo: Repository;
     let recoveryKey: string | undefined;
+    const ourSlots: string[] = [];
     if (init.encrypt) {
       if (!init.encrypt.passphrase) throw new RepositoryError('an encrypted repository needs a passphrase');
       const master = newMasterKey();
       recoveryKey = newRecoveryKey();
       repo = Repository.unlocked(store, config, master);
-      await repo.writeKeySlot(await makeKeySlot({ master, repositoryId: config.id, secret: init.encrypt.passphrase, kind: 'passphrase', scryptCost: init.encrypt.scryptCost }));
-      await repo.writeKeySlot(await makeKeySlot({ master, repositoryId: config.id, secret: recoveryKey, kind: 'recovery', label: 'recovery key' }));
+      for (const slot of [
+        await makeKeySlot({ master, repositoryId: config.id, secret: init.encrypt.passphrase, kind: 'passphrase', scryptCost: init.encrypt.scryptCost }),
+        await makeKeySlot({ master, repositoryId: config.id, secret: recoveryKey, kind: 'recovery', label: 'recovery key' }),
+      ]) {
+        await repo.writeKeySlot(slot);
+        ourSlots.push(slot.id);
+      }
       await repo.flush();
     } else {
       repo = new Repository(store, store, config, SHA256_IDS);
     }
     await repo.writeClear(CONFIG_KEY, Buffer.from(JSON.stringify(config, null, 2)));
     await repo.flush();
+    // Two creators at once (two syncs making one new copy, say): the last config.json written wins, and the other
+    // must stop before writing a blob under a key nothing will open. Its key slots go with it.
+    const written = await store.get(CONFIG_KEY).then((bytes) => (JSON.parse(bytes.toString('utf8')) as { id?: unknown }).id, () => undefined);
+    if (written !== config.id) {
+      for (const id of ourSlots) await store.delete(keySlotKey(id)).catch(() => undefined);
+      throw new RepositoryError(`another process created a repository at ${store.location} at the same time: use that one (run again)`);
+    }
     return { repo, recoveryKey };
   }
 
@@ -126,8 +143,17 @@ export class Repository {
       if (fault !== err) throw fault;
       throw new RepositoryError(`${store.location}/config.json is unreadable: ${(err as Error).message}`);
     }
+    if (!config || typeof config !== 'object' || !Number.isInteger(config.formatVersion) || config.formatVersion < 1) {
+      throw new RepositoryError(`${store.location}/config.json is damaged: no formatVersion`);
+    }
+    // A newer format may say anything else differently: refused as newer before its fields are checked.
     if (config.formatVersion > REPOSITORY_FORMAT_VERSION) {
       throw new RepositoryError(`repository format ${config.formatVersion} is newer than this vmdedup understands (${REPOSITORY_FORMAT_VERSION})`);
+    }
+    if (typeof config.id !== 'string' || !config.id) throw new RepositoryError(`${store.location}/config.json is damaged: no id`);
+    if (!isBlockSize(config.blockSize)) throw new RepositoryError(`${store.location}/config.json is damaged: block size ${String(config.blockSize)} is not a power of two from 512 B to 16 MiB`);
+    if (!Number.isInteger(config.compression?.level) || config.compression.level < -131072 || config.compression.level > 22) {
+      throw new RepositoryError(`${store.location}/config.json is damaged: zstd level ${String(config.compression?.level)}`);
     }
     if (!config.encryption) {
       if (config.hash !== 'sha256') throw new RepositoryError(`${store.location}/config.json is damaged: a plain repository names blocks by sha256`);
@@ -138,8 +164,12 @@ export class Repository {
       throw new RepositoryError(`repository ${store.location} is encrypted in a way this vmdedup does not know (${JSON.stringify(config.encryption)})`);
     }
     if (!options.secret) throw new RepositoryLockedError(`repository ${store.location} is encrypted: its passphrase or recovery key is needed`, 'no-secret');
-    const master = await unlock(store, config.id, options.secret);
-    if (!master) throw new RepositoryLockedError(`the passphrase given opens no key slot of repository ${store.location}`, 'wrong-secret');
+    const { master, damaged } = await unlock(store, config.id, options.secret);
+    if (!master) {
+      // A slot skipped as damaged may be the one the secret was for: say so, by name.
+      const skipped = damaged.length ? ` (skipped as damaged: ${damaged.slice(0, 3).join('; ')}${damaged.length > 3 ? ` and ${damaged.length - 3} more` : ''})` : '';
+      throw new RepositoryLockedError(`the passphrase given opens no key slot of repository ${store.location}${skipped}`, 'wrong-secret');
+    }
     return Repository.unlocked(store, config, master);
   }
 
@@ -181,9 +211,18 @@ export class Repository {
     if (!slots.some((slot) => slot.id === id)) throw new RepositoryError(`repository ${this.store.location} has no key slot ${id} (see 'vmdedup key list')`);
     if (slots.length === 1) throw new RepositoryError(`key slot ${id} is the repository's last: without it nothing opens the repository; add another first ('vmdedup key add')`);
     try {
+      const removed = await this.clearStore.get(keySlotKey(id));
       await this.clearStore.delete(keySlotKey(id));
       await this.clearStore.flush?.();
+      // Two removals at once (of two different slots) each saw the other's slot: whoever finds none left puts its
+      // own back, so the repository never ends with no slot (there is no lock across hosts and buckets).
+      if ((await this.keySlots()).slots.length === 0) {
+        await this.writeClear(keySlotKey(id), removed);
+        await this.flush();
+        throw new RepositoryError(`another key change ran at the same time and key slot ${id} would have been the last: it is kept; run 'vmdedup key list' and try again`);
+      }
     } catch (err) {
+      if (err instanceof RepositoryError) throw err;
       throw storageFault(this.store.location, err);
     }
   }
@@ -599,17 +638,18 @@ export class Repository {
 const unlocked = new Map<string, Buffer>();
 
 /** The master key that `secret` opens in the store's key slots (undefined: none). */
-async function unlock(store: BlobStore, repositoryId: string, secret: string): Promise<Buffer | undefined> {
+async function unlock(store: BlobStore, repositoryId: string, secret: string): Promise<{ master?: Buffer; damaged: string[] }> {
   let slots: KeySlot[];
+  let damaged: string[];
   try {
-    ({ slots } = await readKeySlots(store));
+    ({ slots, damaged } = await readKeySlots(store));
   } catch (err) {
     throw storageFault(store.location, err);
   }
   const cacheKey = (slot: KeySlot) => createHash('sha256').update(JSON.stringify([repositoryId, slot.id, slot.kdf, slot.wrappedKey, secret])).digest('hex');
   for (const slot of slots) {
     const known = unlocked.get(cacheKey(slot));
-    if (known) return known;
+    if (known) return { master: known, damaged };
   }
   let opened;
   try {
@@ -617,9 +657,9 @@ async function unlock(store: BlobStore, repositoryId: string, secret: string): P
   } catch (err) {
     throw new RepositoryLockedError(`repository ${store.location}: ${(err as Error).message}`, 'malformed-recovery-key');
   }
-  if (!opened) return undefined;
+  if (!opened) return { damaged };
   unlocked.set(cacheKey(opened.slot), opened.master);
-  return opened.master;
+  return { master: opened.master, damaged };
 }
 
 /** Up to this many stored disks are asked about one by one (storedDisksHeld); more, from a listing. */

@@ -21,6 +21,8 @@ export type SyncReport = {
   storedDisks: { copied: number; reused: number };
   chunks: { copied: number; reused: number; bytes: number };
   protectedMarks: number;
+  /** With `check`: the copies looked over, the blocks of theirs the copy lacked, and those copied again. */
+  checked?: { images: number; storedDisks: number; blocksMissing: number; blocksRepaired: number; unrepairable: { id: string; error: string }[] };
 };
 
 export type SyncProgress = { imagesDone: number; imagesTotal: number; chunksCopied: number; bytesCopied: number };
@@ -39,6 +41,12 @@ export async function syncRepository(options: {
   onProgress?: (progress: SyncProgress) => void;
   signal?: AbortSignal;
   threads?: number;
+  /**
+   * Also look over what earlier syncs copied: every block the copy's backups name is listed in the copy, and one it
+   * lacks (removed, moved aside by a verify of the copy) is copied again from the source. One listing of the copy's
+   * blocks and a read of each copied backup's manifests.
+   */
+  check?: boolean;
 }): Promise<{ report: SyncReport; state: SyncState }> {
   const { source, target, signal } = options;
   if (source.config.id === target.config.id) throw new RepositoryError(`${target.store.location} is the same repository as ${source.store.location} (${source.config.id}): nothing to copy to`);
@@ -68,7 +76,7 @@ export async function syncRepository(options: {
   const protectedIds = new Set(await source.protectedIds());
 
   const sameIds = source.ids.algorithm === 'sha256' && target.ids.algorithm === 'sha256';
-  const pool = todo.length ? new BlockPool({ ids: source.ids, blockSize: source.config.blockSize, forRestore: true, slots: BLOCKS_AT_ONCE * 2, threads: options.threads }) : undefined;
+  const pool = todo.length || options.check ? new BlockPool({ ids: source.ids, blockSize: source.config.blockSize, forRestore: true, slots: BLOCKS_AT_ONCE * 2, threads: options.threads }) : undefined;
   const chunkCopies = new Map<string, Promise<ChunkId>>();
   const diskCopies = new Map<string, Promise<string>>();
   let imagesDone = 0;
@@ -165,7 +173,74 @@ export async function syncRepository(options: {
     return { ...image, disks, origin: image.origin?.repositoryId ? image.origin : { repositoryId: source.config.id, imageId: image.id } };
   };
 
+  /** check: the copies made before, block by block against the copy's listing; what it lacks is copied again. */
+  const checkCopies = async () => {
+    const checked: NonNullable<SyncReport['checked']> = { images: 0, storedDisks: 0, blocksMissing: 0, blocksRepaired: 0, unrepairable: [] };
+    report.checked = checked;
+    const held = new Set<string>();
+    for await (const page of target.chunkIds()) for (const id of page) held.add(id);
+    // Each stored disk the copies name → the source's it was copied from (undefined: the source pruned that backup since;
+    // its blocks can only be checked, not copied again).
+    const pairs = new Map<string, string | undefined>();
+    const sourceIds = new Set(await source.backupImageIds());
+    for (const [from, to] of Object.entries(state.images)) {
+      signal?.throwIfAborted();
+      try {
+        const copy = await target.getBackupImage(to);
+        const original = sourceIds.has(from) ? await source.getBackupImage(from) : undefined;
+        if (original && original.disks.length !== copy.disks.length) throw new RepositoryError(`copy ${to} does not list the disks of ${from}`);
+        copy.disks.forEach((entry, index) => {
+          const theirs = original?.disks[index];
+          if (theirs || !pairs.has(entry.digest)) pairs.set(entry.digest, theirs?.digest ?? pairs.get(entry.digest));
+          if (entry.parent?.digest && (theirs?.parent?.digest || !pairs.has(entry.parent.digest))) pairs.set(entry.parent.digest, theirs?.parent?.digest ?? pairs.get(entry.parent.digest));
+        });
+        checked.images++;
+      } catch (err) {
+        if (err instanceof RepositoryStorageError || (err as Error).name === 'AbortError') throw err;
+        checked.unrepairable.push({ id: to, error: (err as Error).message });
+      }
+    }
+    const gone = (what: string) => new RepositoryError(`${what} is missing from the copy, and the source no longer holds a backup to copy it from`);
+    for (const [copied, original] of pairs) {
+      signal?.throwIfAborted();
+      try {
+        if (!(await target.hasStoredDisk(copied))) {
+          if (!original) throw gone(`stored disk ${shortId(copied)}`);
+          // The stored disk itself is gone: copied again whole (its blocks as the copy lacks them).
+          delete state.disks[original];
+          if ((await copyStoredDisk(original)) !== copied) throw new RepositoryError(`stored disk ${shortId(copied)} of the copy is not the copy of ${shortId(original)}`);
+          checked.storedDisks++;
+          continue;
+        }
+        const theirs = await target.getStoredDisk(copied);
+        const mine = original ? await source.getStoredDisk(original) : undefined;
+        checked.storedDisks++;
+        for (const [f, file] of theirs.files.entries()) {
+          const from = mine?.files[f];
+          for (const [index, id] of file.blocks.entries()) {
+            if (!id || held.has(id)) continue;
+            checked.blocksMissing++;
+            if (!mine) throw gone(`block ${shortId(id)} of stored disk ${shortId(copied)}`);
+            const sourceId = from?.blocks[index];
+            if (!sourceId) throw new RepositoryError(`block ${index} of stored disk ${shortId(copied)} has no counterpart in ${shortId(mine.digest)}`);
+            chunkCopies.delete(sourceId);
+            if ((await copyChunk(sourceId, Math.min(theirs.blockSize, file.size - index * theirs.blockSize))) !== id) {
+              throw new RepositoryError(`block ${shortId(id)} of the copy is not the copy of ${shortId(sourceId)}`);
+            }
+            held.add(id);
+            checked.blocksRepaired++;
+          }
+        }
+      } catch (err) {
+        if (err instanceof RepositoryStorageError || (err as Error).name === 'AbortError') throw err;
+        checked.unrepairable.push({ id: copied, error: (err as Error).message });
+      }
+    }
+    if (checked.blocksRepaired || checked.storedDisks) await target.flush();
+  };
+
   try {
+    if (options.check) await checkCopies();
     let batch: { from: string; copy: BackupImageManifest }[] = [];
     const writeBatch = async () => {
       if (batch.length === 0) return;
