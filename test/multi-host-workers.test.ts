@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFleet, overwrite } from '../lib/demo/fleet';
@@ -18,6 +19,9 @@ import { callWorker } from '../lib/jobs/worker-calls';
 import { getJob } from '../lib/services/jobs/get-job';
 import { requestBackup } from '../lib/services/jobs/request-backup';
 import { queueJob } from '../lib/services/jobs/queue-job';
+import { jobLane } from '../lib/services/jobs/job-lane';
+import { requestScan } from '../lib/services/jobs/request-scan';
+import { updateSource } from '../lib/services/sources/update-source';
 import type { JobView } from '../lib/services/jobs/job-view';
 import { parseWorkerArgs } from '../lib/worker/main';
 import { cli, createMigratedCatalog, projectRoot, qemuImg, tempDir } from './helpers';
@@ -74,11 +78,11 @@ describe('workers on several hosts', () => {
     const catalog = await createMigratedCatalog();
     db = catalog.db;
     const bucket = await s3.newBucket();
-    shared = { ...s3.env, DATABASE_URL: catalog.url, VMDEDUP_REPOSITORY: `s3://${bucket}/fleet`, VMDEDUP_JOB_STALE_SECONDS: '30' };
+    shared = { ...s3.env, DATABASE_URL: catalog.url, VMDEDUP_REPOSITORY: `s3://${bucket}/fleet`, VMDEDUP_JOB_STALE_SECONDS: '10' }; // the workers' sweep every 5 s
     Object.assign(process.env, shared); // callWorker looks up in the catalog which source a call is about
     // Each host has its own copy of the same golden image (and of the site's config disk); the VMs' own disks differ.
     for (const [i, host] of hosts.entries()) {
-      const fleet = await buildFleet({ dir: path.join(root, host), bases: 1, clonesPerBase: 2, baseMiB: 48, cloneDeltaMiB: 2, configDiskMiB: 1, privateDiskMiB: 24, vmwareVms: 0 });
+      const fleet = await buildFleet({ dir: path.join(root, host), bases: 1, clonesPerBase: 2, baseMiB: 64, cloneDeltaMiB: 2, configDiskMiB: 1, privateDiskMiB: 64, vmwareVms: 0 });
       fleets[host] = fleet.libvirtDir;
       for (const vm of fleet.libvirtVms) await overwrite(path.join(fleet.libvirtDir, 'images', `${vm}-data.raw`), 0, 4 << 20, 1000 + i * 10 + fleet.libvirtVms.indexOf(vm));
       const added = await cli({ ...shared, VMDEDUP_HOME: path.join(root, 'admin') }, 'source', 'add', host, '--type', 'libvirt', '--path', fleet.libvirtDir);
@@ -101,6 +105,10 @@ describe('workers on several hosts', () => {
     expect(parseWorkerArgs(['--only', 'jobs'], { VMDEDUP_WORKER_SOURCES: 'rack-b' })).toEqual({ lanes: 'jobs', served: { every: false, names: ['rack-b'] } });
     expect(parseWorkerArgs(['--sources', 'a/../b'], {})).toMatch(/'a\/\.\.\/b' is not a source name/);
     expect(parseWorkerArgs(['--sources'], {})).toMatch(/usage: vmdedup worker/);
+    // Given but empty (a unit file's unset variable) is not "every source".
+    for (const [argv, env] of [[['--sources', ''], {}], [['--sources', ' , '], {}], [[], { VMDEDUP_WORKER_SOURCES: ' ' }], [['--sources', ''], { VMDEDUP_WORKER_SOURCES: 'rack-a' }]] as const) {
+      expect(parseWorkerArgs([...argv], env), JSON.stringify([argv, env])).toMatch(/names no source/);
+    }
   });
 
   it('sends each source\'s jobs only to its workers, which run at the same time; the shared base is stored once', async () => {
@@ -114,13 +122,14 @@ describe('workers on several hosts', () => {
     expect((await getJob(db, jobB.id)).state, 'the rack-a worker must not take rack-b\'s job').toBe('queued');
 
     await startWorker('host-b', 'rack-b');
+    // host-b took rack-b's job as it started: rack-a's now, while it runs.
+    const jobA = (await requestBackup(db, queue, { actor: 'ana', target: { source: 'rack-a' } })).job;
+    expect(jobA.message).toBe('');
     const listed = await cli({ ...shared, VMDEDUP_HOME: path.join(root, 'admin') }, 'workers', '--json');
     expect((JSON.parse(listed.stdout) as { workers: unknown[] }).workers).toEqual([
       expect.objectContaining({ name: 'host-a', sources: ['rack-a'], lanes: 'all', alive: true }),
       expect.objectContaining({ name: 'host-b', sources: ['rack-b'], lanes: 'all', alive: true }),
     ]);
-    const jobA = (await requestBackup(db, queue, { actor: 'ana', target: { source: 'rack-a' } })).job;
-    expect(jobA.message).toBe('');
     const [a, b] = await Promise.all([ran(jobA), ran(jobB)]);
     expect(a.row.worker).toBe('host-a');
     expect(b.row.worker).toBe('host-b');
@@ -164,6 +173,38 @@ describe('workers on several hosts', () => {
     delete process.env.VMDEDUP_WORKER_CALL_TIMEOUT_MS;
     expect(refused).toBeInstanceOf(AppError);
     expect((refused as AppError).message).toMatch(/no job worker serving source 'rack-b' answered within 2 s/);
+  });
+
+  it('a job whose source is renamed while it waits is failed and says why; a scheduled job follows the rename; a name is one worker\'s', async () => {
+    // host-b is stopped: a scan of rack-b waits (a VM named in both sources needs a worker serving every source).
+    expect(await jobLane(db, 'backup', { vm: 'vm01' })).toEqual({ kind: 'all-sources' });
+    await cli({ ...shared, VMDEDUP_HOME: path.join(root, 'admin') }, 'job', 'add', 'nightly-b', '--source', 'rack-b', '--schedule', '0 3 * * *');
+    const scan = (await requestScan(db, queue, { actor: 'ana', source: 'rack-b' })).job;
+    expect(scan.message).toBe("waiting for a worker serving source 'rack-b': none is running");
+    const rackB = await db.source.findUniqueOrThrow({ where: { name: 'rack-b' } });
+    const sql = new pg.Pool({ connectionString: shared.DATABASE_URL });
+    try {
+      await updateSource(sql, { id: rackB.id, name: 'rack-c', type: rackB.type, path: rackB.path });
+      // host-a's sweep (every 5 s here) finds the job's source gone.
+      const failed = await finished(scan.id);
+      expect(failed.state).toBe('failed');
+      expect(failed.error).toMatch(/source 'rack-b' no longer exists \(renamed or removed after this job was queued\)/);
+      expect((await db.scheduledJob.findUniqueOrThrow({ where: { name: 'nightly-b' } })).source).toBe('rack-c');
+    } finally {
+      await updateSource(sql, { id: rackB.id, name: 'rack-b', type: rackB.type, path: rackB.path });
+      await sql.end();
+    }
+    expect((await db.scheduledJob.findUniqueOrThrow({ where: { name: 'nightly-b' } })).source).toBe('rack-b');
+
+    // A second worker under a name a live one has is refused at its start.
+    const twin = spawn(process.execPath, [path.join(projectRoot, 'bin', 'worker.mjs'), '--sources', 'rack-a'], {
+      env: { ...process.env, ...shared, VMDEDUP_HOME: path.join(root, 'home-twin'), VMDEDUP_WORKER_NAME: 'host-a' }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let said = '';
+    twin.stderr!.on('data', (d) => { said += d; });
+    const code = await new Promise((resolve) => twin.once('exit', resolve));
+    expect(code).toBe(2);
+    expect(said).toMatch(/a worker named 'host-a' is running on .*give this one another VMDEDUP_WORKER_NAME/);
   });
 
   it('a worker serving every source takes the backup of all of them; each host\'s VMs restore byte for byte', async () => {

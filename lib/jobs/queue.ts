@@ -11,6 +11,7 @@
  */
 import PgBoss from 'pg-boss';
 import { getCatalogUrl } from '../catalog/db';
+import { JOB_QUEUE_SCHEMA } from '../catalog/catalog-roles';
 
 /** Calls the web server makes to a worker (lib/jobs/worker-calls.ts): their own queue, served beside the long jobs. */
 export const WORKER_CALL_QUEUE = 'vmdedup-calls';
@@ -83,7 +84,7 @@ let sender: Promise<PgBoss> | undefined;
 
 async function openQueue(options: { supervise: boolean }): Promise<PgBoss> {
   const boss = new PgBoss({
-    connectionString: await getCatalogUrl(), schema: 'pgboss', max: 2,
+    connectionString: await getCatalogUrl(), schema: JOB_QUEUE_SCHEMA, max: 2,
     supervise: options.supervise, schedule: false,
   });
   boss.on('error', (err) => process.stderr.write(`vmdedup: job queue: ${err.message}\n`));
@@ -108,3 +109,17 @@ export function openWorkerQueue(): Promise<PgBoss> {
 /** pg-boss options for a job: our Job row carries its state; a dead worker's job is failed, not retried
  *  (a backup run again reuses whatever was stored). pg-boss 10 caps expiry below a day. */
 export const JOB_SEND_OPTIONS = { retryLimit: 0, expireInHours: 23 } as const;
+
+/**
+ * Which of `names` have work waiting, oldest first: one query for all of a worker's queues, so an idle worker serving
+ * many sources asks once per poll, not once per queue, and no queue starves behind busier ones. It reads pg-boss's job
+ * table as pg-boss's own fetch does (pg-boss 10: states before 'active' are waiting; `start_after` delays a retry).
+ */
+export async function queuesWithWork(boss: PgBoss, names: string[]): Promise<string[]> {
+  if (names.length === 0) return [];
+  const { rows } = await boss.getDb().executeSql(
+    `SELECT name FROM ${JOB_QUEUE_SCHEMA}.job WHERE name = ANY($1::text[]) AND state < 'active' AND start_after < now() GROUP BY name ORDER BY min(created_on)`,
+    [names],
+  );
+  return (rows as { name: string }[]).map((row) => row.name);
+}

@@ -73,7 +73,13 @@ function describe(call: WorkerCallName): string {
 
 /** Which workers can answer: those serving the source whose disks or folder the call reads. */
 async function laneOf(call: WorkerCallName, input: unknown): Promise<Lane> {
-  if (call === 'add-source' || call === 'edit-source') return sourceLane((input as WorkerCalls['add-source']['input']).source.name);
+  if (call === 'add-source') return sourceLane((input as WorkerCalls['add-source']['input']).source.name);
+  if (call === 'edit-source') {
+    // The worker of the source as it is named now (a rename is checked where the source is, not where the new name is).
+    const { id, name } = (input as WorkerCalls['edit-source']['input']).source;
+    const current = await (await getCatalog()).source.findUnique({ where: { id }, select: { name: true } }).catch(() => null);
+    return sourceLane(current?.name ?? name);
+  }
   if (call === 'plan-restore') {
     const { backupId } = input as TPlanRestore;
     const image = await (await getCatalog()).backupImage.findUnique({ where: { id: backupId }, select: { vm: { select: { source: { select: { name: true } } } } } });

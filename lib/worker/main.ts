@@ -9,13 +9,14 @@ import { failStaleJobs } from '../services/jobs/fail-stale-jobs';
 import { jobStaleSeconds } from '../config';
 import { prepareHome } from '../home';
 import { closeCatalog, getCatalog, getCatalogSql } from '../catalog/db';
-import { type QueuedJobData, type ServedSources, ensureQueue, jobQueueOf, callQueueOf, openWorkerQueue, parseLane, queuesServed, sourceLane } from '../jobs/queue';
+import { type QueuedJobData, type ServedSources, ensureQueue, jobQueueOf, callQueueOf, openWorkerQueue, parseLane, queuesServed, queuesWithWork, sourceLane } from '../jobs/queue';
 import type { WorkerCallData } from '../jobs/worker-calls';
 import { answerWorkerCall } from './calls';
 import { toAppError } from '../errors';
 import { runJob } from '../services/jobs/run-job';
 import { SCHEDULER_TICK_MS, fireDueScheduledJobs, watchRpo } from '../services/jobs/schedules';
-import { WORKER_BEAT_MS, type WorkerLanes, announceWorker, forgetDeadWorkers, retireWorker, workerName } from '../services/jobs/workers';
+import { WORKER_BEAT_MS, type WorkerLanes, WorkerNameTaken, announceWorker, forgetDeadWorkers, retireWorker, workerName } from '../services/jobs/workers';
+import { reviewQueuedJobs } from '../services/jobs/review-queued-jobs';
 
 const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const USAGE = 'usage: vmdedup worker [--only jobs|calls] [--sources <name>,<name>…]';
@@ -35,8 +36,10 @@ export function parseWorkerArgs(argv: string[], env: Record<string, string | und
     else if (flag === '--sources' && value !== undefined) sources = value;
     else return `${USAGE}  (got '${argv.join(' ')}')`;
   }
-  if (sources === undefined || sources.trim() === '') return { lanes, served: { every: true } };
+  if (sources === undefined) return { lanes, served: { every: true } };
   const names = [...new Set(sources.split(',').map((name) => name.trim()).filter(Boolean))];
+  // Given but empty (a unit file's unset variable): not "every source", which would take work this host cannot reach.
+  if (names.length === 0) return '--sources (or VMDEDUP_WORKER_SOURCES) names no source: give the sources this host reaches, or leave it out to serve every source';
   const bad = names.find((name) => !SOURCE_NAME.test(name));
   if (bad !== undefined) return `--sources: '${bad}' is not a source name (letters, digits, dots, dashes or underscores)`;
   return { lanes, served: { every: false, names } };
@@ -64,8 +67,16 @@ export async function runWorker(argv: string[] = []): Promise<number> {
     const unknown = served.names.filter((source) => !known.has(source));
     if (unknown.length) log(`worker: the catalog has no source named ${unknown.map((s) => `'${s}'`).join(', ')} (yet): its work is taken once it is added`);
   }
+  try {
+    await announceWorker(db, { name, served, lanes, first: true });
+  } catch (err) {
+    if (!(err instanceof WorkerNameTaken)) throw err;
+    process.stderr.write(`vmdedup: ${err.message}\n`);
+    await queue.stop({ graceful: false }).catch(() => undefined);
+    await closeCatalog();
+    return 2;
+  }
   const announce = () => announceWorker(db, { name, served, lanes }).catch((err) => log(`worker: could not tell the catalog it is alive: ${toAppError(err).message}`));
-  await announce();
   const beat = setInterval(announce, WORKER_BEAT_MS);
 
   const sweep = async () => {
@@ -73,6 +84,7 @@ export async function runWorker(argv: string[] = []): Promise<number> {
     // Tell pg-boss too, so it never hands a dead worker's job out again.
     for (const job of failed) await queue.fail(jobQueueOf(parseLane(job.lane)), job.id).catch(() => undefined);
     await forgetDeadWorkers(db).catch(() => undefined);
+    await reviewQueuedJobs(db, queue).catch((err) => log(`queued job review failed: ${toAppError(err).message}`));
   };
   await sweep();
   const sweeper = setInterval(sweep, Math.min(30_000, (jobStaleSeconds() * 1000) / 2));
@@ -143,7 +155,7 @@ async function serveQueues<T extends object>(
         existing = (await boss.getQueues()).map((q) => q.name);
         listedAt = Date.now();
       }
-      for (const name of queuesServed(served, what, existing)) {
+      for (const name of await queuesWithWork(boss, queuesServed(served, what, existing))) {
         const [item] = await boss.fetch<T>(name, { batchSize: 1 });
         if (!item) continue;
         took = true;

@@ -23,13 +23,14 @@ export async function jobLane(db: Catalog, kind: JobKind, target: JobTarget): Pr
     }
     case 'backup': {
       if (target.scheduledJob) {
+        // A job without a source scans every source (also its retries of a few VMs): it needs them all.
         const job = await db.scheduledJob.findUnique({ where: { name: target.scheduledJob }, select: { source: true } });
-        const retrying = single((target.onlyVms ?? []).map((vm) => vm.source));
-        return job?.source ? sourceLane(job.source) : retrying ? sourceLane(retrying) : ALL_SOURCES_LANE;
+        return job?.source ? sourceLane(job.source) : ALL_SOURCES_LANE;
       }
       if (target.source) return sourceLane(target.source);
       if (target.vm) {
-        // A VM named without its source: one source's VM runs there; a name in several sources needs them all.
+        // A VM named without its source: one source's VM runs there (and the run reads that source only, run-job.ts);
+        // a name in several sources needs them all.
         const vms = await db.vm.findMany({ where: { name: target.vm }, select: { source: { select: { name: true } } } });
         const source = single(vms.map((vm) => vm.source.name));
         return source ? sourceLane(source) : ALL_SOURCES_LANE;

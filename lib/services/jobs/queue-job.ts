@@ -5,7 +5,7 @@ import { JOB_SEND_OPTIONS, type QueuedJobData, ensureQueue, jobQueueOf, laneText
 import { recordAudit } from '../../catalog/audit';
 import { type JobKind, type JobTarget, type JobView, toJobView } from './job-view';
 import { jobLane } from './job-lane';
-import { laneIsServed, laneWaitsFor } from './workers';
+import { laneIsServed, waitingMessage } from './workers';
 
 /** Queues a job of any kind (one of that kind and target already queued or running is returned instead; for a
  *  scheduled job, any run of it), on the queue of the workers that can run it. */
@@ -18,7 +18,7 @@ export async function queueJob(
   if (active) return { job: toJobView(active), alreadyQueued: true };
   const lane = await jobLane(db, kind, target);
   // Said at once rather than found out after hours of 'queued': no live worker takes this job (it waits for one).
-  const message = (await laneIsServed(db, lane, 'jobs')) ? '' : `waiting for ${laneWaitsFor(lane)}: none is running`;
+  const message = (await laneIsServed(db, lane, 'jobs')) ? '' : waitingMessage(lane);
   const made = await db.$transaction(async (tx) => {
     if (options.scheduledJobId) {
       // One run of a scheduled job at a time, also when it is queued from two places at once (its schedule on one

@@ -19,6 +19,7 @@ import { scanSource } from '../../engine/sources/inventory';
 import { scanWithMemo } from '../sources/scan-with-memo';
 import { AppError, isUserError, toAppError } from '../../errors';
 import { openRepository, openRepositoryIfAny } from '../../open-repository';
+import { type Lane, parseLane } from '../../jobs/queue';
 
 /** Progress is written at most this often; a silent phase (scanning) still beats the heartbeat (well inside the stale limit). */
 const PROGRESS_EVERY_MS = 500;
@@ -26,12 +27,13 @@ const PROGRESS_EVERY_MS = 500;
 type Progress = { bytesDone: number; bytesTotal: number; bytesPerSecond: number; message: string };
 /** retry: a failed scheduled run worth trying again (what went wrong may pass), and for a backup the VMs to try. */
 type Outcome = { state: JobState; message: string; result: object; error?: string; retry?: { onlyVms?: { source: string; vm: string }[] } };
-type JobWork = (context: { db: Catalog; target: JobTarget; scheduledJobId?: string; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
+/** `lane`: which workers may run it (lib/jobs/queue.ts); a job in one source's lane reads that source only. */
+type JobWork = (context: { db: Catalog; target: JobTarget; lane: Lane; scheduledJobId?: string; signal?: AbortSignal; report: (progress: Progress) => void }) => Promise<Outcome>;
 
 /** Each job opens the repository (checked against the catalog) itself: an unmounted backup disk fails that
  *  job with a line naming the folder, and the worker serves the next one once the disk is back. */
 const WORK: Record<JobKind, JobWork> = {
-  async backup({ db, target, scheduledJobId, signal, report }) {
+  async backup({ db, target, lane, scheduledJobId, signal, report }) {
     const onProgress: RunBackupOptions['onProgress'] = (p) => report({
       bytesDone: p.bytesDone, bytesTotal: p.bytesTotal, bytesPerSecond: p.bytesPerSecond,
       message: [`${p.vmsDone}/${p.vmsTotal} VMs`, p.vm, p.disk].filter(Boolean).join(': '),
@@ -44,7 +46,9 @@ const WORK: Record<JobKind, JobWork> = {
       pruned = run;
       result = run.backup;
     } else {
-      result = await runBackup(sql, { repo: await openRepository(), source: target.source, vms: target.vm ? [target.vm] : undefined, signal, onProgress });
+      // Never more than the lane's source: this worker may reach no other (a VM named without its source is of one).
+      const source = target.source ?? (lane.kind === 'source' ? lane.source : undefined);
+      result = await runBackup(sql, { repo: await openRepository(), source, vms: target.vm ? [target.vm] : undefined, signal, onProgress });
     }
     const { backups, failures, problems } = result;
     const lines = [...problems.map((p) => `source '${p.source}': ${p.message}`), ...failures.map((f) => `${f.vm}: ${f.error}`), ...(pruned?.pruneError ? [`retention: ${pruned.pruneError}`] : [])];
@@ -179,7 +183,7 @@ export async function runJob(db: Catalog, options: { jobId: string; signal?: Abo
   };
   let outcome: Outcome;
   try {
-    outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, scheduledJobId: job.scheduledJobId ?? undefined, signal: options.signal, report });
+    outcome = await WORK[job.kind as JobKind]({ db, target: job.target as JobTarget, lane: parseLane(job.lane), scheduledJobId: job.scheduledJobId ?? undefined, signal: options.signal, report });
   } catch (err) {
     const error = options.signal?.aborted ? 'stopped: the worker was shut down; run it again (what was stored is reused)' : toAppError(err).userMessage;
     // Tried again: what may pass (a repository or catalog that was away, a worker shut down); not bad input, a job

@@ -15,7 +15,17 @@ export function workerName(): string {
   return process.env.VMDEDUP_WORKER_NAME?.trim() || `${os.hostname()}:${process.pid}`;
 }
 
-export async function announceWorker(db: Catalog, worker: { name: string; served: ServedSources; lanes: WorkerLanes }): Promise<void> {
+/** A worker's name is taken by another live worker (VMDEDUP_WORKER_NAME given twice). */
+export class WorkerNameTaken extends Error {}
+
+/** Says this worker is alive; `first`: at its start, when a live worker of the same name elsewhere is refused. */
+export async function announceWorker(db: Catalog, worker: { name: string; served: ServedSources; lanes: WorkerLanes; first?: boolean }): Promise<void> {
+  if (worker.first) {
+    const other = await db.worker.findUnique({ where: { name: worker.name } });
+    if (other && Date.now() - other.seenAt.getTime() < WORKER_ALIVE_MS && (other.host !== os.hostname() || other.pid !== process.pid)) {
+      throw new WorkerNameTaken(`a worker named '${worker.name}' is running on ${other.host} (pid ${other.pid}, seen ${Math.round((Date.now() - other.seenAt.getTime()) / 1000)} s ago): give this one another VMDEDUP_WORKER_NAME`);
+    }
+  }
   const sources = worker.served.every ? undefined : worker.served.names;
   const fields = { host: os.hostname(), pid: process.pid, sources: sources ?? undefined, lanes: worker.lanes, seenAt: new Date() };
   await db.worker.upsert({ where: { name: worker.name }, create: { name: worker.name, ...fields }, update: fields });
@@ -39,10 +49,18 @@ export async function listWorkers(db: Catalog): Promise<WorkerView[]> {
   }));
 }
 
-/** Whether a live worker takes this lane's jobs (what: 'jobs') or calls. */
+/** Whether a live worker of `workers` takes this lane's jobs (what: 'jobs') or calls. */
+export function laneServedBy(workers: WorkerView[], lane: Lane, what: 'jobs' | 'calls'): boolean {
+  return workers.some((w) => w.alive && (w.lanes === 'all' || w.lanes === what) && servesLane(w.sources ? { every: false, names: w.sources } : { every: true }, lane));
+}
+
 export async function laneIsServed(db: Catalog, lane: Lane, what: 'jobs' | 'calls'): Promise<boolean> {
-  return (await listWorkers(db)).some((w) => w.alive && (w.lanes === 'all' || w.lanes === what)
-    && servesLane(w.sources ? { every: false, names: w.sources } : { every: true }, lane));
+  return laneServedBy(await listWorkers(db), lane, what);
+}
+
+/** A queued job's message while no live worker takes it. */
+export function waitingMessage(lane: Lane): string {
+  return `waiting for ${laneWaitsFor(lane)}: none is running`;
 }
 
 /** How to say who a lane waits for. */
