@@ -166,7 +166,7 @@ export async function backupVms(options: BackupOptions): Promise<VmBackupResult[
   const bytesToRead = needed.reduce((sum, disk) => sum + (outcomes.has(disk.path) ? 0 : disk.logicalBytes), 0);
 
   const progress = new ProgressTracker(bytesToRead, vms.length, options.onProgress);
-  const pool = bytesToRead > 0 ? new BlockPool({ ids: repo.ids, zstdLevel: repo.config.compression.level, blockSize: repo.config.blockSize, threads: options.threads }) : undefined;
+  const pool = bytesToRead > 0 ? new BlockPool({ ids: repo.ids, sealer: repo.chunkSealer, zstdLevel: repo.config.compression.level, blockSize: repo.config.blockSize, threads: options.threads }) : undefined;
   const claims = newStoreClaims();
   // A common disk's files (names, modes, owners) are read once per run, however many VMs' images name them.
   const fileEntries = new Map<string, Promise<DiskFileEntry[]>>();

@@ -2,6 +2,7 @@ import { BlockPool, type Slot } from '../chunking/block-pool';
 import { InputError, fileError } from '../errors';
 import { type ChunkId, zeroBlockId } from '../repository/chunk-id';
 import { MANIFEST_FORMAT_VERSION, type StoredDiskFile, type StoredDiskManifest } from '../repository/manifests';
+import { SEAL_OVERHEAD } from '../repository/encryption';
 import { type Repository, diskDigest } from '../repository/repository';
 import { openDiskFile } from '../sources/files';
 import { holeBlocks } from '../sources/holes';
@@ -122,9 +123,10 @@ async function readOnce(options: StoreDiskOptions): Promise<StoredDiskResult> {
         if (await repo.hasChunk(block.id)) {
           if (await reuse.mayReuseChunk(block.id)) return 0;
         } else await reuse.beforePutChunk(block.id);
-        const encoded = await pool.encode(slot);
-        await repo.putEncodedChunk(block.id, encoded);
-        return encoded.length;
+        // Sealed by the pool's worker in an encrypted repository (off this thread); counted as the plain frame, as stores' sizes are.
+        const encoded = await pool.encode(slot, block.id);
+        await repo.putEncodedChunk(block.id, encoded, { sealed: pool.seals });
+        return encoded.length - (pool.seals ? SEAL_OVERHEAD : 0);
       })();
       claims.chunks.set(block.id, claim);
       try {

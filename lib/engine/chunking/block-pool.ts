@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { ChunkId, ChunkIdScheme } from '../repository/chunk-id';
+import { type ObjectSealer, SEAL_OVERHEAD } from '../repository/encryption';
 import type { BlockReply, BlockRequest, BlockWorkerData } from './block-worker';
 
 /** A block held in one slot of the pool's shared memory until `release`: `bytes` is the block, `frame` the
@@ -33,18 +34,29 @@ export class BlockPool {
   private restoreShift = 0;
   private directIoAligned = false;
 
-  /** `ids`: how the repository names blocks (Repository.ids): hashing and the check after decoding use it. */
-  constructor(readonly options: { ids: ChunkIdScheme; zstdLevel?: number; blockSize: number; threads?: number; slots?: number; forRestore?: boolean }) {
+  /** Whether frames are sealed after encoding and opened before decoding (the pool was given a sealer). */
+  readonly seals: boolean;
+  /** Room a stored frame may take beyond the block and its encoding byte. */
+  private readonly frameExtra: number;
+
+  /**
+   * `ids`: how the repository names blocks (Repository.ids): hashing and the check after decoding use it. `sealer`: an
+   * encrypted repository's (Repository.chunkSealer): frames are then sealed and opened in the workers, beside their
+   * compression, instead of on the main thread; the repository is told (putEncodedChunk and readEncodedChunkInto, sealed).
+   */
+  constructor(readonly options: { ids: ChunkIdScheme; zstdLevel?: number; blockSize: number; threads?: number; slots?: number; forRestore?: boolean; sealer?: ObjectSealer }) {
     const threads = options.threads ?? Math.max(1, Math.min(os.availableParallelism(), 8));
     const slotCount = (this.slotCount = options.slots ?? threads * 8);
+    this.seals = options.sealer !== undefined;
+    this.frameExtra = this.seals ? SEAL_OVERHEAD : 0;
     this.slotSize = options.forRestore
-      ? DIRECT_IO_ALIGNMENT + roundUp(options.blockSize, DIRECT_IO_ALIGNMENT) + roundUp(options.blockSize + 1, DIRECT_IO_ALIGNMENT)
-      : options.blockSize + 1;
+      ? DIRECT_IO_ALIGNMENT + roundUp(options.blockSize, DIRECT_IO_ALIGNMENT) + roundUp(options.blockSize + 1 + this.frameExtra, DIRECT_IO_ALIGNMENT)
+      : options.blockSize + 1 + this.frameExtra;
     this.shared = new SharedArrayBuffer(slotCount * this.slotSize);
     this.free = Array.from({ length: slotCount }, (_, i) => i);
     // Bundled (dist/), the worker is a sibling file; from sources (tests), a bootstrap loads it through tsx.
     const url = import.meta.url.endsWith('.ts') ? new URL('./block-worker-entry.mjs', import.meta.url) : new URL('./block-worker.js', import.meta.url);
-    const workerData: BlockWorkerData = { zstdLevel: options.zstdLevel ?? 1, slots: this.shared, slotSize: this.slotSize, ids: options.ids };
+    const workerData: BlockWorkerData = { zstdLevel: options.zstdLevel ?? 1, slots: this.shared, slotSize: this.slotSize, ids: options.ids, ...(options.sealer ? { sealRoot: options.sealer.root } : {}) };
     this.workers = Array.from({ length: threads }, () => {
       const worker = new Worker(url, { workerData, resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 } });
       worker.on('message', (reply: BlockReply) => {
@@ -103,10 +115,12 @@ export class BlockPool {
   }
 
   /** Compresses the block in its slot; returns the stored frame (a view of the slot, valid until release). */
-  async encode(slot: Slot): Promise<Uint8Array> {
-    const reply = await this.send({ op: 'encode', seq: this.nextSeq++, slot: slot.index, length: slot.bytes.length });
+  /** `id`: the block's id, under whose key a sealing pool seals the frame. */
+  async encode(slot: Slot, id?: ChunkId): Promise<Uint8Array> {
+    if (this.seals && !id) throw new Error('a sealing pool encodes a block only with its id');
+    const reply = await this.send({ op: 'encode', seq: this.nextSeq++, slot: slot.index, length: slot.bytes.length, id });
     if (reply.op !== 'encoded') throw new Error('block worker protocol error');
-    return slot.frame.subarray(0, reply.frameLength);
+    return new Uint8Array(this.shared, slot.frame.byteOffset, reply.frameLength);
   }
 
   /** Restore: where a stored frame is read before `decode` (room for a raw frame). */
@@ -114,7 +128,7 @@ export class BlockPool {
     if (!this.options.forRestore) throw new Error('frameSpace needs a pool made forRestore');
     const index = typeof slot === 'number' ? slot : slot.index;
     const offset = index * this.slotSize + DIRECT_IO_ALIGNMENT + roundUp(this.options.blockSize, DIRECT_IO_ALIGNMENT);
-    return new Uint8Array(this.shared, offset, this.options.blockSize + 1);
+    return new Uint8Array(this.shared, offset, this.options.blockSize + 1 + this.frameExtra);
   }
 
   /** Restore: the slot's block padded to a multiple of DIRECT_IO_ALIGNMENT (bytes past the block are junk). */

@@ -5,14 +5,18 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { createChunkDecoder, createChunkEncoder } from '../repository/chunk-codec';
-import { type ChunkIdScheme, chunkIdOf } from '../repository/chunk-id';
+import { type ChunkId, type ChunkIdScheme, chunkIdOf, chunkKey } from '../repository/chunk-id';
+import { ObjectSealer } from '../repository/encryption';
 
-/** `ids`: the repository's way of naming blocks (an encrypted one's key is handed over in memory, never written). */
-export type BlockWorkerData = { zstdLevel: number; slots: SharedArrayBuffer; slotSize: number; ids: ChunkIdScheme };
+/**
+ * `ids`: the repository's way of naming blocks; `sealRoot`: an encrypted repository's object-key root, when the pool
+ * seals frames after encoding them and opens them before decoding (both handed over in memory, never written).
+ */
+export type BlockWorkerData = { zstdLevel: number; slots: SharedArrayBuffer; slotSize: number; ids: ChunkIdScheme; sealRoot?: Uint8Array };
 
 export type BlockRequest =
   | { op: 'hash'; seq: number; slot: number; length: number }
-  | { op: 'encode'; seq: number; slot: number; length: number }
+  | { op: 'encode'; seq: number; slot: number; length: number; id?: string }
   | { op: 'decode'; seq: number; slot: number; blockOffset: number; frameOffset: number; storedLength: number; length: number; id: string };
 
 export type BlockReply =
@@ -20,17 +24,28 @@ export type BlockReply =
   | { op: 'encoded'; seq: number; frameLength: number }
   | { op: 'decoded'; seq: number; ok: boolean };
 
-const { zstdLevel, slots, slotSize, ids } = workerData as BlockWorkerData;
+const { zstdLevel, slots, slotSize, ids, sealRoot } = workerData as BlockWorkerData;
 const encode = createChunkEncoder(zstdLevel);
 const decode = createChunkDecoder();
+const sealer = sealRoot ? new ObjectSealer(Buffer.from(sealRoot)) : undefined;
 let zeros = Buffer.alloc(0);
+
+/** A sealed frame opened (its tag checked under its chunk's key); undefined when it does not verify. */
+function opened(sealed: Uint8Array, id: string): Uint8Array | undefined {
+  try {
+    return sealer!.unseal(chunkKey(id as ChunkId), sealed);
+  } catch {
+    return undefined;
+  }
+}
 
 parentPort!.on('message', (request: BlockRequest) => {
   if (request.op === 'decode') {
-    // Restore: the stored frame sits beside the block's place in the slot; decode it there, then check it.
+    // Restore: the stored frame sits beside the block's place in the slot; opened (if sealed) and decoded there, then checked.
     const block = new Uint8Array(slots, request.blockOffset, request.length);
-    const ok = decode(new Uint8Array(slots, request.frameOffset, request.storedLength), request.storedLength, block)
-      && chunkIdOf(ids, block) === request.id;
+    const stored = new Uint8Array(slots, request.frameOffset, request.storedLength);
+    const frame = sealer ? opened(stored, request.id) : stored;
+    const ok = frame !== undefined && decode(frame, frame.length, block) && chunkIdOf(ids, block) === request.id;
     parentPort!.postMessage({ op: 'decoded', seq: request.seq, ok } satisfies BlockReply);
     return;
   }
@@ -42,6 +57,13 @@ parentPort!.on('message', (request: BlockRequest) => {
     const id = chunkIdOf(ids, block);
     parentPort!.postMessage({ op: 'hashed', seq: request.seq, id, zero } satisfies BlockReply);
   } else {
-    parentPort!.postMessage({ op: 'encoded', seq: request.seq, frameLength: encode(frame, request.length) } satisfies BlockReply);
+    let frameLength = encode(frame, request.length);
+    if (sealer) {
+      // Sealed where it was compressed, under its chunk's key; written back over the slot (room: SEAL_OVERHEAD more).
+      const sealed = sealer.seal(chunkKey(request.id as ChunkId), frame.subarray(0, frameLength));
+      new Uint8Array(slots, request.slot * slotSize, sealed.length).set(sealed);
+      frameLength = sealed.length;
+    }
+    parentPort!.postMessage({ op: 'encoded', seq: request.seq, frameLength } satisfies BlockReply);
   }
 });

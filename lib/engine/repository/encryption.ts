@@ -41,18 +41,34 @@ export class SealBrokenError extends Error {
 export class RepositoryKeys {
   /** The HMAC key of block ids. */
   readonly chunkIdKey: Buffer;
-  /** The root from which each object's key is derived (by its name). */
-  private readonly objectRoot: Buffer;
+  /** Seals and opens objects under keys derived from one root by their names; handed to block workers (in memory). */
+  readonly sealer: ObjectSealer;
 
   constructor(master: Buffer, repositoryId: string) {
     if (master.length !== 32) throw new Error('a master key is 32 bytes');
     this.chunkIdKey = Buffer.from(hkdfSync('sha256', master, repositoryId, 'vmdedup chunk ids v1', 32));
-    this.objectRoot = Buffer.from(hkdfSync('sha256', master, repositoryId, 'vmdedup objects v1', 32));
+    this.sealer = new ObjectSealer(Buffer.from(hkdfSync('sha256', master, repositoryId, 'vmdedup objects v1', 32)));
   }
+
+  seal(name: string, plain: Uint8Array): Buffer {
+    return this.sealer.seal(name, plain);
+  }
+
+  unseal(name: string, sealed: Uint8Array): Buffer {
+    return this.sealer.unseal(name, sealed);
+  }
+}
+
+/**
+ * AES-256-GCM under a key per object name, derived from `root`: what seals every blob of an encrypted repository, in
+ * the main thread (SealedBlobStore) and in block workers (chunks sealed and opened beside their compression).
+ */
+export class ObjectSealer {
+  constructor(readonly root: Buffer) {}
 
   /** An object's own key: HMAC-SHA256 of its name under the root (HKDF-Expand's PRF; names are unique). */
   private objectKey(name: string): Buffer {
-    return createHmac('sha256', this.objectRoot).update(`object\0${name}`).digest();
+    return createHmac('sha256', this.root).update(`object\0${name}`).digest();
   }
 
   seal(name: string, plain: Uint8Array): Buffer {

@@ -3,7 +3,7 @@ import { RepositoryError, storageFault } from '../errors';
 import { type BlobStore, BlobNotFoundError } from './blob-store';
 import { type ChunkId, type ChunkIdScheme, SHA256_IDS, chunkKey, shortId } from './chunk-id';
 import {
-  ENCRYPTION_CONFIG, type EncryptionConfig, type KeySlot, RepositoryKeys, SealBrokenError, SealedBlobStore, SCRYPT_DEFAULTS,
+  ENCRYPTION_CONFIG, type EncryptionConfig, type KeySlot, type ObjectSealer, RepositoryKeys, SealBrokenError, SealedBlobStore, SCRYPT_DEFAULTS,
   keySlotKey, makeKeySlot, newMasterKey, newRecoveryKey, readKeySlots, unlockMasterKey,
 } from './encryption';
 import { type BackupImageManifest, MANIFEST_FORMAT_VERSION, type StoredDiskManifest, isBlockSize, parseBackupImage, parseStoredDisk } from './manifests';
@@ -63,7 +63,11 @@ export class Repository {
    * `store`: where blobs are read and written (sealed, in an encrypted repository); `clearStore`: the store itself,
    * for config.json and the key slots, and for moving damaged blobs aside as they are.
    */
-  private constructor(readonly store: BlobStore, private readonly clearStore: BlobStore, readonly config: RepositoryConfig, readonly ids: ChunkIdScheme, private readonly master?: Buffer) {}
+  private constructor(
+    readonly store: BlobStore, private readonly clearStore: BlobStore, readonly config: RepositoryConfig, readonly ids: ChunkIdScheme, private readonly master?: Buffer,
+    /** An encrypted repository's sealing, for block pools that seal and open chunks in their workers (see putEncodedChunk). */
+    readonly chunkSealer?: ObjectSealer,
+  ) {}
 
   /** Whether blobs are sealed (format 4). */
   get encrypted(): boolean {
@@ -175,7 +179,7 @@ export class Repository {
 
   private static unlocked(store: BlobStore, config: RepositoryConfig, master: Buffer): Repository {
     const keys = new RepositoryKeys(master, config.id);
-    return new Repository(new SealedBlobStore(store, keys), store, config, { algorithm: 'hmac-sha256', key: keys.chunkIdKey }, master);
+    return new Repository(new SealedBlobStore(store, keys), store, config, { algorithm: 'hmac-sha256', key: keys.chunkIdKey }, master, keys.sealer);
   }
 
   /** The key slots of an encrypted repository (none for a plain one), and those that are damaged. */
@@ -244,9 +248,18 @@ export class Repository {
     return this.exists(chunkKey(id));
   }
 
-  /** Stores an already-encoded chunk (see chunk-codec). Durable only after the next flush(). */
-  putEncodedChunk(id: ChunkId, encoded: Uint8Array): Promise<void> {
-    return this.write(chunkKey(id), encoded);
+  /**
+   * Stores an already-encoded chunk (see chunk-codec). Durable only after the next flush(). `sealed`: the frame was
+   * sealed already under its key (by a block pool given `chunkSealer`), and goes to the store as it is.
+   */
+  async putEncodedChunk(id: ChunkId, encoded: Uint8Array, options: { sealed?: boolean } = {}): Promise<void> {
+    if (!options.sealed) return this.write(chunkKey(id), encoded);
+    if (!this.chunkSealer) throw new Error('a sealed chunk for a repository that is not encrypted');
+    try {
+      await this.clearStore.put(chunkKey(id), encoded);
+    } catch (err) {
+      throw storageFault(this.store.location, err);
+    }
   }
 
   /**
@@ -292,11 +305,16 @@ export class Repository {
     }
   }
 
-  /** Reads a chunk's stored frame into `target` (no allocation where the store allows); returns its length. */
-  async readEncodedChunkInto(id: ChunkId, target: Uint8Array): Promise<number> {
+  /**
+   * Reads a chunk's stored frame into `target` (no allocation where the store allows); returns its length. `sealed`:
+   * the frame as stored, still sealed (a block pool given `chunkSealer` opens and checks it), SEAL_OVERHEAD longer.
+   */
+  async readEncodedChunkInto(id: ChunkId, target: Uint8Array, options: { sealed?: boolean } = {}): Promise<number> {
+    if (options.sealed && !this.chunkSealer) throw new Error('a sealed read from a repository that is not encrypted');
+    const store = options.sealed ? this.clearStore : this.store;
     try {
-      if (this.store.readInto) return await this.store.readInto(chunkKey(id), target);
-      const stored = await this.store.get(chunkKey(id));
+      if (store.readInto) return await store.readInto(chunkKey(id), target);
+      const stored = await store.get(chunkKey(id));
       if (stored.length > target.length) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: larger than a block`);
       target.set(stored);
       return stored.length;

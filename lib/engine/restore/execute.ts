@@ -107,7 +107,7 @@ async function writeRestore(options: ExecuteOptions, at: WriteState): Promise<Re
   const newFolders = new Set<string>();
   const syncs: Promise<void>[] = [];
   let bytesDone = 0;
-  const pool = toWrite.length ? new BlockPool({ ids: repo.ids, blockSize: Math.max(...[...manifests.values()].map((m) => m.blockSize)), slots: 32, forRestore: true }) : undefined;
+  const pool = toWrite.length ? new BlockPool({ ids: repo.ids, sealer: repo.chunkSealer, blockSize: Math.max(...[...manifests.values()].map((m) => m.blockSize)), slots: 32, forRestore: true }) : undefined;
   const directIo = new Map<string, boolean>();
   try {
     for (const disk of toWrite) {

@@ -10,7 +10,8 @@ import type { Repository } from '../repository/repository';
  */
 export async function readBlock(repo: Repository, pool: BlockPool, slot: Slot, id: ChunkId): Promise<void> {
   // A stored frame is at most one byte longer than its block (kept raw when zstd does not shrink it).
-  const storedLength = await repo.readEncodedChunkInto(id, pool.frameSpace(slot)).catch((err) => {
+  // A sealing pool opens the sealed frame in its worker (its tag checked there: a frame that fails it is corrupt).
+  const storedLength = await repo.readEncodedChunkInto(id, pool.frameSpace(slot), { sealed: pool.seals }).catch((err) => {
     if (err instanceof RepositoryError && /larger/.test(err.message)) throw new RepositoryError(`chunk ${shortId(id)} is corrupt: content does not match its hash`);
     throw err;
   });

@@ -51,7 +51,7 @@ export async function verifyImages(options: {
   const chunkResults = new Map<string, Promise<VerifyReport['damaged'][number]['problem'] | null>>();
   /** Each stored disk once: its problems (empty: whole). */
   const diskResults = new Map<string, Promise<{ problems: string[]; chunks: string[] }>>();
-  const pool = new BlockPool({ ids: repo.ids, blockSize: repo.config.blockSize, slots: CHUNKS_AT_ONCE, threads: options.threads, forRestore: true });
+  const pool = new BlockPool({ ids: repo.ids, sealer: repo.chunkSealer, blockSize: repo.config.blockSize, slots: CHUNKS_AT_ONCE, threads: options.threads, forRestore: true });
   const imagesOfChunk = new Map<string, Set<string>>();
 
   const checkChunk = (id: ChunkId, length: number, digest: string) => {
