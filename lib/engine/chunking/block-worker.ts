@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createChunkDecoder, createChunkEncoder } from '../repository/chunk-codec';
 import { type ChunkId, type ChunkIdScheme, chunkIdOf, chunkKey } from '../repository/chunk-id';
-import { ObjectSealer } from '../repository/encryption';
+import { ObjectSealer, SEAL_BODY_AT } from '../repository/encryption';
 
 /**
  * `ids`: the repository's way of naming blocks; `sealRoot`: an encrypted repository's object-key root, when the pool
@@ -30,13 +30,10 @@ const decode = createChunkDecoder();
 const sealer = sealRoot ? new ObjectSealer(Buffer.from(sealRoot)) : undefined;
 let zeros = Buffer.alloc(0);
 
-/** A sealed frame opened (its tag checked under its chunk's key); undefined when it does not verify. */
+/** A sealed frame opened where it lies (its tag checked under its chunk's key); undefined when it does not verify. */
 function opened(sealed: Uint8Array, id: string): Uint8Array | undefined {
-  try {
-    return sealer!.unseal(chunkKey(id as ChunkId), sealed);
-  } catch {
-    return undefined;
-  }
+  const length = sealer!.openInPlace(chunkKey(id as ChunkId), sealed);
+  return length === undefined ? undefined : sealed.subarray(SEAL_BODY_AT, SEAL_BODY_AT + length);
 }
 
 parentPort!.on('message', (request: BlockRequest) => {
@@ -59,10 +56,11 @@ parentPort!.on('message', (request: BlockRequest) => {
   } else {
     let frameLength = encode(frame, request.length);
     if (sealer) {
-      // Sealed where it was compressed, under its chunk's key; written back over the slot (room: SEAL_OVERHEAD more).
-      const sealed = sealer.seal(chunkKey(request.id as ChunkId), frame.subarray(0, frameLength));
-      new Uint8Array(slots, request.slot * slotSize, sealed.length).set(sealed);
-      frameLength = sealed.length;
+      // Sealed where it was compressed, under its chunk's key, in the slot itself (room: SEAL_OVERHEAD more): the frame
+      // moves past the header and nonce, and is enciphered where it lies.
+      const room = new Uint8Array(slots, request.slot * slotSize, slotSize);
+      room.copyWithin(SEAL_BODY_AT, 0, frameLength);
+      frameLength = sealer.sealInPlace(chunkKey(request.id as ChunkId), room, frameLength);
     }
     parentPort!.postMessage({ op: 'encoded', seq: request.seq, frameLength } satisfies BlockReply);
   }

@@ -19,6 +19,10 @@ const SEAL_HEADER = Buffer.from('VMDS\x01', 'latin1');
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 export const SEAL_OVERHEAD = SEAL_HEADER.length + NONCE_BYTES + TAG_BYTES;
+/** Where a sealed blob's body (the ciphertext) starts: after the header and the nonce. */
+export const SEAL_BODY_AT = SEAL_HEADER.length + NONCE_BYTES;
+/** The cipher's input per call: small enough that its outputs come from reused memory. */
+const SEAL_PIECE = 64 * 1024;
 
 /**
  * scrypt's cost for a new passphrase slot: N = 2^16, r = 8, p = 1 (64 MiB, about 0.2 s here; kopia's choice).
@@ -72,17 +76,60 @@ export class ObjectSealer {
   }
 
   seal(name: string, plain: Uint8Array): Buffer {
+    const out = Buffer.allocUnsafe(SEAL_OVERHEAD + plain.length);
+    out.set(plain, SEAL_BODY_AT);
+    this.sealInPlace(name, out, plain.length);
+    return out;
+  }
+
+  /**
+   * Seals the `length` plain bytes at `buffer[SEAL_BODY_AT…]` in place: header and nonce before them, the tag after
+   * (`buffer` has SEAL_OVERHEAD bytes of room beyond them). Returns the sealed length. No block-sized allocation: the
+   * cipher runs over pieces whose outputs come from the allocator's reused memory (a fresh megabyte per block cost
+   * page faults that showed as a third more CPU time).
+   */
+  sealInPlace(name: string, buffer: Uint8Array, length: number): number {
     const nonce = randomBytes(NONCE_BYTES);
     const cipher = createCipheriv('aes-256-gcm', this.objectKey(name), nonce);
     cipher.setAAD(SEAL_HEADER);
-    const out = Buffer.allocUnsafe(SEAL_OVERHEAD + plain.length);
-    SEAL_HEADER.copy(out, 0);
-    nonce.copy(out, SEAL_HEADER.length);
-    let at = SEAL_HEADER.length + NONCE_BYTES;
-    at += cipher.update(plain).copy(out, at);
-    at += cipher.final().copy(out, at);
-    cipher.getAuthTag().copy(out, at);
-    return out;
+    buffer.set(SEAL_HEADER, 0);
+    buffer.set(nonce, SEAL_HEADER.length);
+    let at = SEAL_BODY_AT;
+    for (let from = SEAL_BODY_AT; from < SEAL_BODY_AT + length; from += SEAL_PIECE) {
+      const piece = cipher.update(buffer.subarray(from, Math.min(from + SEAL_PIECE, SEAL_BODY_AT + length)));
+      buffer.set(piece, at);
+      at += piece.length;
+    }
+    const tail = cipher.final();
+    buffer.set(tail, at);
+    at += tail.length;
+    buffer.set(cipher.getAuthTag(), at);
+    return at + TAG_BYTES;
+  }
+
+  /**
+   * Opens a sealed blob in place: the plain bytes end up at `sealed[SEAL_BODY_AT…]`; returns their length, or
+   * undefined when the blob does not verify (then what is there is not to be used).
+   */
+  openInPlace(name: string, sealed: Uint8Array): number | undefined {
+    if (sealed.length < SEAL_OVERHEAD || !SEAL_HEADER.equals(sealed.subarray(0, SEAL_HEADER.length))) return undefined;
+    const decipher = createDecipheriv('aes-256-gcm', this.objectKey(name), sealed.subarray(SEAL_HEADER.length, SEAL_BODY_AT));
+    decipher.setAAD(SEAL_HEADER);
+    decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+    const end = sealed.length - TAG_BYTES;
+    let at = SEAL_BODY_AT;
+    try {
+      for (let from = SEAL_BODY_AT; from < end; from += SEAL_PIECE) {
+        const piece = decipher.update(sealed.subarray(from, Math.min(from + SEAL_PIECE, end)));
+        sealed.set(piece, at);
+        at += piece.length;
+      }
+      const tail = decipher.final();
+      sealed.set(tail, at);
+      return at + tail.length - SEAL_BODY_AT;
+    } catch {
+      return undefined;
+    }
   }
 
   /** The plain bytes of a blob sealed under `name`; SealBrokenError when it does not verify. */
