@@ -6,7 +6,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { seededRandom, tempDir } from '../../../test/helpers';
 import { blobStoreConformance, blobStoreFaultConformance } from './blob-store.conformance';
-import { createChunkEncoder, encodeChunk } from './chunk-codec';
+import { createChunkDecoder, createChunkEncoder, encodeChunk } from './chunk-codec';
+import { BlockPool } from '../chunking/block-pool';
 import { chunkIdOf, chunkKey, hashChunk } from './chunk-id';
 import {
   RepositoryKeys, SEAL_OVERHEAD, SealBrokenError, SealedBlobStore, formatRecoveryKey, keySlotKey, makeKeySlot, newMasterKey,
@@ -116,6 +117,47 @@ describe('an encrypted repository', () => {
       expect(left.length, `round ${round}: ${results.map((r) => r.status).join(', ')}`).toBeGreaterThan(0);
       expect(results.filter((r) => r.status === 'fulfilled').length).toBe(2 - left.length);
       for (const r of results) if (r.status === 'rejected') expect(String(r.reason)).toMatch(/at the same time|last/);
+    }
+  });
+
+  it('a chunk sealed in a block worker opens on the main thread and the other way round; a flipped byte fails either way', async () => {
+    const dir = await tempDir();
+    const { repo } = await encrypted(dir);
+    const pool = new BlockPool({ ids: repo.ids, sealer: repo.chunkSealer, blockSize: 65536, threads: 1, slots: 2 });
+    const reader = new BlockPool({ ids: repo.ids, sealer: repo.chunkSealer, blockSize: 65536, threads: 1, slots: 2, forRestore: true });
+    try {
+      const random = seededRandom(7);
+      const blocks = [0, 1].map(() => Buffer.from(Array.from({ length: 50_000 }, () => Math.floor(random() * 16))));
+      // One sealed in a worker, one by the sealed store on this thread.
+      const slot = await pool.acquire(blocks[0].length);
+      slot.bytes.set(blocks[0]);
+      const { id: first } = await pool.hash(slot);
+      await repo.putEncodedChunk(first, await pool.encode(slot, first), { sealed: true });
+      pool.release(slot);
+      const second = chunkIdOf(repo.ids, blocks[1]);
+      await repo.putEncodedChunk(second, encodeChunk(createChunkEncoder(1), blocks[1]));
+      for (const [index, id] of [first, second].entries()) {
+        expect((await fs.readFile(path.join(dir, chunkKey(id)))).includes(blocks[index].subarray(0, 64))).toBe(false);
+        // This thread's reader (the sealed store), then a worker's.
+        const frame = Buffer.alloc(65536 + 1);
+        const decoded = Buffer.alloc(blocks[index].length);
+        expect(createChunkDecoder()(frame, await repo.readEncodedChunkInto(id, frame), decoded)).toBe(true);
+        expect(decoded.equals(blocks[index])).toBe(true);
+        const into = await reader.acquire(blocks[index].length);
+        expect(await reader.decode(into, await repo.readEncodedChunkInto(id, reader.frameSpace(into), { sealed: true }), id)).toBe(true);
+        expect(Buffer.from(into.bytes).equals(blocks[index])).toBe(true);
+        // A flipped byte of the ciphertext: refused by both.
+        const file = path.join(dir, chunkKey(id));
+        const bytes = await fs.readFile(file);
+        bytes[30] ^= 1;
+        await fs.writeFile(file, bytes);
+        expect(await reader.decode(into, await repo.readEncodedChunkInto(id, reader.frameSpace(into), { sealed: true }), id)).toBe(false);
+        await expect(repo.readEncodedChunkInto(id, frame)).rejects.toThrow(/authentication/);
+        reader.release(into);
+      }
+    } finally {
+      await pool.close();
+      await reader.close();
     }
   });
 
