@@ -156,6 +156,9 @@ test('an in-place overwrite of a common disk lists every VM it affects and needs
   await page.getByRole('link', { name: 'Restore…' }).click();
   await expect(page.getByLabel('VM', { exact: true })).toHaveValue(JSON.stringify([source, 'vm01']));
   await expect(page.getByRole('radio').first()).toBeChecked();
+  // The target folder is filled in with a folder under the restore root named after the VM: Plan works at once.
+  await expect(page.getByLabel('Target folder')).toHaveValue(/\/restores\/vm01$/);
+  await expect(page.getByRole('button', { name: 'Plan the restore' })).toBeEnabled();
   await planRestore(page, { target: 'in-place', policy: 'overwrite' });
   await expect(page.getByTestId('plan-message')).toContainText('Policy overwrite writes the shared disks');
   await expect(page.getByTestId('plan-message')).toContainText('vm02 and vm03 use them');
@@ -164,7 +167,7 @@ test('an in-place overwrite of a common disk lists every VM it affects and needs
   await expect(page.getByRole('row', { name: new RegExp(`disk .*${source}.*site-config\\.raw`) })).toContainText('overwritten in place');
 });
 
-test('a state change after confirmation is shown to the approver and stops the restore before anything is written', async ({ browser, page }) => {
+test('a state change after confirmation is shown to the approver, who cannot approve it; nothing is written', async ({ browser, page }) => {
   test.setTimeout(120_000);
   const target = path.join(e2eHome(), 'restores', `${source}-restore-b`);
   const requestUrl = await requestConfirmedRestore(page, target);
@@ -178,15 +181,36 @@ test('a state change after confirmation is shown to the approver and stops the r
     const approverPage = await approverContext.newPage();
     await signIn(approverPage, ensureUser('april', 'approver'));
     await approverPage.goto(requestUrl);
-    await expect(approverPage.getByTestId('live-changed')).toBeVisible();
-    await approverPage.getByRole('button', { name: 'Approve and restore' }).click();
-    await expect(approverPage.getByTestId('request-status')).toHaveText('changed', { timeout: 60_000 });
-    await expect(approverPage.getByTestId('request-error')).toContainText('The live state changed since this restore was confirmed; nothing was written');
+    await expect(approverPage.getByTestId('live-changed')).toContainText('cannot be approved as it is');
+    // Approve would only queue a restore that stops: not offered. Reject is.
+    await expect(approverPage.getByRole('button', { name: 'Approve and restore' })).toBeDisabled();
+    await approverPage.getByRole('button', { name: 'Reject' }).click();
+    await expect(approverPage.getByTestId('request-status')).toHaveText('rejected');
     await approverContext.close();
     expect(fs.existsSync(target)).toBe(false);
   } finally {
     fs.writeFileSync(vm02, original);
   }
+});
+
+test('a requester withdraws their own request; the approver then has nothing to decide', async ({ browser, page }) => {
+  test.setTimeout(120_000);
+  const target = path.join(e2eHome(), 'restores', `${source}-restore-w`);
+  const requestUrl = await requestConfirmedRestore(page, target);
+  await page.getByRole('button', { name: 'Withdraw request' }).click();
+  await expect(page.getByTestId('request-status')).toHaveText('withdrawn');
+  await expect(page.getByTestId('decision')).toContainText('Withdrawn by olga');
+  await expect(page.getByRole('button', { name: 'Withdraw request' })).toHaveCount(0);
+
+  const approverContext = await browser.newContext();
+  const approverPage = await approverContext.newPage();
+  await signIn(approverPage, ensureUser('april', 'approver'));
+  await approverPage.goto(requestUrl);
+  await expect(approverPage.getByTestId('request-status')).toHaveText('withdrawn');
+  await expect(approverPage.getByRole('button', { name: 'Approve and restore' })).toHaveCount(0);
+  await expect(approverPage.getByRole('button', { name: 'Withdraw request' })).toHaveCount(0);
+  await approverContext.close();
+  expect(fs.existsSync(target)).toBe(false);
 });
 
 test('a state change between approval and execution stops the restore before anything is written', async ({ browser, page }) => {

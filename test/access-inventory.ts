@@ -22,6 +22,7 @@ export const ACTION_PERMISSIONS: Record<string, Permission> = {
   'plan-restore': 'request-restore',
   'request-restore': 'request-restore',
   'decide-restore': 'approve-restore',
+  'withdraw-restore': 'request-restore',
   'set-approval-policy': 'manage',
   'create-user': 'manage',
   'update-user': 'manage',

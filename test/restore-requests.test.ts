@@ -10,6 +10,7 @@ import pg from 'pg';
 import PgBoss from 'pg-boss';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { failStaleJobs } from '../lib/services/jobs/fail-stale-jobs';
+import { withdrawRestore } from '../lib/services/restores/withdraw-restore';
 import { runRestoreRequest } from '../lib/services/restores/run-restore-request';
 import { decideRestore } from '../lib/services/restores/decide-restore';
 import { getRestoreRequest } from '../lib/services/restores/get-restore-request';
@@ -132,6 +133,32 @@ describe('restore requests (approval, execution)', () => {
     } finally {
       await fs.writeFile(vm02, original);
     }
+  });
+
+  it('an approval of a plan the live state has left ends the request as changed, with no job; a requester withdraws their own', async () => {
+    const target = path.join(home, 'restores', 'restore-w');
+    const plan = await planRestoreRequest(db, sql, repo, input(target));
+    const request = await requestRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    const vm02 = path.join(fleet.libvirtDir, 'vm02.xml');
+    const original = await fs.readFile(vm02, 'utf8');
+    await fs.writeFile(vm02, original.replace(/<disk type='file' device='disk'>\s*<driver name='qemu' type='raw'\/>\s*<source file='images\/site-config.raw'\/>[\s\S]*?<\/disk>/, ''));
+    try {
+      const decided = await decideRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'april', decision: { requestId: request.id, approve: true, note: '' } });
+      expect(decided.status).toBe('changed');
+      expect(decided.error).toMatch(/live state changed since this restore was confirmed; nothing was written/);
+      expect((await db.restoreRequest.findUniqueOrThrow({ where: { id: request.id } })).jobId).toBeNull();
+    } finally {
+      await fs.writeFile(vm02, original);
+    }
+    await expect(fs.access(target)).rejects.toThrow();
+
+    const second = await requestRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'olga', request: { ...input(target), fingerprint: plan.fingerprint, confirmed: true } });
+    await expect(withdrawRestore(db, { actor: 'april', requestId: second.id })).rejects.toThrow(/Only olga, who asked for this restore, can withdraw it/);
+    expect((await withdrawRestore(db, { actor: 'olga', requestId: second.id })).status).toBe('withdrawn');
+    await expect(withdrawRestore(db, { actor: 'olga', requestId: second.id })).rejects.toThrow(/is withdrawn: it can no longer be withdrawn/);
+    await expect(decideRestore(db, localRestorePlanner(db, sql, repo), queue, { actor: 'april', decision: { requestId: second.id, approve: true, note: '' } })).rejects.toThrow(/is withdrawn: there is nothing to decide/);
+    const audit = (await db.auditEvent.findMany({ where: { action: { in: ['restore.withdraw', 'denied'] } }, orderBy: { id: 'desc' }, take: 2 })).map((e) => `${e.actor}:${e.action}`);
+    expect(audit).toEqual(['olga:restore.withdraw', 'april:denied']);
   });
 
   it('expires requests nobody decided on, and an approval policy without reasons queues at once', async () => {

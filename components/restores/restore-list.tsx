@@ -7,7 +7,7 @@ import { ApprovalPolicyForm } from './approval-policy-form';
 export const STATUS_STYLE: Record<string, string> = {
   'awaiting-approval': 'bg-amber-100 text-amber-800', approved: 'bg-blue-100 text-blue-800', running: 'bg-blue-100 text-blue-800',
   restored: 'bg-green-100 text-green-800', rejected: 'bg-slate-200 text-slate-700', expired: 'bg-slate-200 text-slate-700',
-  changed: 'bg-red-100 text-red-800', failed: 'bg-red-100 text-red-800',
+  changed: 'bg-red-100 text-red-800', failed: 'bg-red-100 text-red-800', withdrawn: 'bg-slate-200 text-slate-700',
 };
 
 export function RestoreList({ requests, policy, canRequest, canManage }: { requests: RestoreRequestView[]; policy: ApprovalPolicyView; canRequest: boolean; canManage: boolean }) {

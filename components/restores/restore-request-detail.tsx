@@ -3,7 +3,7 @@
 import Link from 'next/link';
 import { useRouter } from 'next/navigation';
 import { useEffect, useState, useTransition } from 'react';
-import { decideRestoreAction } from '@/app/(app)/restores/actions';
+import { decideRestoreAction, withdrawRestoreAction } from '@/app/(app)/restores/actions';
 import { JobProgress } from '@/components/jobs/job-list';
 import { isActiveJob, useJobProgress } from '@/components/jobs/use-jobs';
 import { LocalTime } from '@/components/ui/local-time';
@@ -14,6 +14,9 @@ import { PlanDetails } from './plan-view';
 import { STATUS_STYLE } from './restore-list';
 
 type RestoredDisk = { path: string; common: boolean; action: string; verified: boolean };
+
+/** How a decided request's decision reads (an approval of a plan the live state had left ends as changed). */
+const DECISION_WORDS: Record<string, string> = { rejected: 'Rejected', withdrawn: 'Withdrawn', changed: 'Not run: the live state had changed when it was approved' };
 
 export function RestoreRequestDetail({ request, live, job, mayDecide, isRequester, canApprove }: {
   request: RestoreRequestView; live?: PlanView | { error: string }; job?: JobView; mayDecide: boolean; isRequester: boolean; canApprove: boolean;
@@ -28,7 +31,14 @@ export function RestoreRequestDetail({ request, live, job, mayDecide, isRequeste
     if (!result.ok) return setError(result.error.message);
     router.refresh();
   });
+  const withdraw = () => startTransition(async () => {
+    const result = await withdrawRestoreAction({ requestId: request.id });
+    if (!result.ok) return setError(result.error.message);
+    router.refresh();
+  });
   const liveChanged = live && !('error' in live) && live.fingerprint !== request.plan.fingerprint;
+  // Approve runs only the plan that was confirmed: not offered when the live state gives another one, or none.
+  const approvable = live !== undefined && !('error' in live) && !liveChanged;
   const result = request.result as { disks?: RestoredDisk[]; configPath?: string } | null;
 
   return (
@@ -46,24 +56,27 @@ export function RestoreRequestDetail({ request, live, job, mayDecide, isRequeste
         <h2 className="font-semibold">What {request.requestedBy} confirmed</h2>
         <p data-testid="confirmed-sentence">{request.confirmation}</p>
         {request.approvalReasons.length > 0 && <p className="mt-1">Needs approval because {request.approvalReasons.join('; ')}.</p>}
-        {request.decidedBy && <p className="mt-1" data-testid="decision">{request.status === 'rejected' ? 'Rejected' : 'Approved'} by {request.decidedBy}{request.decidedAt && <> on <LocalTime iso={request.decidedAt} /></>}{request.decisionNote ? `: ${request.decisionNote}` : ''}.</p>}
+        {request.decidedBy && <p className="mt-1" data-testid="decision">{DECISION_WORDS[request.status] ?? 'Approved'} by {request.decidedBy}{request.decidedAt && <> on <LocalTime iso={request.decidedAt} /></>}{request.decisionNote ? `: ${request.decisionNote}` : ''}.</p>}
       </section>
 
       {request.status === 'awaiting-approval' && (
         <section aria-label="Decision" className="space-y-3 rounded-lg border border-amber-300 bg-amber-50 p-4 text-sm">
           <h2 className="font-semibold">The plan as the live state gives it now</h2>
           {live && 'error' in live ? <p className="text-red-700">{live.error}</p> : live && <PlanDetails plan={live} testId="live-plan" />}
-          {liveChanged && <p className="font-medium text-red-700" data-testid="live-changed">The live state changed since {request.requestedBy} confirmed: approving runs the plan above only if the state is back to what was confirmed; otherwise the restore stops and must be requested again.</p>}
+          {liveChanged && <p className="font-medium text-red-700" data-testid="live-changed">The live state changed since {request.requestedBy} confirmed: this request cannot be approved as it is. Reject it, and {request.requestedBy} can request the restore again to confirm the plan above.</p>}
           {mayDecide ? (
             <div className="space-y-2">
               <label className="block">Note (optional)<textarea aria-label="Note" value={note} onChange={(e) => setNote(e.target.value)} className="mt-1 block w-full rounded border border-slate-300 p-2" /></label>
               <div className="flex gap-2">
-                <button type="button" disabled={pending} onClick={() => decide(true)} className="rounded bg-green-700 px-3 py-1.5 text-white">Approve and restore</button>
+                <button type="button" disabled={pending || !approvable} onClick={() => decide(true)} className="rounded bg-green-700 px-3 py-1.5 text-white disabled:cursor-not-allowed disabled:opacity-50">Approve and restore</button>
                 <button type="button" disabled={pending} onClick={() => decide(false)} className="rounded border border-slate-400 px-3 py-1.5">Reject</button>
               </div>
             </div>
           ) : (
             <p data-testid="waiting">{isRequester && canApprove ? 'You asked for this restore: another approver must decide.' : 'Waiting for an approver.'}</p>
+          )}
+          {isRequester && (
+            <button type="button" disabled={pending} onClick={withdraw} className="rounded border border-slate-400 px-3 py-1.5">Withdraw request</button>
           )}
           {error && <p className="text-red-700" data-testid="decide-error">{error}</p>}
         </section>

@@ -24,7 +24,11 @@ export function RestoreWizard({ vms, allowOverwrite, restoreRoots, initial }: {
   const [backups, setBackups] = useState<BackupSummary[]>(initial?.backups ?? []);
   const [backupId, setBackupId] = useState(initial?.backups[0]?.backupId ?? '');
   const [targetKind, setTargetKind] = useState<'folder' | 'in-place'>('folder');
-  const [dir, setDir] = useState('');
+  // A folder under the first restore root named after the VM, filled in (and kept in step with the VM chosen) until
+  // the user types their own: a ready value, not a placeholder that looks like one while Plan stays disabled.
+  const suggestedDir = (name: string) => `${restoreRoots[0] ?? '/srv/restores'}/${name}`;
+  const [dir, setDir] = useState(initial ? suggestedDir(initial.vm.vm) : '');
+  const [dirEdited, setDirEdited] = useState(false);
   const [policy, setPolicy] = useState<'no-overwrite' | 'overwrite'>('no-overwrite');
   const [choice, setChoice] = useState<'reattach' | 'copy'>('reattach');
   const [plan, setPlan] = useState<PlanView>();
@@ -35,6 +39,7 @@ export function RestoreWizard({ vms, allowOverwrite, restoreRoots, initial }: {
   const chooseVm = (key: string) => startTransition(async () => {
     const [source, name] = JSON.parse(key) as [string, string];
     setVm({ vm: name, source });
+    if (!dirEdited) setDir(suggestedDir(name));
     setPlan(undefined);
     const result = await listVmBackupsAction({ vm: name, source });
     if (!result.ok) return setError(result.error.message);
@@ -84,7 +89,7 @@ export function RestoreWizard({ vms, allowOverwrite, restoreRoots, initial }: {
         <section className={box} aria-label="3. Target and policy">
           <span className="font-medium">3. Where to, and how</span>
           <label className="flex items-center gap-2"><input type="radio" name="target" checked={targetKind === 'folder'} onChange={() => { setTargetKind('folder'); setPlan(undefined); }} /> Into a new or empty folder on the server
-            <input aria-label="Target folder" value={dir} onChange={(e) => { setDir(e.target.value); setPlan(undefined); }} placeholder={`${restoreRoots[0] ?? '/srv/restores'}/${vm.vm}`} className="ml-2 w-96 rounded border border-slate-300 px-2 py-1" disabled={targetKind !== 'folder'} />
+            <input aria-label="Target folder" value={dir} onChange={(e) => { setDir(e.target.value); setDirEdited(true); setPlan(undefined); }} placeholder="a new or empty folder under a restore root" className="ml-2 w-96 rounded border border-slate-300 px-2 py-1" disabled={targetKind !== 'folder'} />
           </label>
           <p className="ml-6 text-xs text-slate-500">Restores from the browser go only under {restoreRoots.join(', ')} (set by the administrator with VMDEDUP_RESTORE_ROOTS).</p>
           <label className="flex items-center gap-2"><input type="radio" name="target" checked={targetKind === 'in-place'} onChange={() => { setTargetKind('in-place'); setPlan(undefined); }} /> Into the original place (the VM must be stopped)</label>

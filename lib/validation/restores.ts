@@ -27,6 +27,8 @@ export type TRequestRestore = z.infer<typeof ZRequestRestore>;
 export const ZDecideRestore = z.object({ requestId: z.uuid(), approve: z.boolean(), note: z.string().trim().max(500).default('') });
 export type TDecideRestore = z.infer<typeof ZDecideRestore>;
 
+export const ZWithdrawRestore = z.object({ requestId: z.uuid() });
+
 export const ZApprovalPolicy = z.object({
   inPlace: z.boolean(), overwriteCommon: z.boolean(), drift: z.boolean(), allowOverwrite: z.boolean(),
   expiryHours: z.number().int().min(1, 'requests last at least an hour').max(24 * 30, 'requests last at most 30 days'),

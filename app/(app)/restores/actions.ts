@@ -7,9 +7,10 @@ import { listBackups } from '@/lib/services/reports/list-backups';
 import { decideRestore } from '@/lib/services/restores/decide-restore';
 import { requestRestore } from '@/lib/services/restores/request-restore';
 import { setApprovalPolicy } from '@/lib/services/restores/set-approval-policy';
+import { withdrawRestore } from '@/lib/services/restores/withdraw-restore';
 import { getJobSender } from '@/lib/jobs/queue';
 import { callWorker } from '@/lib/jobs/worker-calls';
-import { ZApprovalPolicy, ZDecideRestore, ZPlanRestore, ZRequestRestore } from '@/lib/validation/restores';
+import { ZApprovalPolicy, ZDecideRestore, ZPlanRestore, ZRequestRestore, ZWithdrawRestore } from '@/lib/validation/restores';
 
 export const listVmBackupsAction = createAction('list-vm-backups', z.object({ vm: z.string().min(1), source: z.string().min(1) }), 'request-restore', async ({ vm, source }, { db }) =>
   (await listBackups(db, { vm })).filter((b) => b.source === source));
@@ -29,6 +30,13 @@ export const decideRestoreAction = createAction('decide-restore', ZDecideRestore
   const decided = await decideRestore(db, planInWorker, await getJobSender(), { actor: user.username, decision });
   revalidatePath('/restores');
   return { status: decided.status };
+});
+
+// The requester's own: the service refuses anyone else's request.
+export const withdrawRestoreAction = createAction('withdraw-restore', ZWithdrawRestore, 'request-restore', async ({ requestId }, { user, db }) => {
+  const withdrawn = await withdrawRestore(db, { actor: user.username, requestId });
+  revalidatePath('/restores');
+  return { status: withdrawn.status };
 });
 
 export const setApprovalPolicyAction = createAction('set-approval-policy', ZApprovalPolicy, 'manage', async (policy, { user, db }) => {

@@ -26,15 +26,21 @@ export async function decideRestore(
   const live = await planner(plannedInputOf(request))
     .catch((err) => { throw new AppError('CONFLICT', { message: `The plan cannot be made again now: ${(err as Error).message}` }); });
   const changed = live.fingerprint !== request.fingerprint;
+  // Approving a plan that is no longer the live one would only queue a restore that stops before writing: the
+  // request ends as changed at once (the page does not offer Approve then; this is for a stale page).
+  const status = approve ? (changed ? 'changed' : 'approved') : 'rejected';
   const { count } = await db.restoreRequest.updateMany({
     where: { id: requestId, status: 'awaiting-approval' },
-    data: { status: approve ? 'approved' : 'rejected', decidedBy: options.actor, decidedAt: new Date(), decisionNote: note || null },
+    data: {
+      status, decidedBy: options.actor, decidedAt: new Date(), decisionNote: note || null,
+      ...(status === 'changed' ? { error: `The live state changed since this restore was confirmed; nothing was written. Request it again to review the new plan: ${live.message}` } : {}),
+    },
   });
   if (count === 0) throw new AppError('CONFLICT', { message: 'Another approver decided this request first.' });
   await recordAudit(db, {
     actor: options.actor, action: approve ? 'restore.approve' : 'restore.reject', target: request.vm,
     detail: { requestId, note, liveStateChangedSinceConfirmation: changed, livePlan: live as unknown as Prisma.InputJsonValue },
   });
-  if (!approve) return toRestoreRequestView(await db.restoreRequest.findUniqueOrThrow({ where: { id: requestId } }));
+  if (status !== 'approved') return toRestoreRequestView(await db.restoreRequest.findUniqueOrThrow({ where: { id: requestId } }));
   return toRestoreRequestView(await startRestore(db, queue, { actor: options.actor, requestId }));
 }
