@@ -1,12 +1,6 @@
+import { restoreActionWords } from '@/lib/format';
 import type { PlanView } from '@/lib/services/restores/plan-view';
 
-const ACTION_WORDS: Record<string, string> = {
-  restored: 'restored from the backup',
-  'skipped-common': 'kept as it is (common disk)',
-  reattached: 'attached as it is now (common disk)',
-  copied: 'restored as a separate copy',
-  overwritten: 'overwritten in place with the backup',
-};
 
 const show = (value: unknown) => (value === null || value === undefined ? 'nothing' : typeof value === 'object' ? JSON.stringify(value) : String(value));
 
@@ -37,7 +31,7 @@ export function PlanDetails({ plan, testId = 'plan' }: { plan: PlanView; testId?
           {plan.disks.map((d) => (
             <tr key={d.path} className="border-t border-slate-100" aria-label={`disk ${d.path}`}>
               <td className="px-3 py-2 font-mono text-xs">{d.path}{d.common && <span className="ml-2 rounded bg-violet-100 px-1.5 text-violet-800">common</span>}</td>
-              <td className="px-3 py-2" data-action={d.action}>{ACTION_WORDS[d.action] ?? d.action}</td>
+              <td className="px-3 py-2" data-action={d.action}>{restoreActionWords(d.action)}</td>
               <td className="px-3 py-2 font-mono text-xs" data-testid="written-to">{d.files?.length ? d.files.map((file) => <div key={file}>{file}</div>) : 'nothing'}</td>
               <td className="px-3 py-2 font-mono text-xs">{d.pointTo}</td>
               <td className="px-3 py-2">{d.sharedWith.join(', ') || 'no other VM'}{(d.sharedAtBackup?.length ?? 0) > 0 && <div className="text-xs text-slate-500">at the backup: {d.sharedAtBackup.join(', ')}</div>}</td>

@@ -7,6 +7,7 @@ import { decideRestoreAction, withdrawRestoreAction } from '@/app/(app)/restores
 import { JobProgress } from '@/components/jobs/job-list';
 import { isActiveJob, useJobProgress } from '@/components/jobs/use-jobs';
 import { LocalTime } from '@/components/ui/local-time';
+import { restoreActionWords } from '@/lib/format';
 import type { JobView } from '@/lib/services/jobs/job-view';
 import type { PlanView } from '@/lib/services/restores/plan-view';
 import type { RestoreRequestView } from '@/lib/services/restores/restore-request-view';
@@ -98,7 +99,7 @@ export function RestoreRequestDetail({ request, live, job, mayDecide, isRequeste
             <tbody>
               {result.disks.map((d) => (
                 <tr key={d.path} className="border-t border-slate-100" aria-label={`restored ${d.path}`}>
-                  <td className="px-3 py-2 font-mono text-xs">{d.path}</td><td className="px-3 py-2">{d.action}</td>
+                  <td className="px-3 py-2 font-mono text-xs">{d.path}</td><td className="px-3 py-2" data-action={d.action}>{restoreActionWords(d.action)}</td>
                   <td className="px-3 py-2">{d.verified ? 'every block checked against its hash' : 'not written (kept as it is)'}</td>
                 </tr>
               ))}

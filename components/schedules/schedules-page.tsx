@@ -6,7 +6,7 @@ import { previewPruneAction, pruneAction, removeScheduledJobAction, runScheduled
 import { JobList } from '@/components/jobs/job-list';
 import { LocalTime } from '@/components/ui/local-time';
 import type { RetentionPolicy } from '@/lib/engine/gc/retention';
-import { formatBytes, parseByteSize } from '@/lib/format';
+import { formatBytes, formatTime, parseByteSize } from '@/lib/format';
 import type { JobView } from '@/lib/services/jobs/job-view';
 import type { ScheduledJobView } from '@/lib/services/jobs/scheduled-jobs';
 import type { PruneReport } from '@/lib/services/maintenance/prune-backups';
@@ -74,7 +74,7 @@ export function SchedulesPage({ jobs, runs, sources, canManage, canRun }: { jobs
       ...(text('retries') ? { retries: Number(text('retries')) } : {}), ...(text('retryDelay') ? { retryDelayMinutes: Number(text('retryDelay')) } : {}),
       ...(kind === 'verify' ? { ...sizes, ...(text('drills') ? { drillVms: Number(text('drills')) } : {}) } : {}),
     });
-    if (result.ok) tell(true, `Job ${result.data.name} added; next run ${result.data.nextRunAt ? new Date(result.data.nextRunAt).toLocaleString() : 'never (disabled)'}.`);
+    if (result.ok) tell(true, `Job ${result.data.name} added; next run ${result.data.nextRunAt ? formatTime(result.data.nextRunAt) : 'never (disabled)'}.`);
     else tell(false, result.error.message);
     router.refresh();
   });

@@ -6,6 +6,7 @@ import { restoreVm } from '../../services/restores/restore-vm';
 import { getCatalogSql } from '../../catalog/db';
 import { RESTORE_CHOICES, RESTORE_POLICIES, type RestoreChoice, type RestorePolicy } from '../../engine/restore/plan';
 import { openRepository } from '../../open-repository';
+import { restoreActionWords } from '../../format';
 import { type Command, type Context, type Flags, type Values, EXIT_NEEDS_CONFIRMATION, EXIT_OK, badInput, parse } from '../command';
 import { progressLine, table } from '../format';
 
@@ -63,7 +64,7 @@ async function planOrRestore(args: string[], { io, signal, out, json }: Context,
   } else {
     out(`${plan.vm}, backup ${plan.backupId}: ${status}`);
     out(plan.message);
-    out(table([['DISK', 'COMMON', 'ACTION', 'WRITTEN TO', 'VERIFIED'], ...disks.map((d) => [d.path, d.common ? 'yes' : 'no', d.action, d.written.join(' ') || '-', d.verified ? 'yes' : '-'])]));
+    out(table([['DISK', 'COMMON', 'ACTION', 'WRITTEN TO', 'VERIFIED'], ...disks.map((d) => [d.path, d.common ? 'yes' : 'no', restoreActionWords(d.action), d.written.join(' ') || '-', d.verified ? 'yes' : '-'])]));
     out(`config: ${plan.configDestination}${result ? '' : ' (to be written)'}`);
     if (!result && isRestore && status === 'needs-confirmation') out('Nothing was written. Run again with --confirm-drift (and --choice reattach|copy) to proceed.');
   }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { formatTime } from '../../format';
 import { InputError } from '../errors';
 import { type BackupDiskEntry, type BackupImageManifest, diskFilesOf } from '../repository/manifests';
 import type { Repository } from '../repository/repository';
@@ -434,8 +435,7 @@ function listOf(items: string[]): string {
   return `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`;
 }
 
+/** In UTC: the message is made once, for every reader (the dashboard shows its tables in the reader's zone, same format). */
 function formatWhen(iso: string): string {
-  const date = new Date(iso);
-  const month = date.toLocaleString('en-GB', { month: 'short', timeZone: 'UTC' });
-  return `${date.getUTCDate()} ${month} ${String(date.getUTCHours()).padStart(2, '0')}:${String(date.getUTCMinutes()).padStart(2, '0')} UTC`;
+  return formatTime(iso, { timeZone: 'UTC' });
 }
