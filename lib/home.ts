@@ -67,3 +67,8 @@ async function tighten(root: string, rootMode: number, options: { skip?: Set<str
   await fs.chmod(root, rootMode);
   return changed;
 }
+
+/** Where `npm start` keeps its pid while it runs (`vmdedup stop` reads it). */
+export function startPidFile(home: string): string {
+  return path.join(home, 'run', 'vmdedup.pid');
+}

@@ -26,7 +26,7 @@ export function JobProgress({ job }: { job: JobView }) {
         <span>{percent}%</span>
         {job.bytesTotal > 0
           ? <span>{formatBytes(job.bytesDone)} of {formatBytes(job.bytesTotal)}</span>
-          : job.state === 'succeeded' && <span>nothing to read: every disk was unchanged and is referenced</span>}
+          : job.state === 'succeeded' && job.kind === 'backup' && <span>nothing to read: every disk was unchanged and is referenced</span>}
         {job.bytesPerSecond > 0 && <span>{formatBytes(job.bytesPerSecond)}/s</span>}
         {job.etaSeconds !== null && <span>ETA {formatDuration(job.etaSeconds)}</span>}
         {isActiveJob(job) && job.message && <span className="truncate">{job.message}</span>}

@@ -19,7 +19,7 @@ import { appCatalogUrl, catalogUrl, getCatalog, getCatalogSql } from '../catalog
 import { buildFleet } from '../demo/fleet';
 import { openRepository } from '../open-repository';
 import { formatBytes } from '../format';
-import { prepareHome } from '../home';
+import { prepareHome, startPidFile } from '../home';
 import { type SystemUser, ensureSystemUser } from '../system-user';
 
 const appDir = process.env.VMDEDUP_APP_DIR ?? process.cwd();
@@ -27,13 +27,17 @@ const appDir = process.env.VMDEDUP_APP_DIR ?? process.cwd();
 export async function start(): Promise<number> {
   const home = vmdedupHome();
   for (const notice of await prepareHome()) log(notice);
+  const pidFile = startPidFile(home);
+  await fs.mkdir(path.dirname(pidFile), { recursive: true, mode: 0o700 });
+  await fs.writeFile(pidFile, `${process.pid}\n`, { mode: 0o600 });
+  process.on('exit', () => { try { if (fsSync.readFileSync(pidFile, 'utf8').trim() === String(process.pid)) fsSync.rmSync(pidFile); } catch { /* gone */ } });
   log(`data: ${home}`);
   const url = await catalogUrl();
   const sql = await getCatalogSql();
   log(process.env.DATABASE_URL ? 'catalog: external PostgreSQL (DATABASE_URL)' : `catalog: embedded PostgreSQL in ${path.join(home, 'catalog')}`);
 
   if ((await listSources(sql)).length === 0 && process.env.VMDEDUP_DEMO !== '0') await createDemo(home);
-  await announceFirstAdmin();
+  const admin = await announceFirstAdmin();
   const authSecret = await ensureAuthSecret(home);
 
   if (await needsBuild()) {
@@ -45,7 +49,11 @@ export async function start(): Promise<number> {
   const host = process.env.HOST ?? '127.0.0.1';
   const webUser = await unprivilegedWebUser();
   const web = await installWebServer(home, webUser);
-  log(`serving on http://${host}:${port}${webUser ? ` as user '${webUser.name}'` : ''}  (stop with Ctrl-C; 'npx vmdedup db stop' stops the embedded catalog)`);
+  // The last lines before the server's own: where to go, how to sign in (a generated password again, which the build's
+  // output would have buried), how to stop.
+  log(`serving on http://${host}:${port}${webUser ? ` as user '${webUser.name}'` : ''}`);
+  if (admin?.generated) log(`sign in as '${admin.username}' with password  ${admin.password}  (shown only on this first start)`);
+  log("stop with Ctrl-C, or from another shell 'npx vmdedup stop' (it also stops the embedded catalog)");
   // Not `next start`: web-server.mjs tells the app each request's peer address (trusted proxies, throttling).
   const server = spawn(process.execPath, [path.join(web, 'web-server.mjs'), port, host], {
     cwd: web, stdio: 'inherit', ...(webUser ? { uid: webUser.uid, gid: webUser.gid } : {}),
@@ -68,15 +76,16 @@ export async function start(): Promise<number> {
 }
 
 /** First start: the admin account, with VMDEDUP_ADMIN_PASSWORD or a generated password shown this once. */
-async function announceFirstAdmin(): Promise<void> {
+async function announceFirstAdmin(): Promise<Awaited<ReturnType<typeof ensureFirstAdmin>>> {
   const admin = await ensureFirstAdmin(await getCatalog(), { password: process.env.VMDEDUP_ADMIN_PASSWORD });
-  if (!admin) return;
+  if (!admin) return admin;
   if (admin.generated) {
     log(`created the first user: '${admin.username}' with password  ${admin.password}`);
     log('this password is shown only now: sign in and keep it safe (an admin can reset it; so can `npx vmdedup user set-password admin`)');
   } else {
     log(`created the first user: '${admin.username}' with the password in VMDEDUP_ADMIN_PASSWORD`);
   }
+  return admin;
 }
 
 /** next-auth signs sessions with AUTH_SECRET: taken from the environment, else made once and kept in VMDEDUP_HOME. */

@@ -15,13 +15,14 @@ import { repositoryCommand } from './repository';
 import { restoreCommand, restorePlanCommand } from './restore';
 import { sourceCommand } from './source';
 import { statsCommand } from './stats';
+import { stopCommand } from './stop';
 import { syncCommand } from './sync';
 import { userCommand } from './user';
 import { workersCommand } from './workers';
 
 export const commands: readonly Command[] = [
   sourceCommand, inventoryCommand, backupCommand, backupsCommand, jobCommand, workersCommand, commonDisksCommand, statsCommand,
-  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, drillCommand, syncCommand, alertCommand, catalogCommand, repositoryCommand, keyCommand, userCommand, auditCommand, dbCommand,
+  restorePlanCommand, restoreCommand, pruneCommand, gcCommand, verifyCommand, drillCommand, syncCommand, alertCommand, catalogCommand, repositoryCommand, keyCommand, userCommand, auditCommand, dbCommand, stopCommand,
 ];
 
 export function findCommand(name: string | undefined): Command | undefined {

@@ -1,0 +1,32 @@
+/** `vmdedup stop`: stops the `npm start` of its VMDEDUP_HOME (found by its pid file), never another program. */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { startPidFile } from '../lib/home';
+import { processAlive } from '../lib/engine/process-alive';
+import { cli, createTestDatabase, tempDir } from './helpers';
+
+describe('vmdedup stop', () => {
+  it('stops the running start of this home, says so when none runs, and leaves a reused pid alone', async () => {
+    const home = await tempDir();
+    const env = { VMDEDUP_HOME: home, DATABASE_URL: await createTestDatabase() };
+    expect((await cli(env, 'stop')).stdout).toMatch(/vmdedup is not running on .* \(no 'npm start' of this home\)/);
+
+    // A stand-in for `npm start` (its command line names start; it ends on SIGTERM).
+    const running = spawn(process.execPath, ['-e', "process.on('SIGTERM', () => process.exit(0)); setInterval(() => {}, 1000)", 'bin/start.mjs']);
+    await fs.mkdir(path.dirname(startPidFile(home)), { recursive: true });
+    await fs.writeFile(startPidFile(home), `${running.pid}\n`);
+    const stopped = await cli(env, 'stop');
+    expect(stopped.code, stopped.stderr).toBe(0);
+    expect(stopped.stdout).toContain(`stopped vmdedup (pid ${running.pid})`);
+    expect(processAlive(running.pid!)).toBe(false);
+
+    // The pid file names a process that is not a vmdedup start (the pid was reused): not touched.
+    const other = spawn('sleep', ['30']);
+    await fs.writeFile(startPidFile(home), `${other.pid}\n`);
+    expect((await cli(env, 'stop')).stdout).toMatch(/is not running/);
+    expect(processAlive(other.pid!)).toBe(true);
+    other.kill();
+  });
+});
