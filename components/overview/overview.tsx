@@ -43,7 +43,7 @@ function Figure({ label, value, testId }: { label: string; value: string; testId
 }
 
 export function Overview({ data }: { data: OverviewData }) {
-  const { stats, commonDisks, sources, history, recentJobs, overdue } = data;
+  const { stats, commonDisks, sources, history, recentJobs, overdue, recentRuns } = data;
   return (
     <div className="space-y-8">
       <section aria-label="Totals" className="grid grid-cols-2 gap-4 md:grid-cols-3">
@@ -64,7 +64,18 @@ export function Overview({ data }: { data: OverviewData }) {
 
       <section aria-labelledby="last-results">
         <h2 id="last-results" className="mb-3 text-lg font-semibold">Last results</h2>
-        {recentJobs.length === 0 ? <p className="text-slate-500">No jobs run from the dashboard yet.</p> : (
+        {recentJobs.length === 0 ? (
+          recentRuns.length === 0 ? <p className="text-slate-500">No backup has run yet.</p> : (
+            <ul className="space-y-1 text-sm" aria-label="Backup runs">
+              {recentRuns.map((run) => (
+                <li key={run.runId} data-testid="backup-run">
+                  <span className="font-medium">Backup of {run.vms} VM{run.vms === 1 ? '' : 's'}</span>: {formatBytes(run.logicalBytes)} protected, {formatBytes(run.bytesWritten)} written
+                  <span className="text-slate-500"> · <LocalTime iso={run.at} /> · not run as a job (the CLI, or npm start&apos;s first backup)</span>
+                </li>
+              ))}
+            </ul>
+          )
+        ) : (
           <ul className="space-y-1 text-sm">
             {recentJobs.map((job) => (
               <li key={job.id}>

@@ -1,5 +1,5 @@
 import type { StoragePoint } from '@/lib/services/reports/storage-history';
-import { formatBytes } from '@/lib/format';
+import { formatBytes, formatTime } from '@/lib/format';
 
 const WIDTH = 640;
 const HEIGHT = 200;
@@ -24,13 +24,20 @@ export function StorageChart({ points }: { points: StoragePoint[] }) {
             <text x={PAD.left - 6} y={y(maxBytes * f) + 4} textAnchor="end" fontSize="10" fill="#64748b">{formatBytes(maxBytes * f)}</text>
           </g>
         ))}
-        <text x={PAD.left} y={HEIGHT - 6} fontSize="10" fill="#64748b">{new Date(t0).toISOString().slice(0, 10)}</text>
-        <text x={WIDTH - PAD.right} y={HEIGHT - 6} fontSize="10" fill="#64748b" textAnchor="end">{new Date(t1).toISOString().slice(0, 10)}</text>
+        {t1 === t0 ? (
+          <text x={x(t0)} y={HEIGHT - 6} fontSize="10" fill="#64748b" textAnchor="middle">{formatTime(new Date(t0), { dateOnly: true })}</text>
+        ) : (
+          <>
+            <text x={PAD.left} y={HEIGHT - 6} fontSize="10" fill="#64748b">{formatTime(new Date(t0), { dateOnly: true })}</text>
+            <text x={WIDTH - PAD.right} y={HEIGHT - 6} fontSize="10" fill="#64748b" textAnchor="end">{formatTime(new Date(t1), { dateOnly: true })}</text>
+          </>
+        )}
         <path d={line((p) => p.logicalBytes)} fill="none" stroke="#2563eb" strokeWidth="2" />
         <path d={line((p) => p.storedBytes)} fill="none" stroke="#7c3aed" strokeWidth="2" />
         {points.length === 1 && <><circle cx={x(times[0])} cy={y(last.logicalBytes)} r="3" fill="#2563eb" /><circle cx={x(times[0])} cy={y(last.storedBytes)} r="3" fill="#7c3aed" /></>}
       </svg>
-      <figcaption className="mt-1 text-xs text-slate-600"><span className="text-blue-600">━</span> logical bytes protected <span className="ml-3 text-violet-600">━</span> bytes stored</figcaption>
+      <figcaption className="mt-1 text-xs text-slate-600"><span className="text-blue-600">━</span> logical bytes protected <span className="ml-3 text-violet-600">━</span> bytes stored
+        {points.length === 1 && <span className="ml-3" data-testid="chart-one-run">one backup run so far: each run adds a point</span>}</figcaption>
     </figure>
   );
 }
