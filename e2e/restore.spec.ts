@@ -80,6 +80,11 @@ test('drift → confirmation → another user approves → restored files verifi
   await planRestore(page, { target });
   await expect(page.getByTestId('plan-message')).toContainText('The shared disk site-config.raw (used by vm02 and vm03) was modified after this backup');
   await expect(page.getByRole('table', { name: 'Drift since the backup' })).toContainText('modified');
+  // In words: when it changed and its size then and now, not version tokens.
+  const details = page.getByRole('table', { name: 'Drift since the backup' }).getByTestId('drift-details');
+  await expect(details).toContainText(/changed on \d{4}-\d{2}-\d{2} \d{2}:\d{2} .*\(backed up \d{4}-\d{2}-\d{2}/);
+  await expect(details).toContainText(/size [\d.]+ [KMG]i?B → [\d.]+ [KMG]i?B/);
+  await expect(details).not.toContainText('version:');
   await expect(page.getByTestId('plan-approval')).toContainText('a common disk drifted since the backup');
   // Nothing runs until the user confirms, and the confirmation names what they agree to.
   await expect(page.getByRole('button', { name: 'Request approval' })).toBeDisabled();

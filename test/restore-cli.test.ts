@@ -107,7 +107,12 @@ describe('vmdedup restore (CLI)', () => {
       const plan = await restore('restore', 'vm02', '--target', target('modified'));
       expect(plan.code).toBe(3);
       expect(plan.json!.status).toBe('needs-confirmation');
-      expect(plan.json!.drift).toEqual([expect.objectContaining({ disk: config, kind: 'modified', sharedWith: ['vm01', 'vm03'] })]);
+      expect(plan.json!.drift).toEqual([expect.objectContaining({
+        disk: config, kind: 'modified', sharedWith: ['vm01', 'vm03'],
+        // For a person: sizes then and now, and when it changed (not only version tokens).
+        recorded: expect.objectContaining({ size: expect.any(Number), backedUpAt: expect.any(String) }),
+        current: expect.objectContaining({ size: (await fs.stat(config)).size, changedAt: (await fs.stat(config)).mtime.toISOString() }),
+      })]);
       expect(plan.json!.message).toMatch(/The shared disk site-config\.raw \(used by vm01 and vm03\) was modified after this backup of .*Policy no-overwrite keeps/);
       await expect(fs.access(target('modified'))).rejects.toThrow();
 

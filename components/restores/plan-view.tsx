@@ -1,8 +1,37 @@
-import { restoreActionWords } from '@/lib/format';
+import { LocalTime } from '@/components/ui/local-time';
+import { formatBytes, restoreActionWords } from '@/lib/format';
 import type { PlanView } from '@/lib/services/restores/plan-view';
 
 
 const show = (value: unknown) => (value === null || value === undefined ? 'nothing' : typeof value === 'object' ? JSON.stringify(value) : String(value));
+
+type DriftRow = PlanView['drift'][number];
+
+/** What changed, in words: sizes, times and paths rather than version tokens (kept in the cell's title for support). */
+function DriftDetails({ d }: { d: DriftRow }) {
+  const { recorded: was, current: now } = d;
+  const tokens = [was.version, now.version].filter(Boolean).map(String).join(' → ');
+  if (d.kind === 'modified' && 'size' in was) {
+    return (
+      <div title={tokens ? `version ${tokens}` : undefined}>
+        <div>changed {typeof now.changedAt === 'string' ? <>on <LocalTime iso={now.changedAt} /></> : 'since'} (backed up <LocalTime iso={String(was.backedUpAt)} />)</div>
+        <div>size {formatBytes(Number(was.size))} → {formatBytes(Number(now.size))}</div>
+      </div>
+    );
+  }
+  if (d.kind === 'modified' && 'error' in now) return <div>cannot be read now: {String(now.error)}</div>;
+  if (d.kind === 'retargeted') {
+    return now.path === null
+      ? <div>slot {String(was.slot)} is no longer in the VM&apos;s config</div>
+      : <div>slot {String(was.slot)} points at <span className="font-mono text-xs">{String(now.path)}</span> now (was <span className="font-mono text-xs">{String(was.path)}</span>)</div>;
+  }
+  if (d.kind === 'missing') return <div>the file is gone from <span className="font-mono text-xs">{String(was.path)}</span></div>;
+  if (d.kind === 'parent-changed' && 'parent' in was) {
+    return <div>parent <span className="font-mono text-xs">{show(was.parent)}</span> → <span className="font-mono text-xs">{show(now.parent)}</span></div>;
+  }
+  // Anything else (a VMDK parent CID, an older plan's fields) as it is.
+  return <div className="font-mono text-xs">{Object.keys({ ...was, ...now }).map((key) => <div key={key}>{key}: {show(was[key])} → {show(now[key])}</div>)}</div>;
+}
 
 /** A restore plan for a person: the message, what drifted (old → new), and what happens to each disk. */
 export function PlanDetails({ plan, testId = 'plan' }: { plan: PlanView; testId?: string }) {
@@ -12,13 +41,13 @@ export function PlanDetails({ plan, testId = 'plan' }: { plan: PlanView; testId?
       {plan.cannotExecute && <p className="text-sm text-red-700" data-testid={`${testId}-cannot`}>{plan.cannotExecute}</p>}
       {plan.drift.length > 0 && (
         <table className="w-full overflow-hidden rounded-lg border border-slate-200 bg-white text-sm" aria-label="Drift since the backup">
-          <thead className="bg-slate-100 text-left text-slate-600"><tr><th className="px-3 py-2">Common disk</th><th className="px-3 py-2">What changed</th><th className="px-3 py-2">At backup → now</th><th className="px-3 py-2">Used by now</th></tr></thead>
+          <thead className="bg-slate-100 text-left text-slate-600"><tr><th className="px-3 py-2">Common disk</th><th className="px-3 py-2">Kind</th><th className="px-3 py-2">What changed</th><th className="px-3 py-2">Used by now</th></tr></thead>
           <tbody>
             {plan.drift.map((d, i) => (
               <tr key={i} className="border-t border-slate-100 align-top">
                 <td className="px-3 py-2 font-mono text-xs">{d.disk}</td>
                 <td className="px-3 py-2">{d.kind}</td>
-                <td className="px-3 py-2 font-mono text-xs">{Object.keys({ ...d.recorded, ...d.current }).map((key) => <div key={key}>{key}: {show(d.recorded[key])} → {show(d.current[key])}</div>)}</td>
+                <td className="px-3 py-2" data-testid="drift-details"><DriftDetails d={d} /></td>
                 <td className="px-3 py-2">{d.sharedWith.join(', ') || 'no other VM'}</td>
               </tr>
             ))}

@@ -160,7 +160,11 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
       if (common) at('missing', { path: entry.path, version: entry.versionToken }, { path: null });
       continue;
     }
-    if (common && now.versionToken !== entry.versionToken) at('modified', { version: entry.versionToken }, { version: now.versionToken });
+    if (common && now.versionToken !== entry.versionToken) {
+      // For a person: its size then and now and when it changed (the tokens say only that it did).
+      const changedAt = await fs.stat(livePath(entry)).then((stat) => stat.mtime.toISOString(), () => null);
+      at('modified', { version: entry.versionToken, size: entry.logicalBytes, backedUpAt: image.createdAt }, { version: now.versionToken, size: now.logicalBytes, changedAt });
+    }
     if (entry.parent) {
       const recordedParent = path.join(liveRoot, path.relative(image.source.path, entry.parent.path));
       if (now.parent?.path !== recordedParent) {
