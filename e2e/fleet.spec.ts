@@ -76,6 +76,13 @@ test('add a source, back it up with live progress, see its common disks and the 
   const base = page.getByRole('row', { name: /disk .*base-1\.qcow2/ });
   await expect(base).toContainText('common');
   await expect(base).toContainText('vm01, vm03');
+  // A backup of this VM alone, from its page.
+  await page.getByRole('button', { name: 'Back up this VM' }).click();
+  await expect(page.getByRole('status')).toContainText(/Backup queued|already queued or running/);
+  await page.getByRole('link', { name: 'See its progress' }).click();
+  const vmJob = page.getByTestId('job').filter({ hasText: 'Back up vm02' }).first();
+  await expect(vmJob.getByTestId('job-state')).toHaveText('succeeded', { timeout: 60_000 });
+  await expect(vmJob).toContainText('1 VM backed up');
 
   // Savings: the page and its CSV give the CLI's figures.
   const stats = JSON.parse(vmdedup(['stats', '--json'])) as { savedByCommonDisks: number };

@@ -3,13 +3,15 @@ import type { VmView } from '@/lib/services/reports/get-vm';
 import { formatBytes } from '@/lib/format';
 import { vmHref } from './vm-href';
 import { LocalTime } from '@/components/ui/local-time';
+import { BackUpVm } from './back-up-vm';
 
-export function VmDetail({ vm, canRestore }: { vm: VmView; canRestore: boolean }) {
+export function VmDetail({ vm, canRestore, canBackUp }: { vm: VmView; canRestore: boolean; canBackUp: boolean }) {
   return (
     <div className="space-y-8">
       <div>
         <div className="flex items-center gap-4">
           <h1 className="text-2xl font-semibold">{vm.name}</h1>
+          {canBackUp && <BackUpVm source={vm.source} vm={vm.name} />}
           {canRestore && vm.backups.length > 0 && (
             <Link href={`/restores/new?${new URLSearchParams({ source: vm.source, vm: vm.name })}`} className="rounded bg-slate-900 px-3 py-1.5 text-sm text-white">Restore…</Link>
           )}

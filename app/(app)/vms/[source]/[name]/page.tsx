@@ -13,5 +13,5 @@ export default async function VmPage({ params }: { params: Promise<{ source: str
     if (err instanceof AppError && err.code === 'NOT_FOUND') notFound();
     throw err;
   });
-  return <VmDetail vm={vm} canRestore={can(user.role, 'request-restore')} />;
+  return <VmDetail vm={vm} canRestore={can(user.role, 'request-restore')} canBackUp={can(user.role, 'backup')} />;
 }
