@@ -52,7 +52,7 @@ export function Overview({ data }: { data: OverviewData }) {
         <Figure label="Dedup ratio (logical / stored)" value={`${stats.dedupRatio.toFixed(2)}x`} testId="dedup-ratio" />
         <Figure label="Logical bytes" value={formatBytes(stats.logicalBytes)} testId="logical-bytes" />
         <Figure label="Stored bytes" value={formatBytes(stats.storedBytes)} testId="stored-bytes" />
-        <Figure label="Saved by common disks" value={formatBytes(stats.savedByCommonDisks)} testId="saved-common" />
+        <Figure label="Saved by common disks (sharing between VMs)" value={formatBytes(stats.savedByCommonDisks)} testId="saved-common" />
       </section>
 
       <Overdue items={overdue} />

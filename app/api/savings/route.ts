@@ -13,11 +13,11 @@ export async function GET(request: NextRequest) {
   const view = request.nextUrl.searchParams.get('view') ?? 'disks';
   const savings = await getSavings(await getCatalogSql());
   const csv = view === 'vms'
-    ? toCsv(savings.byVm, ['vm', 'source', 'backups', 'copiesAvoided', 'bytesSaved'])
+    ? toCsv(savings.byVm, ['vm', 'source', 'backups', 'bytesSaved', 'bytesReused'])
     : view === 'runs'
-      ? toCsv(savings.byRun, ['runId', 'at', 'vms', 'logicalBytes', 'bytesRead', 'bytesWritten', 'copiesAvoided', 'bytesSaved'])
+      ? toCsv(savings.byRun, ['runId', 'at', 'vms', 'logicalBytes', 'bytesRead', 'bytesWritten', 'bytesReferenced'])
       : view === 'disks'
-        ? toCsv(savings.byCommonDisk, ['path', 'identifier', 'source', 'vms', 'copiesAvoided', 'bytesSaved', 'storedBytes'])
+        ? toCsv(savings.byCommonDisk, ['path', 'identifier', 'source', 'vms', 'copiesAvoided', 'bytesSaved', 'bytesReused', 'storedBytes'])
         : undefined;
   if (!csv) return NextResponse.json({ error: "view must be 'disks', 'vms' or 'runs'" }, { status: 400 });
   return new NextResponse(csv, {

@@ -24,7 +24,8 @@ export const statsCommand: Command = {
       ['sources', String(stats.sources)], ['VMs (protected)', `${stats.vms} (${stats.vmsProtected})`], ['backup images', String(stats.backups)],
       ['disks (common)', `${stats.disks} (${stats.commonDisks})`], ['logical bytes', formatBytes(stats.logicalBytes)],
       ['stored bytes', formatBytes(stats.storedBytes)], ['dedup ratio', `${stats.dedupRatio}x`],
-      ['saved by common disks', formatBytes(stats.savedByCommonDisks)],
+      ['saved by common disks (sharing between VMs)', formatBytes(stats.savedByCommonDisks)],
+      ['saved by incremental reuse', formatBytes(stats.savedByReuse)],
     ]));
     return EXIT_OK;
   },

@@ -1,50 +1,70 @@
 import type { CatalogSql } from '../../catalog/db';
 
-export type DiskSavings = { path: string; identifier: string; source: string; vms: string[]; copiesAvoided: number; bytesSaved: number; storedBytes: number };
-export type VmSavings = { vm: string; source: string; backups: number; copiesAvoided: number; bytesSaved: number };
-export type RunSavings = { runId: string; at: string; vms: number; logicalBytes: number; bytesRead: number; bytesWritten: number; copiesAvoided: number; bytesSaved: number };
-export type Savings = { totalSaved: number; copiesAvoided: number; byCommonDisk: DiskSavings[]; byVm: VmSavings[]; byRun: RunSavings[] };
+export type DiskSavings = { path: string; identifier: string; source: string; vms: string[]; copiesAvoided: number; bytesSaved: number; bytesReused: number; storedBytes: number };
+export type VmSavings = { vm: string; source: string; backups: number; bytesSaved: number; bytesReused: number };
+export type RunSavings = { runId: string; at: string; vms: number; logicalBytes: number; bytesRead: number; bytesWritten: number; bytesReferenced: number };
+export type Savings = { totalSaved: number; totalReused: number; copiesAvoided: number; byCommonDisk: DiskSavings[]; byVm: VmSavings[]; byRun: RunSavings[] };
 
 /**
- * What sharing saved: every reference to a common disk that was not stored again (a copy avoided) saves
- * that disk's logical bytes. The total is the CLI's `stats` savedByCommonDisks, by the same rule.
+ * Every version (stored copy) of every disk, with how many VMs' backups name it and how many backups in all:
+ * `vms` VMs share one stored copy where each would otherwise have stored its own (sharing saves (vms − 1) copies),
+ * and a VM's later backups of an unchanged disk name its earlier copy (incremental reuse saves (images − vms) more).
+ * The two add up to every backed-up disk but one copy of each version. One definition for `stats` and the Savings page.
+ */
+export const DISK_VERSION_USES = `
+  uses AS (
+    SELECT r."diskId", r."digest", b."vmId", count(*) AS images, max(r."logicalBytes") AS bytes, bool_or(r."common") AS common
+    FROM "DiskReference" r JOIN "BackupImage" b ON b."id" = r."backupImageId"
+    GROUP BY r."diskId", r."digest", b."vmId"
+  ),
+  versions AS (
+    SELECT "diskId", "digest", count(*) AS vms, sum(images) AS images, max(bytes) AS bytes, bool_or(common) AS common
+    FROM uses GROUP BY "diskId", "digest"
+  )`;
+
+/**
+ * What sharing between VMs saved (the headline: a common disk stored once, not once per VM), apart from what
+ * incremental reuse saved (a VM's unchanged disk not stored again at its next backup), per common disk, per VM
+ * (each VM credited its part of a shared copy: (vms − 1) / vms of it), and per run what was referenced unread.
  */
 export async function getSavings(sql: CatalogSql): Promise<Savings> {
-  const saved = `r."common" AND r."action" = 'referenced'`;
-  const [disks, vms, runs] = await Promise.all([
-    sql.query<{ path: string; identifier: string; source: string; vms: string[]; copies: string; saved: string; stored: string }>(
-      `SELECT d."path", d."identifier", s."name" AS source,
+  const [disks, vms, runs, totals] = await Promise.all([
+    sql.query<{ path: string; identifier: string; source: string; vms: string[]; copies: string; saved: string; reused: string; stored: string }>(
+      `WITH ${DISK_VERSION_USES}
+       SELECT d."path", d."identifier", s."name" AS source,
          ARRAY(SELECT DISTINCT v."name" FROM "VmDisk" vd JOIN "Vm" v ON v."id" = vd."vmId" WHERE vd."diskId" = d."id" ORDER BY 1) AS vms,
-         count(*) FILTER (WHERE ${saved}) AS copies, coalesce(sum(r."logicalBytes") FILTER (WHERE ${saved}), 0) AS saved,
-         (SELECT coalesce(sum(sd."storedBytes"), 0) FROM "StoredDisk" sd WHERE sd."digest" IN (SELECT r2."digest" FROM "DiskReference" r2 WHERE r2."diskId" = d."id")) AS stored
-       FROM "DiskReference" r JOIN "Disk" d ON d."id" = r."diskId" JOIN "Source" s ON s."id" = d."sourceId"
-       GROUP BY d."id", s."name" HAVING bool_or(r."common") ORDER BY saved DESC, d."path"`,
+         sum(x.vms - 1) AS copies, sum((x.vms - 1) * x.bytes) AS saved, sum((x.images - x.vms) * x.bytes) AS reused,
+         (SELECT coalesce(sum(sd."storedBytes"), 0) FROM "StoredDisk" sd WHERE sd."digest" IN (SELECT v2."digest" FROM versions v2 WHERE v2."diskId" = d."id")) AS stored
+       FROM versions x JOIN "Disk" d ON d."id" = x."diskId" JOIN "Source" s ON s."id" = d."sourceId"
+       GROUP BY d."id", s."name" HAVING bool_or(x.common) OR max(x.vms) > 1 ORDER BY saved DESC, d."path"`,
     ),
-    sql.query<{ vm: string; source: string; backups: string; copies: string; saved: string }>(
-      `SELECT v."name" AS vm, s."name" AS source, count(DISTINCT b."id") AS backups,
-         count(r."position") FILTER (WHERE ${saved}) AS copies, coalesce(sum(r."logicalBytes") FILTER (WHERE ${saved}), 0) AS saved
-       FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId" JOIN "BackupImage" b ON b."vmId" = v."id" LEFT JOIN "DiskReference" r ON r."backupImageId" = b."id"
+    sql.query<{ vm: string; source: string; backups: string; saved: string; reused: string }>(
+      `WITH ${DISK_VERSION_USES}
+       SELECT v."name" AS vm, s."name" AS source, (SELECT count(*) FROM "BackupImage" b WHERE b."vmId" = v."id") AS backups,
+         coalesce(sum(u.bytes * (x.vms - 1)::numeric / x.vms), 0) AS saved, coalesce(sum((u.images - 1) * u.bytes), 0) AS reused
+       FROM "Vm" v JOIN "Source" s ON s."id" = v."sourceId" JOIN uses u ON u."vmId" = v."id"
+       JOIN versions x ON x."diskId" = u."diskId" AND x."digest" = u."digest"
        GROUP BY v."id", s."name" ORDER BY saved DESC, v."name"`,
     ),
-    sql.query<{ run: string; at: Date; vms: string; logical: string; read: string; written: string; copies: string; saved: string }>(
-      `WITH img AS (SELECT coalesce("runId", "id") AS run, * FROM "BackupImage"),
-       runs AS (SELECT run, min("createdAt") AS at, count(DISTINCT "vmId") AS vms, sum("logicalBytes") AS logical,
-                  sum("bytesRead") AS read, sum("bytesWritten") AS written FROM img GROUP BY run),
-       refs AS (SELECT img.run, count(*) AS copies, sum(r."logicalBytes") AS saved
-                  FROM img JOIN "DiskReference" r ON r."backupImageId" = img."id" WHERE ${saved} GROUP BY img.run)
-       SELECT runs.*, coalesce(refs.copies, 0) AS copies, coalesce(refs.saved, 0) AS saved
-       FROM runs LEFT JOIN refs USING (run) ORDER BY at DESC LIMIT 500`,
+    sql.query<{ run: string; at: Date; vms: string; logical: string; read: string; written: string; referenced: string }>(
+      `SELECT coalesce("runId", "id") AS run, min("createdAt") AS at, count(DISTINCT "vmId") AS vms, sum("logicalBytes") AS logical,
+         sum("bytesRead") AS read, sum("bytesWritten") AS written, sum("bytesReferenced") AS referenced
+       FROM "BackupImage" GROUP BY coalesce("runId", "id") ORDER BY at DESC LIMIT 500`,
+    ),
+    sql.query<{ saved: string; reused: string; copies: string }>(
+      `WITH ${DISK_VERSION_USES}
+       SELECT coalesce(sum((vms - 1) * bytes), 0) AS saved, coalesce(sum((images - vms) * bytes), 0) AS reused, coalesce(sum(vms - 1), 0) AS copies FROM versions`,
     ),
   ]);
-  const byCommonDisk = disks.rows.map((d) => ({ path: d.path, identifier: d.identifier, source: d.source, vms: d.vms, copiesAvoided: Number(d.copies), bytesSaved: Number(d.saved), storedBytes: Number(d.stored) }));
+  const [total] = totals.rows;
   return {
-    totalSaved: byCommonDisk.reduce((sum, d) => sum + d.bytesSaved, 0),
-    copiesAvoided: byCommonDisk.reduce((sum, d) => sum + d.copiesAvoided, 0),
-    byCommonDisk,
-    byVm: vms.rows.map((v) => ({ vm: v.vm, source: v.source, backups: Number(v.backups), copiesAvoided: Number(v.copies), bytesSaved: Number(v.saved) })),
+    totalSaved: Number(total.saved), totalReused: Number(total.reused), copiesAvoided: Number(total.copies),
+    byCommonDisk: disks.rows.map((d) => ({
+      path: d.path, identifier: d.identifier, source: d.source, vms: d.vms, copiesAvoided: Number(d.copies), bytesSaved: Number(d.saved), bytesReused: Number(d.reused), storedBytes: Number(d.stored),
+    })),
+    byVm: vms.rows.map((v) => ({ vm: v.vm, source: v.source, backups: Number(v.backups), bytesSaved: Math.round(Number(v.saved)), bytesReused: Number(v.reused) })),
     byRun: runs.rows.map((r) => ({
-      runId: r.run, at: r.at.toISOString(), vms: Number(r.vms), logicalBytes: Number(r.logical), bytesRead: Number(r.read),
-      bytesWritten: Number(r.written), copiesAvoided: Number(r.copies), bytesSaved: Number(r.saved),
+      runId: r.run, at: r.at.toISOString(), vms: Number(r.vms), logicalBytes: Number(r.logical), bytesRead: Number(r.read), bytesWritten: Number(r.written), bytesReferenced: Number(r.referenced),
     })),
   };
 }
