@@ -19,8 +19,8 @@ type RestoredDisk = { path: string; common: boolean; action: string; verified: b
 /** How a decided request's decision reads (an approval of a plan the live state had left ends as changed). */
 const DECISION_WORDS: Record<string, string> = { rejected: 'Rejected', withdrawn: 'Withdrawn', changed: 'Not run: the live state had changed when it was approved' };
 
-export function RestoreRequestDetail({ request, live, job, mayDecide, isRequester, canApprove }: {
-  request: RestoreRequestView; live?: PlanView | { error: string }; job?: JobView; mayDecide: boolean; isRequester: boolean; canApprove: boolean;
+export function RestoreRequestDetail({ request, live, job, mayDecide, isRequester, canApprove, canAudit = false }: {
+  request: RestoreRequestView; live?: PlanView | { error: string }; job?: JobView; mayDecide: boolean; isRequester: boolean; canApprove: boolean; canAudit?: boolean;
 }) {
   const router = useRouter();
   const [note, setNote] = useState('');
@@ -52,6 +52,7 @@ export function RestoreRequestDetail({ request, live, job, mayDecide, isRequeste
         Requested by {request.requestedBy} on <LocalTime iso={request.createdAt} />; backup <span className="font-mono text-xs">{request.backupId}</span>;
         {' '}{request.target.kind === 'in-place' ? 'into the original place' : <>into <span className="font-mono text-xs">{request.target.dir}</span></>}; policy {request.policy}, choice {request.choice}.
         {request.status === 'awaiting-approval' && <> Expires <LocalTime iso={request.expiresAt} />.</>}
+        {canAudit && <> <Link href={`/audit?request=${request.id}`} className="text-blue-700 hover:underline">Its audit trail</Link></>}
       </p>
       <section aria-label="Confirmed" className="rounded-lg border border-slate-200 bg-white p-4 text-sm">
         <h2 className="font-semibold">What {request.requestedBy} confirmed</h2>

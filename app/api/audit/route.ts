@@ -6,12 +6,15 @@ import { getCatalog } from '@/lib/catalog/db';
 
 export const dynamic = 'force-dynamic';
 
-/** CSV export of the audit log (newest first; ?action=prefix filters, ?limit= up to 100,000). */
+/** CSV export of the audit log (newest first; ?action=prefix and ?request=<restore request id> filter, ?limit= up to 100,000). */
 export async function GET(request: NextRequest) {
   const { refused } = await routeUser('audit');
   if (refused) return refused;
   const limit = Math.min(100_000, Math.max(1, Number(request.nextUrl.searchParams.get('limit')) || 10_000));
-  const events = await listAudit(await getCatalog(), { action: request.nextUrl.searchParams.get('action') ?? undefined, limit });
+  const requestId = request.nextUrl.searchParams.get('request');
+  const events = await listAudit(await getCatalog(), {
+    action: request.nextUrl.searchParams.get('action') ?? undefined, limit, requestId: requestId && /^[0-9a-f-]{36}$/.test(requestId) ? requestId : undefined,
+  });
   const rows = events.map((e) => ({ ...e, at: e.at.toISOString(), detail: JSON.stringify(e.detail) }));
   return new NextResponse(toCsv(rows, ['id', 'at', 'actor', 'action', 'target', 'detail']), {
     headers: { 'content-type': 'text/csv; charset=utf-8', 'content-disposition': 'attachment; filename="vmdedup-audit.csv"' },

@@ -2,11 +2,33 @@ import type { Catalog } from '../../catalog/db';
 
 export type AuditRow = { id: string; at: Date; actor: string; action: string; target: string; detail: unknown };
 
-export async function listAudit(db: Catalog, options: { limit?: number; action?: string } = {}): Promise<AuditRow[]> {
+export type AuditQuery = {
+  limit?: number;
+  /** Events whose action starts with this ('restore.', 'denied'). */
+  action?: string;
+  /** The events of one restore request (those naming it in their detail: request, decision, job, outcome). */
+  requestId?: string;
+  /** A page: events older than this id (newest first). */
+  before?: string;
+};
+
+/** A page of the audit log, newest first; `older`: the id to ask `before` for the next page, when there is one. */
+export async function listAuditPage(db: Catalog, query: AuditQuery): Promise<{ events: AuditRow[]; older?: string }> {
+  const limit = query.limit ?? 100;
+  const before = query.before && /^\d+$/.test(query.before) ? BigInt(query.before) : undefined;
   const rows = await db.auditEvent.findMany({
-    where: options.action ? { action: { startsWith: options.action } } : undefined,
+    where: {
+      ...(query.action ? { action: { startsWith: query.action } } : {}),
+      ...(query.requestId ? { detail: { path: ['requestId'], equals: query.requestId } } : {}),
+      ...(before !== undefined ? { id: { lt: before } } : {}),
+    },
     orderBy: { id: 'desc' },
-    take: options.limit ?? 200,
+    take: limit + 1,
   });
-  return rows.map((row) => ({ id: row.id.toString(), at: row.at, actor: row.actor, action: row.action, target: row.target, detail: row.detail }));
+  const events = rows.slice(0, limit).map((row) => ({ id: row.id.toString(), at: row.at, actor: row.actor, action: row.action, target: row.target, detail: row.detail }));
+  return { events, ...(rows.length > limit ? { older: events[events.length - 1].id } : {}) };
+}
+
+export async function listAudit(db: Catalog, options: AuditQuery = {}): Promise<AuditRow[]> {
+  return (await listAuditPage(db, { ...options, limit: options.limit ?? 200 })).events;
 }

@@ -29,7 +29,7 @@ export async function queueJob(
       if (running) return { running };
     }
     const created = await tx.job.create({ data: { kind, target, label, requestedBy: options.actor, scheduledJobId: options.scheduledJobId, attempt: options.attempt, lane: laneText(lane), message } });
-    await recordAudit(tx, { actor: options.actor, action: options.audit.action, target: options.audit.target, detail: { jobId: created.id } });
+    await recordAudit(tx, { actor: options.actor, action: options.audit.action, target: options.audit.target, detail: { jobId: created.id, ...(target.requestId ? { requestId: target.requestId } : {}) } });
     if (options.scheduledJobId) await tx.scheduledJob.updateMany({ where: { id: options.scheduledJobId }, data: { lastRunJobId: created.id } });
     return { created };
   });

@@ -22,5 +22,5 @@ export default async function RestoreRequestPage({ params }: { params: Promise<{
   const live = request.status === 'awaiting-approval' ? await replanRestoreRequest((input) => callWorker('plan-restore', input), request) : undefined;
   const job: JobView | undefined = request.jobId ? await getJob(db, request.jobId).catch(() => undefined) : undefined;
   const mayDecide = can(user.role, 'approve-restore') && request.requestedBy !== user.username;
-  return <RestoreRequestDetail request={request} live={live} job={job} mayDecide={mayDecide} isRequester={request.requestedBy === user.username} canApprove={can(user.role, 'approve-restore')} />;
+  return <RestoreRequestDetail request={request} live={live} job={job} mayDecide={mayDecide} isRequester={request.requestedBy === user.username} canApprove={can(user.role, 'approve-restore')} canAudit={can(user.role, 'audit')} />;
 }
