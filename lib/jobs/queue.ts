@@ -58,14 +58,14 @@ export function servesLane(served: ServedSources, lane: Lane): boolean {
 }
 
 /**
- * The queues a worker takes jobs (or calls) from, its sources' first: a worker serving every source takes every
- * source's queue there is (`existing`: pg-boss's queue names, looked up again as sources are added).
+ * The queues a worker takes jobs (or calls) from: named ones, and for a worker serving every source also every
+ * source's queue there is (by their prefix: a source added since is served at once, not after a listing).
  */
-export function queuesServed(served: ServedSources, what: 'jobs' | 'calls', existing: string[]): string[] {
+export function queuesServed(served: ServedSources, what: 'jobs' | 'calls'): { names: string[]; prefix?: string } {
   const prefix = what === 'jobs' ? JOB_SOURCE_QUEUE_PREFIX : CALL_SOURCE_QUEUE_PREFIX;
-  const sourceQueues = served.every ? existing.filter((name) => name.startsWith(prefix)).sort() : served.names.map((name) => prefix + name);
-  if (what === 'calls') return [...sourceQueues, WORKER_CALL_QUEUE];
-  return [...sourceQueues, ...(served.every ? [jobQueueOf(ALL_SOURCES_LANE)] : []), JOB_QUEUE];
+  if (served.every) return { names: what === 'calls' ? [WORKER_CALL_QUEUE] : [jobQueueOf(ALL_SOURCES_LANE), JOB_QUEUE], prefix };
+  const own = served.names.map((name) => prefix + name);
+  return { names: what === 'calls' ? [...own, WORKER_CALL_QUEUE] : [...own, JOB_QUEUE] };
 }
 
 /** pg-boss 10 sends only to a queue that exists: a source's queues are made the first time work is sent to them. */
@@ -115,11 +115,11 @@ export const JOB_SEND_OPTIONS = { retryLimit: 0, expireInHours: 23 } as const;
  * many sources asks once per poll, not once per queue, and no queue starves behind busier ones. It reads pg-boss's job
  * table as pg-boss's own fetch does (pg-boss 10: states before 'active' are waiting; `start_after` delays a retry).
  */
-export async function queuesWithWork(boss: PgBoss, names: string[]): Promise<string[]> {
-  if (names.length === 0) return [];
+export async function queuesWithWork(boss: PgBoss, queues: { names: string[]; prefix?: string }): Promise<string[]> {
   const { rows } = await boss.getDb().executeSql(
-    `SELECT name FROM ${JOB_QUEUE_SCHEMA}.job WHERE name = ANY($1::text[]) AND state < 'active' AND start_after < now() GROUP BY name ORDER BY min(created_on)`,
-    [names],
+    `SELECT name FROM ${JOB_QUEUE_SCHEMA}.job WHERE (name = ANY($1::text[]) OR ($2::text IS NOT NULL AND starts_with(name, $2::text)))
+       AND state < 'active' AND start_after < now() GROUP BY name ORDER BY min(created_on)`,
+    [queues.names, queues.prefix ?? null],
   );
   return (rows as { name: string }[]).map((row) => row.name);
 }

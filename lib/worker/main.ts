@@ -132,9 +132,6 @@ export async function runWorker(argv: string[] = []): Promise<number> {
   return 0;
 }
 
-/** How often a worker serving every source looks for the queues of sources added since. */
-const QUEUE_LIST_MS = 5000;
-
 /**
  * Takes work from the queues this worker serves, one item at a time (its sources' queues first), until `signal`:
  * one loop over several queues, so a worker never runs two jobs at once. An item's answer completes it; a throw
@@ -145,17 +142,12 @@ async function serveQueues<T extends object>(
   handle: (data: T, id: string) => Promise<object | null>,
 ): Promise<void> {
   const { served, what, pollMs, signal } = options;
-  let existing: string[] = [];
-  let listedAt = -Infinity;
+  const queues = queuesServed(served, what);
   let lastError = '';
   while (!signal.aborted) {
     let took = false;
     try {
-      if (served.every && Date.now() - listedAt > QUEUE_LIST_MS) {
-        existing = (await boss.getQueues()).map((q) => q.name);
-        listedAt = Date.now();
-      }
-      for (const name of await queuesWithWork(boss, queuesServed(served, what, existing))) {
+      for (const name of await queuesWithWork(boss, queues)) {
         const [item] = await boss.fetch<T>(name, { batchSize: 1 });
         if (!item) continue;
         took = true;
