@@ -2,7 +2,7 @@
 # Makes sure the system tools vmdedup needs are present: ensure-tools.sh qemu-img [chromium]
 # As root on Debian/Ubuntu they are installed with apt; elsewhere it says exactly what to install.
 set -euo pipefail
-declare -A package=([qemu-img]=qemu-utils [qemu-io]=qemu-utils [chromium]=chromium)
+declare -A package=([qemu-img]=qemu-utils [qemu-io]=qemu-utils [chromium]=chromium [restic]=restic [borg]=borgbackup)
 missing=()
 for tool in "$@"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package[$tool]}")
