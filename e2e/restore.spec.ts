@@ -162,7 +162,7 @@ test('an in-place overwrite of a common disk lists every VM it affects and needs
   await expect(page.getByLabel('VM', { exact: true })).toHaveValue(JSON.stringify([source, 'vm01']));
   await expect(page.getByRole('radio').first()).toBeChecked();
   // The target folder is filled in with a folder under the restore root named after the VM: Plan works at once.
-  await expect(page.getByLabel('Target folder')).toHaveValue(/\/restores\/vm01$/);
+  await expect(page.getByLabel('Target folder')).toHaveValue(/\/restores\/vm01-\d{8}T\d{6}Z$/);
   await expect(page.getByRole('button', { name: 'Plan the restore' })).toBeEnabled();
   await planRestore(page, { target: 'in-place', policy: 'overwrite' });
   await expect(page.getByTestId('plan-message')).toContainText('Policy overwrite writes the shared disks');

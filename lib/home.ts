@@ -2,6 +2,7 @@
  * VMDEDUP_HOME and the repository hold a copy of every disk and every VM config of the fleet: nobody but
  * vmdedup may read them. Every vmdedup process (CLI, worker, `npm start`) calls prepareHome first.
  */
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { repositoryLocation, vmdedupHome } from './config';
@@ -71,4 +72,32 @@ async function tighten(root: string, rootMode: number, options: { skip?: Set<str
 /** Where `npm start` keeps its pid while it runs (`vmdedup stop` reads it). */
 export function startPidFile(home: string): string {
   return path.join(home, 'run', 'vmdedup.pid');
+}
+
+/**
+ * A process's start time as the kernel counts it (field 22 of /proc/<pid>/stat): with the pid, what names one
+ * process for good (a pid alone is handed out again after it ends). Undefined where there is no /proc.
+ */
+export function processStartTicks(pid: number): string | undefined {
+  try {
+    const stat = fsSync.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may hold spaces: count from the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The `npm start` of this home that still runs, as its pid file names it: pid and start time both still match. */
+export function runningStartPid(home: string): number | undefined {
+  let recorded: string;
+  try {
+    recorded = fsSync.readFileSync(startPidFile(home), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const [pidText, ticks] = recorded.trim().split(/\s+/);
+  const pid = Number.parseInt(pidText, 10);
+  if (!Number.isSafeInteger(pid) || pid <= 0 || !ticks) return undefined;
+  return processStartTicks(pid) === ticks ? pid : undefined;
 }

@@ -108,8 +108,8 @@ describe('restore requests (approval, execution)', () => {
     expect(restored.equals(await fs.readFile(path.join(fleet.libvirtDir, 'images', 'vm01-data.raw')))).toBe(true);
     expect(await fs.readFile(path.join(target, 'vm01.xml'), 'utf8')).toContain(`file='${await fs.realpath(config())}'`);
     const actions = (await db.auditEvent.findMany({ where: { detail: { path: ['requestId'], equals: request.id } }, orderBy: { id: 'asc' } })).map((e) => `${e.actor}:${e.action}`);
-    // The refused self-approval is on record too.
-    expect(actions).toEqual(['olga:restore.request', 'olga:denied', 'april:restore.approve', 'worker:restore.finished']);
+    // The refused self-approval is on record too, and the queueing of the restore names the request.
+    expect(actions).toEqual(['olga:restore.request', 'olga:denied', 'april:restore.approve', 'april:restore.queue', 'worker:restore.finished']);
   });
 
   it('stops before writing when the live state changes between approval and execution', async () => {

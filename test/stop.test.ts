@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { startPidFile } from '../lib/home';
+import { processStartTicks, startPidFile } from '../lib/home';
 import { processAlive } from '../lib/engine/process-alive';
 import { cli, createTestDatabase, tempDir } from './helpers';
 
@@ -13,17 +13,25 @@ describe('vmdedup stop', () => {
     const env = { VMDEDUP_HOME: home, DATABASE_URL: await createTestDatabase() };
     expect((await cli(env, 'stop')).stdout).toMatch(/vmdedup is not running on .* \(no 'npm start' of this home\)/);
 
-    // A stand-in for `npm start` (its command line names start; it ends on SIGTERM).
+    // A stand-in for `npm start` (recorded as start does: pid and start time; it ends on SIGTERM).
     const running = spawn(process.execPath, ['-e', "process.on('SIGTERM', () => process.exit(0)); setInterval(() => {}, 1000)", 'bin/start.mjs']);
     await fs.mkdir(path.dirname(startPidFile(home)), { recursive: true });
-    await fs.writeFile(startPidFile(home), `${running.pid}\n`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await fs.writeFile(startPidFile(home), `${running.pid} ${processStartTicks(running.pid!)}\n`);
     const stopped = await cli(env, 'stop');
     expect(stopped.code, stopped.stderr).toBe(0);
     expect(stopped.stdout).toContain(`stopped vmdedup (pid ${running.pid})`);
     expect(processAlive(running.pid!)).toBe(false);
 
-    // The pid file names a process that is not a vmdedup start (the pid was reused): not touched.
+    // The pid file names a pid another process has now (handed out again: another start time): not touched, and
+    // the catalog is left alone.
     const other = spawn('sleep', ['30']);
+    await fs.writeFile(startPidFile(home), `${other.pid} 1\n`);
+    const refused = await cli(env, 'stop');
+    expect(refused.stdout).toMatch(/is not running/);
+    expect(refused.stdout).not.toMatch(/embedded catalog stopped/);
+    expect(processAlive(other.pid!)).toBe(true);
+    // An old pid file without a start time is not trusted either.
     await fs.writeFile(startPidFile(home), `${other.pid}\n`);
     expect((await cli(env, 'stop')).stdout).toMatch(/is not running/);
     expect(processAlive(other.pid!)).toBe(true);

@@ -45,8 +45,8 @@ const query = (params: Record<string, string | undefined>) => {
  * `chain`: the line that says whether the log's hash chain holds (streamed in when checked). One page of events,
  * newest first; `older`: where the next page starts. `requestId`: only the events of one restore request.
  */
-export function AuditLog({ events, action, requestId, older, paged = false, chain }: {
-  events: AuditRow[]; action: string; requestId?: string; older?: string; paged?: boolean; chain?: ReactNode;
+export function AuditLog({ events, action, requestId, older, paged = false, invalidFilter, chain }: {
+  events: AuditRow[]; action: string; requestId?: string; older?: string; paged?: boolean; invalidFilter?: string; chain?: ReactNode;
 }) {
   return (
     <div className="space-y-4">
@@ -61,6 +61,7 @@ export function AuditLog({ events, action, requestId, older, paged = false, chai
         <a href={`/api/audit${query({ action, request: requestId })}`} download className="ml-auto text-sm text-blue-700 hover:underline">Export CSV</a>
       </div>
       {chain}
+      {invalidFilter && <p className="text-sm text-red-700" role="alert">No events shown: {invalidFilter}. <a href="/audit" className="text-blue-700 hover:underline">All events</a></p>}
       {requestId && <p className="text-sm" data-testid="audit-request-filter">The events of restore request <a href={`/restores/${requestId}`} className="font-mono text-xs text-blue-700 hover:underline">{requestId}</a> · <a href="/audit" className="text-blue-700 hover:underline">all events</a></p>}
       <p className="text-sm text-slate-500">Append-only: the database refuses to change or delete an event, and chains each to the one before it by its hash. Newest first, {events.length} on this page.</p>
       <table className="w-full overflow-hidden rounded-lg border border-slate-200 bg-white text-sm" aria-label="Audit events">

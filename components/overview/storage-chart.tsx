@@ -25,11 +25,11 @@ export function StorageChart({ points }: { points: StoragePoint[] }) {
           </g>
         ))}
         {t1 === t0 ? (
-          <text x={x(t0)} y={HEIGHT - 6} fontSize="10" fill="#64748b" textAnchor="middle">{formatTime(new Date(t0), { dateOnly: true })}</text>
+          <text x={x(t0)} y={HEIGHT - 6} fontSize="10" fill="#64748b" textAnchor="middle">{formatTime(new Date(t0), { dateOnly: true, timeZone: 'UTC' })}</text>
         ) : (
           <>
-            <text x={PAD.left} y={HEIGHT - 6} fontSize="10" fill="#64748b">{formatTime(new Date(t0), { dateOnly: true })}</text>
-            <text x={WIDTH - PAD.right} y={HEIGHT - 6} fontSize="10" fill="#64748b" textAnchor="end">{formatTime(new Date(t1), { dateOnly: true })}</text>
+            <text x={PAD.left} y={HEIGHT - 6} fontSize="10" fill="#64748b">{formatTime(new Date(t0), { dateOnly: true, timeZone: 'UTC' })}</text>
+            <text x={WIDTH - PAD.right} y={HEIGHT - 6} fontSize="10" fill="#64748b" textAnchor="end">{formatTime(new Date(t1), { dateOnly: true, timeZone: 'UTC' })}</text>
           </>
         )}
         <path d={line((p) => p.logicalBytes)} fill="none" stroke="#2563eb" strokeWidth="2" />

@@ -17,7 +17,7 @@ import { STATUS_STYLE } from './restore-list';
 type RestoredDisk = { path: string; common: boolean; action: string; verified: boolean };
 
 /** How a decided request's decision reads (an approval of a plan the live state had left ends as changed). */
-const DECISION_WORDS: Record<string, string> = { rejected: 'Rejected', withdrawn: 'Withdrawn', changed: 'Not run: the live state had changed when it was approved' };
+const DECISION_WORDS: Record<string, string> = { rejected: 'Rejected', withdrawn: 'Withdrawn', changed: 'Not run: the live state had changed (seen when it was approved or when it was to run); approved' };
 
 export function RestoreRequestDetail({ request, live, job, mayDecide, isRequester, canApprove, canAudit = false }: {
   request: RestoreRequestView; live?: PlanView | { error: string }; job?: JobView; mayDecide: boolean; isRequester: boolean; canApprove: boolean; canAudit?: boolean;

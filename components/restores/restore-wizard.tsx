@@ -26,8 +26,9 @@ export function RestoreWizard({ vms, allowOverwrite, restoreRoots, initial }: {
   const [targetKind, setTargetKind] = useState<'folder' | 'in-place'>('folder');
   // A folder under the first restore root named after the VM, filled in (and kept in step with the VM chosen) until
   // the user types their own: a ready value, not a placeholder that looks like one while Plan stays disabled.
-  const suggestedDir = (name: string) => `${restoreRoots[0] ?? '/srv/restores'}/${name}`;
-  const [dir, setDir] = useState(initial ? suggestedDir(initial.vm.vm) : '');
+  // Named after the backup too (its time-sorted id's first part): a second restore of the VM gets a folder of its own.
+  const suggestedDir = (name: string, backup?: string) => `${restoreRoots[0] ?? '/srv/restores'}/${name}${backup ? `-${backup.slice(0, 16)}` : ''}`;
+  const [dir, setDir] = useState(initial ? suggestedDir(initial.vm.vm, initial.backups[0]?.backupId) : '');
   const [dirEdited, setDirEdited] = useState(false);
   const [policy, setPolicy] = useState<'no-overwrite' | 'overwrite'>('no-overwrite');
   const [choice, setChoice] = useState<'reattach' | 'copy'>('reattach');
@@ -45,6 +46,7 @@ export function RestoreWizard({ vms, allowOverwrite, restoreRoots, initial }: {
     if (!result.ok) return setError(result.error.message);
     setBackups(result.data);
     setBackupId(result.data[0]?.backupId ?? '');
+    if (!dirEdited) setDir(suggestedDir(name, result.data[0]?.backupId));
   });
   const input = (withChoice = choice) => ({
     vm: vm!.vm, backupId, policy, choice: withChoice,
@@ -79,7 +81,7 @@ export function RestoreWizard({ vms, allowOverwrite, restoreRoots, initial }: {
           <span className="font-medium">2. Backup image</span>
           {backups.map((b) => (
             <label key={b.backupId} className="flex items-center gap-2">
-              <input type="radio" name="backup" checked={backupId === b.backupId} onChange={() => { setBackupId(b.backupId); setPlan(undefined); }} />
+              <input type="radio" name="backup" checked={backupId === b.backupId} onChange={() => { setBackupId(b.backupId); if (!dirEdited && vm) setDir(suggestedDir(vm.vm, b.backupId)); setPlan(undefined); }} />
               <LocalTime iso={b.createdAt} /> · {formatBytes(b.logicalBytes)} · {b.disks.length} disks, {b.disks.filter((d) => d.common).length} common ({b.disks.filter((d) => d.common).map((d) => d.path.split('/').pop()).join(', ')}) · <span className="font-mono text-xs">{b.backupId}</span>
             </label>
           ))}

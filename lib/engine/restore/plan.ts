@@ -255,7 +255,9 @@ export async function planRestore(options: PlanOptions): Promise<RestorePlan> {
     .update(JSON.stringify({
       // What is written: the backed-up content, names and config (the image), and where and how (below).
       image: createHash('sha256').update(JSON.stringify(image)).digest('hex'),
-      drift: drift.map((d) => [d.kind, d.disk, d.current, d.sharedWith]),
+      // The state itself, not what is shown about it (sizes and times, which the version token already covers): a plan
+      // confirmed before those were shown stays the same plan.
+      drift: drift.map((d) => [d.kind, d.disk, withoutShownOnly(d.current), d.sharedWith]),
       disks: disks.map((d) => [d.entry.path, d.action, d.files?.map((f) => f.destination), d.pointTo, d.sharedWith]),
       config: configDestination, warnings,
     }))
@@ -433,6 +435,12 @@ const CONSISTENCY_SAID: Record<NonNullable<RestorePlan['consistency']>, string> 
   crash: 'The backup is crash-consistent: every disk as at one moment, as after a power cut (no guest agent froze it).',
   offline: 'The backup was taken while the VM was shut off.',
 };
+
+/** A drift's fields that are there for the reader only (a modified disk's size and change time), left out of the fingerprint. */
+function withoutShownOnly(current: Record<string, unknown>): Record<string, unknown> {
+  const { size: _size, changedAt: _changedAt, ...state } = current;
+  return state;
+}
 
 function listOf(items: string[]): string {
   if (items.length <= 1) return items.join('');

@@ -1,5 +1,8 @@
 import type { Catalog } from '../../catalog/db';
 
+/** A restore request's id as the audit filter takes it. */
+export const AUDIT_REQUEST_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 export type AuditRow = { id: string; at: Date; actor: string; action: string; target: string; detail: unknown };
 
 export type AuditQuery = {
@@ -15,7 +18,8 @@ export type AuditQuery = {
 /** A page of the audit log, newest first; `older`: the id to ask `before` for the next page, when there is one. */
 export async function listAuditPage(db: Catalog, query: AuditQuery): Promise<{ events: AuditRow[]; older?: string }> {
   const limit = query.limit ?? 100;
-  const before = query.before && /^\d+$/.test(query.before) ? BigInt(query.before) : undefined;
+  // A cursor past any id there can be (int8) is the first page, not an error.
+  const before = query.before && /^\d{1,19}$/.test(query.before) && BigInt(query.before) <= 2n ** 63n - 1n ? BigInt(query.before) : undefined;
   const rows = await db.auditEvent.findMany({
     where: {
       ...(query.action ? { action: { startsWith: query.action } } : {}),

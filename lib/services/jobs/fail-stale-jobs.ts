@@ -8,7 +8,7 @@ export async function failStaleJobs(db: Catalog): Promise<{ id: string; lane: st
   const staleSeconds = jobStaleSeconds();
   const stale = await db.job.findMany({
     where: { state: 'running', heartbeatAt: { lt: new Date(Date.now() - staleSeconds * 1000) } },
-    select: { id: true, label: true, scheduledJobId: true, attempt: true, lane: true },
+    select: { id: true, label: true, scheduledJobId: true, attempt: true, lane: true, target: true },
   });
   for (const job of stale) {
     const error = `the worker stopped during the job (no sign of life for ${staleSeconds} s); run it again: what was stored is reused`;
@@ -20,7 +20,8 @@ export async function failStaleJobs(db: Catalog): Promise<{ id: string; lane: st
     if (!count) continue;
     // A restore request run by that job ends with it (a restore leaves nothing under a final name until done).
     await db.restoreRequest.updateMany({ where: { jobId: job.id, status: { in: ['approved', 'running'] } }, data: { status: 'failed', error } });
-    await recordAudit(db, { actor: 'system', action: 'job.failed', target: job.label, detail: { jobId: job.id, reason: 'worker stopped' } });
+    const requestId = (job.target as { requestId?: string } | null)?.requestId;
+    await recordAudit(db, { actor: 'system', action: 'job.failed', target: job.label, detail: { jobId: job.id, reason: 'worker stopped', ...(requestId ? { requestId } : {}) } });
   }
   return stale.map((job) => ({ id: job.id, lane: job.lane }));
 }

@@ -15,7 +15,7 @@ import { laneServedBy, listWorkers, waitingMessage } from './workers';
 const LOST_AFTER_MS = 120_000;
 
 export async function reviewQueuedJobs(db: Catalog, queue: PgBoss): Promise<void> {
-  const queued = await db.job.findMany({ where: { state: 'queued' }, select: { id: true, label: true, lane: true, message: true, scheduledJobId: true, attempt: true } });
+  const queued = await db.job.findMany({ where: { state: 'queued' }, select: { id: true, label: true, lane: true, message: true, scheduledJobId: true, attempt: true, target: true } });
   if (queued.length === 0) return;
   const sources = new Set((await db.source.findMany({ select: { name: true } })).map((source) => source.name));
   const workers = await listWorkers(db);
@@ -46,12 +46,13 @@ async function lostByQueue(queue: PgBoss, lane: Lane, id: string): Promise<boole
   return Date.now() - new Date(since ?? held.createdOn).getTime() > LOST_AFTER_MS;
 }
 
-async function fail(db: Catalog, job: { id: string; label: string; scheduledJobId: string | null; attempt: number }, error: string, reason: string): Promise<void> {
+async function fail(db: Catalog, job: { id: string; label: string; scheduledJobId: string | null; attempt: number; target: unknown }, error: string, reason: string): Promise<void> {
   const finishedAt = new Date();
   const scheduled = job.scheduledJobId ? await db.scheduledJob.findUnique({ where: { id: job.scheduledJobId } }) : null;
   const retryAt = scheduled ? retryAfter(scheduled, job.attempt, finishedAt) : null;
   const { count } = await db.job.updateMany({ where: { id: job.id, state: 'queued' }, data: { state: 'failed', finishedAt, error, retryAt } });
   if (!count) return;
   await db.restoreRequest.updateMany({ where: { jobId: job.id, status: { in: ['approved', 'running'] } }, data: { status: 'failed', error } });
-  await recordAudit(db, { actor: 'system', action: 'job.failed', target: job.label, detail: { jobId: job.id, reason } });
+  const requestId = (job.target as { requestId?: string } | null)?.requestId;
+  await recordAudit(db, { actor: 'system', action: 'job.failed', target: job.label, detail: { jobId: job.id, reason, ...(requestId ? { requestId } : {}) } });
 }

@@ -36,9 +36,12 @@ export async function decideRestore(
       ...(status === 'changed' ? { error: `The live state changed since this restore was confirmed; nothing was written. Request it again to review the new plan: ${live.message}` } : {}),
     },
   });
-  if (count === 0) throw new AppError('CONFLICT', { message: 'Another approver decided this request first.' });
+  if (count === 0) {
+    const now = await db.restoreRequest.findUniqueOrThrow({ where: { id: requestId }, select: { status: true } });
+    throw new AppError('CONFLICT', { message: now.status === 'withdrawn' ? 'The requester withdrew this request meanwhile.' : `Another approver decided this request first (it is ${now.status}).` });
+  }
   await recordAudit(db, {
-    actor: options.actor, action: approve ? 'restore.approve' : 'restore.reject', target: request.vm,
+    actor: options.actor, action: status === 'approved' ? 'restore.approve' : status === 'changed' ? 'restore.approve-changed' : 'restore.reject', target: request.vm,
     detail: { requestId, note, liveStateChangedSinceConfirmation: changed, livePlan: live as unknown as Prisma.InputJsonValue },
   });
   if (status !== 'approved') return toRestoreRequestView(await db.restoreRequest.findUniqueOrThrow({ where: { id: requestId } }));

@@ -2,9 +2,11 @@ import type { Catalog } from '../../catalog/db';
 import { AppError } from '../../errors';
 import { recordAudit } from '../../catalog/audit';
 import { type RestoreRequestView, toRestoreRequestView } from './restore-request-view';
+import { expireRestoreRequests } from './expire-restore-requests';
 
 /** The requester takes back a request nobody has decided yet (a mistake, a plan overtaken by events). Only theirs. */
 export async function withdrawRestore(db: Catalog, options: { actor: string; requestId: string }): Promise<RestoreRequestView> {
+  await expireRestoreRequests(db); // past its expiry it is expired, not withdrawn
   const request = await db.restoreRequest.findUnique({ where: { id: options.requestId } });
   if (!request) throw new AppError('NOT_FOUND', { message: 'no such restore request' });
   if (request.requestedBy !== options.actor) {
