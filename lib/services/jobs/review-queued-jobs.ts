@@ -6,9 +6,8 @@
  */
 import type PgBoss from 'pg-boss';
 import type { Catalog } from '../../catalog/db';
-import { recordAudit } from '../../catalog/audit';
 import { type Lane, jobQueueOf, parseLane } from '../../jobs/queue';
-import { retryAfter } from './scheduled-jobs';
+import { failUnfinishedJob } from './fail-stale-jobs';
 import { laneServedBy, listWorkers, waitingMessage } from './workers';
 
 /** A job taken from the queue but not started for this long was lost by its worker. */
@@ -22,12 +21,12 @@ export async function reviewQueuedJobs(db: Catalog, queue: PgBoss): Promise<void
   for (const job of queued) {
     const lane = parseLane(job.lane);
     if (lane.kind === 'source' && !sources.has(lane.source)) {
-      await fail(db, job, `source '${lane.source}' no longer exists (renamed or removed after this job was queued): queue it again`, 'source gone');
+      await failUnfinishedJob(db, job, { from: 'queued', error: `source '${lane.source}' no longer exists (renamed or removed after this job was queued): queue it again`, reason: 'source gone' });
       await queue.cancel(jobQueueOf(lane), job.id).catch(() => undefined);
       continue;
     }
     if (await lostByQueue(queue, lane, job.id)) {
-      await fail(db, job, 'the job queue lost it (the worker that took it stopped before starting it): queue it again', 'lost');
+      await failUnfinishedJob(db, job, { from: 'queued', error: 'the job queue lost it (the worker that took it stopped before starting it): queue it again', reason: 'lost' });
       continue;
     }
     const served = laneServedBy(workers, lane, 'jobs');
@@ -44,15 +43,4 @@ async function lostByQueue(queue: PgBoss, lane: Lane, id: string): Promise<boole
   if (held.state === 'created' || held.state === 'retry') return false;
   const since = held.state === 'active' ? held.startedOn : (held.completedOn ?? held.startedOn);
   return Date.now() - new Date(since ?? held.createdOn).getTime() > LOST_AFTER_MS;
-}
-
-async function fail(db: Catalog, job: { id: string; label: string; scheduledJobId: string | null; attempt: number; target: unknown }, error: string, reason: string): Promise<void> {
-  const finishedAt = new Date();
-  const scheduled = job.scheduledJobId ? await db.scheduledJob.findUnique({ where: { id: job.scheduledJobId } }) : null;
-  const retryAt = scheduled ? retryAfter(scheduled, job.attempt, finishedAt) : null;
-  const { count } = await db.job.updateMany({ where: { id: job.id, state: 'queued' }, data: { state: 'failed', finishedAt, error, retryAt } });
-  if (!count) return;
-  await db.restoreRequest.updateMany({ where: { jobId: job.id, status: { in: ['approved', 'running'] } }, data: { status: 'failed', error } });
-  const requestId = (job.target as { requestId?: string } | null)?.requestId;
-  await recordAudit(db, { actor: 'system', action: 'job.failed', target: job.label, detail: { jobId: job.id, reason, ...(requestId ? { requestId } : {}) } });
 }
