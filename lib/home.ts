@@ -69,9 +69,14 @@ async function tighten(root: string, rootMode: number, options: { skip?: Set<str
   return changed;
 }
 
-/** Where `npm start` keeps its pid while it runs (`vmdedup stop` reads it). */
-export function startPidFile(home: string): string {
-  return path.join(home, 'run', 'vmdedup.pid');
+/** Where each `npm start` of a home keeps its pid while it runs (`vmdedup stop` reads them): one file per start, since
+ *  several may serve one home (on other ports). */
+export function startPidFile(home: string, pid = process.pid): string {
+  return path.join(startPidDir(home), `start-${pid}.pid`);
+}
+
+function startPidDir(home: string): string {
+  return path.join(home, 'run');
 }
 
 /**
@@ -88,16 +93,24 @@ export function processStartTicks(pid: number): string | undefined {
   }
 }
 
-/** The `npm start` of this home that still runs, as its pid file names it: pid and start time both still match. */
-export function runningStartPid(home: string): number | undefined {
-  let recorded: string;
+/** The `npm start`s of this home that still run, as their pid files name them: pid and start time both still match
+ *  (a file left by a start that died, or whose pid is another program's now, is removed). */
+export function runningStartPids(home: string): number[] {
+  let names: string[];
   try {
-    recorded = fsSync.readFileSync(startPidFile(home), 'utf8');
+    names = fsSync.readdirSync(startPidDir(home)).filter((name) => /^start-\d+\.pid$/.test(name));
   } catch {
-    return undefined;
+    return [];
   }
-  const [pidText, ticks] = recorded.trim().split(/\s+/);
-  const pid = Number.parseInt(pidText, 10);
-  if (!Number.isSafeInteger(pid) || pid <= 0 || !ticks) return undefined;
-  return processStartTicks(pid) === ticks ? pid : undefined;
+  const running: number[] = [];
+  for (const name of names) {
+    const file = path.join(startPidDir(home), name);
+    let recorded = '';
+    try { recorded = fsSync.readFileSync(file, 'utf8'); } catch { continue; }
+    const [pidText, ticks] = recorded.trim().split(/\s+/);
+    const pid = Number.parseInt(pidText, 10);
+    if (Number.isSafeInteger(pid) && pid > 0 && ticks && processStartTicks(pid) === ticks) running.push(pid);
+    else fsSync.rmSync(file, { force: true });
+  }
+  return running;
 }

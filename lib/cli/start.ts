@@ -19,7 +19,7 @@ import { appCatalogUrl, catalogUrl, getCatalog, getCatalogSql } from '../catalog
 import { buildFleet } from '../demo/fleet';
 import { openRepository } from '../open-repository';
 import { formatBytes } from '../format';
-import { prepareHome, processStartTicks, runningStartPid, startPidFile } from '../home';
+import { prepareHome, processStartTicks, startPidFile } from '../home';
 import { type SystemUser, ensureSystemUser } from '../system-user';
 
 const appDir = process.env.VMDEDUP_APP_DIR ?? process.cwd();
@@ -27,16 +27,11 @@ const appDir = process.env.VMDEDUP_APP_DIR ?? process.cwd();
 export async function start(): Promise<number> {
   const home = vmdedupHome();
   for (const notice of await prepareHome()) log(notice);
-  // One npm start per home: a second would fail on the port after taking over the pid file (and `vmdedup stop`).
-  const other = runningStartPid(home);
-  if (other !== undefined) {
-    log(`vmdedup is already running on ${home} (pid ${other}): stop it first ('npx vmdedup stop'), or use another VMDEDUP_HOME`);
-    return 1;
-  }
+  // Its own pid file (several starts may serve one home on other ports): pid and start time, for `vmdedup stop`.
   const pidFile = startPidFile(home);
   await fs.mkdir(path.dirname(pidFile), { recursive: true, mode: 0o700 });
   await fs.writeFile(pidFile, `${process.pid} ${processStartTicks(process.pid) ?? ''}\n`, { mode: 0o600 });
-  process.on('exit', () => { try { if (fsSync.readFileSync(pidFile, 'utf8').trim() === String(process.pid)) fsSync.rmSync(pidFile); } catch { /* gone */ } });
+  process.on('exit', () => fsSync.rmSync(pidFile, { force: true }));
   log(`data: ${home}`);
   const url = await catalogUrl();
   const sql = await getCatalogSql();
