@@ -2,8 +2,12 @@ import path from 'node:path';
 import { z } from 'zod';
 import { SOURCE_TYPES } from '../engine/sources/types';
 
+/** A source's name: what the dashboard, the CLI and a worker's --sources accept. */
+export const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+export const SOURCE_NAME_RULE = 'a source name is letters, digits, dots, dashes or underscores (at most 64)';
+
 const ZSourceFields = {
-  name: z.string().trim().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a source name is letters, digits, dots, dashes or underscores (at most 64)'),
+  name: z.string().trim().regex(SOURCE_NAME, SOURCE_NAME_RULE),
   type: z.enum(SOURCE_TYPES),
   // The server's own folder: relative paths would depend on where the server was started. Empty for a libvirt
   // connection (its configs are libvirt's).

@@ -17,8 +17,8 @@ import { runJob } from '../services/jobs/run-job';
 import { SCHEDULER_TICK_MS, fireDueScheduledJobs, watchRpo } from '../services/jobs/schedules';
 import { WORKER_BEAT_MS, type WorkerLanes, WorkerNameTaken, announceWorker, forgetDeadWorkers, retireWorker, workerName } from '../services/jobs/workers';
 import { reviewQueuedJobs } from '../services/jobs/review-queued-jobs';
+import { SOURCE_NAME, SOURCE_NAME_RULE } from '../validation/sources';
 
-const SOURCE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const USAGE = 'usage: vmdedup worker [--only jobs|calls] [--sources <name>,<name>…]';
 
 export type WorkerOptions = { lanes: WorkerLanes; served: ServedSources };
@@ -41,7 +41,7 @@ export function parseWorkerArgs(argv: string[], env: Record<string, string | und
   // Given but empty (a unit file's unset variable): not "every source", which would take work this host cannot reach.
   if (names.length === 0) return '--sources (or VMDEDUP_WORKER_SOURCES) names no source: give the sources this host reaches, or leave it out to serve every source';
   const bad = names.find((name) => !SOURCE_NAME.test(name));
-  if (bad !== undefined) return `--sources: '${bad}' is not a source name (letters, digits, dots, dashes or underscores)`;
+  if (bad !== undefined) return `--sources: '${bad}' is not a source name (${SOURCE_NAME_RULE})`;
   return { lanes, served: { every: false, names } };
 }
 

@@ -132,21 +132,14 @@ export class ObjectSealer {
     }
   }
 
-  /** The plain bytes of a blob sealed under `name`; SealBrokenError when it does not verify. */
+  /** The plain bytes of a blob sealed under `name` (opened in a copy); SealBrokenError when it does not verify. */
   unseal(name: string, sealed: Uint8Array): Buffer {
-    if (sealed.length < SEAL_OVERHEAD || !SEAL_HEADER.equals(sealed.subarray(0, SEAL_HEADER.length))) throw new SealBrokenError(name);
-    const nonce = sealed.subarray(SEAL_HEADER.length, SEAL_HEADER.length + NONCE_BYTES);
-    const decipher = createDecipheriv('aes-256-gcm', this.objectKey(name), nonce);
-    decipher.setAAD(SEAL_HEADER);
-    decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
-    try {
-      const head = decipher.update(sealed.subarray(SEAL_HEADER.length + NONCE_BYTES, sealed.length - TAG_BYTES));
-      const tail = decipher.final();
-      return tail.length ? Buffer.concat([head, tail]) : head;
-    } catch {
-      throw new SealBrokenError(name);
-    }
+    const copy = Buffer.from(sealed);
+    const length = this.openInPlace(name, copy);
+    if (length === undefined) throw new SealBrokenError(name);
+    return copy.subarray(SEAL_BODY_AT, SEAL_BODY_AT + length);
   }
+
 }
 
 /** Blobs kept in the clear: the repository's config (it says the repository is encrypted) and the key slots. */

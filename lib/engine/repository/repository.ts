@@ -235,7 +235,7 @@ export class Repository {
     await this.writeClear(keySlotKey(slot.id), Buffer.from(JSON.stringify(slot, null, 2)));
   }
 
-  /** A put of a blob kept in the clear (config.json, keys/), with storage failures named as write's are. */
+  /** A put past the sealing (config.json, keys/, a chunk a block worker sealed), with storage failures named as write's are. */
   private async writeClear(key: string, data: Uint8Array): Promise<void> {
     try {
       await this.clearStore.put(key, data);
@@ -255,11 +255,7 @@ export class Repository {
   async putEncodedChunk(id: ChunkId, encoded: Uint8Array, options: { sealed?: boolean } = {}): Promise<void> {
     if (!options.sealed) return this.write(chunkKey(id), encoded);
     if (!this.chunkSealer) throw new Error('a sealed chunk for a repository that is not encrypted');
-    try {
-      await this.clearStore.put(chunkKey(id), encoded);
-    } catch (err) {
-      throw storageFault(this.store.location, err);
-    }
+    await this.writeClear(chunkKey(id), encoded);
   }
 
   /**

@@ -32,7 +32,7 @@ export async function reviewQueuedJobs(db: Catalog, queue: PgBoss): Promise<void
     const served = laneServedBy(workers, lane, 'jobs');
     const waiting = waitingMessage(lane);
     if (!served && job.message !== waiting) await db.job.updateMany({ where: { id: job.id, state: 'queued' }, data: { message: waiting } });
-    else if (served && job.message.startsWith('waiting for ')) await db.job.updateMany({ where: { id: job.id, state: 'queued' }, data: { message: '' } });
+    else if (served && job.message === waiting) await db.job.updateMany({ where: { id: job.id, state: 'queued' }, data: { message: '' } });
   }
 }
 

@@ -7,6 +7,7 @@ import { catalogCall, getCatalogSql } from '../../catalog/db';
 import { acquireSyncLease } from '../../catalog/sync-lease';
 import type { Repository } from '../../engine/repository/repository';
 import { openCopyTarget, openRepository } from '../../open-repository';
+import { isInside } from '../../engine/containment';
 
 export type SyncResult = { report: SyncReport; target: { location: string; id: string; encrypted: boolean; created: boolean; recoveryKey?: string } };
 
@@ -20,8 +21,8 @@ export async function syncToRepository(options: { to: string; encrypt?: boolean;
   const location = normalizedLocation(options.to);
   const own = repositoryLocation();
   if (location === own) throw new AppError('BAD_INPUT', { message: `--to ${location} is the repository itself (VMDEDUP_REPOSITORY): give another folder or bucket prefix` });
-  if (location.startsWith(`${own}/`) || own.startsWith(`${location}/`)) {
-    throw new AppError('BAD_INPUT', { message: `--to ${location} ${location.startsWith(own) ? 'is inside' : 'holds'} the repository ${own}: a copy goes to another folder, disk or bucket prefix` });
+  if (isInside(own, location) || isInside(location, own)) {
+    throw new AppError('BAD_INPUT', { message: `--to ${location} ${isInside(own, location) ? 'is inside' : 'holds'} the repository ${own}: a copy goes to another folder, disk or bucket prefix` });
   }
   const source = options.source ?? (await openRepository({ mustExist: true }));
   // The copy's location is held before it may be created (two syncs making one new copy would each write a config),

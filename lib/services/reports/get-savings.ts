@@ -1,9 +1,9 @@
 import type { CatalogSql } from '../../catalog/db';
+import { type BackupRunSummary, recentBackupRuns } from './recent-runs';
 
 export type DiskSavings = { path: string; identifier: string; source: string; vms: string[]; copiesAvoided: number; bytesSaved: number; bytesReused: number; storedBytes: number };
 export type VmSavings = { vm: string; source: string; backups: number; bytesSaved: number; bytesReused: number };
-export type RunSavings = { runId: string; at: string; vms: number; logicalBytes: number; bytesRead: number; bytesWritten: number; bytesReferenced: number };
-export type Savings = { totalSaved: number; totalReused: number; copiesAvoided: number; byCommonDisk: DiskSavings[]; byVm: VmSavings[]; byRun: RunSavings[] };
+export type Savings = { totalSaved: number; totalReused: number; copiesAvoided: number; byCommonDisk: DiskSavings[]; byVm: VmSavings[]; byRun: BackupRunSummary[] };
 
 /**
  * Every version (stored copy) of every disk, with how many VMs' backups name it and how many backups in all:
@@ -28,7 +28,7 @@ export const DISK_VERSION_USES = `
  * (each VM credited its part of a shared copy: (vms − 1) / vms of it), and per run what was referenced unread.
  */
 export async function getSavings(sql: CatalogSql): Promise<Savings> {
-  const [disks, vms, runs, totals] = await Promise.all([
+  const [disks, vms, byRun] = await Promise.all([
     sql.query<{ path: string; identifier: string; source: string; vms: string[]; copies: string; saved: string; reused: string; stored: string }>(
       `WITH ${DISK_VERSION_USES}
        SELECT d."path", d."identifier", s."name" AS source,
@@ -46,25 +46,16 @@ export async function getSavings(sql: CatalogSql): Promise<Savings> {
        JOIN versions x ON x."diskId" = u."diskId" AND x."digest" = u."digest"
        GROUP BY v."id", s."name" ORDER BY saved DESC, v."name"`,
     ),
-    sql.query<{ run: string; at: Date; vms: string; logical: string; read: string; written: string; referenced: string }>(
-      `SELECT coalesce("runId", "id") AS run, min("createdAt") AS at, count(DISTINCT "vmId") AS vms, sum("logicalBytes") AS logical,
-         sum("bytesRead") AS read, sum("bytesWritten") AS written, sum("bytesReferenced") AS referenced
-       FROM "BackupImage" GROUP BY coalesce("runId", "id") ORDER BY at DESC LIMIT 500`,
-    ),
-    sql.query<{ saved: string; reused: string; copies: string }>(
-      `WITH ${DISK_VERSION_USES}
-       SELECT coalesce(sum((vms - 1) * bytes), 0) AS saved, coalesce(sum((images - vms) * bytes), 0) AS reused, coalesce(sum(vms - 1), 0) AS copies FROM versions`,
-    ),
+    recentBackupRuns(sql, { limit: 500 }),
   ]);
-  const [total] = totals.rows;
+  const byCommonDisk = disks.rows.map((d) => ({
+    path: d.path, identifier: d.identifier, source: d.source, vms: d.vms, copiesAvoided: Number(d.copies), bytesSaved: Number(d.saved), bytesReused: Number(d.reused), storedBytes: Number(d.stored),
+  }));
+  const byVm = vms.rows.map((v) => ({ vm: v.vm, source: v.source, backups: Number(v.backups), bytesSaved: Math.round(Number(v.saved)), bytesReused: Number(v.reused) }));
+  // The totals follow from the rows: every disk a version of which two VMs name is listed (sharing is 0 elsewhere), and
+  // every VM's own re-backups add up to all reuse.
   return {
-    totalSaved: Number(total.saved), totalReused: Number(total.reused), copiesAvoided: Number(total.copies),
-    byCommonDisk: disks.rows.map((d) => ({
-      path: d.path, identifier: d.identifier, source: d.source, vms: d.vms, copiesAvoided: Number(d.copies), bytesSaved: Number(d.saved), bytesReused: Number(d.reused), storedBytes: Number(d.stored),
-    })),
-    byVm: vms.rows.map((v) => ({ vm: v.vm, source: v.source, backups: Number(v.backups), bytesSaved: Math.round(Number(v.saved)), bytesReused: Number(v.reused) })),
-    byRun: runs.rows.map((r) => ({
-      runId: r.run, at: r.at.toISOString(), vms: Number(r.vms), logicalBytes: Number(r.logical), bytesRead: Number(r.read), bytesWritten: Number(r.written), bytesReferenced: Number(r.referenced),
-    })),
+    totalSaved: byCommonDisk.reduce((sum, d) => sum + d.bytesSaved, 0), totalReused: byVm.reduce((sum, v) => sum + v.bytesReused, 0),
+    copiesAvoided: byCommonDisk.reduce((sum, d) => sum + d.copiesAvoided, 0), byCommonDisk, byVm, byRun,
   };
 }
